@@ -1,0 +1,62 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+
+	"github.com/latchkey/latchkey/internal/ids"
+)
+
+// ApiKey is a credential. Only the SHA-256 hash of the secret is stored; tenant keys
+// belong to one tenant, platform admin keys (admin=true) to none.
+type ApiKey struct{ ent.Schema }
+
+// Mixin of the ApiKey.
+func (ApiKey) Mixin() []ent.Mixin {
+	return []ent.Mixin{IDMixin{Prefix: ids.APIKey}, TimeMixin{}, TenantMixin{Optional: true}}
+}
+
+// Fields of the ApiKey.
+func (ApiKey) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("name").NotEmpty().MaxLen(100).
+			Annotations(entgql.OrderField("NAME")),
+		field.String("prefix").NotEmpty().Immutable().MaxLen(32).
+			Comment("display start of the key, safe to show and log"),
+		field.String("hash").NotEmpty().Immutable().Unique().Sensitive().MaxLen(64).
+			Annotations(entgql.Skip()).
+			Comment("hex SHA-256 of the full key"),
+		field.Bool("admin").Default(false).Immutable().
+			Annotations(entgql.Skip()),
+		field.Strings("scopes").Default([]string{}),
+		field.Int("rate_limit").Optional().Nillable().
+			Comment("requests per window; nil: the tenant plan's default"),
+		field.Int("rate_limit_window_seconds").Optional().Nillable(),
+		field.Time("expires_at").Optional().Nillable().
+			Annotations(entgql.OrderField("EXPIRES_AT")),
+		field.Time("last_used_at").Optional().Nillable().
+			Annotations(entgql.OrderField("LAST_USED_AT")),
+		field.Time("revoked_at").Optional().Nillable(),
+		field.String("rotated_from_id").Optional().Nillable().Immutable().
+			Annotations(entgql.Type("ID")),
+	}
+}
+
+// Edges of the ApiKey.
+func (ApiKey) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("tenant", Tenant.Type).Ref("api_keys").Field("tenant_id").Unique().Immutable(),
+		edge.To("rotated_to", ApiKey.Type).
+			Annotations(authScopes("keys:read")).
+			From("rotated_from").Field("rotated_from_id").Unique().Immutable().
+			Annotations(authScopes("keys:read")),
+	}
+}
+
+// Annotations of the ApiKey.
+func (ApiKey) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection()}
+}

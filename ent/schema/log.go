@@ -1,0 +1,82 @@
+package schema
+
+import (
+	"time"
+
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+
+	"github.com/latchkey/latchkey/internal/ids"
+)
+
+// AuditLog records one change: who (the key), what (the action), which object, when.
+// Rows are written by the audit hook in the transaction of the change.
+type AuditLog struct{ ent.Schema }
+
+// Mixin of the AuditLog.
+func (AuditLog) Mixin() []ent.Mixin {
+	return []ent.Mixin{IDMixin{Prefix: ids.AuditLog}, TenantMixin{Optional: true}}
+}
+
+// Fields of the AuditLog.
+func (AuditLog) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("actor").NotEmpty().Immutable().
+			Comment("display prefix of the acting key, admin-token or system"),
+		field.String("actor_key_id").Optional().Nillable().Immutable().Annotations(entgql.Type("ID")),
+		field.String("action").NotEmpty().Immutable().
+			Annotations(entgql.OrderField("ACTION")),
+		field.String("object_type").NotEmpty().Immutable(),
+		field.String("object_id").NotEmpty().Immutable().Annotations(entgql.Type("ID")),
+		field.Strings("changed_fields").Optional().Immutable(),
+		field.Time("created_at").Default(time.Now).Immutable().
+			Annotations(entgql.OrderField("CREATED_AT")),
+	}
+}
+
+// Indexes of the AuditLog.
+func (AuditLog) Indexes() []ent.Index {
+	return []ent.Index{index.Fields("created_at")}
+}
+
+// Annotations of the AuditLog.
+func (AuditLog) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection()}
+}
+
+// UsageLog is one authenticated operation. Rows are written in batches by the usage
+// recorder, never on the request path; they are not exposed as GraphQL objects.
+type UsageLog struct{ ent.Schema }
+
+// Mixin of the UsageLog.
+func (UsageLog) Mixin() []ent.Mixin {
+	return []ent.Mixin{TenantMixin{}}
+}
+
+// Fields of the UsageLog.
+func (UsageLog) Fields() []ent.Field {
+	return []ent.Field{
+		field.Int64("id"),
+		field.String("api_key_id").Immutable(),
+		field.String("operation_name").Default("").Immutable(),
+		field.String("operation_type").Immutable(),
+		field.Strings("root_fields").Optional().Immutable(),
+		field.String("outcome").Immutable(),
+		field.Int("latency_ms").Immutable(),
+		field.String("ip").Default("").Immutable(),
+		field.Time("at").Immutable(),
+	}
+}
+
+// Indexes of the UsageLog.
+func (UsageLog) Indexes() []ent.Index {
+	return []ent.Index{index.Fields("api_key_id", "at"), index.Fields("at")}
+}
+
+// Annotations of the UsageLog.
+func (UsageLog) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.Skip()}
+}

@@ -1,0 +1,25 @@
+package schema
+
+import (
+	"entgo.io/ent"
+
+	"github.com/latchkey/latchkey/ent/schema/rule"
+)
+
+// Policy of the Tenant: see rule.TenantSelf.
+func (Tenant) Policy() ent.Policy { return rule.TenantSelf() }
+
+// Policy of the ApiKey: see rule.TenantOwned.
+func (ApiKey) Policy() ent.Policy { return rule.TenantOwned() }
+
+// Policy of the Webhook: see rule.TenantOwned.
+func (Webhook) Policy() ent.Policy { return rule.TenantOwned() }
+
+// Policy of the WebhookDelivery: see rule.TenantOwned.
+func (WebhookDelivery) Policy() ent.Policy { return rule.TenantOwned() }
+
+// Policy of the AuditLog: see rule.ReadOnlyTenantOwned.
+func (AuditLog) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }
+
+// Policy of the UsageLog: see rule.ReadOnlyTenantOwned.
+func (UsageLog) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }

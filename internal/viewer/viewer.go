@@ -1,0 +1,79 @@
+// Package viewer carries the authenticated caller of a request through the context.
+//
+// A Viewer is created once per request by the authentication middleware (HTTP) or the
+// WebSocket init hook and is read by directives, privacy rules and resolvers.
+package viewer
+
+import (
+	"context"
+	"slices"
+)
+
+// Viewer is the authenticated caller: an API key of one tenant, or a platform admin.
+type Viewer struct {
+	// APIKeyID is the ID of the calling key; empty for the ADMIN_TOKEN credential.
+	APIKeyID string
+	// KeyPrefix is the display prefix of the calling key, safe to log.
+	KeyPrefix string
+	// TenantID is the tenant the key belongs to; empty for platform admins.
+	TenantID string
+	// Scopes are the scopes the key holds. Admins implicitly hold every scope.
+	Scopes []string
+	// Admin is true for platform admins (admin keys and ADMIN_TOKEN).
+	Admin bool
+}
+
+// Has reports whether the viewer holds scope; admins hold every scope.
+func (v *Viewer) Has(scope string) bool {
+	if v == nil {
+		return false
+	}
+	return v.Admin || slices.Contains(v.Scopes, scope)
+}
+
+// Actor is a short, non-secret description of the viewer for audit logs.
+func (v *Viewer) Actor() string {
+	switch {
+	case v == nil:
+		return "system"
+	case v.KeyPrefix != "":
+		return v.KeyPrefix
+	case v.Admin:
+		return "admin-token"
+	default:
+		return "unknown"
+	}
+}
+
+type ctxKey struct{}
+
+// NewContext returns ctx carrying v.
+func NewContext(ctx context.Context, v *Viewer) context.Context {
+	return context.WithValue(ctx, ctxKey{}, v)
+}
+
+// FromContext returns the viewer in ctx, or nil when the request is anonymous.
+func FromContext(ctx context.Context) *Viewer {
+	v, _ := ctx.Value(ctxKey{}).(*Viewer)
+	return v
+}
+
+// Scope names. A key can only grant scopes it holds itself.
+const (
+	ScopeTenantRead    = "tenant:read"
+	ScopeTenantWrite   = "tenant:write"
+	ScopeKeysRead      = "keys:read"
+	ScopeKeysWrite     = "keys:write"
+	ScopeUsageRead     = "usage:read"
+	ScopeWebhooksRead  = "webhooks:read"
+	ScopeWebhooksWrite = "webhooks:write"
+)
+
+// AllScopes lists every scope, in a stable order.
+var AllScopes = []string{
+	ScopeTenantRead, ScopeTenantWrite, ScopeKeysRead, ScopeKeysWrite,
+	ScopeUsageRead, ScopeWebhooksRead, ScopeWebhooksWrite,
+}
+
+// ValidScope reports whether s is a known scope name.
+func ValidScope(s string) bool { return slices.Contains(AllScopes, s) }
