@@ -1,0 +1,124 @@
+// Package store opens the database named by DATABASE_URL, applies the migrations and
+// returns the ent client.
+//
+//	sqlite:PATH          embedded SQLite file (modernc.org/sqlite, foreign keys on)
+//	postgres://...       PostgreSQL through lib/pq (sslmode defaults to disable on
+//	                     loopback hosts and to require elsewhere)
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+	_ "github.com/lib/pq" // PostgreSQL driver
+	_ "modernc.org/sqlite" // SQLite driver (pure Go)
+
+	"github.com/latchkey/latchkey/ent"
+	_ "github.com/latchkey/latchkey/ent/runtime" // registers hooks, policies and defaults
+	"github.com/latchkey/latchkey/migrate"
+)
+
+// Store is an open database: the ent client plus what the rest of the server needs
+// to know about it.
+type Store struct {
+	Client  *ent.Client
+	DB      *sql.DB
+	Dialect string // "sqlite" or "postgres"
+	// Applied is the number of migrations applied when the store was opened.
+	Applied int
+}
+
+// Open connects to databaseURL, applies pending migrations and returns the store.
+// It returns an error for an unsupported URL, an unreachable database or a failed
+// migration.
+func Open(ctx context.Context, databaseURL string) (*Store, error) {
+	dialectName, dsn, err := parseURL(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	name := map[string]string{dialect.SQLite: "sqlite", dialect.Postgres: "postgres"}[dialectName]
+	db, err := sql.Open(name, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	if dialectName == dialect.SQLite {
+		// One writer at a time: SQLite serializes writes anyway, and a single
+		// connection avoids SQLITE_BUSY under concurrent requests.
+		db.SetMaxOpenConns(1)
+	} else {
+		db.SetMaxOpenConns(25)
+		db.SetMaxIdleConns(25)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect to %s: %w", dialectName, err)
+	}
+	applied, err := migrate.Apply(db, name)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	client := ent.NewClient(ent.Driver(entsql.OpenDB(dialectName, db)))
+	return &Store{Client: client, DB: db, Dialect: name, Applied: applied}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.Client.Close() }
+
+// Ping reports whether the database answers (used by /readyz).
+func (s *Store) Ping(ctx context.Context) error { return s.DB.PingContext(ctx) }
+
+// parseURL maps DATABASE_URL to an ent dialect and a driver DSN.
+func parseURL(raw string) (dialectName, dsn string, err error) {
+	switch {
+	case raw == "":
+		raw = "sqlite:latchkey.db"
+		fallthrough
+	case strings.HasPrefix(raw, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
+		if path == "" {
+			return "", "", fmt.Errorf("store: DATABASE_URL %q names no file", raw)
+		}
+		q := url.Values{}
+		q.Add("_pragma", "foreign_keys(1)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "busy_timeout(5000)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Set("_time_format", "sqlite")
+		return dialect.SQLite, "file:" + path + "?" + q.Encode(), nil
+	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "", "", fmt.Errorf("store: invalid DATABASE_URL")
+		}
+		q := u.Query()
+		if q.Get("sslmode") == "" {
+			q.Set("sslmode", "require")
+			if isLoopback(u.Hostname()) {
+				q.Set("sslmode", "disable")
+			}
+			u.RawQuery = q.Encode()
+		}
+		return dialect.Postgres, u.String(), nil
+	default:
+		return "", "", fmt.Errorf("store: DATABASE_URL must start with sqlite: or postgres://")
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" || host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
