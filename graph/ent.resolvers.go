@@ -7,20 +7,36 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/generated"
+	"github.com/latchkey/latchkey/internal/apierr"
 )
 
 // Node is the resolver for the node field.
 func (r *queryResolver) Node(ctx context.Context, id string) (ent.Noder, error) {
-	panic(fmt.Errorf("not implemented: Node - node"))
+	n, err := r.Client.Noder(ctx, id, ent.WithNodeType(nodeType))
+	if err != nil {
+		return nil, err
+	}
+	return n, checkNodeScope(ctx, n)
 }
 
 // Nodes is the resolver for the nodes field.
 func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]ent.Noder, error) {
-	panic(fmt.Errorf("not implemented: Nodes - nodes"))
+	if len(ids) > MaxPageSize {
+		return nil, apierr.BadInput("ids", "at most %d ids", MaxPageSize)
+	}
+	ns, err := r.Client.Noders(ctx, ids, ent.WithNodeType(nodeType))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range ns {
+		if err := checkNodeScope(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	return ns, nil
 }
 
 // ApiKey returns generated.ApiKeyResolver implementation.

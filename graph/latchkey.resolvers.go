@@ -7,98 +7,218 @@ package graph
 
 import (
 	"context"
-	"fmt"
+	"time"
 
 	"entgo.io/contrib/entgql"
+
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/model"
+	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/store"
+	"github.com/latchkey/latchkey/internal/tenants"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
 
 // Status is the resolver for the status field.
 func (r *apiKeyResolver) Status(ctx context.Context, obj *ent.ApiKey) (model.APIKeyStatus, error) {
-	panic(fmt.Errorf("not implemented: Status - status"))
+	now := time.Now()
+	switch {
+	case obj.RevokedAt != nil:
+		return model.APIKeyStatusRevoked, nil
+	case obj.ExpiresAt != nil && !now.Before(*obj.ExpiresAt):
+		return model.APIKeyStatusExpired, nil
+	case obj.ExpiresAt != nil:
+		// Only keys with an expiry can be in a rotation grace period.
+		rotated, err := obj.QueryRotatedTo().Exist(ctx)
+		if err != nil {
+			return "", err
+		}
+		if rotated {
+			return model.APIKeyStatusRotating, nil
+		}
+	}
+	return model.APIKeyStatusActive, nil
 }
 
 // CreateTenant is the resolver for the createTenant field.
 func (r *mutationResolver) CreateTenant(ctx context.Context, input model.CreateTenantInput) (*ent.Tenant, error) {
-	panic(fmt.Errorf("not implemented: CreateTenant - createTenant"))
+	var t *ent.Tenant
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		t, err = tenants.Create(ctx, c, tenants.CreateParams{Name: input.Name, Slug: input.Slug, Plan: input.Plan, Active: input.Active})
+		return err
+	})
+	return t, err
 }
 
 // UpdateTenant is the resolver for the updateTenant field.
 func (r *mutationResolver) UpdateTenant(ctx context.Context, id string, input model.UpdateTenantInput) (*ent.Tenant, error) {
-	panic(fmt.Errorf("not implemented: UpdateTenant - updateTenant"))
+	var t *ent.Tenant
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) error {
+		var changed bool
+		var err error
+		t, changed, err = tenants.Update(ctx, c, id, tenants.UpdateParams{Name: input.Name, Plan: input.Plan, Active: input.Active})
+		if err == nil && changed && r.Keys.Verifier != nil {
+			store.AfterCommit(ctx, r.Keys.Verifier.InvalidateAll)
+		}
+		return err
+	})
+	return t, err
 }
 
 // CreateAPIKey is the resolver for the createApiKey field.
 func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.APIKeyWithSecret, error) {
-	panic(fmt.Errorf("not implemented: CreateAPIKey - createApiKey"))
+	out := &model.APIKeyWithSecret{}
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		out.APIKey, out.Secret, err = r.Keys.Create(ctx, c, apikey.CreateParams{
+			TenantID:               input.TenantID,
+			Name:                   input.Name,
+			Scopes:                 input.Scopes,
+			RateLimit:              input.RateLimit,
+			RateLimitWindowSeconds: input.RateLimitWindowSeconds,
+			ExpiresAt:              input.ExpiresAt,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // UpdateAPIKey is the resolver for the updateApiKey field.
 func (r *mutationResolver) UpdateAPIKey(ctx context.Context, id string, input model.UpdateAPIKeyInput) (*ent.ApiKey, error) {
-	panic(fmt.Errorf("not implemented: UpdateAPIKey - updateApiKey"))
+	var k *ent.ApiKey
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		k, err = r.Keys.Update(ctx, c, id, apikey.UpdateParams{
+			Name:                      input.Name,
+			Scopes:                    input.Scopes,
+			RateLimit:                 input.RateLimit.Value(),
+			SetRateLimit:              input.RateLimit.IsSet(),
+			RateLimitWindowSeconds:    input.RateLimitWindowSeconds.Value(),
+			SetRateLimitWindowSeconds: input.RateLimitWindowSeconds.IsSet(),
+			ExpiresAt:                 input.ExpiresAt.Value(),
+			SetExpiresAt:              input.ExpiresAt.IsSet(),
+		})
+		return err
+	})
+	return k, err
 }
 
 // RevokeAPIKey is the resolver for the revokeApiKey field.
 func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (*ent.ApiKey, error) {
-	panic(fmt.Errorf("not implemented: RevokeAPIKey - revokeApiKey"))
+	var k *ent.ApiKey
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		k, err = r.Keys.Revoke(ctx, c, id)
+		return err
+	})
+	return k, err
 }
 
 // RotateAPIKey is the resolver for the rotateApiKey field.
 func (r *mutationResolver) RotateAPIKey(ctx context.Context, id string, gracePeriodSeconds *int) (*model.APIKeyWithSecret, error) {
-	panic(fmt.Errorf("not implemented: RotateAPIKey - rotateApiKey"))
+	grace := 0
+	if gracePeriodSeconds != nil {
+		grace = *gracePeriodSeconds
+	}
+	out := &model.APIKeyWithSecret{}
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		out.APIKey, out.Secret, err = r.Keys.Rotate(ctx, c, id, grace)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Viewer is the resolver for the viewer field.
 func (r *queryResolver) Viewer(ctx context.Context) (*viewer.Viewer, error) {
-	panic(fmt.Errorf("not implemented: Viewer - viewer"))
+	v := viewer.FromContext(ctx)
+	if v == nil {
+		return nil, apierr.New(apierr.Unauthenticated, "authentication required")
+	}
+	return v, nil
 }
 
 // Tenants is the resolver for the tenants field.
 func (r *queryResolver) Tenants(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TenantOrder, where *ent.TenantWhereInput) (*ent.TenantConnection, error) {
-	panic(fmt.Errorf("not implemented: Tenants - tenants"))
+	if err := checkPage(first, last); err != nil {
+		return nil, err
+	}
+	return r.Client.Tenant.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
+		ent.WithTenantOrder(orderBy), ent.WithTenantFilter(where.Filter))
 }
 
 // APIKeys is the resolver for the apiKeys field.
 func (r *queryResolver) APIKeys(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ApiKeyOrder, where *ent.ApiKeyWhereInput) (*ent.ApiKeyConnection, error) {
-	panic(fmt.Errorf("not implemented: APIKeys - apiKeys"))
+	if err := checkPage(first, last); err != nil {
+		return nil, err
+	}
+	return r.Client.ApiKey.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
+		ent.WithApiKeyOrder(orderBy), ent.WithApiKeyFilter(where.Filter))
 }
 
 // Webhooks is the resolver for the webhooks field.
 func (r *queryResolver) Webhooks(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookOrder, where *ent.WebhookWhereInput) (*ent.WebhookConnection, error) {
-	panic(fmt.Errorf("not implemented: Webhooks - webhooks"))
+	if err := checkPage(first, last); err != nil {
+		return nil, err
+	}
+	return r.Client.Webhook.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
+		ent.WithWebhookOrder(orderBy), ent.WithWebhookFilter(where.Filter))
 }
 
 // WebhookDeliveries is the resolver for the webhookDeliveries field.
 func (r *queryResolver) WebhookDeliveries(ctx context.Context, webhookID *string, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error) {
-	panic(fmt.Errorf("not implemented: WebhookDeliveries - webhookDeliveries"))
+	if err := checkPage(first, last); err != nil {
+		return nil, err
+	}
+	q := r.Client.WebhookDelivery.Query()
+	if webhookID != nil {
+		q.Where(webhookdelivery.WebhookID(*webhookID))
+	}
+	return q.Paginate(ctx, after, defaultFirst(first, last), before, last,
+		ent.WithWebhookDeliveryOrder(orderBy), ent.WithWebhookDeliveryFilter(where.Filter))
 }
 
 // AuditLogs is the resolver for the auditLogs field.
 func (r *queryResolver) AuditLogs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) (*ent.AuditLogConnection, error) {
-	panic(fmt.Errorf("not implemented: AuditLogs - auditLogs"))
+	if err := checkPage(first, last); err != nil {
+		return nil, err
+	}
+	if orderBy == nil {
+		orderBy = &ent.AuditLogOrder{Field: ent.AuditLogOrderFieldCreatedAt, Direction: entgql.OrderDirectionDesc}
+	}
+	return r.Client.AuditLog.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
+		ent.WithAuditLogOrder(orderBy), ent.WithAuditLogFilter(where.Filter))
 }
 
 // APIKey is the resolver for the apiKey field.
 func (r *viewerResolver) APIKey(ctx context.Context, obj *viewer.Viewer) (*ent.ApiKey, error) {
-	panic(fmt.Errorf("not implemented: APIKey - apiKey"))
+	if obj.APIKeyID == "" {
+		return nil, nil
+	}
+	return r.Client.ApiKey.Get(ctx, obj.APIKeyID)
 }
 
 // Tenant is the resolver for the tenant field.
 func (r *viewerResolver) Tenant(ctx context.Context, obj *viewer.Viewer) (*ent.Tenant, error) {
-	panic(fmt.Errorf("not implemented: Tenant - tenant"))
+	if obj.TenantID == "" {
+		return nil, nil
+	}
+	return r.Client.Tenant.Get(ctx, obj.TenantID)
 }
 
 // Scopes is the resolver for the scopes field.
 func (r *viewerResolver) Scopes(ctx context.Context, obj *viewer.Viewer) ([]string, error) {
-	panic(fmt.Errorf("not implemented: Scopes - scopes"))
+	return obj.Scopes, nil
 }
 
 // IsAdmin is the resolver for the isAdmin field.
 func (r *viewerResolver) IsAdmin(ctx context.Context, obj *viewer.Viewer) (bool, error) {
-	panic(fmt.Errorf("not implemented: IsAdmin - isAdmin"))
+	return obj.Admin, nil
 }
 
 // Mutation returns generated.MutationResolver implementation.

@@ -17,7 +17,7 @@ import (
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
-	_ "github.com/lib/pq" // PostgreSQL driver
+	_ "github.com/lib/pq"  // PostgreSQL driver
 	_ "modernc.org/sqlite" // SQLite driver (pure Go)
 
 	"github.com/latchkey/latchkey/ent"
@@ -31,6 +31,8 @@ type Store struct {
 	Client  *ent.Client
 	DB      *sql.DB
 	Dialect string // "sqlite" or "postgres"
+	// EntDialect is the ent dialect name (dialect.SQLite or dialect.Postgres).
+	EntDialect string
 	// Applied is the number of migrations applied when the store was opened.
 	Applied int
 }
@@ -69,7 +71,7 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 		return nil, err
 	}
 	client := ent.NewClient(ent.Driver(entsql.OpenDB(dialectName, db)))
-	return &Store{Client: client, DB: db, Dialect: name, Applied: applied}, nil
+	return &Store{Client: client, DB: db, Dialect: name, EntDialect: dialectName, Applied: applied}, nil
 }
 
 // Close closes the database.
@@ -121,4 +123,50 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// WithTx runs fn in a transaction on client and commits it when fn returns nil, or
+// rolls it back. Functions registered with AfterCommit run after a successful commit
+// (e.g. cache invalidations, which must not race ahead of the commit).
+// It returns fn's error, or the error of beginning or committing the transaction.
+func WithTx(ctx context.Context, client *ent.Client, fn func(ctx context.Context, tx *ent.Tx) error) error {
+	tx, err := client.Tx(ctx)
+	if err != nil {
+		return err
+	}
+	hooks := &afterCommit{}
+	ctx = context.WithValue(ctx, afterCommitKey{}, hooks)
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback()
+			panic(p)
+		}
+	}()
+	if err := fn(ctx, tx); err != nil {
+		if rerr := tx.Rollback(); rerr != nil {
+			return fmt.Errorf("%w (rollback: %v)", err, rerr)
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for _, f := range hooks.fns {
+		f()
+	}
+	return nil
+}
+
+type afterCommitKey struct{}
+
+type afterCommit struct{ fns []func() }
+
+// AfterCommit runs f after the transaction of ctx (see WithTx) commits, or at once
+// when ctx carries no transaction.
+func AfterCommit(ctx context.Context, f func()) {
+	if h, ok := ctx.Value(afterCommitKey{}).(*afterCommit); ok {
+		h.fns = append(h.fns, f)
+		return
+	}
+	f()
 }

@@ -1,0 +1,53 @@
+package graph
+
+import (
+	"context"
+
+	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/apikey"
+	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/webhook"
+	"github.com/latchkey/latchkey/ent/webhookdelivery"
+	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/ids"
+	"github.com/latchkey/latchkey/internal/viewer"
+)
+
+// nodeType resolves a Relay node ID to its table by the ID's type prefix.
+// Unknown prefixes are NOT_FOUND, like IDs that do not exist.
+func nodeType(_ context.Context, id string) (string, error) {
+	switch ids.Prefix(id) {
+	case ids.Tenant:
+		return tenant.Table, nil
+	case ids.APIKey:
+		return apikey.Table, nil
+	case ids.Webhook:
+		return webhook.Table, nil
+	case ids.WebhookDelivery:
+		return webhookdelivery.Table, nil
+	case ids.AuditLog:
+		return auditlog.Table, nil
+	}
+	return "", apierr.ErrNotFound
+}
+
+// checkNodeScope applies to node/nodes the scope the list query of the type needs.
+// It returns FORBIDDEN when the viewer lacks it.
+func checkNodeScope(ctx context.Context, n ent.Noder) error {
+	var scope string
+	switch n.(type) {
+	case nil:
+		return nil
+	case *ent.Tenant, *ent.AuditLog:
+		scope = viewer.ScopeTenantRead
+	case *ent.ApiKey:
+		scope = viewer.ScopeKeysRead
+	case *ent.Webhook, *ent.WebhookDelivery:
+		scope = viewer.ScopeWebhooksRead
+	}
+	if v := viewer.FromContext(ctx); scope != "" && !v.Has(scope) {
+		return apierr.New(apierr.Forbidden, "missing scope "+scope).With("requiredScopes", []string{scope})
+	}
+	return nil
+}

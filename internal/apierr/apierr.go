@@ -1,0 +1,116 @@
+// Package apierr defines the error codes clients see in `extensions.code` and turns
+// every other error into a safe INTERNAL error: no SQL, stack or internal message
+// ever reaches a client.
+package apierr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"entgo.io/ent/privacy"
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/latchkey/latchkey/ent"
+)
+
+// Error codes of the public contract.
+const (
+	Unauthenticated = "UNAUTHENTICATED"
+	Forbidden       = "FORBIDDEN"
+	NotFound        = "NOT_FOUND"
+	BadUserInput    = "BAD_USER_INPUT"
+	RateLimited     = "RATE_LIMITED"
+	QuotaExceeded   = "QUOTA_EXCEEDED"
+	Internal        = "INTERNAL"
+)
+
+// Error is an error with a public code, message and optional extensions.
+type Error struct {
+	Code       string
+	Message    string
+	Extensions map[string]any
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// New returns an error with code and message.
+func New(code, message string) *Error { return &Error{Code: code, Message: message} }
+
+// With returns a copy of e with an extension set.
+func (e *Error) With(key string, value any) *Error {
+	c := *e
+	c.Extensions = make(map[string]any, len(e.Extensions)+1)
+	for k, v := range e.Extensions {
+		c.Extensions[k] = v
+	}
+	c.Extensions[key] = value
+	return &c
+}
+
+// BadInput returns a BAD_USER_INPUT error naming the offending field.
+func BadInput(field, format string, args ...any) *Error {
+	return New(BadUserInput, fmt.Sprintf(format, args...)).With("field", field)
+}
+
+// ErrNotFound is returned for missing objects and for other tenants' objects alike.
+var ErrNotFound = New(NotFound, "not found")
+
+// Presenter converts resolver errors into GraphQL errors with `extensions.code`.
+// ent not-found and privacy denials become NOT_FOUND (the same answer whether the
+// object does not exist or belongs to another tenant); validation and constraint
+// errors become BAD_USER_INPUT; anything unknown is logged and becomes INTERNAL.
+func Presenter(ctx context.Context, err error) *gqlerror.Error {
+	gqlErr := graphql.DefaultErrorPresenter(ctx, err)
+	var e *Error
+	var existing *gqlerror.Error
+	switch {
+	case errors.As(err, &e):
+	case errors.As(err, &existing) && existing.Extensions["code"] != nil && !errors.As(existing.Err, new(*Error)) && existing.Err == nil:
+		// Parser, validation and gqlgen-produced errors already carry a code.
+		return gqlErr
+	case ent.IsNotFound(err), errors.Is(err, privacy.Deny):
+		e = ErrNotFound
+	case ent.IsValidationError(err):
+		var ve *ent.ValidationError
+		errors.As(err, &ve)
+		e = BadInput(ve.Name, "invalid value for %s", ve.Name)
+	case ent.IsConstraintError(err):
+		e = New(BadUserInput, "conflicts with an existing object (duplicate or missing reference)")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		e = New(Internal, "request canceled")
+	default:
+		if existing != nil && existing.Err == nil && existing.Extensions["code"] == nil {
+			// A gqlgen input coercion error (e.g. a wrong variable type): the client's fault.
+			gqlErr.Extensions = map[string]any{"code": BadUserInput}
+			return gqlErr
+		}
+		slog.ErrorContext(ctx, "internal error", "err", err, "path", graphql.GetPath(ctx).String())
+		e = New(Internal, "internal error")
+	}
+	gqlErr.Message = e.Message
+	gqlErr.Err = e
+	gqlErr.Extensions = map[string]any{"code": e.Code}
+	for k, v := range e.Extensions {
+		gqlErr.Extensions[k] = v
+	}
+	return gqlErr
+}
+
+// Recover turns a resolver panic into an INTERNAL error and logs the stack server-side.
+func Recover(ctx context.Context, p any) error {
+	slog.ErrorContext(ctx, "panic in resolver", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	return New(Internal, "internal error")
+}
+
+// GQL returns the gqlerror form of e, for responses built outside the executor.
+func (e *Error) GQL() *gqlerror.Error {
+	ext := map[string]any{"code": e.Code}
+	for k, v := range e.Extensions {
+		ext[k] = v
+	}
+	return &gqlerror.Error{Message: e.Message, Extensions: ext}
+}

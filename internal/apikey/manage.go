@@ -1,0 +1,297 @@
+package apikey
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/audit"
+	"github.com/latchkey/latchkey/internal/store"
+	"github.com/latchkey/latchkey/internal/tenants"
+	"github.com/latchkey/latchkey/internal/viewer"
+)
+
+// Limits on key settings.
+const (
+	MaxRateLimit     = 1_000_000_000
+	MaxWindowSeconds = 31 * 24 * 3600
+	MaxGracePeriod   = 30 * 24 * 3600
+)
+
+// CreateParams are the settings of a new key.
+type CreateParams struct {
+	// TenantID is required for platform admins and must be empty or the viewer's
+	// own tenant for tenant keys.
+	TenantID               *string
+	Name                   string
+	Scopes                 []string
+	RateLimit              *int
+	RateLimitWindowSeconds *int
+	ExpiresAt              *time.Time
+}
+
+// UpdateParams are the settings to change. Nil pointers leave a setting as it is;
+// the Set* flags with nil values clear the optional settings.
+type UpdateParams struct {
+	Name                      *string
+	Scopes                    []string
+	RateLimit                 *int
+	SetRateLimit              bool
+	RateLimitWindowSeconds    *int
+	SetRateLimitWindowSeconds bool
+	ExpiresAt                 *time.Time
+	SetExpiresAt              bool
+}
+
+// Manager creates and changes keys. It invalidates the verifier's cache after each
+// committed change so that the change holds from the very next request.
+type Manager struct {
+	Verifier *Verifier
+	Now      func() time.Time
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// checkScopes validates scopes and that the viewer holds each of them.
+// It returns BAD_USER_INPUT for unknown scopes and FORBIDDEN for scopes the viewer lacks.
+func checkScopes(ctx context.Context, scopes []string) ([]string, error) {
+	v := viewer.FromContext(ctx)
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if !viewer.ValidScope(s) {
+			return nil, apierr.BadInput("scopes", "unknown scope %q (known: %s)", s, strings.Join(viewer.AllScopes, ", "))
+		}
+		if !v.Has(s) {
+			return nil, apierr.New(apierr.Forbidden, "cannot grant scope "+s+": the calling key does not hold it").With("scope", s)
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func checkLimits(rate, window *int) error {
+	if rate != nil && (*rate < 1 || *rate > MaxRateLimit) {
+		return apierr.BadInput("rateLimit", "rateLimit must be between 1 and %d", MaxRateLimit)
+	}
+	if window != nil && (*window < 1 || *window > MaxWindowSeconds) {
+		return apierr.BadInput("rateLimitWindowSeconds", "rateLimitWindowSeconds must be between 1 and %d", MaxWindowSeconds)
+	}
+	return nil
+}
+
+func (m *Manager) checkExpiry(t *time.Time) error {
+	if t != nil && !t.After(m.now()) {
+		return apierr.BadInput("expiresAt", "expiresAt must be in the future")
+	}
+	return nil
+}
+
+// Create validates p and creates a key in the transaction of client. It returns the
+// key and its secret, which is never stored.
+// It returns BAD_USER_INPUT, FORBIDDEN (scopes the viewer lacks) or NOT_FOUND (a
+// tenant the viewer cannot see) errors.
+func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.ApiKey, string, error) {
+	v := viewer.FromContext(ctx)
+	if v == nil {
+		return nil, "", apierr.New(apierr.Unauthenticated, "authentication required")
+	}
+	tenantID := v.TenantID
+	switch {
+	case v.Admin && p.TenantID == nil:
+		return nil, "", apierr.BadInput("tenantID", "tenantID is required for platform admins")
+	case v.Admin:
+		tenantID = *p.TenantID
+	case p.TenantID != nil && *p.TenantID != v.TenantID:
+		return nil, "", apierr.ErrNotFound
+	}
+	name, err := tenants.ValidName("name", p.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	scopes, err := checkScopes(ctx, p.Scopes)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
+		return nil, "", err
+	}
+	if err := m.checkExpiry(p.ExpiresAt); err != nil {
+		return nil, "", err
+	}
+	// Reading the tenant through the viewer's privacy rules: NOT_FOUND when it does
+	// not exist or is not the viewer's.
+	if _, err := client.Tenant.Get(ctx, tenantID); err != nil {
+		return nil, "", err
+	}
+	secret, err := Generate(KindLive)
+	if err != nil {
+		return nil, "", err
+	}
+	hash := HashHex(secret)
+	k, err := client.ApiKey.Create().
+		SetTenantID(tenantID).
+		SetName(name).
+		SetPrefix(DisplayPrefix(secret)).
+		SetHash(hash).
+		SetScopes(scopes).
+		SetNillableRateLimit(p.RateLimit).
+		SetNillableRateLimitWindowSeconds(p.RateLimitWindowSeconds).
+		SetNillableExpiresAt(p.ExpiresAt).
+		Save(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	m.invalidate(ctx, hash) // forget a cached "unknown key" for this hash
+	return k, secret, nil
+}
+
+// Update applies p to the key id. It returns NOT_FOUND for a key the viewer cannot
+// see, BAD_USER_INPUT for invalid values or a revoked key, FORBIDDEN for scopes the
+// viewer lacks.
+func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p UpdateParams) (*ent.ApiKey, error) {
+	k, err := client.ApiKey.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.RevokedAt != nil {
+		return nil, apierr.BadInput("id", "key is revoked")
+	}
+	u := k.Update()
+	if p.Name != nil {
+		name, err := tenants.ValidName("name", *p.Name)
+		if err != nil {
+			return nil, err
+		}
+		u.SetName(name)
+	}
+	if p.Scopes != nil {
+		scopes, err := checkScopes(ctx, p.Scopes)
+		if err != nil {
+			return nil, err
+		}
+		u.SetScopes(scopes)
+	}
+	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
+		return nil, err
+	}
+	if p.SetRateLimit {
+		if p.RateLimit == nil {
+			u.ClearRateLimit()
+		} else {
+			u.SetRateLimit(*p.RateLimit)
+		}
+	}
+	if p.SetRateLimitWindowSeconds {
+		if p.RateLimitWindowSeconds == nil {
+			u.ClearRateLimitWindowSeconds()
+		} else {
+			u.SetRateLimitWindowSeconds(*p.RateLimitWindowSeconds)
+		}
+	}
+	if p.SetExpiresAt {
+		if err := m.checkExpiry(p.ExpiresAt); err != nil {
+			return nil, err
+		}
+		if p.ExpiresAt == nil {
+			u.ClearExpiresAt()
+		} else {
+			u.SetExpiresAt(*p.ExpiresAt)
+		}
+	}
+	k, err = u.Save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.invalidate(ctx, k.Hash)
+	return k, nil
+}
+
+// Revoke revokes the key id; revoking a revoked key changes nothing.
+// It returns NOT_FOUND for a key the viewer cannot see.
+func (m *Manager) Revoke(ctx context.Context, client *ent.Client, id string) (*ent.ApiKey, error) {
+	k, err := client.ApiKey.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.RevokedAt != nil {
+		return k, nil
+	}
+	k, err = k.Update().SetRevokedAt(m.now()).Save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.invalidate(ctx, k.Hash)
+	return k, nil
+}
+
+// Rotate issues a new key with the settings of key id and lets the old one work for
+// gracePeriod more (0: it stops at once). It returns the new key and its secret.
+// It returns NOT_FOUND for a key the viewer cannot see and BAD_USER_INPUT for a
+// revoked or expired key or an out-of-range grace period.
+func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gracePeriodSeconds int) (*ent.ApiKey, string, error) {
+	if gracePeriodSeconds < 0 || gracePeriodSeconds > MaxGracePeriod {
+		return nil, "", apierr.BadInput("gracePeriodSeconds", "gracePeriodSeconds must be between 0 and %d", MaxGracePeriod)
+	}
+	old, err := client.ApiKey.Get(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	now := m.now()
+	if old.RevokedAt != nil {
+		return nil, "", apierr.BadInput("id", "key is revoked")
+	}
+	if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
+		return nil, "", apierr.BadInput("id", "key is expired")
+	}
+	kind := KindLive
+	if old.Admin {
+		kind = KindAdmin
+	}
+	secret, err := Generate(kind)
+	if err != nil {
+		return nil, "", err
+	}
+	hash := HashHex(secret)
+	nk, err := client.ApiKey.Create().
+		SetNillableTenantID(old.TenantID).
+		SetName(old.Name).
+		SetPrefix(DisplayPrefix(secret)).
+		SetHash(hash).
+		SetAdmin(old.Admin).
+		SetScopes(old.Scopes).
+		SetNillableRateLimit(old.RateLimit).
+		SetNillableRateLimitWindowSeconds(old.RateLimitWindowSeconds).
+		SetNillableExpiresAt(old.ExpiresAt).
+		SetRotatedFromID(old.ID).
+		Save(audit.WithAction(ctx, "api_key.rotated"))
+	if err != nil {
+		return nil, "", err
+	}
+	until := now.Add(time.Duration(gracePeriodSeconds) * time.Second)
+	if old.ExpiresAt == nil || until.Before(*old.ExpiresAt) {
+		// The rotation's audit row (on the new key) covers this change.
+		if err := old.Update().SetExpiresAt(until).Exec(audit.WithAction(ctx, "")); err != nil {
+			return nil, "", err
+		}
+	}
+	m.invalidate(ctx, old.Hash)
+	m.invalidate(ctx, hash)
+	return nk, secret, nil
+}
+
+func (m *Manager) invalidate(ctx context.Context, hash string) {
+	if m.Verifier == nil {
+		return
+	}
+	store.AfterCommit(ctx, func() { m.Verifier.Invalidate(hash) })
+}

@@ -1,0 +1,172 @@
+// Package app assembles the Latchkey server from its parts: store, key verifier,
+// GraphQL schema and HTTP API. server.go and the end-to-end tests both use it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/latchkey/latchkey/ent/apikey"
+	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/graph"
+	keys "github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/httpapi"
+	"github.com/latchkey/latchkey/internal/store"
+)
+
+// App is a configured server instance.
+type App struct {
+	Config   config.Config
+	Store    *store.Store
+	Verifier *keys.Verifier
+	Handler  http.Handler
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Options change how New builds the app (tests and benchmarks).
+type Options struct {
+	// DisableAuth serves every request as a platform admin (benchmarks only).
+	DisableAuth bool
+	// Out receives the one-time bootstrap message (default: discarded).
+	Out io.Writer
+}
+
+// New opens the store (applying migrations), creates the first admin key when needed
+// and builds the handler. It returns an error when the database cannot be opened.
+func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if st.Applied > 0 {
+		slog.Info("applied migrations", "count", st.Applied, "dialect", st.Dialect)
+	}
+	v := keys.NewVerifier(st.Client, st.EntDialect, keys.Config{AdminToken: cfg.AdminToken})
+	a := &App{Config: cfg, Store: st, Verifier: v}
+	if cfg.AdminToken == "" {
+		if err := a.bootstrapAdmin(ctx, opts.Out); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	schema := graph.NewSchema(&graph.Resolver{
+		Client: st.Client,
+		Keys:   &keys.Manager{Verifier: v},
+	})
+	a.Handler = httpapi.New(httpapi.Options{
+		Schema:         schema,
+		Verifier:       v,
+		Ready:          st.Ping,
+		AllowedOrigins: cfg.AllowedOrigins,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		MaxDepth:       cfg.MaxQueryDepth,
+		MaxComplexity:  cfg.MaxQueryComplexity,
+		DisableAuth:    opts.DisableAuth,
+	})
+	return a, nil
+}
+
+// bootstrapAdmin creates an admin key when none exists and prints it once to out.
+func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
+	ctx = rule.SystemContext(ctx)
+	exists, err := a.Store.Client.ApiKey.Query().Where(apikey.Admin(true), apikey.RevokedAtIsNil()).Exist(ctx)
+	if err != nil || exists {
+		return err
+	}
+	secret, err := keys.Generate(keys.KindAdmin)
+	if err != nil {
+		return err
+	}
+	_, err = a.Store.Client.ApiKey.Create().
+		SetName("bootstrap admin").
+		SetAdmin(true).
+		SetPrefix(keys.DisplayPrefix(secret)).
+		SetHash(keys.HashHex(secret)).
+		SetScopes([]string{}).
+		Save(ctx)
+	if err != nil {
+		return fmt.Errorf("create admin key: %w", err)
+	}
+	if out == nil {
+		out = io.Discard
+	}
+	fmt.Fprintf(out, `
+  Latchkey created a platform admin key. It is shown only this once; store it now:
+
+      %s
+
+  Playground:  %s/   (paste the key into the Headers tab as {"X-API-Key": "..."})
+  Try it:      curl -s %s/query -H 'X-API-Key: %s' -H 'Content-Type: application/json' -d '{"query":"{ viewer { isAdmin } }"}'
+
+`, secret, a.Config.PublicURL, a.Config.PublicURL, secret)
+	return nil
+}
+
+// Start runs the background workers (batched last_used_at writes) until Shutdown.
+func (a *App) Start(ctx context.Context) {
+	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.Verifier.Run(ctx)
+	}()
+}
+
+// Shutdown stops the background workers, flushing what they hold, and closes the store.
+func (a *App) Shutdown(ctx context.Context) error {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return a.Store.Close()
+}
+
+// ListenAndServe serves the API on the configured address until ctx is canceled, then
+// drains in-flight requests and shuts down gracefully.
+func (a *App) ListenAndServe(ctx context.Context, ready func(addr net.Addr)) error {
+	ln, err := net.Listen("tcp", a.Config.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	a.Start(ctx)
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		slog.Error("http shutdown", "err", err)
+	}
+	return a.Shutdown(sctx)
+}

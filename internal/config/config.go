@@ -1,0 +1,95 @@
+// Package config reads the server configuration from the environment.
+package config
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Config is the server configuration. See the README's configuration table.
+type Config struct {
+	// Addr is the listen address, from PORT (default 8080) or LISTEN_ADDR.
+	Addr string
+	// DatabaseURL selects the store: sqlite:PATH (default sqlite:latchkey.db) or postgres://...
+	DatabaseURL string
+	// RedisURL, when set, holds shared rate-limit state.
+	RedisURL string
+	// AdminToken, when set, is a platform-admin credential.
+	AdminToken string
+	// AllowedOrigins are the CORS origins allowed for browser dashboards.
+	AllowedOrigins []string
+	// MaxBodyBytes, MaxQueryDepth and MaxQueryComplexity bound requests.
+	MaxBodyBytes       int64
+	MaxQueryDepth      int
+	MaxQueryComplexity int
+	// PublicURL is the base URL printed in the start-up message (default http://localhost:PORT).
+	PublicURL string
+}
+
+// FromEnv reads the configuration from environment variables.
+// It returns an error naming the variable when a value is invalid.
+func FromEnv() (Config, error) {
+	return parse(os.Getenv)
+}
+
+func parse(get func(string) string) (Config, error) {
+	c := Config{
+		DatabaseURL: get("DATABASE_URL"),
+		RedisURL:    get("REDIS_URL"),
+		AdminToken:  get("ADMIN_TOKEN"),
+		PublicURL:   get("PUBLIC_URL"),
+	}
+	port := get("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return c, fmt.Errorf("config: PORT must be a port number, got %q", port)
+	}
+	c.Addr = ":" + port
+	if a := get("LISTEN_ADDR"); a != "" {
+		c.Addr = a
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://localhost:" + port
+	}
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = "sqlite:latchkey.db"
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		return c, fmt.Errorf("config: ADMIN_TOKEN must be at least 16 characters")
+	}
+	for _, o := range strings.Split(get("ALLOWED_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	var err error
+	if c.MaxBodyBytes, err = intVar(get, "MAX_BODY_BYTES", 1<<20); err != nil {
+		return c, err
+	}
+	depth, err := intVar(get, "MAX_QUERY_DEPTH", 12)
+	if err != nil {
+		return c, err
+	}
+	complexity, err := intVar(get, "MAX_QUERY_COMPLEXITY", 5000)
+	if err != nil {
+		return c, err
+	}
+	c.MaxQueryDepth, c.MaxQueryComplexity = int(depth), int(complexity)
+	return c, nil
+}
+
+func intVar(get func(string) string, name string, def int64) (int64, error) {
+	v := get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("config: %s must be a positive integer, got %q", name, v)
+	}
+	return n, nil
+}

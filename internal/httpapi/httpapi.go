@@ -1,0 +1,243 @@
+// Package httpapi serves Latchkey over HTTP: GraphQL on /query (GET and POST, per
+// the GraphQL-over-HTTP spec, with automatic persisted queries), the playground on /,
+// health on /healthz and readiness on /readyz, behind body-size, CORS and
+// authentication middleware.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/rs/cors"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/playground"
+	"github.com/latchkey/latchkey/internal/viewer"
+)
+
+// Options configure the HTTP API. Zero values pick the defaults.
+type Options struct {
+	Schema   graphql.ExecutableSchema
+	Verifier *apikey.Verifier
+	// Ready reports whether dependencies (the database) answer; used by /readyz.
+	Ready func(context.Context) error
+	// AllowedOrigins are the browser origins allowed by CORS ("*" allows any origin,
+	// without credentials). Empty: no cross-origin access.
+	AllowedOrigins []string
+	// MaxBodyBytes bounds request bodies (default 1 MiB).
+	MaxBodyBytes int64
+	// MaxDepth and MaxComplexity bound queries (defaults 12 and 5000).
+	MaxDepth      int
+	MaxComplexity int
+	// DisableAuth serves every request as a platform admin. For benchmarks only.
+	DisableAuth bool
+}
+
+// New returns the HTTP handler of the whole API.
+func New(o Options) http.Handler {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.MaxDepth <= 0 {
+		o.MaxDepth = 12
+	}
+	if o.MaxComplexity <= 0 {
+		o.MaxComplexity = 5000
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/query", o.graphqlHandler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if o.Ready != nil {
+			if err := o.Ready(ctx); err != nil {
+				slog.Warn("readiness check failed", "err", err)
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "database"})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	playground.Register(mux, "Latchkey", "/query")
+
+	c := cors.New(cors.Options{
+		AllowedOrigins:   o.AllowedOrigins,
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost},
+		AllowedHeaders:   []string{"X-API-Key", "Authorization", "Content-Type", "Accept"},
+		ExposedHeaders:   []string{"RateLimit", "RateLimit-Policy", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "X-Request-ID"},
+		AllowCredentials: false, // keys travel in headers, never cookies
+		MaxAge:           600,
+	})
+	if len(o.AllowedOrigins) == 0 {
+		return mux
+	}
+	return c.Handler(mux)
+}
+
+func (o Options) graphqlHandler() http.Handler {
+	srv := handler.New(o.Schema)
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.AddTransport(transport.GRAPHQL{})
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.Use(extension.Introspection{})
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
+	srv.Use(&queryLimits{Depth: o.MaxDepth, Complexity: o.MaxComplexity})
+	srv.SetErrorPresenter(apierr.Presenter)
+	srv.SetRecoverFunc(apierr.Recover)
+	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		if viewer.FromContext(ctx) != nil {
+			return next(ctx)
+		}
+		// Anonymous callers may only introspect (the playground loads the schema first).
+		rc := graphql.GetOperationContext(ctx)
+		if introspectionOnly(rc.Operation) {
+			return next(ctx)
+		}
+		SetStatus(ctx, http.StatusUnauthorized)
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{
+			apierr.New(apierr.Unauthenticated, "authentication required: send X-API-Key or Authorization: Bearer").
+				With("reason", apikey.ErrMissing.Reason).GQL(),
+		}})
+	})
+	return o.middleware(srv)
+}
+
+// middleware enforces the body limit and media types, authenticates the caller and
+// lets the executor set the response status (401, 429) through the context.
+func (o Options) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if mt != "application/json" && mt != "application/graphql" {
+				writeGraphQLError(w, r, http.StatusUnsupportedMediaType,
+					apierr.New(apierr.BadUserInput, "Content-Type must be application/json"))
+				return
+			}
+			body, err := io.ReadAll(io.LimitReader(r.Body, o.MaxBodyBytes+1))
+			if err != nil {
+				writeGraphQLError(w, r, http.StatusBadRequest, apierr.New(apierr.BadUserInput, "could not read request body"))
+				return
+			}
+			if int64(len(body)) > o.MaxBodyBytes {
+				writeGraphQLError(w, r, http.StatusRequestEntityTooLarge,
+					apierr.New(apierr.BadUserInput, "request body too large").With("limitBytes", o.MaxBodyBytes))
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		ctx := r.Context()
+		if o.DisableAuth {
+			ctx = viewer.NewContext(ctx, &viewer.Viewer{Admin: true, Scopes: viewer.AllScopes})
+		} else if cred := apikey.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization")); cred != "" {
+			v, err := o.Verifier.Verify(ctx, cred)
+			if err != nil {
+				var ae *apikey.AuthError
+				if errors.As(err, &ae) {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+					writeGraphQLError(w, r, http.StatusUnauthorized,
+						apierr.New(apierr.Unauthenticated, ae.Reason).With("reason", ae.Reason))
+					return
+				}
+				slog.ErrorContext(ctx, "verify key", "err", err)
+				writeGraphQLError(w, r, http.StatusServiceUnavailable, apierr.New(apierr.Internal, "temporarily unavailable"))
+				return
+			}
+			ctx = viewer.NewContext(ctx, v)
+		}
+		sw := &statusWriter{ResponseWriter: w, method: r.Method}
+		ctx = context.WithValue(ctx, statusKey{}, sw)
+		next.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}
+
+type statusKey struct{}
+
+// statusWriter lets code running inside the executor choose the HTTP status of a
+// response that gqlgen would send as 200.
+type statusWriter struct {
+	http.ResponseWriter
+	method   string
+	status   int
+	released bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.released {
+		return
+	}
+	w.released = true
+	switch {
+	case code == http.StatusOK && w.status != 0:
+		code = w.status
+	case code == http.StatusNotAcceptable && w.method == http.MethodGet:
+		// gqlgen answers a mutation over GET with 406; the GraphQL-over-HTTP spec says 405.
+		w.Header().Set("Allow", "POST")
+		code = http.StatusMethodNotAllowed
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.released {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// SetStatus sets the HTTP status of the response of the request in ctx, replacing the
+// 200 gqlgen would send (e.g. 401 or 429). It does nothing outside an HTTP request.
+func SetStatus(ctx context.Context, status int) {
+	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok {
+		sw.status = status
+	}
+}
+
+// Header returns the response headers of the request in ctx, or nil outside an HTTP request.
+func Header(ctx context.Context) http.Header {
+	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok {
+		return sw.Header()
+	}
+	return nil
+}
+
+// writeGraphQLError writes a GraphQL response carrying one error, in the media type the
+// client accepts.
+func writeGraphQLError(w http.ResponseWriter, r *http.Request, status int, e *apierr.Error) {
+	ct := "application/json"
+	if strings.Contains(r.Header.Get("Accept"), "application/graphql-response+json") {
+		ct = "application/graphql-response+json"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(graphql.Response{Errors: gqlerror.List{e.GQL()}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
