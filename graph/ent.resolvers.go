@@ -8,6 +8,8 @@ package graph
 import (
 	"context"
 
+	"github.com/99designs/gqlgen/graphql"
+
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/internal/apierr"
@@ -27,14 +29,16 @@ func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]ent.Noder, e
 	if len(ids) > MaxPageSize {
 		return nil, apierr.BadInput("ids", "at most %d ids", MaxPageSize)
 	}
-	ns, err := r.Client.Noders(ctx, ids, ent.WithNodeType(nodeType))
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range ns {
-		if err := checkNodeScope(ctx, n); err != nil {
-			return nil, err
+	// Missing and foreign ids resolve to null with a NOT_FOUND error each, so one bad
+	// id does not fail the list.
+	ns := make([]ent.Noder, len(ids))
+	for i, id := range ids {
+		n, err := r.Node(ctx, id)
+		if err != nil {
+			graphql.AddError(ctx, err)
+			continue
 		}
+		ns[i] = n
 	}
 	return ns, nil
 }

@@ -50,7 +50,10 @@ func (r *mutationResolver) CreateTenant(ctx context.Context, input model.CreateT
 		t, err = tenants.Create(ctx, c, tenants.CreateParams{Name: input.Name, Slug: input.Slug, Plan: input.Plan, Active: input.Active})
 		return err
 	})
-	return t, err
+	if err != nil {
+		return nil, err
+	}
+	return t.Unwrap(), nil
 }
 
 // UpdateTenant is the resolver for the updateTenant field.
@@ -65,7 +68,10 @@ func (r *mutationResolver) UpdateTenant(ctx context.Context, id string, input mo
 		}
 		return err
 	})
-	return t, err
+	if err != nil {
+		return nil, err
+	}
+	return t.Unwrap(), nil
 }
 
 // CreateAPIKey is the resolver for the createApiKey field.
@@ -85,6 +91,7 @@ func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateA
 	if err != nil {
 		return nil, err
 	}
+	out.APIKey = out.APIKey.Unwrap()
 	return out, nil
 }
 
@@ -104,7 +111,10 @@ func (r *mutationResolver) UpdateAPIKey(ctx context.Context, id string, input mo
 		})
 		return err
 	})
-	return k, err
+	if err != nil {
+		return nil, err
+	}
+	return k.Unwrap(), nil
 }
 
 // RevokeAPIKey is the resolver for the revokeApiKey field.
@@ -114,7 +124,10 @@ func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (*ent.Ap
 		k, err = r.Keys.Revoke(ctx, c, id)
 		return err
 	})
-	return k, err
+	if err != nil {
+		return nil, err
+	}
+	return k.Unwrap(), nil
 }
 
 // RotateAPIKey is the resolver for the rotateApiKey field.
@@ -131,6 +144,7 @@ func (r *mutationResolver) RotateAPIKey(ctx context.Context, id string, gracePer
 	if err != nil {
 		return nil, err
 	}
+	out.APIKey = out.APIKey.Unwrap()
 	return out, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/graph"
@@ -39,12 +40,14 @@ type Options struct {
 	DisableAuth bool
 	// Out receives the one-time bootstrap message (default: discarded).
 	Out io.Writer
+	// EntOptions are passed to the ent client (e.g. query logging in tests).
+	EntOptions []ent.Option
 }
 
 // New opens the store (applying migrations), creates the first admin key when needed
 // and builds the handler. It returns an error when the database cannot be opened.
 func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+	st, err := store.Open(ctx, cfg.DatabaseURL, opts.EntOptions...)
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,8 @@ type Store struct {
 // Open connects to databaseURL, applies pending migrations and returns the store.
 // It returns an error for an unsupported URL, an unreachable database or a failed
 // migration.
-func Open(ctx context.Context, databaseURL string) (*Store, error) {
+// Extra ent options (e.g. ent.Debug for query logging in tests) are passed to the client.
+func Open(ctx context.Context, databaseURL string, opts ...ent.Option) (*Store, error) {
 	dialectName, dsn, err := parseURL(databaseURL)
 	if err != nil {
 		return nil, err
@@ -70,7 +71,7 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	client := ent.NewClient(ent.Driver(entsql.OpenDB(dialectName, db)))
+	client := ent.NewClient(append([]ent.Option{ent.Driver(entsql.OpenDB(dialectName, db))}, opts...)...)
 	return &Store{Client: client, DB: db, Dialect: name, EntDialect: dialectName, Applied: applied}, nil
 }
 

@@ -1,0 +1,37 @@
+# Latchkey developer commands. `make run` and `make test` are all a new machine needs
+# (make test also needs PostgreSQL and Redis on 127.0.0.1, see README).
+GO        ?= go
+PKGS      := ./...
+FUZZTIME  ?= 20s
+
+.PHONY: run build test test-short generate check-generate lint bench fuzz migration
+
+run: ## Serve on :8080 with an embedded SQLite file (latchkey.db)
+	$(GO) run .
+
+build:
+	$(GO) build -o bin/latchkey .
+
+test: ## Every test, with the race detector, on SQLite and PostgreSQL
+	$(GO) test -race -count=1 $(PKGS)
+
+generate: ## Regenerate ent, entgql and gqlgen code
+	cd ent && $(GO) run -mod=mod entc.go
+	$(GO) tool gqlgen generate
+
+check-generate: generate ## Fail when generated code is not what `make generate` writes
+	@git diff --exit-code -- ent graph schema go.mod go.sum || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- ent graph schema)" || { git status --porcelain -- ent graph schema; echo "untracked generated files: run make generate and commit"; exit 1; }
+
+lint: ## gofmt and go vet
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+bench: ## Go benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+fuzz: ## Fuzz the key parser
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/apikey
+
+migration: ## New versioned migration from the ent schema: make migration NAME=add_x
+	$(GO) run ./migrate/gen -name $(NAME)
