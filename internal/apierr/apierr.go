@@ -62,34 +62,13 @@ var ErrNotFound = New(NotFound, "not found")
 // Presenter converts resolver errors into GraphQL errors with `extensions.code`.
 // ent not-found and privacy denials become NOT_FOUND (the same answer whether the
 // object does not exist or belongs to another tenant); validation and constraint
-// errors become BAD_USER_INPUT; anything unknown is logged and becomes INTERNAL.
+// errors and malformed arguments become BAD_USER_INPUT; anything unknown is logged
+// and becomes INTERNAL with a generic message.
 func Presenter(ctx context.Context, err error) *gqlerror.Error {
 	gqlErr := graphql.DefaultErrorPresenter(ctx, err)
-	var e *Error
-	var existing *gqlerror.Error
-	switch {
-	case errors.As(err, &e):
-	case errors.As(err, &existing) && existing.Extensions["code"] != nil && !errors.As(existing.Err, new(*Error)) && existing.Err == nil:
-		// Parser, validation and gqlgen-produced errors already carry a code.
+	e := classify(ctx, err, gqlErr)
+	if e == nil {
 		return gqlErr
-	case ent.IsNotFound(err), errors.Is(err, privacy.Deny):
-		e = ErrNotFound
-	case ent.IsValidationError(err):
-		var ve *ent.ValidationError
-		errors.As(err, &ve)
-		e = BadInput(ve.Name, "invalid value for %s", ve.Name)
-	case ent.IsConstraintError(err):
-		e = New(BadUserInput, "conflicts with an existing object (duplicate or missing reference)")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		e = New(Internal, "request canceled")
-	default:
-		if existing != nil && existing.Err == nil && existing.Extensions["code"] == nil {
-			// A gqlgen input coercion error (e.g. a wrong variable type): the client's fault.
-			gqlErr.Extensions = map[string]any{"code": BadUserInput}
-			return gqlErr
-		}
-		slog.ErrorContext(ctx, "internal error", "err", err, "path", graphql.GetPath(ctx).String())
-		e = New(Internal, "internal error")
 	}
 	gqlErr.Message = e.Message
 	gqlErr.Err = e
@@ -98,6 +77,39 @@ func Presenter(ctx context.Context, err error) *gqlerror.Error {
 		gqlErr.Extensions[k] = v
 	}
 	return gqlErr
+}
+
+// classify maps err to a public error, or nil when gqlgen already gave it a code.
+func classify(ctx context.Context, err error, gqlErr *gqlerror.Error) *Error {
+	var e *Error
+	var ve *ent.ValidationError
+	switch {
+	case errors.As(err, &e):
+		return e
+	case gqlErr.Extensions["code"] != nil:
+		return nil // produced by gqlgen or entgql with a code of its own
+	case ent.IsNotFound(err), errors.Is(err, privacy.Deny):
+		return ErrNotFound
+	case errors.As(err, &ve):
+		return BadInput(ve.Name, "invalid value for %s", ve.Name)
+	case ent.IsConstraintError(err):
+		return New(BadUserInput, "conflicts with an existing object (duplicate or missing reference)")
+	case isArgumentError(ctx, gqlErr):
+		// gqlgen's own coercion message (e.g. a malformed Time), safe to show.
+		return New(BadUserInput, gqlErr.Message)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return New(Internal, "request canceled")
+	default:
+		slog.ErrorContext(ctx, "internal error", "err", err, "path", graphql.GetPath(ctx).String())
+		return New(Internal, "internal error")
+	}
+}
+
+// isArgumentError reports whether gqlErr was raised while coercing a field's arguments:
+// its path then runs past the field into the argument ("createApiKey.input.expiresAt").
+func isArgumentError(ctx context.Context, gqlErr *gqlerror.Error) bool {
+	fc := graphql.GetFieldContext(ctx)
+	return fc != nil && len(gqlErr.Path) > len(fc.Path())
 }
 
 // Recover turns a resolver panic into an INTERNAL error and logs the stack server-side.

@@ -26,7 +26,9 @@ func newFixture(t *testing.T, e *apptest.Env, slug string) tenantFixture {
 	f.deliveryID = c.WebhookDelivery.Create().SetTenantID(f.tenantID).SetWebhookID(wh.ID).
 		SetEventID("msg_" + slug).SetEventType("webhook.test").SetPayload("{}").SaveX(ctx).ID
 	var logs struct {
-		AuditLogs struct{ Edges []struct{ Node struct{ ID string } } }
+		AuditLogs struct {
+			Edges []struct{ Node struct{ ID string } }
+		}
 	}
 	e.MustDo(f.key, `{ auditLogs(first: 1) { edges { node { id } } } }`, nil, &logs)
 	if len(logs.AuditLogs.Edges) == 0 {

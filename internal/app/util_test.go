@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"io"
+	"net/http"
+	"testing"
 	"strings"
 
 	"github.com/latchkey/latchkey/ent/schema/rule"
@@ -14,3 +16,18 @@ func stringsReader(s string) io.Reader { return strings.NewReader(s) }
 func systemContext(ctx context.Context) context.Context { return rule.SystemContext(ctx) }
 
 func appOptions() app.Options { return app.Options{} }
+
+func bufioCopy(w io.Writer, resp *http.Response) (int64, error) {
+	defer resp.Body.Close()
+	return io.Copy(w, resp.Body)
+}
+
+// assertNoLeak fails when a client-visible body carries SQL, driver or Go internals.
+func assertNoLeak(t *testing.T, body string) {
+	t.Helper()
+	for _, s := range []string{"SELECT ", "INSERT ", "UPDATE ", "pq:", "sqlite", "SQL", "constraint", "goroutine", ".go:", "panic", "ent:"} {
+		if strings.Contains(body, s) {
+			t.Fatalf("response leaks %q: %s", s, body)
+		}
+	}
+}
