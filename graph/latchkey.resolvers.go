@@ -214,6 +214,9 @@ func (r *viewerResolver) APIKey(ctx context.Context, obj *viewer.Viewer) (*ent.A
 	if obj.APIKeyID == "" {
 		return nil, nil
 	}
+	if k, ok := obj.Key.(*ent.ApiKey); ok && k.ID == obj.APIKeyID {
+		return k, nil
+	}
 	return r.Client.ApiKey.Get(ctx, obj.APIKeyID)
 }
 

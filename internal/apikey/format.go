@@ -87,7 +87,7 @@ func Parse(key string) (Kind, error) {
 		return "", ErrKind
 	}
 	split := len(key) - checksumLen
-	if checksum(key[:split]) != key[split:] {
+	if cs := checksumOf(key[:split]); string(cs[:]) != key[split:] {
 		return "", ErrChecksum
 	}
 	return kind, nil
@@ -112,14 +112,28 @@ func DisplayPrefix(key string) string {
 	return key[:i+1+displayChars]
 }
 
+var ieeeTable = crc32.MakeTable(crc32.IEEE)
+
 func checksum(s string) string {
-	v := crc32.ChecksumIEEE([]byte(s))
+	cs := checksumOf(s)
+	return string(cs[:])
+}
+
+// checksumOf returns the base62 CRC32 of s without allocating.
+func checksumOf(s string) [checksumLen]byte {
+	// Byte-wise CRC32 (IEEE) over the string: the same value as crc32.ChecksumIEEE,
+	// without the []byte copy that would escape to the heap on every request.
+	v := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		v = ieeeTable[byte(v)^s[i]] ^ (v >> 8)
+	}
+	v = ^v
 	var out [checksumLen]byte
 	for i := checksumLen - 1; i >= 0; i-- {
 		out[i] = base62[v%62]
 		v /= 62
 	}
-	return string(out[:])
+	return out
 }
 
 func isBase62(c byte) bool {

@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"errors"
+	"hash/crc32"
 	"strings"
 	"testing"
 )
@@ -71,6 +72,20 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("Parse(%q) error = %v, want %v", tc.in, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestChecksumIsCRC32IEEE(t *testing.T) {
+	for _, s := range []string{"", "lk_live_abc", strings.Repeat("x", 300)} {
+		v := crc32.ChecksumIEEE([]byte(s))
+		var want [checksumLen]byte
+		for i := checksumLen - 1; i >= 0; i-- {
+			want[i] = base62[v%62]
+			v /= 62
+		}
+		if got := checksum(s); got != string(want[:]) {
+			t.Fatalf("checksum(%q) = %q, want %q", s, got, want)
+		}
 	}
 }
 

@@ -132,7 +132,7 @@ func (v *Verifier) Verify(ctx context.Context, credential string) (*viewer.Viewe
 	if credential == "" {
 		return nil, ErrMissing
 	}
-	h := sha256.Sum256([]byte(credential))
+	h := hashKey(credential)
 	if v.cfg.AdminToken != "" && subtle.ConstantTimeCompare(h[:], v.adminHash[:]) == 1 {
 		return adminViewer, nil
 	}
@@ -189,7 +189,9 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		if k.ExpiresAt != nil {
 			e.expires = *k.ExpiresAt
 		}
-		vw := &viewer.Viewer{APIKeyID: k.ID, KeyPrefix: k.Prefix, Scopes: k.Scopes, Admin: k.Admin}
+		rec := *k
+		rec.Edges = ent.ApiKeyEdges{} // loaded without privacy; resolvers reload edges as the viewer
+		vw := &viewer.Viewer{APIKeyID: k.ID, KeyPrefix: k.Prefix, Scopes: k.Scopes, Admin: k.Admin, Key: &rec}
 		e.active = k.Admin
 		if k.TenantID != nil && k.Edges.Tenant != nil {
 			vw.TenantID = *k.TenantID
@@ -233,6 +235,15 @@ func (v *Verifier) InvalidateLocal(hashHex string) {
 		return
 	}
 	v.cache.Remove(h)
+}
+
+// hashKey is sha256.Sum256 without a heap copy of the usual short credential.
+func hashKey(s string) [sha256.Size]byte {
+	var buf [128]byte
+	if len(s) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], s...))
+	}
+	return sha256.Sum256([]byte(s))
 }
 
 func (v *Verifier) touch(keyID string) {

@@ -178,7 +178,11 @@ func TestLastUsedBatched(t *testing.T) {
 			t.Fatalf("updated_at changed by the flush: %v -> %v", before.UpdatedAt, after.UpdatedAt)
 		}
 		var out struct {
-			APIKeys struct{ Edges []struct{ Node struct{ LastUsedAt *time.Time } } } `json:"apiKeys"`
+			APIKeys struct {
+				Edges []struct {
+					Node struct{ LastUsedAt *time.Time }
+				}
+			} `json:"apiKeys"`
 		}
 		e.MustDo(key, `{ apiKeys { edges { node { lastUsedAt } } } }`, nil, &out)
 		if out.APIKeys.Edges[0].Node.LastUsedAt == nil {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"testing"
 	"strings"
+	"testing"
 
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/app"

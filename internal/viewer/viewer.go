@@ -21,6 +21,10 @@ type Viewer struct {
 	Scopes []string
 	// Admin is true for platform admins (admin keys and ADMIN_TOKEN).
 	Admin bool
+	// Key is the calling key's record as the verifier cached it (an *ent.ApiKey, nil
+	// for ADMIN_TOKEN), so `viewer { apiKey }` needs no database read. Read-only: it is
+	// shared by concurrent requests. Its last_used_at may lag like the database's.
+	Key any
 }
 
 // Has reports whether the viewer holds scope; admins hold every scope.
