@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"entgo.io/contrib/entgql"
-
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph/generated"
