@@ -39,6 +39,10 @@ type ApiKey struct {
 	RateLimit *int `json:"rate_limit,omitempty"`
 	// RateLimitWindowSeconds holds the value of the "rate_limit_window_seconds" field.
 	RateLimitWindowSeconds *int `json:"rate_limit_window_seconds,omitempty"`
+	// requests per quota period; nil: the tenant plan's default (0 there: unlimited)
+	Quota *int64 `json:"quota,omitempty"`
+	// calendar period of the quota (UTC); nil: the plan's
+	QuotaPeriod *apikey.QuotaPeriod `json:"quota_period,omitempty"`
 	// ExpiresAt holds the value of the "expires_at" field.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// LastUsedAt holds the value of the "last_used_at" field.
@@ -110,9 +114,9 @@ func (*ApiKey) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case apikey.FieldAdmin:
 			values[i] = new(sql.NullBool)
-		case apikey.FieldRateLimit, apikey.FieldRateLimitWindowSeconds:
+		case apikey.FieldRateLimit, apikey.FieldRateLimitWindowSeconds, apikey.FieldQuota:
 			values[i] = new(sql.NullInt64)
-		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldRotatedFromID:
+		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID:
 			values[i] = new(sql.NullString)
 		case apikey.FieldCreatedAt, apikey.FieldUpdatedAt, apikey.FieldExpiresAt, apikey.FieldLastUsedAt, apikey.FieldRevokedAt:
 			values[i] = new(sql.NullTime)
@@ -201,6 +205,20 @@ func (_m *ApiKey) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.RateLimitWindowSeconds = new(int)
 				*_m.RateLimitWindowSeconds = int(value.Int64)
+			}
+		case apikey.FieldQuota:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field quota", values[i])
+			} else if value.Valid {
+				_m.Quota = new(int64)
+				*_m.Quota = value.Int64
+			}
+		case apikey.FieldQuotaPeriod:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field quota_period", values[i])
+			} else if value.Valid {
+				_m.QuotaPeriod = new(apikey.QuotaPeriod)
+				*_m.QuotaPeriod = apikey.QuotaPeriod(value.String)
 			}
 		case apikey.FieldExpiresAt:
 			if value, ok := values[i].(*sql.NullTime); !ok {
@@ -313,6 +331,16 @@ func (_m *ApiKey) String() string {
 	builder.WriteString(", ")
 	if v := _m.RateLimitWindowSeconds; v != nil {
 		builder.WriteString("rate_limit_window_seconds=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.Quota; v != nil {
+		builder.WriteString("quota=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.QuotaPeriod; v != nil {
+		builder.WriteString("quota_period=")
 		builder.WriteString(fmt.Sprintf("%v", *v))
 	}
 	builder.WriteString(", ")

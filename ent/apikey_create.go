@@ -132,6 +132,34 @@ func (_c *ApiKeyCreate) SetNillableRateLimitWindowSeconds(v *int) *ApiKeyCreate 
 	return _c
 }
 
+// SetQuota sets the "quota" field.
+func (_c *ApiKeyCreate) SetQuota(v int64) *ApiKeyCreate {
+	_c.mutation.SetQuota(v)
+	return _c
+}
+
+// SetNillableQuota sets the "quota" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableQuota(v *int64) *ApiKeyCreate {
+	if v != nil {
+		_c.SetQuota(*v)
+	}
+	return _c
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (_c *ApiKeyCreate) SetQuotaPeriod(v apikey.QuotaPeriod) *ApiKeyCreate {
+	_c.mutation.SetQuotaPeriod(v)
+	return _c
+}
+
+// SetNillableQuotaPeriod sets the "quota_period" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableQuotaPeriod(v *apikey.QuotaPeriod) *ApiKeyCreate {
+	if v != nil {
+		_c.SetQuotaPeriod(*v)
+	}
+	return _c
+}
+
 // SetExpiresAt sets the "expires_at" field.
 func (_c *ApiKeyCreate) SetExpiresAt(v time.Time) *ApiKeyCreate {
 	_c.mutation.SetExpiresAt(v)
@@ -334,6 +362,11 @@ func (_c *ApiKeyCreate) check() error {
 	if _, ok := _c.mutation.Scopes(); !ok {
 		return &ValidationError{Name: "scopes", err: errors.New(`ent: missing required field "ApiKey.scopes"`)}
 	}
+	if v, ok := _c.mutation.QuotaPeriod(); ok {
+		if err := apikey.QuotaPeriodValidator(v); err != nil {
+			return &ValidationError{Name: "quota_period", err: fmt.Errorf(`ent: validator failed for field "ApiKey.quota_period": %w`, err)}
+		}
+	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := apikey.IDValidator(v); err != nil {
 			return &ValidationError{Name: "id", err: fmt.Errorf(`ent: validator failed for field "ApiKey.id": %w`, err)}
@@ -410,6 +443,14 @@ func (_c *ApiKeyCreate) createSpec() (*ApiKey, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.RateLimitWindowSeconds(); ok {
 		_spec.SetField(apikey.FieldRateLimitWindowSeconds, field.TypeInt, value)
 		_node.RateLimitWindowSeconds = &value
+	}
+	if value, ok := _c.mutation.Quota(); ok {
+		_spec.SetField(apikey.FieldQuota, field.TypeInt64, value)
+		_node.Quota = &value
+	}
+	if value, ok := _c.mutation.QuotaPeriod(); ok {
+		_spec.SetField(apikey.FieldQuotaPeriod, field.TypeEnum, value)
+		_node.QuotaPeriod = &value
 	}
 	if value, ok := _c.mutation.ExpiresAt(); ok {
 		_spec.SetField(apikey.FieldExpiresAt, field.TypeTime, value)
@@ -606,6 +647,48 @@ func (u *ApiKeyUpsert) AddRateLimitWindowSeconds(v int) *ApiKeyUpsert {
 // ClearRateLimitWindowSeconds clears the value of the "rate_limit_window_seconds" field.
 func (u *ApiKeyUpsert) ClearRateLimitWindowSeconds() *ApiKeyUpsert {
 	u.SetNull(apikey.FieldRateLimitWindowSeconds)
+	return u
+}
+
+// SetQuota sets the "quota" field.
+func (u *ApiKeyUpsert) SetQuota(v int64) *ApiKeyUpsert {
+	u.Set(apikey.FieldQuota, v)
+	return u
+}
+
+// UpdateQuota sets the "quota" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateQuota() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldQuota)
+	return u
+}
+
+// AddQuota adds v to the "quota" field.
+func (u *ApiKeyUpsert) AddQuota(v int64) *ApiKeyUpsert {
+	u.Add(apikey.FieldQuota, v)
+	return u
+}
+
+// ClearQuota clears the value of the "quota" field.
+func (u *ApiKeyUpsert) ClearQuota() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldQuota)
+	return u
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (u *ApiKeyUpsert) SetQuotaPeriod(v apikey.QuotaPeriod) *ApiKeyUpsert {
+	u.Set(apikey.FieldQuotaPeriod, v)
+	return u
+}
+
+// UpdateQuotaPeriod sets the "quota_period" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateQuotaPeriod() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldQuotaPeriod)
+	return u
+}
+
+// ClearQuotaPeriod clears the value of the "quota_period" field.
+func (u *ApiKeyUpsert) ClearQuotaPeriod() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldQuotaPeriod)
 	return u
 }
 
@@ -824,6 +907,55 @@ func (u *ApiKeyUpsertOne) UpdateRateLimitWindowSeconds() *ApiKeyUpsertOne {
 func (u *ApiKeyUpsertOne) ClearRateLimitWindowSeconds() *ApiKeyUpsertOne {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.ClearRateLimitWindowSeconds()
+	})
+}
+
+// SetQuota sets the "quota" field.
+func (u *ApiKeyUpsertOne) SetQuota(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetQuota(v)
+	})
+}
+
+// AddQuota adds v to the "quota" field.
+func (u *ApiKeyUpsertOne) AddQuota(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddQuota(v)
+	})
+}
+
+// UpdateQuota sets the "quota" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateQuota() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateQuota()
+	})
+}
+
+// ClearQuota clears the value of the "quota" field.
+func (u *ApiKeyUpsertOne) ClearQuota() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearQuota()
+	})
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (u *ApiKeyUpsertOne) SetQuotaPeriod(v apikey.QuotaPeriod) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetQuotaPeriod(v)
+	})
+}
+
+// UpdateQuotaPeriod sets the "quota_period" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateQuotaPeriod() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateQuotaPeriod()
+	})
+}
+
+// ClearQuotaPeriod clears the value of the "quota_period" field.
+func (u *ApiKeyUpsertOne) ClearQuotaPeriod() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearQuotaPeriod()
 	})
 }
 
@@ -1218,6 +1350,55 @@ func (u *ApiKeyUpsertBulk) UpdateRateLimitWindowSeconds() *ApiKeyUpsertBulk {
 func (u *ApiKeyUpsertBulk) ClearRateLimitWindowSeconds() *ApiKeyUpsertBulk {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.ClearRateLimitWindowSeconds()
+	})
+}
+
+// SetQuota sets the "quota" field.
+func (u *ApiKeyUpsertBulk) SetQuota(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetQuota(v)
+	})
+}
+
+// AddQuota adds v to the "quota" field.
+func (u *ApiKeyUpsertBulk) AddQuota(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddQuota(v)
+	})
+}
+
+// UpdateQuota sets the "quota" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateQuota() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateQuota()
+	})
+}
+
+// ClearQuota clears the value of the "quota" field.
+func (u *ApiKeyUpsertBulk) ClearQuota() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearQuota()
+	})
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (u *ApiKeyUpsertBulk) SetQuotaPeriod(v apikey.QuotaPeriod) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetQuotaPeriod(v)
+	})
+}
+
+// UpdateQuotaPeriod sets the "quota_period" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateQuotaPeriod() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateQuotaPeriod()
+	})
+}
+
+// ClearQuotaPeriod clears the value of the "quota_period" field.
+func (u *ApiKeyUpsertBulk) ClearQuotaPeriod() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearQuotaPeriod()
 	})
 }
 

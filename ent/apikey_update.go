@@ -116,6 +116,53 @@ func (_u *ApiKeyUpdate) ClearRateLimitWindowSeconds() *ApiKeyUpdate {
 	return _u
 }
 
+// SetQuota sets the "quota" field.
+func (_u *ApiKeyUpdate) SetQuota(v int64) *ApiKeyUpdate {
+	_u.mutation.ResetQuota()
+	_u.mutation.SetQuota(v)
+	return _u
+}
+
+// SetNillableQuota sets the "quota" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableQuota(v *int64) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetQuota(*v)
+	}
+	return _u
+}
+
+// AddQuota adds value to the "quota" field.
+func (_u *ApiKeyUpdate) AddQuota(v int64) *ApiKeyUpdate {
+	_u.mutation.AddQuota(v)
+	return _u
+}
+
+// ClearQuota clears the value of the "quota" field.
+func (_u *ApiKeyUpdate) ClearQuota() *ApiKeyUpdate {
+	_u.mutation.ClearQuota()
+	return _u
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (_u *ApiKeyUpdate) SetQuotaPeriod(v apikey.QuotaPeriod) *ApiKeyUpdate {
+	_u.mutation.SetQuotaPeriod(v)
+	return _u
+}
+
+// SetNillableQuotaPeriod sets the "quota_period" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableQuotaPeriod(v *apikey.QuotaPeriod) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetQuotaPeriod(*v)
+	}
+	return _u
+}
+
+// ClearQuotaPeriod clears the value of the "quota_period" field.
+func (_u *ApiKeyUpdate) ClearQuotaPeriod() *ApiKeyUpdate {
+	_u.mutation.ClearQuotaPeriod()
+	return _u
+}
+
 // SetExpiresAt sets the "expires_at" field.
 func (_u *ApiKeyUpdate) SetExpiresAt(v time.Time) *ApiKeyUpdate {
 	_u.mutation.SetExpiresAt(v)
@@ -266,6 +313,11 @@ func (_u *ApiKeyUpdate) check() error {
 			return &ValidationError{Name: "name", err: fmt.Errorf(`ent: validator failed for field "ApiKey.name": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.QuotaPeriod(); ok {
+		if err := apikey.QuotaPeriodValidator(v); err != nil {
+			return &ValidationError{Name: "quota_period", err: fmt.Errorf(`ent: validator failed for field "ApiKey.quota_period": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -318,6 +370,21 @@ func (_u *ApiKeyUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.RateLimitWindowSecondsCleared() {
 		_spec.ClearField(apikey.FieldRateLimitWindowSeconds, field.TypeInt)
+	}
+	if value, ok := _u.mutation.Quota(); ok {
+		_spec.SetField(apikey.FieldQuota, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQuota(); ok {
+		_spec.AddField(apikey.FieldQuota, field.TypeInt64, value)
+	}
+	if _u.mutation.QuotaCleared() {
+		_spec.ClearField(apikey.FieldQuota, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.QuotaPeriod(); ok {
+		_spec.SetField(apikey.FieldQuotaPeriod, field.TypeEnum, value)
+	}
+	if _u.mutation.QuotaPeriodCleared() {
+		_spec.ClearField(apikey.FieldQuotaPeriod, field.TypeEnum)
 	}
 	if value, ok := _u.mutation.ExpiresAt(); ok {
 		_spec.SetField(apikey.FieldExpiresAt, field.TypeTime, value)
@@ -490,6 +557,53 @@ func (_u *ApiKeyUpdateOne) ClearRateLimitWindowSeconds() *ApiKeyUpdateOne {
 	return _u
 }
 
+// SetQuota sets the "quota" field.
+func (_u *ApiKeyUpdateOne) SetQuota(v int64) *ApiKeyUpdateOne {
+	_u.mutation.ResetQuota()
+	_u.mutation.SetQuota(v)
+	return _u
+}
+
+// SetNillableQuota sets the "quota" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableQuota(v *int64) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetQuota(*v)
+	}
+	return _u
+}
+
+// AddQuota adds value to the "quota" field.
+func (_u *ApiKeyUpdateOne) AddQuota(v int64) *ApiKeyUpdateOne {
+	_u.mutation.AddQuota(v)
+	return _u
+}
+
+// ClearQuota clears the value of the "quota" field.
+func (_u *ApiKeyUpdateOne) ClearQuota() *ApiKeyUpdateOne {
+	_u.mutation.ClearQuota()
+	return _u
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (_u *ApiKeyUpdateOne) SetQuotaPeriod(v apikey.QuotaPeriod) *ApiKeyUpdateOne {
+	_u.mutation.SetQuotaPeriod(v)
+	return _u
+}
+
+// SetNillableQuotaPeriod sets the "quota_period" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableQuotaPeriod(v *apikey.QuotaPeriod) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetQuotaPeriod(*v)
+	}
+	return _u
+}
+
+// ClearQuotaPeriod clears the value of the "quota_period" field.
+func (_u *ApiKeyUpdateOne) ClearQuotaPeriod() *ApiKeyUpdateOne {
+	_u.mutation.ClearQuotaPeriod()
+	return _u
+}
+
 // SetExpiresAt sets the "expires_at" field.
 func (_u *ApiKeyUpdateOne) SetExpiresAt(v time.Time) *ApiKeyUpdateOne {
 	_u.mutation.SetExpiresAt(v)
@@ -653,6 +767,11 @@ func (_u *ApiKeyUpdateOne) check() error {
 			return &ValidationError{Name: "name", err: fmt.Errorf(`ent: validator failed for field "ApiKey.name": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.QuotaPeriod(); ok {
+		if err := apikey.QuotaPeriodValidator(v); err != nil {
+			return &ValidationError{Name: "quota_period", err: fmt.Errorf(`ent: validator failed for field "ApiKey.quota_period": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -722,6 +841,21 @@ func (_u *ApiKeyUpdateOne) sqlSave(ctx context.Context) (_node *ApiKey, err erro
 	}
 	if _u.mutation.RateLimitWindowSecondsCleared() {
 		_spec.ClearField(apikey.FieldRateLimitWindowSeconds, field.TypeInt)
+	}
+	if value, ok := _u.mutation.Quota(); ok {
+		_spec.SetField(apikey.FieldQuota, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQuota(); ok {
+		_spec.AddField(apikey.FieldQuota, field.TypeInt64, value)
+	}
+	if _u.mutation.QuotaCleared() {
+		_spec.ClearField(apikey.FieldQuota, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.QuotaPeriod(); ok {
+		_spec.SetField(apikey.FieldQuotaPeriod, field.TypeEnum, value)
+	}
+	if _u.mutation.QuotaPeriodCleared() {
+		_spec.ClearField(apikey.FieldQuotaPeriod, field.TypeEnum)
 	}
 	if value, ok := _u.mutation.ExpiresAt(); ok {
 		_spec.SetField(apikey.FieldExpiresAt, field.TypeTime, value)

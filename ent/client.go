@@ -19,6 +19,7 @@ import (
 	"github.com/latchkey/latchkey/ent/auditlog"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 
@@ -38,6 +39,8 @@ type Client struct {
 	Tenant *TenantClient
 	// UsageLog is the client for interacting with the UsageLog builders.
 	UsageLog *UsageLogClient
+	// UsageRollup is the client for interacting with the UsageRollup builders.
+	UsageRollup *UsageRollupClient
 	// Webhook is the client for interacting with the Webhook builders.
 	Webhook *WebhookClient
 	// WebhookDelivery is the client for interacting with the WebhookDelivery builders.
@@ -57,6 +60,7 @@ func (c *Client) init() {
 	c.AuditLog = NewAuditLogClient(c.config)
 	c.Tenant = NewTenantClient(c.config)
 	c.UsageLog = NewUsageLogClient(c.config)
+	c.UsageRollup = NewUsageRollupClient(c.config)
 	c.Webhook = NewWebhookClient(c.config)
 	c.WebhookDelivery = NewWebhookDeliveryClient(c.config)
 }
@@ -155,6 +159,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		AuditLog:        NewAuditLogClient(cfg),
 		Tenant:          NewTenantClient(cfg),
 		UsageLog:        NewUsageLogClient(cfg),
+		UsageRollup:     NewUsageRollupClient(cfg),
 		Webhook:         NewWebhookClient(cfg),
 		WebhookDelivery: NewWebhookDeliveryClient(cfg),
 	}, nil
@@ -180,6 +185,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		AuditLog:        NewAuditLogClient(cfg),
 		Tenant:          NewTenantClient(cfg),
 		UsageLog:        NewUsageLogClient(cfg),
+		UsageRollup:     NewUsageRollupClient(cfg),
 		Webhook:         NewWebhookClient(cfg),
 		WebhookDelivery: NewWebhookDeliveryClient(cfg),
 	}, nil
@@ -211,7 +217,8 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.ApiKey, c.AuditLog, c.Tenant, c.UsageLog, c.Webhook, c.WebhookDelivery,
+		c.ApiKey, c.AuditLog, c.Tenant, c.UsageLog, c.UsageRollup, c.Webhook,
+		c.WebhookDelivery,
 	} {
 		n.Use(hooks...)
 	}
@@ -221,7 +228,8 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.ApiKey, c.AuditLog, c.Tenant, c.UsageLog, c.Webhook, c.WebhookDelivery,
+		c.ApiKey, c.AuditLog, c.Tenant, c.UsageLog, c.UsageRollup, c.Webhook,
+		c.WebhookDelivery,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -238,6 +246,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Tenant.mutate(ctx, m)
 	case *UsageLogMutation:
 		return c.UsageLog.mutate(ctx, m)
+	case *UsageRollupMutation:
+		return c.UsageRollup.mutate(ctx, m)
 	case *WebhookMutation:
 		return c.Webhook.mutate(ctx, m)
 	case *WebhookDeliveryMutation:
@@ -863,6 +873,140 @@ func (c *UsageLogClient) mutate(ctx context.Context, m *UsageLogMutation) (Value
 	}
 }
 
+// UsageRollupClient is a client for the UsageRollup schema.
+type UsageRollupClient struct {
+	config
+}
+
+// NewUsageRollupClient returns a client for the UsageRollup from the given config.
+func NewUsageRollupClient(c config) *UsageRollupClient {
+	return &UsageRollupClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `usagerollup.Hooks(f(g(h())))`.
+func (c *UsageRollupClient) Use(hooks ...Hook) {
+	c.hooks.UsageRollup = append(c.hooks.UsageRollup, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `usagerollup.Intercept(f(g(h())))`.
+func (c *UsageRollupClient) Intercept(interceptors ...Interceptor) {
+	c.inters.UsageRollup = append(c.inters.UsageRollup, interceptors...)
+}
+
+// Create returns a builder for creating a UsageRollup entity.
+func (c *UsageRollupClient) Create() *UsageRollupCreate {
+	mutation := newUsageRollupMutation(c.config, OpCreate)
+	return &UsageRollupCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of UsageRollup entities.
+func (c *UsageRollupClient) CreateBulk(builders ...*UsageRollupCreate) *UsageRollupCreateBulk {
+	return &UsageRollupCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *UsageRollupClient) MapCreateBulk(slice any, setFunc func(*UsageRollupCreate, int)) *UsageRollupCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &UsageRollupCreateBulk{err: fmt.Errorf("calling to UsageRollupClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*UsageRollupCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &UsageRollupCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for UsageRollup.
+func (c *UsageRollupClient) Update() *UsageRollupUpdate {
+	mutation := newUsageRollupMutation(c.config, OpUpdate)
+	return &UsageRollupUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *UsageRollupClient) UpdateOne(_m *UsageRollup) *UsageRollupUpdateOne {
+	mutation := newUsageRollupMutation(c.config, OpUpdateOne, withUsageRollup(_m))
+	return &UsageRollupUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *UsageRollupClient) UpdateOneID(id int64) *UsageRollupUpdateOne {
+	mutation := newUsageRollupMutation(c.config, OpUpdateOne, withUsageRollupID(id))
+	return &UsageRollupUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for UsageRollup.
+func (c *UsageRollupClient) Delete() *UsageRollupDelete {
+	mutation := newUsageRollupMutation(c.config, OpDelete)
+	return &UsageRollupDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *UsageRollupClient) DeleteOne(_m *UsageRollup) *UsageRollupDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *UsageRollupClient) DeleteOneID(id int64) *UsageRollupDeleteOne {
+	builder := c.Delete().Where(usagerollup.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &UsageRollupDeleteOne{builder}
+}
+
+// Query returns a query builder for UsageRollup.
+func (c *UsageRollupClient) Query() *UsageRollupQuery {
+	return &UsageRollupQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeUsageRollup},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a UsageRollup entity by its id.
+func (c *UsageRollupClient) Get(ctx context.Context, id int64) (*UsageRollup, error) {
+	return c.Query().Where(usagerollup.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *UsageRollupClient) GetX(ctx context.Context, id int64) *UsageRollup {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *UsageRollupClient) Hooks() []Hook {
+	hooks := c.hooks.UsageRollup
+	return append(hooks[:len(hooks):len(hooks)], usagerollup.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *UsageRollupClient) Interceptors() []Interceptor {
+	return c.inters.UsageRollup
+}
+
+func (c *UsageRollupClient) mutate(ctx context.Context, m *UsageRollupMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&UsageRollupCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&UsageRollupUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&UsageRollupUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&UsageRollupDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown UsageRollup mutation op: %q", m.Op())
+	}
+}
+
 // WebhookClient is a client for the Webhook schema.
 type WebhookClient struct {
 	config
@@ -1182,10 +1326,12 @@ func (c *WebhookDeliveryClient) mutate(ctx context.Context, m *WebhookDeliveryMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		ApiKey, AuditLog, Tenant, UsageLog, Webhook, WebhookDelivery []ent.Hook
+		ApiKey, AuditLog, Tenant, UsageLog, UsageRollup, Webhook,
+		WebhookDelivery []ent.Hook
 	}
 	inters struct {
-		ApiKey, AuditLog, Tenant, UsageLog, Webhook, WebhookDelivery []ent.Interceptor
+		ApiKey, AuditLog, Tenant, UsageLog, UsageRollup, Webhook,
+		WebhookDelivery []ent.Interceptor
 	}
 )
 

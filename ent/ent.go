@@ -16,6 +16,7 @@ import (
 	"github.com/latchkey/latchkey/ent/auditlog"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 )
@@ -82,6 +83,7 @@ func checkColumn(t, c string) error {
 			auditlog.Table:        auditlog.ValidColumn,
 			tenant.Table:          tenant.ValidColumn,
 			usagelog.Table:        usagelog.ValidColumn,
+			usagerollup.Table:     usagerollup.ValidColumn,
 			webhook.Table:         webhook.ValidColumn,
 			webhookdelivery.Table: webhookdelivery.ValidColumn,
 		})

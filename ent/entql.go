@@ -8,6 +8,7 @@ import (
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 
@@ -19,7 +20,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 6)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 7)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -41,6 +42,8 @@ var schemaGraph = func() *sqlgraph.Schema {
 			apikey.FieldScopes:                 {Type: field.TypeJSON, Column: apikey.FieldScopes},
 			apikey.FieldRateLimit:              {Type: field.TypeInt, Column: apikey.FieldRateLimit},
 			apikey.FieldRateLimitWindowSeconds: {Type: field.TypeInt, Column: apikey.FieldRateLimitWindowSeconds},
+			apikey.FieldQuota:                  {Type: field.TypeInt64, Column: apikey.FieldQuota},
+			apikey.FieldQuotaPeriod:            {Type: field.TypeEnum, Column: apikey.FieldQuotaPeriod},
 			apikey.FieldExpiresAt:              {Type: field.TypeTime, Column: apikey.FieldExpiresAt},
 			apikey.FieldLastUsedAt:             {Type: field.TypeTime, Column: apikey.FieldLastUsedAt},
 			apikey.FieldRevokedAt:              {Type: field.TypeTime, Column: apikey.FieldRevokedAt},
@@ -111,6 +114,44 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[4] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   usagerollup.Table,
+			Columns: usagerollup.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeInt64,
+				Column: usagerollup.FieldID,
+			},
+		},
+		Type: "UsageRollup",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			usagerollup.FieldTenantID:      {Type: field.TypeString, Column: usagerollup.FieldTenantID},
+			usagerollup.FieldAPIKeyID:      {Type: field.TypeString, Column: usagerollup.FieldAPIKeyID},
+			usagerollup.FieldGranularity:   {Type: field.TypeEnum, Column: usagerollup.FieldGranularity},
+			usagerollup.FieldBucketStart:   {Type: field.TypeTime, Column: usagerollup.FieldBucketStart},
+			usagerollup.FieldRequests:      {Type: field.TypeInt64, Column: usagerollup.FieldRequests},
+			usagerollup.FieldErrors:        {Type: field.TypeInt64, Column: usagerollup.FieldErrors},
+			usagerollup.FieldRateLimited:   {Type: field.TypeInt64, Column: usagerollup.FieldRateLimited},
+			usagerollup.FieldQuotaExceeded: {Type: field.TypeInt64, Column: usagerollup.FieldQuotaExceeded},
+			usagerollup.FieldLatencySumMs:  {Type: field.TypeInt64, Column: usagerollup.FieldLatencySumMs},
+			usagerollup.FieldLatA:          {Type: field.TypeInt64, Column: usagerollup.FieldLatA},
+			usagerollup.FieldLatB:          {Type: field.TypeInt64, Column: usagerollup.FieldLatB},
+			usagerollup.FieldLatC:          {Type: field.TypeInt64, Column: usagerollup.FieldLatC},
+			usagerollup.FieldLatD:          {Type: field.TypeInt64, Column: usagerollup.FieldLatD},
+			usagerollup.FieldLatE:          {Type: field.TypeInt64, Column: usagerollup.FieldLatE},
+			usagerollup.FieldLatF:          {Type: field.TypeInt64, Column: usagerollup.FieldLatF},
+			usagerollup.FieldLatG:          {Type: field.TypeInt64, Column: usagerollup.FieldLatG},
+			usagerollup.FieldLatH:          {Type: field.TypeInt64, Column: usagerollup.FieldLatH},
+			usagerollup.FieldLatI:          {Type: field.TypeInt64, Column: usagerollup.FieldLatI},
+			usagerollup.FieldLatJ:          {Type: field.TypeInt64, Column: usagerollup.FieldLatJ},
+			usagerollup.FieldLatK:          {Type: field.TypeInt64, Column: usagerollup.FieldLatK},
+			usagerollup.FieldLatL:          {Type: field.TypeInt64, Column: usagerollup.FieldLatL},
+			usagerollup.FieldLatM:          {Type: field.TypeInt64, Column: usagerollup.FieldLatM},
+			usagerollup.FieldLatN:          {Type: field.TypeInt64, Column: usagerollup.FieldLatN},
+			usagerollup.FieldLatO:          {Type: field.TypeInt64, Column: usagerollup.FieldLatO},
+			usagerollup.FieldLatP:          {Type: field.TypeInt64, Column: usagerollup.FieldLatP},
+		},
+	}
+	graph.Nodes[5] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhook.Table,
 			Columns: webhook.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -134,7 +175,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhook.FieldFailingSince:            {Type: field.TypeTime, Column: webhook.FieldFailingSince},
 		},
 	}
-	graph.Nodes[5] = &sqlgraph.Node{
+	graph.Nodes[6] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -354,6 +395,16 @@ func (f *ApiKeyFilter) WhereRateLimit(p entql.IntP) {
 // WhereRateLimitWindowSeconds applies the entql int predicate on the rate_limit_window_seconds field.
 func (f *ApiKeyFilter) WhereRateLimitWindowSeconds(p entql.IntP) {
 	f.Where(p.Field(apikey.FieldRateLimitWindowSeconds))
+}
+
+// WhereQuota applies the entql int64 predicate on the quota field.
+func (f *ApiKeyFilter) WhereQuota(p entql.Int64P) {
+	f.Where(p.Field(apikey.FieldQuota))
+}
+
+// WhereQuotaPeriod applies the entql string predicate on the quota_period field.
+func (f *ApiKeyFilter) WhereQuotaPeriod(p entql.StringP) {
+	f.Where(p.Field(apikey.FieldQuotaPeriod))
 }
 
 // WhereExpiresAt applies the entql time.Time predicate on the expires_at field.
@@ -682,6 +733,171 @@ func (f *UsageLogFilter) WhereAt(p entql.TimeP) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *UsageRollupQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the UsageRollupQuery builder.
+func (_q *UsageRollupQuery) Filter() *UsageRollupFilter {
+	return &UsageRollupFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *UsageRollupMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the UsageRollupMutation builder.
+func (m *UsageRollupMutation) Filter() *UsageRollupFilter {
+	return &UsageRollupFilter{config: m.config, predicateAdder: m}
+}
+
+// UsageRollupFilter provides a generic filtering capability at runtime for UsageRollupQuery.
+type UsageRollupFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *UsageRollupFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql int64 predicate on the id field.
+func (f *UsageRollupFilter) WhereID(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldID))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *UsageRollupFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(usagerollup.FieldTenantID))
+}
+
+// WhereAPIKeyID applies the entql string predicate on the api_key_id field.
+func (f *UsageRollupFilter) WhereAPIKeyID(p entql.StringP) {
+	f.Where(p.Field(usagerollup.FieldAPIKeyID))
+}
+
+// WhereGranularity applies the entql string predicate on the granularity field.
+func (f *UsageRollupFilter) WhereGranularity(p entql.StringP) {
+	f.Where(p.Field(usagerollup.FieldGranularity))
+}
+
+// WhereBucketStart applies the entql time.Time predicate on the bucket_start field.
+func (f *UsageRollupFilter) WhereBucketStart(p entql.TimeP) {
+	f.Where(p.Field(usagerollup.FieldBucketStart))
+}
+
+// WhereRequests applies the entql int64 predicate on the requests field.
+func (f *UsageRollupFilter) WhereRequests(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldRequests))
+}
+
+// WhereErrors applies the entql int64 predicate on the errors field.
+func (f *UsageRollupFilter) WhereErrors(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldErrors))
+}
+
+// WhereRateLimited applies the entql int64 predicate on the rate_limited field.
+func (f *UsageRollupFilter) WhereRateLimited(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldRateLimited))
+}
+
+// WhereQuotaExceeded applies the entql int64 predicate on the quota_exceeded field.
+func (f *UsageRollupFilter) WhereQuotaExceeded(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldQuotaExceeded))
+}
+
+// WhereLatencySumMs applies the entql int64 predicate on the latency_sum_ms field.
+func (f *UsageRollupFilter) WhereLatencySumMs(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatencySumMs))
+}
+
+// WhereLatA applies the entql int64 predicate on the lat_a field.
+func (f *UsageRollupFilter) WhereLatA(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatA))
+}
+
+// WhereLatB applies the entql int64 predicate on the lat_b field.
+func (f *UsageRollupFilter) WhereLatB(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatB))
+}
+
+// WhereLatC applies the entql int64 predicate on the lat_c field.
+func (f *UsageRollupFilter) WhereLatC(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatC))
+}
+
+// WhereLatD applies the entql int64 predicate on the lat_d field.
+func (f *UsageRollupFilter) WhereLatD(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatD))
+}
+
+// WhereLatE applies the entql int64 predicate on the lat_e field.
+func (f *UsageRollupFilter) WhereLatE(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatE))
+}
+
+// WhereLatF applies the entql int64 predicate on the lat_f field.
+func (f *UsageRollupFilter) WhereLatF(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatF))
+}
+
+// WhereLatG applies the entql int64 predicate on the lat_g field.
+func (f *UsageRollupFilter) WhereLatG(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatG))
+}
+
+// WhereLatH applies the entql int64 predicate on the lat_h field.
+func (f *UsageRollupFilter) WhereLatH(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatH))
+}
+
+// WhereLatI applies the entql int64 predicate on the lat_i field.
+func (f *UsageRollupFilter) WhereLatI(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatI))
+}
+
+// WhereLatJ applies the entql int64 predicate on the lat_j field.
+func (f *UsageRollupFilter) WhereLatJ(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatJ))
+}
+
+// WhereLatK applies the entql int64 predicate on the lat_k field.
+func (f *UsageRollupFilter) WhereLatK(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatK))
+}
+
+// WhereLatL applies the entql int64 predicate on the lat_l field.
+func (f *UsageRollupFilter) WhereLatL(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatL))
+}
+
+// WhereLatM applies the entql int64 predicate on the lat_m field.
+func (f *UsageRollupFilter) WhereLatM(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatM))
+}
+
+// WhereLatN applies the entql int64 predicate on the lat_n field.
+func (f *UsageRollupFilter) WhereLatN(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatN))
+}
+
+// WhereLatO applies the entql int64 predicate on the lat_o field.
+func (f *UsageRollupFilter) WhereLatO(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatO))
+}
+
+// WhereLatP applies the entql int64 predicate on the lat_p field.
+func (f *UsageRollupFilter) WhereLatP(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldLatP))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *WebhookQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -710,7 +926,7 @@ type WebhookFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -838,7 +1054,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

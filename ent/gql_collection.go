@@ -121,6 +121,16 @@ func (_q *ApiKeyQuery) collectField(ctx context.Context, oneNode bool, opCtx *gr
 				selectedFields = append(selectedFields, apikey.FieldRateLimitWindowSeconds)
 				fieldSeen[apikey.FieldRateLimitWindowSeconds] = struct{}{}
 			}
+		case "quota":
+			if _, ok := fieldSeen[apikey.FieldQuota]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldQuota)
+				fieldSeen[apikey.FieldQuota] = struct{}{}
+			}
+		case "quotaPeriod":
+			if _, ok := fieldSeen[apikey.FieldQuotaPeriod]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldQuotaPeriod)
+				fieldSeen[apikey.FieldQuotaPeriod] = struct{}{}
+			}
 		case "expiresAt":
 			if _, ok := fieldSeen[apikey.FieldExpiresAt]; !ok {
 				selectedFields = append(selectedFields, apikey.FieldExpiresAt)

@@ -125,6 +125,26 @@ type ApiKeyWhereInput struct {
 	RateLimitWindowSecondsIsNil  bool  `json:"rateLimitWindowSecondsIsNil,omitempty"`
 	RateLimitWindowSecondsNotNil bool  `json:"rateLimitWindowSecondsNotNil,omitempty"`
 
+	// "quota" field predicates.
+	Quota       *int64  `json:"quota,omitempty"`
+	QuotaNEQ    *int64  `json:"quotaNEQ,omitempty"`
+	QuotaIn     []int64 `json:"quotaIn,omitempty"`
+	QuotaNotIn  []int64 `json:"quotaNotIn,omitempty"`
+	QuotaGT     *int64  `json:"quotaGT,omitempty"`
+	QuotaGTE    *int64  `json:"quotaGTE,omitempty"`
+	QuotaLT     *int64  `json:"quotaLT,omitempty"`
+	QuotaLTE    *int64  `json:"quotaLTE,omitempty"`
+	QuotaIsNil  bool    `json:"quotaIsNil,omitempty"`
+	QuotaNotNil bool    `json:"quotaNotNil,omitempty"`
+
+	// "quota_period" field predicates.
+	QuotaPeriod       *apikey.QuotaPeriod  `json:"quotaPeriod,omitempty"`
+	QuotaPeriodNEQ    *apikey.QuotaPeriod  `json:"quotaPeriodNEQ,omitempty"`
+	QuotaPeriodIn     []apikey.QuotaPeriod `json:"quotaPeriodIn,omitempty"`
+	QuotaPeriodNotIn  []apikey.QuotaPeriod `json:"quotaPeriodNotIn,omitempty"`
+	QuotaPeriodIsNil  bool                 `json:"quotaPeriodIsNil,omitempty"`
+	QuotaPeriodNotNil bool                 `json:"quotaPeriodNotNil,omitempty"`
+
 	// "expires_at" field predicates.
 	ExpiresAt       *time.Time  `json:"expiresAt,omitempty"`
 	ExpiresAtNEQ    *time.Time  `json:"expiresAtNEQ,omitempty"`
@@ -522,6 +542,54 @@ func (i *ApiKeyWhereInput) P() (predicate.ApiKey, error) {
 	}
 	if i.RateLimitWindowSecondsNotNil {
 		predicates = append(predicates, apikey.RateLimitWindowSecondsNotNil())
+	}
+	if i.Quota != nil {
+		predicates = append(predicates, apikey.QuotaEQ(*i.Quota))
+	}
+	if i.QuotaNEQ != nil {
+		predicates = append(predicates, apikey.QuotaNEQ(*i.QuotaNEQ))
+	}
+	if len(i.QuotaIn) > 0 {
+		predicates = append(predicates, apikey.QuotaIn(i.QuotaIn...))
+	}
+	if len(i.QuotaNotIn) > 0 {
+		predicates = append(predicates, apikey.QuotaNotIn(i.QuotaNotIn...))
+	}
+	if i.QuotaGT != nil {
+		predicates = append(predicates, apikey.QuotaGT(*i.QuotaGT))
+	}
+	if i.QuotaGTE != nil {
+		predicates = append(predicates, apikey.QuotaGTE(*i.QuotaGTE))
+	}
+	if i.QuotaLT != nil {
+		predicates = append(predicates, apikey.QuotaLT(*i.QuotaLT))
+	}
+	if i.QuotaLTE != nil {
+		predicates = append(predicates, apikey.QuotaLTE(*i.QuotaLTE))
+	}
+	if i.QuotaIsNil {
+		predicates = append(predicates, apikey.QuotaIsNil())
+	}
+	if i.QuotaNotNil {
+		predicates = append(predicates, apikey.QuotaNotNil())
+	}
+	if i.QuotaPeriod != nil {
+		predicates = append(predicates, apikey.QuotaPeriodEQ(*i.QuotaPeriod))
+	}
+	if i.QuotaPeriodNEQ != nil {
+		predicates = append(predicates, apikey.QuotaPeriodNEQ(*i.QuotaPeriodNEQ))
+	}
+	if len(i.QuotaPeriodIn) > 0 {
+		predicates = append(predicates, apikey.QuotaPeriodIn(i.QuotaPeriodIn...))
+	}
+	if len(i.QuotaPeriodNotIn) > 0 {
+		predicates = append(predicates, apikey.QuotaPeriodNotIn(i.QuotaPeriodNotIn...))
+	}
+	if i.QuotaPeriodIsNil {
+		predicates = append(predicates, apikey.QuotaPeriodIsNil())
+	}
+	if i.QuotaPeriodNotNil {
+		predicates = append(predicates, apikey.QuotaPeriodNotNil())
 	}
 	if i.ExpiresAt != nil {
 		predicates = append(predicates, apikey.ExpiresAtEQ(*i.ExpiresAt))

@@ -16,6 +16,7 @@ import (
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 )
@@ -33,6 +34,7 @@ const (
 	TypeAuditLog        = "AuditLog"
 	TypeTenant          = "Tenant"
 	TypeUsageLog        = "UsageLog"
+	TypeUsageRollup     = "UsageRollup"
 	TypeWebhook         = "Webhook"
 	TypeWebhookDelivery = "WebhookDelivery"
 )
@@ -55,6 +57,9 @@ type ApiKeyMutation struct {
 	addrate_limit                *int
 	rate_limit_window_seconds    *int
 	addrate_limit_window_seconds *int
+	quota                        *int64
+	addquota                     *int64
+	quota_period                 *apikey.QuotaPeriod
 	expires_at                   *time.Time
 	last_used_at                 *time.Time
 	revoked_at                   *time.Time
@@ -631,6 +636,125 @@ func (m *ApiKeyMutation) ResetRateLimitWindowSeconds() {
 	delete(m.clearedFields, apikey.FieldRateLimitWindowSeconds)
 }
 
+// SetQuota sets the "quota" field.
+func (m *ApiKeyMutation) SetQuota(i int64) {
+	m.quota = &i
+	m.addquota = nil
+}
+
+// Quota returns the value of the "quota" field in the mutation.
+func (m *ApiKeyMutation) Quota() (r int64, exists bool) {
+	v := m.quota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQuota returns the old "quota" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldQuota(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQuota is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQuota requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQuota: %w", err)
+	}
+	return oldValue.Quota, nil
+}
+
+// AddQuota adds i to the "quota" field.
+func (m *ApiKeyMutation) AddQuota(i int64) {
+	if m.addquota != nil {
+		*m.addquota += i
+	} else {
+		m.addquota = &i
+	}
+}
+
+// AddedQuota returns the value that was added to the "quota" field in this mutation.
+func (m *ApiKeyMutation) AddedQuota() (r int64, exists bool) {
+	v := m.addquota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearQuota clears the value of the "quota" field.
+func (m *ApiKeyMutation) ClearQuota() {
+	m.quota = nil
+	m.addquota = nil
+	m.clearedFields[apikey.FieldQuota] = struct{}{}
+}
+
+// QuotaCleared returns if the "quota" field was cleared in this mutation.
+func (m *ApiKeyMutation) QuotaCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldQuota]
+	return ok
+}
+
+// ResetQuota resets all changes to the "quota" field.
+func (m *ApiKeyMutation) ResetQuota() {
+	m.quota = nil
+	m.addquota = nil
+	delete(m.clearedFields, apikey.FieldQuota)
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (m *ApiKeyMutation) SetQuotaPeriod(ap apikey.QuotaPeriod) {
+	m.quota_period = &ap
+}
+
+// QuotaPeriod returns the value of the "quota_period" field in the mutation.
+func (m *ApiKeyMutation) QuotaPeriod() (r apikey.QuotaPeriod, exists bool) {
+	v := m.quota_period
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQuotaPeriod returns the old "quota_period" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldQuotaPeriod(ctx context.Context) (v *apikey.QuotaPeriod, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQuotaPeriod is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQuotaPeriod requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQuotaPeriod: %w", err)
+	}
+	return oldValue.QuotaPeriod, nil
+}
+
+// ClearQuotaPeriod clears the value of the "quota_period" field.
+func (m *ApiKeyMutation) ClearQuotaPeriod() {
+	m.quota_period = nil
+	m.clearedFields[apikey.FieldQuotaPeriod] = struct{}{}
+}
+
+// QuotaPeriodCleared returns if the "quota_period" field was cleared in this mutation.
+func (m *ApiKeyMutation) QuotaPeriodCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldQuotaPeriod]
+	return ok
+}
+
+// ResetQuotaPeriod resets all changes to the "quota_period" field.
+func (m *ApiKeyMutation) ResetQuotaPeriod() {
+	m.quota_period = nil
+	delete(m.clearedFields, apikey.FieldQuotaPeriod)
+}
+
 // SetExpiresAt sets the "expires_at" field.
 func (m *ApiKeyMutation) SetExpiresAt(t time.Time) {
 	m.expires_at = &t
@@ -969,7 +1093,7 @@ func (m *ApiKeyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ApiKeyMutation) Fields() []string {
-	fields := make([]string, 0, 14)
+	fields := make([]string, 0, 16)
 	if m.created_at != nil {
 		fields = append(fields, apikey.FieldCreatedAt)
 	}
@@ -999,6 +1123,12 @@ func (m *ApiKeyMutation) Fields() []string {
 	}
 	if m.rate_limit_window_seconds != nil {
 		fields = append(fields, apikey.FieldRateLimitWindowSeconds)
+	}
+	if m.quota != nil {
+		fields = append(fields, apikey.FieldQuota)
+	}
+	if m.quota_period != nil {
+		fields = append(fields, apikey.FieldQuotaPeriod)
 	}
 	if m.expires_at != nil {
 		fields = append(fields, apikey.FieldExpiresAt)
@@ -1040,6 +1170,10 @@ func (m *ApiKeyMutation) Field(name string) (ent.Value, bool) {
 		return m.RateLimit()
 	case apikey.FieldRateLimitWindowSeconds:
 		return m.RateLimitWindowSeconds()
+	case apikey.FieldQuota:
+		return m.Quota()
+	case apikey.FieldQuotaPeriod:
+		return m.QuotaPeriod()
 	case apikey.FieldExpiresAt:
 		return m.ExpiresAt()
 	case apikey.FieldLastUsedAt:
@@ -1077,6 +1211,10 @@ func (m *ApiKeyMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldRateLimit(ctx)
 	case apikey.FieldRateLimitWindowSeconds:
 		return m.OldRateLimitWindowSeconds(ctx)
+	case apikey.FieldQuota:
+		return m.OldQuota(ctx)
+	case apikey.FieldQuotaPeriod:
+		return m.OldQuotaPeriod(ctx)
 	case apikey.FieldExpiresAt:
 		return m.OldExpiresAt(ctx)
 	case apikey.FieldLastUsedAt:
@@ -1164,6 +1302,20 @@ func (m *ApiKeyMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetRateLimitWindowSeconds(v)
 		return nil
+	case apikey.FieldQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQuota(v)
+		return nil
+	case apikey.FieldQuotaPeriod:
+		v, ok := value.(apikey.QuotaPeriod)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQuotaPeriod(v)
+		return nil
 	case apikey.FieldExpiresAt:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -1206,6 +1358,9 @@ func (m *ApiKeyMutation) AddedFields() []string {
 	if m.addrate_limit_window_seconds != nil {
 		fields = append(fields, apikey.FieldRateLimitWindowSeconds)
 	}
+	if m.addquota != nil {
+		fields = append(fields, apikey.FieldQuota)
+	}
 	return fields
 }
 
@@ -1218,6 +1373,8 @@ func (m *ApiKeyMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedRateLimit()
 	case apikey.FieldRateLimitWindowSeconds:
 		return m.AddedRateLimitWindowSeconds()
+	case apikey.FieldQuota:
+		return m.AddedQuota()
 	}
 	return nil, false
 }
@@ -1241,6 +1398,13 @@ func (m *ApiKeyMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddRateLimitWindowSeconds(v)
 		return nil
+	case apikey.FieldQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQuota(v)
+		return nil
 	}
 	return fmt.Errorf("unknown ApiKey numeric field %s", name)
 }
@@ -1257,6 +1421,12 @@ func (m *ApiKeyMutation) ClearedFields() []string {
 	}
 	if m.FieldCleared(apikey.FieldRateLimitWindowSeconds) {
 		fields = append(fields, apikey.FieldRateLimitWindowSeconds)
+	}
+	if m.FieldCleared(apikey.FieldQuota) {
+		fields = append(fields, apikey.FieldQuota)
+	}
+	if m.FieldCleared(apikey.FieldQuotaPeriod) {
+		fields = append(fields, apikey.FieldQuotaPeriod)
 	}
 	if m.FieldCleared(apikey.FieldExpiresAt) {
 		fields = append(fields, apikey.FieldExpiresAt)
@@ -1292,6 +1462,12 @@ func (m *ApiKeyMutation) ClearField(name string) error {
 		return nil
 	case apikey.FieldRateLimitWindowSeconds:
 		m.ClearRateLimitWindowSeconds()
+		return nil
+	case apikey.FieldQuota:
+		m.ClearQuota()
+		return nil
+	case apikey.FieldQuotaPeriod:
+		m.ClearQuotaPeriod()
 		return nil
 	case apikey.FieldExpiresAt:
 		m.ClearExpiresAt()
@@ -1342,6 +1518,12 @@ func (m *ApiKeyMutation) ResetField(name string) error {
 		return nil
 	case apikey.FieldRateLimitWindowSeconds:
 		m.ResetRateLimitWindowSeconds()
+		return nil
+	case apikey.FieldQuota:
+		m.ResetQuota()
+		return nil
+	case apikey.FieldQuotaPeriod:
+		m.ResetQuotaPeriod()
 		return nil
 	case apikey.FieldExpiresAt:
 		m.ResetExpiresAt()
@@ -3881,6 +4063,2330 @@ func (m *UsageLogMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *UsageLogMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown UsageLog edge %s", name)
+}
+
+// UsageRollupMutation represents an operation that mutates the UsageRollup nodes in the graph.
+type UsageRollupMutation struct {
+	config
+	op                Op
+	typ               string
+	id                *int64
+	tenant_id         *string
+	api_key_id        *string
+	granularity       *usagerollup.Granularity
+	bucket_start      *time.Time
+	requests          *int64
+	addrequests       *int64
+	errors            *int64
+	adderrors         *int64
+	rate_limited      *int64
+	addrate_limited   *int64
+	quota_exceeded    *int64
+	addquota_exceeded *int64
+	latency_sum_ms    *int64
+	addlatency_sum_ms *int64
+	lat_a             *int64
+	addlat_a          *int64
+	lat_b             *int64
+	addlat_b          *int64
+	lat_c             *int64
+	addlat_c          *int64
+	lat_d             *int64
+	addlat_d          *int64
+	lat_e             *int64
+	addlat_e          *int64
+	lat_f             *int64
+	addlat_f          *int64
+	lat_g             *int64
+	addlat_g          *int64
+	lat_h             *int64
+	addlat_h          *int64
+	lat_i             *int64
+	addlat_i          *int64
+	lat_j             *int64
+	addlat_j          *int64
+	lat_k             *int64
+	addlat_k          *int64
+	lat_l             *int64
+	addlat_l          *int64
+	lat_m             *int64
+	addlat_m          *int64
+	lat_n             *int64
+	addlat_n          *int64
+	lat_o             *int64
+	addlat_o          *int64
+	lat_p             *int64
+	addlat_p          *int64
+	clearedFields     map[string]struct{}
+	done              bool
+	oldValue          func(context.Context) (*UsageRollup, error)
+	predicates        []predicate.UsageRollup
+}
+
+var _ ent.Mutation = (*UsageRollupMutation)(nil)
+
+// usagerollupOption allows management of the mutation configuration using functional options.
+type usagerollupOption func(*UsageRollupMutation)
+
+// newUsageRollupMutation creates new mutation for the UsageRollup entity.
+func newUsageRollupMutation(c config, op Op, opts ...usagerollupOption) *UsageRollupMutation {
+	m := &UsageRollupMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeUsageRollup,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withUsageRollupID sets the ID field of the mutation.
+func withUsageRollupID(id int64) usagerollupOption {
+	return func(m *UsageRollupMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *UsageRollup
+		)
+		m.oldValue = func(ctx context.Context) (*UsageRollup, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().UsageRollup.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withUsageRollup sets the old UsageRollup of the mutation.
+func withUsageRollup(node *UsageRollup) usagerollupOption {
+	return func(m *UsageRollupMutation) {
+		m.oldValue = func(context.Context) (*UsageRollup, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m UsageRollupMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m UsageRollupMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of UsageRollup entities.
+func (m *UsageRollupMutation) SetID(id int64) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *UsageRollupMutation) ID() (id int64, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *UsageRollupMutation) IDs(ctx context.Context) ([]int64, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int64{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().UsageRollup.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *UsageRollupMutation) SetTenantID(s string) {
+	m.tenant_id = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *UsageRollupMutation) TenantID() (r string, exists bool) {
+	v := m.tenant_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *UsageRollupMutation) ResetTenantID() {
+	m.tenant_id = nil
+}
+
+// SetAPIKeyID sets the "api_key_id" field.
+func (m *UsageRollupMutation) SetAPIKeyID(s string) {
+	m.api_key_id = &s
+}
+
+// APIKeyID returns the value of the "api_key_id" field in the mutation.
+func (m *UsageRollupMutation) APIKeyID() (r string, exists bool) {
+	v := m.api_key_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAPIKeyID returns the old "api_key_id" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldAPIKeyID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAPIKeyID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAPIKeyID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAPIKeyID: %w", err)
+	}
+	return oldValue.APIKeyID, nil
+}
+
+// ResetAPIKeyID resets all changes to the "api_key_id" field.
+func (m *UsageRollupMutation) ResetAPIKeyID() {
+	m.api_key_id = nil
+}
+
+// SetGranularity sets the "granularity" field.
+func (m *UsageRollupMutation) SetGranularity(u usagerollup.Granularity) {
+	m.granularity = &u
+}
+
+// Granularity returns the value of the "granularity" field in the mutation.
+func (m *UsageRollupMutation) Granularity() (r usagerollup.Granularity, exists bool) {
+	v := m.granularity
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldGranularity returns the old "granularity" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldGranularity(ctx context.Context) (v usagerollup.Granularity, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldGranularity is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldGranularity requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldGranularity: %w", err)
+	}
+	return oldValue.Granularity, nil
+}
+
+// ResetGranularity resets all changes to the "granularity" field.
+func (m *UsageRollupMutation) ResetGranularity() {
+	m.granularity = nil
+}
+
+// SetBucketStart sets the "bucket_start" field.
+func (m *UsageRollupMutation) SetBucketStart(t time.Time) {
+	m.bucket_start = &t
+}
+
+// BucketStart returns the value of the "bucket_start" field in the mutation.
+func (m *UsageRollupMutation) BucketStart() (r time.Time, exists bool) {
+	v := m.bucket_start
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBucketStart returns the old "bucket_start" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldBucketStart(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBucketStart is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBucketStart requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBucketStart: %w", err)
+	}
+	return oldValue.BucketStart, nil
+}
+
+// ResetBucketStart resets all changes to the "bucket_start" field.
+func (m *UsageRollupMutation) ResetBucketStart() {
+	m.bucket_start = nil
+}
+
+// SetRequests sets the "requests" field.
+func (m *UsageRollupMutation) SetRequests(i int64) {
+	m.requests = &i
+	m.addrequests = nil
+}
+
+// Requests returns the value of the "requests" field in the mutation.
+func (m *UsageRollupMutation) Requests() (r int64, exists bool) {
+	v := m.requests
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequests returns the old "requests" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldRequests(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequests is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequests requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequests: %w", err)
+	}
+	return oldValue.Requests, nil
+}
+
+// AddRequests adds i to the "requests" field.
+func (m *UsageRollupMutation) AddRequests(i int64) {
+	if m.addrequests != nil {
+		*m.addrequests += i
+	} else {
+		m.addrequests = &i
+	}
+}
+
+// AddedRequests returns the value that was added to the "requests" field in this mutation.
+func (m *UsageRollupMutation) AddedRequests() (r int64, exists bool) {
+	v := m.addrequests
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRequests resets all changes to the "requests" field.
+func (m *UsageRollupMutation) ResetRequests() {
+	m.requests = nil
+	m.addrequests = nil
+}
+
+// SetErrors sets the "errors" field.
+func (m *UsageRollupMutation) SetErrors(i int64) {
+	m.errors = &i
+	m.adderrors = nil
+}
+
+// Errors returns the value of the "errors" field in the mutation.
+func (m *UsageRollupMutation) Errors() (r int64, exists bool) {
+	v := m.errors
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldErrors returns the old "errors" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldErrors(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldErrors is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldErrors requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldErrors: %w", err)
+	}
+	return oldValue.Errors, nil
+}
+
+// AddErrors adds i to the "errors" field.
+func (m *UsageRollupMutation) AddErrors(i int64) {
+	if m.adderrors != nil {
+		*m.adderrors += i
+	} else {
+		m.adderrors = &i
+	}
+}
+
+// AddedErrors returns the value that was added to the "errors" field in this mutation.
+func (m *UsageRollupMutation) AddedErrors() (r int64, exists bool) {
+	v := m.adderrors
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetErrors resets all changes to the "errors" field.
+func (m *UsageRollupMutation) ResetErrors() {
+	m.errors = nil
+	m.adderrors = nil
+}
+
+// SetRateLimited sets the "rate_limited" field.
+func (m *UsageRollupMutation) SetRateLimited(i int64) {
+	m.rate_limited = &i
+	m.addrate_limited = nil
+}
+
+// RateLimited returns the value of the "rate_limited" field in the mutation.
+func (m *UsageRollupMutation) RateLimited() (r int64, exists bool) {
+	v := m.rate_limited
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRateLimited returns the old "rate_limited" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldRateLimited(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRateLimited is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRateLimited requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRateLimited: %w", err)
+	}
+	return oldValue.RateLimited, nil
+}
+
+// AddRateLimited adds i to the "rate_limited" field.
+func (m *UsageRollupMutation) AddRateLimited(i int64) {
+	if m.addrate_limited != nil {
+		*m.addrate_limited += i
+	} else {
+		m.addrate_limited = &i
+	}
+}
+
+// AddedRateLimited returns the value that was added to the "rate_limited" field in this mutation.
+func (m *UsageRollupMutation) AddedRateLimited() (r int64, exists bool) {
+	v := m.addrate_limited
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRateLimited resets all changes to the "rate_limited" field.
+func (m *UsageRollupMutation) ResetRateLimited() {
+	m.rate_limited = nil
+	m.addrate_limited = nil
+}
+
+// SetQuotaExceeded sets the "quota_exceeded" field.
+func (m *UsageRollupMutation) SetQuotaExceeded(i int64) {
+	m.quota_exceeded = &i
+	m.addquota_exceeded = nil
+}
+
+// QuotaExceeded returns the value of the "quota_exceeded" field in the mutation.
+func (m *UsageRollupMutation) QuotaExceeded() (r int64, exists bool) {
+	v := m.quota_exceeded
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQuotaExceeded returns the old "quota_exceeded" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldQuotaExceeded(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQuotaExceeded is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQuotaExceeded requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQuotaExceeded: %w", err)
+	}
+	return oldValue.QuotaExceeded, nil
+}
+
+// AddQuotaExceeded adds i to the "quota_exceeded" field.
+func (m *UsageRollupMutation) AddQuotaExceeded(i int64) {
+	if m.addquota_exceeded != nil {
+		*m.addquota_exceeded += i
+	} else {
+		m.addquota_exceeded = &i
+	}
+}
+
+// AddedQuotaExceeded returns the value that was added to the "quota_exceeded" field in this mutation.
+func (m *UsageRollupMutation) AddedQuotaExceeded() (r int64, exists bool) {
+	v := m.addquota_exceeded
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetQuotaExceeded resets all changes to the "quota_exceeded" field.
+func (m *UsageRollupMutation) ResetQuotaExceeded() {
+	m.quota_exceeded = nil
+	m.addquota_exceeded = nil
+}
+
+// SetLatencySumMs sets the "latency_sum_ms" field.
+func (m *UsageRollupMutation) SetLatencySumMs(i int64) {
+	m.latency_sum_ms = &i
+	m.addlatency_sum_ms = nil
+}
+
+// LatencySumMs returns the value of the "latency_sum_ms" field in the mutation.
+func (m *UsageRollupMutation) LatencySumMs() (r int64, exists bool) {
+	v := m.latency_sum_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatencySumMs returns the old "latency_sum_ms" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatencySumMs(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatencySumMs is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatencySumMs requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatencySumMs: %w", err)
+	}
+	return oldValue.LatencySumMs, nil
+}
+
+// AddLatencySumMs adds i to the "latency_sum_ms" field.
+func (m *UsageRollupMutation) AddLatencySumMs(i int64) {
+	if m.addlatency_sum_ms != nil {
+		*m.addlatency_sum_ms += i
+	} else {
+		m.addlatency_sum_ms = &i
+	}
+}
+
+// AddedLatencySumMs returns the value that was added to the "latency_sum_ms" field in this mutation.
+func (m *UsageRollupMutation) AddedLatencySumMs() (r int64, exists bool) {
+	v := m.addlatency_sum_ms
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatencySumMs resets all changes to the "latency_sum_ms" field.
+func (m *UsageRollupMutation) ResetLatencySumMs() {
+	m.latency_sum_ms = nil
+	m.addlatency_sum_ms = nil
+}
+
+// SetLatA sets the "lat_a" field.
+func (m *UsageRollupMutation) SetLatA(i int64) {
+	m.lat_a = &i
+	m.addlat_a = nil
+}
+
+// LatA returns the value of the "lat_a" field in the mutation.
+func (m *UsageRollupMutation) LatA() (r int64, exists bool) {
+	v := m.lat_a
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatA returns the old "lat_a" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatA(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatA is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatA requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatA: %w", err)
+	}
+	return oldValue.LatA, nil
+}
+
+// AddLatA adds i to the "lat_a" field.
+func (m *UsageRollupMutation) AddLatA(i int64) {
+	if m.addlat_a != nil {
+		*m.addlat_a += i
+	} else {
+		m.addlat_a = &i
+	}
+}
+
+// AddedLatA returns the value that was added to the "lat_a" field in this mutation.
+func (m *UsageRollupMutation) AddedLatA() (r int64, exists bool) {
+	v := m.addlat_a
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatA resets all changes to the "lat_a" field.
+func (m *UsageRollupMutation) ResetLatA() {
+	m.lat_a = nil
+	m.addlat_a = nil
+}
+
+// SetLatB sets the "lat_b" field.
+func (m *UsageRollupMutation) SetLatB(i int64) {
+	m.lat_b = &i
+	m.addlat_b = nil
+}
+
+// LatB returns the value of the "lat_b" field in the mutation.
+func (m *UsageRollupMutation) LatB() (r int64, exists bool) {
+	v := m.lat_b
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatB returns the old "lat_b" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatB(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatB is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatB requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatB: %w", err)
+	}
+	return oldValue.LatB, nil
+}
+
+// AddLatB adds i to the "lat_b" field.
+func (m *UsageRollupMutation) AddLatB(i int64) {
+	if m.addlat_b != nil {
+		*m.addlat_b += i
+	} else {
+		m.addlat_b = &i
+	}
+}
+
+// AddedLatB returns the value that was added to the "lat_b" field in this mutation.
+func (m *UsageRollupMutation) AddedLatB() (r int64, exists bool) {
+	v := m.addlat_b
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatB resets all changes to the "lat_b" field.
+func (m *UsageRollupMutation) ResetLatB() {
+	m.lat_b = nil
+	m.addlat_b = nil
+}
+
+// SetLatC sets the "lat_c" field.
+func (m *UsageRollupMutation) SetLatC(i int64) {
+	m.lat_c = &i
+	m.addlat_c = nil
+}
+
+// LatC returns the value of the "lat_c" field in the mutation.
+func (m *UsageRollupMutation) LatC() (r int64, exists bool) {
+	v := m.lat_c
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatC returns the old "lat_c" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatC(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatC is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatC requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatC: %w", err)
+	}
+	return oldValue.LatC, nil
+}
+
+// AddLatC adds i to the "lat_c" field.
+func (m *UsageRollupMutation) AddLatC(i int64) {
+	if m.addlat_c != nil {
+		*m.addlat_c += i
+	} else {
+		m.addlat_c = &i
+	}
+}
+
+// AddedLatC returns the value that was added to the "lat_c" field in this mutation.
+func (m *UsageRollupMutation) AddedLatC() (r int64, exists bool) {
+	v := m.addlat_c
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatC resets all changes to the "lat_c" field.
+func (m *UsageRollupMutation) ResetLatC() {
+	m.lat_c = nil
+	m.addlat_c = nil
+}
+
+// SetLatD sets the "lat_d" field.
+func (m *UsageRollupMutation) SetLatD(i int64) {
+	m.lat_d = &i
+	m.addlat_d = nil
+}
+
+// LatD returns the value of the "lat_d" field in the mutation.
+func (m *UsageRollupMutation) LatD() (r int64, exists bool) {
+	v := m.lat_d
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatD returns the old "lat_d" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatD(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatD is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatD requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatD: %w", err)
+	}
+	return oldValue.LatD, nil
+}
+
+// AddLatD adds i to the "lat_d" field.
+func (m *UsageRollupMutation) AddLatD(i int64) {
+	if m.addlat_d != nil {
+		*m.addlat_d += i
+	} else {
+		m.addlat_d = &i
+	}
+}
+
+// AddedLatD returns the value that was added to the "lat_d" field in this mutation.
+func (m *UsageRollupMutation) AddedLatD() (r int64, exists bool) {
+	v := m.addlat_d
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatD resets all changes to the "lat_d" field.
+func (m *UsageRollupMutation) ResetLatD() {
+	m.lat_d = nil
+	m.addlat_d = nil
+}
+
+// SetLatE sets the "lat_e" field.
+func (m *UsageRollupMutation) SetLatE(i int64) {
+	m.lat_e = &i
+	m.addlat_e = nil
+}
+
+// LatE returns the value of the "lat_e" field in the mutation.
+func (m *UsageRollupMutation) LatE() (r int64, exists bool) {
+	v := m.lat_e
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatE returns the old "lat_e" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatE(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatE is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatE requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatE: %w", err)
+	}
+	return oldValue.LatE, nil
+}
+
+// AddLatE adds i to the "lat_e" field.
+func (m *UsageRollupMutation) AddLatE(i int64) {
+	if m.addlat_e != nil {
+		*m.addlat_e += i
+	} else {
+		m.addlat_e = &i
+	}
+}
+
+// AddedLatE returns the value that was added to the "lat_e" field in this mutation.
+func (m *UsageRollupMutation) AddedLatE() (r int64, exists bool) {
+	v := m.addlat_e
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatE resets all changes to the "lat_e" field.
+func (m *UsageRollupMutation) ResetLatE() {
+	m.lat_e = nil
+	m.addlat_e = nil
+}
+
+// SetLatF sets the "lat_f" field.
+func (m *UsageRollupMutation) SetLatF(i int64) {
+	m.lat_f = &i
+	m.addlat_f = nil
+}
+
+// LatF returns the value of the "lat_f" field in the mutation.
+func (m *UsageRollupMutation) LatF() (r int64, exists bool) {
+	v := m.lat_f
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatF returns the old "lat_f" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatF(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatF is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatF requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatF: %w", err)
+	}
+	return oldValue.LatF, nil
+}
+
+// AddLatF adds i to the "lat_f" field.
+func (m *UsageRollupMutation) AddLatF(i int64) {
+	if m.addlat_f != nil {
+		*m.addlat_f += i
+	} else {
+		m.addlat_f = &i
+	}
+}
+
+// AddedLatF returns the value that was added to the "lat_f" field in this mutation.
+func (m *UsageRollupMutation) AddedLatF() (r int64, exists bool) {
+	v := m.addlat_f
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatF resets all changes to the "lat_f" field.
+func (m *UsageRollupMutation) ResetLatF() {
+	m.lat_f = nil
+	m.addlat_f = nil
+}
+
+// SetLatG sets the "lat_g" field.
+func (m *UsageRollupMutation) SetLatG(i int64) {
+	m.lat_g = &i
+	m.addlat_g = nil
+}
+
+// LatG returns the value of the "lat_g" field in the mutation.
+func (m *UsageRollupMutation) LatG() (r int64, exists bool) {
+	v := m.lat_g
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatG returns the old "lat_g" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatG(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatG is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatG requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatG: %w", err)
+	}
+	return oldValue.LatG, nil
+}
+
+// AddLatG adds i to the "lat_g" field.
+func (m *UsageRollupMutation) AddLatG(i int64) {
+	if m.addlat_g != nil {
+		*m.addlat_g += i
+	} else {
+		m.addlat_g = &i
+	}
+}
+
+// AddedLatG returns the value that was added to the "lat_g" field in this mutation.
+func (m *UsageRollupMutation) AddedLatG() (r int64, exists bool) {
+	v := m.addlat_g
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatG resets all changes to the "lat_g" field.
+func (m *UsageRollupMutation) ResetLatG() {
+	m.lat_g = nil
+	m.addlat_g = nil
+}
+
+// SetLatH sets the "lat_h" field.
+func (m *UsageRollupMutation) SetLatH(i int64) {
+	m.lat_h = &i
+	m.addlat_h = nil
+}
+
+// LatH returns the value of the "lat_h" field in the mutation.
+func (m *UsageRollupMutation) LatH() (r int64, exists bool) {
+	v := m.lat_h
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatH returns the old "lat_h" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatH(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatH is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatH requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatH: %w", err)
+	}
+	return oldValue.LatH, nil
+}
+
+// AddLatH adds i to the "lat_h" field.
+func (m *UsageRollupMutation) AddLatH(i int64) {
+	if m.addlat_h != nil {
+		*m.addlat_h += i
+	} else {
+		m.addlat_h = &i
+	}
+}
+
+// AddedLatH returns the value that was added to the "lat_h" field in this mutation.
+func (m *UsageRollupMutation) AddedLatH() (r int64, exists bool) {
+	v := m.addlat_h
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatH resets all changes to the "lat_h" field.
+func (m *UsageRollupMutation) ResetLatH() {
+	m.lat_h = nil
+	m.addlat_h = nil
+}
+
+// SetLatI sets the "lat_i" field.
+func (m *UsageRollupMutation) SetLatI(i int64) {
+	m.lat_i = &i
+	m.addlat_i = nil
+}
+
+// LatI returns the value of the "lat_i" field in the mutation.
+func (m *UsageRollupMutation) LatI() (r int64, exists bool) {
+	v := m.lat_i
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatI returns the old "lat_i" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatI(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatI is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatI requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatI: %w", err)
+	}
+	return oldValue.LatI, nil
+}
+
+// AddLatI adds i to the "lat_i" field.
+func (m *UsageRollupMutation) AddLatI(i int64) {
+	if m.addlat_i != nil {
+		*m.addlat_i += i
+	} else {
+		m.addlat_i = &i
+	}
+}
+
+// AddedLatI returns the value that was added to the "lat_i" field in this mutation.
+func (m *UsageRollupMutation) AddedLatI() (r int64, exists bool) {
+	v := m.addlat_i
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatI resets all changes to the "lat_i" field.
+func (m *UsageRollupMutation) ResetLatI() {
+	m.lat_i = nil
+	m.addlat_i = nil
+}
+
+// SetLatJ sets the "lat_j" field.
+func (m *UsageRollupMutation) SetLatJ(i int64) {
+	m.lat_j = &i
+	m.addlat_j = nil
+}
+
+// LatJ returns the value of the "lat_j" field in the mutation.
+func (m *UsageRollupMutation) LatJ() (r int64, exists bool) {
+	v := m.lat_j
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatJ returns the old "lat_j" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatJ(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatJ is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatJ requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatJ: %w", err)
+	}
+	return oldValue.LatJ, nil
+}
+
+// AddLatJ adds i to the "lat_j" field.
+func (m *UsageRollupMutation) AddLatJ(i int64) {
+	if m.addlat_j != nil {
+		*m.addlat_j += i
+	} else {
+		m.addlat_j = &i
+	}
+}
+
+// AddedLatJ returns the value that was added to the "lat_j" field in this mutation.
+func (m *UsageRollupMutation) AddedLatJ() (r int64, exists bool) {
+	v := m.addlat_j
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatJ resets all changes to the "lat_j" field.
+func (m *UsageRollupMutation) ResetLatJ() {
+	m.lat_j = nil
+	m.addlat_j = nil
+}
+
+// SetLatK sets the "lat_k" field.
+func (m *UsageRollupMutation) SetLatK(i int64) {
+	m.lat_k = &i
+	m.addlat_k = nil
+}
+
+// LatK returns the value of the "lat_k" field in the mutation.
+func (m *UsageRollupMutation) LatK() (r int64, exists bool) {
+	v := m.lat_k
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatK returns the old "lat_k" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatK(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatK is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatK requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatK: %w", err)
+	}
+	return oldValue.LatK, nil
+}
+
+// AddLatK adds i to the "lat_k" field.
+func (m *UsageRollupMutation) AddLatK(i int64) {
+	if m.addlat_k != nil {
+		*m.addlat_k += i
+	} else {
+		m.addlat_k = &i
+	}
+}
+
+// AddedLatK returns the value that was added to the "lat_k" field in this mutation.
+func (m *UsageRollupMutation) AddedLatK() (r int64, exists bool) {
+	v := m.addlat_k
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatK resets all changes to the "lat_k" field.
+func (m *UsageRollupMutation) ResetLatK() {
+	m.lat_k = nil
+	m.addlat_k = nil
+}
+
+// SetLatL sets the "lat_l" field.
+func (m *UsageRollupMutation) SetLatL(i int64) {
+	m.lat_l = &i
+	m.addlat_l = nil
+}
+
+// LatL returns the value of the "lat_l" field in the mutation.
+func (m *UsageRollupMutation) LatL() (r int64, exists bool) {
+	v := m.lat_l
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatL returns the old "lat_l" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatL(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatL is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatL requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatL: %w", err)
+	}
+	return oldValue.LatL, nil
+}
+
+// AddLatL adds i to the "lat_l" field.
+func (m *UsageRollupMutation) AddLatL(i int64) {
+	if m.addlat_l != nil {
+		*m.addlat_l += i
+	} else {
+		m.addlat_l = &i
+	}
+}
+
+// AddedLatL returns the value that was added to the "lat_l" field in this mutation.
+func (m *UsageRollupMutation) AddedLatL() (r int64, exists bool) {
+	v := m.addlat_l
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatL resets all changes to the "lat_l" field.
+func (m *UsageRollupMutation) ResetLatL() {
+	m.lat_l = nil
+	m.addlat_l = nil
+}
+
+// SetLatM sets the "lat_m" field.
+func (m *UsageRollupMutation) SetLatM(i int64) {
+	m.lat_m = &i
+	m.addlat_m = nil
+}
+
+// LatM returns the value of the "lat_m" field in the mutation.
+func (m *UsageRollupMutation) LatM() (r int64, exists bool) {
+	v := m.lat_m
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatM returns the old "lat_m" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatM(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatM is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatM requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatM: %w", err)
+	}
+	return oldValue.LatM, nil
+}
+
+// AddLatM adds i to the "lat_m" field.
+func (m *UsageRollupMutation) AddLatM(i int64) {
+	if m.addlat_m != nil {
+		*m.addlat_m += i
+	} else {
+		m.addlat_m = &i
+	}
+}
+
+// AddedLatM returns the value that was added to the "lat_m" field in this mutation.
+func (m *UsageRollupMutation) AddedLatM() (r int64, exists bool) {
+	v := m.addlat_m
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatM resets all changes to the "lat_m" field.
+func (m *UsageRollupMutation) ResetLatM() {
+	m.lat_m = nil
+	m.addlat_m = nil
+}
+
+// SetLatN sets the "lat_n" field.
+func (m *UsageRollupMutation) SetLatN(i int64) {
+	m.lat_n = &i
+	m.addlat_n = nil
+}
+
+// LatN returns the value of the "lat_n" field in the mutation.
+func (m *UsageRollupMutation) LatN() (r int64, exists bool) {
+	v := m.lat_n
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatN returns the old "lat_n" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatN(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatN is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatN requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatN: %w", err)
+	}
+	return oldValue.LatN, nil
+}
+
+// AddLatN adds i to the "lat_n" field.
+func (m *UsageRollupMutation) AddLatN(i int64) {
+	if m.addlat_n != nil {
+		*m.addlat_n += i
+	} else {
+		m.addlat_n = &i
+	}
+}
+
+// AddedLatN returns the value that was added to the "lat_n" field in this mutation.
+func (m *UsageRollupMutation) AddedLatN() (r int64, exists bool) {
+	v := m.addlat_n
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatN resets all changes to the "lat_n" field.
+func (m *UsageRollupMutation) ResetLatN() {
+	m.lat_n = nil
+	m.addlat_n = nil
+}
+
+// SetLatO sets the "lat_o" field.
+func (m *UsageRollupMutation) SetLatO(i int64) {
+	m.lat_o = &i
+	m.addlat_o = nil
+}
+
+// LatO returns the value of the "lat_o" field in the mutation.
+func (m *UsageRollupMutation) LatO() (r int64, exists bool) {
+	v := m.lat_o
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatO returns the old "lat_o" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatO(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatO is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatO requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatO: %w", err)
+	}
+	return oldValue.LatO, nil
+}
+
+// AddLatO adds i to the "lat_o" field.
+func (m *UsageRollupMutation) AddLatO(i int64) {
+	if m.addlat_o != nil {
+		*m.addlat_o += i
+	} else {
+		m.addlat_o = &i
+	}
+}
+
+// AddedLatO returns the value that was added to the "lat_o" field in this mutation.
+func (m *UsageRollupMutation) AddedLatO() (r int64, exists bool) {
+	v := m.addlat_o
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatO resets all changes to the "lat_o" field.
+func (m *UsageRollupMutation) ResetLatO() {
+	m.lat_o = nil
+	m.addlat_o = nil
+}
+
+// SetLatP sets the "lat_p" field.
+func (m *UsageRollupMutation) SetLatP(i int64) {
+	m.lat_p = &i
+	m.addlat_p = nil
+}
+
+// LatP returns the value of the "lat_p" field in the mutation.
+func (m *UsageRollupMutation) LatP() (r int64, exists bool) {
+	v := m.lat_p
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatP returns the old "lat_p" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldLatP(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatP is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatP requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatP: %w", err)
+	}
+	return oldValue.LatP, nil
+}
+
+// AddLatP adds i to the "lat_p" field.
+func (m *UsageRollupMutation) AddLatP(i int64) {
+	if m.addlat_p != nil {
+		*m.addlat_p += i
+	} else {
+		m.addlat_p = &i
+	}
+}
+
+// AddedLatP returns the value that was added to the "lat_p" field in this mutation.
+func (m *UsageRollupMutation) AddedLatP() (r int64, exists bool) {
+	v := m.addlat_p
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatP resets all changes to the "lat_p" field.
+func (m *UsageRollupMutation) ResetLatP() {
+	m.lat_p = nil
+	m.addlat_p = nil
+}
+
+// Where appends a list predicates to the UsageRollupMutation builder.
+func (m *UsageRollupMutation) Where(ps ...predicate.UsageRollup) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the UsageRollupMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *UsageRollupMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.UsageRollup, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *UsageRollupMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *UsageRollupMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (UsageRollup).
+func (m *UsageRollupMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *UsageRollupMutation) Fields() []string {
+	fields := make([]string, 0, 25)
+	if m.tenant_id != nil {
+		fields = append(fields, usagerollup.FieldTenantID)
+	}
+	if m.api_key_id != nil {
+		fields = append(fields, usagerollup.FieldAPIKeyID)
+	}
+	if m.granularity != nil {
+		fields = append(fields, usagerollup.FieldGranularity)
+	}
+	if m.bucket_start != nil {
+		fields = append(fields, usagerollup.FieldBucketStart)
+	}
+	if m.requests != nil {
+		fields = append(fields, usagerollup.FieldRequests)
+	}
+	if m.errors != nil {
+		fields = append(fields, usagerollup.FieldErrors)
+	}
+	if m.rate_limited != nil {
+		fields = append(fields, usagerollup.FieldRateLimited)
+	}
+	if m.quota_exceeded != nil {
+		fields = append(fields, usagerollup.FieldQuotaExceeded)
+	}
+	if m.latency_sum_ms != nil {
+		fields = append(fields, usagerollup.FieldLatencySumMs)
+	}
+	if m.lat_a != nil {
+		fields = append(fields, usagerollup.FieldLatA)
+	}
+	if m.lat_b != nil {
+		fields = append(fields, usagerollup.FieldLatB)
+	}
+	if m.lat_c != nil {
+		fields = append(fields, usagerollup.FieldLatC)
+	}
+	if m.lat_d != nil {
+		fields = append(fields, usagerollup.FieldLatD)
+	}
+	if m.lat_e != nil {
+		fields = append(fields, usagerollup.FieldLatE)
+	}
+	if m.lat_f != nil {
+		fields = append(fields, usagerollup.FieldLatF)
+	}
+	if m.lat_g != nil {
+		fields = append(fields, usagerollup.FieldLatG)
+	}
+	if m.lat_h != nil {
+		fields = append(fields, usagerollup.FieldLatH)
+	}
+	if m.lat_i != nil {
+		fields = append(fields, usagerollup.FieldLatI)
+	}
+	if m.lat_j != nil {
+		fields = append(fields, usagerollup.FieldLatJ)
+	}
+	if m.lat_k != nil {
+		fields = append(fields, usagerollup.FieldLatK)
+	}
+	if m.lat_l != nil {
+		fields = append(fields, usagerollup.FieldLatL)
+	}
+	if m.lat_m != nil {
+		fields = append(fields, usagerollup.FieldLatM)
+	}
+	if m.lat_n != nil {
+		fields = append(fields, usagerollup.FieldLatN)
+	}
+	if m.lat_o != nil {
+		fields = append(fields, usagerollup.FieldLatO)
+	}
+	if m.lat_p != nil {
+		fields = append(fields, usagerollup.FieldLatP)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *UsageRollupMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case usagerollup.FieldTenantID:
+		return m.TenantID()
+	case usagerollup.FieldAPIKeyID:
+		return m.APIKeyID()
+	case usagerollup.FieldGranularity:
+		return m.Granularity()
+	case usagerollup.FieldBucketStart:
+		return m.BucketStart()
+	case usagerollup.FieldRequests:
+		return m.Requests()
+	case usagerollup.FieldErrors:
+		return m.Errors()
+	case usagerollup.FieldRateLimited:
+		return m.RateLimited()
+	case usagerollup.FieldQuotaExceeded:
+		return m.QuotaExceeded()
+	case usagerollup.FieldLatencySumMs:
+		return m.LatencySumMs()
+	case usagerollup.FieldLatA:
+		return m.LatA()
+	case usagerollup.FieldLatB:
+		return m.LatB()
+	case usagerollup.FieldLatC:
+		return m.LatC()
+	case usagerollup.FieldLatD:
+		return m.LatD()
+	case usagerollup.FieldLatE:
+		return m.LatE()
+	case usagerollup.FieldLatF:
+		return m.LatF()
+	case usagerollup.FieldLatG:
+		return m.LatG()
+	case usagerollup.FieldLatH:
+		return m.LatH()
+	case usagerollup.FieldLatI:
+		return m.LatI()
+	case usagerollup.FieldLatJ:
+		return m.LatJ()
+	case usagerollup.FieldLatK:
+		return m.LatK()
+	case usagerollup.FieldLatL:
+		return m.LatL()
+	case usagerollup.FieldLatM:
+		return m.LatM()
+	case usagerollup.FieldLatN:
+		return m.LatN()
+	case usagerollup.FieldLatO:
+		return m.LatO()
+	case usagerollup.FieldLatP:
+		return m.LatP()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *UsageRollupMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case usagerollup.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case usagerollup.FieldAPIKeyID:
+		return m.OldAPIKeyID(ctx)
+	case usagerollup.FieldGranularity:
+		return m.OldGranularity(ctx)
+	case usagerollup.FieldBucketStart:
+		return m.OldBucketStart(ctx)
+	case usagerollup.FieldRequests:
+		return m.OldRequests(ctx)
+	case usagerollup.FieldErrors:
+		return m.OldErrors(ctx)
+	case usagerollup.FieldRateLimited:
+		return m.OldRateLimited(ctx)
+	case usagerollup.FieldQuotaExceeded:
+		return m.OldQuotaExceeded(ctx)
+	case usagerollup.FieldLatencySumMs:
+		return m.OldLatencySumMs(ctx)
+	case usagerollup.FieldLatA:
+		return m.OldLatA(ctx)
+	case usagerollup.FieldLatB:
+		return m.OldLatB(ctx)
+	case usagerollup.FieldLatC:
+		return m.OldLatC(ctx)
+	case usagerollup.FieldLatD:
+		return m.OldLatD(ctx)
+	case usagerollup.FieldLatE:
+		return m.OldLatE(ctx)
+	case usagerollup.FieldLatF:
+		return m.OldLatF(ctx)
+	case usagerollup.FieldLatG:
+		return m.OldLatG(ctx)
+	case usagerollup.FieldLatH:
+		return m.OldLatH(ctx)
+	case usagerollup.FieldLatI:
+		return m.OldLatI(ctx)
+	case usagerollup.FieldLatJ:
+		return m.OldLatJ(ctx)
+	case usagerollup.FieldLatK:
+		return m.OldLatK(ctx)
+	case usagerollup.FieldLatL:
+		return m.OldLatL(ctx)
+	case usagerollup.FieldLatM:
+		return m.OldLatM(ctx)
+	case usagerollup.FieldLatN:
+		return m.OldLatN(ctx)
+	case usagerollup.FieldLatO:
+		return m.OldLatO(ctx)
+	case usagerollup.FieldLatP:
+		return m.OldLatP(ctx)
+	}
+	return nil, fmt.Errorf("unknown UsageRollup field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *UsageRollupMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case usagerollup.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case usagerollup.FieldAPIKeyID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAPIKeyID(v)
+		return nil
+	case usagerollup.FieldGranularity:
+		v, ok := value.(usagerollup.Granularity)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetGranularity(v)
+		return nil
+	case usagerollup.FieldBucketStart:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBucketStart(v)
+		return nil
+	case usagerollup.FieldRequests:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequests(v)
+		return nil
+	case usagerollup.FieldErrors:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetErrors(v)
+		return nil
+	case usagerollup.FieldRateLimited:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRateLimited(v)
+		return nil
+	case usagerollup.FieldQuotaExceeded:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQuotaExceeded(v)
+		return nil
+	case usagerollup.FieldLatencySumMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatencySumMs(v)
+		return nil
+	case usagerollup.FieldLatA:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatA(v)
+		return nil
+	case usagerollup.FieldLatB:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatB(v)
+		return nil
+	case usagerollup.FieldLatC:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatC(v)
+		return nil
+	case usagerollup.FieldLatD:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatD(v)
+		return nil
+	case usagerollup.FieldLatE:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatE(v)
+		return nil
+	case usagerollup.FieldLatF:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatF(v)
+		return nil
+	case usagerollup.FieldLatG:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatG(v)
+		return nil
+	case usagerollup.FieldLatH:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatH(v)
+		return nil
+	case usagerollup.FieldLatI:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatI(v)
+		return nil
+	case usagerollup.FieldLatJ:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatJ(v)
+		return nil
+	case usagerollup.FieldLatK:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatK(v)
+		return nil
+	case usagerollup.FieldLatL:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatL(v)
+		return nil
+	case usagerollup.FieldLatM:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatM(v)
+		return nil
+	case usagerollup.FieldLatN:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatN(v)
+		return nil
+	case usagerollup.FieldLatO:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatO(v)
+		return nil
+	case usagerollup.FieldLatP:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatP(v)
+		return nil
+	}
+	return fmt.Errorf("unknown UsageRollup field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *UsageRollupMutation) AddedFields() []string {
+	var fields []string
+	if m.addrequests != nil {
+		fields = append(fields, usagerollup.FieldRequests)
+	}
+	if m.adderrors != nil {
+		fields = append(fields, usagerollup.FieldErrors)
+	}
+	if m.addrate_limited != nil {
+		fields = append(fields, usagerollup.FieldRateLimited)
+	}
+	if m.addquota_exceeded != nil {
+		fields = append(fields, usagerollup.FieldQuotaExceeded)
+	}
+	if m.addlatency_sum_ms != nil {
+		fields = append(fields, usagerollup.FieldLatencySumMs)
+	}
+	if m.addlat_a != nil {
+		fields = append(fields, usagerollup.FieldLatA)
+	}
+	if m.addlat_b != nil {
+		fields = append(fields, usagerollup.FieldLatB)
+	}
+	if m.addlat_c != nil {
+		fields = append(fields, usagerollup.FieldLatC)
+	}
+	if m.addlat_d != nil {
+		fields = append(fields, usagerollup.FieldLatD)
+	}
+	if m.addlat_e != nil {
+		fields = append(fields, usagerollup.FieldLatE)
+	}
+	if m.addlat_f != nil {
+		fields = append(fields, usagerollup.FieldLatF)
+	}
+	if m.addlat_g != nil {
+		fields = append(fields, usagerollup.FieldLatG)
+	}
+	if m.addlat_h != nil {
+		fields = append(fields, usagerollup.FieldLatH)
+	}
+	if m.addlat_i != nil {
+		fields = append(fields, usagerollup.FieldLatI)
+	}
+	if m.addlat_j != nil {
+		fields = append(fields, usagerollup.FieldLatJ)
+	}
+	if m.addlat_k != nil {
+		fields = append(fields, usagerollup.FieldLatK)
+	}
+	if m.addlat_l != nil {
+		fields = append(fields, usagerollup.FieldLatL)
+	}
+	if m.addlat_m != nil {
+		fields = append(fields, usagerollup.FieldLatM)
+	}
+	if m.addlat_n != nil {
+		fields = append(fields, usagerollup.FieldLatN)
+	}
+	if m.addlat_o != nil {
+		fields = append(fields, usagerollup.FieldLatO)
+	}
+	if m.addlat_p != nil {
+		fields = append(fields, usagerollup.FieldLatP)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *UsageRollupMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case usagerollup.FieldRequests:
+		return m.AddedRequests()
+	case usagerollup.FieldErrors:
+		return m.AddedErrors()
+	case usagerollup.FieldRateLimited:
+		return m.AddedRateLimited()
+	case usagerollup.FieldQuotaExceeded:
+		return m.AddedQuotaExceeded()
+	case usagerollup.FieldLatencySumMs:
+		return m.AddedLatencySumMs()
+	case usagerollup.FieldLatA:
+		return m.AddedLatA()
+	case usagerollup.FieldLatB:
+		return m.AddedLatB()
+	case usagerollup.FieldLatC:
+		return m.AddedLatC()
+	case usagerollup.FieldLatD:
+		return m.AddedLatD()
+	case usagerollup.FieldLatE:
+		return m.AddedLatE()
+	case usagerollup.FieldLatF:
+		return m.AddedLatF()
+	case usagerollup.FieldLatG:
+		return m.AddedLatG()
+	case usagerollup.FieldLatH:
+		return m.AddedLatH()
+	case usagerollup.FieldLatI:
+		return m.AddedLatI()
+	case usagerollup.FieldLatJ:
+		return m.AddedLatJ()
+	case usagerollup.FieldLatK:
+		return m.AddedLatK()
+	case usagerollup.FieldLatL:
+		return m.AddedLatL()
+	case usagerollup.FieldLatM:
+		return m.AddedLatM()
+	case usagerollup.FieldLatN:
+		return m.AddedLatN()
+	case usagerollup.FieldLatO:
+		return m.AddedLatO()
+	case usagerollup.FieldLatP:
+		return m.AddedLatP()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *UsageRollupMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case usagerollup.FieldRequests:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRequests(v)
+		return nil
+	case usagerollup.FieldErrors:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddErrors(v)
+		return nil
+	case usagerollup.FieldRateLimited:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRateLimited(v)
+		return nil
+	case usagerollup.FieldQuotaExceeded:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQuotaExceeded(v)
+		return nil
+	case usagerollup.FieldLatencySumMs:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatencySumMs(v)
+		return nil
+	case usagerollup.FieldLatA:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatA(v)
+		return nil
+	case usagerollup.FieldLatB:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatB(v)
+		return nil
+	case usagerollup.FieldLatC:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatC(v)
+		return nil
+	case usagerollup.FieldLatD:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatD(v)
+		return nil
+	case usagerollup.FieldLatE:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatE(v)
+		return nil
+	case usagerollup.FieldLatF:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatF(v)
+		return nil
+	case usagerollup.FieldLatG:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatG(v)
+		return nil
+	case usagerollup.FieldLatH:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatH(v)
+		return nil
+	case usagerollup.FieldLatI:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatI(v)
+		return nil
+	case usagerollup.FieldLatJ:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatJ(v)
+		return nil
+	case usagerollup.FieldLatK:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatK(v)
+		return nil
+	case usagerollup.FieldLatL:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatL(v)
+		return nil
+	case usagerollup.FieldLatM:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatM(v)
+		return nil
+	case usagerollup.FieldLatN:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatN(v)
+		return nil
+	case usagerollup.FieldLatO:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatO(v)
+		return nil
+	case usagerollup.FieldLatP:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatP(v)
+		return nil
+	}
+	return fmt.Errorf("unknown UsageRollup numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *UsageRollupMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *UsageRollupMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *UsageRollupMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown UsageRollup nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *UsageRollupMutation) ResetField(name string) error {
+	switch name {
+	case usagerollup.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case usagerollup.FieldAPIKeyID:
+		m.ResetAPIKeyID()
+		return nil
+	case usagerollup.FieldGranularity:
+		m.ResetGranularity()
+		return nil
+	case usagerollup.FieldBucketStart:
+		m.ResetBucketStart()
+		return nil
+	case usagerollup.FieldRequests:
+		m.ResetRequests()
+		return nil
+	case usagerollup.FieldErrors:
+		m.ResetErrors()
+		return nil
+	case usagerollup.FieldRateLimited:
+		m.ResetRateLimited()
+		return nil
+	case usagerollup.FieldQuotaExceeded:
+		m.ResetQuotaExceeded()
+		return nil
+	case usagerollup.FieldLatencySumMs:
+		m.ResetLatencySumMs()
+		return nil
+	case usagerollup.FieldLatA:
+		m.ResetLatA()
+		return nil
+	case usagerollup.FieldLatB:
+		m.ResetLatB()
+		return nil
+	case usagerollup.FieldLatC:
+		m.ResetLatC()
+		return nil
+	case usagerollup.FieldLatD:
+		m.ResetLatD()
+		return nil
+	case usagerollup.FieldLatE:
+		m.ResetLatE()
+		return nil
+	case usagerollup.FieldLatF:
+		m.ResetLatF()
+		return nil
+	case usagerollup.FieldLatG:
+		m.ResetLatG()
+		return nil
+	case usagerollup.FieldLatH:
+		m.ResetLatH()
+		return nil
+	case usagerollup.FieldLatI:
+		m.ResetLatI()
+		return nil
+	case usagerollup.FieldLatJ:
+		m.ResetLatJ()
+		return nil
+	case usagerollup.FieldLatK:
+		m.ResetLatK()
+		return nil
+	case usagerollup.FieldLatL:
+		m.ResetLatL()
+		return nil
+	case usagerollup.FieldLatM:
+		m.ResetLatM()
+		return nil
+	case usagerollup.FieldLatN:
+		m.ResetLatN()
+		return nil
+	case usagerollup.FieldLatO:
+		m.ResetLatO()
+		return nil
+	case usagerollup.FieldLatP:
+		m.ResetLatP()
+		return nil
+	}
+	return fmt.Errorf("unknown UsageRollup field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *UsageRollupMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *UsageRollupMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *UsageRollupMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *UsageRollupMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *UsageRollupMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *UsageRollupMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *UsageRollupMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown UsageRollup unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *UsageRollupMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown UsageRollup edge %s", name)
 }
 
 // WebhookMutation represents an operation that mutates the Webhook nodes in the graph.

@@ -3,6 +3,9 @@
 package apikey
 
 import (
+	"fmt"
+	"io"
+	"strconv"
 	"time"
 
 	"entgo.io/ent"
@@ -35,6 +38,10 @@ const (
 	FieldRateLimit = "rate_limit"
 	// FieldRateLimitWindowSeconds holds the string denoting the rate_limit_window_seconds field in the database.
 	FieldRateLimitWindowSeconds = "rate_limit_window_seconds"
+	// FieldQuota holds the string denoting the quota field in the database.
+	FieldQuota = "quota"
+	// FieldQuotaPeriod holds the string denoting the quota_period field in the database.
+	FieldQuotaPeriod = "quota_period"
 	// FieldExpiresAt holds the string denoting the expires_at field in the database.
 	FieldExpiresAt = "expires_at"
 	// FieldLastUsedAt holds the string denoting the last_used_at field in the database.
@@ -81,6 +88,8 @@ var Columns = []string{
 	FieldScopes,
 	FieldRateLimit,
 	FieldRateLimitWindowSeconds,
+	FieldQuota,
+	FieldQuotaPeriod,
 	FieldExpiresAt,
 	FieldLastUsedAt,
 	FieldRevokedAt,
@@ -126,6 +135,29 @@ var (
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
 	IDValidator func(string) error
 )
+
+// QuotaPeriod defines the type for the "quota_period" enum field.
+type QuotaPeriod string
+
+// QuotaPeriod values.
+const (
+	QuotaPeriodDay   QuotaPeriod = "day"
+	QuotaPeriodMonth QuotaPeriod = "month"
+)
+
+func (qp QuotaPeriod) String() string {
+	return string(qp)
+}
+
+// QuotaPeriodValidator is a validator for the "quota_period" field enum values. It is called by the builders before save.
+func QuotaPeriodValidator(qp QuotaPeriod) error {
+	switch qp {
+	case QuotaPeriodDay, QuotaPeriodMonth:
+		return nil
+	default:
+		return fmt.Errorf("apikey: invalid enum value for quota_period field: %q", qp)
+	}
+}
 
 // OrderOption defines the ordering options for the ApiKey queries.
 type OrderOption func(*sql.Selector)
@@ -178,6 +210,16 @@ func ByRateLimit(opts ...sql.OrderTermOption) OrderOption {
 // ByRateLimitWindowSeconds orders the results by the rate_limit_window_seconds field.
 func ByRateLimitWindowSeconds(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldRateLimitWindowSeconds, opts...).ToFunc()
+}
+
+// ByQuota orders the results by the quota field.
+func ByQuota(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQuota, opts...).ToFunc()
+}
+
+// ByQuotaPeriod orders the results by the quota_period field.
+func ByQuotaPeriod(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQuotaPeriod, opts...).ToFunc()
 }
 
 // ByExpiresAt orders the results by the expires_at field.
@@ -247,4 +289,22 @@ func newRotatedToStep() *sqlgraph.Step {
 		sqlgraph.To(Table, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, RotatedToTable, RotatedToColumn),
 	)
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e QuotaPeriod) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *QuotaPeriod) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = QuotaPeriod(str)
+	if err := QuotaPeriodValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid QuotaPeriod", str)
+	}
+	return nil
 }

@@ -110,6 +110,11 @@ func RateLimitWindowSeconds(v int) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldRateLimitWindowSeconds, v))
 }
 
+// Quota applies equality check predicate on the "quota" field. It's identical to QuotaEQ.
+func Quota(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldQuota, v))
+}
+
 // ExpiresAt applies equality check predicate on the "expires_at" field. It's identical to ExpiresAtEQ.
 func ExpiresAt(v time.Time) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldExpiresAt, v))
@@ -588,6 +593,86 @@ func RateLimitWindowSecondsIsNil() predicate.ApiKey {
 // RateLimitWindowSecondsNotNil applies the NotNil predicate on the "rate_limit_window_seconds" field.
 func RateLimitWindowSecondsNotNil() predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldNotNull(FieldRateLimitWindowSeconds))
+}
+
+// QuotaEQ applies the EQ predicate on the "quota" field.
+func QuotaEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldQuota, v))
+}
+
+// QuotaNEQ applies the NEQ predicate on the "quota" field.
+func QuotaNEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldQuota, v))
+}
+
+// QuotaIn applies the In predicate on the "quota" field.
+func QuotaIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldQuota, vs...))
+}
+
+// QuotaNotIn applies the NotIn predicate on the "quota" field.
+func QuotaNotIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldQuota, vs...))
+}
+
+// QuotaGT applies the GT predicate on the "quota" field.
+func QuotaGT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGT(FieldQuota, v))
+}
+
+// QuotaGTE applies the GTE predicate on the "quota" field.
+func QuotaGTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGTE(FieldQuota, v))
+}
+
+// QuotaLT applies the LT predicate on the "quota" field.
+func QuotaLT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLT(FieldQuota, v))
+}
+
+// QuotaLTE applies the LTE predicate on the "quota" field.
+func QuotaLTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLTE(FieldQuota, v))
+}
+
+// QuotaIsNil applies the IsNil predicate on the "quota" field.
+func QuotaIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldQuota))
+}
+
+// QuotaNotNil applies the NotNil predicate on the "quota" field.
+func QuotaNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldQuota))
+}
+
+// QuotaPeriodEQ applies the EQ predicate on the "quota_period" field.
+func QuotaPeriodEQ(v QuotaPeriod) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldQuotaPeriod, v))
+}
+
+// QuotaPeriodNEQ applies the NEQ predicate on the "quota_period" field.
+func QuotaPeriodNEQ(v QuotaPeriod) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldQuotaPeriod, v))
+}
+
+// QuotaPeriodIn applies the In predicate on the "quota_period" field.
+func QuotaPeriodIn(vs ...QuotaPeriod) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldQuotaPeriod, vs...))
+}
+
+// QuotaPeriodNotIn applies the NotIn predicate on the "quota_period" field.
+func QuotaPeriodNotIn(vs ...QuotaPeriod) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldQuotaPeriod, vs...))
+}
+
+// QuotaPeriodIsNil applies the IsNil predicate on the "quota_period" field.
+func QuotaPeriodIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldQuotaPeriod))
+}
+
+// QuotaPeriodNotNil applies the NotNil predicate on the "quota_period" field.
+func QuotaPeriodNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldQuotaPeriod))
 }
 
 // ExpiresAtEQ applies the EQ predicate on the "expires_at" field.

@@ -20,6 +20,8 @@ var (
 		{Name: "scopes", Type: field.TypeJSON},
 		{Name: "rate_limit", Type: field.TypeInt, Nullable: true},
 		{Name: "rate_limit_window_seconds", Type: field.TypeInt, Nullable: true},
+		{Name: "quota", Type: field.TypeInt64, Nullable: true},
+		{Name: "quota_period", Type: field.TypeEnum, Nullable: true, Enums: []string{"day", "month"}},
 		{Name: "expires_at", Type: field.TypeTime, Nullable: true},
 		{Name: "last_used_at", Type: field.TypeTime, Nullable: true},
 		{Name: "revoked_at", Type: field.TypeTime, Nullable: true},
@@ -34,13 +36,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "api_keys_api_keys_rotated_to",
-				Columns:    []*schema.Column{APIKeysColumns[13]},
+				Columns:    []*schema.Column{APIKeysColumns[15]},
 				RefColumns: []*schema.Column{APIKeysColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
 			{
 				Symbol:     "api_keys_tenants_api_keys",
-				Columns:    []*schema.Column{APIKeysColumns[14]},
+				Columns:    []*schema.Column{APIKeysColumns[16]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
@@ -49,7 +51,7 @@ var (
 			{
 				Name:    "apikey_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{APIKeysColumns[14]},
+				Columns: []*schema.Column{APIKeysColumns[16]},
 			},
 		},
 	}
@@ -132,6 +134,58 @@ var (
 				Name:    "usagelog_at",
 				Unique:  false,
 				Columns: []*schema.Column{UsageLogsColumns[9]},
+			},
+		},
+	}
+	// UsageRollupsColumns holds the columns for the "usage_rollups" table.
+	UsageRollupsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt64, Increment: true},
+		{Name: "tenant_id", Type: field.TypeString},
+		{Name: "api_key_id", Type: field.TypeString},
+		{Name: "granularity", Type: field.TypeEnum, Enums: []string{"minute", "hour", "day"}},
+		{Name: "bucket_start", Type: field.TypeTime},
+		{Name: "requests", Type: field.TypeInt64, Default: 0},
+		{Name: "errors", Type: field.TypeInt64, Default: 0},
+		{Name: "rate_limited", Type: field.TypeInt64, Default: 0},
+		{Name: "quota_exceeded", Type: field.TypeInt64, Default: 0},
+		{Name: "latency_sum_ms", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_a", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_b", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_c", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_d", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_e", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_f", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_g", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_h", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_i", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_j", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_k", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_l", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_m", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_n", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_o", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_p", Type: field.TypeInt64, Default: 0},
+	}
+	// UsageRollupsTable holds the schema information for the "usage_rollups" table.
+	UsageRollupsTable = &schema.Table{
+		Name:       "usage_rollups",
+		Columns:    UsageRollupsColumns,
+		PrimaryKey: []*schema.Column{UsageRollupsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "usagerollup_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{UsageRollupsColumns[1]},
+			},
+			{
+				Name:    "usagerollup_api_key_id_granularity_bucket_start",
+				Unique:  true,
+				Columns: []*schema.Column{UsageRollupsColumns[2], UsageRollupsColumns[3], UsageRollupsColumns[4]},
+			},
+			{
+				Name:    "usagerollup_tenant_id_granularity_bucket_start",
+				Unique:  false,
+				Columns: []*schema.Column{UsageRollupsColumns[1], UsageRollupsColumns[3], UsageRollupsColumns[4]},
 			},
 		},
 	}
@@ -222,6 +276,7 @@ var (
 		AuditLogsTable,
 		TenantsTable,
 		UsageLogsTable,
+		UsageRollupsTable,
 		WebhooksTable,
 		WebhookDeliveriesTable,
 	}

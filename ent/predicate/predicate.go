@@ -18,6 +18,9 @@ type Tenant func(*sql.Selector)
 // UsageLog is the predicate function for usagelog builders.
 type UsageLog func(*sql.Selector)
 
+// UsageRollup is the predicate function for usagerollup builders.
+type UsageRollup func(*sql.Selector)
+
 // Webhook is the predicate function for webhook builders.
 type Webhook func(*sql.Selector)
 

@@ -207,6 +207,30 @@ func (f UsageLogMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutati
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.UsageLogMutation", m)
 }
 
+// The UsageRollupQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type UsageRollupQueryRuleFunc func(context.Context, *ent.UsageRollupQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f UsageRollupQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.UsageRollupQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.UsageRollupQuery", q)
+}
+
+// The UsageRollupMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type UsageRollupMutationRuleFunc func(context.Context, *ent.UsageRollupMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f UsageRollupMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.UsageRollupMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.UsageRollupMutation", m)
+}
+
 // The WebhookQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type WebhookQueryRuleFunc func(context.Context, *ent.WebhookQuery) error
@@ -298,6 +322,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.UsageLogQuery:
 		return q.Filter(), nil
+	case *ent.UsageRollupQuery:
+		return q.Filter(), nil
 	case *ent.WebhookQuery:
 		return q.Filter(), nil
 	case *ent.WebhookDeliveryQuery:
@@ -316,6 +342,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.TenantMutation:
 		return m.Filter(), nil
 	case *ent.UsageLogMutation:
+		return m.Filter(), nil
+	case *ent.UsageRollupMutation:
 		return m.Filter(), nil
 	case *ent.WebhookMutation:
 		return m.Filter(), nil

@@ -11,6 +11,7 @@ import (
 	"github.com/latchkey/latchkey/ent/schema"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 
@@ -301,6 +302,101 @@ func init() {
 	usagelogDescIP := usagelogFields[7].Descriptor()
 	// usagelog.DefaultIP holds the default value on creation for the ip field.
 	usagelog.DefaultIP = usagelogDescIP.Default.(string)
+	usagerollup.Policy = privacy.NewPolicies(schema.UsageRollup{})
+	usagerollup.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := usagerollup.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	usagerollupFields := schema.UsageRollup{}.Fields()
+	_ = usagerollupFields
+	// usagerollupDescRequests is the schema descriptor for requests field.
+	usagerollupDescRequests := usagerollupFields[4].Descriptor()
+	// usagerollup.DefaultRequests holds the default value on creation for the requests field.
+	usagerollup.DefaultRequests = usagerollupDescRequests.Default.(int64)
+	// usagerollupDescErrors is the schema descriptor for errors field.
+	usagerollupDescErrors := usagerollupFields[5].Descriptor()
+	// usagerollup.DefaultErrors holds the default value on creation for the errors field.
+	usagerollup.DefaultErrors = usagerollupDescErrors.Default.(int64)
+	// usagerollupDescRateLimited is the schema descriptor for rate_limited field.
+	usagerollupDescRateLimited := usagerollupFields[6].Descriptor()
+	// usagerollup.DefaultRateLimited holds the default value on creation for the rate_limited field.
+	usagerollup.DefaultRateLimited = usagerollupDescRateLimited.Default.(int64)
+	// usagerollupDescQuotaExceeded is the schema descriptor for quota_exceeded field.
+	usagerollupDescQuotaExceeded := usagerollupFields[7].Descriptor()
+	// usagerollup.DefaultQuotaExceeded holds the default value on creation for the quota_exceeded field.
+	usagerollup.DefaultQuotaExceeded = usagerollupDescQuotaExceeded.Default.(int64)
+	// usagerollupDescLatencySumMs is the schema descriptor for latency_sum_ms field.
+	usagerollupDescLatencySumMs := usagerollupFields[8].Descriptor()
+	// usagerollup.DefaultLatencySumMs holds the default value on creation for the latency_sum_ms field.
+	usagerollup.DefaultLatencySumMs = usagerollupDescLatencySumMs.Default.(int64)
+	// usagerollupDescLatA is the schema descriptor for lat_a field.
+	usagerollupDescLatA := usagerollupFields[9].Descriptor()
+	// usagerollup.DefaultLatA holds the default value on creation for the lat_a field.
+	usagerollup.DefaultLatA = usagerollupDescLatA.Default.(int64)
+	// usagerollupDescLatB is the schema descriptor for lat_b field.
+	usagerollupDescLatB := usagerollupFields[10].Descriptor()
+	// usagerollup.DefaultLatB holds the default value on creation for the lat_b field.
+	usagerollup.DefaultLatB = usagerollupDescLatB.Default.(int64)
+	// usagerollupDescLatC is the schema descriptor for lat_c field.
+	usagerollupDescLatC := usagerollupFields[11].Descriptor()
+	// usagerollup.DefaultLatC holds the default value on creation for the lat_c field.
+	usagerollup.DefaultLatC = usagerollupDescLatC.Default.(int64)
+	// usagerollupDescLatD is the schema descriptor for lat_d field.
+	usagerollupDescLatD := usagerollupFields[12].Descriptor()
+	// usagerollup.DefaultLatD holds the default value on creation for the lat_d field.
+	usagerollup.DefaultLatD = usagerollupDescLatD.Default.(int64)
+	// usagerollupDescLatE is the schema descriptor for lat_e field.
+	usagerollupDescLatE := usagerollupFields[13].Descriptor()
+	// usagerollup.DefaultLatE holds the default value on creation for the lat_e field.
+	usagerollup.DefaultLatE = usagerollupDescLatE.Default.(int64)
+	// usagerollupDescLatF is the schema descriptor for lat_f field.
+	usagerollupDescLatF := usagerollupFields[14].Descriptor()
+	// usagerollup.DefaultLatF holds the default value on creation for the lat_f field.
+	usagerollup.DefaultLatF = usagerollupDescLatF.Default.(int64)
+	// usagerollupDescLatG is the schema descriptor for lat_g field.
+	usagerollupDescLatG := usagerollupFields[15].Descriptor()
+	// usagerollup.DefaultLatG holds the default value on creation for the lat_g field.
+	usagerollup.DefaultLatG = usagerollupDescLatG.Default.(int64)
+	// usagerollupDescLatH is the schema descriptor for lat_h field.
+	usagerollupDescLatH := usagerollupFields[16].Descriptor()
+	// usagerollup.DefaultLatH holds the default value on creation for the lat_h field.
+	usagerollup.DefaultLatH = usagerollupDescLatH.Default.(int64)
+	// usagerollupDescLatI is the schema descriptor for lat_i field.
+	usagerollupDescLatI := usagerollupFields[17].Descriptor()
+	// usagerollup.DefaultLatI holds the default value on creation for the lat_i field.
+	usagerollup.DefaultLatI = usagerollupDescLatI.Default.(int64)
+	// usagerollupDescLatJ is the schema descriptor for lat_j field.
+	usagerollupDescLatJ := usagerollupFields[18].Descriptor()
+	// usagerollup.DefaultLatJ holds the default value on creation for the lat_j field.
+	usagerollup.DefaultLatJ = usagerollupDescLatJ.Default.(int64)
+	// usagerollupDescLatK is the schema descriptor for lat_k field.
+	usagerollupDescLatK := usagerollupFields[19].Descriptor()
+	// usagerollup.DefaultLatK holds the default value on creation for the lat_k field.
+	usagerollup.DefaultLatK = usagerollupDescLatK.Default.(int64)
+	// usagerollupDescLatL is the schema descriptor for lat_l field.
+	usagerollupDescLatL := usagerollupFields[20].Descriptor()
+	// usagerollup.DefaultLatL holds the default value on creation for the lat_l field.
+	usagerollup.DefaultLatL = usagerollupDescLatL.Default.(int64)
+	// usagerollupDescLatM is the schema descriptor for lat_m field.
+	usagerollupDescLatM := usagerollupFields[21].Descriptor()
+	// usagerollup.DefaultLatM holds the default value on creation for the lat_m field.
+	usagerollup.DefaultLatM = usagerollupDescLatM.Default.(int64)
+	// usagerollupDescLatN is the schema descriptor for lat_n field.
+	usagerollupDescLatN := usagerollupFields[22].Descriptor()
+	// usagerollup.DefaultLatN holds the default value on creation for the lat_n field.
+	usagerollup.DefaultLatN = usagerollupDescLatN.Default.(int64)
+	// usagerollupDescLatO is the schema descriptor for lat_o field.
+	usagerollupDescLatO := usagerollupFields[23].Descriptor()
+	// usagerollup.DefaultLatO holds the default value on creation for the lat_o field.
+	usagerollup.DefaultLatO = usagerollupDescLatO.Default.(int64)
+	// usagerollupDescLatP is the schema descriptor for lat_p field.
+	usagerollupDescLatP := usagerollupFields[24].Descriptor()
+	// usagerollup.DefaultLatP holds the default value on creation for the lat_p field.
+	usagerollup.DefaultLatP = usagerollupDescLatP.Default.(int64)
 	webhookMixin := schema.Webhook{}.Mixin()
 	webhook.Policy = privacy.NewPolicies(schema.Webhook{})
 	webhook.Hooks[0] = func(next ent.Mutator) ent.Mutator {

@@ -35,6 +35,10 @@ func (ApiKey) Fields() []ent.Field {
 		field.Int("rate_limit").Optional().Nillable().
 			Comment("requests per window; nil: the tenant plan's default"),
 		field.Int("rate_limit_window_seconds").Optional().Nillable(),
+		field.Int64("quota").Optional().Nillable().
+			Comment("requests per quota period; nil: the tenant plan's default (0 there: unlimited)"),
+		field.Enum("quota_period").Values("day", "month").Optional().Nillable().
+			Comment("calendar period of the quota (UTC); nil: the plan's"),
 		field.Time("expires_at").Optional().Nillable().
 			Annotations(entgql.OrderField("EXPIRES_AT")),
 		field.Time("last_used_at").Optional().Nillable().

@@ -80,3 +80,51 @@ func (UsageLog) Indexes() []ent.Index {
 func (UsageLog) Annotations() []schema.Annotation {
 	return []schema.Annotation{entgql.Skip()}
 }
+
+// UsageRollup is the pre-aggregated usage of one key over one bucket (a minute, hour or
+// day). The recorder adds to it with an upsert on every flush; usage queries read only
+// rollups, never raw rows. Latency is kept as a fixed histogram (see internal/usage) so
+// that percentiles merge across buckets and instances.
+type UsageRollup struct{ ent.Schema }
+
+// Mixin of the UsageRollup.
+func (UsageRollup) Mixin() []ent.Mixin {
+	return []ent.Mixin{TenantMixin{}}
+}
+
+// Fields of the UsageRollup.
+func (UsageRollup) Fields() []ent.Field {
+	fields := []ent.Field{
+		field.Int64("id"),
+		field.String("api_key_id").Immutable(),
+		field.Enum("granularity").Values("minute", "hour", "day").Immutable(),
+		field.Time("bucket_start").Immutable(),
+		field.Int64("requests").Default(0),
+		field.Int64("errors").Default(0),
+		field.Int64("rate_limited").Default(0),
+		field.Int64("quota_exceeded").Default(0),
+		field.Int64("latency_sum_ms").Default(0),
+	}
+	for i := range LatencyBuckets {
+		fields = append(fields, field.Int64(latencyColumn(i)).Default(0))
+	}
+	return fields
+}
+
+// LatencyBuckets is the number of latency histogram columns of a rollup.
+const LatencyBuckets = 16
+
+func latencyColumn(i int) string { return "lat_" + string(rune('a'+i)) }
+
+// Indexes of the UsageRollup.
+func (UsageRollup) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("api_key_id", "granularity", "bucket_start").Unique(),
+		index.Fields("tenant_id", "granularity", "bucket_start"),
+	}
+}
+
+// Annotations of the UsageRollup.
+func (UsageRollup) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.Skip()}
+}

@@ -23,3 +23,6 @@ func (AuditLog) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }
 
 // Policy of the UsageLog: see rule.ReadOnlyTenantOwned.
 func (UsageLog) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }
+
+// Policy of the UsageRollup: see rule.ReadOnlyTenantOwned.
+func (UsageRollup) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }

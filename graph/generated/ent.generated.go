@@ -15,6 +15,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/viewer"
@@ -732,6 +733,52 @@ func (ec *executionContext) _ApiKey_rateLimitWindowSeconds(ctx context.Context, 
 }
 func (ec *executionContext) fieldContext_ApiKey_rateLimitWindowSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ApiKey", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ApiKey_quota(ctx context.Context, field graphql.CollectedField, obj *ent.ApiKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApiKey_quota(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Quota, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApiKey_quota(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApiKey", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ApiKey_quotaPeriod(ctx context.Context, field graphql.CollectedField, obj *ent.ApiKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApiKey_quotaPeriod(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QuotaPeriod, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *apikey.QuotaPeriod) graphql.Marshaler {
+			return ec.marshalOApiKeyQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ApiKey_quotaPeriod(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApiKey", field, false, false, "ApiKeyQuotaPeriod")
 }
 
 func (ec *executionContext) _ApiKey_expiresAt(ctx context.Context, field graphql.CollectedField, obj *ent.ApiKey) (ret graphql.Marshaler) {
@@ -3595,7 +3642,7 @@ func (ec *executionContext) unmarshalInputApiKeyWhereInput(ctx context.Context, 
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "tenantID", "tenantIDNEQ", "tenantIDIn", "tenantIDNotIn", "tenantIDGT", "tenantIDGTE", "tenantIDLT", "tenantIDLTE", "tenantIDContains", "tenantIDHasPrefix", "tenantIDHasSuffix", "tenantIDIsNil", "tenantIDNotNil", "tenantIDEqualFold", "tenantIDContainsFold", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "prefix", "prefixNEQ", "prefixIn", "prefixNotIn", "prefixGT", "prefixGTE", "prefixLT", "prefixLTE", "prefixContains", "prefixHasPrefix", "prefixHasSuffix", "prefixEqualFold", "prefixContainsFold", "rateLimit", "rateLimitNEQ", "rateLimitIn", "rateLimitNotIn", "rateLimitGT", "rateLimitGTE", "rateLimitLT", "rateLimitLTE", "rateLimitIsNil", "rateLimitNotNil", "rateLimitWindowSeconds", "rateLimitWindowSecondsNEQ", "rateLimitWindowSecondsIn", "rateLimitWindowSecondsNotIn", "rateLimitWindowSecondsGT", "rateLimitWindowSecondsGTE", "rateLimitWindowSecondsLT", "rateLimitWindowSecondsLTE", "rateLimitWindowSecondsIsNil", "rateLimitWindowSecondsNotNil", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "lastUsedAt", "lastUsedAtNEQ", "lastUsedAtIn", "lastUsedAtNotIn", "lastUsedAtGT", "lastUsedAtGTE", "lastUsedAtLT", "lastUsedAtLTE", "lastUsedAtIsNil", "lastUsedAtNotNil", "revokedAt", "revokedAtNEQ", "revokedAtIn", "revokedAtNotIn", "revokedAtGT", "revokedAtGTE", "revokedAtLT", "revokedAtLTE", "revokedAtIsNil", "revokedAtNotNil", "rotatedFromID", "rotatedFromIDNEQ", "rotatedFromIDIn", "rotatedFromIDNotIn", "rotatedFromIDGT", "rotatedFromIDGTE", "rotatedFromIDLT", "rotatedFromIDLTE", "rotatedFromIDContains", "rotatedFromIDHasPrefix", "rotatedFromIDHasSuffix", "rotatedFromIDIsNil", "rotatedFromIDNotNil", "rotatedFromIDEqualFold", "rotatedFromIDContainsFold", "hasTenant", "hasTenantWith", "hasRotatedFrom", "hasRotatedFromWith", "hasRotatedTo", "hasRotatedToWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "tenantID", "tenantIDNEQ", "tenantIDIn", "tenantIDNotIn", "tenantIDGT", "tenantIDGTE", "tenantIDLT", "tenantIDLTE", "tenantIDContains", "tenantIDHasPrefix", "tenantIDHasSuffix", "tenantIDIsNil", "tenantIDNotNil", "tenantIDEqualFold", "tenantIDContainsFold", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "prefix", "prefixNEQ", "prefixIn", "prefixNotIn", "prefixGT", "prefixGTE", "prefixLT", "prefixLTE", "prefixContains", "prefixHasPrefix", "prefixHasSuffix", "prefixEqualFold", "prefixContainsFold", "rateLimit", "rateLimitNEQ", "rateLimitIn", "rateLimitNotIn", "rateLimitGT", "rateLimitGTE", "rateLimitLT", "rateLimitLTE", "rateLimitIsNil", "rateLimitNotNil", "rateLimitWindowSeconds", "rateLimitWindowSecondsNEQ", "rateLimitWindowSecondsIn", "rateLimitWindowSecondsNotIn", "rateLimitWindowSecondsGT", "rateLimitWindowSecondsGTE", "rateLimitWindowSecondsLT", "rateLimitWindowSecondsLTE", "rateLimitWindowSecondsIsNil", "rateLimitWindowSecondsNotNil", "quota", "quotaNEQ", "quotaIn", "quotaNotIn", "quotaGT", "quotaGTE", "quotaLT", "quotaLTE", "quotaIsNil", "quotaNotNil", "quotaPeriod", "quotaPeriodNEQ", "quotaPeriodIn", "quotaPeriodNotIn", "quotaPeriodIsNil", "quotaPeriodNotNil", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "lastUsedAt", "lastUsedAtNEQ", "lastUsedAtIn", "lastUsedAtNotIn", "lastUsedAtGT", "lastUsedAtGTE", "lastUsedAtLT", "lastUsedAtLTE", "lastUsedAtIsNil", "lastUsedAtNotNil", "revokedAt", "revokedAtNEQ", "revokedAtIn", "revokedAtNotIn", "revokedAtGT", "revokedAtGTE", "revokedAtLT", "revokedAtLTE", "revokedAtIsNil", "revokedAtNotNil", "rotatedFromID", "rotatedFromIDNEQ", "rotatedFromIDIn", "rotatedFromIDNotIn", "rotatedFromIDGT", "rotatedFromIDGTE", "rotatedFromIDLT", "rotatedFromIDLTE", "rotatedFromIDContains", "rotatedFromIDHasPrefix", "rotatedFromIDHasSuffix", "rotatedFromIDIsNil", "rotatedFromIDNotNil", "rotatedFromIDEqualFold", "rotatedFromIDContainsFold", "hasTenant", "hasTenantWith", "hasRotatedFrom", "hasRotatedFromWith", "hasRotatedTo", "hasRotatedToWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -4232,6 +4279,118 @@ func (ec *executionContext) unmarshalInputApiKeyWhereInput(ctx context.Context, 
 				return it, err
 			}
 			it.RateLimitWindowSecondsNotNil = data
+		case "quota":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quota"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Quota = data
+		case "quotaNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaNEQ = data
+		case "quotaIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaIn = data
+		case "quotaNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaNotIn = data
+		case "quotaGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaGT = data
+		case "quotaGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaGTE = data
+		case "quotaLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaLT = data
+		case "quotaLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaLTE = data
+		case "quotaIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaIsNil = data
+		case "quotaNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaNotNil = data
+		case "quotaPeriod":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriod"))
+			data, err := ec.unmarshalOApiKeyQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriod = data
+		case "quotaPeriodNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriodNEQ"))
+			data, err := ec.unmarshalOApiKeyQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriodNEQ = data
+		case "quotaPeriodIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriodIn"))
+			data, err := ec.unmarshalOApiKeyQuotaPeriod2ᚕgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriodᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriodIn = data
+		case "quotaPeriodNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriodNotIn"))
+			data, err := ec.unmarshalOApiKeyQuotaPeriod2ᚕgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriodᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriodNotIn = data
+		case "quotaPeriodIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriodIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriodIsNil = data
+		case "quotaPeriodNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriodNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriodNotNil = data
 		case "expiresAt":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiresAt"))
 			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
@@ -8133,6 +8292,16 @@ func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, o
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "quota":
+			out.Values[i] = ec._ApiKey_quota(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "quotaPeriod":
+			out.Values[i] = ec._ApiKey_quotaPeriod(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "expiresAt":
 			out.Values[i] = ec._ApiKey_expiresAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
@@ -9126,6 +9295,16 @@ func (ec *executionContext) marshalNApiKeyOrderField2ᚖgithubᚗcomᚋlatchkey�
 	return v
 }
 
+func (ec *executionContext) unmarshalNApiKeyQuotaPeriod2githubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx context.Context, v any) (apikey.QuotaPeriod, error) {
+	var res apikey.QuotaPeriod
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNApiKeyQuotaPeriod2githubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx context.Context, sel ast.SelectionSet, v apikey.QuotaPeriod) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNApiKeyWhereInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚐApiKeyWhereInput(ctx context.Context, v any) (*ent.ApiKeyWhereInput, error) {
 	res, err := ec.unmarshalInputApiKeyWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
@@ -9365,6 +9544,58 @@ func (ec *executionContext) unmarshalOApiKeyOrder2ᚖgithubᚗcomᚋlatchkeyᚋl
 	}
 	res, err := ec.unmarshalInputApiKeyOrder(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOApiKeyQuotaPeriod2ᚕgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriodᚄ(ctx context.Context, v any) ([]apikey.QuotaPeriod, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]apikey.QuotaPeriod, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNApiKeyQuotaPeriod2githubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOApiKeyQuotaPeriod2ᚕgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriodᚄ(ctx context.Context, sel ast.SelectionSet, v []apikey.QuotaPeriod) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNApiKeyQuotaPeriod2githubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOApiKeyQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx context.Context, v any) (*apikey.QuotaPeriod, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(apikey.QuotaPeriod)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOApiKeyQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐQuotaPeriod(ctx context.Context, sel ast.SelectionSet, v *apikey.QuotaPeriod) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalOApiKeyWhereInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚐApiKeyWhereInputᚄ(ctx context.Context, v any) ([]*ent.ApiKeyWhereInput, error) {

@@ -42,6 +42,8 @@ type ComplexityRoot struct {
 		LastUsedAt             func(childComplexity int) int
 		Name                   func(childComplexity int) int
 		Prefix                 func(childComplexity int) int
+		Quota                  func(childComplexity int) int
+		QuotaPeriod            func(childComplexity int) int
 		RateLimit              func(childComplexity int) int
 		RateLimitWindowSeconds func(childComplexity int) int
 		RevokedAt              func(childComplexity int) int
@@ -258,6 +260,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.Prefix(childComplexity), true
+	case "ApiKey.quota":
+		if e.ComplexityRoot.ApiKey.Quota == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Quota(childComplexity), true
+	case "ApiKey.quotaPeriod":
+		if e.ComplexityRoot.ApiKey.QuotaPeriod == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.QuotaPeriod(childComplexity), true
 	case "ApiKey.rateLimit":
 		if e.ComplexityRoot.ApiKey.RateLimit == nil {
 			break
@@ -1112,6 +1126,14 @@ type ApiKey implements Node {
   """
   rateLimit: Int
   rateLimitWindowSeconds: Int
+  """
+  requests per quota period; nil: the tenant plan's default (0 there: unlimited)
+  """
+  quota: Int
+  """
+  calendar period of the quota (UTC); nil: the plan's
+  """
+  quotaPeriod: ApiKeyQuotaPeriod
   expiresAt: Time
   lastUsedAt: Time
   revokedAt: Time
@@ -1172,6 +1194,13 @@ enum ApiKeyOrderField {
   NAME
   EXPIRES_AT
   LAST_USED_AT
+}
+"""
+ApiKeyQuotaPeriod is enum for the field quota_period
+"""
+enum ApiKeyQuotaPeriod @goModel(model: "github.com/latchkey/latchkey/ent/apikey.QuotaPeriod") {
+  day
+  month
 }
 """
 ApiKeyWhereInput is used for filtering ApiKey objects.
@@ -1292,6 +1321,28 @@ input ApiKeyWhereInput {
   rateLimitWindowSecondsLTE: Int
   rateLimitWindowSecondsIsNil: Boolean
   rateLimitWindowSecondsNotNil: Boolean
+  """
+  quota field predicates
+  """
+  quota: Int
+  quotaNEQ: Int
+  quotaIn: [Int!]
+  quotaNotIn: [Int!]
+  quotaGT: Int
+  quotaGTE: Int
+  quotaLT: Int
+  quotaLTE: Int
+  quotaIsNil: Boolean
+  quotaNotNil: Boolean
+  """
+  quota_period field predicates
+  """
+  quotaPeriod: ApiKeyQuotaPeriod
+  quotaPeriodNEQ: ApiKeyQuotaPeriod
+  quotaPeriodIn: [ApiKeyQuotaPeriod!]
+  quotaPeriodNotIn: [ApiKeyQuotaPeriod!]
+  quotaPeriodIsNil: Boolean
+  quotaPeriodNotNil: Boolean
   """
   expires_at field predicates
   """
@@ -2566,6 +2617,10 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_rateLimit(ctx, field)
 	case "rateLimitWindowSeconds":
 		return ec.fieldContext_ApiKey_rateLimitWindowSeconds(ctx, field)
+	case "quota":
+		return ec.fieldContext_ApiKey_quota(ctx, field)
+	case "quotaPeriod":
+		return ec.fieldContext_ApiKey_quotaPeriod(ctx, field)
 	case "expiresAt":
 		return ec.fieldContext_ApiKey_expiresAt(ctx, field)
 	case "lastUsedAt":

@@ -9,14 +9,18 @@ type Plan struct {
 	// RateLimit requests per WindowSeconds, for keys without their own limit.
 	RateLimit     int
 	WindowSeconds int
+	// Quota requests per QuotaPeriod ("day" or "month", UTC calendar), for keys without
+	// their own quota; 0 means unlimited.
+	Quota       int64
+	QuotaPeriod string
 }
 
 // Default is the plan of a tenant created without one.
 const Default = "free"
 
 var plans = []Plan{
-	{Name: "free", RateLimit: 1_000, WindowSeconds: 3600},
-	{Name: "pro", RateLimit: 100_000, WindowSeconds: 3600},
+	{Name: "free", RateLimit: 1_000, WindowSeconds: 3600, Quota: 100_000, QuotaPeriod: "month"},
+	{Name: "pro", RateLimit: 100_000, WindowSeconds: 3600, Quota: 10_000_000, QuotaPeriod: "month"},
 }
 
 // Get returns the plan named name and whether it exists.
