@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is the server configuration. See the README's configuration table.
@@ -26,6 +27,13 @@ type Config struct {
 	MaxQueryComplexity int
 	// PublicURL is the base URL printed in the start-up message (default http://localhost:PORT).
 	PublicURL string
+	// RateLimitFailOpen admits requests when Redis is unreachable (default false: deny
+	// with an INTERNAL "unavailable" error and HTTP 503).
+	RateLimitFailOpen bool
+	// TrustedProxies are comma-separated CIDRs whose X-Forwarded-For is believed.
+	TrustedProxies string
+	// UsageRetention is how long raw usage rows are kept (default 720h).
+	UsageRetention time.Duration
 }
 
 // FromEnv reads the configuration from environment variables.
@@ -79,7 +87,34 @@ func parse(get func(string) string) (Config, error) {
 		return c, err
 	}
 	c.MaxQueryDepth, c.MaxQueryComplexity = int(depth), int(complexity)
+	if c.RateLimitFailOpen, err = boolVar(get, "RATE_LIMIT_FAIL_OPEN"); err != nil {
+		return c, err
+	}
+	c.TrustedProxies = get("TRUSTED_PROXIES")
+	c.UsageRetention = 30 * 24 * time.Hour
+	if v := get("USAGE_RETENTION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Hour {
+			return c, fmt.Errorf("config: USAGE_RETENTION must be a duration of at least 1h (e.g. 720h), got %q", v)
+		}
+		c.UsageRetention = d
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		return c, fmt.Errorf("config: REDIS_URL must start with redis:// or rediss://")
+	}
 	return c, nil
+}
+
+func boolVar(get func(string) string, name string) (bool, error) {
+	v := get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("config: %s must be true or false, got %q", name, v)
+	}
+	return b, nil
 }
 
 func intVar(get func(string) string, name string, def int64) (int64, error) {

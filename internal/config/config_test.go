@@ -1,0 +1,48 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name    string
+		env     map[string]string
+		check   func(Config) bool
+		wantErr string
+	}{
+		{"defaults", nil, func(c Config) bool {
+			return c.Addr == ":8080" && c.DatabaseURL == "sqlite:latchkey.db" && c.MaxBodyBytes == 1<<20 &&
+				c.MaxQueryDepth == 12 && c.PublicURL == "http://localhost:8080" && !c.RateLimitFailOpen &&
+				c.UsageRetention == 720*time.Hour
+		}, ""},
+		{"port", map[string]string{"PORT": "9000"}, func(c Config) bool { return c.Addr == ":9000" }, ""},
+		{"listen addr", map[string]string{"LISTEN_ADDR": "127.0.0.1:1234"}, func(c Config) bool { return c.Addr == "127.0.0.1:1234" }, ""},
+		{"origins", map[string]string{"ALLOWED_ORIGINS": " https://a.example , https://b.example,"}, func(c Config) bool {
+			return len(c.AllowedOrigins) == 2 && c.AllowedOrigins[1] == "https://b.example"
+		}, ""},
+		{"fail open", map[string]string{"RATE_LIMIT_FAIL_OPEN": "true"}, func(c Config) bool { return c.RateLimitFailOpen }, ""},
+		{"bad port", map[string]string{"PORT": "http"}, nil, "PORT"},
+		{"short admin token", map[string]string{"ADMIN_TOKEN": "short"}, nil, "ADMIN_TOKEN"},
+		{"bad body limit", map[string]string{"MAX_BODY_BYTES": "-1"}, nil, "MAX_BODY_BYTES"},
+		{"bad bool", map[string]string{"RATE_LIMIT_FAIL_OPEN": "maybe"}, nil, "RATE_LIMIT_FAIL_OPEN"},
+		{"bad retention", map[string]string{"USAGE_RETENTION": "5m"}, nil, "USAGE_RETENTION"},
+		{"bad redis", map[string]string{"REDIS_URL": "localhost:6379"}, nil, "REDIS_URL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parse(func(k string) string { return tc.env[k] })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want mention of %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !tc.check(c) {
+				t.Fatalf("parse = %+v, %v", c, err)
+			}
+		})
+	}
+}

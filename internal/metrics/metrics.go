@@ -1,0 +1,50 @@
+// Package metrics defines the Prometheus metrics of a Latchkey instance. Each app
+// gets its own registry, so several instances can run in one process (tests).
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the instruments of one instance.
+type Metrics struct {
+	Registry *prometheus.Registry
+	// AuthFailures counts refused credentials by reason (unknown and invalid keys are
+	// counted here, never stored per key).
+	AuthFailures *prometheus.CounterVec
+	// Operations counts GraphQL operations by type and outcome.
+	Operations *prometheus.CounterVec
+	// OperationSeconds observes operation latency by type.
+	OperationSeconds *prometheus.HistogramVec
+	// RateLimited counts operations denied by the rate limiter or the quota.
+	RateLimited *prometheus.CounterVec
+}
+
+// New returns a fresh set of metrics on its own registry, with the Go and process
+// collectors registered.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_auth_failures_total",
+			Help: "Credentials refused, by reason.",
+		}, []string{"reason"}),
+		Operations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_operations_total",
+			Help: "Authenticated GraphQL operations, by operation type and outcome.",
+		}, []string{"type", "outcome"}),
+		OperationSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "latchkey_operation_duration_seconds",
+			Help:    "GraphQL operation latency.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"type"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "latchkey_rate_limited_total",
+			Help: "Operations denied by the rate limiter or the quota, by outcome.",
+		}, []string{"outcome"}),
+	}
+	m.Registry.MustRegister(m.AuthFailures, m.Operations, m.OperationSeconds, m.RateLimited,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
