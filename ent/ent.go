@@ -18,6 +18,7 @@ import (
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
+	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 )
 
@@ -85,6 +86,7 @@ func checkColumn(t, c string) error {
 			usagelog.Table:        usagelog.ValidColumn,
 			usagerollup.Table:     usagerollup.ValidColumn,
 			webhook.Table:         webhook.ValidColumn,
+			webhookattempt.Table:  webhookattempt.ValidColumn,
 			webhookdelivery.Table: webhookdelivery.ValidColumn,
 		})
 	})

@@ -107,10 +107,30 @@ func (_m *Webhook) Deliveries(
 	return _m.QueryDeliveries().Paginate(ctx, after, first, before, last, opts...)
 }
 
+func (_m *WebhookAttempt) Delivery(ctx context.Context) (*WebhookDelivery, error) {
+	result, err := _m.Edges.DeliveryOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryDelivery().Only(ctx)
+	}
+	return result, err
+}
+
 func (_m *WebhookDelivery) Webhook(ctx context.Context) (*Webhook, error) {
 	result, err := _m.Edges.WebhookOrErr()
 	if IsNotLoaded(err) {
 		result, err = _m.QueryWebhook().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *WebhookDelivery) AttemptLog(ctx context.Context) (result []*WebhookAttempt, err error) {
+	if fc := graphql.GetFieldContext(ctx); fc != nil && fc.Field.Alias != "" {
+		result, err = _m.NamedAttemptLog(graphql.GetFieldContext(ctx).Field.Alias)
+	} else {
+		result, err = _m.Edges.AttemptLogOrErr()
+	}
+	if IsNotLoaded(err) {
+		result, err = _m.QueryAttemptLog().All(ctx)
 	}
 	return result, err
 }

@@ -141,8 +141,8 @@ type QuotaPeriod string
 
 // QuotaPeriod values.
 const (
-	QuotaPeriodDay   QuotaPeriod = "day"
-	QuotaPeriodMonth QuotaPeriod = "month"
+	QuotaPeriodDay   QuotaPeriod = "DAY"
+	QuotaPeriodMonth QuotaPeriod = "MONTH"
 )
 
 func (qp QuotaPeriod) String() string {

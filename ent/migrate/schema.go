@@ -21,7 +21,7 @@ var (
 		{Name: "rate_limit", Type: field.TypeInt, Nullable: true},
 		{Name: "rate_limit_window_seconds", Type: field.TypeInt, Nullable: true},
 		{Name: "quota", Type: field.TypeInt64, Nullable: true},
-		{Name: "quota_period", Type: field.TypeEnum, Nullable: true, Enums: []string{"day", "month"}},
+		{Name: "quota_period", Type: field.TypeEnum, Nullable: true, Enums: []string{"DAY", "MONTH"}},
 		{Name: "expires_at", Type: field.TypeTime, Nullable: true},
 		{Name: "last_used_at", Type: field.TypeTime, Nullable: true},
 		{Name: "revoked_at", Type: field.TypeTime, Nullable: true},
@@ -226,6 +226,39 @@ var (
 			},
 		},
 	}
+	// WebhookAttemptsColumns holds the columns for the "webhook_attempts" table.
+	WebhookAttemptsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "tenant_id", Type: field.TypeString},
+		{Name: "attempt", Type: field.TypeInt},
+		{Name: "at", Type: field.TypeTime},
+		{Name: "status_code", Type: field.TypeInt, Nullable: true},
+		{Name: "latency_ms", Type: field.TypeInt},
+		{Name: "error", Type: field.TypeString, Nullable: true, Size: 1000},
+		{Name: "next_attempt_at", Type: field.TypeTime, Nullable: true},
+		{Name: "delivery_id", Type: field.TypeString, Size: 40},
+	}
+	// WebhookAttemptsTable holds the schema information for the "webhook_attempts" table.
+	WebhookAttemptsTable = &schema.Table{
+		Name:       "webhook_attempts",
+		Columns:    WebhookAttemptsColumns,
+		PrimaryKey: []*schema.Column{WebhookAttemptsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "webhook_attempts_webhook_deliveries_attempt_log",
+				Columns:    []*schema.Column{WebhookAttemptsColumns[8]},
+				RefColumns: []*schema.Column{WebhookDeliveriesColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "webhookattempt_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{WebhookAttemptsColumns[1]},
+			},
+		},
+	}
 	// WebhookDeliveriesColumns holds the columns for the "webhook_deliveries" table.
 	WebhookDeliveriesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -235,7 +268,7 @@ var (
 		{Name: "event_id", Type: field.TypeString},
 		{Name: "event_type", Type: field.TypeString},
 		{Name: "payload", Type: field.TypeString, Size: 2147483647},
-		{Name: "status", Type: field.TypeEnum, Enums: []string{"pending", "delivered", "failed"}, Default: "pending"},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING", "DELIVERED", "FAILED"}, Default: "PENDING"},
 		{Name: "attempts", Type: field.TypeInt, Default: 0},
 		{Name: "next_attempt_at", Type: field.TypeTime, Nullable: true},
 		{Name: "last_attempt_at", Type: field.TypeTime, Nullable: true},
@@ -278,6 +311,7 @@ var (
 		UsageLogsTable,
 		UsageRollupsTable,
 		WebhooksTable,
+		WebhookAttemptsTable,
 		WebhookDeliveriesTable,
 	}
 )
@@ -286,5 +320,6 @@ func init() {
 	APIKeysTable.ForeignKeys[0].RefTable = APIKeysTable
 	APIKeysTable.ForeignKeys[1].RefTable = TenantsTable
 	WebhooksTable.ForeignKeys[0].RefTable = TenantsTable
+	WebhookAttemptsTable.ForeignKeys[0].RefTable = WebhookDeliveriesTable
 	WebhookDeliveriesTable.ForeignKeys[0].RefTable = WebhooksTable
 }

@@ -24,5 +24,8 @@ type UsageRollup func(*sql.Selector)
 // Webhook is the predicate function for webhook builders.
 type Webhook func(*sql.Selector)
 
+// WebhookAttempt is the predicate function for webhookattempt builders.
+type WebhookAttempt func(*sql.Selector)
+
 // WebhookDelivery is the predicate function for webhookdelivery builders.
 type WebhookDelivery func(*sql.Selector)

@@ -37,7 +37,7 @@ func (ApiKey) Fields() []ent.Field {
 		field.Int("rate_limit_window_seconds").Optional().Nillable(),
 		field.Int64("quota").Optional().Nillable().
 			Comment("requests per quota period; nil: the tenant plan's default (0 there: unlimited)"),
-		field.Enum("quota_period").Values("day", "month").Optional().Nillable().
+		field.Enum("quota_period").NamedValues("Day", "DAY", "Month", "MONTH").Optional().Nillable().
 			Comment("calendar period of the quota (UTC); nil: the plan's"),
 		field.Time("expires_at").Optional().Nillable().
 			Annotations(entgql.OrderField("EXPIRES_AT")),

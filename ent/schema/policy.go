@@ -26,3 +26,6 @@ func (UsageLog) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }
 
 // Policy of the UsageRollup: see rule.ReadOnlyTenantOwned.
 func (UsageRollup) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }
+
+// Policy of the WebhookAttempt: see rule.ReadOnlyTenantOwned.
+func (WebhookAttempt) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }

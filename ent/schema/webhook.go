@@ -66,7 +66,7 @@ func (WebhookDelivery) Fields() []ent.Field {
 		field.String("event_type").NotEmpty().Immutable().
 			Annotations(entgql.OrderField("EVENT_TYPE")),
 		field.Text("payload").Immutable(),
-		field.Enum("status").Values("pending", "delivered", "failed").Default("pending"),
+		field.Enum("status").NamedValues("Pending", "PENDING", "Delivered", "DELIVERED", "Failed", "FAILED").Default("PENDING"),
 		field.Int("attempts").Default(0),
 		field.Time("next_attempt_at").Optional().Nillable(),
 		field.Time("last_attempt_at").Optional().Nillable(),
@@ -80,6 +80,8 @@ func (WebhookDelivery) Fields() []ent.Field {
 func (WebhookDelivery) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.From("webhook", Webhook.Type).Ref("deliveries").Field("webhook_id").Unique().Required().Immutable(),
+		edge.To("attempt_log", WebhookAttempt.Type).
+			Annotations(authScopes("webhooks:read")),
 	}
 }
 
@@ -90,5 +92,39 @@ func (WebhookDelivery) Indexes() []ent.Index {
 
 // Annotations of the WebhookDelivery.
 func (WebhookDelivery) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection()}
+}
+
+// WebhookAttempt is one HTTP attempt of a delivery: when, the status code or error, the
+// latency, and when the next attempt is due (if any).
+type WebhookAttempt struct{ ent.Schema }
+
+// Mixin of the WebhookAttempt.
+func (WebhookAttempt) Mixin() []ent.Mixin {
+	return []ent.Mixin{IDMixin{Prefix: ids.WebhookAttempt}, TenantMixin{}}
+}
+
+// Fields of the WebhookAttempt.
+func (WebhookAttempt) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("delivery_id").Immutable().Annotations(entgql.Type("ID")),
+		field.Int("attempt").Immutable(),
+		field.Time("at").Immutable().Annotations(entgql.OrderField("AT")),
+		field.Int("status_code").Optional().Nillable().Immutable(),
+		field.Int("latency_ms").Immutable(),
+		field.String("error").Optional().Nillable().Immutable().MaxLen(1000),
+		field.Time("next_attempt_at").Optional().Nillable().Immutable(),
+	}
+}
+
+// Edges of the WebhookAttempt.
+func (WebhookAttempt) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("delivery", WebhookDelivery.Type).Ref("attempt_log").Field("delivery_id").Unique().Required().Immutable(),
+	}
+}
+
+// Annotations of the WebhookAttempt.
+func (WebhookAttempt) Annotations() []schema.Annotation {
 	return []schema.Annotation{entgql.RelayConnection()}
 }

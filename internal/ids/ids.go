@@ -18,6 +18,7 @@ const (
 	APIKey          = "key"
 	Webhook         = "whk"
 	WebhookDelivery = "whd"
+	WebhookAttempt  = "wha"
 	AuditLog        = "aud"
 	Event           = "msg"
 )

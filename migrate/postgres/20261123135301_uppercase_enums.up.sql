@@ -1,0 +1,2 @@
+-- modify "webhook_deliveries" table
+ALTER TABLE "webhook_deliveries" ALTER COLUMN "status" SET DEFAULT 'PENDING';
