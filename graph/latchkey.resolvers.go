@@ -7,17 +7,22 @@ package graph
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"time"
 
 	"entgo.io/contrib/entgql"
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/apierr"
-	"github.com/latchkey/latchkey/internal/apikey"
+	keys "github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/tenants"
+	"github.com/latchkey/latchkey/internal/usage"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
 
@@ -40,6 +45,43 @@ func (r *apiKeyResolver) Status(ctx context.Context, obj *ent.ApiKey) (model.API
 		}
 	}
 	return model.APIKeyStatusActive, nil
+}
+
+// EffectiveRateLimit is the resolver for the effectiveRateLimit field.
+func (r *apiKeyResolver) EffectiveRateLimit(ctx context.Context, obj *ent.ApiKey) (int, error) {
+	l, err := r.limitsOf(ctx, obj)
+	if err != nil {
+		return 0, err
+	}
+	return l.RateLimit, nil
+}
+
+// EffectiveRateLimitWindowSeconds is the resolver for the effectiveRateLimitWindowSeconds field.
+func (r *apiKeyResolver) EffectiveRateLimitWindowSeconds(ctx context.Context, obj *ent.ApiKey) (int, error) {
+	l, err := r.limitsOf(ctx, obj)
+	if err != nil {
+		return 0, err
+	}
+	return int(l.RateWindow / time.Second), nil
+}
+
+// QuotaUsage is the resolver for the quotaUsage field.
+func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*model.QuotaUsage, error) {
+	l, err := r.limitsOf(ctx, obj)
+	if err != nil || l.Quota == 0 || r.Quota == nil {
+		return nil, err
+	}
+	q, err := r.Quota.Peek(ctx, obj.ID, l.Quota, ratelimit.Period(strings.ToLower(l.QuotaPeriod)))
+	if err != nil {
+		return nil, err
+	}
+	return &model.QuotaUsage{
+		Limit:     int(l.Quota),
+		Used:      int(q.Used),
+		Remaining: int(q.Remaining),
+		Period:    apikey.QuotaPeriod(l.QuotaPeriod),
+		ResetAt:   q.ResetAt,
+	}, nil
 }
 
 // CreateTenant is the resolver for the createTenant field.
@@ -77,12 +119,14 @@ func (r *mutationResolver) UpdateTenant(ctx context.Context, id string, input mo
 func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.APIKeyWithSecret, error) {
 	out := &model.APIKeyWithSecret{}
 	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		out.APIKey, out.Secret, err = r.Keys.Create(ctx, c, apikey.CreateParams{
+		out.APIKey, out.Secret, err = r.Keys.Create(ctx, c, keys.CreateParams{
 			TenantID:               input.TenantID,
 			Name:                   input.Name,
 			Scopes:                 input.Scopes,
 			RateLimit:              input.RateLimit,
 			RateLimitWindowSeconds: input.RateLimitWindowSeconds,
+			Quota:                  input.Quota,
+			QuotaPeriod:            input.QuotaPeriod,
 			ExpiresAt:              input.ExpiresAt,
 		})
 		return err
@@ -98,13 +142,17 @@ func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateA
 func (r *mutationResolver) UpdateAPIKey(ctx context.Context, id string, input model.UpdateAPIKeyInput) (*ent.ApiKey, error) {
 	var k *ent.ApiKey
 	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		k, err = r.Keys.Update(ctx, c, id, apikey.UpdateParams{
+		k, err = r.Keys.Update(ctx, c, id, keys.UpdateParams{
 			Name:                      input.Name,
 			Scopes:                    input.Scopes,
 			RateLimit:                 input.RateLimit.Value(),
 			SetRateLimit:              input.RateLimit.IsSet(),
 			RateLimitWindowSeconds:    input.RateLimitWindowSeconds.Value(),
 			SetRateLimitWindowSeconds: input.RateLimitWindowSeconds.IsSet(),
+			Quota:                     input.Quota.Value(),
+			SetQuota:                  input.Quota.IsSet(),
+			QuotaPeriod:               input.QuotaPeriod.Value(),
+			SetQuotaPeriod:            input.QuotaPeriod.IsSet(),
 			ExpiresAt:                 input.ExpiresAt.Value(),
 			SetExpiresAt:              input.ExpiresAt.IsSet(),
 		})
@@ -206,6 +254,27 @@ func (r *queryResolver) AuditLogs(ctx context.Context, after *entgql.Cursor[stri
 	}
 	return r.Client.AuditLog.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
 		ent.WithAuditLogOrder(orderBy), ent.WithAuditLogFilter(where.Filter))
+}
+
+// Usage is the resolver for the usage field.
+func (r *queryResolver) Usage(ctx context.Context, apiKeyID *string, from time.Time, to time.Time, interval model.UsageInterval) ([]*model.UsageBucket, error) {
+	buckets, err := usage.Query(ctx, r.Client, apiKeyID, from, to, usage.Interval(interval))
+	var qe *usage.QueryError
+	if errors.As(err, &qe) {
+		return nil, apierr.BadInput(qe.Field, "%s", qe.Message)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.UsageBucket, len(buckets))
+	for i, b := range buckets {
+		out[i] = &model.UsageBucket{
+			Start: b.Start, Requests: int(b.Requests), Errors: int(b.Errors),
+			RateLimited: int(b.RateLimited), QuotaExceeded: int(b.QuotaExceeded),
+			P50Ms: b.P50Ms, P95Ms: b.P95Ms, P99Ms: b.P99Ms,
+		}
+	}
+	return out, nil
 }
 
 // APIKey is the resolver for the apiKey field.

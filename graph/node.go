@@ -8,6 +8,7 @@ import (
 	"github.com/latchkey/latchkey/ent/auditlog"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/webhook"
+	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/ids"
@@ -28,6 +29,8 @@ func nodeType(_ context.Context, id string) (string, error) {
 		return webhookdelivery.Table, nil
 	case ids.AuditLog:
 		return auditlog.Table, nil
+	case ids.WebhookAttempt:
+		return webhookattempt.Table, nil
 	}
 	return "", apierr.ErrNotFound
 }
@@ -43,7 +46,7 @@ func checkNodeScope(ctx context.Context, n ent.Noder) error {
 		scope = viewer.ScopeTenantRead
 	case *ent.ApiKey:
 		scope = viewer.ScopeKeysRead
-	case *ent.Webhook, *ent.WebhookDelivery:
+	case *ent.Webhook, *ent.WebhookDelivery, *ent.WebhookAttempt:
 		scope = viewer.ScopeWebhooksRead
 	}
 	if v := viewer.FromContext(ctx); scope != "" && !v.Has(scope) {

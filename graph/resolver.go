@@ -12,6 +12,8 @@ import (
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/plan"
+	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
@@ -20,13 +22,15 @@ import (
 type Resolver struct {
 	Client *ent.Client
 	Keys   *apikey.Manager
+	// Quota reports quota usage on keys (nil: quotaUsage is null).
+	Quota ratelimit.Quota
 }
 
 // NewSchema returns the executable schema with its directives.
 func NewSchema(r *Resolver) graphql.ExecutableSchema {
 	cfg := generated.Config{
 		Resolvers:  r,
-		Directives: generated.DirectiveRoot{Auth: Auth},
+		Directives: generated.DirectiveRoot{Auth: Auth, RateLimit: RateLimit},
 	}
 	setComplexity(&cfg.Complexity)
 	return generated.NewExecutableSchema(cfg)
@@ -49,6 +53,30 @@ func Auth(ctx context.Context, _ any, next graphql.Resolver, scopes []string, ad
 		}
 	}
 	return next(ctx)
+}
+
+// RateLimit implements @rateLimit(cost). The cost is charged for the whole operation
+// before it executes (see httpapi.Guard), so at field level it does nothing.
+func RateLimit(ctx context.Context, _ any, next graphql.Resolver, _ *int) (any, error) {
+	return next(ctx)
+}
+
+// limitsOf returns the limits in force for key k: its own settings over its tenant
+// plan's. Platform admin keys have none.
+func (r *Resolver) limitsOf(ctx context.Context, k *ent.ApiKey) (plan.Limits, error) {
+	if k.TenantID == nil {
+		return plan.Limits{}, nil
+	}
+	t, err := k.Tenant(ctx)
+	if err != nil {
+		return plan.Limits{}, err
+	}
+	var period *string
+	if k.QuotaPeriod != nil {
+		p := k.QuotaPeriod.String()
+		period = &p
+	}
+	return plan.Effective(t.Plan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period), nil
 }
 
 // tx runs fn in a transaction of the resolver's client.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"entgo.io/contrib/entgql"
 	"github.com/99designs/gqlgen/graphql"
@@ -31,30 +32,34 @@ type ResolverRoot interface {
 }
 
 type DirectiveRoot struct {
-	Auth func(ctx context.Context, obj any, next graphql.Resolver, scopes []string, admin *bool) (res any, err error)
+	Auth      func(ctx context.Context, obj any, next graphql.Resolver, scopes []string, admin *bool) (res any, err error)
+	RateLimit func(ctx context.Context, obj any, next graphql.Resolver, cost *int) (res any, err error)
 }
 
 type ComplexityRoot struct {
 	ApiKey struct {
-		CreatedAt              func(childComplexity int) int
-		ExpiresAt              func(childComplexity int) int
-		ID                     func(childComplexity int) int
-		LastUsedAt             func(childComplexity int) int
-		Name                   func(childComplexity int) int
-		Prefix                 func(childComplexity int) int
-		Quota                  func(childComplexity int) int
-		QuotaPeriod            func(childComplexity int) int
-		RateLimit              func(childComplexity int) int
-		RateLimitWindowSeconds func(childComplexity int) int
-		RevokedAt              func(childComplexity int) int
-		RotatedFrom            func(childComplexity int) int
-		RotatedFromID          func(childComplexity int) int
-		RotatedTo              func(childComplexity int) int
-		Scopes                 func(childComplexity int) int
-		Status                 func(childComplexity int) int
-		Tenant                 func(childComplexity int) int
-		TenantID               func(childComplexity int) int
-		UpdatedAt              func(childComplexity int) int
+		CreatedAt                       func(childComplexity int) int
+		EffectiveRateLimit              func(childComplexity int) int
+		EffectiveRateLimitWindowSeconds func(childComplexity int) int
+		ExpiresAt                       func(childComplexity int) int
+		ID                              func(childComplexity int) int
+		LastUsedAt                      func(childComplexity int) int
+		Name                            func(childComplexity int) int
+		Prefix                          func(childComplexity int) int
+		Quota                           func(childComplexity int) int
+		QuotaPeriod                     func(childComplexity int) int
+		QuotaUsage                      func(childComplexity int) int
+		RateLimit                       func(childComplexity int) int
+		RateLimitWindowSeconds          func(childComplexity int) int
+		RevokedAt                       func(childComplexity int) int
+		RotatedFrom                     func(childComplexity int) int
+		RotatedFromID                   func(childComplexity int) int
+		RotatedTo                       func(childComplexity int) int
+		Scopes                          func(childComplexity int) int
+		Status                          func(childComplexity int) int
+		Tenant                          func(childComplexity int) int
+		TenantID                        func(childComplexity int) int
+		UpdatedAt                       func(childComplexity int) int
 	}
 
 	ApiKeyConnection struct {
@@ -118,9 +123,18 @@ type ComplexityRoot struct {
 		Node              func(childComplexity int, id string) int
 		Nodes             func(childComplexity int, ids []string) int
 		Tenants           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TenantOrder, where *ent.TenantWhereInput) int
+		Usage             func(childComplexity int, apiKeyID *string, from time.Time, to time.Time, interval model.UsageInterval) int
 		Viewer            func(childComplexity int) int
 		WebhookDeliveries func(childComplexity int, webhookID *string, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) int
 		Webhooks          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookOrder, where *ent.WebhookWhereInput) int
+	}
+
+	QuotaUsage struct {
+		Limit     func(childComplexity int) int
+		Period    func(childComplexity int) int
+		Remaining func(childComplexity int) int
+		ResetAt   func(childComplexity int) int
+		Used      func(childComplexity int) int
 	}
 
 	Tenant struct {
@@ -146,6 +160,17 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	UsageBucket struct {
+		Errors        func(childComplexity int) int
+		P50Ms         func(childComplexity int) int
+		P95Ms         func(childComplexity int) int
+		P99Ms         func(childComplexity int) int
+		QuotaExceeded func(childComplexity int) int
+		RateLimited   func(childComplexity int) int
+		Requests      func(childComplexity int) int
+		Start         func(childComplexity int) int
+	}
+
 	Viewer struct {
 		APIKey  func(childComplexity int) int
 		IsAdmin func(childComplexity int) int
@@ -168,6 +193,30 @@ type ComplexityRoot struct {
 		UpdatedAt      func(childComplexity int) int
 	}
 
+	WebhookAttempt struct {
+		At            func(childComplexity int) int
+		Attempt       func(childComplexity int) int
+		Delivery      func(childComplexity int) int
+		DeliveryID    func(childComplexity int) int
+		Error         func(childComplexity int) int
+		ID            func(childComplexity int) int
+		LatencyMs     func(childComplexity int) int
+		NextAttemptAt func(childComplexity int) int
+		StatusCode    func(childComplexity int) int
+		TenantID      func(childComplexity int) int
+	}
+
+	WebhookAttemptConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	WebhookAttemptEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	WebhookConnection struct {
 		Edges      func(childComplexity int) int
 		PageInfo   func(childComplexity int) int
@@ -175,6 +224,7 @@ type ComplexityRoot struct {
 	}
 
 	WebhookDelivery struct {
+		AttemptLog     func(childComplexity int) int
 		Attempts       func(childComplexity int) int
 		CreatedAt      func(childComplexity int) int
 		Error          func(childComplexity int) int
@@ -230,6 +280,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.CreatedAt(childComplexity), true
+	case "ApiKey.effectiveRateLimit":
+		if e.ComplexityRoot.ApiKey.EffectiveRateLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.EffectiveRateLimit(childComplexity), true
+	case "ApiKey.effectiveRateLimitWindowSeconds":
+		if e.ComplexityRoot.ApiKey.EffectiveRateLimitWindowSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.EffectiveRateLimitWindowSeconds(childComplexity), true
 	case "ApiKey.expiresAt":
 		if e.ComplexityRoot.ApiKey.ExpiresAt == nil {
 			break
@@ -272,6 +334,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.QuotaPeriod(childComplexity), true
+	case "ApiKey.quotaUsage":
+		if e.ComplexityRoot.ApiKey.QuotaUsage == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.QuotaUsage(childComplexity), true
 	case "ApiKey.rateLimit":
 		if e.ComplexityRoot.ApiKey.RateLimit == nil {
 			break
@@ -619,6 +687,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Tenants(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.TenantOrder), args["where"].(*ent.TenantWhereInput)), true
+	case "Query.usage":
+		if e.ComplexityRoot.Query.Usage == nil {
+			break
+		}
+
+		args, err := ec.field_Query_usage_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Usage(childComplexity, args["apiKeyID"].(*string), args["from"].(time.Time), args["to"].(time.Time), args["interval"].(model.UsageInterval)), true
 	case "Query.viewer":
 		if e.ComplexityRoot.Query.Viewer == nil {
 			break
@@ -647,6 +726,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Webhooks(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.WebhookOrder), args["where"].(*ent.WebhookWhereInput)), true
+
+	case "QuotaUsage.limit":
+		if e.ComplexityRoot.QuotaUsage.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUsage.Limit(childComplexity), true
+	case "QuotaUsage.period":
+		if e.ComplexityRoot.QuotaUsage.Period == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUsage.Period(childComplexity), true
+	case "QuotaUsage.remaining":
+		if e.ComplexityRoot.QuotaUsage.Remaining == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUsage.Remaining(childComplexity), true
+	case "QuotaUsage.resetAt":
+		if e.ComplexityRoot.QuotaUsage.ResetAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUsage.ResetAt(childComplexity), true
+	case "QuotaUsage.used":
+		if e.ComplexityRoot.QuotaUsage.Used == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUsage.Used(childComplexity), true
 
 	case "Tenant.apiKeys":
 		if e.ComplexityRoot.Tenant.APIKeys == nil {
@@ -744,6 +854,55 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.TenantEdge.Node(childComplexity), true
+
+	case "UsageBucket.errors":
+		if e.ComplexityRoot.UsageBucket.Errors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.Errors(childComplexity), true
+	case "UsageBucket.p50Ms":
+		if e.ComplexityRoot.UsageBucket.P50Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.P50Ms(childComplexity), true
+	case "UsageBucket.p95Ms":
+		if e.ComplexityRoot.UsageBucket.P95Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.P95Ms(childComplexity), true
+	case "UsageBucket.p99Ms":
+		if e.ComplexityRoot.UsageBucket.P99Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.P99Ms(childComplexity), true
+	case "UsageBucket.quotaExceeded":
+		if e.ComplexityRoot.UsageBucket.QuotaExceeded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.QuotaExceeded(childComplexity), true
+	case "UsageBucket.rateLimited":
+		if e.ComplexityRoot.UsageBucket.RateLimited == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.RateLimited(childComplexity), true
+	case "UsageBucket.requests":
+		if e.ComplexityRoot.UsageBucket.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.Requests(childComplexity), true
+	case "UsageBucket.start":
+		if e.ComplexityRoot.UsageBucket.Start == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.Start(childComplexity), true
 
 	case "Viewer.apiKey":
 		if e.ComplexityRoot.Viewer.APIKey == nil {
@@ -848,6 +1007,99 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Webhook.UpdatedAt(childComplexity), true
 
+	case "WebhookAttempt.at":
+		if e.ComplexityRoot.WebhookAttempt.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.At(childComplexity), true
+	case "WebhookAttempt.attempt":
+		if e.ComplexityRoot.WebhookAttempt.Attempt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.Attempt(childComplexity), true
+	case "WebhookAttempt.delivery":
+		if e.ComplexityRoot.WebhookAttempt.Delivery == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.Delivery(childComplexity), true
+	case "WebhookAttempt.deliveryID":
+		if e.ComplexityRoot.WebhookAttempt.DeliveryID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.DeliveryID(childComplexity), true
+	case "WebhookAttempt.error":
+		if e.ComplexityRoot.WebhookAttempt.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.Error(childComplexity), true
+	case "WebhookAttempt.id":
+		if e.ComplexityRoot.WebhookAttempt.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.ID(childComplexity), true
+	case "WebhookAttempt.latencyMs":
+		if e.ComplexityRoot.WebhookAttempt.LatencyMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.LatencyMs(childComplexity), true
+	case "WebhookAttempt.nextAttemptAt":
+		if e.ComplexityRoot.WebhookAttempt.NextAttemptAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.NextAttemptAt(childComplexity), true
+	case "WebhookAttempt.statusCode":
+		if e.ComplexityRoot.WebhookAttempt.StatusCode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.StatusCode(childComplexity), true
+	case "WebhookAttempt.tenantID":
+		if e.ComplexityRoot.WebhookAttempt.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttempt.TenantID(childComplexity), true
+
+	case "WebhookAttemptConnection.edges":
+		if e.ComplexityRoot.WebhookAttemptConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttemptConnection.Edges(childComplexity), true
+	case "WebhookAttemptConnection.pageInfo":
+		if e.ComplexityRoot.WebhookAttemptConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttemptConnection.PageInfo(childComplexity), true
+	case "WebhookAttemptConnection.totalCount":
+		if e.ComplexityRoot.WebhookAttemptConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttemptConnection.TotalCount(childComplexity), true
+
+	case "WebhookAttemptEdge.cursor":
+		if e.ComplexityRoot.WebhookAttemptEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttemptEdge.Cursor(childComplexity), true
+	case "WebhookAttemptEdge.node":
+		if e.ComplexityRoot.WebhookAttemptEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookAttemptEdge.Node(childComplexity), true
+
 	case "WebhookConnection.edges":
 		if e.ComplexityRoot.WebhookConnection.Edges == nil {
 			break
@@ -867,6 +1119,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.WebhookConnection.TotalCount(childComplexity), true
 
+	case "WebhookDelivery.attemptLog":
+		if e.ComplexityRoot.WebhookDelivery.AttemptLog == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookDelivery.AttemptLog(childComplexity), true
 	case "WebhookDelivery.attempts":
 		if e.ComplexityRoot.WebhookDelivery.Attempts == nil {
 			break
@@ -1028,6 +1286,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("TenantWhereInput", ec.unmarshalInputTenantWhereInput),
 			graphql.NewInputUnmarshaler("UpdateApiKeyInput", ec.unmarshalInputUpdateApiKeyInput),
 			graphql.NewInputUnmarshaler("UpdateTenantInput", ec.unmarshalInputUpdateTenantInput),
+			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
+			graphql.NewInputUnmarshaler("WebhookAttemptWhereInput", ec.unmarshalInputWebhookAttemptWhereInput),
 			graphql.NewInputUnmarshaler("WebhookDeliveryOrder", ec.unmarshalInputWebhookDeliveryOrder),
 			graphql.NewInputUnmarshaler("WebhookDeliveryWhereInput", ec.unmarshalInputWebhookDeliveryWhereInput),
 			graphql.NewInputUnmarshaler("WebhookOrder", ec.unmarshalInputWebhookOrder),
@@ -1199,8 +1459,8 @@ enum ApiKeyOrderField {
 ApiKeyQuotaPeriod is enum for the field quota_period
 """
 enum ApiKeyQuotaPeriod @goModel(model: "github.com/latchkey/latchkey/ent/apikey.QuotaPeriod") {
-  day
-  month
+  DAY
+  MONTH
 }
 """
 ApiKeyWhereInput is used for filtering ApiKey objects.
@@ -1961,6 +2221,203 @@ type Webhook implements Node {
     where: WebhookDeliveryWhereInput
   ): WebhookDeliveryConnection! @auth(scopes: ["webhooks:read"])
 }
+type WebhookAttempt implements Node {
+  id: ID!
+  tenantID: ID!
+  deliveryID: ID!
+  attempt: Int!
+  at: Time!
+  statusCode: Int
+  latencyMs: Int!
+  error: String
+  nextAttemptAt: Time
+  delivery: WebhookDelivery!
+}
+"""
+A connection to a list of items.
+"""
+type WebhookAttemptConnection {
+  """
+  A list of edges.
+  """
+  edges: [WebhookAttemptEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type WebhookAttemptEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: WebhookAttempt
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for WebhookAttempt connections
+"""
+input WebhookAttemptOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order WebhookAttempts.
+  """
+  field: WebhookAttemptOrderField!
+}
+"""
+Properties by which WebhookAttempt connections can be ordered.
+"""
+enum WebhookAttemptOrderField {
+  AT
+}
+"""
+WebhookAttemptWhereInput is used for filtering WebhookAttempt objects.
+Input was generated by ent.
+"""
+input WebhookAttemptWhereInput {
+  not: WebhookAttemptWhereInput
+  and: [WebhookAttemptWhereInput!]
+  or: [WebhookAttemptWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  tenant_id field predicates
+  """
+  tenantID: ID
+  tenantIDNEQ: ID
+  tenantIDIn: [ID!]
+  tenantIDNotIn: [ID!]
+  tenantIDGT: ID
+  tenantIDGTE: ID
+  tenantIDLT: ID
+  tenantIDLTE: ID
+  tenantIDContains: ID
+  tenantIDHasPrefix: ID
+  tenantIDHasSuffix: ID
+  tenantIDEqualFold: ID
+  tenantIDContainsFold: ID
+  """
+  delivery_id field predicates
+  """
+  deliveryID: ID
+  deliveryIDNEQ: ID
+  deliveryIDIn: [ID!]
+  deliveryIDNotIn: [ID!]
+  deliveryIDGT: ID
+  deliveryIDGTE: ID
+  deliveryIDLT: ID
+  deliveryIDLTE: ID
+  deliveryIDContains: ID
+  deliveryIDHasPrefix: ID
+  deliveryIDHasSuffix: ID
+  deliveryIDEqualFold: ID
+  deliveryIDContainsFold: ID
+  """
+  attempt field predicates
+  """
+  attempt: Int
+  attemptNEQ: Int
+  attemptIn: [Int!]
+  attemptNotIn: [Int!]
+  attemptGT: Int
+  attemptGTE: Int
+  attemptLT: Int
+  attemptLTE: Int
+  """
+  at field predicates
+  """
+  at: Time
+  atNEQ: Time
+  atIn: [Time!]
+  atNotIn: [Time!]
+  atGT: Time
+  atGTE: Time
+  atLT: Time
+  atLTE: Time
+  """
+  status_code field predicates
+  """
+  statusCode: Int
+  statusCodeNEQ: Int
+  statusCodeIn: [Int!]
+  statusCodeNotIn: [Int!]
+  statusCodeGT: Int
+  statusCodeGTE: Int
+  statusCodeLT: Int
+  statusCodeLTE: Int
+  statusCodeIsNil: Boolean
+  statusCodeNotNil: Boolean
+  """
+  latency_ms field predicates
+  """
+  latencyMs: Int
+  latencyMsNEQ: Int
+  latencyMsIn: [Int!]
+  latencyMsNotIn: [Int!]
+  latencyMsGT: Int
+  latencyMsGTE: Int
+  latencyMsLT: Int
+  latencyMsLTE: Int
+  """
+  error field predicates
+  """
+  error: String
+  errorNEQ: String
+  errorIn: [String!]
+  errorNotIn: [String!]
+  errorGT: String
+  errorGTE: String
+  errorLT: String
+  errorLTE: String
+  errorContains: String
+  errorHasPrefix: String
+  errorHasSuffix: String
+  errorIsNil: Boolean
+  errorNotNil: Boolean
+  errorEqualFold: String
+  errorContainsFold: String
+  """
+  next_attempt_at field predicates
+  """
+  nextAttemptAt: Time
+  nextAttemptAtNEQ: Time
+  nextAttemptAtIn: [Time!]
+  nextAttemptAtNotIn: [Time!]
+  nextAttemptAtGT: Time
+  nextAttemptAtGTE: Time
+  nextAttemptAtLT: Time
+  nextAttemptAtLTE: Time
+  nextAttemptAtIsNil: Boolean
+  nextAttemptAtNotNil: Boolean
+  """
+  delivery edge predicates
+  """
+  hasDelivery: Boolean
+  hasDeliveryWith: [WebhookDeliveryWhereInput!]
+}
 """
 A connection to a list of items.
 """
@@ -1995,6 +2452,7 @@ type WebhookDelivery implements Node {
   latencyMs: Int
   error: String
   webhook: Webhook!
+  attemptLog: [WebhookAttempt!] @auth(scopes: ["webhooks:read"])
 }
 """
 A connection to a list of items.
@@ -2051,9 +2509,9 @@ enum WebhookDeliveryOrderField {
 WebhookDeliveryStatus is enum for the field status
 """
 enum WebhookDeliveryStatus @goModel(model: "github.com/latchkey/latchkey/ent/webhookdelivery.Status") {
-  pending
-  delivered
-  failed
+  PENDING
+  DELIVERED
+  FAILED
 }
 """
 WebhookDeliveryWhereInput is used for filtering WebhookDelivery objects.
@@ -2271,6 +2729,11 @@ input WebhookDeliveryWhereInput {
   """
   hasWebhook: Boolean
   hasWebhookWith: [WebhookWhereInput!]
+  """
+  attempt_log edge predicates
+  """
+  hasAttemptLog: Boolean
+  hasAttemptLogWith: [WebhookAttemptWhereInput!]
 }
 """
 An edge in a connection.
@@ -2455,6 +2918,13 @@ returns an error with ` + "`" + `extensions.code` + "`" + ` FORBIDDEN (or UNAUTH
 """
 directive @auth(scopes: [String!], admin: Boolean = false) on FIELD_DEFINITION
 
+"""
+Rate-limit cost of a field. An operation costs the sum of the costs of the fields it
+selects: root fields cost 1 unless marked otherwise, nested fields only when marked.
+The whole operation is checked against the key's limit before anything runs.
+"""
+directive @rateLimit(cost: Int = 1) on FIELD_DEFINITION
+
 "The calling credential."
 type Viewer {
   "The calling key; null for the ADMIN_TOKEN credential."
@@ -2477,6 +2947,38 @@ enum ApiKeyStatus {
 
 extend type ApiKey {
   status: ApiKeyStatus!
+  "The limit in force: the key's own or its tenant plan's."
+  effectiveRateLimit: Int!
+  effectiveRateLimitWindowSeconds: Int!
+  "The request quota in force for the current period; null when unlimited."
+  quotaUsage: QuotaUsage
+}
+
+"A key's request quota in the current calendar period (UTC)."
+type QuotaUsage {
+  limit: Int!
+  used: Int!
+  remaining: Int!
+  period: ApiKeyQuotaPeriod!
+  resetAt: Time!
+}
+
+enum UsageInterval {
+  MINUTE
+  HOUR
+  DAY
+}
+
+"Usage of one interval, from pre-aggregated rollups."
+type UsageBucket {
+  start: Time!
+  requests: Int!
+  errors: Int!
+  rateLimited: Int!
+  quotaExceeded: Int!
+  p50Ms: Float!
+  p95Ms: Float!
+  p99Ms: Float!
 }
 
 type ApiKeyWithSecret {
@@ -2511,6 +3013,9 @@ input CreateApiKeyInput {
   "Requests per window; null: the tenant plan's default."
   rateLimit: Int
   rateLimitWindowSeconds: Int
+  "Requests per quotaPeriod; null: the plan's quota; 0: unlimited."
+  quota: Int
+  quotaPeriod: ApiKeyQuotaPeriod
   expiresAt: Time
 }
 
@@ -2520,6 +3025,9 @@ input UpdateApiKeyInput {
   "Set null to fall back to the plan's default."
   rateLimit: Int @goField(omittable: true)
   rateLimitWindowSeconds: Int @goField(omittable: true)
+  "Set null to fall back to the plan's quota; 0: unlimited."
+  quota: Int @goField(omittable: true)
+  quotaPeriod: ApiKeyQuotaPeriod @goField(omittable: true)
   "Set null to remove the expiry."
   expiresAt: Time @goField(omittable: true)
 }
@@ -2573,6 +3081,13 @@ extend type Query {
     orderBy: AuditLogOrder
     where: AuditLogWhereInput
   ): AuditLogConnection! @auth(scopes: ["tenant:read"])
+
+  """
+  Usage buckets in [from, to) for one key or, without apiKeyID, the whole tenant
+  (platform admins: every tenant). Served from rollups; at most 10,000 buckets.
+  """
+  usage(apiKeyID: ID, from: Time!, to: Time!, interval: UsageInterval!): [UsageBucket!]!
+    @auth(scopes: ["usage:read"]) @rateLimit(cost: 5)
 }
 
 type Mutation {
@@ -2637,6 +3152,12 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_rotatedTo(ctx, field)
 	case "status":
 		return ec.fieldContext_ApiKey_status(ctx, field)
+	case "effectiveRateLimit":
+		return ec.fieldContext_ApiKey_effectiveRateLimit(ctx, field)
+	case "effectiveRateLimitWindowSeconds":
+		return ec.fieldContext_ApiKey_effectiveRateLimitWindowSeconds(ctx, field)
+	case "quotaUsage":
+		return ec.fieldContext_ApiKey_quotaUsage(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ApiKey", field.Name)
 }
@@ -2733,6 +3254,22 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
 }
 
+func (ec *executionContext) childFields_QuotaUsage(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "limit":
+		return ec.fieldContext_QuotaUsage_limit(ctx, field)
+	case "used":
+		return ec.fieldContext_QuotaUsage_used(ctx, field)
+	case "remaining":
+		return ec.fieldContext_QuotaUsage_remaining(ctx, field)
+	case "period":
+		return ec.fieldContext_QuotaUsage_period(ctx, field)
+	case "resetAt":
+		return ec.fieldContext_QuotaUsage_resetAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QuotaUsage", field.Name)
+}
+
 func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -2779,6 +3316,28 @@ func (ec *executionContext) childFields_TenantEdge(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type TenantEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_UsageBucket(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "start":
+		return ec.fieldContext_UsageBucket_start(ctx, field)
+	case "requests":
+		return ec.fieldContext_UsageBucket_requests(ctx, field)
+	case "errors":
+		return ec.fieldContext_UsageBucket_errors(ctx, field)
+	case "rateLimited":
+		return ec.fieldContext_UsageBucket_rateLimited(ctx, field)
+	case "quotaExceeded":
+		return ec.fieldContext_UsageBucket_quotaExceeded(ctx, field)
+	case "p50Ms":
+		return ec.fieldContext_UsageBucket_p50Ms(ctx, field)
+	case "p95Ms":
+		return ec.fieldContext_UsageBucket_p95Ms(ctx, field)
+	case "p99Ms":
+		return ec.fieldContext_UsageBucket_p99Ms(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageBucket", field.Name)
+}
+
 func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "apiKey":
@@ -2821,6 +3380,42 @@ func (ec *executionContext) childFields_Webhook(ctx context.Context, field graph
 		return ec.fieldContext_Webhook_deliveries(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Webhook", field.Name)
+}
+
+func (ec *executionContext) childFields_WebhookAttempt(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_WebhookAttempt_id(ctx, field)
+	case "tenantID":
+		return ec.fieldContext_WebhookAttempt_tenantID(ctx, field)
+	case "deliveryID":
+		return ec.fieldContext_WebhookAttempt_deliveryID(ctx, field)
+	case "attempt":
+		return ec.fieldContext_WebhookAttempt_attempt(ctx, field)
+	case "at":
+		return ec.fieldContext_WebhookAttempt_at(ctx, field)
+	case "statusCode":
+		return ec.fieldContext_WebhookAttempt_statusCode(ctx, field)
+	case "latencyMs":
+		return ec.fieldContext_WebhookAttempt_latencyMs(ctx, field)
+	case "error":
+		return ec.fieldContext_WebhookAttempt_error(ctx, field)
+	case "nextAttemptAt":
+		return ec.fieldContext_WebhookAttempt_nextAttemptAt(ctx, field)
+	case "delivery":
+		return ec.fieldContext_WebhookAttempt_delivery(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type WebhookAttempt", field.Name)
+}
+
+func (ec *executionContext) childFields_WebhookAttemptEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_WebhookAttemptEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_WebhookAttemptEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type WebhookAttemptEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_WebhookConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2869,6 +3464,8 @@ func (ec *executionContext) childFields_WebhookDelivery(ctx context.Context, fie
 		return ec.fieldContext_WebhookDelivery_error(ctx, field)
 	case "webhook":
 		return ec.fieldContext_WebhookDelivery_webhook(ctx, field)
+	case "attemptLog":
+		return ec.fieldContext_WebhookDelivery_attemptLog(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type WebhookDelivery", field.Name)
 }

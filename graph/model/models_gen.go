@@ -11,6 +11,7 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/apikey"
 )
 
 type APIKeyWithSecret struct {
@@ -26,9 +27,12 @@ type CreateAPIKeyInput struct {
 	// Scopes granted; a key can only grant scopes it holds itself.
 	Scopes []string `json:"scopes"`
 	// Requests per window; null: the tenant plan's default.
-	RateLimit              *int       `json:"rateLimit,omitempty"`
-	RateLimitWindowSeconds *int       `json:"rateLimitWindowSeconds,omitempty"`
-	ExpiresAt              *time.Time `json:"expiresAt,omitempty"`
+	RateLimit              *int `json:"rateLimit,omitempty"`
+	RateLimitWindowSeconds *int `json:"rateLimitWindowSeconds,omitempty"`
+	// Requests per quotaPeriod; null: the plan's quota; 0: unlimited.
+	Quota       *int                `json:"quota,omitempty"`
+	QuotaPeriod *apikey.QuotaPeriod `json:"quotaPeriod,omitempty"`
+	ExpiresAt   *time.Time          `json:"expiresAt,omitempty"`
 }
 
 type CreateTenantInput struct {
@@ -40,12 +44,24 @@ type CreateTenantInput struct {
 	Active *bool   `json:"active,omitempty"`
 }
 
+// A key's request quota in the current calendar period (UTC).
+type QuotaUsage struct {
+	Limit     int                `json:"limit"`
+	Used      int                `json:"used"`
+	Remaining int                `json:"remaining"`
+	Period    apikey.QuotaPeriod `json:"period"`
+	ResetAt   time.Time          `json:"resetAt"`
+}
+
 type UpdateAPIKeyInput struct {
 	Name   *string  `json:"name,omitempty"`
 	Scopes []string `json:"scopes,omitempty"`
 	// Set null to fall back to the plan's default.
 	RateLimit              graphql.Omittable[*int] `json:"rateLimit,omitempty"`
 	RateLimitWindowSeconds graphql.Omittable[*int] `json:"rateLimitWindowSeconds,omitempty"`
+	// Set null to fall back to the plan's quota; 0: unlimited.
+	Quota       graphql.Omittable[*int]                `json:"quota,omitempty"`
+	QuotaPeriod graphql.Omittable[*apikey.QuotaPeriod] `json:"quotaPeriod,omitempty"`
 	// Set null to remove the expiry.
 	ExpiresAt graphql.Omittable[*time.Time] `json:"expiresAt,omitempty"`
 }
@@ -56,6 +72,18 @@ type UpdateTenantInput struct {
 	Plan *string `json:"plan,omitempty"`
 	// Platform admins only. Deactivating a tenant makes all its keys fail at once.
 	Active *bool `json:"active,omitempty"`
+}
+
+// Usage of one interval, from pre-aggregated rollups.
+type UsageBucket struct {
+	Start         time.Time `json:"start"`
+	Requests      int       `json:"requests"`
+	Errors        int       `json:"errors"`
+	RateLimited   int       `json:"rateLimited"`
+	QuotaExceeded int       `json:"quotaExceeded"`
+	P50Ms         float64   `json:"p50Ms"`
+	P95Ms         float64   `json:"p95Ms"`
+	P99Ms         float64   `json:"p99Ms"`
 }
 
 // Lifecycle state of a key, computed at read time.
@@ -114,6 +142,63 @@ func (e *APIKeyStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e APIKeyStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type UsageInterval string
+
+const (
+	UsageIntervalMinute UsageInterval = "MINUTE"
+	UsageIntervalHour   UsageInterval = "HOUR"
+	UsageIntervalDay    UsageInterval = "DAY"
+)
+
+var AllUsageInterval = []UsageInterval{
+	UsageIntervalMinute,
+	UsageIntervalHour,
+	UsageIntervalDay,
+}
+
+func (e UsageInterval) IsValid() bool {
+	switch e {
+	case UsageIntervalMinute, UsageIntervalHour, UsageIntervalDay:
+		return true
+	}
+	return false
+}
+
+func (e UsageInterval) String() string {
+	return string(e)
+}
+
+func (e *UsageInterval) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = UsageInterval(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid UsageInterval", str)
+	}
+	return nil
+}
+
+func (e UsageInterval) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *UsageInterval) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e UsageInterval) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

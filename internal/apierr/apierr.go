@@ -94,8 +94,9 @@ func classify(ctx context.Context, err error, gqlErr *gqlerror.Error) *Error {
 		return BadInput(ve.Name, "invalid value for %s", ve.Name)
 	case ent.IsConstraintError(err):
 		return New(BadUserInput, "conflicts with an existing object (duplicate or missing reference)")
-	case isArgumentError(ctx, gqlErr):
-		// gqlgen's own coercion message (e.g. a malformed Time), safe to show.
+	case isArgumentError(ctx, gqlErr), isRequestError(ctx, err):
+		// gqlgen's own message about the request (a malformed Time, undecodable JSON,
+		// a persisted-query hash mismatch), safe to show.
 		return New(BadUserInput, gqlErr.Message)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return New(Internal, "request canceled")
@@ -103,6 +104,13 @@ func classify(ctx context.Context, err error, gqlErr *gqlerror.Error) *Error {
 		slog.ErrorContext(ctx, "internal error", "err", err, "path", graphql.GetPath(ctx).String())
 		return New(Internal, "internal error")
 	}
+}
+
+// isRequestError reports whether err is one gqlgen raised about the request itself,
+// outside any field: a *gqlerror.Error with no underlying cause.
+func isRequestError(ctx context.Context, err error) bool {
+	ge, ok := err.(*gqlerror.Error)
+	return ok && ge.Err == nil && graphql.GetFieldContext(ctx) == nil
 }
 
 // isArgumentError reports whether gqlErr was raised while coercing a field's arguments:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/ent"
+	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/audit"
 	"github.com/latchkey/latchkey/internal/store"
@@ -19,6 +20,7 @@ const (
 	MaxRateLimit     = 1_000_000_000
 	MaxWindowSeconds = 31 * 24 * 3600
 	MaxGracePeriod   = 30 * 24 * 3600
+	MaxQuota         = 1_000_000_000_000
 )
 
 // CreateParams are the settings of a new key.
@@ -30,6 +32,8 @@ type CreateParams struct {
 	Scopes                 []string
 	RateLimit              *int
 	RateLimitWindowSeconds *int
+	Quota                  *int
+	QuotaPeriod            *entapikey.QuotaPeriod
 	ExpiresAt              *time.Time
 }
 
@@ -42,6 +46,10 @@ type UpdateParams struct {
 	SetRateLimit              bool
 	RateLimitWindowSeconds    *int
 	SetRateLimitWindowSeconds bool
+	Quota                     *int
+	SetQuota                  bool
+	QuotaPeriod               *entapikey.QuotaPeriod
+	SetQuotaPeriod            bool
 	ExpiresAt                 *time.Time
 	SetExpiresAt              bool
 }
@@ -89,6 +97,26 @@ func checkLimits(rate, window *int) error {
 	return nil
 }
 
+func checkQuota(quota *int, period *entapikey.QuotaPeriod) error {
+	if quota != nil && (*quota < 0 || *quota > MaxQuota) {
+		return apierr.BadInput("quota", "quota must be between 0 (unlimited) and %d", MaxQuota)
+	}
+	if period != nil {
+		if err := entapikey.QuotaPeriodValidator(*period); err != nil {
+			return apierr.BadInput("quotaPeriod", "quotaPeriod must be DAY or MONTH")
+		}
+	}
+	return nil
+}
+
+func int64p(p *int) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := int64(*p)
+	return &v
+}
+
 func (m *Manager) checkExpiry(t *time.Time) error {
 	if t != nil && !t.After(m.now()) {
 		return apierr.BadInput("expiresAt", "expiresAt must be in the future")
@@ -125,6 +153,9 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
 		return nil, "", err
 	}
+	if err := checkQuota(p.Quota, p.QuotaPeriod); err != nil {
+		return nil, "", err
+	}
 	if err := m.checkExpiry(p.ExpiresAt); err != nil {
 		return nil, "", err
 	}
@@ -146,6 +177,8 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 		SetScopes(scopes).
 		SetNillableRateLimit(p.RateLimit).
 		SetNillableRateLimitWindowSeconds(p.RateLimitWindowSeconds).
+		SetNillableQuota(int64p(p.Quota)).
+		SetNillableQuotaPeriod(p.QuotaPeriod).
 		SetNillableExpiresAt(p.ExpiresAt).
 		Save(ctx)
 	if err != nil {
@@ -196,6 +229,23 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 			u.ClearRateLimitWindowSeconds()
 		} else {
 			u.SetRateLimitWindowSeconds(*p.RateLimitWindowSeconds)
+		}
+	}
+	if err := checkQuota(p.Quota, p.QuotaPeriod); err != nil {
+		return nil, err
+	}
+	if p.SetQuota {
+		if p.Quota == nil {
+			u.ClearQuota()
+		} else {
+			u.SetQuota(int64(*p.Quota))
+		}
+	}
+	if p.SetQuotaPeriod {
+		if p.QuotaPeriod == nil {
+			u.ClearQuotaPeriod()
+		} else {
+			u.SetQuotaPeriod(*p.QuotaPeriod)
 		}
 	}
 	if p.SetExpiresAt {
@@ -271,6 +321,8 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 		SetScopes(old.Scopes).
 		SetNillableRateLimit(old.RateLimit).
 		SetNillableRateLimitWindowSeconds(old.RateLimitWindowSeconds).
+		SetNillableQuota(old.Quota).
+		SetNillableQuotaPeriod(old.QuotaPeriod).
 		SetNillableExpiresAt(old.ExpiresAt).
 		SetRotatedFromID(old.ID).
 		Save(audit.WithAction(ctx, "api_key.rotated"))

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
@@ -20,7 +22,10 @@ import (
 	keys "github.com/latchkey/latchkey/internal/apikey"
 	"github.com/latchkey/latchkey/internal/config"
 	"github.com/latchkey/latchkey/internal/httpapi"
+	"github.com/latchkey/latchkey/internal/metrics"
+	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
+	"github.com/latchkey/latchkey/internal/usage"
 )
 
 // App is a configured server instance.
@@ -28,7 +33,12 @@ type App struct {
 	Config   config.Config
 	Store    *store.Store
 	Verifier *keys.Verifier
+	Recorder *usage.Recorder
+	Metrics  *metrics.Metrics
 	Handler  http.Handler
+
+	redis  *redis.Client
+	memory *ratelimit.Memory // the in-memory limiter, swept periodically (nil with Redis)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -55,16 +65,29 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 		slog.Info("applied migrations", "count", st.Applied, "dialect", st.Dialect)
 	}
 	v := keys.NewVerifier(st.Client, st.EntDialect, keys.Config{AdminToken: cfg.AdminToken})
-	a := &App{Config: cfg, Store: st, Verifier: v}
+	a := &App{Config: cfg, Store: st, Verifier: v, Metrics: metrics.New()}
 	if cfg.AdminToken == "" {
 		if err := a.bootstrapAdmin(ctx, opts.Out); err != nil {
 			st.Close()
 			return nil, err
 		}
 	}
+	trusted, err := httpapi.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	limiter, quota, err := a.limiters(cfg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention})
+	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen, Metrics: a.Metrics}
 	schema := graph.NewSchema(&graph.Resolver{
 		Client: st.Client,
 		Keys:   &keys.Manager{Verifier: v},
+		Quota:  quota,
 	})
 	a.Handler = httpapi.New(httpapi.Options{
 		Schema:         schema,
@@ -75,8 +98,36 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 		MaxDepth:       cfg.MaxQueryDepth,
 		MaxComplexity:  cfg.MaxQueryComplexity,
 		DisableAuth:    opts.DisableAuth,
+		Guard:          guard,
+		TrustedProxies: trusted,
+		Metrics:        a.Metrics,
 	})
 	return a, nil
+}
+
+// limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
+// (shared by every instance), in memory otherwise (quota counters are then seeded from
+// the stored usage after a restart).
+func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, error) {
+	if cfg.RedisURL == "" {
+		a.memory = ratelimit.NewMemory(nil)
+		client := a.Store.Client
+		q := ratelimit.NewMemoryQuota(nil, func(ctx context.Context, key string, start time.Time) (int64, error) {
+			return usage.Used(ctx, client, key, start)
+		})
+		return a.memory, q, nil
+	}
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	opt.DialTimeout = 2 * time.Second
+	opt.ReadTimeout = time.Second
+	opt.WriteTimeout = time.Second
+	opt.MaxRetries = 1
+	a.redis = redis.NewClient(opt)
+	limiter := &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:"), FailOpen: cfg.RateLimitFailOpen}
+	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil), nil
 }
 
 // bootstrapAdmin creates an admin key when none exists and prints it once to out.
@@ -115,14 +166,35 @@ func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// Start runs the background workers (batched last_used_at writes) until Shutdown.
+// Start runs the background workers until Shutdown: batched last_used_at writes, the
+// usage recorder and the sweep of idle in-memory limiter entries.
 func (a *App) Start(ctx context.Context) {
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		a.Verifier.Run(ctx)
 	}()
+	go func() {
+		defer a.wg.Done()
+		_ = a.Recorder.Run(ctx)
+	}()
+	if a.memory != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					a.memory.Sweep()
+				}
+			}
+		}()
+	}
 }
 
 // Shutdown stops the background workers, flushing what they hold, and closes the store.
@@ -136,6 +208,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if a.redis != nil {
+		_ = a.redis.Close()
 	}
 	return a.Store.Close()
 }

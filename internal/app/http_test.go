@@ -45,7 +45,7 @@ func TestGraphQLOverHTTP(t *testing.T) {
 		{"GET query", req("GET", "/query?query="+q, "", "", ""), 200, "", "application/json", `"isAdmin":false`},
 		{"GET mutation", req("GET", "/query?query="+mut, "", "", ""), 405, "", "", ""},
 		{"POST text/plain", req("POST", "/query", "text/plain", "", `{"query":"{ viewer { isAdmin } }"}`), 415, "BAD_USER_INPUT", "application/json", ""},
-		{"malformed JSON", req("POST", "/query", "application/json", "", `{"query":`), 400, "", "application/json", ""},
+		{"malformed JSON", req("POST", "/query", "application/json", "", `{"query":`), 400, "BAD_USER_INPUT", "application/json", ""},
 		{"parse error, graphql-response+json", req("POST", "/query", "application/json", "application/graphql-response+json", `{"query":"{ viewer { "}`), 400, "GRAPHQL_PARSE_FAILED", "application/graphql-response+json", ""},
 		{"unknown field, graphql-response+json", req("POST", "/query", "application/json", "application/graphql-response+json", `{"query":"{ nope }"}`), 400, "GRAPHQL_VALIDATION_FAILED", "application/graphql-response+json", ""},
 		{"body too large", req("POST", "/query", "application/json", "", `{"query":"`+strings.Repeat(" ", 2<<20)+`{ viewer { isAdmin } }"}`), 413, "BAD_USER_INPUT", "application/json", ""},

@@ -27,6 +27,7 @@ import (
 
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/metrics"
 	"github.com/latchkey/latchkey/internal/playground"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
@@ -47,6 +48,12 @@ type Options struct {
 	MaxComplexity int
 	// DisableAuth serves every request as a platform admin. For benchmarks only.
 	DisableAuth bool
+	// Guard limits and records authenticated operations (nil: neither).
+	Guard *Guard
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies TrustedProxies
+	// Metrics, when set, counts auth failures and operations.
+	Metrics *metrics.Metrics
 }
 
 // New returns the HTTP handler of the whole API.
@@ -115,11 +122,18 @@ func (o Options) graphqlHandler() http.Handler {
 			return next(ctx)
 		}
 		SetStatus(ctx, http.StatusUnauthorized)
+		if o.Metrics != nil {
+			o.Metrics.AuthFailures.WithLabelValues(apikey.ErrMissing.Reason).Inc()
+		}
 		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{
 			apierr.New(apierr.Unauthenticated, "authentication required: send X-API-Key or Authorization: Bearer").
 				With("reason", apikey.ErrMissing.Reason).GQL(),
 		}})
 	})
+	if o.Guard != nil {
+		o.Guard.init(o.Schema.Schema())
+		srv.AroundOperations(o.Guard.Around)
+	}
 	return o.middleware(srv)
 }
 
@@ -154,6 +168,9 @@ func (o Options) middleware(next http.Handler) http.Handler {
 			if err != nil {
 				var ae *apikey.AuthError
 				if errors.As(err, &ae) {
+					if o.Metrics != nil {
+						o.Metrics.AuthFailures.WithLabelValues(ae.Reason).Inc()
+					}
 					w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
 					writeGraphQLError(w, r, http.StatusUnauthorized,
 						apierr.New(apierr.Unauthenticated, ae.Reason).With("reason", ae.Reason))
@@ -167,6 +184,7 @@ func (o Options) middleware(next http.Handler) http.Handler {
 		}
 		sw := &statusWriter{ResponseWriter: w, method: r.Method}
 		ctx = context.WithValue(ctx, statusKey{}, sw)
+		ctx = context.WithValue(ctx, ipKey{}, o.TrustedProxies.clientIP(r))
 		next.ServeHTTP(sw, r.WithContext(ctx))
 	})
 }

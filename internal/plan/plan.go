@@ -1,7 +1,10 @@
 // Package plan defines the tenant plans and the limits they give keys by default.
 package plan
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Plan is a named set of defaults for a tenant's keys.
 type Plan struct {
@@ -9,7 +12,7 @@ type Plan struct {
 	// RateLimit requests per WindowSeconds, for keys without their own limit.
 	RateLimit     int
 	WindowSeconds int
-	// Quota requests per QuotaPeriod ("day" or "month", UTC calendar), for keys without
+	// Quota requests per QuotaPeriod ("DAY" or "MONTH", UTC calendar), for keys without
 	// their own quota; 0 means unlimited.
 	Quota       int64
 	QuotaPeriod string
@@ -19,8 +22,8 @@ type Plan struct {
 const Default = "free"
 
 var plans = []Plan{
-	{Name: "free", RateLimit: 1_000, WindowSeconds: 3600, Quota: 100_000, QuotaPeriod: "month"},
-	{Name: "pro", RateLimit: 100_000, WindowSeconds: 3600, Quota: 10_000_000, QuotaPeriod: "month"},
+	{Name: "free", RateLimit: 1_000, WindowSeconds: 3600, Quota: 100_000, QuotaPeriod: "MONTH"},
+	{Name: "pro", RateLimit: 100_000, WindowSeconds: 3600, Quota: 10_000_000, QuotaPeriod: "MONTH"},
 }
 
 // Get returns the plan named name and whether it exists.
@@ -39,4 +42,40 @@ func Names() []string {
 		out[i] = p.Name
 	}
 	return out
+}
+
+// Limits are the limits in force for one key.
+type Limits struct {
+	RateLimit   int
+	RateWindow  time.Duration
+	Quota       int64  // 0: unlimited
+	QuotaPeriod string // "DAY" or "MONTH"
+}
+
+// Effective resolves a key's limits: each setting the key has overrides the plan's.
+// An unknown plan name falls back to the default plan.
+func Effective(planName string, rateLimit, windowSeconds *int, quota *int64, quotaPeriod *string) Limits {
+	p, ok := Get(planName)
+	if !ok {
+		p, _ = Get(Default)
+	}
+	l := Limits{
+		RateLimit:   p.RateLimit,
+		RateWindow:  time.Duration(p.WindowSeconds) * time.Second,
+		Quota:       p.Quota,
+		QuotaPeriod: p.QuotaPeriod,
+	}
+	if rateLimit != nil {
+		l.RateLimit = *rateLimit
+	}
+	if windowSeconds != nil {
+		l.RateWindow = time.Duration(*windowSeconds) * time.Second
+	}
+	if quota != nil {
+		l.Quota = *quota
+	}
+	if quotaPeriod != nil {
+		l.QuotaPeriod = *quotaPeriod
+	}
+	return l
 }

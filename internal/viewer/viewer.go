@@ -7,6 +7,7 @@ package viewer
 import (
 	"context"
 	"slices"
+	"time"
 )
 
 // Viewer is the authenticated caller: an API key of one tenant, or a platform admin.
@@ -25,6 +26,13 @@ type Viewer struct {
 	// for ADMIN_TOKEN), so `viewer { apiKey }` needs no database read. Read-only: it is
 	// shared by concurrent requests. Its last_used_at may lag like the database's.
 	Key any
+	// RateLimit requests per RateWindow, from the key or its tenant's plan; 0 for
+	// platform admins, who are not limited.
+	RateLimit  int
+	RateWindow time.Duration
+	// Quota requests per QuotaPeriod ("DAY" or "MONTH", UTC calendar); 0: unlimited.
+	Quota       int64
+	QuotaPeriod string
 }
 
 // Has reports whether the viewer holds scope; admins hold every scope.

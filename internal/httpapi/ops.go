@@ -1,0 +1,286 @@
+package httpapi
+
+import (
+	"context"
+
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/metrics"
+	"github.com/latchkey/latchkey/internal/ratelimit"
+	"github.com/latchkey/latchkey/internal/usage"
+	"github.com/latchkey/latchkey/internal/viewer"
+)
+
+// Guard limits and records every authenticated GraphQL operation: it computes the
+// operation's cost from the @rateLimit directives, checks the key's rate limit and
+// quota before anything executes, sets the rate-limit headers, and records one usage
+// event per operation, allowed or denied.
+type Guard struct {
+	Limiter  ratelimit.Limiter
+	Quota    ratelimit.Quota
+	Recorder *usage.Recorder
+	// QuotaFailOpen admits operations when the quota store fails (RATE_LIMIT_FAIL_OPEN).
+	QuotaFailOpen bool
+	// Metrics, when set, counts operations and denials.
+	Metrics *metrics.Metrics
+	// OnDenied, when set, is told about every denied operation (webhook events).
+	OnDenied func(ctx context.Context, v *viewer.Viewer, outcome usage.Outcome, retryAfter time.Duration)
+	Now      func() time.Time
+
+	schema *ast.Schema
+	costs  map[string]int // "Type.field" → cost of fields marked @rateLimit
+}
+
+// init reads the @rateLimit costs of schema once.
+func (g *Guard) init(schema *ast.Schema) {
+	g.schema = schema
+	g.costs = directiveCosts(schema)
+}
+
+// costOf returns the cost of op: root fields cost 1 unless marked, nested fields only
+// when marked with @rateLimit.
+func (g *Guard) costOf(op *ast.OperationDefinition) int {
+	return g.selectionCost(op.SelectionSet, true)
+}
+
+func (g *Guard) selectionCost(set ast.SelectionSet, root bool) int {
+	total := 0
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			if s.Definition == nil || s.Name == "__typename" {
+				continue
+			}
+			c, marked := g.costs[s.ObjectDefinition.Name+"."+s.Name]
+			if !marked && root {
+				c = 1
+			}
+			total += c + g.selectionCost(s.SelectionSet, false)
+		case *ast.InlineFragment:
+			total += g.selectionCost(s.SelectionSet, root)
+		case *ast.FragmentSpread:
+			if s.Definition != nil {
+				total += g.selectionCost(s.Definition.SelectionSet, root)
+			}
+		}
+	}
+	return total
+}
+
+// directiveCosts reads every @rateLimit(cost:) of the schema.
+func directiveCosts(schema *ast.Schema) map[string]int {
+	costs := map[string]int{}
+	for _, def := range schema.Types {
+		for _, f := range def.Fields {
+			d := f.Directives.ForName("rateLimit")
+			if d == nil {
+				continue
+			}
+			cost := 1
+			if a := d.Arguments.ForName("cost"); a != nil {
+				if n, err := strconv.Atoi(a.Value.Raw); err == nil {
+					cost = n
+				}
+			} else if dd := schema.Directives["rateLimit"]; dd != nil {
+				if a := dd.Arguments.ForName("cost"); a != nil && a.DefaultValue != nil {
+					if n, err := strconv.Atoi(a.DefaultValue.Raw); err == nil {
+						cost = n
+					}
+				}
+			}
+			costs[def.Name+"."+f.Name] = cost
+		}
+	}
+	return costs
+}
+
+func (g *Guard) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}
+
+// Around is the gqlgen AroundOperations middleware.
+func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	v := viewer.FromContext(ctx)
+	if v == nil || v.TenantID == "" {
+		// Anonymous introspection and platform admins are neither limited nor recorded.
+		return next(ctx)
+	}
+	start := g.now()
+	rc := graphql.GetOperationContext(ctx)
+	op := rc.Operation
+	ev := usage.Event{
+		TenantID:      v.TenantID,
+		APIKeyID:      v.APIKeyID,
+		OperationName: rc.OperationName,
+		IP:            ClientIP(ctx),
+		At:            start,
+	}
+	if op != nil {
+		ev.OperationType = string(op.Operation)
+		for _, sel := range op.SelectionSet {
+			if f, ok := sel.(*ast.Field); ok {
+				ev.RootFields = append(ev.RootFields, f.Name)
+			}
+		}
+	}
+	if denied := g.check(ctx, v, op, &ev); denied != nil {
+		ev.LatencyMs = int(g.now().Sub(start).Milliseconds())
+		g.record(ev)
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{denied}})
+	}
+	handler := next(ctx)
+	recorded := false
+	return func(ctx context.Context) *graphql.Response {
+		resp := handler(ctx)
+		if !recorded {
+			// One event per operation: for a subscription, its start.
+			recorded = true
+			ev.LatencyMs = int(g.now().Sub(start).Milliseconds())
+			ev.Outcome = outcomeOf(resp)
+			g.record(ev)
+		}
+		return resp
+	}
+}
+
+// check applies the rate limit and the quota. It returns the error to answer with when
+// the operation is denied, after setting the status and headers.
+func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDefinition, ev *usage.Event) *gqlerror.Error {
+	if g.Limiter != nil && v.RateLimit > 0 && op != nil {
+		cost := g.costOf(op)
+		if cost < 1 {
+			cost = 1
+		}
+		limit := ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}
+		res, err := g.Limiter.Allow(ctx, v.APIKeyID, limit, cost)
+		if err != nil {
+			slog.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+			SetStatus(ctx, http.StatusServiceUnavailable)
+			Header(ctx).Set("Retry-After", "1")
+			ev.Outcome = usage.OutcomeError
+			return apierr.New(apierr.Internal, "rate limiter unavailable, try again").With("reason", "rate_limiter_unavailable").GQL()
+		}
+		g.setHeaders(ctx, limit, res)
+		if !res.Allowed {
+			secs := ceilSeconds(res.RetryAfter)
+			SetStatus(ctx, http.StatusTooManyRequests)
+			Header(ctx).Set("Retry-After", strconv.Itoa(secs))
+			ev.Outcome = usage.OutcomeRateLimited
+			if g.OnDenied != nil {
+				g.OnDenied(ctx, v, usage.OutcomeRateLimited, res.RetryAfter)
+			}
+			return apierr.New(apierr.RateLimited, fmt.Sprintf("rate limit of %d requests per %s exceeded (operation cost %d)", limit.Rate, limit.Period, cost)).
+				With("retryAfterSeconds", secs).With("cost", cost).GQL()
+		}
+	}
+	if g.Quota != nil && v.Quota > 0 {
+		res, err := g.Quota.Consume(ctx, v.APIKeyID, v.Quota, ratelimit.Period(periodName(v.QuotaPeriod)), 1)
+		if err != nil && g.QuotaFailOpen {
+			slog.WarnContext(ctx, "quota store unavailable, admitting (fail open)", "err", err)
+			return nil
+		}
+		if err != nil {
+			slog.ErrorContext(ctx, "quota store unavailable", "err", err)
+			SetStatus(ctx, http.StatusServiceUnavailable)
+			ev.Outcome = usage.OutcomeError
+			return apierr.New(apierr.Internal, "quota store unavailable, try again").With("reason", "quota_unavailable").GQL()
+		}
+		if !res.Allowed {
+			wait := res.ResetAt.Sub(g.now())
+			secs := ceilSeconds(wait)
+			SetStatus(ctx, http.StatusTooManyRequests)
+			Header(ctx).Set("Retry-After", strconv.Itoa(secs))
+			ev.Outcome = usage.OutcomeQuotaExceeded
+			if g.OnDenied != nil {
+				g.OnDenied(ctx, v, usage.OutcomeQuotaExceeded, wait)
+			}
+			return apierr.New(apierr.QuotaExceeded, fmt.Sprintf("quota of %d requests per %s exhausted", v.Quota, periodName(v.QuotaPeriod))).
+				With("retryAfterSeconds", secs).With("resetAt", res.ResetAt.UTC().Format(time.RFC3339)).GQL()
+		}
+	}
+	return nil
+}
+
+// setHeaders writes the IETF RateLimit-Policy / RateLimit fields and the X-RateLimit-*
+// headers older clients read (X-RateLimit-Reset in Unix seconds).
+func (g *Guard) setHeaders(ctx context.Context, limit ratelimit.Limit, res ratelimit.Result) {
+	h := Header(ctx)
+	if h == nil {
+		return
+	}
+	reset := ceilSeconds(res.ResetAfter)
+	remaining := max(res.Remaining, 0)
+	// Header values are built by appending: this runs on every request.
+	var buf [96]byte
+	b := append(buf[:0], `"default";q=`...)
+	b = strconv.AppendInt(b, int64(limit.Rate), 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, int64(limit.Period/time.Second), 10)
+	policyEnd := len(b)
+	b = append(b, `"default";r=`...)
+	b = strconv.AppendInt(b, int64(remaining), 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, int64(reset), 10)
+	all := string(b)
+	h["Ratelimit-Policy"] = []string{all[:policyEnd]}
+	h["Ratelimit"] = []string{all[policyEnd:]}
+	h["X-Ratelimit-Limit"] = []string{strconv.Itoa(limit.Rate)}
+	h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(remaining)}
+	h["X-Ratelimit-Reset"] = []string{strconv.FormatInt(g.now().Add(time.Duration(reset)*time.Second).Unix(), 10)}
+}
+
+func (g *Guard) record(ev usage.Event) {
+	if g.Metrics != nil {
+		g.Metrics.Operations.WithLabelValues(ev.OperationType, string(ev.Outcome)).Inc()
+		g.Metrics.OperationSeconds.WithLabelValues(ev.OperationType).Observe(float64(ev.LatencyMs) / 1000)
+		if ev.Outcome == usage.OutcomeRateLimited || ev.Outcome == usage.OutcomeQuotaExceeded {
+			g.Metrics.RateLimited.WithLabelValues(string(ev.Outcome)).Inc()
+		}
+	}
+	if g.Recorder != nil {
+		g.Recorder.Record(ev)
+	}
+}
+
+// outcomeOf classifies a response: forbidden when a field was refused for a missing
+// scope, error for any other error, ok otherwise.
+func outcomeOf(resp *graphql.Response) usage.Outcome {
+	if resp == nil || len(resp.Errors) == 0 {
+		return usage.OutcomeOK
+	}
+	for _, e := range resp.Errors {
+		if e.Extensions["code"] == apierr.Forbidden {
+			return usage.OutcomeForbidden
+		}
+	}
+	return usage.OutcomeError
+}
+
+// ceilSeconds rounds up, so that Retry-After is never earlier than the real reset.
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int(math.Ceil(d.Seconds()))
+}
+
+// periodName maps the stored quota period ("DAY"/"MONTH") to the limiter's.
+func periodName(p string) string {
+	if p == "DAY" {
+		return string(ratelimit.PeriodDay)
+	}
+	return string(ratelimit.PeriodMonth)
+}

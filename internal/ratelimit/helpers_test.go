@@ -1,0 +1,149 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fakeClock is a settable clock for the memory implementations.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+var epoch = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC)
+
+func testRedisURL() string {
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// newRedisClient connects to the test Redis (TEST_REDIS_URL, default
+// redis://127.0.0.1:6379/0) and fails the test when it cannot be reached: the Redis
+// implementations must be tested, never skipped.
+func newRedisClient(tb testing.TB) *redis.Client {
+	tb.Helper()
+	url := testRedisURL()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		tb.Fatalf("TEST_REDIS_URL %q: %v", url, err)
+	}
+	opt.DialTimeout = 2 * time.Second
+	client := redis.NewClient(opt)
+	tb.Cleanup(func() { _ = client.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		tb.Fatalf("these tests need a running Redis at %s (set TEST_REDIS_URL, or start one with "+
+			"`redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`): %v", url, err)
+	}
+	return client
+}
+
+// testPrefix returns a random key prefix and deletes every key under it when the test ends.
+func testPrefix(tb testing.TB, client redis.UniversalClient) string {
+	tb.Helper()
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	prefix := "lktest:" + hex.EncodeToString(b) + ":"
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			tb.Errorf("clean up %s*: %v", prefix, err)
+			return
+		}
+		if len(keys) > 0 {
+			if err := client.Del(ctx, keys...).Err(); err != nil {
+				tb.Errorf("clean up %s*: %v", prefix, err)
+			}
+		}
+	})
+	return prefix
+}
+
+// deadClient returns a client for a closed port that fails fast.
+func deadClient(tb testing.TB) *redis.Client {
+	client := redis.NewClient(&redis.Options{
+		Addr:         "127.0.0.1:1",
+		DialTimeout:  200 * time.Millisecond,
+		ReadTimeout:  200 * time.Millisecond,
+		WriteTimeout: 200 * time.Millisecond,
+		MaxRetries:   -1,
+	})
+	tb.Cleanup(func() { _ = client.Close() })
+	return client
+}
+
+// countHook counts the commands and pipelines a client sends.
+type countHook struct {
+	n     atomic.Int64
+	mu    sync.Mutex
+	names []string
+}
+
+func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		h.mu.Lock()
+		h.names = append(h.names, cmd.Name())
+		h.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		h.mu.Lock()
+		h.names = append(h.names, "pipeline")
+		h.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+func (h *countHook) reset() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	names := h.names
+	h.names = nil
+	h.n.Store(0)
+	return names
+}

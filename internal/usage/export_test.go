@@ -1,0 +1,12 @@
+package usage
+
+import "time"
+
+// SetWriteHook makes every write call f inside its transaction, after the raw rows.
+func SetWriteHook(r *Recorder, f func() error) { r.writeHook = f }
+
+// SetRetry shortens the retry schedule.
+func SetRetry(r *Recorder, attempts int, backoff time.Duration) {
+	r.maxAttempts, r.shutdownAttempts = attempts, attempts
+	r.backoff, r.maxBackoff = backoff, backoff
+}

@@ -1,0 +1,337 @@
+package usage
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	entsql "entgo.io/ent/dialect/sql"
+
+	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/ent/usagerollup"
+)
+
+// logColumns are the usage_logs columns written, in order.
+var logColumns = []string{
+	usagelog.FieldTenantID, usagelog.FieldAPIKeyID, usagelog.FieldOperationName,
+	usagelog.FieldOperationType, usagelog.FieldRootFields, usagelog.FieldOutcome,
+	usagelog.FieldLatencyMs, usagelog.FieldIP, usagelog.FieldAt,
+}
+
+// copyUsageLogs is the COPY statement of the PostgreSQL path (lib/pq turns a prepared
+// COPY ... FROM STDIN into a stream fed by Exec).
+var copyUsageLogs = "COPY " + usagelog.Table + " (" + strings.Join(logColumns, ", ") + ") FROM STDIN"
+
+// histColumns are the lat_a..lat_p columns, in bucket order.
+var histColumns = [HistogramBuckets]string{
+	usagerollup.FieldLatA, usagerollup.FieldLatB, usagerollup.FieldLatC, usagerollup.FieldLatD,
+	usagerollup.FieldLatE, usagerollup.FieldLatF, usagerollup.FieldLatG, usagerollup.FieldLatH,
+	usagerollup.FieldLatI, usagerollup.FieldLatJ, usagerollup.FieldLatK, usagerollup.FieldLatL,
+	usagerollup.FieldLatM, usagerollup.FieldLatN, usagerollup.FieldLatO, usagerollup.FieldLatP,
+}
+
+// counterColumns are the additive columns of a rollup: the upsert adds the new values.
+var counterColumns = append([]string{
+	usagerollup.FieldRequests, usagerollup.FieldErrors, usagerollup.FieldRateLimited,
+	usagerollup.FieldQuotaExceeded, usagerollup.FieldLatencySumMs,
+}, histColumns[:]...)
+
+// rollupColumns are the usage_rollups columns written, in order.
+var rollupColumns = append([]string{
+	usagerollup.FieldTenantID, usagerollup.FieldAPIKeyID, usagerollup.FieldGranularity,
+	usagerollup.FieldBucketStart,
+}, counterColumns...)
+
+const (
+	// sqliteLogRows rows of 9 columns per INSERT stay well under SQLite's limit of 32766
+	// bound variables.
+	sqliteLogRows = 1000
+	// rollupRows rows of 25 columns per upsert: 25,000 variables, under SQLite's 32766
+	// and PostgreSQL's 65535.
+	rollupRows = 1000
+	// maxNameLen caps client-chosen strings (the operation name, root fields).
+	maxNameLen = 256
+)
+
+// granularities are the rollup levels: the stored enum value and the bucket width.
+var granularities = [...]struct {
+	name usagerollup.Granularity
+	secs int64
+}{
+	{usagerollup.GranularityMinute, 60},
+	{usagerollup.GranularityHour, 3600},
+	{usagerollup.GranularityDay, 86400},
+}
+
+// writer holds buffers reused across batches; only the holder of Recorder.sem uses it.
+type writer struct {
+	insertSQL string // cached INSERT for a full chunk of sqliteLogRows rows
+	args      []any
+	json      []byte
+	index     map[rollupKey]int
+	aggs      []rollupAgg
+}
+
+type rollupKey struct {
+	apiKeyID string
+	gran     uint8 // index in granularities
+	start    int64 // Unix seconds, UTC-aligned to the granularity
+}
+
+type rollupAgg struct {
+	key                                     rollupKey
+	tenantID                                string
+	requests, errors, rateLimited, quotaExc int64
+	latencySum                              int64
+	hist                                    Histogram
+}
+
+// write stores evs in one transaction: the raw rows and the rollups they add to.
+// It returns the database error, the transaction rolled back.
+func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
+	ctx = rule.SystemContext(ctx)
+	tx, err := r.st.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if r.st.Dialect == "postgres" {
+		err = r.w.copyLogs(ctx, tx, evs)
+	} else {
+		err = r.w.insertLogs(ctx, tx, evs)
+	}
+	if err != nil {
+		return err
+	}
+	if r.writeHook != nil {
+		if err = r.writeHook(); err != nil {
+			return err
+		}
+	}
+	if err = r.w.upsertRollups(ctx, tx, r.st.EntDialect, evs); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// copyLogs streams the raw rows with COPY ... FROM STDIN (PostgreSQL).
+func (w *writer) copyLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
+	stmt, err := tx.PrepareContext(ctx, copyUsageLogs)
+	if err != nil {
+		return fmt.Errorf("prepare copy: %w", err)
+	}
+	defer stmt.Close()
+	for i := range evs {
+		ev := &evs[i]
+		if _, err := stmt.ExecContext(ctx, clean(ev.TenantID), clean(ev.APIKeyID), cleanName(ev.OperationName),
+			clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
+			int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At)); err != nil {
+			return fmt.Errorf("copy usage_logs: %w", err)
+		}
+	}
+	if _, err := stmt.ExecContext(ctx); err != nil {
+		return fmt.Errorf("copy usage_logs: %w", err)
+	}
+	return nil
+}
+
+// insertLogs inserts the raw rows with multi-row INSERTs (SQLite).
+func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
+	for len(evs) > 0 {
+		part := evs[:min(len(evs), sqliteLogRows)]
+		evs = evs[len(part):]
+		var query string
+		if len(part) == sqliteLogRows {
+			if w.insertSQL == "" {
+				w.insertSQL = insertLogsSQL(sqliteLogRows)
+			}
+			query = w.insertSQL
+		} else {
+			query = insertLogsSQL(len(part))
+		}
+		args := w.args[:0]
+		for i := range part {
+			ev := &part[i]
+			args = append(args, clean(ev.TenantID), clean(ev.APIKeyID), cleanName(ev.OperationName),
+				clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
+				int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At))
+		}
+		_, err := tx.ExecContext(ctx, query, args...)
+		clear(args)
+		w.args = args[:0]
+		if err != nil {
+			return fmt.Errorf("insert usage_logs: %w", err)
+		}
+	}
+	return nil
+}
+
+// storedTime is t as stored: UTC, at PostgreSQL's microsecond precision on both
+// dialects, so that both store the same raw rows.
+func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// insertLogsSQL returns an INSERT of n rows into usage_logs.
+func insertLogsSQL(n int) string {
+	var b strings.Builder
+	row := "(?" + strings.Repeat(", ?", len(logColumns)-1) + ")"
+	b.Grow(64 + n*(len(row)+2))
+	b.WriteString("INSERT INTO " + usagelog.Table + " (" + strings.Join(logColumns, ", ") + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+	return b.String()
+}
+
+// rootFields encodes fields as a JSON array for the root_fields column (NULL for nil).
+func (w *writer) rootFields(fields []string) any {
+	if fields == nil {
+		return nil
+	}
+	b := append(w.json[:0], '[')
+	for i, f := range fields {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, cleanName(f))
+	}
+	b = append(b, ']')
+	w.json = b
+	return string(b)
+}
+
+// appendJSONString appends s as a JSON string; GraphQL names take the fast path.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // cannot fail for a string
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// clean makes s storable in PostgreSQL text and jsonb columns: valid UTF-8 and no NUL
+// bytes. Strings that already are (almost all) are returned as is, without allocating.
+func clean(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == 0 || c >= utf8.RuneSelf {
+			if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+				return s
+			}
+			return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+		}
+	}
+	return s
+}
+
+// cleanName is clean for client-chosen names, also capped at maxNameLen bytes.
+func cleanName(s string) string {
+	s = clean(s)
+	if len(s) <= maxNameLen {
+		return s
+	}
+	n := maxNameLen
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// aggregate sums evs per key, granularity and bucket, sorted by (key, granularity,
+// bucket) so that concurrent writers lock rollup rows in the same order.
+func (w *writer) aggregate(evs []Event) []rollupAgg {
+	if w.index == nil {
+		w.index = make(map[rollupKey]int)
+	}
+	clear(w.index)
+	clear(w.aggs)
+	aggs := w.aggs[:0]
+	for i := range evs {
+		ev := &evs[i]
+		apiKeyID := clean(ev.APIKeyID)
+		sec := ev.At.Unix()
+		bucket := bucketOf(ev.LatencyMs)
+		for g, gr := range granularities {
+			k := rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: sec - ((sec%gr.secs)+gr.secs)%gr.secs}
+			j, ok := w.index[k]
+			if !ok {
+				j = len(aggs)
+				w.index[k] = j
+				aggs = append(aggs, rollupAgg{key: k, tenantID: ev.TenantID})
+			}
+			a := &aggs[j]
+			a.requests++
+			switch ev.Outcome {
+			case OutcomeError, OutcomeForbidden:
+				a.errors++
+			case OutcomeRateLimited:
+				a.rateLimited++
+			case OutcomeQuotaExceeded:
+				a.quotaExc++
+			}
+			a.latencySum += int64(ev.LatencyMs)
+			a.hist[bucket]++
+		}
+	}
+	slices.SortFunc(aggs, func(a, b rollupAgg) int {
+		return cmp.Or(strings.Compare(a.key.apiKeyID, b.key.apiKeyID), cmp.Compare(a.key.gran, b.key.gran), cmp.Compare(a.key.start, b.key.start))
+	})
+	w.aggs = aggs
+	return aggs
+}
+
+// upsertRollups adds the rollups of evs to usage_rollups:
+//
+//	INSERT INTO usage_rollups (...) VALUES (...), ...
+//	ON CONFLICT (api_key_id, granularity, bucket_start)
+//	DO UPDATE SET requests = usage_rollups.requests + excluded.requests, ...
+func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName string, evs []Event) error {
+	aggs := w.aggregate(evs)
+	excluded := entsql.Dialect(dialectName).Table("excluded")
+	resolve := entsql.ResolveWith(func(u *entsql.UpdateSet) {
+		t := u.Table()
+		for _, c := range counterColumns {
+			u.Set(c, entsql.Expr(t.C(c)+" + "+excluded.C(c)))
+		}
+	})
+	for len(aggs) > 0 {
+		part := aggs[:min(len(aggs), rollupRows)]
+		aggs = aggs[len(part):]
+		ins := entsql.Dialect(dialectName).Insert(usagerollup.Table).Columns(rollupColumns...)
+		for i := range part {
+			a := &part[i]
+			v := make([]any, 0, len(rollupColumns))
+			v = append(v, clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String(),
+				time.Unix(a.key.start, 0).UTC(), a.requests, a.errors, a.rateLimited, a.quotaExc, a.latencySum)
+			for _, c := range a.hist {
+				v = append(v, c)
+			}
+			ins.Values(v...)
+		}
+		ins.OnConflict(entsql.ConflictColumns(usagerollup.FieldAPIKeyID, usagerollup.FieldGranularity, usagerollup.FieldBucketStart), resolve)
+		query, args, err := ins.QueryErr()
+		if err != nil {
+			return fmt.Errorf("build rollup upsert: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+			return fmt.Errorf("upsert usage_rollups: %w", err)
+		}
+	}
+	return nil
+}
