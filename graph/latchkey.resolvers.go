@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"entgo.io/contrib/entgql"
+
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
@@ -19,6 +20,7 @@ import (
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/apierr"
 	keys "github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/live"
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/tenants"
@@ -277,6 +279,33 @@ func (r *queryResolver) Usage(ctx context.Context, apiKeyID *string, from time.T
 	return out, nil
 }
 
+// UsageEvents is the resolver for the usageEvents field.
+func (r *subscriptionResolver) UsageEvents(ctx context.Context, apiKeyID *string) (<-chan *live.Event, error) {
+	v, tenantID, err := r.streamTarget(ctx, apiKeyID)
+	if err != nil {
+		return nil, err
+	}
+	return r.Live.Events(ctx, v, tenantID, apiKeyID, func(err error) { endStream(ctx, err) })
+}
+
+// UsageStats is the resolver for the usageStats field.
+func (r *subscriptionResolver) UsageStats(ctx context.Context, apiKeyID *string, intervalSeconds *int) (<-chan *live.Stats, error) {
+	v, tenantID, err := r.streamTarget(ctx, apiKeyID)
+	if err != nil {
+		return nil, err
+	}
+	secs := 1
+	if intervalSeconds != nil {
+		secs = *intervalSeconds
+	}
+	return r.Live.StatsStream(ctx, v, tenantID, apiKeyID, time.Duration(secs)*time.Second, func(err error) { endStream(ctx, err) })
+}
+
+// Outcome is the resolver for the outcome field.
+func (r *usageEventResolver) Outcome(ctx context.Context, obj *live.Event) (model.UsageOutcome, error) {
+	return model.UsageOutcome(strings.ToUpper(string(obj.Outcome))), nil
+}
+
 // APIKey is the resolver for the apiKey field.
 func (r *viewerResolver) APIKey(ctx context.Context, obj *viewer.Viewer) (*ent.ApiKey, error) {
 	if obj.APIKeyID == "" {
@@ -309,10 +338,18 @@ func (r *viewerResolver) IsAdmin(ctx context.Context, obj *viewer.Viewer) (bool,
 // Mutation returns generated.MutationResolver implementation.
 func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResolver{r} }
 
+// Subscription returns generated.SubscriptionResolver implementation.
+func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subscriptionResolver{r} }
+
+// UsageEvent returns generated.UsageEventResolver implementation.
+func (r *Resolver) UsageEvent() generated.UsageEventResolver { return &usageEventResolver{r} }
+
 // Viewer returns generated.ViewerResolver implementation.
 func (r *Resolver) Viewer() generated.ViewerResolver { return &viewerResolver{r} }
 
 type (
-	mutationResolver struct{ *Resolver }
-	viewerResolver   struct{ *Resolver }
+	mutationResolver     struct{ *Resolver }
+	subscriptionResolver struct{ *Resolver }
+	usageEventResolver   struct{ *Resolver }
+	viewerResolver       struct{ *Resolver }
 )

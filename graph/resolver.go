@@ -5,13 +5,16 @@ package graph
 
 import (
 	"context"
+	"errors"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
 
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/apikey"
+	"github.com/latchkey/latchkey/internal/live"
 	"github.com/latchkey/latchkey/internal/plan"
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
@@ -24,6 +27,8 @@ type Resolver struct {
 	Keys   *apikey.Manager
 	// Quota reports quota usage on keys (nil: quotaUsage is null).
 	Quota ratelimit.Quota
+	// Live serves the usage subscriptions.
+	Live *live.Hub
 }
 
 // NewSchema returns the executable schema with its directives.
@@ -77,6 +82,44 @@ func (r *Resolver) limitsOf(ctx context.Context, k *ent.ApiKey) (plan.Limits, er
 		period = &p
 	}
 	return plan.Effective(t.Plan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period), nil
+}
+
+// streamTarget returns the viewer and the tenant a usage subscription reads: the
+// viewer's tenant, or for platform admins the tenant of the key they name.
+// It returns NOT_FOUND for a key the viewer cannot see, BAD_USER_INPUT when an admin
+// names no key.
+func (r *Resolver) streamTarget(ctx context.Context, apiKeyID *string) (*viewer.Viewer, string, error) {
+	v := viewer.FromContext(ctx)
+	if v == nil {
+		return nil, "", apierr.New(apierr.Unauthenticated, "authentication required")
+	}
+	if apiKeyID != nil {
+		// Through the privacy rules: another tenant's key is NOT_FOUND.
+		k, err := r.Client.ApiKey.Get(ctx, *apiKeyID)
+		if err != nil {
+			return nil, "", err
+		}
+		if k.TenantID == nil {
+			return nil, "", apierr.BadInput("apiKeyID", "platform admin keys have no usage")
+		}
+		return v, *k.TenantID, nil
+	}
+	if v.TenantID == "" {
+		return nil, "", apierr.BadInput("apiKeyID", "platform admins must name a key")
+	}
+	return v, v.TenantID, nil
+}
+
+// endStream reports why a subscription ended early (its key was revoked or expired):
+// the client receives an UNAUTHENTICATED error for it instead of a plain completion.
+func endStream(ctx context.Context, err error) {
+	var ae *apikey.AuthError
+	e := apierr.New(apierr.Internal, "stream ended")
+	if errors.As(err, &ae) {
+		e = apierr.New(apierr.Unauthenticated, ae.Reason).With("reason", ae.Reason)
+	}
+	defer func() { _ = recover() }() // outside a WebSocket operation there is nowhere to report it
+	transport.AddSubscriptionError(ctx, e.GQL())
 }
 
 // tx runs fn in a transaction of the resolver's client.

@@ -28,6 +28,8 @@ type ResolverRoot interface {
 	ApiKey() ApiKeyResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
+	UsageEvent() UsageEventResolver
 	Viewer() ViewerResolver
 }
 
@@ -137,6 +139,11 @@ type ComplexityRoot struct {
 		Used      func(childComplexity int) int
 	}
 
+	Subscription struct {
+		UsageEvents func(childComplexity int, apiKeyID *string) int
+		UsageStats  func(childComplexity int, apiKeyID *string, intervalSeconds *int) int
+	}
+
 	Tenant struct {
 		APIKeys   func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ApiKeyOrder, where *ent.ApiKeyWhereInput) int
 		Active    func(childComplexity int) int
@@ -169,6 +176,30 @@ type ComplexityRoot struct {
 		RateLimited   func(childComplexity int) int
 		Requests      func(childComplexity int) int
 		Start         func(childComplexity int) int
+	}
+
+	UsageEvent struct {
+		APIKeyID      func(childComplexity int) int
+		At            func(childComplexity int) int
+		DroppedEvents func(childComplexity int) int
+		ID            func(childComplexity int) int
+		IP            func(childComplexity int) int
+		LatencyMs     func(childComplexity int) int
+		OperationName func(childComplexity int) int
+		OperationType func(childComplexity int) int
+		Outcome       func(childComplexity int) int
+		RootFields    func(childComplexity int) int
+	}
+
+	UsageStats struct {
+		At              func(childComplexity int) int
+		DroppedEvents   func(childComplexity int) int
+		Errors          func(childComplexity int) int
+		IntervalSeconds func(childComplexity int) int
+		P50Ms           func(childComplexity int) int
+		P99Ms           func(childComplexity int) int
+		RateLimited     func(childComplexity int) int
+		Requests        func(childComplexity int) int
 	}
 
 	Viewer struct {
@@ -758,6 +789,29 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.QuotaUsage.Used(childComplexity), true
 
+	case "Subscription.usageEvents":
+		if e.ComplexityRoot.Subscription.UsageEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_usageEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.UsageEvents(childComplexity, args["apiKeyID"].(*string)), true
+	case "Subscription.usageStats":
+		if e.ComplexityRoot.Subscription.UsageStats == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_usageStats_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.UsageStats(childComplexity, args["apiKeyID"].(*string), args["intervalSeconds"].(*int)), true
+
 	case "Tenant.apiKeys":
 		if e.ComplexityRoot.Tenant.APIKeys == nil {
 			break
@@ -903,6 +957,116 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UsageBucket.Start(childComplexity), true
+
+	case "UsageEvent.apiKeyID":
+		if e.ComplexityRoot.UsageEvent.APIKeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.APIKeyID(childComplexity), true
+	case "UsageEvent.at":
+		if e.ComplexityRoot.UsageEvent.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.At(childComplexity), true
+	case "UsageEvent.droppedEvents":
+		if e.ComplexityRoot.UsageEvent.DroppedEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.DroppedEvents(childComplexity), true
+	case "UsageEvent.id":
+		if e.ComplexityRoot.UsageEvent.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.ID(childComplexity), true
+	case "UsageEvent.ip":
+		if e.ComplexityRoot.UsageEvent.IP == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.IP(childComplexity), true
+	case "UsageEvent.latencyMs":
+		if e.ComplexityRoot.UsageEvent.LatencyMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.LatencyMs(childComplexity), true
+	case "UsageEvent.operationName":
+		if e.ComplexityRoot.UsageEvent.OperationName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.OperationName(childComplexity), true
+	case "UsageEvent.operationType":
+		if e.ComplexityRoot.UsageEvent.OperationType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.OperationType(childComplexity), true
+	case "UsageEvent.outcome":
+		if e.ComplexityRoot.UsageEvent.Outcome == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.Outcome(childComplexity), true
+	case "UsageEvent.rootFields":
+		if e.ComplexityRoot.UsageEvent.RootFields == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.RootFields(childComplexity), true
+
+	case "UsageStats.at":
+		if e.ComplexityRoot.UsageStats.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.At(childComplexity), true
+	case "UsageStats.droppedEvents":
+		if e.ComplexityRoot.UsageStats.DroppedEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.DroppedEvents(childComplexity), true
+	case "UsageStats.errors":
+		if e.ComplexityRoot.UsageStats.Errors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.Errors(childComplexity), true
+	case "UsageStats.intervalSeconds":
+		if e.ComplexityRoot.UsageStats.IntervalSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.IntervalSeconds(childComplexity), true
+	case "UsageStats.p50Ms":
+		if e.ComplexityRoot.UsageStats.P50Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.P50Ms(childComplexity), true
+	case "UsageStats.p99Ms":
+		if e.ComplexityRoot.UsageStats.P99Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.P99Ms(childComplexity), true
+	case "UsageStats.rateLimited":
+		if e.ComplexityRoot.UsageStats.RateLimited == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.RateLimited(childComplexity), true
+	case "UsageStats.requests":
+		if e.ComplexityRoot.UsageStats.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.Requests(childComplexity), true
 
 	case "Viewer.apiKey":
 		if e.ComplexityRoot.Viewer.APIKey == nil {
@@ -1336,6 +1500,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			ctx = graphql.WithLazyInputUnmarshalerIndex(ctx, inputUnmarshalers)
 			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
 			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
 			data.MarshalGQL(&buf)
 
 			return &graphql.Response{
@@ -3104,6 +3285,52 @@ type Mutation {
   """
   rotateApiKey(id: ID!, gracePeriodSeconds: Int): ApiKeyWithSecret! @auth(scopes: ["keys:write"])
 }
+
+enum UsageOutcome {
+  OK
+  ERROR
+  FORBIDDEN
+  RATE_LIMITED
+  QUOTA_EXCEEDED
+}
+
+"One authenticated operation, live."
+type UsageEvent {
+  id: ID!
+  apiKeyID: ID!
+  operationName: String!
+  operationType: String!
+  rootFields: [String!]!
+  outcome: UsageOutcome!
+  latencyMs: Int!
+  ip: String!
+  at: Time!
+  "Events this subscriber missed (it was too slow) since its previous message."
+  droppedEvents: Int!
+}
+
+"Rolling aggregate of the operations of one interval."
+type UsageStats {
+  at: Time!
+  intervalSeconds: Int!
+  requests: Int!
+  errors: Int!
+  rateLimited: Int!
+  p50Ms: Float!
+  p99Ms: Float!
+  "Events this subscriber missed (it was too slow) in this interval."
+  droppedEvents: Int!
+}
+
+type Subscription {
+  """
+  One event per operation of the viewer's tenant (or of one key), as it happens, from
+  every instance. Platform admins must name a key.
+  """
+  usageEvents(apiKeyID: ID): UsageEvent! @auth(scopes: ["usage:read"]) @rateLimit(cost: 5)
+  "Aggregates every intervalSeconds (1 to 3600) for charts."
+  usageStats(apiKeyID: ID, intervalSeconds: Int = 1): UsageStats! @auth(scopes: ["usage:read"]) @rateLimit(cost: 5)
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -3336,6 +3563,54 @@ func (ec *executionContext) childFields_UsageBucket(ctx context.Context, field g
 		return ec.fieldContext_UsageBucket_p99Ms(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageBucket", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_UsageEvent_id(ctx, field)
+	case "apiKeyID":
+		return ec.fieldContext_UsageEvent_apiKeyID(ctx, field)
+	case "operationName":
+		return ec.fieldContext_UsageEvent_operationName(ctx, field)
+	case "operationType":
+		return ec.fieldContext_UsageEvent_operationType(ctx, field)
+	case "rootFields":
+		return ec.fieldContext_UsageEvent_rootFields(ctx, field)
+	case "outcome":
+		return ec.fieldContext_UsageEvent_outcome(ctx, field)
+	case "latencyMs":
+		return ec.fieldContext_UsageEvent_latencyMs(ctx, field)
+	case "ip":
+		return ec.fieldContext_UsageEvent_ip(ctx, field)
+	case "at":
+		return ec.fieldContext_UsageEvent_at(ctx, field)
+	case "droppedEvents":
+		return ec.fieldContext_UsageEvent_droppedEvents(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "at":
+		return ec.fieldContext_UsageStats_at(ctx, field)
+	case "intervalSeconds":
+		return ec.fieldContext_UsageStats_intervalSeconds(ctx, field)
+	case "requests":
+		return ec.fieldContext_UsageStats_requests(ctx, field)
+	case "errors":
+		return ec.fieldContext_UsageStats_errors(ctx, field)
+	case "rateLimited":
+		return ec.fieldContext_UsageStats_rateLimited(ctx, field)
+	case "p50Ms":
+		return ec.fieldContext_UsageStats_p50Ms(ctx, field)
+	case "p99Ms":
+		return ec.fieldContext_UsageStats_p99Ms(ctx, field)
+	case "droppedEvents":
+		return ec.fieldContext_UsageStats_droppedEvents(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageStats", field.Name)
 }
 
 func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

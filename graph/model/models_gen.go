@@ -53,6 +53,9 @@ type QuotaUsage struct {
 	ResetAt   time.Time          `json:"resetAt"`
 }
 
+type Subscription struct {
+}
+
 type UpdateAPIKeyInput struct {
 	Name   *string  `json:"name,omitempty"`
 	Scopes []string `json:"scopes,omitempty"`
@@ -199,6 +202,67 @@ func (e *UsageInterval) UnmarshalJSON(b []byte) error {
 }
 
 func (e UsageInterval) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type UsageOutcome string
+
+const (
+	UsageOutcomeOk            UsageOutcome = "OK"
+	UsageOutcomeError         UsageOutcome = "ERROR"
+	UsageOutcomeForbidden     UsageOutcome = "FORBIDDEN"
+	UsageOutcomeRateLimited   UsageOutcome = "RATE_LIMITED"
+	UsageOutcomeQuotaExceeded UsageOutcome = "QUOTA_EXCEEDED"
+)
+
+var AllUsageOutcome = []UsageOutcome{
+	UsageOutcomeOk,
+	UsageOutcomeError,
+	UsageOutcomeForbidden,
+	UsageOutcomeRateLimited,
+	UsageOutcomeQuotaExceeded,
+}
+
+func (e UsageOutcome) IsValid() bool {
+	switch e {
+	case UsageOutcomeOk, UsageOutcomeError, UsageOutcomeForbidden, UsageOutcomeRateLimited, UsageOutcomeQuotaExceeded:
+		return true
+	}
+	return false
+}
+
+func (e UsageOutcome) String() string {
+	return string(e)
+}
+
+func (e *UsageOutcome) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = UsageOutcome(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid UsageOutcome", str)
+	}
+	return nil
+}
+
+func (e UsageOutcome) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *UsageOutcome) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e UsageOutcome) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

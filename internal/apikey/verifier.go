@@ -140,6 +140,25 @@ func (v *Verifier) Verify(ctx context.Context, credential string) (*viewer.Viewe
 	if _, err := Parse(credential); err != nil {
 		return nil, ErrMalformed
 	}
+	return v.verifyHash(ctx, h)
+}
+
+// Recheck re-validates the key of a viewer obtained from Verify (for long-lived
+// WebSocket streams): it returns the same *AuthError Verify would return now, e.g.
+// ErrRevoked after a revocation on any instance. The ADMIN_TOKEN viewer stays valid.
+func (v *Verifier) Recheck(ctx context.Context, vw *viewer.Viewer) error {
+	if vw == nil || vw.KeyHash == "" {
+		return nil
+	}
+	var h [sha256.Size]byte
+	if n, err := hex.Decode(h[:], []byte(vw.KeyHash)); err != nil || n != len(h) {
+		return ErrMalformed
+	}
+	_, err := v.verifyHash(ctx, h)
+	return err
+}
+
+func (v *Verifier) verifyHash(ctx context.Context, h [sha256.Size]byte) (*viewer.Viewer, error) {
 	now := v.cfg.Now()
 	e, ok := v.cache.Get(h)
 	if ok {
@@ -192,7 +211,7 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		}
 		rec := *k
 		rec.Edges = ent.ApiKeyEdges{} // loaded without privacy; resolvers reload edges as the viewer
-		vw := &viewer.Viewer{APIKeyID: k.ID, KeyPrefix: k.Prefix, Scopes: k.Scopes, Admin: k.Admin, Key: &rec}
+		vw := &viewer.Viewer{APIKeyID: k.ID, KeyPrefix: k.Prefix, KeyHash: k.Hash, Scopes: k.Scopes, Admin: k.Admin, Key: &rec}
 		e.active = k.Admin
 		if k.TenantID != nil && k.Edges.Tenant != nil {
 			vw.TenantID = *k.TenantID

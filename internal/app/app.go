@@ -22,7 +22,9 @@ import (
 	keys "github.com/latchkey/latchkey/internal/apikey"
 	"github.com/latchkey/latchkey/internal/config"
 	"github.com/latchkey/latchkey/internal/httpapi"
+	"github.com/latchkey/latchkey/internal/live"
 	"github.com/latchkey/latchkey/internal/metrics"
+	"github.com/latchkey/latchkey/internal/pubsub"
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/usage"
@@ -35,6 +37,9 @@ type App struct {
 	Verifier *keys.Verifier
 	Recorder *usage.Recorder
 	Metrics  *metrics.Metrics
+	Bus      pubsub.Bus
+	Live     *live.Hub
+	Conns    *httpapi.Conns
 	Handler  http.Handler
 
 	redis  *redis.Client
@@ -82,12 +87,19 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 		st.Close()
 		return nil, err
 	}
-	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention})
-	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen, Metrics: a.Metrics}
+	if err := a.connectBus(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	a.Live = &live.Hub{Bus: a.Bus, Checker: v, MaxPerKey: cfg.MaxSubscriptionsPerKey}
+	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention, OnEvent: a.Live.Publish})
+	a.Conns = &httpapi.Conns{}
+	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen, Metrics: a.Metrics, Checker: v}
 	schema := graph.NewSchema(&graph.Resolver{
 		Client: st.Client,
 		Keys:   &keys.Manager{Verifier: v},
 		Quota:  quota,
+		Live:   a.Live,
 	})
 	a.Handler = httpapi.New(httpapi.Options{
 		Schema:         schema,
@@ -101,9 +113,40 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 		Guard:          guard,
 		TrustedProxies: trusted,
 		Metrics:        a.Metrics,
+		Conns:          a.Conns,
 	})
 	return a, nil
 }
+
+// connectBus joins the instances' message bus: PostgreSQL LISTEN/NOTIFY when the store
+// is PostgreSQL, in-process otherwise. Key cache invalidations travel on it, so a
+// revocation on one instance holds on every instance.
+func (a *App) connectBus(ctx context.Context) error {
+	if a.Store.Dialect == "postgres" {
+		bus, err := pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
+		if err != nil {
+			return fmt.Errorf("message bus: %w", err)
+		}
+		a.Bus = bus
+	} else {
+		a.Bus = pubsub.NewLocal()
+	}
+	inv := a.Bus.Subscribe(topicInvalidate, 4096)
+	a.Verifier.OnInvalidate = func(hash string) { a.Bus.Publish(topicInvalidate, []byte(hash)) }
+	// Messages missed while the bus was reconnecting may have carried invalidations.
+	a.Bus.OnReconnect(func() { a.Verifier.InvalidateLocal("") })
+	go func() {
+		for msg := range inv.C() {
+			if inv.TakeDropped() > 0 {
+				a.Verifier.InvalidateLocal("")
+			}
+			a.Verifier.InvalidateLocal(string(msg))
+		}
+	}()
+	return nil
+}
+
+const topicInvalidate = "keys:invalidate"
 
 // limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
 // (shared by every instance), in memory otherwise (quota counters are then seeded from
@@ -197,8 +240,14 @@ func (a *App) Start(ctx context.Context) {
 	}
 }
 
-// Shutdown stops the background workers, flushing what they hold, and closes the store.
+// Shutdown ends the live subscriptions (clients receive "complete") and closes their
+// connections, stops the background workers, flushing what they hold (the usage
+// queue), closes the bus and the store.
 func (a *App) Shutdown(ctx context.Context) error {
+	if err := a.Live.Shutdown(ctx); err != nil {
+		slog.Warn("live streams did not end in time", "err", err)
+	}
+	a.Conns.CloseAll()
 	if a.cancel != nil {
 		a.cancel()
 	}
@@ -211,6 +260,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if a.redis != nil {
 		_ = a.redis.Close()
+	}
+	if err := a.Bus.Close(); err != nil {
+		slog.Warn("message bus close", "err", err)
 	}
 	return a.Store.Close()
 }

@@ -34,6 +34,8 @@ type Config struct {
 	TrustedProxies string
 	// UsageRetention is how long raw usage rows are kept (default 720h).
 	UsageRetention time.Duration
+	// MaxSubscriptionsPerKey bounds the open GraphQL subscriptions of one key (default 20).
+	MaxSubscriptionsPerKey int
 }
 
 // FromEnv reads the configuration from environment variables.
@@ -91,6 +93,11 @@ func parse(get func(string) string) (Config, error) {
 		return c, err
 	}
 	c.TrustedProxies = get("TRUSTED_PROXIES")
+	subs, err := intVar(get, "MAX_SUBSCRIPTIONS_PER_KEY", 20)
+	if err != nil {
+		return c, err
+	}
+	c.MaxSubscriptionsPerKey = int(subs)
 	c.UsageRetention = 30 * 24 * time.Hour
 	if v := get("USAGE_RETENTION"); v != "" {
 		d, err := time.ParseDuration(v)

@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,8 +13,10 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -54,6 +57,8 @@ type Options struct {
 	TrustedProxies TrustedProxies
 	// Metrics, when set, counts auth failures and operations.
 	Metrics *metrics.Metrics
+	// Conns tracks WebSocket connections (required).
+	Conns *Conns
 }
 
 // New returns the HTTP handler of the whole API.
@@ -66,6 +71,9 @@ func New(o Options) http.Handler {
 	}
 	if o.MaxComplexity <= 0 {
 		o.MaxComplexity = 5000
+	}
+	if o.Conns == nil {
+		o.Conns = &Conns{}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/query", o.graphqlHandler())
@@ -102,6 +110,7 @@ func New(o Options) http.Handler {
 
 func (o Options) graphqlHandler() http.Handler {
 	srv := handler.New(o.Schema)
+	srv.AddTransport(o.websocketTransport())
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -198,6 +207,9 @@ type statusWriter struct {
 	method   string
 	status   int
 	released bool
+	// hijacked is set once the connection became a WebSocket: its operations run
+	// concurrently and have no HTTP response of their own.
+	hijacked atomic.Bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -225,17 +237,25 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// Hijack hands the connection over for WebSocket upgrades.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked.Store(true)
+	w.released = true
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
 // SetStatus sets the HTTP status of the response of the request in ctx, replacing the
 // 200 gqlgen would send (e.g. 401 or 429). It does nothing outside an HTTP request.
 func SetStatus(ctx context.Context, status int) {
-	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok {
+	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok && !sw.hijacked.Load() {
 		sw.status = status
 	}
 }
 
-// Header returns the response headers of the request in ctx, or nil outside an HTTP request.
+// Header returns the response headers of the request in ctx, or nil outside an HTTP
+// request (and on WebSocket connections, whose operations have no headers).
 func Header(ctx context.Context) http.Header {
-	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok {
+	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok && !sw.hijacked.Load() {
 		return sw.Header()
 	}
 	return nil

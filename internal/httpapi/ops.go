@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 
 	"fmt"
 	"log/slog"
@@ -11,10 +12,12 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/apikey"
 	"github.com/latchkey/latchkey/internal/metrics"
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/usage"
@@ -33,6 +36,11 @@ type Guard struct {
 	QuotaFailOpen bool
 	// Metrics, when set, counts operations and denials.
 	Metrics *metrics.Metrics
+	// Checker re-validates the key of operations on long-lived WebSocket connections,
+	// so a key revoked after connection_init cannot start new operations.
+	Checker interface {
+		Recheck(ctx context.Context, v *viewer.Viewer) error
+	}
 	// OnDenied, when set, is told about every denied operation (webhook events).
 	OnDenied func(ctx context.Context, v *viewer.Viewer, outcome usage.Outcome, retryAfter time.Duration)
 	Now      func() time.Time
@@ -118,6 +126,18 @@ func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graph
 		// Anonymous introspection and platform admins are neither limited nor recorded.
 		return next(ctx)
 	}
+	if g.Checker != nil && transport.GetInitPayload(ctx) != nil {
+		if err := g.Checker.Recheck(ctx, v); err != nil {
+			reason := "key no longer valid"
+			var ae *apikey.AuthError
+			if errors.As(err, &ae) {
+				reason = ae.Reason
+			}
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{
+				apierr.New(apierr.Unauthenticated, reason).With("reason", reason).GQL(),
+			}})
+		}
+	}
 	start := g.now()
 	rc := graphql.GetOperationContext(ctx)
 	op := rc.Operation
@@ -129,6 +149,9 @@ func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graph
 		At:            start,
 	}
 	if op != nil {
+		if ev.OperationName == "" {
+			ev.OperationName = op.Name
+		}
 		ev.OperationType = string(op.Operation)
 		for _, sel := range op.SelectionSet {
 			if f, ok := sel.(*ast.Field); ok {
@@ -141,12 +164,18 @@ func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graph
 		g.record(ev)
 		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{denied}})
 	}
+	if op != nil && op.Operation == ast.Subscription {
+		// A subscription is one operation, counted when it is admitted: its first
+		// response may come much later (or never).
+		ev.Outcome = usage.OutcomeOK
+		g.record(ev)
+		return next(ctx)
+	}
 	handler := next(ctx)
 	recorded := false
 	return func(ctx context.Context) *graphql.Response {
 		resp := handler(ctx)
 		if !recorded {
-			// One event per operation: for a subscription, its start.
 			recorded = true
 			ev.LatencyMs = int(g.now().Sub(start).Milliseconds())
 			ev.Outcome = outcomeOf(resp)
@@ -169,7 +198,7 @@ func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDe
 		if err != nil {
 			slog.ErrorContext(ctx, "rate limiter unavailable", "err", err)
 			SetStatus(ctx, http.StatusServiceUnavailable)
-			Header(ctx).Set("Retry-After", "1")
+			setHeader(ctx, "Retry-After", "1")
 			ev.Outcome = usage.OutcomeError
 			return apierr.New(apierr.Internal, "rate limiter unavailable, try again").With("reason", "rate_limiter_unavailable").GQL()
 		}
@@ -177,7 +206,7 @@ func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDe
 		if !res.Allowed {
 			secs := ceilSeconds(res.RetryAfter)
 			SetStatus(ctx, http.StatusTooManyRequests)
-			Header(ctx).Set("Retry-After", strconv.Itoa(secs))
+			setHeader(ctx, "Retry-After", strconv.Itoa(secs))
 			ev.Outcome = usage.OutcomeRateLimited
 			if g.OnDenied != nil {
 				g.OnDenied(ctx, v, usage.OutcomeRateLimited, res.RetryAfter)
@@ -202,7 +231,7 @@ func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDe
 			wait := res.ResetAt.Sub(g.now())
 			secs := ceilSeconds(wait)
 			SetStatus(ctx, http.StatusTooManyRequests)
-			Header(ctx).Set("Retry-After", strconv.Itoa(secs))
+			setHeader(ctx, "Retry-After", strconv.Itoa(secs))
 			ev.Outcome = usage.OutcomeQuotaExceeded
 			if g.OnDenied != nil {
 				g.OnDenied(ctx, v, usage.OutcomeQuotaExceeded, wait)
@@ -267,6 +296,12 @@ func outcomeOf(resp *graphql.Response) usage.Outcome {
 		}
 	}
 	return usage.OutcomeError
+}
+
+func setHeader(ctx context.Context, k, v string) {
+	if h := Header(ctx); h != nil {
+		h.Set(k, v)
+	}
 }
 
 // ceilSeconds rounds up, so that Retry-After is never earlier than the real reset.

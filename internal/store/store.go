@@ -35,6 +35,8 @@ type Store struct {
 	EntDialect string
 	// Applied is the number of migrations applied when the store was opened.
 	Applied int
+	// DSN is the driver connection string (for PostgreSQL LISTEN connections).
+	DSN string
 }
 
 // Open connects to databaseURL, applies pending migrations and returns the store.
@@ -72,7 +74,7 @@ func Open(ctx context.Context, databaseURL string, opts ...ent.Option) (*Store, 
 		return nil, err
 	}
 	client := ent.NewClient(append([]ent.Option{ent.Driver(entsql.OpenDB(dialectName, db))}, opts...)...)
-	return &Store{Client: client, DB: db, Dialect: name, EntDialect: dialectName, Applied: applied}, nil
+	return &Store{Client: client, DB: db, Dialect: name, EntDialect: dialectName, Applied: applied, DSN: dsn}, nil
 }
 
 // Close closes the database.

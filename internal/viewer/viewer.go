@@ -16,6 +16,9 @@ type Viewer struct {
 	APIKeyID string
 	// KeyPrefix is the display prefix of the calling key, safe to log.
 	KeyPrefix string
+	// KeyHash is the hex SHA-256 of the calling key, so long-lived streams can
+	// re-check it (empty for ADMIN_TOKEN).
+	KeyHash string
 	// TenantID is the tenant the key belongs to; empty for platform admins.
 	TenantID string
 	// Scopes are the scopes the key holds. Admins implicitly hold every scope.

@@ -1,0 +1,643 @@
+package pubsub
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// MaxPayload is the largest len(topic)+len(payload), in bytes, that the PostgreSQL bus
+// carries to other instances (5845 bytes: what fits in one NOTIFY, whose payload
+// PostgreSQL limits to 8000 bytes, after framing and base64). A larger message still
+// reaches this instance's subscribers but is not sent to other instances; it is counted
+// in Stats.Oversize and logged (at most once per 10 s).
+const MaxPayload = maxFrame - maxHeader - 2*2 // two length prefixes, 2-byte uvarints below 16384
+
+// Wire format. Each NOTIFY payload is the standard base64 encoding of one frame:
+//
+//	frame   = version(1 byte, 1) uvarint(len(instance)) instance uvarint(seq) message+
+//	message = uvarint(len(topic)) topic uvarint(len(payload)) payload
+//
+// which is the envelope {instance, msgs: [{t: topic, p: payload}]} in a compact form.
+// Base64 keeps the text valid in any server encoding (NOTIFY payloads are text, so NUL
+// bytes and invalid UTF-8 are not allowed) and makes a frame's size exact, so MaxPayload
+// is a hard guarantee rather than depending on how a payload escapes. seq numbers
+// frames per instance; it also keeps two identical frames sent in one transaction
+// from being merged by PostgreSQL.
+
+const (
+	frameVersion = 1
+
+	// notifyLimit is the largest NOTIFY payload sent, below PostgreSQL's 8000 bytes.
+	notifyLimit = 7900
+	// maxFrame is the largest frame whose base64 encoding fits in notifyLimit.
+	maxFrame = notifyLimit / 4 * 3
+	// maxInstanceID is the longest PostgresConfig.InstanceID accepted.
+	maxInstanceID = 64
+	// maxHeader bounds a frame's header: version, instance ID and seq.
+	maxHeader = 1 + 1 + maxInstanceID + binary.MaxVarintLen64
+
+	// maxChunksPerStatement bounds how many notifications one pg_notify statement sends (~500 KB).
+	maxChunksPerStatement = 64
+)
+
+// Timeouts of the PostgreSQL bus.
+const (
+	flushTimeout      = 5 * time.Second // one pg_notify statement
+	closeFlushTimeout = 2 * time.Second // Close's final flush, in total
+	maxRetryDelay     = time.Second     // backoff cap after failed NOTIFYs
+	logInterval       = 10 * time.Second
+	defaultQueueSize  = 100_000
+	defaultChannel    = "latchkey_bus"
+)
+
+// notifySQL sends every element of $2 as a notification on channel $1, in order, in one
+// round trip and one transaction (all or none are sent).
+const notifySQL = `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`
+
+// PostgresConfig configures NewPostgres. The zero value uses the defaults.
+type PostgresConfig struct {
+	Channel    string        // LISTEN/NOTIFY channel (default "latchkey_bus"); at most 63 bytes
+	Tick       time.Duration // outgoing batching interval (default 50ms): at most one NOTIFY per instance per tick, unless a batch must be split
+	InstanceID string        // default random; messages from this instance are not delivered twice. At most 64 bytes
+	// Listener reconnect backoff (defaults 100ms, 5s): the wait before reconnecting
+	// doubles after each failed attempt, from MinReconnect up to MaxReconnect.
+	MinReconnect, MaxReconnect time.Duration
+	// QueueSize bounds the messages waiting to be sent to other instances (default 100,000;
+	// at most QueueSize*MaxPayload bytes). When it is full, messages are not sent to other
+	// instances and are counted in Stats.QueueDropped.
+	QueueSize int
+}
+
+func (c *PostgresConfig) setDefaults() error {
+	if c.Channel == "" {
+		c.Channel = defaultChannel
+	}
+	if c.Tick == 0 {
+		c.Tick = 50 * time.Millisecond
+	}
+	if c.MinReconnect == 0 {
+		c.MinReconnect = 100 * time.Millisecond
+	}
+	if c.MaxReconnect == 0 {
+		c.MaxReconnect = max(5*time.Second, c.MinReconnect)
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = defaultQueueSize
+	}
+	if c.InstanceID == "" {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b) // never fails (crypto/rand.Read panics instead)
+		c.InstanceID = hex.EncodeToString(b)
+	}
+	switch {
+	case len(c.Channel) > 63:
+		return fmt.Errorf("channel name %q is longer than 63 bytes", c.Channel)
+	case len(c.InstanceID) > maxInstanceID:
+		return fmt.Errorf("instance ID is longer than %d bytes", maxInstanceID)
+	case c.Tick < 0 || c.MinReconnect < 0 || c.MaxReconnect < 0 || c.QueueSize < 0:
+		return errors.New("durations and QueueSize must not be negative")
+	case c.MaxReconnect < c.MinReconnect:
+		return errors.New("MaxReconnect is less than MinReconnect")
+	}
+	return nil
+}
+
+// NewPostgres connects a pq.Listener to dsn (a lib/pq connection string/URL with sslmode set) and uses db for pg_notify.
+// It returns an error when the listener cannot connect or LISTEN fails.
+//
+// ctx bounds only the start (connecting and LISTEN); NewPostgres fails at the first failed
+// connection attempt, so a misconfigured dsn is reported at once. After a successful
+// start the listener reconnects on its own with the configured backoff and the bus calls
+// the OnReconnect callbacks. dsn and db must point at the same database. NewPostgres also
+// returns an error for a nil db, a dsn that lib/pq cannot parse (the error never contains
+// the password), or an invalid cfg (a name too long, a negative duration).
+// On error no goroutine is left behind.
+func NewPostgres(ctx context.Context, dsn string, db *sql.DB, cfg PostgresConfig) (Bus, error) {
+	if db == nil {
+		return nil, errors.New("pubsub: NewPostgres: db is nil")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("pubsub: NewPostgres: %w", err)
+	}
+	if _, err := pq.NewConnector(dsn); err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = errors.New("malformed URL") // url.Error would print the password
+		}
+		return nil, fmt.Errorf("pubsub: NewPostgres: invalid dsn: %w", err)
+	}
+
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	b := &pgBus{
+		cfg:          cfg,
+		db:           db,
+		headerMax:    1 + uvarintLen(uint64(len(cfg.InstanceID))) + len(cfg.InstanceID) + binary.MaxVarintLen64,
+		runCtx:       runCtx,
+		cancelRun:    cancelRun,
+		wake:         make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+		flusherDone:  make(chan struct{}),
+		dispatchDone: make(chan struct{}),
+		startFailed:  make(chan error, 1),
+		oversizeLog:  logLimiter{interval: logInterval},
+		queueLog:     logLimiter{interval: logInterval},
+		notifyLog:    logLimiter{interval: logInterval},
+		malformedLog: logLimiter{interval: logInterval},
+		connLog:      logLimiter{interval: logInterval},
+	}
+	b.hub = newHub(&b.stats)
+
+	// The dialer closes the listener's connections when runCtx is cancelled, so that
+	// a dial or handshake that hangs cannot hold up Close (pq.Listener holds its lock
+	// while connecting, and Listener.Close waits for that lock).
+	b.dialer = &ctxDialer{ctx: runCtx, min: cfg.MinReconnect, max: cfg.MaxReconnect, d: net.Dialer{
+		KeepAliveConfig: net.KeepAliveConfig{
+			// The listener only reads: keepalives detect a silently dead connection
+			// (about 10s + 3*5s) so that it is re-established and OnReconnect called.
+			Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3,
+		},
+	}}
+	// The reconnect backoff is applied by the dialer, which Close can interrupt;
+	// pq.Listener's own waits are uninterruptible sleeps, so they are kept minimal.
+	b.listener = pq.NewDialListener(b.dialer, dsn, time.Millisecond, time.Millisecond, b.listenerEvent)
+	go b.dispatch()
+
+	listenDone := make(chan error, 1)
+	go func() { listenDone <- b.listener.Listen(cfg.Channel) }()
+	var err error
+	listened := false
+	select {
+	case err = <-listenDone:
+		listened = true
+	case err = <-b.startFailed:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		b.closing.Store(true)
+		cancelRun()
+		_ = b.listener.Close()
+		<-b.dispatchDone
+		if !listened {
+			<-listenDone // Listen returns once the listener is closed
+		}
+		return nil, fmt.Errorf("pubsub: NewPostgres: LISTEN %s: %w", cfg.Channel, err)
+	}
+	b.started.Store(true)
+
+	go b.flushLoop()
+	return b, nil
+}
+
+type pgBus struct {
+	cfg       PostgresConfig
+	db        *sql.DB
+	listener  *pq.Listener
+	dialer    *ctxDialer
+	headerMax int
+	stats     counters
+	hub       *hub
+
+	runCtx    context.Context // cancelled at the end of Close (or Close's flush deadline)
+	cancelRun context.CancelFunc
+
+	closeOnce sync.Once
+	closeErr  error
+	closing   atomic.Bool
+	started   atomic.Bool
+
+	// Outgoing queue: Publish appends; the flusher sends a prefix and then removes it,
+	// so messages stay queued until a NOTIFY succeeded.
+	qmu     sync.Mutex
+	q       []outMsg
+	qClosed bool
+	wake    chan struct{} // signalled when q becomes non-empty
+	seq     uint64        // frame sequence number, flusher only
+
+	stop         chan struct{} // closed by Close
+	flusherDone  chan struct{}
+	dispatchDone chan struct{}
+	startFailed  chan error
+
+	cbMu      sync.Mutex
+	callbacks []func()
+
+	oversizeLog, queueLog, notifyLog, malformedLog, connLog logLimiter
+}
+
+type outMsg struct {
+	topic   string
+	payload []byte
+}
+
+func (b *pgBus) Publish(topic string, payload []byte) {
+	if b.closing.Load() || !b.hub.publish(topic, payload) {
+		return
+	}
+	if len(topic)+len(payload) > MaxPayload {
+		b.stats.oversize.Add(1)
+		b.oversizeLog.warn("pubsub: message too large for other instances, delivered locally only",
+			"topic", topic, "size", len(topic)+len(payload), "max", MaxPayload)
+		return
+	}
+	b.qmu.Lock()
+	if b.qClosed {
+		b.qmu.Unlock()
+		return
+	}
+	if len(b.q) >= b.cfg.QueueSize {
+		b.qmu.Unlock()
+		b.stats.queueDropped.Add(1)
+		b.queueLog.warn("pubsub: outgoing queue full, message delivered locally only",
+			"topic", topic, "queue_size", b.cfg.QueueSize)
+		return
+	}
+	wasEmpty := len(b.q) == 0
+	b.q = append(b.q, outMsg{topic: topic, payload: payload})
+	b.qmu.Unlock()
+	if wasEmpty {
+		b.signalWake()
+	}
+}
+
+func (b *pgBus) signalWake() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (b *pgBus) Subscribe(topic string, buf int) *Subscription {
+	return b.hub.subscribe(topic, buf)
+}
+
+func (b *pgBus) OnReconnect(f func()) {
+	if f == nil {
+		return
+	}
+	b.cbMu.Lock()
+	b.callbacks = append(b.callbacks, f)
+	b.cbMu.Unlock()
+}
+
+func (b *pgBus) Stats() Stats { return b.stats.snapshot() }
+
+func (b *pgBus) Close() error {
+	b.closeOnce.Do(func() {
+		b.closing.Store(true)
+		close(b.stop)
+		// The final flush (and a flush in progress) get closeFlushTimeout in total.
+		t := time.AfterFunc(closeFlushTimeout, b.cancelRun)
+		<-b.flusherDone
+		t.Stop()
+		b.cancelRun()
+		_ = b.listener.Close() // only fails when already closed
+		<-b.dispatchDone
+		b.hub.close()
+	})
+	return b.closeErr
+}
+
+// flushLoop sends queued messages: when the queue becomes non-empty it waits until
+// one Tick has passed since the previous flush, then sends everything queued.
+func (b *pgBus) flushLoop() {
+	defer close(b.flusherDone)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var last time.Time
+	delay := b.cfg.Tick // time between flushes; grows after failures
+	for {
+		select {
+		case <-b.stop:
+			b.finalFlush()
+			return
+		case <-b.wake:
+		}
+		if d := time.Until(last.Add(delay)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-b.stop:
+				timer.Stop()
+				b.finalFlush()
+				return
+			case <-timer.C:
+			}
+		}
+		last = time.Now()
+		ctx, cancel := context.WithTimeout(b.runCtx, flushTimeout)
+		more, err := b.flush(ctx)
+		cancel()
+		if err != nil {
+			delay = min(max(2*delay, b.cfg.Tick), max(maxRetryDelay, b.cfg.Tick))
+			b.stats.notifyErr.Add(1)
+			b.notifyLog.warn("pubsub: NOTIFY failed, will retry", "err", err, "retry_in", delay)
+		} else {
+			delay = b.cfg.Tick
+		}
+		if err != nil || more {
+			b.signalWake()
+		}
+	}
+}
+
+func (b *pgBus) finalFlush() {
+	b.qmu.Lock()
+	b.qClosed = true
+	b.qmu.Unlock()
+	ctx, cancel := context.WithTimeout(b.runCtx, closeFlushTimeout)
+	defer cancel()
+	if _, err := b.flush(ctx); err != nil {
+		b.stats.notifyErr.Add(1)
+		b.qmu.Lock()
+		n := len(b.q)
+		b.q = nil
+		b.qmu.Unlock()
+		b.closeErr = fmt.Errorf("pubsub: close: %d queued messages were not sent to other instances: %w", n, err)
+	}
+}
+
+// flush sends the messages queued when it starts, removing each statement's messages
+// from the queue once sent. It reports whether more messages were queued meanwhile.
+func (b *pgBus) flush(ctx context.Context) (more bool, err error) {
+	b.qmu.Lock()
+	pending := b.q // Publish only appends beyond len(pending): reading it unlocked is safe
+	b.qmu.Unlock()
+	for len(pending) > 0 {
+		chunks, n := b.pack(pending)
+		if _, err := b.db.ExecContext(ctx, notifySQL, b.cfg.Channel, pq.StringArray(chunks)); err != nil {
+			return false, err
+		}
+		b.stats.notifications.Add(uint64(len(chunks)))
+		pending = pending[n:]
+		b.qmu.Lock()
+		clear(b.q[:n]) // release the payloads
+		b.q = b.q[n:]
+		if len(b.q) == 0 {
+			b.q = nil
+		}
+		more = len(b.q) > len(pending)
+		b.qmu.Unlock()
+	}
+	return more, nil
+}
+
+// pack encodes a prefix of msgs as at most maxChunksPerStatement notifications of at
+// most notifyLimit bytes each and returns them and the number of messages they hold.
+// Every queued message fits in a notification on its own (see MaxPayload).
+func (b *pgBus) pack(msgs []outMsg) (chunks []string, n int) {
+	frame := make([]byte, 0, maxFrame)
+	for n < len(msgs) && len(chunks) < maxChunksPerStatement {
+		b.seq++
+		frame = append(frame[:0], frameVersion)
+		frame = binary.AppendUvarint(frame, uint64(len(b.cfg.InstanceID)))
+		frame = append(frame, b.cfg.InstanceID...)
+		frame = binary.AppendUvarint(frame, b.seq)
+		size, start := b.headerMax, n
+		for n < len(msgs) {
+			m := msgs[n]
+			sz := messageSize(m.topic, m.payload)
+			if size+sz > maxFrame && n > start {
+				break
+			}
+			frame = binary.AppendUvarint(frame, uint64(len(m.topic)))
+			frame = append(frame, m.topic...)
+			frame = binary.AppendUvarint(frame, uint64(len(m.payload)))
+			frame = append(frame, m.payload...)
+			size += sz
+			n++
+		}
+		chunks = append(chunks, base64.StdEncoding.EncodeToString(frame))
+	}
+	return chunks, n
+}
+
+func messageSize(topic string, payload []byte) int {
+	return uvarintLen(uint64(len(topic))) + len(topic) + uvarintLen(uint64(len(payload))) + len(payload)
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+type inMsg struct {
+	topic   string
+	payload []byte
+}
+
+var errMalformed = errors.New("malformed frame")
+
+// decodeFrame decodes a notification payload. It returns the sender's instance ID and,
+// unless the sender is self, the messages. Payloads share one buffer, each capped so
+// that appending to one cannot overwrite the next.
+func decodeFrame(s, self string) (instance string, msgs []inMsg, err error) {
+	buf, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return "", nil, errMalformed
+	}
+	if len(buf) == 0 || buf[0] != frameVersion {
+		return "", nil, errMalformed
+	}
+	buf = buf[1:]
+	next := func() ([]byte, bool) {
+		l, k := binary.Uvarint(buf)
+		if k <= 0 || l > uint64(len(buf)-k) {
+			return nil, false
+		}
+		v := buf[k : k+int(l) : k+int(l)]
+		buf = buf[k+int(l):]
+		return v, true
+	}
+	inst, ok := next()
+	if !ok {
+		return "", nil, errMalformed
+	}
+	if string(inst) == self {
+		return self, nil, nil
+	}
+	_, k := binary.Uvarint(buf) // seq
+	if k <= 0 {
+		return "", nil, errMalformed
+	}
+	buf = buf[k:]
+	for len(buf) > 0 {
+		topic, ok1 := next()
+		payload, ok2 := next()
+		if !ok1 || !ok2 {
+			return "", nil, errMalformed
+		}
+		msgs = append(msgs, inMsg{topic: string(topic), payload: payload})
+	}
+	if len(msgs) == 0 {
+		return "", nil, errMalformed
+	}
+	return string(inst), msgs, nil
+}
+
+// dispatch receives notifications until the listener is closed and delivers other
+// instances' messages to local subscribers. A nil notification means the listener
+// reconnected after a loss.
+func (b *pgBus) dispatch() {
+	defer close(b.dispatchDone)
+	for n := range b.listener.Notify {
+		if n == nil {
+			if b.closing.Load() {
+				continue
+			}
+			b.stats.reconnects.Add(1)
+			b.cbMu.Lock()
+			cbs := b.callbacks[:len(b.callbacks):len(b.callbacks)]
+			b.cbMu.Unlock()
+			for _, f := range cbs {
+				f()
+			}
+			continue
+		}
+		if n.Channel != b.cfg.Channel {
+			continue
+		}
+		inst, msgs, err := decodeFrame(n.Extra, b.cfg.InstanceID)
+		if err != nil {
+			b.stats.malformed.Add(1)
+			b.malformedLog.warn("pubsub: ignoring malformed notification", "channel", n.Channel, "size", len(n.Extra))
+			continue
+		}
+		if inst == b.cfg.InstanceID {
+			continue
+		}
+		b.stats.received.Add(uint64(len(msgs)))
+		for _, m := range msgs {
+			b.hub.deliver(m.topic, m.payload)
+		}
+	}
+}
+
+// listenerEvent is pq.Listener's event callback; it runs on the listener's goroutine
+// and must not block.
+func (b *pgBus) listenerEvent(ev pq.ListenerEventType, err error) {
+	switch ev {
+	case pq.ListenerEventConnected, pq.ListenerEventReconnected:
+		b.dialer.setDelay(0, true)
+	case pq.ListenerEventDisconnected:
+		b.dialer.setDelay(b.cfg.MinReconnect, false)
+	case pq.ListenerEventConnectionAttemptFailed:
+		b.dialer.attemptFailed()
+	}
+	if !b.started.Load() {
+		if ev == pq.ListenerEventConnectionAttemptFailed {
+			select {
+			case b.startFailed <- err:
+			default:
+			}
+		}
+		return
+	}
+	if b.closing.Load() {
+		return
+	}
+	switch ev {
+	case pq.ListenerEventDisconnected:
+		slog.Warn("pubsub: PostgreSQL listener disconnected; reconnecting", "err", err)
+	case pq.ListenerEventReconnected:
+		slog.Info("pubsub: PostgreSQL listener reconnected; messages sent meanwhile were missed")
+	case pq.ListenerEventConnectionAttemptFailed:
+		b.connLog.warn("pubsub: PostgreSQL listener cannot reconnect", "err", err)
+	}
+}
+
+// ctxDialer dials like net.Dialer, closes its connections when ctx is done, and
+// waits the listener's reconnect backoff before dialing (interrupted when ctx is done).
+type ctxDialer struct {
+	ctx      context.Context
+	d        net.Dialer
+	min, max time.Duration
+
+	mu      sync.Mutex
+	backoff time.Duration // last wait after a failed attempt; 0 after success
+	delay   time.Duration // wait before the next dial
+}
+
+// attemptFailed doubles the backoff, from min up to max, for the next attempt.
+func (c *ctxDialer) attemptFailed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.backoff = min(max(2*c.backoff, c.min), c.max)
+	c.delay = c.backoff
+}
+
+// setDelay sets the wait before the next dial, resetting the backoff if reset.
+func (c *ctxDialer) setDelay(d time.Duration, reset bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.delay = d
+	if reset {
+		c.backoff = 0
+	}
+}
+
+func (c *ctxDialer) Dial(network, address string) (net.Conn, error) {
+	return c.DialContext(context.Background(), network, address)
+}
+
+func (c *ctxDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.DialContext(ctx, network, address)
+}
+
+func (c *ctxDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopDial := context.AfterFunc(c.ctx, cancel)
+	defer stopDial()
+
+	c.mu.Lock()
+	delay := c.delay
+	c.delay = 0 // only the first dial of an attempt waits (a DSN may list several hosts)
+	c.mu.Unlock()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+	}
+
+	conn, err := c.d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	cc := &ctxConn{Conn: conn}
+	cc.stop = context.AfterFunc(c.ctx, func() { _ = conn.Close() })
+	return cc, nil
+}
+
+type ctxConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
+}
