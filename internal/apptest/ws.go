@@ -41,7 +41,7 @@ func (e *Env) DialWS(protocol string, payload map[string]any, header http.Header
 
 // DialWS is Env.DialWS for any base URL (http://host:port).
 func DialWS(baseURL, protocol string, payload map[string]any, header http.Header) (*WSClient, error) {
-	d := websocket.Dialer{Subprotocols: []string{protocol}, HandshakeTimeout: 5 * time.Second}
+	d := websocket.Dialer{Subprotocols: []string{protocol}, HandshakeTimeout: 5 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
 	conn, resp, err := d.Dial("ws"+strings.TrimPrefix(baseURL, "http")+"/query", header)
 	if err != nil {
 		if resp != nil {
@@ -49,7 +49,7 @@ func DialWS(baseURL, protocol string, payload map[string]any, header http.Header
 		}
 		return nil, err
 	}
-	c := &WSClient{Conn: conn, Protocol: protocol, msgs: make(chan *WSMessage, 1024)}
+	c := &WSClient{Conn: conn, Protocol: protocol, msgs: make(chan *WSMessage, 256)}
 	// One reader for the connection's life: a gorilla connection cannot be read
 	// again after a read times out, so timeouts are applied to this channel instead.
 	go func() {

@@ -11,11 +11,13 @@ package live
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/apikey"
 	"github.com/latchkey/latchkey/internal/ids"
 	"github.com/latchkey/latchkey/internal/pubsub"
 	"github.com/latchkey/latchkey/internal/usage"
@@ -60,23 +62,45 @@ type Checker interface {
 	Recheck(ctx context.Context, v *viewer.Viewer) error
 }
 
-// Hub publishes usage events and serves live streams.
+// Hub publishes usage events and serves live streams. Each tenant with open streams
+// has one bus subscription whose messages are decoded once and offered, without
+// blocking, to the queue of every stream; a usageEvents stream's queue is the very
+// channel gqlgen reads, so an idle subscription costs no goroutine of its own.
 type Hub struct {
 	Bus pubsub.Bus
 	// Checker, when set, ends streams whose key stops being valid.
 	Checker Checker
 	// MaxPerKey bounds the open subscriptions of one key (default 20).
 	MaxPerKey int
-	// Buffer is the per-subscriber queue length (default 256).
+	// Buffer is the per-subscriber queue length (default 64).
 	Buffer int
-	// RecheckInterval is how often a stream re-validates its key (default 500ms).
+	// RecheckInterval is how often streams re-validate their keys (default 500ms).
 	RecheckInterval time.Duration
 
 	mu     sync.Mutex
 	perKey map[string]int
+	feeds  map[string]*feed // tenant → its bus subscription and streams
 	done   chan struct{}
 	once   sync.Once
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // open streams
+}
+
+// feed is the bus subscription of one tenant and its streams.
+type feed struct {
+	sub     *pubsub.Subscription
+	streams map[*stream]struct{}
+}
+
+// stream is one subscription's queue.
+type stream struct {
+	v        *viewer.Viewer
+	tenantID string
+	apiKeyID *string
+	ch       chan *Event
+	dropped  uint64 // guarded by Hub.mu
+	closed   bool   // guarded by Hub.mu
+	endErr   func(error)
+	release  func()
 }
 
 func topic(tenantID string) string { return "usage:" + tenantID }
@@ -85,15 +109,17 @@ func (h *Hub) init() {
 	h.once.Do(func() {
 		h.done = make(chan struct{})
 		h.perKey = map[string]int{}
+		h.feeds = map[string]*feed{}
 		if h.MaxPerKey <= 0 {
 			h.MaxPerKey = 20
 		}
 		if h.Buffer <= 0 {
-			h.Buffer = 256
+			h.Buffer = 64
 		}
 		if h.RecheckInterval <= 0 {
 			h.RecheckInterval = 500 * time.Millisecond
 		}
+		go h.recheckLoop()
 	})
 }
 
@@ -116,8 +142,9 @@ func (h *Hub) Publish(ev usage.Event) {
 	h.Bus.Publish(topic(ev.TenantID), b)
 }
 
-// acquire counts a new stream of key; it returns ErrTooManySubscriptions at the limit.
-func (h *Hub) acquire(keyID string) (release func(), err error) {
+// open registers a new stream. It returns ErrTooManySubscriptions at the per-key
+// limit and an INTERNAL error during shutdown.
+func (h *Hub) open(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string, endErr func(error)) (*stream, error) {
 	h.init()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -126,22 +153,125 @@ func (h *Hub) acquire(keyID string) (release func(), err error) {
 		return nil, apierr.New(apierr.Internal, "server shutting down")
 	default:
 	}
-	if keyID != "" && h.perKey[keyID] >= h.MaxPerKey {
+	key := v.APIKeyID
+	if key != "" && h.perKey[key] >= h.MaxPerKey {
 		return nil, ErrTooManySubscriptions.With("limit", h.MaxPerKey)
 	}
-	h.perKey[keyID]++
+	h.perKey[key]++
 	h.wg.Add(1)
-	var once sync.Once
-	return func() {
-		once.Do(func() {
+	s := &stream{v: v, tenantID: tenantID, apiKeyID: apiKeyID, ch: make(chan *Event, h.Buffer), endErr: endErr}
+	s.release = func() {
+		if h.perKey[key]--; h.perKey[key] <= 0 {
+			delete(h.perKey, key)
+		}
+		h.wg.Done()
+	}
+	f := h.feeds[tenantID]
+	if f == nil {
+		f = &feed{sub: h.Bus.Subscribe(topic(tenantID), 4096), streams: map[*stream]struct{}{}}
+		h.feeds[tenantID] = f
+		go h.pump(tenantID, f)
+	}
+	f.streams[s] = struct{}{}
+	// The stream ends with its operation (client stop, connection closed).
+	context.AfterFunc(ctx, func() { h.end(s, nil) })
+	return s, nil
+}
+
+// end closes s once: err (a revoked key) is reported before the channel closes.
+func (h *Hub) end(s *stream, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.endLocked(s, err)
+}
+
+func (h *Hub) endLocked(s *stream, err error) {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	if f := h.feeds[s.tenantID]; f != nil {
+		delete(f.streams, s)
+		if len(f.streams) == 0 {
+			delete(h.feeds, s.tenantID)
+			f.sub.Close()
+		}
+	}
+	if err != nil && s.endErr != nil {
+		s.endErr(err)
+	}
+	close(s.ch)
+	s.release()
+}
+
+// pump decodes each message of a tenant's topic once and offers it to every stream
+// without blocking: a full queue counts a drop for that stream only, reported in the
+// next event it receives.
+func (h *Hub) pump(tenantID string, f *feed) {
+	for b := range f.sub.C() {
+		lost := f.sub.TakeDropped()
+		var ev Event
+		if err := json.Unmarshal(b, &ev); err != nil || ev.TenantID != tenantID {
+			continue
+		}
+		h.mu.Lock()
+		for s := range f.streams {
+			s.dropped += lost
+			if s.apiKeyID != nil && *s.apiKeyID != ev.APIKeyID {
+				continue
+			}
+			out := &ev
+			if s.dropped > 0 {
+				c := ev // shared by every stream: copy to annotate
+				c.DroppedEvents = int(s.dropped)
+				out = &c
+			}
+			select {
+			case s.ch <- out:
+				s.dropped = 0
+			default:
+				s.dropped++
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// recheckLoop re-validates the key of every open stream each RecheckInterval (once
+// per distinct key) and ends the streams of keys no longer valid.
+func (h *Hub) recheckLoop() {
+	t := time.NewTicker(h.RecheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+		}
+		if h.Checker == nil {
+			continue
+		}
+		h.mu.Lock()
+		byKey := map[*viewer.Viewer][]*stream{}
+		for _, f := range h.feeds {
+			for s := range f.streams {
+				byKey[s.v] = append(byKey[s.v], s)
+			}
+		}
+		h.mu.Unlock()
+		for v, streams := range byKey {
+			err := h.Checker.Recheck(context.Background(), v)
+			var ae *apikey.AuthError
+			if !errors.As(err, &ae) {
+				continue // valid, or the database did not answer: keep streaming
+			}
 			h.mu.Lock()
-			if h.perKey[keyID]--; h.perKey[keyID] <= 0 {
-				delete(h.perKey, keyID)
+			for _, s := range streams {
+				h.endLocked(s, err)
 			}
 			h.mu.Unlock()
-			h.wg.Done()
-		})
-	}, nil
+		}
+	}
 }
 
 // Active returns the number of open streams.
@@ -156,148 +286,67 @@ func (h *Hub) Active() int {
 	return n
 }
 
-// stream runs one subscription: it reads the tenant's topic, keeps events of apiKeyID
-// (all when nil), and calls emit for each, until ctx ends, the hub shuts down or the
-// viewer's key stops being valid. onTick, if set, runs every tick.
-func (h *Hub) stream(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string,
-	tick time.Duration, onEvent func(Event) bool, onTick func(now time.Time, dropped int) bool, onEnd func(error)) error {
-	release, err := h.acquire(v.APIKeyID)
-	if err != nil {
-		return err
-	}
-	sub := h.Bus.Subscribe(topic(tenantID), h.Buffer)
-	go func() {
-		defer release()
-		defer sub.Close()
-		recheck := time.NewTicker(h.RecheckInterval)
-		defer recheck.Stop()
-		var tc <-chan time.Time
-		if tick > 0 {
-			t := time.NewTicker(tick)
-			defer t.Stop()
-			tc = t.C
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				onEnd(nil)
-				return
-			case <-h.done:
-				onEnd(nil)
-				return
-			case <-recheck.C:
-				if h.Checker != nil {
-					if err := h.Checker.Recheck(ctx, v); err != nil {
-						onEnd(err)
-						return
-					}
-				}
-			case now := <-tc:
-				if !onTick(now, int(sub.TakeDropped())) {
-					onEnd(nil)
-					return
-				}
-			case b, ok := <-sub.C():
-				if !ok {
-					onEnd(nil)
-					return
-				}
-				var ev Event
-				if err := json.Unmarshal(b, &ev); err != nil || ev.TenantID != tenantID {
-					continue
-				}
-				if apiKeyID != nil && ev.APIKeyID != *apiKeyID {
-					continue
-				}
-				if tick == 0 {
-					ev.DroppedEvents = int(sub.TakeDropped())
-				}
-				if !onEvent(ev) {
-					onEnd(nil)
-					return
-				}
-			}
-		}
-	}()
-	return nil
-}
-
-// Events streams the usage events of tenantID (one key when apiKeyID is set) to the
-// returned channel until ctx ends. The channel is closed at the end; endErr, when
-// set, receives why a stream ended early (a revoked key), before the close.
+// Events streams the usage events of tenantID (one key when apiKeyID is set) until
+// ctx ends, the hub shuts down or the key stops being valid; then the channel closes,
+// after endErr (if set) was told why an early end happened.
 // It returns ErrTooManySubscriptions at the per-key limit.
 func (h *Hub) Events(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string, endErr func(error)) (<-chan *Event, error) {
-	out := make(chan *Event, 1)
-	err := h.stream(ctx, v, tenantID, apiKeyID, 0,
-		func(ev Event) bool {
-			select {
-			case out <- &ev:
-				return true
-			case <-ctx.Done():
-				return false
-			case <-h.done:
-				return false
-			}
-		},
-		nil,
-		func(err error) {
-			if err != nil && endErr != nil {
-				endErr(err)
-			}
-			close(out)
-		})
+	s, err := h.open(ctx, v, tenantID, apiKeyID, endErr)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return s.ch, nil
 }
 
 // StatsStream sends one aggregate of tenantID's usage (one key when apiKeyID is set)
-// every interval until ctx ends; see Events for the channel and endErr.
+// every interval; see Events for how it ends. It returns BAD_USER_INPUT for an
+// interval outside 1 s to 1 h and ErrTooManySubscriptions at the per-key limit.
 func (h *Hub) StatsStream(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string, interval time.Duration, endErr func(error)) (<-chan *Stats, error) {
 	if interval < time.Second || interval > time.Hour {
 		return nil, apierr.BadInput("intervalSeconds", "intervalSeconds must be between 1 and 3600")
 	}
-	out := make(chan *Stats, 1)
-	var cur Stats
-	var hist usage.Histogram
-	err := h.stream(ctx, v, tenantID, apiKeyID, interval,
-		func(ev Event) bool {
-			cur.Requests++
-			switch ev.Outcome {
-			case usage.OutcomeError, usage.OutcomeForbidden:
-				cur.Errors++
-			case usage.OutcomeRateLimited, usage.OutcomeQuotaExceeded:
-				cur.RateLimited++
-			}
-			hist.Observe(ev.LatencyMs)
-			return true
-		},
-		func(now time.Time, dropped int) bool {
-			s := cur
-			s.At = now.UTC()
-			s.IntervalSeconds = int(interval / time.Second)
-			s.P50Ms, s.P99Ms = hist.Quantile(0.5), hist.Quantile(0.99)
-			s.DroppedEvents = dropped
-			cur, hist = Stats{}, usage.Histogram{}
-			select {
-			case out <- &s:
-			default:
-				// The client has not taken the previous aggregate: this one is
-				// coalesced into the next by counting what it held as dropped.
-				cur.DroppedEvents += s.Requests
-			}
-			return true
-		},
-		func(err error) {
-			if err != nil && endErr != nil {
-				endErr(err)
-			}
-			close(out)
-		})
+	s, err := h.open(ctx, v, tenantID, apiKeyID, endErr)
 	if err != nil {
 		return nil, err
 	}
+	out := make(chan *Stats, 1)
+	go func() {
+		defer close(out)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		var cur Stats
+		var hist usage.Histogram
+		for {
+			select {
+			case ev, ok := <-s.ch:
+				if !ok {
+					return
+				}
+				cur.Requests++
+				cur.DroppedEvents += ev.DroppedEvents
+				switch ev.Outcome {
+				case usage.OutcomeError, usage.OutcomeForbidden:
+					cur.Errors++
+				case usage.OutcomeRateLimited, usage.OutcomeQuotaExceeded:
+					cur.RateLimited++
+				}
+				hist.Observe(ev.LatencyMs)
+			case now := <-t.C:
+				st := cur
+				st.At = now.UTC()
+				st.IntervalSeconds = int(interval / time.Second)
+				st.P50Ms, st.P99Ms = hist.Quantile(0.5), hist.Quantile(0.99)
+				cur, hist = Stats{}, usage.Histogram{}
+				select {
+				case out <- &st:
+				default:
+					// The client has not taken the previous aggregate: what this
+					// one held is counted as dropped in the next.
+					cur.DroppedEvents += st.Requests
+				}
+			}
+		}
+	}()
 	return out, nil
 }
 
@@ -310,6 +359,11 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-h.done:
 	default:
 		close(h.done)
+	}
+	for _, f := range h.feeds {
+		for s := range f.streams {
+			h.endLocked(s, nil)
+		}
 	}
 	h.mu.Unlock()
 	done := make(chan struct{})
