@@ -26,6 +26,7 @@ import (
 	"github.com/latchkey/latchkey/internal/tenants"
 	"github.com/latchkey/latchkey/internal/usage"
 	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/webhook"
 )
 
 // Status is the resolver for the status field.
@@ -195,6 +196,103 @@ func (r *mutationResolver) RotateAPIKey(ctx context.Context, id string, gracePer
 	}
 	out.APIKey = out.APIKey.Unwrap()
 	return out, nil
+}
+
+// CreateWebhook is the resolver for the createWebhook field.
+func (r *mutationResolver) CreateWebhook(ctx context.Context, input model.CreateWebhookInput) (*model.WebhookWithSecret, error) {
+	out := &model.WebhookWithSecret{}
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		p := webhook.CreateParams{URL: input.URL, Events: input.Events}
+		if input.TenantID != nil {
+			// Through the privacy rules: another tenant is NOT_FOUND, before any
+			// validation (which would resolve the URL's host).
+			if _, err := c.Tenant.Get(ctx, *input.TenantID); err != nil {
+				return err
+			}
+			p.TenantID = *input.TenantID
+		}
+		if input.Description != nil {
+			p.Description = *input.Description
+		}
+		out.Webhook, out.Secret, err = r.Webhooks.Create(ctx, c, p)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Webhook = out.Webhook.Unwrap()
+	return out, nil
+}
+
+// UpdateWebhook is the resolver for the updateWebhook field.
+func (r *mutationResolver) UpdateWebhook(ctx context.Context, id string, input model.UpdateWebhookInput) (*ent.Webhook, error) {
+	var w *ent.Webhook
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		w, err = r.Webhooks.Update(ctx, c, id, webhook.UpdateParams{URL: input.URL, Events: input.Events, Description: input.Description, Active: input.Active})
+		store.AfterCommit(ctx, r.wakeWebhooks)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w.Unwrap(), nil
+}
+
+// DeleteWebhook is the resolver for the deleteWebhook field.
+func (r *mutationResolver) DeleteWebhook(ctx context.Context, id string) (string, error) {
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) error {
+		return r.Webhooks.Delete(ctx, c, id)
+	})
+	if err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// RotateWebhookSecret is the resolver for the rotateWebhookSecret field.
+func (r *mutationResolver) RotateWebhookSecret(ctx context.Context, id string, gracePeriodSeconds *int) (*model.WebhookWithSecret, error) {
+	grace := 0
+	if gracePeriodSeconds != nil {
+		grace = *gracePeriodSeconds
+	}
+	out := &model.WebhookWithSecret{}
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		out.Webhook, out.Secret, err = r.Webhooks.RotateSecret(ctx, c, id, grace)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Webhook = out.Webhook.Unwrap()
+	return out, nil
+}
+
+// SendTestWebhook is the resolver for the sendTestWebhook field.
+func (r *mutationResolver) SendTestWebhook(ctx context.Context, id string) (*ent.WebhookDelivery, error) {
+	var d *ent.WebhookDelivery
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		d, err = r.Webhooks.SendTest(ctx, c, id)
+		store.AfterCommit(ctx, r.wakeWebhooks)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d.Unwrap(), nil
+}
+
+// RedeliverWebhookDelivery is the resolver for the redeliverWebhookDelivery field.
+func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id string) (*ent.WebhookDelivery, error) {
+	var d *ent.WebhookDelivery
+	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		d, err = r.Webhooks.Redeliver(ctx, c, id)
+		store.AfterCommit(ctx, r.wakeWebhooks)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d.Unwrap(), nil
 }
 
 // Viewer is the resolver for the viewer field.

@@ -19,6 +19,7 @@ import (
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/webhook"
 )
 
 // Resolver is the dependency root of the resolvers.
@@ -29,6 +30,16 @@ type Resolver struct {
 	Quota ratelimit.Quota
 	// Live serves the usage subscriptions.
 	Live *live.Hub
+	// Webhooks manages webhook endpoints; WakeWebhooks tells the dispatchers that
+	// deliveries are due (after a commit).
+	Webhooks     *webhook.Manager
+	WakeWebhooks func()
+}
+
+func (r *Resolver) wakeWebhooks() {
+	if r.WakeWebhooks != nil {
+		r.WakeWebhooks()
+	}
 }
 
 // NewSchema returns the executable schema with its directives.

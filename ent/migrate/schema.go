@@ -257,6 +257,11 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{WebhookAttemptsColumns[1]},
 			},
+			{
+				Name:    "webhookattempt_delivery_id_at",
+				Unique:  false,
+				Columns: []*schema.Column{WebhookAttemptsColumns[8], WebhookAttemptsColumns[3]},
+			},
 		},
 	}
 	// WebhookDeliveriesColumns holds the columns for the "webhook_deliveries" table.
@@ -300,6 +305,11 @@ var (
 				Name:    "webhookdelivery_status_next_attempt_at",
 				Unique:  false,
 				Columns: []*schema.Column{WebhookDeliveriesColumns[7], WebhookDeliveriesColumns[9]},
+			},
+			{
+				Name:    "webhookdelivery_webhook_id_event_id",
+				Unique:  true,
+				Columns: []*schema.Column{WebhookDeliveriesColumns[14], WebhookDeliveriesColumns[4]},
 			},
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/audit"
 	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/webhook"
 )
 
 // Hooks of the Tenant.
@@ -78,6 +79,9 @@ func auditHook(objectType string) ent.Hook {
 			if err := entry.write(ctx, cm.Client(), objectType); err != nil {
 				return nil, fmt.Errorf("audit: %w", err)
 			}
+			if err := outbox(ctx, cm.Client(), entry, v); err != nil {
+				return nil, fmt.Errorf("webhook outbox: %w", err)
+			}
 			return v, nil
 		})
 	}, ent.OpCreate|ent.OpUpdateOne|ent.OpDeleteOne)
@@ -98,6 +102,31 @@ func verb(m ent.Mutation) string {
 		}
 	}
 	return "updated"
+}
+
+// outbox writes the webhook deliveries of a change in its transaction (see
+// webhook.Enqueue): key lifecycle events and tenant updates.
+func outbox(ctx context.Context, c *gen.Client, e auditEntry, v ent.Value) error {
+	if e.tenantID == nil {
+		return nil
+	}
+	var data any
+	switch obj := v.(type) {
+	case *gen.ApiKey:
+		switch e.action {
+		case webhook.EventAPIKeyCreated, webhook.EventAPIKeyUpdated, webhook.EventAPIKeyRevoked, webhook.EventAPIKeyRotated:
+			data = webhook.APIKeyData(obj)
+		}
+	case *gen.Tenant:
+		if e.action == webhook.EventTenantUpdated {
+			data = webhook.TenantData(obj)
+		}
+	}
+	if data == nil {
+		return nil
+	}
+	_, err := webhook.Enqueue(ctx, c, webhook.Event{Type: e.action, TenantID: *e.tenantID, Data: data}, "")
+	return err
 }
 
 type auditEntry struct {

@@ -87,7 +87,12 @@ func (WebhookDelivery) Edges() []ent.Edge {
 
 // Indexes of the WebhookDelivery.
 func (WebhookDelivery) Indexes() []ent.Index {
-	return []ent.Index{index.Fields("status", "next_attempt_at")}
+	return []ent.Index{
+		index.Fields("status", "next_attempt_at"),
+		// One delivery per event and endpoint: de-duplicates deterministic event ids
+		// (limit and expiry events) even when two instances enqueue at once.
+		index.Fields("webhook_id", "event_id").Unique(),
+	}
 }
 
 // Annotations of the WebhookDelivery.
@@ -122,6 +127,11 @@ func (WebhookAttempt) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.From("delivery", WebhookDelivery.Type).Ref("attempt_log").Field("delivery_id").Unique().Required().Immutable(),
 	}
+}
+
+// Indexes of the WebhookAttempt.
+func (WebhookAttempt) Indexes() []ent.Index {
+	return []ent.Index{index.Fields("delivery_id", "at")}
 }
 
 // Annotations of the WebhookAttempt.

@@ -104,12 +104,18 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		CreateAPIKey func(childComplexity int, input model.CreateAPIKeyInput) int
-		CreateTenant func(childComplexity int, input model.CreateTenantInput) int
-		RevokeAPIKey func(childComplexity int, id string) int
-		RotateAPIKey func(childComplexity int, id string, gracePeriodSeconds *int) int
-		UpdateAPIKey func(childComplexity int, id string, input model.UpdateAPIKeyInput) int
-		UpdateTenant func(childComplexity int, id string, input model.UpdateTenantInput) int
+		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
+		CreateTenant             func(childComplexity int, input model.CreateTenantInput) int
+		CreateWebhook            func(childComplexity int, input model.CreateWebhookInput) int
+		DeleteWebhook            func(childComplexity int, id string) int
+		RedeliverWebhookDelivery func(childComplexity int, id string) int
+		RevokeAPIKey             func(childComplexity int, id string) int
+		RotateAPIKey             func(childComplexity int, id string, gracePeriodSeconds *int) int
+		RotateWebhookSecret      func(childComplexity int, id string, gracePeriodSeconds *int) int
+		SendTestWebhook          func(childComplexity int, id string) int
+		UpdateAPIKey             func(childComplexity int, id string, input model.UpdateAPIKeyInput) int
+		UpdateTenant             func(childComplexity int, id string, input model.UpdateTenantInput) int
+		UpdateWebhook            func(childComplexity int, id string, input model.UpdateWebhookInput) int
 	}
 
 	PageInfo struct {
@@ -288,6 +294,11 @@ type ComplexityRoot struct {
 	WebhookEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	WebhookWithSecret struct {
+		Secret  func(childComplexity int) int
+		Webhook func(childComplexity int) int
 	}
 }
 
@@ -592,6 +603,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateTenant(childComplexity, args["input"].(model.CreateTenantInput)), true
+	case "Mutation.createWebhook":
+		if e.ComplexityRoot.Mutation.CreateWebhook == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createWebhook_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateWebhook(childComplexity, args["input"].(model.CreateWebhookInput)), true
+	case "Mutation.deleteWebhook":
+		if e.ComplexityRoot.Mutation.DeleteWebhook == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteWebhook_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteWebhook(childComplexity, args["id"].(string)), true
+	case "Mutation.redeliverWebhookDelivery":
+		if e.ComplexityRoot.Mutation.RedeliverWebhookDelivery == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_redeliverWebhookDelivery_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RedeliverWebhookDelivery(childComplexity, args["id"].(string)), true
 	case "Mutation.revokeApiKey":
 		if e.ComplexityRoot.Mutation.RevokeAPIKey == nil {
 			break
@@ -614,6 +658,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateAPIKey(childComplexity, args["id"].(string), args["gracePeriodSeconds"].(*int)), true
+	case "Mutation.rotateWebhookSecret":
+		if e.ComplexityRoot.Mutation.RotateWebhookSecret == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rotateWebhookSecret_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RotateWebhookSecret(childComplexity, args["id"].(string), args["gracePeriodSeconds"].(*int)), true
+	case "Mutation.sendTestWebhook":
+		if e.ComplexityRoot.Mutation.SendTestWebhook == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_sendTestWebhook_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SendTestWebhook(childComplexity, args["id"].(string)), true
 	case "Mutation.updateApiKey":
 		if e.ComplexityRoot.Mutation.UpdateAPIKey == nil {
 			break
@@ -636,6 +702,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateTenant(childComplexity, args["id"].(string), args["input"].(model.UpdateTenantInput)), true
+	case "Mutation.updateWebhook":
+		if e.ComplexityRoot.Mutation.UpdateWebhook == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateWebhook_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateWebhook(childComplexity, args["id"].(string), args["input"].(model.UpdateWebhookInput)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -1431,6 +1508,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.WebhookEdge.Node(childComplexity), true
 
+	case "WebhookWithSecret.secret":
+		if e.ComplexityRoot.WebhookWithSecret.Secret == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookWithSecret.Secret(childComplexity), true
+	case "WebhookWithSecret.webhook":
+		if e.ComplexityRoot.WebhookWithSecret.Webhook == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookWithSecret.Webhook(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -1446,10 +1536,12 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AuditLogWhereInput", ec.unmarshalInputAuditLogWhereInput),
 			graphql.NewInputUnmarshaler("CreateApiKeyInput", ec.unmarshalInputCreateApiKeyInput),
 			graphql.NewInputUnmarshaler("CreateTenantInput", ec.unmarshalInputCreateTenantInput),
+			graphql.NewInputUnmarshaler("CreateWebhookInput", ec.unmarshalInputCreateWebhookInput),
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
 			graphql.NewInputUnmarshaler("TenantWhereInput", ec.unmarshalInputTenantWhereInput),
 			graphql.NewInputUnmarshaler("UpdateApiKeyInput", ec.unmarshalInputUpdateApiKeyInput),
 			graphql.NewInputUnmarshaler("UpdateTenantInput", ec.unmarshalInputUpdateTenantInput),
+			graphql.NewInputUnmarshaler("UpdateWebhookInput", ec.unmarshalInputUpdateWebhookInput),
 			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
 			graphql.NewInputUnmarshaler("WebhookAttemptWhereInput", ec.unmarshalInputWebhookAttemptWhereInput),
 			graphql.NewInputUnmarshaler("WebhookDeliveryOrder", ec.unmarshalInputWebhookDeliveryOrder),
@@ -3271,6 +3363,33 @@ extend type Query {
     @auth(scopes: ["usage:read"]) @rateLimit(cost: 5)
 }
 
+type WebhookWithSecret {
+  webhook: Webhook!
+  """
+  The signing secret (whsec_...), shown once. Verify deliveries with any Standard
+  Webhooks library: HMAC-SHA256 over "webhook-id.webhook-timestamp.body".
+  """
+  secret: String!
+}
+
+input CreateWebhookInput {
+  "Platform admins only (required for them); tenant keys create webhooks in their own tenant."
+  tenantID: ID
+  "https URL; private, loopback and link-local addresses are refused unless WEBHOOK_ALLOW_PRIVATE."
+  url: String!
+  "Event types, or [\"*\"] (the default) for every event."
+  events: [String!]
+  description: String
+}
+
+input UpdateWebhookInput {
+  url: String
+  events: [String!]
+  description: String
+  "Re-activating a disabled endpoint clears disabledReason."
+  active: Boolean
+}
+
 type Mutation {
   createTenant(input: CreateTenantInput!): Tenant! @auth(admin: true)
   updateTenant(id: ID!, input: UpdateTenantInput!): Tenant! @auth(scopes: ["tenant:write"])
@@ -3284,6 +3403,20 @@ type Mutation {
   gracePeriodSeconds (default 0: it stops at once), then fails.
   """
   rotateApiKey(id: ID!, gracePeriodSeconds: Int): ApiKeyWithSecret! @auth(scopes: ["keys:write"])
+
+  createWebhook(input: CreateWebhookInput!): WebhookWithSecret! @auth(scopes: ["webhooks:write"])
+  updateWebhook(id: ID!, input: UpdateWebhookInput!): Webhook! @auth(scopes: ["webhooks:write"])
+  "Deletes the endpoint and its delivery history; returns its id."
+  deleteWebhook(id: ID!): ID! @auth(scopes: ["webhooks:write"])
+  """
+  New signing secret; for gracePeriodSeconds (0 to 604800) deliveries carry signatures
+  with both the old and the new secret.
+  """
+  rotateWebhookSecret(id: ID!, gracePeriodSeconds: Int): WebhookWithSecret! @auth(scopes: ["webhooks:write"])
+  "Queues a webhook.test event to this endpoint."
+  sendTestWebhook(id: ID!): WebhookDelivery! @auth(scopes: ["webhooks:write"])
+  "Delivers a delivery again now, with the same webhook-id."
+  redeliverWebhookDelivery(id: ID!): WebhookDelivery! @auth(scopes: ["webhooks:write"])
 }
 
 enum UsageOutcome {
@@ -3775,6 +3908,16 @@ func (ec *executionContext) childFields_WebhookEdge(ctx context.Context, field g
 		return ec.fieldContext_WebhookEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type WebhookEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_WebhookWithSecret(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "webhook":
+		return ec.fieldContext_WebhookWithSecret_webhook(ctx, field)
+	case "secret":
+		return ec.fieldContext_WebhookWithSecret_secret(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type WebhookWithSecret", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

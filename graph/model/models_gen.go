@@ -44,6 +44,16 @@ type CreateTenantInput struct {
 	Active *bool   `json:"active,omitempty"`
 }
 
+type CreateWebhookInput struct {
+	// Platform admins only (required for them); tenant keys create webhooks in their own tenant.
+	TenantID *string `json:"tenantID,omitempty"`
+	// https URL; private, loopback and link-local addresses are refused unless WEBHOOK_ALLOW_PRIVATE.
+	URL string `json:"url"`
+	// Event types, or ["*"] (the default) for every event.
+	Events      []string `json:"events,omitempty"`
+	Description *string  `json:"description,omitempty"`
+}
+
 // A key's request quota in the current calendar period (UTC).
 type QuotaUsage struct {
 	Limit     int                `json:"limit"`
@@ -77,6 +87,14 @@ type UpdateTenantInput struct {
 	Active *bool `json:"active,omitempty"`
 }
 
+type UpdateWebhookInput struct {
+	URL         *string  `json:"url,omitempty"`
+	Events      []string `json:"events,omitempty"`
+	Description *string  `json:"description,omitempty"`
+	// Re-activating a disabled endpoint clears disabledReason.
+	Active *bool `json:"active,omitempty"`
+}
+
 // Usage of one interval, from pre-aggregated rollups.
 type UsageBucket struct {
 	Start         time.Time `json:"start"`
@@ -87,6 +105,13 @@ type UsageBucket struct {
 	P50Ms         float64   `json:"p50Ms"`
 	P95Ms         float64   `json:"p95Ms"`
 	P99Ms         float64   `json:"p99Ms"`
+}
+
+type WebhookWithSecret struct {
+	Webhook *ent.Webhook `json:"webhook"`
+	// The signing secret (whsec_...), shown once. Verify deliveries with any Standard
+	// Webhooks library: HMAC-SHA256 over "webhook-id.webhook-timestamp.body".
+	Secret string `json:"secret"`
 }
 
 // Lifecycle state of a key, computed at read time.

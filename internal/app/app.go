@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -28,6 +29,8 @@ import (
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/usage"
+	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/webhook"
 )
 
 // App is a configured server instance.
@@ -41,6 +44,13 @@ type App struct {
 	Live     *live.Hub
 	Conns    *httpapi.Conns
 	Handler  http.Handler
+	// Dispatcher delivers webhooks; LimitEvents and Expiry produce the events that
+	// come from the limiter and the clock.
+	Dispatcher  *webhook.Dispatcher
+	LimitEvents *webhook.LimitEvents
+	Expiry      *webhook.ExpiryScanner
+
+	unregisterWake func()
 
 	redis  *redis.Client
 	memory *ratelimit.Memory // the in-memory limiter, swept periodically (nil with Redis)
@@ -94,12 +104,21 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 	a.Live = &live.Hub{Bus: a.Bus, Checker: v, MaxPerKey: cfg.MaxSubscriptionsPerKey}
 	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention, OnEvent: a.Live.Publish})
 	a.Conns = &httpapi.Conns{}
-	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen, Metrics: a.Metrics, Checker: v}
+	manager, err := a.webhooks(cfg)
+	if err != nil {
+		a.Bus.Close()
+		st.Close()
+		return nil, err
+	}
+	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen,
+		Metrics: a.Metrics, Checker: v, OnDenied: a.limitDenied}
 	schema := graph.NewSchema(&graph.Resolver{
-		Client: st.Client,
-		Keys:   &keys.Manager{Verifier: v},
-		Quota:  quota,
-		Live:   a.Live,
+		Client:       st.Client,
+		Keys:         &keys.Manager{Verifier: v},
+		Quota:        quota,
+		Live:         a.Live,
+		Webhooks:     manager,
+		WakeWebhooks: a.wakeWebhooks,
 	})
 	a.Handler = httpapi.New(httpapi.Options{
 		Schema:         schema,
@@ -146,7 +165,57 @@ func (a *App) connectBus(ctx context.Context) error {
 	return nil
 }
 
-const topicInvalidate = "keys:invalidate"
+const (
+	topicInvalidate   = "keys:invalidate"
+	topicWebhooksWake = "webhooks:wake"
+)
+
+// webhooks builds the dispatcher, the limit and expiry event sources and the manager
+// the resolvers use. Commits that enqueue deliveries wake the dispatchers of every
+// instance through the bus.
+func (a *App) webhooks(cfg config.Config) (*webhook.Manager, error) {
+	schedule, err := webhook.ParseSchedule(cfg.WebhookRetrySchedule)
+	if err != nil {
+		return nil, fmt.Errorf("WEBHOOK_RETRY_SCHEDULE: %w", err)
+	}
+	policy := webhook.Policy{AllowPrivate: cfg.WebhookAllowPrivate, AllowHTTP: cfg.WebhookAllowHTTP}
+	a.Dispatcher = webhook.NewDispatcher(a.Store.Client, a.Store.Dialect, webhook.Config{Schedule: schedule, Policy: policy})
+	a.LimitEvents = &webhook.LimitEvents{Client: a.Store.Client}
+	a.Expiry = &webhook.ExpiryScanner{Client: a.Store.Client}
+	wake := a.Bus.Subscribe(topicWebhooksWake, 16)
+	go func() {
+		for range wake.C() {
+			a.Dispatcher.Wake()
+		}
+	}()
+	a.unregisterWake = webhook.OnCommitted(a.wakeWebhooks)
+	return &webhook.Manager{Policy: policy, Dispatcher: a.Dispatcher}, nil
+}
+
+// wakeWebhooks tells this instance's dispatcher and the others' that deliveries are due.
+func (a *App) wakeWebhooks() {
+	a.Dispatcher.Wake()
+	a.Bus.Publish(topicWebhooksWake, nil)
+}
+
+// limitDenied turns a denial into a rate_limit.exceeded or quota.exceeded webhook
+// event, at most once per key per window (period).
+func (a *App) limitDenied(_ context.Context, v *viewer.Viewer, outcome usage.Outcome, retryAfter time.Duration) {
+	now := time.Now().UTC()
+	switch outcome {
+	case usage.OutcomeRateLimited:
+		a.LimitEvents.Denied(webhook.EventRateLimitExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, now.Truncate(v.RateWindow), v.RateWindow,
+			map[string]any{"limit": v.RateLimit, "windowSeconds": int(v.RateWindow / time.Second), "retryAfterSeconds": int(math.Ceil(retryAfter.Seconds()))})
+	case usage.OutcomeQuotaExceeded:
+		period := ratelimit.PeriodMonth
+		if v.QuotaPeriod == "DAY" {
+			period = ratelimit.PeriodDay
+		}
+		start, end := ratelimit.PeriodBounds(period, now)
+		a.LimitEvents.Denied(webhook.EventQuotaExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, start, end.Sub(now),
+			map[string]any{"quota": v.Quota, "period": v.QuotaPeriod, "resetAt": end})
+	}
+}
 
 // limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
 // (shared by every instance), in memory otherwise (quota counters are then seeded from
@@ -222,6 +291,19 @@ func (a *App) Start(ctx context.Context) {
 		defer a.wg.Done()
 		_ = a.Recorder.Run(ctx)
 	}()
+	a.wg.Add(3)
+	go func() {
+		defer a.wg.Done()
+		_ = a.Dispatcher.Run(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.LimitEvents.Run(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.Expiry.Run(ctx)
+	}()
 	if a.memory != nil {
 		a.wg.Add(1)
 		go func() {
@@ -261,6 +343,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.redis != nil {
 		_ = a.redis.Close()
 	}
+	a.unregisterWake()
 	if err := a.Bus.Close(); err != nil {
 		slog.Warn("message bus close", "err", err)
 	}

@@ -21,7 +21,7 @@ func newFixture(t *testing.T, e *apptest.Env, slug string) tenantFixture {
 	f.keyID, f.key = e.Key(e.AdminToken, f.tenantID, apptest.AllScopes...)
 	ctx := sysCtx()
 	c := e.App.Store.Client
-	wh := c.Webhook.Create().SetTenantID(f.tenantID).SetURL("https://example.com/" + slug).SetSecret("whsec_x").SaveX(ctx)
+	wh := c.Webhook.Create().SetTenantID(f.tenantID).SetURL("https://example.com/" + slug).SetSecret("whsec_x").SetActive(false).SaveX(ctx)
 	f.webhookID = wh.ID
 	f.deliveryID = c.WebhookDelivery.Create().SetTenantID(f.tenantID).SetWebhookID(wh.ID).
 		SetEventID("msg_" + slug).SetEventType("webhook.test").SetPayload("{}").SaveX(ctx).ID
@@ -111,6 +111,12 @@ func TestIsolationMatrix(t *testing.T) {
 			{"revokeApiKey", `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, map[string]any{"id": a.keyID}},
 			{"rotateApiKey", `mutation($id: ID!) { rotateApiKey(id: $id) { secret } }`, map[string]any{"id": a.keyID}},
 			{"createApiKey in A", `mutation($t: ID!) { createApiKey(input: {tenantID: $t, name: "pwned", scopes: []}) { secret } }`, map[string]any{"t": a.tenantID}},
+			{"updateWebhook", `mutation($id: ID!) { updateWebhook(id: $id, input: {description: "pwned"}) { id } }`, map[string]any{"id": a.webhookID}},
+			{"deleteWebhook", `mutation($id: ID!) { deleteWebhook(id: $id) }`, map[string]any{"id": a.webhookID}},
+			{"rotateWebhookSecret", `mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }`, map[string]any{"id": a.webhookID}},
+			{"sendTestWebhook", `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`, map[string]any{"id": a.webhookID}},
+			{"redeliverWebhookDelivery", `mutation($id: ID!) { redeliverWebhookDelivery(id: $id) { id } }`, map[string]any{"id": a.deliveryID}},
+			{"createWebhook in A", `mutation($t: ID!) { createWebhook(input: {tenantID: $t, url: "https://93.184.215.14/x"}) { secret } }`, map[string]any{"t": a.tenantID}},
 		}
 		for _, m := range mutations {
 			t.Run("mutation "+m.name, func(t *testing.T) {

@@ -36,6 +36,14 @@ type Config struct {
 	UsageRetention time.Duration
 	// MaxSubscriptionsPerKey bounds the open GraphQL subscriptions of one key (default 20).
 	MaxSubscriptionsPerKey int
+	// WebhookAllowPrivate allows webhook URLs on loopback, private and link-local
+	// addresses (WEBHOOK_ALLOW_PRIVATE, default false).
+	WebhookAllowPrivate bool
+	// WebhookAllowHTTP allows http:// webhook URLs (WEBHOOK_ALLOW_HTTP, default false).
+	WebhookAllowHTTP bool
+	// WebhookRetrySchedule is WEBHOOK_RETRY_SCHEDULE, comma-separated durations
+	// (empty: the Standard Webhooks schedule 5s,5m,30m,2h,5h,10h,10h).
+	WebhookRetrySchedule string
 }
 
 // FromEnv reads the configuration from environment variables.
@@ -98,6 +106,13 @@ func parse(get func(string) string) (Config, error) {
 		return c, err
 	}
 	c.MaxSubscriptionsPerKey = int(subs)
+	if c.WebhookAllowPrivate, err = boolVar(get, "WEBHOOK_ALLOW_PRIVATE"); err != nil {
+		return c, err
+	}
+	if c.WebhookAllowHTTP, err = boolVar(get, "WEBHOOK_ALLOW_HTTP"); err != nil {
+		return c, err
+	}
+	c.WebhookRetrySchedule = get("WEBHOOK_RETRY_SCHEDULE")
 	c.UsageRetention = 30 * 24 * time.Hour
 	if v := get("USAGE_RETENTION"); v != "" {
 		d, err := time.ParseDuration(v)

@@ -139,6 +139,7 @@ func WithTx(ctx context.Context, client *ent.Client, fn func(ctx context.Context
 	}
 	hooks := &afterCommit{}
 	ctx = context.WithValue(ctx, afterCommitKey{}, hooks)
+	ctx = ent.NewTxContext(ctx, tx) // hooks register commit callbacks on it (webhook outbox)
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback()
