@@ -6,8 +6,8 @@ FUZZTIME  ?= 20s
 
 .PHONY: run build test test-short generate check-generate lint bench fuzz migration
 
-run: ## Serve on :8080 with an embedded SQLite file (latchkey.db)
-	$(GO) run .
+run: ## Serve on :8080 with an embedded SQLite file (latchkey.db), text logs
+	LOG_FORMAT=$${LOG_FORMAT:-text} $(GO) run .
 
 build:
 	$(GO) build -o bin/latchkey .

@@ -14,6 +14,7 @@ import (
 
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/logging"
 )
 
 func main() {
@@ -22,6 +23,12 @@ func main() {
 		slog.Error("configuration", "err", err)
 		os.Exit(2)
 	}
+	logger, err := logging.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		slog.Error("configuration", "err", err)
+		os.Exit(2)
+	}
+	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a, err := app.New(ctx, cfg, app.Options{Out: os.Stdout})

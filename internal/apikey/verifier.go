@@ -79,6 +79,8 @@ type Verifier struct {
 	mu      sync.Mutex
 	touched map[string]struct{}
 
+	hits, misses atomic.Uint64
+
 	// OnInvalidate, when set, is called with every local invalidation so that it can
 	// be broadcast to other instances ("" means every key).
 	OnInvalidate func(hashHex string)
@@ -171,10 +173,13 @@ func (v *Verifier) verifyHash(ctx context.Context, h [sha256.Size]byte) (*viewer
 		}
 	}
 	if !ok {
+		v.misses.Add(1)
 		var err error
 		if e, err = v.load(ctx, h, now); err != nil {
 			return nil, err
 		}
+	} else {
+		v.hits.Add(1)
 	}
 	switch {
 	case e.v == nil:
@@ -263,6 +268,10 @@ func (v *Verifier) InvalidateLocal(hashHex string) {
 	}
 	v.cache.Remove(h)
 }
+
+// CacheStats returns how many verifications were answered from the cache and how many
+// read the database.
+func (v *Verifier) CacheStats() (hits, misses uint64) { return v.hits.Load(), v.misses.Load() }
 
 // hashKey is sha256.Sum256 without a heap copy of the usual short credential.
 func hashKey(s string) [sha256.Size]byte {

@@ -14,11 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph"
 	keys "github.com/latchkey/latchkey/internal/apikey"
 	"github.com/latchkey/latchkey/internal/config"
@@ -120,6 +122,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 		Webhooks:     manager,
 		WakeWebhooks: a.wakeWebhooks,
 	})
+	a.registerMetrics()
 	a.Handler = httpapi.New(httpapi.Options{
 		Schema:         schema,
 		Verifier:       v,
@@ -133,8 +136,49 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 		TrustedProxies: trusted,
 		Metrics:        a.Metrics,
 		Conns:          a.Conns,
+		MetricsOnMain:  cfg.MetricsAddr == "",
 	})
 	return a, nil
+}
+
+// registerMetrics exposes the components' counters to Prometheus.
+func (a *App) registerMetrics() {
+	m := a.Metrics
+	m.DB(a.Store.DB)
+	m.Counter("latchkey_verify_cache_hits_total", "Key verifications answered from the in-process cache.", func() float64 {
+		h, _ := a.Verifier.CacheStats()
+		return float64(h)
+	})
+	m.Counter("latchkey_verify_cache_misses_total", "Key verifications that read the database.", func() float64 {
+		_, miss := a.Verifier.CacheStats()
+		return float64(miss)
+	})
+	m.Gauge("latchkey_usage_queue_depth", "Usage events recorded but not yet written.", func() float64 { return float64(a.Recorder.Stats().Queued) })
+	m.Counter("latchkey_usage_events_written_total", "Usage events stored.", func() float64 { return float64(a.Recorder.Stats().Written) })
+	m.Counter("latchkey_usage_events_dropped_total", "Usage events lost (queue full or repeated write failures).", func() float64 { return float64(a.Recorder.Stats().Dropped) })
+	m.Counter("latchkey_usage_batches_total", "Usage write transactions committed.", func() float64 { return float64(a.Recorder.Stats().Batches) })
+	m.Counter("latchkey_usage_write_errors_total", "Failed usage write attempts.", func() float64 { return float64(a.Recorder.Stats().WriteErrors) })
+	m.Gauge("latchkey_subscriptions_active", "Open GraphQL subscriptions.", func() float64 { return float64(a.Live.Active()) })
+	m.Gauge("latchkey_websocket_connections", "Open GraphQL WebSocket connections.", func() float64 { return float64(a.Conns.Len()) })
+	m.Counter("latchkey_bus_published_total", "Messages published on the instance bus.", func() float64 { return float64(a.Bus.Stats().Published) })
+	m.Counter("latchkey_bus_dropped_total", "Bus messages dropped for slow subscribers.", func() float64 { return float64(a.Bus.Stats().Dropped) })
+	m.Gauge("latchkey_webhook_queue_oldest_seconds", "Age of the oldest due, undelivered webhook delivery.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		d, err := a.Store.Client.WebhookDelivery.Query().
+			Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending), webhookdelivery.NextAttemptAtLTE(time.Now())).
+			Order(webhookdelivery.ByNextAttemptAt()).First(rule.SystemContext(ctx))
+		if err != nil || d.NextAttemptAt == nil {
+			return 0
+		}
+		return time.Since(*d.NextAttemptAt).Seconds()
+	})
+	m.Gauge("latchkey_webhook_pending", "Webhook deliveries waiting for an attempt.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, _ := a.Store.Client.WebhookDelivery.Query().Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending)).Count(rule.SystemContext(ctx))
+		return float64(n)
+	})
 }
 
 // connectBus joins the instances' message bus: PostgreSQL LISTEN/NOTIFY when the store
@@ -179,7 +223,11 @@ func (a *App) webhooks(cfg config.Config) (*webhook.Manager, error) {
 		return nil, fmt.Errorf("WEBHOOK_RETRY_SCHEDULE: %w", err)
 	}
 	policy := webhook.Policy{AllowPrivate: cfg.WebhookAllowPrivate, AllowHTTP: cfg.WebhookAllowHTTP}
-	a.Dispatcher = webhook.NewDispatcher(a.Store.Client, a.Store.Dialect, webhook.Config{Schedule: schedule, Policy: policy})
+	a.Dispatcher = webhook.NewDispatcher(a.Store.Client, a.Store.Dialect, webhook.Config{Schedule: schedule, Policy: policy,
+		OnAttempt: func(r webhook.AttemptResult) {
+			a.Metrics.WebhookAttempts.WithLabelValues(string(r.Outcome)).Inc()
+			a.Metrics.WebhookSeconds.Observe(r.Latency.Seconds())
+		}})
 	a.LimitEvents = &webhook.LimitEvents{Client: a.Store.Client}
 	a.Expiry = &webhook.ExpiryScanner{Client: a.Store.Client}
 	wake := a.Bus.Subscribe(topicWebhooksWake, 16)
@@ -364,6 +412,19 @@ func (a *App) ListenAndServe(ctx context.Context, ready func(addr net.Addr)) err
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+	var metricsSrv *http.Server
+	if a.Config.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", a.Config.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = metricsSrv.Serve(mln) }()
+		slog.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	a.Start(ctx)
 	if ready != nil {
 		ready(ln.Addr())
@@ -380,6 +441,9 @@ func (a *App) ListenAndServe(ctx context.Context, ready func(addr net.Addr)) err
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		slog.Error("http shutdown", "err", err)
+	}
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sctx)
 	}
 	return a.Shutdown(sctx)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/latchkey/latchkey/ent/schema/rule"
@@ -30,4 +31,16 @@ func assertNoLeak(t *testing.T, body string) {
 			t.Fatalf("response leaks %q: %s", s, body)
 		}
 	}
+}
+
+// syncWriter serializes writes from concurrent loggers.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

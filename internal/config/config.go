@@ -41,6 +41,11 @@ type Config struct {
 	WebhookAllowPrivate bool
 	// WebhookAllowHTTP allows http:// webhook URLs (WEBHOOK_ALLOW_HTTP, default false).
 	WebhookAllowHTTP bool
+	// LogFormat is "json" (default) or "text"; LogLevel debug, info (default), warn, error.
+	LogFormat, LogLevel string
+	// MetricsAddr, when set, serves /metrics on its own listener (unauthenticated, for
+	// a private network); unset, /metrics is on the main listener for platform admins.
+	MetricsAddr string
 	// WebhookRetrySchedule is WEBHOOK_RETRY_SCHEDULE, comma-separated durations
 	// (empty: the Standard Webhooks schedule 5s,5m,30m,2h,5h,10h,10h).
 	WebhookRetrySchedule string
@@ -113,6 +118,7 @@ func parse(get func(string) string) (Config, error) {
 		return c, err
 	}
 	c.WebhookRetrySchedule = get("WEBHOOK_RETRY_SCHEDULE")
+	c.LogFormat, c.LogLevel, c.MetricsAddr = get("LOG_FORMAT"), get("LOG_LEVEL"), get("METRICS_ADDR")
 	c.UsageRetention = 30 * 24 * time.Hour
 	if v := get("USAGE_RETENTION"); v != "" {
 		d, err := time.ParseDuration(v)

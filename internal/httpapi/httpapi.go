@@ -24,6 +24,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/cors"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -59,6 +60,23 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Conns tracks WebSocket connections (required).
 	Conns *Conns
+	// MetricsOnMain serves /metrics on this handler, to platform admins only (when
+	// METRICS_ADDR does not give metrics a listener of their own).
+	MetricsOnMain bool
+}
+
+// adminOnly serves h to platform-admin credentials only (401 otherwise).
+func (o Options) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred := apikey.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization"))
+		v, err := o.Verifier.Verify(r.Context(), cred)
+		if err != nil || !v.Admin {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+			http.Error(w, "metrics require a platform admin credential", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // New returns the HTTP handler of the whole API.
@@ -102,10 +120,13 @@ func New(o Options) http.Handler {
 		AllowCredentials: false, // keys travel in headers, never cookies
 		MaxAge:           600,
 	})
-	if len(o.AllowedOrigins) == 0 {
-		return mux
+	if o.Metrics != nil && o.MetricsOnMain {
+		mux.Handle("GET /metrics", o.adminOnly(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})))
 	}
-	return c.Handler(mux)
+	if len(o.AllowedOrigins) == 0 {
+		return withRequestID(mux)
+	}
+	return withRequestID(c.Handler(mux))
 }
 
 func (o Options) graphqlHandler() http.Handler {
@@ -190,6 +211,7 @@ func (o Options) middleware(next http.Handler) http.Handler {
 				return
 			}
 			ctx = viewer.NewContext(ctx, v)
+			noteViewer(ctx, v)
 		}
 		sw := &statusWriter{ResponseWriter: w, method: r.Method}
 		ctx = context.WithValue(ctx, statusKey{}, sw)

@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"database/sql"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -19,6 +21,9 @@ type Metrics struct {
 	OperationSeconds *prometheus.HistogramVec
 	// RateLimited counts operations denied by the rate limiter or the quota.
 	RateLimited *prometheus.CounterVec
+	// WebhookAttempts counts delivery attempts by outcome; WebhookSeconds their latency.
+	WebhookAttempts *prometheus.CounterVec
+	WebhookSeconds  prometheus.Histogram
 }
 
 // New returns a fresh set of metrics on its own registry, with the Go and process
@@ -44,7 +49,32 @@ func New() *Metrics {
 			Help: "Operations denied by the rate limiter or the quota, by outcome.",
 		}, []string{"outcome"}),
 	}
+	m.WebhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "latchkey_webhook_attempts_total",
+		Help: "Webhook delivery attempts, by outcome (delivered, retry, failed, lease_lost).",
+	}, []string{"outcome"})
+	m.WebhookSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "latchkey_webhook_attempt_duration_seconds",
+		Help:    "Webhook attempt latency.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 13),
+	})
 	m.Registry.MustRegister(m.AuthFailures, m.Operations, m.OperationSeconds, m.RateLimited,
+		m.WebhookAttempts, m.WebhookSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Counter registers a counter whose value f reads (e.g. from a component's stats).
+func (m *Metrics) Counter(name, help string, f func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+}
+
+// Gauge registers a gauge whose value f reads.
+func (m *Metrics) Gauge(name, help string, f func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+}
+
+// DB registers the database pool statistics.
+func (m *Metrics) DB(db *sql.DB) {
+	m.Registry.MustRegister(collectors.NewDBStatsCollector(db, "latchkey"))
 }

@@ -1,0 +1,94 @@
+package app_test
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/latchkey/latchkey/internal/app"
+	"github.com/latchkey/latchkey/internal/apptest"
+	"github.com/latchkey/latchkey/internal/logging"
+)
+
+// /metrics on the main listener answers platform admins only, in Prometheus format,
+// with the metrics operators need.
+func TestMetricsEndpoint(t *testing.T) {
+	e := apptest.New(t, "sqlite", app.Options{}, nil)
+	_, key := e.Key(e.AdminToken, e.Tenant("metrics"), "keys:read")
+	e.MustDo(key, viewerQ, nil, &struct{}{})
+	e.Do("lk_live_nope", viewerQ, nil)
+	get := func(cred string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", e.Server.URL+"/metrics", nil)
+		if cred != "" {
+			req.Header.Set("Authorization", "Bearer "+cred)
+		}
+		resp, err := e.Server.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, cred := range []string{"", key} {
+		if resp, _ := get(cred); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("metrics with %q: HTTP %d", cred, resp.StatusCode)
+		}
+	}
+	resp, body := get(e.AdminToken)
+	if resp.StatusCode != 200 {
+		t.Fatalf("HTTP %d", resp.StatusCode)
+	}
+	for _, want := range []string{
+		`latchkey_operations_total{outcome="ok",type="query"} 1`,
+		`latchkey_auth_failures_total{reason="malformed key"} 1`,
+		"latchkey_operation_duration_seconds_bucket",
+		"latchkey_verify_cache_hits_total", "latchkey_verify_cache_misses_total",
+		"latchkey_usage_queue_depth", "latchkey_usage_events_dropped_total", "latchkey_usage_batches_total",
+		"latchkey_webhook_queue_oldest_seconds", "latchkey_webhook_pending",
+		"latchkey_subscriptions_active", "go_sql_max_open_connections", "go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// Every response carries X-Request-ID (a valid incoming one is kept); every log line
+// of a request carries it; logs never contain a key, only its display prefix.
+func TestRequestIDAndLogs(t *testing.T) {
+	var buf bytes.Buffer
+	logger, _ := logging.New(&syncWriter{w: &buf}, "json", "info")
+	prev := slog.Default()
+	slog.SetDefault(logger)
+	defer slog.SetDefault(prev)
+
+	e := apptest.New(t, "sqlite", app.Options{}, nil)
+	_, key := e.Key(e.AdminToken, e.Tenant("logs"), "keys:read")
+	req, _ := http.NewRequest("POST", e.Server.URL+"/query", strings.NewReader(`{"query":"{ viewer { isAdmin } }"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-API-Key", key)
+	req.Header.Set("X-Request-ID", "trace-123")
+	if r := e.Send(req); r.Header.Get("X-Request-ID") != "trace-123" {
+		t.Fatalf("X-Request-ID = %q", r.Header.Get("X-Request-ID"))
+	}
+	if r := e.Do(key, viewerQ, nil); len(r.Header.Get("X-Request-ID")) != 16 {
+		t.Fatalf("generated X-Request-ID = %q", r.Header.Get("X-Request-ID"))
+	}
+	e.Do("", viewerQ, nil)
+	logs := buf.String()
+	if !strings.Contains(logs, `"request_id":"trace-123"`) || !strings.Contains(logs, `"key":"`+key[:14]+`"`) {
+		t.Fatalf("access log lacks the request id or key prefix:\n%s", logs)
+	}
+	if strings.Contains(logs, key) || strings.Contains(logs, e.AdminToken) {
+		t.Fatal("a secret reached the logs")
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if strings.Contains(line, `"msg":"request"`) && !strings.Contains(line, `"request_id"`) {
+			t.Fatalf("request line without id: %s", line)
+		}
+	}
+}
