@@ -330,32 +330,20 @@ func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
 // usage recorder and the sweep of idle in-memory limiter entries.
 func (a *App) Start(ctx context.Context) {
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	a.wg.Add(2)
-	go func() {
-		defer a.wg.Done()
-		a.Verifier.Run(ctx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		_ = a.Recorder.Run(ctx)
-	}()
-	a.wg.Add(3)
-	go func() {
-		defer a.wg.Done()
-		_ = a.Dispatcher.Run(ctx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		a.LimitEvents.Run(ctx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		a.Expiry.Run(ctx)
-	}()
-	if a.memory != nil {
+	run := func(f func(context.Context)) {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
+			f(ctx)
+		}()
+	}
+	run(a.Verifier.Run)
+	run(func(ctx context.Context) { _ = a.Recorder.Run(ctx) })
+	run(func(ctx context.Context) { _ = a.Dispatcher.Run(ctx) })
+	run(a.LimitEvents.Run)
+	run(a.Expiry.Run)
+	if a.memory != nil {
+		run(func(ctx context.Context) {
 			t := time.NewTicker(time.Minute)
 			defer t.Stop()
 			for {
@@ -366,7 +354,7 @@ func (a *App) Start(ctx context.Context) {
 					a.memory.Sweep()
 				}
 			}
-		}()
+		})
 	}
 }
 
