@@ -1,0 +1,450 @@
+package scaleout
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/lib/pq" // database/sql driver "postgres"
+)
+
+// viewerQuery is the cheapest authenticated operation.
+const viewerQuery = `{ viewer { isAdmin } }`
+
+// TestScaleOut runs two server processes on one database and one Redis and checks,
+// through the public API only, that they share rate limits, live usage, webhook work
+// and revocations, and that SIGTERM loses no usage. The subtests run in order on the
+// same two processes; the last one stops them.
+func TestScaleOut(t *testing.T) {
+	began := time.Now()
+	c := newCluster(t)
+	t.Logf("two servers ready in %v", time.Since(began).Round(time.Millisecond))
+	tenant := c.createTenant(t, "Scale-out", "scale-out")
+	// One unlimited key drives the live-usage and webhook checks.
+	_, key := c.createKey(t, tenant, "unlimited", 1_000_000, 60)
+
+	phase := func(name string, f func(t *testing.T)) {
+		start := time.Now()
+		t.Run(name, f)
+		t.Logf("%s: %v", name, time.Since(start).Round(time.Millisecond))
+	}
+	phase("SharedRateLimit", func(t *testing.T) { testSharedRateLimit(t, c, tenant) })
+	phase("SharedLiveUsage", func(t *testing.T) { testSharedLiveUsage(t, c, key) })
+	phase("SharedWebhookWork", func(t *testing.T) { testSharedWebhookWork(t, c, key) })
+	phase("RevocationHonouredByBoth", func(t *testing.T) { testRevocation(t, c, tenant) })
+	phase("GracefulShutdownKeepsUsage", func(t *testing.T) { testGracefulShutdown(t, c) })
+}
+
+// testSharedRateLimit fires 90 concurrent requests of a key limited to 30 per hour,
+// alternating between the processes: exactly 30 are admitted in total.
+func testSharedRateLimit(t *testing.T, c *cluster, tenant string) {
+	const (
+		limit = 30
+		total = 3 * limit
+	)
+	_, key := c.createKey(t, tenant, "limited", limit, 3600)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*requestTimeout)
+	defer cancel()
+	responses := make([]*gqlResponse, total)
+	errs := make([]error, total)
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range total {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			responses[i], errs[i] = c.query(ctx, c.servers[i%2], key, viewerQuery, nil)
+		}()
+	}
+	close(gate)
+	wg.Wait()
+
+	byStatus := map[int]int{}
+	perServer := map[string]map[int]int{}
+	for i, r := range responses {
+		s := c.servers[i%2]
+		if errs[i] != nil {
+			t.Errorf("request %d: %v", i, errs[i])
+			continue
+		}
+		byStatus[r.Status]++
+		if perServer[s.name] == nil {
+			perServer[s.name] = map[int]int{}
+		}
+		perServer[s.name][r.Status]++
+		switch r.Status {
+		case http.StatusOK:
+			var d struct{ Viewer struct{ IsAdmin *bool } }
+			if len(r.Errors) > 0 || json.Unmarshal(r.Data, &d) != nil || d.Viewer.IsAdmin == nil || *d.Viewer.IsAdmin {
+				t.Errorf("%s: admitted request answered %s", s.name, r.Body)
+			}
+			if got := r.Header.Get("X-RateLimit-Limit"); got != strconv.Itoa(limit) {
+				t.Errorf("%s: X-RateLimit-Limit = %q, want %d", s.name, got, limit)
+			}
+		case http.StatusTooManyRequests:
+			if secs, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || secs < 1 {
+				t.Errorf("%s: 429 with Retry-After %q, want a positive number of seconds", s.name, r.Header.Get("Retry-After"))
+			}
+			if r.code() != "RATE_LIMITED" {
+				t.Errorf("%s: 429 with body %s, want extensions.code RATE_LIMITED", s.name, r.Body)
+			}
+		}
+	}
+	t.Logf("statuses by process: %v", perServer)
+	want := map[int]int{http.StatusOK: limit, http.StatusTooManyRequests: total - limit}
+	if fmt.Sprint(byStatus) != fmt.Sprint(want) {
+		t.Errorf("%d concurrent requests over both processes: statuses %v, want %v", total, byStatus, want)
+	}
+}
+
+// usageEventNext is the payload of a usageEvents "next" message.
+type usageEventNext struct {
+	Data struct {
+		UsageEvents struct {
+			OperationName string `json:"operationName"`
+		} `json:"usageEvents"`
+	} `json:"data"`
+	Errors []gqlError `json:"errors"`
+}
+
+// awaitOperation reads subscription id's messages until one reports an operation
+// named name. Events of other operations are skipped.
+func awaitOperation(ctx context.Context, ws *wsClient, id, name string) error {
+	for {
+		m, err := ws.next(ctx)
+		if err != nil {
+			return fmt.Errorf("waiting for a usage event of %q: %w", name, err)
+		}
+		if m.ID != id {
+			continue
+		}
+		switch m.Type {
+		case "next":
+			var p usageEventNext
+			if err := json.Unmarshal(m.Payload, &p); err != nil {
+				return fmt.Errorf("next payload %s: %w", m.Payload, err)
+			}
+			if len(p.Errors) > 0 {
+				return fmt.Errorf("subscription error: %s", m.Payload)
+			}
+			if p.Data.UsageEvents.OperationName == name {
+				return nil
+			}
+		case "error", "complete":
+			return fmt.Errorf("subscription ended: %s %s", m.Type, m.Payload)
+		}
+	}
+}
+
+// testSharedLiveUsage subscribes to usage on process 1 and checks that it sees an
+// operation served by process 2.
+func testSharedLiveUsage(t *testing.T, c *cluster, key string) {
+	p1, p2 := c.servers[0], c.servers[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ws, err := dialWS(ctx, p1.base, key)
+	if err != nil {
+		t.Fatalf("%s: %v", p1.name, err)
+	}
+	defer ws.Close()
+	if err := ws.subscribe("1", `subscription { usageEvents { operationName } }`); err != nil {
+		t.Fatal(err)
+	}
+
+	// The subscription is registered asynchronously: wait until it streams an
+	// operation served by its own process before measuring the cross-process path.
+	live := false
+	for attempt := 0; attempt < 20 && !live; attempt++ {
+		c.mustQuery(t, p1, key, `query ProbeOne { viewer { isAdmin } }`, nil, nil)
+		probeCtx, probeCancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		err := awaitOperation(probeCtx, ws, "1", "ProbeOne")
+		probeCancel()
+		switch {
+		case err == nil:
+			live = true
+		case !errors.Is(err, context.DeadlineExceeded):
+			t.Fatalf("%s: %v", p1.name, err)
+		}
+	}
+	if !live {
+		t.Fatalf("%s: the usageEvents subscription never streamed an operation served by its own process", p1.name)
+	}
+	c.ops.Add(1) // the subscription itself, recorded when it started
+
+	sent := time.Now()
+	c.mustQuery(t, p2, key, `query FromTwo { viewer { isAdmin } }`, nil, nil)
+	waitCtx, waitCancel := context.WithDeadline(ctx, sent.Add(2*time.Second))
+	defer waitCancel()
+	if err := awaitOperation(waitCtx, ws, "1", "FromTwo"); err != nil {
+		t.Fatalf("subscriber on %s, operation on %s: %v", p1.name, p2.name, err)
+	}
+	t.Logf("operation served by %s reached the subscriber on %s in %v", p2.name, p1.name, time.Since(sent).Round(time.Millisecond))
+}
+
+// receiver is a webhook endpoint that records the webhook-id of every request.
+type receiver struct {
+	mu   sync.Mutex
+	seen map[string]int // webhook-id -> requests
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	_, _ = io.Copy(io.Discard, req.Body)
+	r.mu.Lock()
+	r.seen[req.Header.Get("webhook-id")]++
+	r.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// snapshot returns a copy of the webhook-ids seen so far.
+func (r *receiver) snapshot() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := make(map[string]int, len(r.seen))
+	for k, v := range r.seen {
+		m[k] = v
+	}
+	return m
+}
+
+// testSharedWebhookWork queues 40 test deliveries through both processes while both
+// dispatchers run: each arrives exactly once.
+func testSharedWebhookWork(t *testing.T, c *cluster, key string) {
+	const (
+		sends   = 40
+		workers = 8
+	)
+	rec := &receiver{seen: map[string]int{}}
+	srv := httptest.NewServer(rec) // 127.0.0.1
+	defer srv.Close()
+
+	var created struct {
+		CreateWebhook struct {
+			Webhook struct{ ID string } `json:"webhook"`
+		} `json:"createWebhook"`
+	}
+	c.mustQuery(t, c.servers[0], key, `mutation($url: String!) { createWebhook(input: {url: $url, events: ["webhook.test"]}) { webhook { id } } }`,
+		map[string]any{"url": srv.URL}, &created)
+	hook := created.CreateWebhook.Webhook.ID
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*requestTimeout)
+	defer cancel()
+	start := time.Now()
+	eventIDs := make([]string, sends)
+	errs := make([]error, sends)
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				s := c.servers[i%2]
+				r, err := c.query(ctx, s, key, `mutation($id: ID!) { sendTestWebhook(id: $id) { id eventID } }`, map[string]any{"id": hook})
+				if err == nil && (r.Status != http.StatusOK || len(r.Errors) > 0) {
+					err = fmt.Errorf("%s: sendTestWebhook: HTTP %d %s", s.name, r.Status, r.Body)
+				}
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				var d struct {
+					SendTestWebhook struct{ ID, EventID string } `json:"sendTestWebhook"`
+				}
+				if err := json.Unmarshal(r.Data, &d); err != nil || d.SendTestWebhook.EventID == "" {
+					errs[i] = fmt.Errorf("%s: sendTestWebhook returned %s", s.name, r.Data)
+					continue
+				}
+				eventIDs[i] = d.SendTestWebhook.EventID
+			}
+		}()
+	}
+	for i := range sends {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, id := range eventIDs {
+		if want[id] {
+			t.Fatalf("sendTestWebhook returned event id %s twice", id)
+		}
+		want[id] = true
+	}
+
+	deadline := start.Add(10 * time.Second)
+	for {
+		got := rec.snapshot()
+		missing := 0
+		for id := range want {
+			if got[id] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			t.Logf("%d deliveries arrived %v after the first send", sends, time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d test events had not arrived 10 s after the first send (received: %v)", missing, sends, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A second dispatcher sending a claimed delivery again would do so at once; give
+	// it a moment (longer than the whole retry schedule) before judging.
+	time.Sleep(time.Second)
+	got := rec.snapshot()
+	var problems []string
+	for id, n := range got {
+		switch {
+		case !want[id]:
+			problems = append(problems, fmt.Sprintf("unexpected webhook-id %q (%d requests)", id, n))
+		case n != 1:
+			problems = append(problems, fmt.Sprintf("webhook-id %s delivered %d times", id, n))
+		}
+	}
+	sort.Strings(problems)
+	for _, p := range problems {
+		t.Error(p)
+	}
+
+	// The delivery records agree: one attempt each, delivered.
+	var deliveries struct {
+		WebhookDeliveries struct {
+			TotalCount int
+			Edges      []struct {
+				Node struct {
+					EventID  string
+					Status   string
+					Attempts int
+				}
+			}
+		} `json:"webhookDeliveries"`
+	}
+	for {
+		c.mustQuery(t, c.servers[1], key, `query($id: ID!) { webhookDeliveries(webhookID: $id, first: 50) { totalCount edges { node { eventID status attempts } } } }`,
+			map[string]any{"id": hook}, &deliveries)
+		pending := 0
+		for _, e := range deliveries.WebhookDeliveries.Edges {
+			if e.Node.Status == "PENDING" {
+				pending++
+			}
+		}
+		if pending == 0 || time.Now().After(deadline.Add(5*time.Second)) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := deliveries.WebhookDeliveries.TotalCount; n != sends {
+		t.Errorf("webhookDeliveries totalCount = %d, want %d", n, sends)
+	}
+	for _, e := range deliveries.WebhookDeliveries.Edges {
+		if n := e.Node; n.Status != "DELIVERED" || n.Attempts != 1 || !want[n.EventID] {
+			t.Errorf("delivery of event %s: status %s after %d attempts, want DELIVERED after 1", n.EventID, n.Status, n.Attempts)
+		}
+	}
+}
+
+// testRevocation revokes a key that both processes have cached, on process 1: the
+// process that revoked it refuses it on the next request, the other within a second.
+func testRevocation(t *testing.T, c *cluster, tenant string) {
+	id, key := c.createKey(t, tenant, "to-revoke", 1_000_000, 60)
+	for _, s := range c.servers {
+		c.mustQuery(t, s, key, viewerQuery, nil, nil) // now cached by both
+	}
+	c.mustQuery(t, c.servers[0], c.admin, `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, map[string]any{"id": id}, nil)
+	revoked := time.Now()
+
+	cases := []struct {
+		name   string
+		server *server
+		within time.Duration // 0: the very next request
+	}{
+		{"same process", c.servers[0], 0},
+		{"other process", c.servers[1], time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), tc.within+requestTimeout)
+			defer cancel()
+			for polls := 1; ; polls++ {
+				r, err := c.query(ctx, tc.server, key, viewerQuery, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Status == http.StatusUnauthorized {
+					if r.code() != "UNAUTHENTICATED" {
+						t.Errorf("%s: 401 with body %s, want extensions.code UNAUTHENTICATED", tc.server.name, r.Body)
+					}
+					t.Logf("%s refused the revoked key %v after the revocation (request %d): %s",
+						tc.server.name, time.Since(revoked).Round(time.Millisecond), polls, r.Body)
+					return
+				}
+				if r.Status != http.StatusOK {
+					t.Fatalf("%s: HTTP %d %s, want 200 or 401", tc.server.name, r.Status, r.Body)
+				}
+				if time.Since(revoked) > tc.within {
+					t.Fatalf("%s still accepted the key revoked on %s %v ago (request %d)",
+						tc.server.name, c.servers[0].name, time.Since(revoked).Round(time.Millisecond), polls)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// testGracefulShutdown sends SIGTERM to both processes, which must exit 0, and then
+// counts the stored usage rows: one per operation answered.
+func testGracefulShutdown(t *testing.T, c *cluster) {
+	start := time.Now()
+	errs := make([]error, len(c.servers))
+	var wg sync.WaitGroup
+	for i, s := range c.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.terminate()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("both processes exited 0 %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+
+	dsn, err := postgresDSN(c.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stored int64
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM usage_logs`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if answered := c.ops.Load(); stored != answered {
+		t.Errorf("usage_logs holds %d rows; the processes answered %d authenticated operations (HTTP 200 or 429, and subscriptions started)", stored, answered)
+	} else {
+		t.Logf("usage_logs holds %d rows, one per operation answered", stored)
+	}
+}
