@@ -4,7 +4,7 @@ GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: run build test test-short generate check-generate lint bench fuzz migration
+.PHONY: run build test test-short generate check-generate lint bench fuzz migration load
 
 run: ## Serve on :8080 with an embedded SQLite file (latchkey.db), text logs
 	LOG_FORMAT=$${LOG_FORMAT:-text} $(GO) run .
@@ -35,3 +35,6 @@ fuzz: ## Fuzz the key parser
 
 migration: ## New versioned migration from the ent schema: make migration NAME=add_x
 	$(GO) run ./migrate/gen -name $(NAME)
+
+load: ## Load harness against PostgreSQL + Redis (under 2 minutes); prints the performance table
+	$(GO) run ./cmd/loadtest

@@ -1,0 +1,174 @@
+// Command loadtest measures a real Latchkey server and prints a Markdown table.
+//
+// It builds the server binary once, starts it as a separate process against a fresh
+// PostgreSQL database (created for the run and dropped at the end) and Redis, and runs
+// these phases over loopback, one after the other:
+//
+//  1. throughput: N workers POST { viewer { apiKey { id } } } with an unlimited key for
+//     a fixed duration (requests/s, p50 and p99 latency, HTTP status counts);
+//  2. rate-limit accuracy: a burst of concurrent requests with a key limited to L per
+//     hour must admit exactly L, and every 429 must carry Retry-After and RateLimit;
+//  3. subscription fan-out: S WebSocket subscribers of usageEvents receive E operations
+//     sent 200 ms apart (delay from the event's "at" to receipt, p50 and p99);
+//  4. webhooks: M sendTestWebhook mutations to a local receiver (deliveries/s and p99
+//     from the mutation's response to the receipt of its delivery, matched by
+//     webhook-id; signatures are verified);
+//  5. usage rows: after SIGTERM and a clean exit, the usage_logs rows must equal the
+//     operations the harness was answered for with a tenant key (HTTP 200 and 429,
+//     plus admitted subscriptions).
+//
+// Run it from the repository with `make load` or `go run ./cmd/loadtest`. It needs
+// PostgreSQL and Redis on 127.0.0.1 (see the README) and finishes in under two
+// minutes on a 2-core machine. It exits 1 when a correctness check fails (admitted !=
+// limit, stored != served, missing deliveries, a server that does not shut down
+// cleanly), 2 when the harness itself could not run (`go run` reports either as exit
+// status 1).
+//
+// Flags (each also read from the environment variable in brackets):
+//
+//	-duration 15s          throughput phase length [LOAD_DURATION]
+//	-workers 32            throughput workers [LOAD_WORKERS]
+//	-limit 100             rate limit of the accuracy key, per hour [LOAD_LIMIT]
+//	-burst 300             concurrent requests sent with that key [LOAD_BURST]
+//	-subscribers 500       WebSocket subscribers [LOAD_SUBSCRIBERS]
+//	-events 20             operations fanned out to them, 200 ms apart [LOAD_EVENTS]
+//	-webhooks 1000         sendTestWebhook mutations [LOAD_WEBHOOKS]
+//	-webhook-workers 16    their concurrency [LOAD_WEBHOOK_WORKERS]
+//	-instances 1           server processes sharing the database and Redis [LOAD_INSTANCES]
+//	-timeout 115s          hard bound on the whole run [LOAD_TIMEOUT]
+//	-keep                  keep the temporary directory (binary, server log) [LOAD_KEEP]
+//
+// With -instances 2 a second process serves the same database and Redis: throughput
+// workers, the rate-limit burst and the webhook mutations alternate between them,
+// subscribers alternate too while the measured operations go to the first (so half
+// the subscribers receive them through PostgreSQL LISTEN/NOTIFY), and both
+// dispatchers share the webhook deliveries. On two cores this measures correctness
+// across instances rather than more throughput.
+//
+// Services: LOAD_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test?sslmode=disable,
+// used only to create and drop the run's database) and LOAD_REDIS_URL (default
+// redis://127.0.0.1:6379/0).
+//
+// A quick smoke run: go run ./cmd/loadtest -duration 2s -subscribers 50 -events 5 -webhooks 100
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1 // a correctness check failed
+	exitHarness = 2 // the harness could not run (build, services, server start)
+)
+
+// options are the command-line settings.
+type options struct {
+	Duration       time.Duration
+	Workers        int
+	Limit          int
+	Burst          int
+	Subscribers    int
+	Events         int
+	Webhooks       int
+	WebhookWorkers int
+	Instances      int
+	Timeout        time.Duration
+	Keep           bool
+	PostgresURL    string
+	RedisURL       string
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.DurationVar(&o.Duration, "duration", envDuration("LOAD_DURATION", 15*time.Second), "throughput phase length")
+	fs.IntVar(&o.Workers, "workers", envInt("LOAD_WORKERS", 32), "throughput workers")
+	fs.IntVar(&o.Limit, "limit", envInt("LOAD_LIMIT", 100), "rate limit (per hour) of the accuracy key")
+	fs.IntVar(&o.Burst, "burst", envInt("LOAD_BURST", 300), "concurrent requests sent with the accuracy key")
+	fs.IntVar(&o.Subscribers, "subscribers", envInt("LOAD_SUBSCRIBERS", 500), "WebSocket subscribers")
+	fs.IntVar(&o.Events, "events", envInt("LOAD_EVENTS", 20), "operations fanned out to the subscribers")
+	fs.IntVar(&o.Webhooks, "webhooks", envInt("LOAD_WEBHOOKS", 1000), "sendTestWebhook mutations")
+	fs.IntVar(&o.WebhookWorkers, "webhook-workers", envInt("LOAD_WEBHOOK_WORKERS", 16), "sendTestWebhook concurrency")
+	fs.IntVar(&o.Instances, "instances", envInt("LOAD_INSTANCES", 1), "server processes sharing the database and Redis")
+	fs.DurationVar(&o.Timeout, "timeout", envDuration("LOAD_TIMEOUT", 115*time.Second), "hard bound on the whole run")
+	fs.BoolVar(&o.Keep, "keep", os.Getenv("LOAD_KEEP") != "", "keep the temporary directory (binary and server log)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	o.PostgresURL = envString("LOAD_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	o.RedisURL = envString("LOAD_REDIS_URL", "redis://127.0.0.1:6379/0")
+	switch {
+	case o.Duration <= 0 || o.Timeout <= 0:
+		return o, errors.New("-duration and -timeout must be positive")
+	case o.Workers < 1 || o.WebhookWorkers < 1:
+		return o, errors.New("-workers and -webhook-workers must be at least 1")
+	case o.Limit < 1 || o.Burst < o.Limit:
+		return o, errors.New("-limit must be at least 1 and -burst at least -limit")
+	case o.Instances < 1 || o.Instances > 4:
+		return o, errors.New("-instances must be between 1 and 4")
+	case o.Subscribers < 1 || o.Events < 1 || o.Webhooks < 1:
+		return o, errors.New("-subscribers, -events and -webhooks must be at least 1")
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(exitOK)
+		}
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(exitHarness)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	code := run(ctx, o)
+	cancel()
+	stop()
+	os.Exit(code)
+}
+
+// logf prints a progress line to stderr.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s loadtest: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+func envString(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		fmt.Fprintf(os.Stderr, "loadtest: ignoring %s=%q: not an integer\n", name, v)
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "loadtest: ignoring %s=%q: not a duration\n", name, v)
+	}
+	return def
+}

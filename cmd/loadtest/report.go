@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// report collects every phase's result for the table and the checks.
+type report struct {
+	opts    options
+	machine string
+
+	throughput  *throughputResult
+	rateLimit   *rateLimitResult
+	fanout      *fanoutResult
+	fanoutErr   error
+	webhooks    *webhookResult
+	webhooksErr error
+	interrupted error // the run's context ended early (timeout or signal)
+
+	stopErrs []string      // per server, when it did not exit cleanly after SIGTERM
+	stopTook time.Duration // the slowest server's
+
+	served          int64
+	unanswered      int64
+	otherStatuses   string
+	stored          int64
+	storedByOutcome map[string]int64
+	storedErr       error
+
+	log     logSummary
+	elapsed time.Duration
+}
+
+// machineDescription is "2 cores, <CPU model>, linux/amd64, go1.26.8".
+func machineDescription() string {
+	model := "unknown CPU"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.Join(strings.Fields(v), " ")
+				break
+			}
+		}
+		f.Close()
+	}
+	return fmt.Sprintf("%d cores, %s, %s/%s, %s", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// writeTable prints the Markdown table.
+func (r *report) writeTable(w io.Writer) {
+	o := r.opts
+	rows := [][2]string{{"machine", r.machine}}
+	procs := "1 process"
+	if o.Instances > 1 {
+		procs = fmt.Sprintf("%d processes (requests alternate between them)", o.Instances)
+	}
+	rows = append(rows, [2]string{"server", fmt.Sprintf("%s, PostgreSQL + Redis, harness on the same cores; whole run %s", procs, r.elapsed.Round(time.Second))})
+	if t := r.throughput; t != nil {
+		rows = append(rows,
+			[2]string{fmt.Sprintf("requests/s (viewer query, %d workers, %s)", t.Workers, o.Duration), fmt.Sprintf("%.0f (%d requests)", t.RPS(), t.Requests)},
+			[2]string{"latency p50 / p99", ms(t.Latency.P50) + " / " + ms(t.Latency.P99)},
+			[2]string{"throughput HTTP statuses", fmt.Sprintf("%s; GraphQL errors %d; no answer %d", formatStatuses(t.Statuses), t.GQLErrors, t.Transport)},
+		)
+	}
+	if rl := r.rateLimit; rl != nil {
+		headers := "Retry-After and RateLimit on every 429"
+		if len(rl.HeaderProblems) > 0 {
+			headers = fmt.Sprintf("%d header problems", len(rl.HeaderProblems))
+		}
+		rows = append(rows, [2]string{
+			fmt.Sprintf("rate-limit accuracy (limit %d, %d sent)", rl.Limit, rl.Sent),
+			fmt.Sprintf("%d admitted / %d denied (accuracy %.0f%%); %s (Retry-After %s s)", rl.Admitted, rl.Denied, 100*rl.Accuracy(), headers, joinInts(rl.RetryAfterSeconds)),
+		})
+	}
+	usage := fmt.Sprintf("%d / %d", r.stored, r.served)
+	switch {
+	case r.storedErr != nil:
+		usage = fmt.Sprintf("? / %d (count failed: %v)", r.served, r.storedErr)
+	case r.stored == r.served:
+		usage += " (equal)"
+	default:
+		usage += fmt.Sprintf(" (NOT equal: %+d)", r.stored-r.served)
+	}
+	if r.unanswered > 0 {
+		usage += fmt.Sprintf("; %d requests got no answer", r.unanswered)
+	}
+	rows = append(rows, [2]string{"usage rows stored / operations served", usage})
+	if f := r.fanout; f != nil {
+		rows = append(rows,
+			[2]string{fmt.Sprintf("subscription fan-out (%d subscribers, %d events) p50 / p99", f.Subscribers, f.Events),
+				fmt.Sprintf("%s / %s (max %s)", ms(f.Latency.P50), ms(f.Latency.P99), ms(f.Latency.Max))},
+			[2]string{"fan-out deliveries", fmt.Sprintf("%d / %d expected (%d of %d subscribers live; droppedEvents %d)", f.Delivered, f.Expected, f.Ready, f.Subscribers, f.Dropped)},
+		)
+	}
+	if wh := r.webhooks; wh != nil {
+		rows = append(rows,
+			[2]string{fmt.Sprintf("webhook deliveries/s (%d test events)", o.Webhooks), fmt.Sprintf("%.0f (%d/%d delivered in %s; %d duplicates)", wh.PerSecond(), wh.Received, wh.Sent, wh.Elapsed.Round(time.Millisecond), wh.Duplicates)},
+			[2]string{"webhook p99 commit→receipt", fmt.Sprintf("%s (p50 %s; from the mutation's response, %d arrived before it; mostly queueing behind the burst)", ms(wh.Latency.P99), ms(wh.Latency.P50), wh.Early)},
+			[2]string{fmt.Sprintf("webhook commit→receipt, one at a time (%d) p50 / p99", wh.Probe.N), ms(wh.Probe.P50) + " / " + ms(wh.Probe.P99)},
+		)
+	}
+	shutdown := fmt.Sprintf("clean exit %s after SIGTERM", r.stopTook.Round(time.Millisecond))
+	if len(r.stopErrs) > 0 {
+		shutdown = strings.Join(r.stopErrs, "; ")
+	}
+	rows = append(rows,
+		[2]string{"graceful shutdown", shutdown},
+		[2]string{"server log", r.log.describe()},
+	)
+	fmt.Fprintln(w, "| metric | value |")
+	fmt.Fprintln(w, "|---|---|")
+	for _, row := range rows {
+		fmt.Fprintf(w, "| %s | %s |\n", cell(row[0]), cell(row[1]))
+	}
+}
+
+// cell escapes the pipe characters of a table cell.
+func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+func joinInts(ns []int) string {
+	if len(ns) == 0 {
+		return "none"
+	}
+	sort.Ints(ns)
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = fmt.Sprint(n)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// failures lists the correctness checks that failed.
+func (r *report) failures() []string {
+	var fs []string
+	fail := func(format string, args ...any) { fs = append(fs, fmt.Sprintf(format, args...)) }
+	if r.interrupted != nil {
+		fail("run ended early: %v", r.interrupted)
+	}
+	if t := r.throughput; t != nil {
+		if bad := t.Requests - t.Statuses[200]; bad > 0 || t.GQLErrors > 0 || t.Transport > 0 {
+			fail("throughput: statuses %s, %d GraphQL errors, %d requests without an answer (first: %s)", formatStatuses(t.Statuses), t.GQLErrors, t.Transport, t.FirstErr)
+		}
+	}
+	if rl := r.rateLimit; rl == nil {
+		fail("rate limit: phase not run")
+	} else {
+		if rl.Admitted != rl.Limit || rl.Denied != rl.Sent-rl.Limit {
+			fail("rate limit: %d admitted and %d denied, want %d and %d (statuses %s, no answer %d)", rl.Admitted, rl.Denied, rl.Limit, rl.Sent-rl.Limit, formatStatuses(rl.Statuses), rl.Transport)
+		}
+		if len(rl.HeaderProblems) > 0 {
+			fail("rate limit: %s", strings.Join(rl.HeaderProblems, "; "))
+		}
+	}
+	if r.storedErr != nil {
+		fail("usage rows: %v", r.storedErr)
+	} else if r.stored != r.served {
+		fail("usage rows: %d stored, %d operations served (by outcome %v; other statuses %s; %d without an answer)", r.stored, r.served, r.storedByOutcome, r.otherStatuses, r.unanswered)
+	}
+	if r.fanoutErr != nil {
+		fail("fan-out: %v", r.fanoutErr)
+	}
+	if f := r.fanout; f == nil {
+		fail("fan-out: phase not run")
+	} else if f.Ready < f.Subscribers || f.Delivered < f.Expected {
+		fail("fan-out: %d of %d subscribers live, %d of %d events delivered: %s", f.Ready, f.Subscribers, f.Delivered, f.Expected, strings.Join(f.Problems, "; "))
+	}
+	if r.webhooksErr != nil {
+		fail("webhooks: %v", r.webhooksErr)
+	}
+	if wh := r.webhooks; wh == nil {
+		fail("webhooks: phase not run")
+	} else if wh.SendErrors > 0 || wh.Sent < r.opts.Webhooks || wh.Received-wh.Unmatched < wh.Sent || wh.BadSignatures > 0 {
+		fail("webhooks: %d sent (%d errors), %d delivered, %d bad signatures: %s", wh.Sent, wh.SendErrors, wh.Received, wh.BadSignatures, strings.Join(wh.Problems, "; "))
+	}
+	for _, e := range r.stopErrs {
+		fail("shutdown: %s", e)
+	}
+	return fs
+}
