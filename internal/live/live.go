@@ -76,6 +76,11 @@ type Hub struct {
 	Buffer int
 	// RecheckInterval is how often streams re-validate their keys (default 500ms).
 	RecheckInterval time.Duration
+	// SingleInstance says the bus reaches no other instance (SQLite): events of
+	// tenants nobody watches here are then not even encoded. With a shared bus every
+	// event is published, so a dashboard on another instance misses nothing from the
+	// moment it subscribes.
+	SingleInstance bool
 
 	mu     sync.Mutex
 	perKey map[string]int
@@ -129,6 +134,15 @@ func (h *Hub) init() {
 func (h *Hub) Publish(ev usage.Event) {
 	if ev.OperationType == "subscription" {
 		return
+	}
+	if h.SingleInstance {
+		h.init()
+		h.mu.Lock()
+		_, watched := h.feeds[ev.TenantID]
+		h.mu.Unlock()
+		if !watched {
+			return
+		}
 	}
 	b, err := json.Marshal(Event{
 		ID: ids.New("use"), TenantID: ev.TenantID, APIKeyID: ev.APIKeyID,
