@@ -65,6 +65,9 @@ type App struct {
 type Options struct {
 	// DisableAuth serves every request as a platform admin (benchmarks only).
 	DisableAuth bool
+	// DisableGuard turns rate limiting, quotas and usage recording off (benchmarks
+	// only: it measures authentication alone).
+	DisableGuard bool
 	// Out receives the one-time bootstrap message (default: discarded).
 	Out io.Writer
 	// EntOptions are passed to the ent client (e.g. query logging in tests).
@@ -132,7 +135,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 		MaxDepth:       cfg.MaxQueryDepth,
 		MaxComplexity:  cfg.MaxQueryComplexity,
 		DisableAuth:    opts.DisableAuth,
-		Guard:          guard,
+		Guard:          guardUnless(opts.DisableGuard, guard),
 		TrustedProxies: trusted,
 		Metrics:        a.Metrics,
 		Conns:          a.Conns,
@@ -263,6 +266,13 @@ func (a *App) limitDenied(_ context.Context, v *viewer.Viewer, outcome usage.Out
 		a.LimitEvents.Denied(webhook.EventQuotaExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, start, end.Sub(now),
 			map[string]any{"quota": v.Quota, "period": v.QuotaPeriod, "resetAt": end})
 	}
+}
+
+func guardUnless(off bool, g *httpapi.Guard) *httpapi.Guard {
+	if off {
+		return nil
+	}
+	return g
 }
 
 // limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
