@@ -83,7 +83,7 @@ func (o Options) websocketTransport() transport.Websocket {
 	return transport.Websocket{
 		Implementation:        &wsgorilla.Implementation{CheckOrigin: wsgorilla.AllowOrigins(o.AllowedOrigins)},
 		KeepAlivePingInterval: 15 * time.Second,
-		PingPongInterval:      0,
+		PingPongInterval:      15 * time.Second, // graphql-transport-ws: drop peers that stop answering
 		InitTimeout:           10 * time.Second,
 		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 			if cred := credentialFromPayload(p); cred != "" && !o.DisableAuth {
