@@ -54,7 +54,11 @@ func depth(set ast.SelectionSet, level int) int {
 		var d int
 		switch s := sel.(type) {
 		case *ast.Field:
-			if len(s.SelectionSet) == 0 {
+			if s.Name == "__schema" || s.Name == "__type" {
+				// Introspection is bounded by the schema itself; GraphiQL's query
+				// nests ofType far deeper than any data query needs.
+				d = level + 1
+			} else if len(s.SelectionSet) == 0 {
 				d = level + 1
 			} else {
 				d = depth(s.SelectionSet, level+1)
