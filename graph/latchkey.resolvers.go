@@ -398,11 +398,6 @@ func (r *subscriptionResolver) UsageStats(ctx context.Context, apiKeyID *string,
 	return r.Live.StatsStream(ctx, v, tenantID, apiKeyID, time.Duration(secs)*time.Second, func(err error) { endStream(ctx, err) })
 }
 
-// Outcome is the resolver for the outcome field.
-func (r *usageEventResolver) Outcome(ctx context.Context, obj *live.Event) (model.UsageOutcome, error) {
-	return model.UsageOutcome(strings.ToUpper(string(obj.Outcome))), nil
-}
-
 // APIKey is the resolver for the apiKey field.
 func (r *viewerResolver) APIKey(ctx context.Context, obj *viewer.Viewer) (*ent.ApiKey, error) {
 	if obj.APIKeyID == "" {
@@ -438,15 +433,11 @@ func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResol
 // Subscription returns generated.SubscriptionResolver implementation.
 func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subscriptionResolver{r} }
 
-// UsageEvent returns generated.UsageEventResolver implementation.
-func (r *Resolver) UsageEvent() generated.UsageEventResolver { return &usageEventResolver{r} }
-
 // Viewer returns generated.ViewerResolver implementation.
 func (r *Resolver) Viewer() generated.ViewerResolver { return &viewerResolver{r} }
 
 type (
 	mutationResolver     struct{ *Resolver }
 	subscriptionResolver struct{ *Resolver }
-	usageEventResolver   struct{ *Resolver }
 	viewerResolver       struct{ *Resolver }
 )

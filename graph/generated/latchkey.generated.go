@@ -39,9 +39,6 @@ type SubscriptionResolver interface {
 	UsageEvents(ctx context.Context, apiKeyID *string) (<-chan *live.Event, error)
 	UsageStats(ctx context.Context, apiKeyID *string, intervalSeconds *int) (<-chan *live.Stats, error)
 }
-type UsageEventResolver interface {
-	Outcome(ctx context.Context, obj *live.Event) (model.UsageOutcome, error)
-}
 type ViewerResolver interface {
 	APIKey(ctx context.Context, obj *viewer.Viewer) (*ent.ApiKey, error)
 	Tenant(ctx context.Context, obj *viewer.Viewer) (*ent.Tenant, error)
@@ -1772,18 +1769,18 @@ func (ec *executionContext) _UsageEvent_outcome(ctx context.Context, field graph
 			return ec.fieldContext_UsageEvent_outcome(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.UsageEvent().Outcome(ctx, obj)
+			return obj.Outcome, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.UsageOutcome) graphql.Marshaler {
-			return ec.marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUsageOutcome(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v live.Outcome) graphql.Marshaler {
+			return ec.marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐOutcome(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_UsageEvent_outcome(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("UsageEvent", field, true, true, "UsageOutcome")
+	return graphql.NewScalarFieldContext("UsageEvent", field, false, false, "UsageOutcome")
 }
 
 func (ec *executionContext) _UsageEvent_latencyMs(ctx context.Context, field graphql.CollectedField, obj *live.Event) (ret graphql.Marshaler) {
@@ -2974,53 +2971,52 @@ func (ec *executionContext) _UsageEvent(ctx context.Context, sel ast.SelectionSe
 		case "id":
 			out.Values[i] = ec._UsageEvent_id(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "apiKeyID":
 			out.Values[i] = ec._UsageEvent_apiKeyID(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "operationName":
 			out.Values[i] = ec._UsageEvent_operationName(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "operationType":
 			out.Values[i] = ec._UsageEvent_operationType(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "rootFields":
 			out.Values[i] = ec._UsageEvent_rootFields(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "outcome":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._UsageEvent_outcome(ctx, field, obj)
-				})
+			out.Values[i] = ec._UsageEvent_outcome(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "latencyMs":
 			out.Values[i] = ec._UsageEvent_latencyMs(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "ip":
 			out.Values[i] = ec._UsageEvent_ip(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "at":
 			out.Values[i] = ec._UsageEvent_at(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "droppedEvents":
 			out.Values[i] = ec._UsageEvent_droppedEvents(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -3291,13 +3287,13 @@ func (ec *executionContext) marshalNUsageInterval2githubᚗcomᚋlatchkeyᚋlatc
 	return v
 }
 
-func (ec *executionContext) unmarshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUsageOutcome(ctx context.Context, v any) (model.UsageOutcome, error) {
-	var res model.UsageOutcome
+func (ec *executionContext) unmarshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐOutcome(ctx context.Context, v any) (live.Outcome, error) {
+	var res live.Outcome
 	err := res.UnmarshalGQL(v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUsageOutcome(ctx context.Context, sel ast.SelectionSet, v model.UsageOutcome) graphql.Marshaler {
+func (ec *executionContext) marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐOutcome(ctx context.Context, sel ast.SelectionSet, v live.Outcome) graphql.Marshaler {
 	return v
 }
 

@@ -29,7 +29,6 @@ type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Subscription() SubscriptionResolver
-	UsageEvent() UsageEventResolver
 	Viewer() ViewerResolver
 }
 

@@ -12,7 +12,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,18 +30,37 @@ import (
 
 // Event is one operation as seen by usageEvents subscribers.
 type Event struct {
-	ID            string        `json:"id"`
-	TenantID      string        `json:"tenantID"`
-	APIKeyID      string        `json:"apiKeyID"`
-	OperationName string        `json:"operationName"`
-	OperationType string        `json:"operationType"`
-	RootFields    []string      `json:"rootFields"`
-	Outcome       usage.Outcome `json:"outcome"`
-	LatencyMs     int           `json:"latencyMs"`
-	IP            string        `json:"ip"`
-	At            time.Time     `json:"at"`
+	ID            string    `json:"id"`
+	TenantID      string    `json:"tenantID"`
+	APIKeyID      string    `json:"apiKeyID"`
+	OperationName string    `json:"operationName"`
+	OperationType string    `json:"operationType"`
+	RootFields    []string  `json:"rootFields"`
+	Outcome       Outcome   `json:"outcome"`
+	LatencyMs     int       `json:"latencyMs"`
+	IP            string    `json:"ip"`
+	At            time.Time `json:"at"`
 	// DroppedEvents counts events this subscriber missed since its previous message.
 	DroppedEvents int `json:"-"`
+}
+
+// Outcome is a usage outcome ("ok", "rate_limited", …) that marshals as the GraphQL
+// enum UsageOutcome (OK, RATE_LIMITED, …) without a resolver.
+type Outcome string
+
+// MarshalGQL writes the enum value.
+func (o Outcome) MarshalGQL(w io.Writer) {
+	_, _ = io.WriteString(w, strconv.Quote(strings.ToUpper(string(o))))
+}
+
+// UnmarshalGQL reads the enum value. It returns an error for anything but a string.
+func (o *Outcome) UnmarshalGQL(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("UsageOutcome must be a string")
+	}
+	*o = Outcome(strings.ToLower(s))
+	return nil
 }
 
 // Stats is one rolling aggregate of a usageStats subscription.
@@ -147,7 +170,7 @@ func (h *Hub) Publish(ev usage.Event) {
 	b, err := json.Marshal(Event{
 		ID: ids.New("use"), TenantID: ev.TenantID, APIKeyID: ev.APIKeyID,
 		OperationName: ev.OperationName, OperationType: ev.OperationType, RootFields: ev.RootFields,
-		Outcome: ev.Outcome, LatencyMs: ev.LatencyMs, IP: ev.IP, At: ev.At.UTC(),
+		Outcome: Outcome(ev.Outcome), LatencyMs: ev.LatencyMs, IP: ev.IP, At: ev.At.UTC(),
 	})
 	if err != nil {
 		slog.Error("live: encode usage event", "err", err)
@@ -338,7 +361,7 @@ func (h *Hub) StatsStream(ctx context.Context, v *viewer.Viewer, tenantID string
 				}
 				cur.Requests++
 				cur.DroppedEvents += ev.DroppedEvents
-				switch ev.Outcome {
+				switch usage.Outcome(ev.Outcome) {
 				case usage.OutcomeError, usage.OutcomeForbidden:
 					cur.Errors++
 				case usage.OutcomeRateLimited, usage.OutcomeQuotaExceeded:
