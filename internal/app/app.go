@@ -303,23 +303,34 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 // bootstrapAdmin creates an admin key when none exists and prints it once to out.
 func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
 	ctx = rule.SystemContext(ctx)
-	exists, err := a.Store.Client.ApiKey.Query().Where(apikey.Admin(true), apikey.RevokedAtIsNil()).Exist(ctx)
-	if err != nil || exists {
-		return err
-	}
-	secret, err := keys.Generate(keys.KindAdmin)
-	if err != nil {
-		return err
-	}
-	_, err = a.Store.Client.ApiKey.Create().
-		SetName("bootstrap admin").
-		SetAdmin(true).
-		SetPrefix(keys.DisplayPrefix(secret)).
-		SetHash(keys.HashHex(secret)).
-		SetScopes([]string{}).
-		Save(ctx)
+	var secret string
+	err := store.WithTx(ctx, a.Store.Client, func(ctx context.Context, tx *ent.Tx) error {
+		if a.Store.Dialect == "postgres" {
+			// Instances starting together on a fresh database create one admin key.
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7346158901)"); err != nil {
+				return err
+			}
+		}
+		exists, err := tx.ApiKey.Query().Where(apikey.Admin(true), apikey.RevokedAtIsNil()).Exist(ctx)
+		if err != nil || exists {
+			return err
+		}
+		if secret, err = keys.Generate(keys.KindAdmin); err != nil {
+			return err
+		}
+		return tx.ApiKey.Create().
+			SetName("bootstrap admin").
+			SetAdmin(true).
+			SetPrefix(keys.DisplayPrefix(secret)).
+			SetHash(keys.HashHex(secret)).
+			SetScopes([]string{}).
+			Exec(ctx)
+	})
 	if err != nil {
 		return fmt.Errorf("create admin key: %w", err)
+	}
+	if secret == "" {
+		return nil // an admin key exists already
 	}
 	if out == nil {
 		out = io.Discard

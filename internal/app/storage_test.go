@@ -6,11 +6,13 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/apptest"
 	"github.com/latchkey/latchkey/internal/config"
@@ -253,5 +255,41 @@ func TestBootstrapAdmin(t *testing.T) {
 				t.Fatalf("admin key: %v %+v", err, v)
 			}
 		})
+	}
+}
+
+// Instances starting together on a fresh PostgreSQL database create one admin key.
+func TestBootstrapAdminConcurrentStarts(t *testing.T) {
+	cfg := config.Config{DatabaseURL: testdb.URL(t, "postgres"), PublicURL: "http://localhost:8080"}
+	var wg sync.WaitGroup
+	var printed atomic.Int32
+	apps := make([]*app.App, 3)
+	for i := range apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			a, err := app.New(context.Background(), cfg, app.Options{Out: &out})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			apps[i] = a
+			if strings.Contains(out.String(), "lk_admin_") {
+				printed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, a := range apps {
+		if a != nil {
+			defer a.Shutdown(context.Background())
+		}
+	}
+	if printed.Load() != 1 {
+		t.Fatalf("%d instances printed an admin key, want 1", printed.Load())
+	}
+	if n := apps[0].Store.Client.ApiKey.Query().Where(apikey.Admin(true)).CountX(sysCtx()); n != 1 {
+		t.Fatalf("%d admin keys", n)
 	}
 }

@@ -85,6 +85,7 @@ func (o Options) websocketTransport() transport.Websocket {
 		KeepAlivePingInterval: 15 * time.Second,
 		PingPongInterval:      15 * time.Second, // graphql-transport-ws: drop peers that stop answering
 		InitTimeout:           10 * time.Second,
+		PayloadReadLimit:      &o.MaxBodyBytes, // same bound as an HTTP request body
 		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 			if cred := credentialFromPayload(p); cred != "" && !o.DisableAuth {
 				v, err := o.Verifier.Verify(ctx, cred)
