@@ -227,6 +227,10 @@ func (r *mutationResolver) CreateWebhook(ctx context.Context, input model.Create
 func (r *mutationResolver) UpdateWebhook(ctx context.Context, id string, input model.UpdateWebhookInput) (*ent.Webhook, error) {
 	var w *ent.Webhook
 	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
+		// NOT_FOUND for a foreign webhook before the URL is validated (resolved).
+		if _, err := c.Webhook.Get(ctx, id); err != nil {
+			return err
+		}
 		w, err = r.Webhooks.Update(ctx, c, id, webhook.UpdateParams{URL: input.URL, Events: input.Events, Description: input.Description, Active: input.Active})
 		store.AfterCommit(ctx, r.wakeWebhooks)
 		return err

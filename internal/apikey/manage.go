@@ -10,6 +10,7 @@ import (
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/audit"
+	"github.com/latchkey/latchkey/internal/plan"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/tenants"
 	"github.com/latchkey/latchkey/internal/viewer"
@@ -85,6 +86,57 @@ func checkScopes(ctx context.Context, scopes []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkManage returns FORBIDDEN unless the viewer holds every scope of key k: a key
+// can only manage (change, rotate) keys no more powerful than itself, so it can never
+// obtain a secret or a lifetime with more scopes than it holds.
+func checkManage(ctx context.Context, k *ent.ApiKey) error {
+	v := viewer.FromContext(ctx)
+	for _, s := range k.Scopes {
+		if !v.Has(s) {
+			return apierr.New(apierr.Forbidden, "cannot manage a key holding scope "+s+": the calling key does not hold it").With("scope", s)
+		}
+	}
+	if k.Admin && (v == nil || !v.Admin) {
+		return apierr.New(apierr.Forbidden, "only platform admins manage admin keys")
+	}
+	return nil
+}
+
+// checkPlanLimits keeps a tenant key's settings within its tenant's plan: only
+// platform admins may give a key more than the plan allows (or an unlimited quota).
+// It returns BAD_USER_INPUT naming the setting.
+func checkPlanLimits(ctx context.Context, client *ent.Client, tenantID string, rate, window *int, quota *int) error {
+	if v := viewer.FromContext(ctx); v != nil && v.Admin {
+		return nil
+	}
+	if rate == nil && window == nil && quota == nil {
+		return nil
+	}
+	t, err := client.Tenant.Get(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	p, ok := plan.Get(t.Plan)
+	if !ok {
+		p, _ = plan.Get(plan.Default)
+	}
+	r, w := p.RateLimit, p.WindowSeconds
+	if rate != nil {
+		r = *rate
+	}
+	if window != nil {
+		w = *window
+	}
+	// At most the plan's burst, and at most the plan's sustained rate.
+	if r > p.RateLimit || int64(r)*int64(p.WindowSeconds) > int64(p.RateLimit)*int64(w) {
+		return apierr.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
+	}
+	if quota != nil && p.Quota > 0 && (*quota == 0 || int64(*quota) > p.Quota) {
+		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s", p.Name, p.Quota, strings.ToLower(p.QuotaPeriod))
+	}
+	return nil
 }
 
 func checkLimits(rate, window *int) error {
@@ -164,6 +216,9 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	if _, err := client.Tenant.Get(ctx, tenantID); err != nil {
 		return nil, "", err
 	}
+	if err := checkPlanLimits(ctx, client, tenantID, p.RateLimit, p.RateLimitWindowSeconds, p.Quota); err != nil {
+		return nil, "", err
+	}
 	secret, err := Generate(KindLive)
 	if err != nil {
 		return nil, "", err
@@ -198,6 +253,34 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	}
 	if k.RevokedAt != nil {
 		return nil, apierr.BadInput("id", "key is revoked")
+	}
+	if err := checkManage(ctx, k); err != nil {
+		return nil, err
+	}
+	if p.SetExpiresAt && k.ExpiresAt != nil && (p.ExpiresAt == nil || p.ExpiresAt.After(*k.ExpiresAt)) {
+		// A key being rotated out must not outlive its grace period.
+		rotated, err := k.QueryRotatedTo().Exist(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if rotated {
+			return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
+		}
+	}
+	if k.TenantID != nil && (p.SetRateLimit || p.SetRateLimitWindowSeconds || p.SetQuota) {
+		rate, window, quota := k.RateLimit, k.RateLimitWindowSeconds, (*int)(nil)
+		if p.SetRateLimit {
+			rate = p.RateLimit
+		}
+		if p.SetRateLimitWindowSeconds {
+			window = p.RateLimitWindowSeconds
+		}
+		if p.SetQuota {
+			quota = p.Quota // nil: back to the plan's quota, always allowed
+		}
+		if err := checkPlanLimits(ctx, client, *k.TenantID, rate, window, quota); err != nil {
+			return nil, err
+		}
 	}
 	u := k.Update()
 	if p.Name != nil {
@@ -299,6 +382,9 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	now := m.now()
 	if old.RevokedAt != nil {
 		return nil, "", apierr.BadInput("id", "key is revoked")
+	}
+	if err := checkManage(ctx, old); err != nil {
+		return nil, "", err
 	}
 	if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
 		return nil, "", apierr.BadInput("id", "key is expired")

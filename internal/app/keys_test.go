@@ -102,10 +102,15 @@ func TestKeyLifecycle(t *testing.T) {
 		if len(cv.Viewer.Scopes) != 2 {
 			t.Fatalf("scopes after update: %v", cv.Viewer.Scopes)
 		}
+		// A tenant key stays within its plan (free: 1,000 per hour): the plan's limit
+		// with the key's 60 s window would be more.
+		expectCode(t, e.Do(secret, `mutation($id: ID!) { updateApiKey(id: $id, input: {rateLimit: null}) { id } }`, map[string]any{"id": childID}), "BAD_USER_INPUT")
+		expectCode(t, e.Do(secret, `mutation($id: ID!) { updateApiKey(id: $id, input: {rateLimit: 2000, rateLimitWindowSeconds: 3600}) { id } }`, map[string]any{"id": childID}), "BAD_USER_INPUT")
+		expectCode(t, e.Do(secret, `mutation($id: ID!) { updateApiKey(id: $id, input: {quota: 0}) { id } }`, map[string]any{"id": childID}), "BAD_USER_INPUT")
 		// Clearing optional settings with null.
-		e.MustDo(secret, `mutation($id: ID!) { updateApiKey(id: $id, input: {rateLimit: null, expiresAt: null}) { name scopes rateLimit rateLimitWindowSeconds expiresAt } }`,
+		e.MustDo(secret, `mutation($id: ID!) { updateApiKey(id: $id, input: {rateLimit: null, rateLimitWindowSeconds: null, expiresAt: null}) { name scopes rateLimit rateLimitWindowSeconds expiresAt } }`,
 			map[string]any{"id": childID}, &up)
-		if up.UpdateApiKey.RateLimit != nil || up.UpdateApiKey.ExpiresAt != nil || *up.UpdateApiKey.RateLimitWindowSeconds != 60 {
+		if up.UpdateApiKey.RateLimit != nil || up.UpdateApiKey.ExpiresAt != nil || up.UpdateApiKey.RateLimitWindowSeconds != nil {
 			t.Fatalf("clear = %+v", up.UpdateApiKey)
 		}
 
@@ -224,3 +229,30 @@ func TestAuthFailures(t *testing.T) {
 }
 
 func sysCtx() context.Context { return systemContext(context.Background()) }
+
+// A key cannot obtain more than it holds by managing a stronger key, and a key being
+// rotated out cannot outlive its grace period.
+func TestNoEscalationThroughKeyManagement(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, e *apptest.Env) {
+		tid := e.Tenant("escalate")
+		strongID, strong := e.Key(e.AdminToken, tid, apptest.AllScopes...)
+		weakID, weak := e.Key(e.AdminToken, tid, "keys:write")
+		for _, tc := range []struct{ name, q string }{
+			{"rotate stronger", `mutation($id: ID!) { rotateApiKey(id: $id, gracePeriodSeconds: 60) { secret } }`},
+			{"extend stronger", `mutation($id: ID!) { updateApiKey(id: $id, input: {expiresAt: null}) { id } }`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				expectCode(t, e.Do(weak, tc.q, map[string]any{"id": strongID}), "FORBIDDEN")
+			})
+		}
+		// Revoking a stronger key is allowed: it only takes power away.
+		_ = weakID
+		var rot struct{ RotateApiKey struct{ Secret string } }
+		e.MustDo(strong, `mutation($id: ID!) { rotateApiKey(id: $id, gracePeriodSeconds: 600) { secret } }`, map[string]any{"id": strongID}, &rot)
+		for _, in := range []string{`{expiresAt: null}`, `{expiresAt: "2999-01-01T00:00:00Z"}`} {
+			expectCode(t, e.Do(strong, `mutation($id: ID!) { updateApiKey(id: $id, input: `+in+`) { id } }`, map[string]any{"id": strongID}), "BAD_USER_INPUT")
+		}
+		soon := time.Now().Add(5 * time.Minute).UTC().Format(time.RFC3339)
+		e.MustDo(strong, `mutation($id: ID!) { updateApiKey(id: $id, input: {expiresAt: "`+soon+`"}) { id } }`, map[string]any{"id": strongID}, &struct{}{})
+	})
+}

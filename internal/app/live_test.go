@@ -432,3 +432,31 @@ func TestShutdownCompletesSubscriptions(t *testing.T) {
 		t.Fatalf("on shutdown: %s %s", m.Type, m.Payload)
 	}
 }
+
+// A key revoked after connection_init cannot run further operations on the open
+// connection, whether it came in the init payload or in the upgrade headers.
+func TestRevokedKeyOnOpenConnection(t *testing.T) {
+	e := apptest.New(t, "sqlite", app.Options{}, nil)
+	tid := e.Tenant("ws-revoke")
+	for _, via := range []string{"payload", "header"} {
+		t.Run(via, func(t *testing.T) {
+			keyID, key := e.Key(e.AdminToken, tid, "keys:write")
+			var c *apptest.WSClient
+			var err error
+			if via == "payload" {
+				c, err = e.DialWS(apptest.TransportWS, map[string]any{"apiKey": key}, nil)
+			} else {
+				c, err = e.DialWS(apptest.TransportWS, nil, http.Header{"X-Api-Key": {key}})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			e.MustDo(e.AdminToken, `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, map[string]any{"id": keyID}, &struct{}{})
+			_ = c.Subscribe("1", `mutation { createApiKey(input: {name: "after", scopes: []}) { secret } }`, nil)
+			if m := nextFor(t, c, "1"); !strings.Contains(string(m.Payload), "key revoked") || strings.Contains(string(m.Payload), "lk_live_") {
+				t.Fatalf("mutation after revocation: %s %s", m.Type, m.Payload)
+			}
+		})
+	}
+}

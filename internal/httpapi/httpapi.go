@@ -140,6 +140,7 @@ func (o Options) graphqlHandler() http.Handler {
 	srv.Use(extension.Introspection{})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
 	srv.Use(&queryLimits{Depth: o.MaxDepth, Complexity: o.MaxComplexity})
+	srv.AroundFields(argLimits)
 	srv.SetErrorPresenter(apierr.Presenter)
 	srv.SetRecoverFunc(apierr.Recover)
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {

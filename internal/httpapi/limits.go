@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	"reflect"
 
 	"github.com/99designs/gqlgen/complexity"
 	"github.com/99designs/gqlgen/graphql"
@@ -102,4 +103,80 @@ func onlyIntrospection(set ast.SelectionSet) bool {
 		}
 	}
 	return true
+}
+
+// Bounds of filter arguments, so that a `where` input cannot build a query the
+// database refuses (too many variables, too deep an expression) or that is slow.
+const (
+	maxWhereDepth = 8
+	maxWhereItems = 500
+)
+
+// argLimits is a field middleware that checks every field's arguments before its
+// resolver runs: first and last are not both set, and `where` filters stay within
+// maxWhereDepth nested not/and/or/has…With levels and maxWhereItems list items.
+// Violations are BAD_USER_INPUT.
+func argLimits(ctx context.Context, next graphql.Resolver) (any, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || len(fc.Args) == 0 {
+		return next(ctx)
+	}
+	if first, last := fc.Args["first"], fc.Args["last"]; !isNil(first) && !isNil(last) {
+		return nil, apierr.BadInput("last", "pass either first or last, not both")
+	}
+	if w, ok := fc.Args["where"]; ok && !isNil(w) {
+		items := 0
+		if err := walkWhere(reflect.ValueOf(w), 0, &items); err != nil {
+			return nil, err
+		}
+	}
+	return next(ctx)
+}
+
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Map, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// walkWhere walks a generated *XWhereInput: nested inputs (Not, And, Or, Has…With)
+// count as depth, slices of scalars (…In, …NotIn) as items.
+func walkWhere(v reflect.Value, depth int, items *int) error {
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		if depth > maxWhereDepth {
+			return apierr.BadInput("where", "filter nested deeper than %d levels", maxWhereDepth)
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if !v.Type().Field(i).IsExported() {
+				continue
+			}
+			if err := walkWhere(v.Field(i), depth+1, items); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			*items++
+			if *items > maxWhereItems {
+				return apierr.BadInput("where", "filter lists hold more than %d values in all", maxWhereItems)
+			}
+			if err := walkWhere(v.Index(i), depth, items); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
@@ -122,11 +121,9 @@ func (g *Guard) now() time.Time {
 // Around is the gqlgen AroundOperations middleware.
 func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	v := viewer.FromContext(ctx)
-	if v == nil || v.TenantID == "" {
-		// Anonymous introspection and platform admins are neither limited nor recorded.
-		return next(ctx)
-	}
-	if g.Checker != nil && transport.GetInitPayload(ctx) != nil {
+	if v != nil && g.Checker != nil && onWebSocket(ctx) {
+		// Verified once at connection_init: a key revoked since then (on any
+		// instance) must not start another operation on the open connection.
 		if err := g.Checker.Recheck(ctx, v); err != nil {
 			reason := "key no longer valid"
 			var ae *apikey.AuthError
@@ -137,6 +134,10 @@ func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graph
 				apierr.New(apierr.Unauthenticated, reason).With("reason", reason).GQL(),
 			}})
 		}
+	}
+	if v == nil || v.TenantID == "" {
+		// Anonymous introspection and platform admins are neither limited nor recorded.
+		return next(ctx)
 	}
 	start := g.now()
 	rc := graphql.GetOperationContext(ctx)

@@ -58,6 +58,15 @@ func (c *Conns) Len() int {
 	return len(c.cancel)
 }
 
+type wsKey struct{}
+
+// onWebSocket reports whether ctx belongs to an operation on a WebSocket connection,
+// whose credential was verified once at connection_init and must be re-checked.
+func onWebSocket(ctx context.Context) bool {
+	b, _ := ctx.Value(wsKey{}).(bool)
+	return b
+}
+
 // credentialFromPayload finds the key in a connection_init payload: apiKey, an
 // X-API-Key entry (what the playground's header editor sends), or Authorization.
 func credentialFromPayload(p transport.InitPayload) string {
@@ -112,6 +121,7 @@ func (o Options) websocketTransport() transport.Websocket {
 				ctx = transport.WithWebsocketCloseCode(ctx, closeUnauthorized)
 				return transport.AppendCloseReason(ctx, "authentication required"), nil, errors.New("authentication required: send apiKey in connection_init")
 			}
+			ctx = context.WithValue(ctx, wsKey{}, true)
 			ctx, cancel := context.WithCancel(ctx)
 			remove := o.Conns.add(cancel)
 			context.AfterFunc(ctx, remove)
