@@ -51,6 +51,8 @@ type ApiKey struct {
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	// RotatedFromID holds the value of the "rotated_from_id" field.
 	RotatedFromID *string `json:"rotated_from_id,omitempty"`
+	// the key whose quota counter this key uses: the first key of its rotation chain (nil: itself)
+	QuotaKey *string `json:"quota_key,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the ApiKeyQuery when eager-loading is set.
 	Edges        ApiKeyEdges `json:"edges"`
@@ -116,7 +118,7 @@ func (*ApiKey) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullBool)
 		case apikey.FieldRateLimit, apikey.FieldRateLimitWindowSeconds, apikey.FieldQuota:
 			values[i] = new(sql.NullInt64)
-		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID:
+		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID, apikey.FieldQuotaKey:
 			values[i] = new(sql.NullString)
 		case apikey.FieldCreatedAt, apikey.FieldUpdatedAt, apikey.FieldExpiresAt, apikey.FieldLastUsedAt, apikey.FieldRevokedAt:
 			values[i] = new(sql.NullTime)
@@ -248,6 +250,13 @@ func (_m *ApiKey) assignValues(columns []string, values []any) error {
 				_m.RotatedFromID = new(string)
 				*_m.RotatedFromID = value.String
 			}
+		case apikey.FieldQuotaKey:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field quota_key", values[i])
+			} else if value.Valid {
+				_m.QuotaKey = new(string)
+				*_m.QuotaKey = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -361,6 +370,11 @@ func (_m *ApiKey) String() string {
 	builder.WriteString(", ")
 	if v := _m.RotatedFromID; v != nil {
 		builder.WriteString("rotated_from_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.QuotaKey; v != nil {
+		builder.WriteString("quota_key=")
 		builder.WriteString(*v)
 	}
 	builder.WriteByte(')')

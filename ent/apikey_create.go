@@ -216,6 +216,20 @@ func (_c *ApiKeyCreate) SetNillableRotatedFromID(v *string) *ApiKeyCreate {
 	return _c
 }
 
+// SetQuotaKey sets the "quota_key" field.
+func (_c *ApiKeyCreate) SetQuotaKey(v string) *ApiKeyCreate {
+	_c.mutation.SetQuotaKey(v)
+	return _c
+}
+
+// SetNillableQuotaKey sets the "quota_key" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableQuotaKey(v *string) *ApiKeyCreate {
+	if v != nil {
+		_c.SetQuotaKey(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *ApiKeyCreate) SetID(v string) *ApiKeyCreate {
 	_c.mutation.SetID(v)
@@ -463,6 +477,10 @@ func (_c *ApiKeyCreate) createSpec() (*ApiKey, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.RevokedAt(); ok {
 		_spec.SetField(apikey.FieldRevokedAt, field.TypeTime, value)
 		_node.RevokedAt = &value
+	}
+	if value, ok := _c.mutation.QuotaKey(); ok {
+		_spec.SetField(apikey.FieldQuotaKey, field.TypeString, value)
+		_node.QuotaKey = &value
 	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -780,6 +798,9 @@ func (u *ApiKeyUpsertOne) UpdateNewValues() *ApiKeyUpsertOne {
 		}
 		if _, exists := u.create.mutation.RotatedFromID(); exists {
 			s.SetIgnore(apikey.FieldRotatedFromID)
+		}
+		if _, exists := u.create.mutation.QuotaKey(); exists {
+			s.SetIgnore(apikey.FieldQuotaKey)
 		}
 	}))
 	return u
@@ -1222,6 +1243,9 @@ func (u *ApiKeyUpsertBulk) UpdateNewValues() *ApiKeyUpsertBulk {
 			}
 			if _, exists := b.mutation.RotatedFromID(); exists {
 				s.SetIgnore(apikey.FieldRotatedFromID)
+			}
+			if _, exists := b.mutation.QuotaKey(); exists {
+				s.SetIgnore(apikey.FieldQuotaKey)
 			}
 		}
 	}))

@@ -404,6 +404,9 @@ func (_u *ApiKeyUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if _u.mutation.RevokedAtCleared() {
 		_spec.ClearField(apikey.FieldRevokedAt, field.TypeTime)
 	}
+	if _u.mutation.QuotaKeyCleared() {
+		_spec.ClearField(apikey.FieldQuotaKey, field.TypeString)
+	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -874,6 +877,9 @@ func (_u *ApiKeyUpdateOne) sqlSave(ctx context.Context) (_node *ApiKey, err erro
 	}
 	if _u.mutation.RevokedAtCleared() {
 		_spec.ClearField(apikey.FieldRevokedAt, field.TypeTime)
+	}
+	if _u.mutation.QuotaKeyCleared() {
+		_spec.ClearField(apikey.FieldQuotaKey, field.TypeString)
 	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{

@@ -49,6 +49,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			apikey.FieldLastUsedAt:             {Type: field.TypeTime, Column: apikey.FieldLastUsedAt},
 			apikey.FieldRevokedAt:              {Type: field.TypeTime, Column: apikey.FieldRevokedAt},
 			apikey.FieldRotatedFromID:          {Type: field.TypeString, Column: apikey.FieldRotatedFromID},
+			apikey.FieldQuotaKey:               {Type: field.TypeString, Column: apikey.FieldQuotaKey},
 		},
 	}
 	graph.Nodes[1] = &sqlgraph.Node{
@@ -471,6 +472,11 @@ func (f *ApiKeyFilter) WhereRevokedAt(p entql.TimeP) {
 // WhereRotatedFromID applies the entql string predicate on the rotated_from_id field.
 func (f *ApiKeyFilter) WhereRotatedFromID(p entql.StringP) {
 	f.Where(p.Field(apikey.FieldRotatedFromID))
+}
+
+// WhereQuotaKey applies the entql string predicate on the quota_key field.
+func (f *ApiKeyFilter) WhereQuotaKey(p entql.StringP) {
+	f.Where(p.Field(apikey.FieldQuotaKey))
 }
 
 // WhereHasTenant applies a predicate to check if query has an edge tenant.

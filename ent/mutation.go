@@ -65,6 +65,7 @@ type ApiKeyMutation struct {
 	expires_at                   *time.Time
 	last_used_at                 *time.Time
 	revoked_at                   *time.Time
+	quota_key                    *string
 	clearedFields                map[string]struct{}
 	tenant                       *string
 	clearedtenant                bool
@@ -953,6 +954,55 @@ func (m *ApiKeyMutation) ResetRotatedFromID() {
 	delete(m.clearedFields, apikey.FieldRotatedFromID)
 }
 
+// SetQuotaKey sets the "quota_key" field.
+func (m *ApiKeyMutation) SetQuotaKey(s string) {
+	m.quota_key = &s
+}
+
+// QuotaKey returns the value of the "quota_key" field in the mutation.
+func (m *ApiKeyMutation) QuotaKey() (r string, exists bool) {
+	v := m.quota_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQuotaKey returns the old "quota_key" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldQuotaKey(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQuotaKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQuotaKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQuotaKey: %w", err)
+	}
+	return oldValue.QuotaKey, nil
+}
+
+// ClearQuotaKey clears the value of the "quota_key" field.
+func (m *ApiKeyMutation) ClearQuotaKey() {
+	m.quota_key = nil
+	m.clearedFields[apikey.FieldQuotaKey] = struct{}{}
+}
+
+// QuotaKeyCleared returns if the "quota_key" field was cleared in this mutation.
+func (m *ApiKeyMutation) QuotaKeyCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldQuotaKey]
+	return ok
+}
+
+// ResetQuotaKey resets all changes to the "quota_key" field.
+func (m *ApiKeyMutation) ResetQuotaKey() {
+	m.quota_key = nil
+	delete(m.clearedFields, apikey.FieldQuotaKey)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *ApiKeyMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -1095,7 +1145,7 @@ func (m *ApiKeyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ApiKeyMutation) Fields() []string {
-	fields := make([]string, 0, 16)
+	fields := make([]string, 0, 17)
 	if m.created_at != nil {
 		fields = append(fields, apikey.FieldCreatedAt)
 	}
@@ -1144,6 +1194,9 @@ func (m *ApiKeyMutation) Fields() []string {
 	if m.rotated_from != nil {
 		fields = append(fields, apikey.FieldRotatedFromID)
 	}
+	if m.quota_key != nil {
+		fields = append(fields, apikey.FieldQuotaKey)
+	}
 	return fields
 }
 
@@ -1184,6 +1237,8 @@ func (m *ApiKeyMutation) Field(name string) (ent.Value, bool) {
 		return m.RevokedAt()
 	case apikey.FieldRotatedFromID:
 		return m.RotatedFromID()
+	case apikey.FieldQuotaKey:
+		return m.QuotaKey()
 	}
 	return nil, false
 }
@@ -1225,6 +1280,8 @@ func (m *ApiKeyMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldRevokedAt(ctx)
 	case apikey.FieldRotatedFromID:
 		return m.OldRotatedFromID(ctx)
+	case apikey.FieldQuotaKey:
+		return m.OldQuotaKey(ctx)
 	}
 	return nil, fmt.Errorf("unknown ApiKey field %s", name)
 }
@@ -1346,6 +1403,13 @@ func (m *ApiKeyMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetRotatedFromID(v)
 		return nil
+	case apikey.FieldQuotaKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQuotaKey(v)
+		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)
 }
@@ -1442,6 +1506,9 @@ func (m *ApiKeyMutation) ClearedFields() []string {
 	if m.FieldCleared(apikey.FieldRotatedFromID) {
 		fields = append(fields, apikey.FieldRotatedFromID)
 	}
+	if m.FieldCleared(apikey.FieldQuotaKey) {
+		fields = append(fields, apikey.FieldQuotaKey)
+	}
 	return fields
 }
 
@@ -1482,6 +1549,9 @@ func (m *ApiKeyMutation) ClearField(name string) error {
 		return nil
 	case apikey.FieldRotatedFromID:
 		m.ClearRotatedFromID()
+		return nil
+	case apikey.FieldQuotaKey:
+		m.ClearQuotaKey()
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey nullable field %s", name)
@@ -1538,6 +1608,9 @@ func (m *ApiKeyMutation) ResetField(name string) error {
 		return nil
 	case apikey.FieldRotatedFromID:
 		m.ResetRotatedFromID()
+		return nil
+	case apikey.FieldQuotaKey:
+		m.ResetQuotaKey()
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)

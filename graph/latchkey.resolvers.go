@@ -73,7 +73,7 @@ func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*mode
 	if err != nil || l.Quota == 0 || r.Quota == nil {
 		return nil, err
 	}
-	q, err := r.Quota.Peek(ctx, obj.ID, l.Quota, ratelimit.Period(strings.ToLower(l.QuotaPeriod)))
+	q, err := r.Quota.Peek(ctx, keys.QuotaKey(obj), l.Quota, ratelimit.Period(strings.ToLower(l.QuotaPeriod)))
 	if err != nil {
 		return nil, err
 	}

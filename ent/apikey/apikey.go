@@ -50,6 +50,8 @@ const (
 	FieldRevokedAt = "revoked_at"
 	// FieldRotatedFromID holds the string denoting the rotated_from_id field in the database.
 	FieldRotatedFromID = "rotated_from_id"
+	// FieldQuotaKey holds the string denoting the quota_key field in the database.
+	FieldQuotaKey = "quota_key"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeRotatedFrom holds the string denoting the rotated_from edge name in mutations.
@@ -94,6 +96,7 @@ var Columns = []string{
 	FieldLastUsedAt,
 	FieldRevokedAt,
 	FieldRotatedFromID,
+	FieldQuotaKey,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -240,6 +243,11 @@ func ByRevokedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByRotatedFromID orders the results by the rotated_from_id field.
 func ByRotatedFromID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldRotatedFromID, opts...).ToFunc()
+}
+
+// ByQuotaKey orders the results by the quota_key field.
+func ByQuotaKey(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQuotaKey, opts...).ToFunc()
 }
 
 // ByTenantField orders the results by tenant field.

@@ -135,6 +135,11 @@ func RotatedFromID(v string) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldRotatedFromID, v))
 }
 
+// QuotaKey applies equality check predicate on the "quota_key" field. It's identical to QuotaKeyEQ.
+func QuotaKey(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldQuotaKey, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldCreatedAt, v))
@@ -898,6 +903,81 @@ func RotatedFromIDEqualFold(v string) predicate.ApiKey {
 // RotatedFromIDContainsFold applies the ContainsFold predicate on the "rotated_from_id" field.
 func RotatedFromIDContainsFold(v string) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldContainsFold(FieldRotatedFromID, v))
+}
+
+// QuotaKeyEQ applies the EQ predicate on the "quota_key" field.
+func QuotaKeyEQ(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldQuotaKey, v))
+}
+
+// QuotaKeyNEQ applies the NEQ predicate on the "quota_key" field.
+func QuotaKeyNEQ(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldQuotaKey, v))
+}
+
+// QuotaKeyIn applies the In predicate on the "quota_key" field.
+func QuotaKeyIn(vs ...string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldQuotaKey, vs...))
+}
+
+// QuotaKeyNotIn applies the NotIn predicate on the "quota_key" field.
+func QuotaKeyNotIn(vs ...string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldQuotaKey, vs...))
+}
+
+// QuotaKeyGT applies the GT predicate on the "quota_key" field.
+func QuotaKeyGT(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGT(FieldQuotaKey, v))
+}
+
+// QuotaKeyGTE applies the GTE predicate on the "quota_key" field.
+func QuotaKeyGTE(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGTE(FieldQuotaKey, v))
+}
+
+// QuotaKeyLT applies the LT predicate on the "quota_key" field.
+func QuotaKeyLT(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLT(FieldQuotaKey, v))
+}
+
+// QuotaKeyLTE applies the LTE predicate on the "quota_key" field.
+func QuotaKeyLTE(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLTE(FieldQuotaKey, v))
+}
+
+// QuotaKeyContains applies the Contains predicate on the "quota_key" field.
+func QuotaKeyContains(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldContains(FieldQuotaKey, v))
+}
+
+// QuotaKeyHasPrefix applies the HasPrefix predicate on the "quota_key" field.
+func QuotaKeyHasPrefix(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldHasPrefix(FieldQuotaKey, v))
+}
+
+// QuotaKeyHasSuffix applies the HasSuffix predicate on the "quota_key" field.
+func QuotaKeyHasSuffix(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldHasSuffix(FieldQuotaKey, v))
+}
+
+// QuotaKeyIsNil applies the IsNil predicate on the "quota_key" field.
+func QuotaKeyIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldQuotaKey))
+}
+
+// QuotaKeyNotNil applies the NotNil predicate on the "quota_key" field.
+func QuotaKeyNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldQuotaKey))
+}
+
+// QuotaKeyEqualFold applies the EqualFold predicate on the "quota_key" field.
+func QuotaKeyEqualFold(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEqualFold(FieldQuotaKey, v))
+}
+
+// QuotaKeyContainsFold applies the ContainsFold predicate on the "quota_key" field.
+func QuotaKeyContainsFold(v string) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldContainsFold(FieldQuotaKey, v))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

@@ -46,6 +46,9 @@ func (ApiKey) Fields() []ent.Field {
 		field.Time("revoked_at").Optional().Nillable(),
 		field.String("rotated_from_id").Optional().Nillable().Immutable().
 			Annotations(entgql.Type("ID")),
+		field.String("quota_key").Optional().Nillable().Immutable().
+			Annotations(entgql.Skip()).
+			Comment("the key whose quota counter this key uses: the first key of its rotation chain (nil: itself)"),
 	}
 }
 

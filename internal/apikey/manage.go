@@ -411,6 +411,7 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 		SetNillableQuotaPeriod(old.QuotaPeriod).
 		SetNillableExpiresAt(old.ExpiresAt).
 		SetRotatedFromID(old.ID).
+		SetQuotaKey(QuotaKey(old)). // the quota carries over: rotating does not refill it
 		Save(audit.WithAction(ctx, "api_key.rotated"))
 	if err != nil {
 		return nil, "", err
@@ -425,6 +426,15 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	m.invalidate(ctx, old.Hash)
 	m.invalidate(ctx, hash)
 	return nk, secret, nil
+}
+
+// QuotaKey returns the id under which k's quota is counted: the first key of its
+// rotation chain, so that rotating a key does not refill its quota.
+func QuotaKey(k *ent.ApiKey) string {
+	if k.QuotaKey != nil {
+		return *k.QuotaKey
+	}
+	return k.ID
 }
 
 func (m *Manager) invalidate(ctx context.Context, hash string) {

@@ -228,6 +228,7 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 			}
 			l := plan.Effective(k.Edges.Tenant.Plan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period)
 			vw.RateLimit, vw.RateWindow, vw.Quota, vw.QuotaPeriod = l.RateLimit, l.RateWindow, l.Quota, l.QuotaPeriod
+			vw.QuotaKey = QuotaKey(k)
 		}
 		if vw.Admin {
 			vw.Scopes = viewer.AllScopes

@@ -283,7 +283,22 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 		a.memory = ratelimit.NewMemory(nil)
 		client := a.Store.Client
 		q := ratelimit.NewMemoryQuota(nil, func(ctx context.Context, key string, start time.Time) (int64, error) {
-			return usage.Used(ctx, client, key, start)
+			// After a restart: what every key of the rotation chain used this period.
+			ids, err := client.ApiKey.Query().
+				Where(apikey.Or(apikey.ID(key), apikey.QuotaKey(key))).
+				IDs(rule.SystemContext(ctx))
+			if err != nil {
+				return 0, err
+			}
+			var total int64
+			for _, id := range ids {
+				n, err := usage.Used(ctx, client, id, start)
+				if err != nil {
+					return 0, err
+				}
+				total += n
+			}
+			return total, nil
 		})
 		return a.memory, q, nil
 	}

@@ -386,3 +386,27 @@ func createKeyOver(t *testing.T, base, admin string) string {
 	i = strings.Index(body, "lk_live_")
 	return body[i : i+len("lk_live_")+38]
 }
+
+// Rotating a key does not refill its quota: the new key counts on the same quota.
+func TestQuotaSurvivesRotation(t *testing.T) {
+	for _, mode := range []string{"memory", "redis"} {
+		t.Run(mode, func(t *testing.T) {
+			e := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) {
+				if mode == "redis" {
+					c.RedisURL = redisURL()
+				}
+			})
+			id, key := limitedKey(t, e, e.Tenant("rotquota"), 1000, 60, `, quota: 3, quotaPeriod: DAY`)
+			for range 2 {
+				e.MustDo(key, viewerQ, nil, &struct{}{})
+			}
+			var rot struct{ RotateApiKey struct{ Secret string } }
+			e.MustDo(e.AdminToken, `mutation($id: ID!) { rotateApiKey(id: $id) { secret } }`, map[string]any{"id": id}, &rot)
+			next := rot.RotateApiKey.Secret
+			e.MustDo(next, viewerQ, nil, &struct{}{})
+			if r := e.Do(next, viewerQ, nil); r.Code() != "QUOTA_EXCEEDED" {
+				t.Fatalf("4th request across the rotation: HTTP %d %s", r.Status, r.Raw)
+			}
+		})
+	}
+}

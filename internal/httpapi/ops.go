@@ -217,7 +217,7 @@ func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDe
 		}
 	}
 	if g.Quota != nil && v.Quota > 0 {
-		res, err := g.Quota.Consume(ctx, v.APIKeyID, v.Quota, ratelimit.Period(periodName(v.QuotaPeriod)), 1)
+		res, err := g.Quota.Consume(ctx, quotaKey(v), v.Quota, ratelimit.Period(periodName(v.QuotaPeriod)), 1)
 		if err != nil && g.QuotaFailOpen {
 			slog.WarnContext(ctx, "quota store unavailable, admitting (fail open)", "err", err)
 			return nil
@@ -303,6 +303,14 @@ func setHeader(ctx context.Context, k, v string) {
 	if h := Header(ctx); h != nil {
 		h.Set(k, v)
 	}
+}
+
+// quotaKey is the id the viewer's quota is counted under.
+func quotaKey(v *viewer.Viewer) string {
+	if v.QuotaKey != "" {
+		return v.QuotaKey
+	}
+	return v.APIKeyID
 }
 
 // ceilSeconds rounds up, so that Retry-After is never earlier than the real reset.

@@ -36,6 +36,8 @@ type Viewer struct {
 	// Quota requests per QuotaPeriod ("DAY" or "MONTH", UTC calendar); 0: unlimited.
 	Quota       int64
 	QuotaPeriod string
+	// QuotaKey is the id the quota is counted under (the first key of a rotation chain).
+	QuotaKey string
 }
 
 // Has reports whether the viewer holds scope; admins hold every scope.
