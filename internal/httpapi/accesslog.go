@@ -24,6 +24,11 @@ func withRequestID(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-ID", id)
 		ctx := logging.WithRequestID(r.Context(), id)
+		if !slog.Default().Enabled(ctx, slog.LevelInfo) {
+			// No access log at this level: skip its bookkeeping.
+			next.ServeHTTP(w, r.WithContext(ctx))
+			return
+		}
 		lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
 		holder := &viewerHolder{}
 		ctx = context.WithValue(ctx, holderKey{}, holder)

@@ -253,23 +253,32 @@ func (g *Guard) setHeaders(ctx context.Context, limit ratelimit.Limit, res ratel
 	}
 	reset := ceilSeconds(res.ResetAfter)
 	remaining := max(res.Remaining, 0)
-	// Header values are built by appending: this runs on every request.
-	var buf [96]byte
+	// Header values are built in one buffer and one slice array: this runs on every
+	// request, so it allocates twice instead of ten times.
+	var buf [160]byte
 	b := append(buf[:0], `"default";q=`...)
 	b = strconv.AppendInt(b, int64(limit.Rate), 10)
 	b = append(b, ";w="...)
 	b = strconv.AppendInt(b, int64(limit.Period/time.Second), 10)
-	policyEnd := len(b)
+	e1 := len(b)
 	b = append(b, `"default";r=`...)
 	b = strconv.AppendInt(b, int64(remaining), 10)
 	b = append(b, ";t="...)
 	b = strconv.AppendInt(b, int64(reset), 10)
+	e2 := len(b)
+	b = strconv.AppendInt(b, int64(limit.Rate), 10)
+	e3 := len(b)
+	b = strconv.AppendInt(b, int64(remaining), 10)
+	e4 := len(b)
+	b = strconv.AppendInt(b, g.now().Add(time.Duration(reset)*time.Second).Unix(), 10)
 	all := string(b)
-	h["Ratelimit-Policy"] = []string{all[:policyEnd]}
-	h["Ratelimit"] = []string{all[policyEnd:]}
-	h["X-Ratelimit-Limit"] = []string{strconv.Itoa(limit.Rate)}
-	h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(remaining)}
-	h["X-Ratelimit-Reset"] = []string{strconv.FormatInt(g.now().Add(time.Duration(reset)*time.Second).Unix(), 10)}
+	vals := [5]string{all[:e1], all[e1:e2], all[e2:e3], all[e3:e4], all[e4:]}
+	v := vals[:] // one array behind the five header slices
+	h["Ratelimit-Policy"] = v[0:1:1]
+	h["Ratelimit"] = v[1:2:2]
+	h["X-Ratelimit-Limit"] = v[2:3:3]
+	h["X-Ratelimit-Remaining"] = v[3:4:4]
+	h["X-Ratelimit-Reset"] = v[4:5:5]
 }
 
 func (g *Guard) record(ev usage.Event) {
