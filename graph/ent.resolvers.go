@@ -11,7 +11,6 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/generated"
-	"github.com/latchkey/latchkey/internal/apierr"
 )
 
 // Node is the resolver for the node field.
@@ -25,9 +24,6 @@ func (r *queryResolver) Node(ctx context.Context, id string) (ent.Noder, error) 
 
 // Nodes is the resolver for the nodes field.
 func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]ent.Noder, error) {
-	if len(ids) > MaxPageSize {
-		return nil, apierr.BadInput("ids", "at most %d ids", MaxPageSize)
-	}
 	// Missing and foreign ids resolve to null with a NOT_FOUND error each, so one bad
 	// id does not fail the list.
 	ns := make([]ent.Noder, len(ids))

@@ -309,36 +309,24 @@ func (r *queryResolver) Viewer(ctx context.Context) (*viewer.Viewer, error) {
 
 // Tenants is the resolver for the tenants field.
 func (r *queryResolver) Tenants(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TenantOrder, where *ent.TenantWhereInput) (*ent.TenantConnection, error) {
-	if err := checkPage(first, last); err != nil {
-		return nil, err
-	}
 	return r.Client.Tenant.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
 		ent.WithTenantOrder(orderBy), ent.WithTenantFilter(where.Filter))
 }
 
 // APIKeys is the resolver for the apiKeys field.
 func (r *queryResolver) APIKeys(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ApiKeyOrder, where *ent.ApiKeyWhereInput) (*ent.ApiKeyConnection, error) {
-	if err := checkPage(first, last); err != nil {
-		return nil, err
-	}
 	return r.Client.ApiKey.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
 		ent.WithApiKeyOrder(orderBy), ent.WithApiKeyFilter(where.Filter))
 }
 
 // Webhooks is the resolver for the webhooks field.
 func (r *queryResolver) Webhooks(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookOrder, where *ent.WebhookWhereInput) (*ent.WebhookConnection, error) {
-	if err := checkPage(first, last); err != nil {
-		return nil, err
-	}
 	return r.Client.Webhook.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
 		ent.WithWebhookOrder(orderBy), ent.WithWebhookFilter(where.Filter))
 }
 
 // WebhookDeliveries is the resolver for the webhookDeliveries field.
 func (r *queryResolver) WebhookDeliveries(ctx context.Context, webhookID *string, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error) {
-	if err := checkPage(first, last); err != nil {
-		return nil, err
-	}
 	q := r.Client.WebhookDelivery.Query()
 	if webhookID != nil {
 		q.Where(webhookdelivery.WebhookID(*webhookID))
@@ -349,9 +337,6 @@ func (r *queryResolver) WebhookDeliveries(ctx context.Context, webhookID *string
 
 // AuditLogs is the resolver for the auditLogs field.
 func (r *queryResolver) AuditLogs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) (*ent.AuditLogConnection, error) {
-	if err := checkPage(first, last); err != nil {
-		return nil, err
-	}
 	if orderBy == nil {
 		orderBy = &ent.AuditLogOrder{Field: ent.AuditLogOrderFieldCreatedAt, Direction: entgql.OrderDirectionDesc}
 	}
@@ -419,16 +404,6 @@ func (r *viewerResolver) Tenant(ctx context.Context, obj *viewer.Viewer) (*ent.T
 		return nil, nil
 	}
 	return r.Client.Tenant.Get(ctx, obj.TenantID)
-}
-
-// Scopes is the resolver for the scopes field.
-func (r *viewerResolver) Scopes(ctx context.Context, obj *viewer.Viewer) ([]string, error) {
-	return obj.Scopes, nil
-}
-
-// IsAdmin is the resolver for the isAdmin field.
-func (r *viewerResolver) IsAdmin(ctx context.Context, obj *viewer.Viewer) (bool, error) {
-	return obj.Admin, nil
 }
 
 // Mutation returns generated.MutationResolver implementation.

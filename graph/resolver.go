@@ -140,20 +140,8 @@ func (r *Resolver) tx(ctx context.Context, fn func(ctx context.Context, c *ent.C
 	})
 }
 
-// MaxPageSize bounds first/last of every connection.
-const MaxPageSize = 100
-
-// checkPage returns BAD_USER_INPUT for a negative or too large first/last.
-func checkPage(first, last *int) error {
-	for _, n := range []*int{first, last} {
-		if n != nil && (*n < 0 || *n > MaxPageSize) {
-			return apierr.BadInput("first", "first and last must be between 0 and %d", MaxPageSize)
-		}
-	}
-	return nil
-}
-
 // defaultFirst applies the default page size when neither first nor last is given.
+// (Page sizes and first+last are checked for every field by httpapi's argument limits.)
 func defaultFirst(first, last *int) *int {
 	if first == nil && last == nil {
 		n := 50

@@ -42,8 +42,6 @@ type SubscriptionResolver interface {
 type ViewerResolver interface {
 	APIKey(ctx context.Context, obj *viewer.Viewer) (*ent.ApiKey, error)
 	Tenant(ctx context.Context, obj *viewer.Viewer) (*ent.Tenant, error)
-	Scopes(ctx context.Context, obj *viewer.Viewer) ([]string, error)
-	IsAdmin(ctx context.Context, obj *viewer.Viewer) (bool, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -2132,7 +2130,7 @@ func (ec *executionContext) _Viewer_scopes(ctx context.Context, field graphql.Co
 			return ec.fieldContext_Viewer_scopes(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Viewer().Scopes(ctx, obj)
+			return obj.Scopes, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
@@ -2143,7 +2141,7 @@ func (ec *executionContext) _Viewer_scopes(ctx context.Context, field graphql.Co
 	)
 }
 func (ec *executionContext) fieldContext_Viewer_scopes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Viewer", field, true, true, "String")
+	return graphql.NewScalarFieldContext("Viewer", field, false, false, "String")
 }
 
 func (ec *executionContext) _Viewer_isAdmin(ctx context.Context, field graphql.CollectedField, obj *viewer.Viewer) (ret graphql.Marshaler) {
@@ -2155,7 +2153,7 @@ func (ec *executionContext) _Viewer_isAdmin(ctx context.Context, field graphql.C
 			return ec.fieldContext_Viewer_isAdmin(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Viewer().IsAdmin(ctx, obj)
+			return obj.Admin, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
@@ -2166,7 +2164,7 @@ func (ec *executionContext) _Viewer_isAdmin(ctx context.Context, field graphql.C
 	)
 }
 func (ec *executionContext) fieldContext_Viewer_isAdmin(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Viewer", field, true, true, "Boolean")
+	return graphql.NewScalarFieldContext("Viewer", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _WebhookWithSecret_webhook(ctx context.Context, field graphql.CollectedField, obj *model.WebhookWithSecret) (ret graphql.Marshaler) {
@@ -3127,17 +3125,15 @@ func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, o
 					return ec._Viewer_tenant(ctx, field, obj)
 				})
 		case "scopes":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._Viewer_scopes(ctx, field, obj)
-				})
+			out.Values[i] = ec._Viewer_scopes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "isAdmin":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._Viewer_isAdmin(ctx, field, obj)
-				})
+			out.Values[i] = ec._Viewer_isAdmin(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}

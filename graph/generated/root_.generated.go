@@ -208,10 +208,10 @@ type ComplexityRoot struct {
 	}
 
 	Viewer struct {
-		APIKey  func(childComplexity int) int
-		IsAdmin func(childComplexity int) int
-		Scopes  func(childComplexity int) int
-		Tenant  func(childComplexity int) int
+		APIKey func(childComplexity int) int
+		Admin  func(childComplexity int) int
+		Scopes func(childComplexity int) int
+		Tenant func(childComplexity int) int
 	}
 
 	Webhook struct {
@@ -1151,11 +1151,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Viewer.APIKey(childComplexity), true
 	case "Viewer.isAdmin":
-		if e.ComplexityRoot.Viewer.IsAdmin == nil {
+		if e.ComplexityRoot.Viewer.Admin == nil {
 			break
 		}
 
-		return e.ComplexityRoot.Viewer.IsAdmin(childComplexity), true
+		return e.ComplexityRoot.Viewer.Admin(childComplexity), true
 	case "Viewer.scopes":
 		if e.ComplexityRoot.Viewer.Scopes == nil {
 			break

@@ -112,8 +112,13 @@ const (
 	maxWhereItems = 500
 )
 
+// MaxPageSize bounds first/last of every connection (root lists and edges alike) and
+// the ids of nodes().
+const MaxPageSize = 100
+
 // argLimits is a field middleware that checks every field's arguments before its
-// resolver runs: first and last are not both set, and `where` filters stay within
+// resolver runs: first and last are not both set and within 0..MaxPageSize, nodes()
+// takes at most MaxPageSize ids, and `where` filters stay within
 // maxWhereDepth nested not/and/or/has…With levels and maxWhereItems list items.
 // Violations are BAD_USER_INPUT.
 func argLimits(ctx context.Context, next graphql.Resolver) (any, error) {
@@ -121,8 +126,17 @@ func argLimits(ctx context.Context, next graphql.Resolver) (any, error) {
 	if fc == nil || len(fc.Args) == 0 {
 		return next(ctx)
 	}
-	if first, last := fc.Args["first"], fc.Args["last"]; !isNil(first) && !isNil(last) {
+	first, last := fc.Args["first"], fc.Args["last"]
+	if !isNil(first) && !isNil(last) {
 		return nil, apierr.BadInput("last", "pass either first or last, not both")
+	}
+	for name, n := range map[string]any{"first": first, "last": last} {
+		if p, ok := n.(*int); ok && p != nil && (*p < 0 || *p > MaxPageSize) {
+			return nil, apierr.BadInput(name, "%s must be between 0 and %d", name, MaxPageSize)
+		}
+	}
+	if ids, ok := fc.Args["ids"].([]string); ok && len(ids) > MaxPageSize {
+		return nil, apierr.BadInput("ids", "at most %d ids", MaxPageSize)
 	}
 	if w, ok := fc.Args["where"]; ok && !isNil(w) {
 		items := 0
