@@ -21,8 +21,8 @@ import (
 	keys "github.com/latchkey/latchkey/internal/apikey"
 	"github.com/latchkey/latchkey/internal/live"
 	"github.com/latchkey/latchkey/internal/ratelimit"
-	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/tenants"
+	"github.com/latchkey/latchkey/internal/txn"
 	"github.com/latchkey/latchkey/internal/usage"
 	"github.com/latchkey/latchkey/internal/viewer"
 	"github.com/latchkey/latchkey/internal/webhook"
@@ -107,7 +107,7 @@ func (r *mutationResolver) UpdateTenant(ctx context.Context, id string, input mo
 		var err error
 		t, changed, err = tenants.Update(ctx, c, id, tenants.UpdateParams{Name: input.Name, Plan: input.Plan, Active: input.Active})
 		if err == nil && changed && r.Keys.Verifier != nil {
-			store.AfterCommit(ctx, r.Keys.Verifier.InvalidateAll)
+			txn.AfterCommit(ctx, r.Keys.Verifier.InvalidateAll)
 		}
 		return err
 	})
@@ -232,7 +232,6 @@ func (r *mutationResolver) UpdateWebhook(ctx context.Context, id string, input m
 			return err
 		}
 		w, err = r.Webhooks.Update(ctx, c, id, webhook.UpdateParams{URL: input.URL, Events: input.Events, Description: input.Description, Active: input.Active})
-		store.AfterCommit(ctx, r.wakeWebhooks)
 		return err
 	})
 	if err != nil {
@@ -275,7 +274,6 @@ func (r *mutationResolver) SendTestWebhook(ctx context.Context, id string) (*ent
 	var d *ent.WebhookDelivery
 	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
 		d, err = r.Webhooks.SendTest(ctx, c, id)
-		store.AfterCommit(ctx, r.wakeWebhooks)
 		return err
 	})
 	if err != nil {
@@ -289,7 +287,6 @@ func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id stri
 	var d *ent.WebhookDelivery
 	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
 		d, err = r.Webhooks.Redeliver(ctx, c, id)
-		store.AfterCommit(ctx, r.wakeWebhooks)
 		return err
 	})
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/latchkey/latchkey/internal/live"
 	"github.com/latchkey/latchkey/internal/plan"
 	"github.com/latchkey/latchkey/internal/ratelimit"
-	"github.com/latchkey/latchkey/internal/store"
+	"github.com/latchkey/latchkey/internal/txn"
 	"github.com/latchkey/latchkey/internal/viewer"
 	"github.com/latchkey/latchkey/internal/webhook"
 )
@@ -30,16 +30,8 @@ type Resolver struct {
 	Quota ratelimit.Quota
 	// Live serves the usage subscriptions.
 	Live *live.Hub
-	// Webhooks manages webhook endpoints; WakeWebhooks tells the dispatchers that
-	// deliveries are due (after a commit).
-	Webhooks     *webhook.Manager
-	WakeWebhooks func()
-}
-
-func (r *Resolver) wakeWebhooks() {
-	if r.WakeWebhooks != nil {
-		r.WakeWebhooks()
-	}
+	// Webhooks manages webhook endpoints (and wakes the dispatchers after commits).
+	Webhooks *webhook.Manager
 }
 
 // NewSchema returns the executable schema with its directives.
@@ -135,9 +127,7 @@ func endStream(ctx context.Context, err error) {
 
 // tx runs fn in a transaction of the resolver's client.
 func (r *Resolver) tx(ctx context.Context, fn func(ctx context.Context, c *ent.Client) error) error {
-	return store.WithTx(ctx, r.Client, func(ctx context.Context, tx *ent.Tx) error {
-		return fn(ctx, tx.Client())
-	})
+	return txn.WithTx(ctx, r.Client, fn)
 }
 
 // defaultFirst applies the default page size when neither first nor last is given.

@@ -11,8 +11,8 @@ import (
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/audit"
 	"github.com/latchkey/latchkey/internal/plan"
-	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/tenants"
+	"github.com/latchkey/latchkey/internal/txn"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
 
@@ -441,5 +441,5 @@ func (m *Manager) invalidate(ctx context.Context, hash string) {
 	if m.Verifier == nil {
 		return
 	}
-	store.AfterCommit(ctx, func() { m.Verifier.Invalidate(hash) })
+	txn.AfterCommit(ctx, func() { m.Verifier.Invalidate(hash) })
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/latchkey/latchkey/internal/pubsub"
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
+	"github.com/latchkey/latchkey/internal/txn"
 	"github.com/latchkey/latchkey/internal/usage"
 	"github.com/latchkey/latchkey/internal/viewer"
 	"github.com/latchkey/latchkey/internal/webhook"
@@ -118,12 +119,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen,
 		Metrics: a.Metrics, Checker: v, OnDenied: a.limitDenied}
 	schema := graph.NewSchema(&graph.Resolver{
-		Client:       st.Client,
-		Keys:         &keys.Manager{Verifier: v},
-		Quota:        quota,
-		Live:         a.Live,
-		Webhooks:     manager,
-		WakeWebhooks: a.wakeWebhooks,
+		Client:   st.Client,
+		Keys:     &keys.Manager{Verifier: v},
+		Quota:    quota,
+		Live:     a.Live,
+		Webhooks: manager,
 	})
 	a.registerMetrics()
 	a.Handler = httpapi.New(httpapi.Options{
@@ -319,7 +319,7 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
 	ctx = rule.SystemContext(ctx)
 	var secret string
-	err := store.WithTx(ctx, a.Store.Client, func(ctx context.Context, tx *ent.Tx) error {
+	err := txn.WithTx(ctx, a.Store.Client, func(ctx context.Context, tx *ent.Client) error {
 		if a.Store.Dialect == "postgres" {
 			// Instances starting together on a fresh database create one admin key.
 			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7346158901)"); err != nil {

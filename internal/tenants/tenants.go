@@ -57,7 +57,7 @@ func validPlan(p *string) error {
 }
 
 // Create validates p and creates the tenant with client (a transactional client
-// when called inside store.WithTx).
+// when called inside txn.WithTx).
 // It returns BAD_USER_INPUT errors for an invalid name, slug or plan and for a slug
 // already taken.
 func Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.Tenant, error) {

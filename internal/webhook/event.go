@@ -150,7 +150,7 @@ func Enqueue(ctx context.Context, client *ent.Client, e Event, eventID string) (
 	if err := client.WebhookDelivery.CreateBulk(builders...).Exec(sctx); err != nil {
 		return 0, err
 	}
-	afterCommit(ctx) // wake the dispatchers once the deliveries are visible
+	afterCommit(ctx, nil) // wake the dispatchers once the deliveries are visible
 	return len(targets), nil
 }
 

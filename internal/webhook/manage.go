@@ -13,6 +13,7 @@ import (
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/audit"
+	"github.com/latchkey/latchkey/internal/txn"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
 
@@ -134,7 +135,7 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		return nil, err
 	}
 	if p.Active != nil && *p.Active {
-		m.Dispatcher.Wake()
+		afterCommit(ctx, m.Dispatcher)
 	}
 	return w, nil
 }
@@ -143,7 +144,7 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 // transaction (or in the caller's, when client is transactional). It returns NOT_FOUND
 // (from ent) for a missing or foreign id, or a database error.
 func (m *Manager) Delete(ctx context.Context, client *ent.Client, id string) error {
-	return withTx(ctx, client, func(c *ent.Client) error {
+	return txn.WithTx(ctx, client, func(ctx context.Context, c *ent.Client) error {
 		if _, err := c.Webhook.Get(ctx, id); err != nil {
 			return err
 		}
@@ -186,7 +187,7 @@ func (m *Manager) RotateSecret(ctx context.Context, client *ent.Client, id strin
 		return nil, "", err
 	}
 	var w *ent.Webhook
-	err = withTx(ctx, client, func(c *ent.Client) error {
+	err = txn.WithTx(ctx, client, func(ctx context.Context, c *ent.Client) error {
 		old, err := c.Webhook.Get(ctx, id)
 		if err != nil {
 			return err
@@ -243,7 +244,7 @@ func (m *Manager) SendTest(ctx context.Context, client *ent.Client, id string) (
 	if err != nil {
 		return nil, err
 	}
-	m.Dispatcher.Wake()
+	afterCommit(ctx, m.Dispatcher)
 	return d, nil
 }
 
@@ -292,7 +293,7 @@ func (m *Manager) Redeliver(ctx context.Context, client *ent.Client, deliveryID 
 			return nil, err
 		}
 	}
-	m.Dispatcher.Wake()
+	afterCommit(ctx, m.Dispatcher)
 	return client.WebhookDelivery.Get(ctx, deliveryID)
 }
 
@@ -338,27 +339,4 @@ func checkDescription(s string) error {
 		return apierr.BadInput("description", "description must be at most %d bytes", MaxDescriptionLength)
 	}
 	return nil
-}
-
-// withTx runs fn in a new transaction of client, or directly when client already is
-// transactional (the caller commits).
-func withTx(ctx context.Context, client *ent.Client, fn func(*ent.Client) error) error {
-	tx, err := client.Tx(ctx)
-	if errors.Is(err, ent.ErrTxStarted) {
-		return fn(client)
-	}
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			_ = tx.Rollback()
-			panic(p)
-		}
-	}()
-	if err := fn(tx.Client()); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	return tx.Commit()
 }

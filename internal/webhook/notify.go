@@ -10,6 +10,7 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/internal/txn"
 )
 
 // Commit notification: Enqueue runs inside the transaction of a change; the
@@ -45,22 +46,14 @@ func notifyCommitted() {
 	}
 }
 
-// afterCommit calls notifyCommitted once the transaction of ctx commits (at once when
-// ctx carries no ent transaction).
-func afterCommit(ctx context.Context) {
-	tx := ent.TxFromContext(ctx)
-	if tx == nil {
+// afterCommit wakes the dispatchers once the transaction of ctx commits (at once
+// outside a transaction): m's own dispatcher, if any, and every OnCommitted hook.
+func afterCommit(ctx context.Context, d *Dispatcher) {
+	txn.AfterCommit(ctx, func() {
+		if d != nil {
+			d.Wake()
+		}
 		notifyCommitted()
-		return
-	}
-	tx.OnCommit(func(next ent.Committer) ent.Committer {
-		return ent.CommitFunc(func(ctx context.Context, tx *ent.Tx) error {
-			err := next.Commit(ctx, tx)
-			if err == nil {
-				go notifyCommitted()
-			}
-			return err
-		})
 	})
 }
 
