@@ -20,7 +20,6 @@ import (
 	"github.com/latchkey/latchkey/internal/apierr"
 	keys "github.com/latchkey/latchkey/internal/apikey"
 	"github.com/latchkey/latchkey/internal/live"
-	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/tenants"
 	"github.com/latchkey/latchkey/internal/txn"
 	"github.com/latchkey/latchkey/internal/usage"
@@ -73,7 +72,7 @@ func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*mode
 	if err != nil || l.Quota == 0 || r.Quota == nil {
 		return nil, err
 	}
-	q, err := r.Quota.Peek(ctx, keys.QuotaKey(obj), l.Quota, ratelimit.Period(strings.ToLower(l.QuotaPeriod)))
+	q, err := r.Quota.Peek(ctx, keys.QuotaKey(obj), l.Quota, l.QuotaPeriod)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +80,7 @@ func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*mode
 		Limit:     int(l.Quota),
 		Used:      int(q.Used),
 		Remaining: int(q.Remaining),
-		Period:    apikey.QuotaPeriod(l.QuotaPeriod),
+		Period:    apikey.QuotaPeriod(strings.ToUpper(string(l.QuotaPeriod))),
 		ResetAt:   q.ResetAt,
 	}, nil
 }

@@ -79,12 +79,7 @@ func (r *Resolver) limitsOf(ctx context.Context, k *ent.ApiKey) (plan.Limits, er
 	if err != nil {
 		return plan.Limits{}, err
 	}
-	var period *string
-	if k.QuotaPeriod != nil {
-		p := k.QuotaPeriod.String()
-		period = &p
-	}
-	return plan.Effective(t.Plan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period), nil
+	return apikey.LimitsOf(k, t.Plan), nil
 }
 
 // streamTarget returns the viewer and the tenant a usage subscription reads: the

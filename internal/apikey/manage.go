@@ -134,7 +134,7 @@ func checkPlanLimits(ctx context.Context, client *ent.Client, tenantID string, r
 		return apierr.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
 	}
 	if quota != nil && p.Quota > 0 && (*quota == 0 || int64(*quota) > p.Quota) {
-		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s", p.Name, p.Quota, strings.ToLower(p.QuotaPeriod))
+		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s", p.Name, p.Quota, p.QuotaPeriod)
 	}
 	return nil
 }
@@ -426,6 +426,17 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	m.invalidate(ctx, old.Hash)
 	m.invalidate(ctx, hash)
 	return nk, secret, nil
+}
+
+// LimitsOf returns the limits in force for key k of a tenant on plan tenantPlan: the
+// key's own settings over the plan's.
+func LimitsOf(k *ent.ApiKey, tenantPlan string) plan.Limits {
+	var period *string
+	if k.QuotaPeriod != nil {
+		p := k.QuotaPeriod.String()
+		period = &p
+	}
+	return plan.Effective(tenantPlan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period)
 }
 
 // QuotaKey returns the id under which k's quota is counted: the first key of its

@@ -18,7 +18,6 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
-	"github.com/latchkey/latchkey/internal/plan"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
 
@@ -221,13 +220,8 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		if k.TenantID != nil && k.Edges.Tenant != nil {
 			vw.TenantID = *k.TenantID
 			e.active = k.Edges.Tenant.Active
-			var period *string
-			if k.QuotaPeriod != nil {
-				p := k.QuotaPeriod.String()
-				period = &p
-			}
-			l := plan.Effective(k.Edges.Tenant.Plan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period)
-			vw.RateLimit, vw.RateWindow, vw.Quota, vw.QuotaPeriod = l.RateLimit, l.RateWindow, l.Quota, l.QuotaPeriod
+			l := LimitsOf(k, k.Edges.Tenant.Plan)
+			vw.RateLimit, vw.RateWindow, vw.Quota, vw.QuotaPeriod = l.RateLimit, l.RateWindow, l.Quota, string(l.QuotaPeriod)
 			vw.QuotaKey = QuotaKey(k)
 		}
 		if vw.Admin {

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -258,13 +259,9 @@ func (a *App) limitDenied(_ context.Context, v *viewer.Viewer, outcome usage.Out
 		a.LimitEvents.Denied(webhook.EventRateLimitExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, now.Truncate(v.RateWindow), v.RateWindow,
 			map[string]any{"limit": v.RateLimit, "windowSeconds": int(v.RateWindow / time.Second), "retryAfterSeconds": int(math.Ceil(retryAfter.Seconds()))})
 	case usage.OutcomeQuotaExceeded:
-		period := ratelimit.PeriodMonth
-		if v.QuotaPeriod == "DAY" {
-			period = ratelimit.PeriodDay
-		}
-		start, end := ratelimit.PeriodBounds(period, now)
+		start, end := ratelimit.PeriodBounds(ratelimit.Period(v.QuotaPeriod), now)
 		a.LimitEvents.Denied(webhook.EventQuotaExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, start, end.Sub(now),
-			map[string]any{"quota": v.Quota, "period": v.QuotaPeriod, "resetAt": end})
+			map[string]any{"quota": v.Quota, "period": strings.ToUpper(v.QuotaPeriod), "resetAt": end})
 	}
 }
 

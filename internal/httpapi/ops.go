@@ -44,13 +44,11 @@ type Guard struct {
 	OnDenied func(ctx context.Context, v *viewer.Viewer, outcome usage.Outcome, retryAfter time.Duration)
 	Now      func() time.Time
 
-	schema *ast.Schema
-	costs  map[string]int // "Type.field" → cost of fields marked @rateLimit
+	costs map[string]int // "Type.field" → cost of fields marked @rateLimit
 }
 
 // init reads the @rateLimit costs of schema once.
 func (g *Guard) init(schema *ast.Schema) {
-	g.schema = schema
 	g.costs = directiveCosts(schema)
 }
 
@@ -217,7 +215,7 @@ func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDe
 		}
 	}
 	if g.Quota != nil && v.Quota > 0 {
-		res, err := g.Quota.Consume(ctx, quotaKey(v), v.Quota, ratelimit.Period(periodName(v.QuotaPeriod)), 1)
+		res, err := g.Quota.Consume(ctx, v.QuotaKey, v.Quota, ratelimit.Period(v.QuotaPeriod), 1)
 		if err != nil && g.QuotaFailOpen {
 			slog.WarnContext(ctx, "quota store unavailable, admitting (fail open)", "err", err)
 			return nil
@@ -237,7 +235,7 @@ func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDe
 			if g.OnDenied != nil {
 				g.OnDenied(ctx, v, usage.OutcomeQuotaExceeded, wait)
 			}
-			return apierr.New(apierr.QuotaExceeded, fmt.Sprintf("quota of %d requests per %s exhausted", v.Quota, periodName(v.QuotaPeriod))).
+			return apierr.New(apierr.QuotaExceeded, fmt.Sprintf("quota of %d requests per %s exhausted", v.Quota, v.QuotaPeriod)).
 				With("retryAfterSeconds", secs).With("resetAt", res.ResetAt.UTC().Format(time.RFC3339)).GQL()
 		}
 	}
@@ -314,26 +312,10 @@ func setHeader(ctx context.Context, k, v string) {
 	}
 }
 
-// quotaKey is the id the viewer's quota is counted under.
-func quotaKey(v *viewer.Viewer) string {
-	if v.QuotaKey != "" {
-		return v.QuotaKey
-	}
-	return v.APIKeyID
-}
-
 // ceilSeconds rounds up, so that Retry-After is never earlier than the real reset.
 func ceilSeconds(d time.Duration) int {
 	if d <= 0 {
 		return 0
 	}
 	return int(math.Ceil(d.Seconds()))
-}
-
-// periodName maps the stored quota period ("DAY"/"MONTH") to the limiter's.
-func periodName(p string) string {
-	if p == "DAY" {
-		return string(ratelimit.PeriodDay)
-	}
-	return string(ratelimit.PeriodMonth)
 }

@@ -3,7 +3,10 @@ package plan
 
 import (
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/latchkey/latchkey/internal/ratelimit"
 )
 
 // Plan is a named set of defaults for a tenant's keys.
@@ -12,18 +15,18 @@ type Plan struct {
 	// RateLimit requests per WindowSeconds, for keys without their own limit.
 	RateLimit     int
 	WindowSeconds int
-	// Quota requests per QuotaPeriod ("DAY" or "MONTH", UTC calendar), for keys without
+	// Quota requests per QuotaPeriod (a UTC calendar day or month), for keys without
 	// their own quota; 0 means unlimited.
 	Quota       int64
-	QuotaPeriod string
+	QuotaPeriod ratelimit.Period
 }
 
 // Default is the plan of a tenant created without one.
 const Default = "free"
 
 var plans = []Plan{
-	{Name: "free", RateLimit: 1_000, WindowSeconds: 3600, Quota: 100_000, QuotaPeriod: "MONTH"},
-	{Name: "pro", RateLimit: 100_000, WindowSeconds: 3600, Quota: 10_000_000, QuotaPeriod: "MONTH"},
+	{Name: "free", RateLimit: 1_000, WindowSeconds: 3600, Quota: 100_000, QuotaPeriod: ratelimit.PeriodMonth},
+	{Name: "pro", RateLimit: 100_000, WindowSeconds: 3600, Quota: 10_000_000, QuotaPeriod: ratelimit.PeriodMonth},
 }
 
 // Get returns the plan named name and whether it exists.
@@ -48,12 +51,13 @@ func Names() []string {
 type Limits struct {
 	RateLimit   int
 	RateWindow  time.Duration
-	Quota       int64  // 0: unlimited
-	QuotaPeriod string // "DAY" or "MONTH"
+	Quota       int64 // 0: unlimited
+	QuotaPeriod ratelimit.Period
 }
 
 // Effective resolves a key's limits: each setting the key has overrides the plan's.
-// An unknown plan name falls back to the default plan.
+// quotaPeriod is the stored enum value ("DAY" or "MONTH"). An unknown plan name falls
+// back to the default plan.
 func Effective(planName string, rateLimit, windowSeconds *int, quota *int64, quotaPeriod *string) Limits {
 	p, ok := Get(planName)
 	if !ok {
@@ -75,7 +79,7 @@ func Effective(planName string, rateLimit, windowSeconds *int, quota *int64, quo
 		l.Quota = *quota
 	}
 	if quotaPeriod != nil {
-		l.QuotaPeriod = *quotaPeriod
+		l.QuotaPeriod = ratelimit.Period(strings.ToLower(*quotaPeriod))
 	}
 	return l
 }

@@ -33,10 +33,11 @@ type Viewer struct {
 	// platform admins, who are not limited.
 	RateLimit  int
 	RateWindow time.Duration
-	// Quota requests per QuotaPeriod ("DAY" or "MONTH", UTC calendar); 0: unlimited.
+	// Quota requests per QuotaPeriod ("day" or "month", a ratelimit.Period); 0: unlimited.
 	Quota       int64
 	QuotaPeriod string
-	// QuotaKey is the id the quota is counted under (the first key of a rotation chain).
+	// QuotaKey is the id the quota is counted under (the first key of a rotation chain;
+	// the key itself when it was not rotated).
 	QuotaKey string
 }
 
