@@ -114,7 +114,7 @@ func endStream(ctx context.Context, err error) {
 	var ae *apikey.AuthError
 	e := apierr.New(apierr.Internal, "stream ended")
 	if errors.As(err, &ae) {
-		e = apierr.New(apierr.Unauthenticated, ae.Reason).With("reason", ae.Reason)
+		e = ae.APIError()
 	}
 	defer func() { _ = recover() }() // outside a WebSocket operation there is nowhere to report it
 	transport.AddSubscriptionError(ctx, e.GQL())

@@ -18,6 +18,7 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/viewer"
 )
 
@@ -25,6 +26,11 @@ import (
 type AuthError struct{ Reason string }
 
 func (e *AuthError) Error() string { return "unauthenticated: " + e.Reason }
+
+// APIError is what clients see: UNAUTHENTICATED with the reason in extensions.reason.
+func (e *AuthError) APIError() *apierr.Error {
+	return apierr.New(apierr.Unauthenticated, e.Reason).With("reason", e.Reason)
+}
 
 // Reasons a credential is refused, returned by Verify.
 var (

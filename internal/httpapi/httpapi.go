@@ -65,6 +65,27 @@ type Options struct {
 	MetricsOnMain bool
 }
 
+// verify authenticates cred, counting refusals by reason and logging the database
+// errors that kept it from answering. It returns the verifier's result.
+func (o Options) verify(ctx context.Context, cred string) (*viewer.Viewer, error) {
+	v, err := o.Verifier.Verify(ctx, cred)
+	var ae *apikey.AuthError
+	switch {
+	case errors.As(err, &ae):
+		o.refused(ae)
+	case err != nil:
+		slog.ErrorContext(ctx, "verify key", "err", err)
+	}
+	return v, err
+}
+
+// refused counts a refused credential in the metrics (never stored per key).
+func (o Options) refused(ae *apikey.AuthError) {
+	if o.Metrics != nil {
+		o.Metrics.AuthFailures.WithLabelValues(ae.Reason).Inc()
+	}
+}
+
 // adminOnly serves h to platform-admin credentials only (401 otherwise).
 func (o Options) adminOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -153,13 +174,10 @@ func (o Options) graphqlHandler() http.Handler {
 			return next(ctx)
 		}
 		SetStatus(ctx, http.StatusUnauthorized)
-		if o.Metrics != nil {
-			o.Metrics.AuthFailures.WithLabelValues(apikey.ErrMissing.Reason).Inc()
-		}
-		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{
-			apierr.New(apierr.Unauthenticated, "authentication required: send X-API-Key or Authorization: Bearer").
-				With("reason", apikey.ErrMissing.Reason).GQL(),
-		}})
+		o.refused(apikey.ErrMissing)
+		e := apikey.ErrMissing.APIError()
+		e.Message = "authentication required: send X-API-Key or Authorization: Bearer"
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{e.GQL()}})
 	})
 	if o.Guard != nil {
 		o.Guard.init(o.Schema.Schema())
@@ -195,19 +213,14 @@ func (o Options) middleware(next http.Handler) http.Handler {
 		if o.DisableAuth {
 			ctx = viewer.NewContext(ctx, &viewer.Viewer{Admin: true, Scopes: viewer.AllScopes})
 		} else if cred := apikey.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization")); cred != "" {
-			v, err := o.Verifier.Verify(ctx, cred)
-			if err != nil {
-				var ae *apikey.AuthError
-				if errors.As(err, &ae) {
-					if o.Metrics != nil {
-						o.Metrics.AuthFailures.WithLabelValues(ae.Reason).Inc()
-					}
-					w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
-					writeGraphQLError(w, r, http.StatusUnauthorized,
-						apierr.New(apierr.Unauthenticated, ae.Reason).With("reason", ae.Reason))
-					return
-				}
-				slog.ErrorContext(ctx, "verify key", "err", err)
+			v, err := o.verify(ctx, cred)
+			var ae *apikey.AuthError
+			switch {
+			case errors.As(err, &ae):
+				w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+				writeGraphQLError(w, r, http.StatusUnauthorized, ae.APIError())
+				return
+			case err != nil:
 				writeGraphQLError(w, r, http.StatusServiceUnavailable, apierr.New(apierr.Internal, "temporarily unavailable"))
 				return
 			}

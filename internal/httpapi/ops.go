@@ -123,14 +123,12 @@ func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graph
 		// Verified once at connection_init: a key revoked since then (on any
 		// instance) must not start another operation on the open connection.
 		if err := g.Checker.Recheck(ctx, v); err != nil {
-			reason := "key no longer valid"
+			e := apierr.New(apierr.Internal, "temporarily unavailable")
 			var ae *apikey.AuthError
 			if errors.As(err, &ae) {
-				reason = ae.Reason
+				e = ae.APIError()
 			}
-			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{
-				apierr.New(apierr.Unauthenticated, reason).With("reason", reason).GQL(),
-			}})
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{e.GQL()}})
 		}
 	}
 	if v == nil || v.TenantID == "" {

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -97,17 +96,12 @@ func (o Options) websocketTransport() transport.Websocket {
 		PayloadReadLimit:      &o.MaxBodyBytes, // same bound as an HTTP request body
 		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 			if cred := credentialFromPayload(p); cred != "" && !o.DisableAuth {
-				v, err := o.Verifier.Verify(ctx, cred)
+				v, err := o.verify(ctx, cred)
 				if err != nil {
 					reason := "temporarily unavailable"
 					var ae *apikey.AuthError
 					if errors.As(err, &ae) {
 						reason = ae.Reason
-						if o.Metrics != nil {
-							o.Metrics.AuthFailures.WithLabelValues(ae.Reason).Inc()
-						}
-					} else {
-						slog.ErrorContext(ctx, "verify key", "err", err)
 					}
 					ctx = transport.WithWebsocketCloseCode(ctx, closeForbidden)
 					return transport.AppendCloseReason(ctx, reason), nil, errors.New(reason)
@@ -115,9 +109,7 @@ func (o Options) websocketTransport() transport.Websocket {
 				ctx = viewer.NewContext(ctx, v)
 			}
 			if viewer.FromContext(ctx) == nil {
-				if o.Metrics != nil {
-					o.Metrics.AuthFailures.WithLabelValues(apikey.ErrMissing.Reason).Inc()
-				}
+				o.refused(apikey.ErrMissing)
 				ctx = transport.WithWebsocketCloseCode(ctx, closeUnauthorized)
 				return transport.AppendCloseReason(ctx, "authentication required"), nil, errors.New("authentication required: send apiKey in connection_init")
 			}
