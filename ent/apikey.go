@@ -49,6 +49,8 @@ type ApiKey struct {
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 	// RevokedAt holds the value of the "revoked_at" field.
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// when a successor replaced this key; it works until expires_at (the grace period)
+	RotatedAt *time.Time `json:"rotated_at,omitempty"`
 	// RotatedFromID holds the value of the "rotated_from_id" field.
 	RotatedFromID *string `json:"rotated_from_id,omitempty"`
 	// the key whose quota counter this key uses: the first key of its rotation chain (nil: itself)
@@ -120,7 +122,7 @@ func (*ApiKey) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullInt64)
 		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID, apikey.FieldQuotaKey:
 			values[i] = new(sql.NullString)
-		case apikey.FieldCreatedAt, apikey.FieldUpdatedAt, apikey.FieldExpiresAt, apikey.FieldLastUsedAt, apikey.FieldRevokedAt:
+		case apikey.FieldCreatedAt, apikey.FieldUpdatedAt, apikey.FieldExpiresAt, apikey.FieldLastUsedAt, apikey.FieldRevokedAt, apikey.FieldRotatedAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -242,6 +244,13 @@ func (_m *ApiKey) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.RevokedAt = new(time.Time)
 				*_m.RevokedAt = value.Time
+			}
+		case apikey.FieldRotatedAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field rotated_at", values[i])
+			} else if value.Valid {
+				_m.RotatedAt = new(time.Time)
+				*_m.RotatedAt = value.Time
 			}
 		case apikey.FieldRotatedFromID:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -365,6 +374,11 @@ func (_m *ApiKey) String() string {
 	builder.WriteString(", ")
 	if v := _m.RevokedAt; v != nil {
 		builder.WriteString("revoked_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.RotatedAt; v != nil {
+		builder.WriteString("rotated_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteString(", ")

@@ -202,6 +202,20 @@ func (_c *ApiKeyCreate) SetNillableRevokedAt(v *time.Time) *ApiKeyCreate {
 	return _c
 }
 
+// SetRotatedAt sets the "rotated_at" field.
+func (_c *ApiKeyCreate) SetRotatedAt(v time.Time) *ApiKeyCreate {
+	_c.mutation.SetRotatedAt(v)
+	return _c
+}
+
+// SetNillableRotatedAt sets the "rotated_at" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableRotatedAt(v *time.Time) *ApiKeyCreate {
+	if v != nil {
+		_c.SetRotatedAt(*v)
+	}
+	return _c
+}
+
 // SetRotatedFromID sets the "rotated_from_id" field.
 func (_c *ApiKeyCreate) SetRotatedFromID(v string) *ApiKeyCreate {
 	_c.mutation.SetRotatedFromID(v)
@@ -477,6 +491,10 @@ func (_c *ApiKeyCreate) createSpec() (*ApiKey, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.RevokedAt(); ok {
 		_spec.SetField(apikey.FieldRevokedAt, field.TypeTime, value)
 		_node.RevokedAt = &value
+	}
+	if value, ok := _c.mutation.RotatedAt(); ok {
+		_spec.SetField(apikey.FieldRotatedAt, field.TypeTime, value)
+		_node.RotatedAt = &value
 	}
 	if value, ok := _c.mutation.QuotaKey(); ok {
 		_spec.SetField(apikey.FieldQuotaKey, field.TypeString, value)
@@ -764,6 +782,24 @@ func (u *ApiKeyUpsert) ClearRevokedAt() *ApiKeyUpsert {
 	return u
 }
 
+// SetRotatedAt sets the "rotated_at" field.
+func (u *ApiKeyUpsert) SetRotatedAt(v time.Time) *ApiKeyUpsert {
+	u.Set(apikey.FieldRotatedAt, v)
+	return u
+}
+
+// UpdateRotatedAt sets the "rotated_at" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateRotatedAt() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldRotatedAt)
+	return u
+}
+
+// ClearRotatedAt clears the value of the "rotated_at" field.
+func (u *ApiKeyUpsert) ClearRotatedAt() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldRotatedAt)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -1040,6 +1076,27 @@ func (u *ApiKeyUpsertOne) UpdateRevokedAt() *ApiKeyUpsertOne {
 func (u *ApiKeyUpsertOne) ClearRevokedAt() *ApiKeyUpsertOne {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.ClearRevokedAt()
+	})
+}
+
+// SetRotatedAt sets the "rotated_at" field.
+func (u *ApiKeyUpsertOne) SetRotatedAt(v time.Time) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetRotatedAt(v)
+	})
+}
+
+// UpdateRotatedAt sets the "rotated_at" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateRotatedAt() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateRotatedAt()
+	})
+}
+
+// ClearRotatedAt clears the value of the "rotated_at" field.
+func (u *ApiKeyUpsertOne) ClearRotatedAt() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearRotatedAt()
 	})
 }
 
@@ -1486,6 +1543,27 @@ func (u *ApiKeyUpsertBulk) UpdateRevokedAt() *ApiKeyUpsertBulk {
 func (u *ApiKeyUpsertBulk) ClearRevokedAt() *ApiKeyUpsertBulk {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.ClearRevokedAt()
+	})
+}
+
+// SetRotatedAt sets the "rotated_at" field.
+func (u *ApiKeyUpsertBulk) SetRotatedAt(v time.Time) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetRotatedAt(v)
+	})
+}
+
+// UpdateRotatedAt sets the "rotated_at" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateRotatedAt() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateRotatedAt()
+	})
+}
+
+// ClearRotatedAt clears the value of the "rotated_at" field.
+func (u *ApiKeyUpsertBulk) ClearRotatedAt() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearRotatedAt()
 	})
 }
 

@@ -223,6 +223,26 @@ func (_u *ApiKeyUpdate) ClearRevokedAt() *ApiKeyUpdate {
 	return _u
 }
 
+// SetRotatedAt sets the "rotated_at" field.
+func (_u *ApiKeyUpdate) SetRotatedAt(v time.Time) *ApiKeyUpdate {
+	_u.mutation.SetRotatedAt(v)
+	return _u
+}
+
+// SetNillableRotatedAt sets the "rotated_at" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableRotatedAt(v *time.Time) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetRotatedAt(*v)
+	}
+	return _u
+}
+
+// ClearRotatedAt clears the value of the "rotated_at" field.
+func (_u *ApiKeyUpdate) ClearRotatedAt() *ApiKeyUpdate {
+	_u.mutation.ClearRotatedAt()
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdate) AddRotatedToIDs(ids ...string) *ApiKeyUpdate {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -403,6 +423,12 @@ func (_u *ApiKeyUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.RevokedAtCleared() {
 		_spec.ClearField(apikey.FieldRevokedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.RotatedAt(); ok {
+		_spec.SetField(apikey.FieldRotatedAt, field.TypeTime, value)
+	}
+	if _u.mutation.RotatedAtCleared() {
+		_spec.ClearField(apikey.FieldRotatedAt, field.TypeTime)
 	}
 	if _u.mutation.QuotaKeyCleared() {
 		_spec.ClearField(apikey.FieldQuotaKey, field.TypeString)
@@ -667,6 +693,26 @@ func (_u *ApiKeyUpdateOne) ClearRevokedAt() *ApiKeyUpdateOne {
 	return _u
 }
 
+// SetRotatedAt sets the "rotated_at" field.
+func (_u *ApiKeyUpdateOne) SetRotatedAt(v time.Time) *ApiKeyUpdateOne {
+	_u.mutation.SetRotatedAt(v)
+	return _u
+}
+
+// SetNillableRotatedAt sets the "rotated_at" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableRotatedAt(v *time.Time) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetRotatedAt(*v)
+	}
+	return _u
+}
+
+// ClearRotatedAt clears the value of the "rotated_at" field.
+func (_u *ApiKeyUpdateOne) ClearRotatedAt() *ApiKeyUpdateOne {
+	_u.mutation.ClearRotatedAt()
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdateOne) AddRotatedToIDs(ids ...string) *ApiKeyUpdateOne {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -877,6 +923,12 @@ func (_u *ApiKeyUpdateOne) sqlSave(ctx context.Context) (_node *ApiKey, err erro
 	}
 	if _u.mutation.RevokedAtCleared() {
 		_spec.ClearField(apikey.FieldRevokedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.RotatedAt(); ok {
+		_spec.SetField(apikey.FieldRotatedAt, field.TypeTime, value)
+	}
+	if _u.mutation.RotatedAtCleared() {
+		_spec.ClearField(apikey.FieldRotatedAt, field.TypeTime)
 	}
 	if _u.mutation.QuotaKeyCleared() {
 		_spec.ClearField(apikey.FieldQuotaKey, field.TypeString)

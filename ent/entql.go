@@ -48,6 +48,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			apikey.FieldExpiresAt:              {Type: field.TypeTime, Column: apikey.FieldExpiresAt},
 			apikey.FieldLastUsedAt:             {Type: field.TypeTime, Column: apikey.FieldLastUsedAt},
 			apikey.FieldRevokedAt:              {Type: field.TypeTime, Column: apikey.FieldRevokedAt},
+			apikey.FieldRotatedAt:              {Type: field.TypeTime, Column: apikey.FieldRotatedAt},
 			apikey.FieldRotatedFromID:          {Type: field.TypeString, Column: apikey.FieldRotatedFromID},
 			apikey.FieldQuotaKey:               {Type: field.TypeString, Column: apikey.FieldQuotaKey},
 		},
@@ -467,6 +468,11 @@ func (f *ApiKeyFilter) WhereLastUsedAt(p entql.TimeP) {
 // WhereRevokedAt applies the entql time.Time predicate on the revoked_at field.
 func (f *ApiKeyFilter) WhereRevokedAt(p entql.TimeP) {
 	f.Where(p.Field(apikey.FieldRevokedAt))
+}
+
+// WhereRotatedAt applies the entql time.Time predicate on the rotated_at field.
+func (f *ApiKeyFilter) WhereRotatedAt(p entql.TimeP) {
+	f.Where(p.Field(apikey.FieldRotatedAt))
 }
 
 // WhereRotatedFromID applies the entql string predicate on the rotated_from_id field.

@@ -147,6 +147,11 @@ func (_q *ApiKeyQuery) collectField(ctx context.Context, oneNode bool, opCtx *gr
 				selectedFields = append(selectedFields, apikey.FieldRevokedAt)
 				fieldSeen[apikey.FieldRevokedAt] = struct{}{}
 			}
+		case "rotatedAt":
+			if _, ok := fieldSeen[apikey.FieldRotatedAt]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldRotatedAt)
+				fieldSeen[apikey.FieldRotatedAt] = struct{}{}
+			}
 		case "rotatedFromID":
 			if _, ok := fieldSeen[apikey.FieldRotatedFromID]; !ok {
 				selectedFields = append(selectedFields, apikey.FieldRotatedFromID)

@@ -182,6 +182,18 @@ type ApiKeyWhereInput struct {
 	RevokedAtIsNil  bool        `json:"revokedAtIsNil,omitempty"`
 	RevokedAtNotNil bool        `json:"revokedAtNotNil,omitempty"`
 
+	// "rotated_at" field predicates.
+	RotatedAt       *time.Time  `json:"rotatedAt,omitempty"`
+	RotatedAtNEQ    *time.Time  `json:"rotatedAtNEQ,omitempty"`
+	RotatedAtIn     []time.Time `json:"rotatedAtIn,omitempty"`
+	RotatedAtNotIn  []time.Time `json:"rotatedAtNotIn,omitempty"`
+	RotatedAtGT     *time.Time  `json:"rotatedAtGT,omitempty"`
+	RotatedAtGTE    *time.Time  `json:"rotatedAtGTE,omitempty"`
+	RotatedAtLT     *time.Time  `json:"rotatedAtLT,omitempty"`
+	RotatedAtLTE    *time.Time  `json:"rotatedAtLTE,omitempty"`
+	RotatedAtIsNil  bool        `json:"rotatedAtIsNil,omitempty"`
+	RotatedAtNotNil bool        `json:"rotatedAtNotNil,omitempty"`
+
 	// "rotated_from_id" field predicates.
 	RotatedFromID             *string  `json:"rotatedFromID,omitempty"`
 	RotatedFromIDNEQ          *string  `json:"rotatedFromIDNEQ,omitempty"`
@@ -681,6 +693,36 @@ func (i *ApiKeyWhereInput) P() (predicate.ApiKey, error) {
 	}
 	if i.RevokedAtNotNil {
 		predicates = append(predicates, apikey.RevokedAtNotNil())
+	}
+	if i.RotatedAt != nil {
+		predicates = append(predicates, apikey.RotatedAtEQ(*i.RotatedAt))
+	}
+	if i.RotatedAtNEQ != nil {
+		predicates = append(predicates, apikey.RotatedAtNEQ(*i.RotatedAtNEQ))
+	}
+	if len(i.RotatedAtIn) > 0 {
+		predicates = append(predicates, apikey.RotatedAtIn(i.RotatedAtIn...))
+	}
+	if len(i.RotatedAtNotIn) > 0 {
+		predicates = append(predicates, apikey.RotatedAtNotIn(i.RotatedAtNotIn...))
+	}
+	if i.RotatedAtGT != nil {
+		predicates = append(predicates, apikey.RotatedAtGT(*i.RotatedAtGT))
+	}
+	if i.RotatedAtGTE != nil {
+		predicates = append(predicates, apikey.RotatedAtGTE(*i.RotatedAtGTE))
+	}
+	if i.RotatedAtLT != nil {
+		predicates = append(predicates, apikey.RotatedAtLT(*i.RotatedAtLT))
+	}
+	if i.RotatedAtLTE != nil {
+		predicates = append(predicates, apikey.RotatedAtLTE(*i.RotatedAtLTE))
+	}
+	if i.RotatedAtIsNil {
+		predicates = append(predicates, apikey.RotatedAtIsNil())
+	}
+	if i.RotatedAtNotNil {
+		predicates = append(predicates, apikey.RotatedAtNotNil())
 	}
 	if i.RotatedFromID != nil {
 		predicates = append(predicates, apikey.RotatedFromIDEQ(*i.RotatedFromID))

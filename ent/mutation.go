@@ -65,6 +65,7 @@ type ApiKeyMutation struct {
 	expires_at                   *time.Time
 	last_used_at                 *time.Time
 	revoked_at                   *time.Time
+	rotated_at                   *time.Time
 	quota_key                    *string
 	clearedFields                map[string]struct{}
 	tenant                       *string
@@ -905,6 +906,55 @@ func (m *ApiKeyMutation) ResetRevokedAt() {
 	delete(m.clearedFields, apikey.FieldRevokedAt)
 }
 
+// SetRotatedAt sets the "rotated_at" field.
+func (m *ApiKeyMutation) SetRotatedAt(t time.Time) {
+	m.rotated_at = &t
+}
+
+// RotatedAt returns the value of the "rotated_at" field in the mutation.
+func (m *ApiKeyMutation) RotatedAt() (r time.Time, exists bool) {
+	v := m.rotated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRotatedAt returns the old "rotated_at" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldRotatedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRotatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRotatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRotatedAt: %w", err)
+	}
+	return oldValue.RotatedAt, nil
+}
+
+// ClearRotatedAt clears the value of the "rotated_at" field.
+func (m *ApiKeyMutation) ClearRotatedAt() {
+	m.rotated_at = nil
+	m.clearedFields[apikey.FieldRotatedAt] = struct{}{}
+}
+
+// RotatedAtCleared returns if the "rotated_at" field was cleared in this mutation.
+func (m *ApiKeyMutation) RotatedAtCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldRotatedAt]
+	return ok
+}
+
+// ResetRotatedAt resets all changes to the "rotated_at" field.
+func (m *ApiKeyMutation) ResetRotatedAt() {
+	m.rotated_at = nil
+	delete(m.clearedFields, apikey.FieldRotatedAt)
+}
+
 // SetRotatedFromID sets the "rotated_from_id" field.
 func (m *ApiKeyMutation) SetRotatedFromID(s string) {
 	m.rotated_from = &s
@@ -1145,7 +1195,7 @@ func (m *ApiKeyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ApiKeyMutation) Fields() []string {
-	fields := make([]string, 0, 17)
+	fields := make([]string, 0, 18)
 	if m.created_at != nil {
 		fields = append(fields, apikey.FieldCreatedAt)
 	}
@@ -1191,6 +1241,9 @@ func (m *ApiKeyMutation) Fields() []string {
 	if m.revoked_at != nil {
 		fields = append(fields, apikey.FieldRevokedAt)
 	}
+	if m.rotated_at != nil {
+		fields = append(fields, apikey.FieldRotatedAt)
+	}
 	if m.rotated_from != nil {
 		fields = append(fields, apikey.FieldRotatedFromID)
 	}
@@ -1235,6 +1288,8 @@ func (m *ApiKeyMutation) Field(name string) (ent.Value, bool) {
 		return m.LastUsedAt()
 	case apikey.FieldRevokedAt:
 		return m.RevokedAt()
+	case apikey.FieldRotatedAt:
+		return m.RotatedAt()
 	case apikey.FieldRotatedFromID:
 		return m.RotatedFromID()
 	case apikey.FieldQuotaKey:
@@ -1278,6 +1333,8 @@ func (m *ApiKeyMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldLastUsedAt(ctx)
 	case apikey.FieldRevokedAt:
 		return m.OldRevokedAt(ctx)
+	case apikey.FieldRotatedAt:
+		return m.OldRotatedAt(ctx)
 	case apikey.FieldRotatedFromID:
 		return m.OldRotatedFromID(ctx)
 	case apikey.FieldQuotaKey:
@@ -1396,6 +1453,13 @@ func (m *ApiKeyMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetRevokedAt(v)
 		return nil
+	case apikey.FieldRotatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRotatedAt(v)
+		return nil
 	case apikey.FieldRotatedFromID:
 		v, ok := value.(string)
 		if !ok {
@@ -1503,6 +1567,9 @@ func (m *ApiKeyMutation) ClearedFields() []string {
 	if m.FieldCleared(apikey.FieldRevokedAt) {
 		fields = append(fields, apikey.FieldRevokedAt)
 	}
+	if m.FieldCleared(apikey.FieldRotatedAt) {
+		fields = append(fields, apikey.FieldRotatedAt)
+	}
 	if m.FieldCleared(apikey.FieldRotatedFromID) {
 		fields = append(fields, apikey.FieldRotatedFromID)
 	}
@@ -1546,6 +1613,9 @@ func (m *ApiKeyMutation) ClearField(name string) error {
 		return nil
 	case apikey.FieldRevokedAt:
 		m.ClearRevokedAt()
+		return nil
+	case apikey.FieldRotatedAt:
+		m.ClearRotatedAt()
 		return nil
 	case apikey.FieldRotatedFromID:
 		m.ClearRotatedFromID()
@@ -1605,6 +1675,9 @@ func (m *ApiKeyMutation) ResetField(name string) error {
 		return nil
 	case apikey.FieldRevokedAt:
 		m.ResetRevokedAt()
+		return nil
+	case apikey.FieldRotatedAt:
+		m.ResetRotatedAt()
 		return nil
 	case apikey.FieldRotatedFromID:
 		m.ResetRotatedFromID()

@@ -35,15 +35,8 @@ func (r *apiKeyResolver) Status(ctx context.Context, obj *ent.ApiKey) (model.API
 		return model.APIKeyStatusRevoked, nil
 	case obj.ExpiresAt != nil && !now.Before(*obj.ExpiresAt):
 		return model.APIKeyStatusExpired, nil
-	case obj.ExpiresAt != nil:
-		// Only keys with an expiry can be in a rotation grace period.
-		rotated, err := obj.QueryRotatedTo().Exist(ctx)
-		if err != nil {
-			return "", err
-		}
-		if rotated {
-			return model.APIKeyStatusRotating, nil
-		}
+	case obj.RotatedAt != nil:
+		return model.APIKeyStatusRotating, nil
 	}
 	return model.APIKeyStatusActive, nil
 }

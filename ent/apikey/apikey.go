@@ -48,6 +48,8 @@ const (
 	FieldLastUsedAt = "last_used_at"
 	// FieldRevokedAt holds the string denoting the revoked_at field in the database.
 	FieldRevokedAt = "revoked_at"
+	// FieldRotatedAt holds the string denoting the rotated_at field in the database.
+	FieldRotatedAt = "rotated_at"
 	// FieldRotatedFromID holds the string denoting the rotated_from_id field in the database.
 	FieldRotatedFromID = "rotated_from_id"
 	// FieldQuotaKey holds the string denoting the quota_key field in the database.
@@ -95,6 +97,7 @@ var Columns = []string{
 	FieldExpiresAt,
 	FieldLastUsedAt,
 	FieldRevokedAt,
+	FieldRotatedAt,
 	FieldRotatedFromID,
 	FieldQuotaKey,
 }
@@ -238,6 +241,11 @@ func ByLastUsedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByRevokedAt orders the results by the revoked_at field.
 func ByRevokedAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldRevokedAt, opts...).ToFunc()
+}
+
+// ByRotatedAt orders the results by the rotated_at field.
+func ByRotatedAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldRotatedAt, opts...).ToFunc()
 }
 
 // ByRotatedFromID orders the results by the rotated_from_id field.

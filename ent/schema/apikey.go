@@ -44,6 +44,8 @@ func (ApiKey) Fields() []ent.Field {
 		field.Time("last_used_at").Optional().Nillable().
 			Annotations(entgql.OrderField("LAST_USED_AT")),
 		field.Time("revoked_at").Optional().Nillable(),
+		field.Time("rotated_at").Optional().Nillable().
+			Comment("when a successor replaced this key; it works until expires_at (the grace period)"),
 		field.String("rotated_from_id").Optional().Nillable().Immutable().
 			Annotations(entgql.Type("ID")),
 		field.String("quota_key").Optional().Nillable().Immutable().

@@ -53,6 +53,7 @@ type ComplexityRoot struct {
 		RateLimit                       func(childComplexity int) int
 		RateLimitWindowSeconds          func(childComplexity int) int
 		RevokedAt                       func(childComplexity int) int
+		RotatedAt                       func(childComplexity int) int
 		RotatedFrom                     func(childComplexity int) int
 		RotatedFromID                   func(childComplexity int) int
 		RotatedTo                       func(childComplexity int) int
@@ -399,6 +400,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.RevokedAt(childComplexity), true
+	case "ApiKey.rotatedAt":
+		if e.ComplexityRoot.ApiKey.RotatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.RotatedAt(childComplexity), true
 	case "ApiKey.rotatedFrom":
 		if e.ComplexityRoot.ApiKey.RotatedFrom == nil {
 			break
@@ -1669,6 +1676,10 @@ type ApiKey implements Node {
   expiresAt: Time
   lastUsedAt: Time
   revokedAt: Time
+  """
+  when a successor replaced this key; it works until expires_at (the grace period)
+  """
+  rotatedAt: Time
   rotatedFromID: ID
   tenant: Tenant
   rotatedFrom: ApiKey @auth(scopes: ["keys:read"])
@@ -1914,6 +1925,19 @@ input ApiKeyWhereInput {
   revokedAtLTE: Time
   revokedAtIsNil: Boolean
   revokedAtNotNil: Boolean
+  """
+  rotated_at field predicates
+  """
+  rotatedAt: Time
+  rotatedAtNEQ: Time
+  rotatedAtIn: [Time!]
+  rotatedAtNotIn: [Time!]
+  rotatedAtGT: Time
+  rotatedAtGTE: Time
+  rotatedAtLT: Time
+  rotatedAtLTE: Time
+  rotatedAtIsNil: Boolean
+  rotatedAtNotNil: Boolean
   """
   rotated_from_id field predicates
   """
@@ -3501,6 +3525,8 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_lastUsedAt(ctx, field)
 	case "revokedAt":
 		return ec.fieldContext_ApiKey_revokedAt(ctx, field)
+	case "rotatedAt":
+		return ec.fieldContext_ApiKey_rotatedAt(ctx, field)
 	case "rotatedFromID":
 		return ec.fieldContext_ApiKey_rotatedFromID(ctx, field)
 	case "tenant":

@@ -257,15 +257,9 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	if err := checkManage(ctx, k); err != nil {
 		return nil, err
 	}
-	if p.SetExpiresAt && k.ExpiresAt != nil && (p.ExpiresAt == nil || p.ExpiresAt.After(*k.ExpiresAt)) {
+	if p.SetExpiresAt && k.RotatedAt != nil && k.ExpiresAt != nil && (p.ExpiresAt == nil || p.ExpiresAt.After(*k.ExpiresAt)) {
 		// A key being rotated out must not outlive its grace period.
-		rotated, err := k.QueryRotatedTo().Exist(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if rotated {
-			return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
-		}
+		return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
 	}
 	if k.TenantID != nil && (p.SetRateLimit || p.SetRateLimitWindowSeconds || p.SetQuota) {
 		rate, window, quota := k.RateLimit, k.RateLimitWindowSeconds, (*int)(nil)
@@ -417,11 +411,13 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 		return nil, "", err
 	}
 	until := now.Add(time.Duration(gracePeriodSeconds) * time.Second)
+	u := old.Update().SetRotatedAt(now)
 	if old.ExpiresAt == nil || until.Before(*old.ExpiresAt) {
-		// The rotation's audit row (on the new key) covers this change.
-		if err := old.Update().SetExpiresAt(until).Exec(audit.WithAction(ctx, "")); err != nil {
-			return nil, "", err
-		}
+		u.SetExpiresAt(until)
+	}
+	// The rotation's audit row (on the new key) covers this change.
+	if err := u.Exec(audit.WithAction(ctx, "")); err != nil {
+		return nil, "", err
 	}
 	m.invalidate(ctx, old.Hash)
 	m.invalidate(ctx, hash)
