@@ -78,7 +78,11 @@ type Options struct {
 
 // New opens the store (applying migrations), creates the first admin key when needed
 // and builds the handler. It returns an error when the database cannot be opened.
-func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
+func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err error) {
+	trusted, err := httpapi.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, cfg.DatabaseURL, opts.EntOptions...)
 	if err != nil {
 		return nil, err
@@ -88,35 +92,36 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*App, error) {
 	}
 	v := keys.NewVerifier(st.Client, st.EntDialect, keys.Config{AdminToken: cfg.AdminToken})
 	a := &App{Config: cfg, Store: st, Verifier: v, Metrics: metrics.New()}
+	defer func() {
+		if err != nil { // release what was opened so far
+			if a.Bus != nil {
+				_ = a.Bus.Close()
+			}
+			if a.redis != nil {
+				_ = a.redis.Close()
+			}
+			_ = st.Close()
+		}
+	}()
 	if cfg.AdminToken == "" {
 		if err := a.bootstrapAdmin(ctx, opts.Out); err != nil {
-			st.Close()
 			return nil, err
 		}
 	}
-	trusted, err := httpapi.ParseTrustedProxies(cfg.TrustedProxies)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
 	limiter, quota, err := a.limiters(cfg)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	if err := a.connectBus(ctx); err != nil {
-		st.Close()
+		return nil, err
+	}
+	manager, err := a.webhooks(cfg)
+	if err != nil {
 		return nil, err
 	}
 	a.Live = &live.Hub{Bus: a.Bus, Checker: v, MaxPerKey: cfg.MaxSubscriptionsPerKey, SingleInstance: st.Dialect != "postgres"}
 	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention, OnEvent: a.Live.Publish})
 	a.Conns = &httpapi.Conns{}
-	manager, err := a.webhooks(cfg)
-	if err != nil {
-		a.Bus.Close()
-		st.Close()
-		return nil, err
-	}
 	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen,
 		Metrics: a.Metrics, Checker: v, OnDenied: a.limitDenied}
 	schema := graph.NewSchema(&graph.Resolver{
