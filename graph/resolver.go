@@ -70,10 +70,18 @@ func RateLimit(ctx context.Context, _ any, next graphql.Resolver, _ *int) (any, 
 }
 
 // limitsOf returns the limits in force for key k: its own settings over its tenant
-// plan's. Platform admin keys have none.
+// plan's. Platform admin keys have none. The plan comes without a query when the
+// tenant edge was loaded or the key is of the viewer's own tenant (every key a tenant
+// key lists), so a list of keys costs no query per key.
 func (r *Resolver) limitsOf(ctx context.Context, k *ent.ApiKey) (plan.Limits, error) {
 	if k.TenantID == nil {
 		return plan.Limits{}, nil
+	}
+	if t, err := k.Edges.TenantOrErr(); err == nil && t != nil {
+		return apikey.LimitsOf(k, t.Plan), nil
+	}
+	if v := viewer.FromContext(ctx); v != nil && v.TenantID == *k.TenantID && v.TenantPlan != "" {
+		return apikey.LimitsOf(k, v.TenantPlan), nil
 	}
 	t, err := k.Tenant(ctx)
 	if err != nil {

@@ -224,7 +224,7 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		vw := &viewer.Viewer{APIKeyID: k.ID, KeyPrefix: k.Prefix, KeyHash: k.Hash, Scopes: k.Scopes, Admin: k.Admin, Key: &rec}
 		e.active = k.Admin
 		if k.TenantID != nil && k.Edges.Tenant != nil {
-			vw.TenantID = *k.TenantID
+			vw.TenantID, vw.TenantPlan = *k.TenantID, k.Edges.Tenant.Plan
 			e.active = k.Edges.Tenant.Active
 			l := LimitsOf(k, k.Edges.Tenant.Plan)
 			vw.RateLimit, vw.RateWindow, vw.Quota, vw.QuotaPeriod = l.RateLimit, l.RateWindow, l.Quota, string(l.QuotaPeriod)

@@ -293,3 +293,31 @@ func TestBootstrapAdminConcurrentStarts(t *testing.T) {
 		t.Fatalf("%d admin keys", n)
 	}
 }
+
+// Effective limits of listed keys need no query per key.
+func TestLimitsOfListedKeysNoNPlusOne(t *testing.T) {
+	var queries atomic.Int64
+	counting := app.Options{EntOptions: []ent.Option{ent.Debug(), ent.Log(func(...any) { queries.Add(1) })}}
+	e := apptest.New(t, "sqlite", counting, nil)
+	tid := e.Tenant("limits-n1")
+	_, key := e.Key(e.AdminToken, tid, "keys:read")
+	for range 8 {
+		e.Key(e.AdminToken, tid, "keys:read")
+	}
+	e.MustDo(key, viewerQ, nil, &struct{}{}) // the key is cached
+	queries.Store(0)
+	var out struct {
+		APIKeys struct {
+			Edges []struct {
+				Node struct{ EffectiveRateLimit int }
+			}
+		} `json:"apiKeys"`
+	}
+	e.MustDo(key, `{ apiKeys(first: 50) { edges { node { effectiveRateLimit effectiveRateLimitWindowSeconds status } } } }`, nil, &out)
+	if len(out.APIKeys.Edges) != 9 || out.APIKeys.Edges[0].Node.EffectiveRateLimit != 1000 {
+		t.Fatalf("keys = %+v", out.APIKeys.Edges)
+	}
+	if n := queries.Load(); n > 2 {
+		t.Fatalf("listing 9 keys with their limits took %d queries; want at most 2", n)
+	}
+}

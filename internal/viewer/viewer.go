@@ -21,6 +21,8 @@ type Viewer struct {
 	KeyHash string
 	// TenantID is the tenant the key belongs to; empty for platform admins.
 	TenantID string
+	// TenantPlan is that tenant's plan, as the verifier read it.
+	TenantPlan string
 	// Scopes are the scopes the key holds. Admins implicitly hold every scope.
 	Scopes []string
 	// Admin is true for platform admins (admin keys and ADMIN_TOKEN).
