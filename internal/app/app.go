@@ -56,8 +56,9 @@ type App struct {
 
 	unregisterWake func()
 
-	redis  *redis.Client
-	memory *ratelimit.Memory // the in-memory limiter, swept periodically (nil with Redis)
+	redis       *redis.Client
+	memory      *ratelimit.Memory // in-memory limiter and quota, swept periodically (nil with Redis)
+	memoryQuota *ratelimit.MemoryQuota
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -302,6 +303,7 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 			}
 			return total, nil
 		})
+		a.memoryQuota = q
 		return a.memory, q, nil
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
@@ -365,7 +367,7 @@ func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
 }
 
 // Start runs the background workers until Shutdown: batched last_used_at writes, the
-// usage recorder and the sweep of idle in-memory limiter entries.
+// usage recorder and the sweep of idle in-memory limiter and quota entries.
 func (a *App) Start(ctx context.Context) {
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	run := func(f func(context.Context)) {
@@ -390,6 +392,7 @@ func (a *App) Start(ctx context.Context) {
 					return
 				case <-t.C:
 					a.memory.Sweep()
+					a.memoryQuota.Sweep() // counters of ended periods
 				}
 			}
 		})
