@@ -44,6 +44,11 @@ func NewSchema(r *Resolver) graphql.ExecutableSchema {
 	return generated.NewExecutableSchema(cfg)
 }
 
+// PerItemCosts are the fields that cost their rate-limit cost once per item of a list
+// argument. entgql generates them, so they cannot carry @rateLimit: `nodes` costs one
+// per id, like fetching each node on its own.
+var PerItemCosts = map[string]string{"Query.nodes": "ids"}
+
 // Auth implements @auth(scopes, admin): the field runs only for a viewer holding
 // every scope (admins hold all). It returns UNAUTHENTICATED without a viewer and
 // FORBIDDEN otherwise.

@@ -57,7 +57,8 @@ func (ApiKey) Fields() []ent.Field {
 // Edges of the ApiKey.
 func (ApiKey) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("tenant", Tenant.Type).Ref("api_keys").Field("tenant_id").Unique().Immutable(),
+		edge.From("tenant", Tenant.Type).Ref("api_keys").Field("tenant_id").Unique().Immutable().
+			Annotations(authScopes("tenant:read")),
 		edge.To("rotated_to", ApiKey.Type).
 			Annotations(authScopes("keys:read")).
 			From("rotated_from").Field("rotated_from_id").Unique().Immutable().

@@ -949,7 +949,30 @@ func (ec *executionContext) _ApiKey_tenant(ctx context.Context, field graphql.Co
 		func(ctx context.Context) (any, error) {
 			return obj.Tenant(ctx)
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				scopes, err := ec.unmarshalOString2ᚕstringᚄ(ctx, []any{"tenant:read"})
+				if err != nil {
+					var zeroVal *ent.Tenant
+					return zeroVal, err
+				}
+				admin, err := ec.unmarshalOBoolean2ᚖbool(ctx, false)
+				if err != nil {
+					var zeroVal *ent.Tenant
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *ent.Tenant
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, obj, directive0, scopes, admin)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.Tenant) graphql.Marshaler {
 			return ec.marshalOTenant2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚐTenant(ctx, selections, v)
 		},

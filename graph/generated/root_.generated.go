@@ -209,10 +209,11 @@ type ComplexityRoot struct {
 	}
 
 	Viewer struct {
-		APIKey func(childComplexity int) int
-		Admin  func(childComplexity int) int
-		Scopes func(childComplexity int) int
-		Tenant func(childComplexity int) int
+		APIKey        func(childComplexity int) int
+		Admin         func(childComplexity int) int
+		Scopes        func(childComplexity int) int
+		Tenant        func(childComplexity int) int
+		TenantIDOrNil func(childComplexity int) int
 	}
 
 	Webhook struct {
@@ -1175,6 +1176,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Viewer.Tenant(childComplexity), true
+	case "Viewer.tenantID":
+		if e.ComplexityRoot.Viewer.TenantIDOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Viewer.TenantIDOrNil(childComplexity), true
 
 	case "Webhook.active":
 		if e.ComplexityRoot.Webhook.Active == nil {
@@ -1681,7 +1688,7 @@ type ApiKey implements Node {
   """
   rotatedAt: Time
   rotatedFromID: ID
-  tenant: Tenant
+  tenant: Tenant @auth(scopes: ["tenant:read"])
   rotatedFrom: ApiKey @auth(scopes: ["keys:read"])
   rotatedTo: [ApiKey!] @auth(scopes: ["keys:read"])
 }
@@ -3216,8 +3223,9 @@ directive @auth(scopes: [String!], admin: Boolean = false) on FIELD_DEFINITION
 
 """
 Rate-limit cost of a field. An operation costs the sum of the costs of the fields it
-selects: root fields cost 1 unless marked otherwise, nested fields only when marked.
-The whole operation is checked against the key's limit before anything runs.
+selects: root fields cost 1 unless marked otherwise, nested fields only when marked;
+` + "`" + `nodes` + "`" + ` costs 1 per id. The whole operation is checked against the key's limit before
+anything runs; an operation costing more than the key's whole limit is BAD_USER_INPUT.
 """
 directive @rateLimit(cost: Int = 1) on FIELD_DEFINITION
 
@@ -3225,8 +3233,10 @@ directive @rateLimit(cost: Int = 1) on FIELD_DEFINITION
 type Viewer {
   "The calling key; null for the ADMIN_TOKEN credential."
   apiKey: ApiKey
-  "The key's tenant; null for platform admins."
-  tenant: Tenant
+  "The id of the key's tenant; null for platform admins. Needs no scope."
+  tenantID: ID
+  "The key's tenant (needs tenant:read, like node(id) of the tenant); null for platform admins."
+  tenant: Tenant @auth(scopes: ["tenant:read"])
   "Scopes the caller holds (every scope for platform admins)."
   scopes: [String!]!
   isAdmin: Boolean!
@@ -3775,6 +3785,8 @@ func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphq
 	switch field.Name {
 	case "apiKey":
 		return ec.fieldContext_Viewer_apiKey(ctx, field)
+	case "tenantID":
+		return ec.fieldContext_Viewer_tenantID(ctx, field)
 	case "tenant":
 		return ec.fieldContext_Viewer_tenant(ctx, field)
 	case "scopes":

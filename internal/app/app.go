@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention, OnEvent: a.Live.Publish})
 	a.Conns = &httpapi.Conns{}
 	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen,
-		Metrics: a.Metrics, Checker: v, OnDenied: a.limitDenied}
+		Metrics: a.Metrics, Checker: v, OnDenied: a.limitDenied, PerItem: graph.PerItemCosts}
 	schema := graph.NewSchema(&graph.Resolver{
 		Client:   st.Client,
 		Keys:     &keys.Manager{Verifier: v},

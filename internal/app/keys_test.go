@@ -20,14 +20,14 @@ func forEachDialect(t *testing.T, f func(t *testing.T, e *apptest.Env)) {
 	}
 }
 
-const viewerQ = `{ viewer { isAdmin scopes apiKey { id prefix status } tenant { id slug } } }`
+const viewerQ = `{ viewer { isAdmin scopes apiKey { id prefix status } tenantID } }`
 
 type viewerResp struct {
 	Viewer struct {
-		IsAdmin bool
-		Scopes  []string
-		APIKey  *struct{ ID, Prefix, Status string } `json:"apiKey"`
-		Tenant  *struct{ ID, Slug string }
+		IsAdmin  bool
+		Scopes   []string
+		APIKey   *struct{ ID, Prefix, Status string } `json:"apiKey"`
+		TenantID string                               `json:"tenantID"`
 	}
 }
 
@@ -55,7 +55,7 @@ func TestKeyLifecycle(t *testing.T) {
 
 		var v viewerResp
 		e.MustDo(secret, viewerQ, nil, &v)
-		if v.Viewer.IsAdmin || v.Viewer.APIKey.ID != id || v.Viewer.Tenant.ID != tid || v.Viewer.APIKey.Status != "ACTIVE" {
+		if v.Viewer.IsAdmin || v.Viewer.APIKey.ID != id || v.Viewer.TenantID != tid || v.Viewer.APIKey.Status != "ACTIVE" {
 			t.Fatalf("viewer = %+v", v.Viewer)
 		}
 

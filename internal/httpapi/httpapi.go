@@ -157,27 +157,32 @@ func (o Options) graphqlHandler() http.Handler {
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
 	srv.AddTransport(transport.GRAPHQL{})
-	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	cache := newDocCache(1000)
+	srv.SetQueryCache(cache)
+	srv.SetDisableSuggestion(true)
+	srv.SetParserTokenLimit(KeyBudget.Tokens)
 	srv.Use(extension.Introspection{})
-	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
+	srv.Use(extension.AutomaticPersistedQuery{Cache: apqCache{lru.New[string](1000)}})
+	srv.Use(&docBudget{cache: cache, refused: o.refused}) // after APQ: it needs the text
 	srv.Use(&queryLimits{Depth: o.MaxDepth, Complexity: o.MaxComplexity})
 	srv.AroundFields(argLimits)
 	srv.SetErrorPresenter(apierr.Presenter)
 	srv.SetRecoverFunc(apierr.Recover)
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-		if viewer.FromContext(ctx) != nil {
-			return next(ctx)
-		}
-		// Anonymous callers may only introspect (the playground loads the schema first).
 		rc := graphql.GetOperationContext(ctx)
-		if introspectionOnly(rc.Operation) {
-			return next(ctx)
+		if viewer.FromContext(ctx) == nil && !introspectionOnly(rc.Operation) {
+			// Anonymous callers may only introspect (the playground loads the schema first).
+			o.refused(apikey.ErrMissing)
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{unauthenticated(ctx).GQL()}})
 		}
-		SetStatus(ctx, http.StatusUnauthorized)
-		o.refused(apikey.ErrMissing)
-		e := apikey.ErrMissing.APIError()
-		e.Message = "authentication required: send X-API-Key or Authorization: Bearer"
-		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{e.GQL()}})
+		if rc.Operation != nil && rc.Operation.Operation == ast.Subscription && !onWebSocket(ctx) {
+			// Over HTTP a subscription would hold the request (and a subscription
+			// slot of the key) until its first event.
+			SetStatus(ctx, http.StatusBadRequest)
+			e := apierr.New(apierr.BadUserInput, "subscriptions are served over WebSocket on /query (graphql-transport-ws or graphql-ws)").With("reason", "subscription_over_http")
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{e.GQL()}})
+		}
+		return next(ctx)
 	})
 	if o.Guard != nil {
 		o.Guard.init(o.Schema.Schema())
@@ -190,6 +195,19 @@ func (o Options) graphqlHandler() http.Handler {
 // lets the executor set the response status (401, 429) through the context.
 func (o Options) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodPost, http.MethodOptions:
+		default:
+			w.Header().Set("Allow", "GET, POST")
+			writeGraphQLError(w, r, http.StatusMethodNotAllowed, apierr.New(apierr.BadUserInput, "use GET or POST (or a WebSocket upgrade) on /query"))
+			return
+		}
+		cred := apikey.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization"))
+		anonymous := cred == "" && !o.DisableAuth
+		if anonymous && len(r.URL.RawQuery) > MaxAnonymousBodyBytes {
+			o.unauthenticated(w, r)
+			return
+		}
 		if r.Method == http.MethodPost {
 			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 			if mt != "application/json" && mt != "application/graphql" {
@@ -197,12 +215,22 @@ func (o Options) middleware(next http.Handler) http.Handler {
 					apierr.New(apierr.BadUserInput, "Content-Type must be application/json"))
 				return
 			}
-			body, err := io.ReadAll(io.LimitReader(r.Body, o.MaxBodyBytes+1))
+			limit := o.MaxBodyBytes
+			if anonymous {
+				limit = min(limit, MaxAnonymousBodyBytes)
+			}
+			body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 			if err != nil {
 				writeGraphQLError(w, r, http.StatusBadRequest, apierr.New(apierr.BadUserInput, "could not read request body"))
 				return
 			}
-			if int64(len(body)) > o.MaxBodyBytes {
+			if int64(len(body)) > limit {
+				if anonymous {
+					// Without a credential only introspection runs: a large body is
+					// refused as unauthenticated before it is parsed.
+					o.unauthenticated(w, r)
+					return
+				}
 				writeGraphQLError(w, r, http.StatusRequestEntityTooLarge,
 					apierr.New(apierr.BadUserInput, "request body too large").With("limitBytes", o.MaxBodyBytes))
 				return
@@ -212,7 +240,7 @@ func (o Options) middleware(next http.Handler) http.Handler {
 		ctx := r.Context()
 		if o.DisableAuth {
 			ctx = viewer.NewContext(ctx, &viewer.Viewer{Admin: true, Scopes: viewer.AllScopes})
-		} else if cred := apikey.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization")); cred != "" {
+		} else if cred != "" {
 			v, err := o.verify(ctx, cred)
 			var ae *apikey.AuthError
 			switch {
@@ -295,6 +323,16 @@ func Header(ctx context.Context) http.Header {
 		return sw.Header()
 	}
 	return nil
+}
+
+// unauthenticated answers 401 UNAUTHENTICATED with WWW-Authenticate to a request that
+// sent no credential and asked for more than an anonymous caller may.
+func (o Options) unauthenticated(w http.ResponseWriter, r *http.Request) {
+	o.refused(apikey.ErrMissing)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+	e := apikey.ErrMissing.APIError()
+	e.Message = "authentication required: send X-API-Key or Authorization: Bearer"
+	writeGraphQLError(w, r, http.StatusUnauthorized, e)
 }
 
 // writeGraphQLError writes a GraphQL response carrying one error, in the media type the

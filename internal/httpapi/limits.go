@@ -4,17 +4,20 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
+	"unicode"
 
-	"github.com/99designs/gqlgen/complexity"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/querybudget"
 )
 
 // queryLimits rejects operations nested deeper than Depth or costlier than
-// Complexity before anything executes, with BAD_USER_INPUT.
+// Complexity before anything executes, with BAD_USER_INPUT. Both walks compute each
+// fragment once (querybudget.Depth, querybudget.Complexity).
 type queryLimits struct {
 	Depth      int
 	Complexity int
@@ -38,42 +41,13 @@ func (l *queryLimits) MutateOperationContext(ctx context.Context, rc *graphql.Op
 	if op == nil {
 		return nil
 	}
-	if d := depth(op.SelectionSet, 0); d > l.Depth {
+	if d := querybudget.Depth(op); d > l.Depth {
 		return apierr.BadInput("query", "query depth %d exceeds the limit of %d", d, l.Depth).With("reason", "depth").GQL()
 	}
-	if c := complexity.Calculate(ctx, l.es, op, rc.Variables); c > l.Complexity {
+	if c := querybudget.Complexity(ctx, l.es, op, rc.Variables); c > l.Complexity {
 		return apierr.New(apierr.BadUserInput, fmt.Sprintf("query complexity %d exceeds the limit of %d", c, l.Complexity)).With("reason", "complexity").GQL()
 	}
 	return nil
-}
-
-// depth returns the nesting depth of a selection set; fragments count as inline
-// (validation has already rejected fragment cycles).
-func depth(set ast.SelectionSet, level int) int {
-	deepest := level
-	for _, sel := range set {
-		var d int
-		switch s := sel.(type) {
-		case *ast.Field:
-			if s.Name == "__schema" || s.Name == "__type" {
-				// Introspection is bounded by the schema itself; GraphiQL's query
-				// nests ofType far deeper than any data query needs.
-				d = level + 1
-			} else if len(s.SelectionSet) == 0 {
-				d = level + 1
-			} else {
-				d = depth(s.SelectionSet, level+1)
-			}
-		case *ast.InlineFragment:
-			d = depth(s.SelectionSet, level)
-		case *ast.FragmentSpread:
-			if s.Definition != nil {
-				d = depth(s.Definition.SelectionSet, level)
-			}
-		}
-		deepest = max(deepest, d)
-	}
-	return deepest
 }
 
 // introspectionOnly reports whether every root field of op is an introspection field,
@@ -144,7 +118,57 @@ func argLimits(ctx context.Context, next graphql.Resolver) (any, error) {
 			return nil, err
 		}
 	}
+	for name, v := range fc.Args {
+		if hasControl(reflect.ValueOf(v)) {
+			return nil, apierr.BadInput(name, "%s must not contain control characters (tab, line feed and carriage return are allowed)", name)
+		}
+	}
 	return next(ctx)
+}
+
+// hasControl reports whether a string anywhere in v (an argument: scalars, input
+// structs, lists, maps) holds a control character other than tab, LF or CR. NUL and
+// its kin are refused in every free-text field alike, before any database sees them
+// (PostgreSQL rejects NUL in text; SQLite would store it).
+func hasControl(v reflect.Value) bool {
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return false
+		}
+		v = v.Elem()
+	}
+	switch v.Kind() {
+	case reflect.String:
+		for _, r := range v.String() {
+			if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+				return true
+			}
+		}
+	case reflect.Struct:
+		if strings.HasPrefix(v.Type().Name(), "Omittable[") {
+			// graphql.Omittable keeps its value in unexported fields.
+			return hasControl(v.MethodByName("Value").Call(nil)[0])
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() && hasControl(v.Field(i)) {
+				return true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			if hasControl(v.Index(i)) {
+				return true
+			}
+		}
+	case reflect.Map:
+		it := v.MapRange()
+		for it.Next() {
+			if hasControl(it.Key()) || hasControl(it.Value()) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isNil(v any) bool {

@@ -42,7 +42,10 @@ type Guard struct {
 	}
 	// OnDenied, when set, is told about every denied operation (webhook events).
 	OnDenied func(ctx context.Context, v *viewer.Viewer, outcome usage.Outcome, retryAfter time.Duration)
-	Now      func() time.Time
+	// PerItem names fields charged per item of one of their list arguments
+	// ("Query.nodes" → "ids"), for generated fields that cannot carry @rateLimit.
+	PerItem map[string]string
+	Now     func() time.Time
 
 	costs map[string]int // "Type.field" → cost of fields marked @rateLimit
 }
@@ -53,12 +56,13 @@ func (g *Guard) init(schema *ast.Schema) {
 }
 
 // costOf returns the cost of op: root fields cost 1 unless marked, nested fields only
-// when marked with @rateLimit.
-func (g *Guard) costOf(op *ast.OperationDefinition) int {
-	return g.selectionCost(op.SelectionSet, true)
+// when marked with @rateLimit; a field listed in PerItem costs that much per item of
+// its list argument. Fragments are bounded by the document budget (see docBudget).
+func (g *Guard) costOf(op *ast.OperationDefinition, vars map[string]any) int {
+	return g.selectionCost(op.SelectionSet, true, vars)
 }
 
-func (g *Guard) selectionCost(set ast.SelectionSet, root bool) int {
+func (g *Guard) selectionCost(set ast.SelectionSet, root bool, vars map[string]any) int {
 	total := 0
 	for _, sel := range set {
 		switch s := sel.(type) {
@@ -66,16 +70,22 @@ func (g *Guard) selectionCost(set ast.SelectionSet, root bool) int {
 			if s.Definition == nil || s.Name == "__typename" {
 				continue
 			}
-			c, marked := g.costs[s.ObjectDefinition.Name+"."+s.Name]
+			coord := s.ObjectDefinition.Name + "." + s.Name
+			c, marked := g.costs[coord]
 			if !marked && root {
 				c = 1
 			}
-			total += c + g.selectionCost(s.SelectionSet, false)
+			if arg, ok := g.PerItem[coord]; ok {
+				if items, ok := s.ArgumentMap(vars)[arg].([]any); ok {
+					c *= max(len(items), 1)
+				}
+			}
+			total += c + g.selectionCost(s.SelectionSet, false, vars)
 		case *ast.InlineFragment:
-			total += g.selectionCost(s.SelectionSet, root)
+			total += g.selectionCost(s.SelectionSet, root, vars)
 		case *ast.FragmentSpread:
 			if s.Definition != nil {
-				total += g.selectionCost(s.Definition.SelectionSet, root)
+				total += g.selectionCost(s.Definition.SelectionSet, root, vars)
 			}
 		}
 	}
@@ -156,7 +166,7 @@ func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graph
 			}
 		}
 	}
-	if denied := g.check(ctx, v, op, &ev); denied != nil {
+	if denied := g.check(ctx, v, op, rc.Variables, &ev); denied != nil {
 		ev.LatencyMs = int(g.now().Sub(start).Milliseconds())
 		g.record(ev)
 		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{denied}})
@@ -184,13 +194,21 @@ func (g *Guard) Around(ctx context.Context, next graphql.OperationHandler) graph
 
 // check applies the rate limit and the quota. It returns the error to answer with when
 // the operation is denied, after setting the status and headers.
-func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDefinition, ev *usage.Event) *gqlerror.Error {
+func (g *Guard) check(ctx context.Context, v *viewer.Viewer, op *ast.OperationDefinition, vars map[string]any, ev *usage.Event) *gqlerror.Error {
 	if g.Limiter != nil && v.RateLimit > 0 && op != nil {
-		cost := g.costOf(op)
+		cost := g.costOf(op, vars)
 		if cost < 1 {
 			cost = 1
 		}
 		limit := ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}
+		if cost > v.RateLimit {
+			// More than the whole burst: no wait would ever admit it, so it is the
+			// request that is wrong, not its timing. Nothing is charged.
+			SetStatus(ctx, http.StatusBadRequest)
+			ev.Outcome = usage.OutcomeError
+			return apierr.New(apierr.BadUserInput, fmt.Sprintf("operation cost %d exceeds the key's limit of %d requests per %s: split it", cost, limit.Rate, limit.Period)).
+				With("reason", "cost_exceeds_limit").With("cost", cost).With("limit", limit.Rate).GQL()
+		}
 		res, err := g.Limiter.Allow(ctx, v.APIKeyID, limit, cost)
 		if err != nil {
 			slog.ErrorContext(ctx, "rate limiter unavailable", "err", err)

@@ -51,6 +51,14 @@ func (v *Viewer) Has(scope string) bool {
 	return v.Admin || slices.Contains(v.Scopes, scope)
 }
 
+// TenantIDOrNil returns the viewer's tenant id, or nil for platform admins.
+func (v *Viewer) TenantIDOrNil() *string {
+	if v == nil || v.TenantID == "" {
+		return nil
+	}
+	return &v.TenantID
+}
+
 // Actor is a short, non-secret description of the viewer for audit logs.
 func (v *Viewer) Actor() string {
 	switch {
