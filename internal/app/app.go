@@ -75,6 +75,9 @@ type Options struct {
 	Out io.Writer
 	// EntOptions are passed to the ent client (e.g. query logging in tests).
 	EntOptions []ent.Option
+	// WebSocketInitTimeout is how long a WebSocket client may take to send
+	// connection_init (default 10 s; tests shorten it).
+	WebSocketInitTimeout time.Duration
 }
 
 // New opens the store (applying migrations), creates the first admin key when needed
@@ -147,6 +150,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		Metrics:        a.Metrics,
 		Conns:          a.Conns,
 		MetricsOnMain:  cfg.MetricsAddr == "",
+
+		WebSocketInitTimeout: opts.WebSocketInitTimeout,
 	})
 	return a, nil
 }

@@ -41,6 +41,37 @@ func (e *Env) DialWS(protocol string, payload map[string]any, header http.Header
 
 // DialWS is Env.DialWS for any base URL (http://host:port).
 func DialWS(baseURL, protocol string, payload map[string]any, header http.Header) (*WSClient, error) {
+	c, err := OpenWS(baseURL, protocol, header)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Send("", "connection_init", payload); err != nil {
+		c.Conn.Close()
+		return nil, err
+	}
+	for {
+		m, err := c.Next(5 * time.Second)
+		if err != nil {
+			c.Conn.Close()
+			return nil, err
+		}
+		if m.Type == "connection_ack" {
+			return c, nil
+		}
+		if m.Type == "ka" {
+			continue
+		}
+	}
+}
+
+// OpenWS opens a WebSocket to the server with protocol and sends nothing: the
+// caller speaks first (protocol tests).
+func (e *Env) OpenWS(protocol string, header http.Header) (*WSClient, error) {
+	return OpenWS(e.Server.URL, protocol, header)
+}
+
+// OpenWS is Env.OpenWS for any base URL (http://host:port).
+func OpenWS(baseURL, protocol string, header http.Header) (*WSClient, error) {
 	d := websocket.Dialer{Subprotocols: []string{protocol}, HandshakeTimeout: 5 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
 	conn, resp, err := d.Dial("ws"+strings.TrimPrefix(baseURL, "http")+"/query", header)
 	if err != nil {
@@ -66,23 +97,7 @@ func DialWS(baseURL, protocol string, payload map[string]any, header http.Header
 			}
 		}
 	}()
-	if err := c.Send("", "connection_init", payload); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	for {
-		m, err := c.Next(5 * time.Second)
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		if m.Type == "connection_ack" {
-			return c, nil
-		}
-		if m.Type == "ka" {
-			continue
-		}
-	}
+	return c, nil
 }
 
 // Send writes one message.
@@ -96,6 +111,12 @@ func (c *WSClient) Send(id, typ string, payload any) error {
 	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	return c.Conn.WriteJSON(m)
+}
+
+// SendRaw writes frame as one text message, as is (malformed ones too).
+func (c *WSClient) SendRaw(frame string) error {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return c.Conn.WriteMessage(websocket.TextMessage, []byte(frame))
 }
 
 // Subscribe starts operation id.

@@ -63,6 +63,9 @@ type Options struct {
 	// MetricsOnMain serves /metrics on this handler, to platform admins only (when
 	// METRICS_ADDR does not give metrics a listener of their own).
 	MetricsOnMain bool
+	// WebSocketInitTimeout is how long a WebSocket client may take to send
+	// connection_init before the connection is closed with 4408 (default 10 s).
+	WebSocketInitTimeout time.Duration
 }
 
 // verify authenticates cred, counting refusals by reason and logging the database

@@ -15,11 +15,18 @@ import (
 )
 
 // Close codes of rejected WebSocket connections. Never 1000: graphql-ws clients
-// reconnect forever after a normal closure.
+// reconnect forever after a normal closure. wsgorilla sends the protocol's other
+// codes (4400 invalid message, 4401 subscribe before the ack, 4408 no
+// connection_init in time, 4409 duplicate operation id, 4429 second
+// connection_init).
 const (
 	closeUnauthorized = 4401 // no credential at all
 	closeForbidden    = 4403 // a credential that was refused
 )
+
+// defaultWSInitTimeout is how long a WebSocket client may take to send
+// connection_init.
+const defaultWSInitTimeout = 10 * time.Second
 
 // Conns tracks open WebSocket connections so that shutdown can close them.
 type Conns struct {
@@ -88,12 +95,21 @@ func credentialFromPayload(p transport.InitPayload) string {
 // legacy graphql-ws) with gorilla/websocket. The key comes from connection_init or
 // from the upgrade request's headers (already verified by the middleware).
 func (o Options) websocketTransport() transport.Websocket {
+	initTimeout := o.WebSocketInitTimeout
+	if initTimeout <= 0 {
+		initTimeout = defaultWSInitTimeout
+	}
 	return transport.Websocket{
-		Implementation:        &wsgorilla.Implementation{CheckOrigin: wsgorilla.AllowOrigins(o.AllowedOrigins)},
+		Implementation: &wsgorilla.Implementation{
+			CheckOrigin: wsgorilla.AllowOrigins(o.AllowedOrigins),
+			// The adapter's timeout closes with 4408 as graphql-transport-ws
+			// says; gqlgen's own (transport.Websocket.InitTimeout, left zero)
+			// would close with 1002.
+			InitTimeout: initTimeout,
+		},
 		KeepAlivePingInterval: 15 * time.Second,
 		PingPongInterval:      15 * time.Second, // graphql-transport-ws: drop peers that stop answering
-		InitTimeout:           10 * time.Second,
-		PayloadReadLimit:      &o.MaxBodyBytes, // same bound as an HTTP request body
+		PayloadReadLimit:      &o.MaxBodyBytes,  // same bound as an HTTP request body
 		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 			if cred := credentialFromPayload(p); cred != "" && !o.DisableAuth {
 				v, err := o.verify(ctx, cred)

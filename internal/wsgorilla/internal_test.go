@@ -154,3 +154,16 @@ func TestSelectSubprotocol(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkOutgoingResult measures what the adapter adds to every result it
+// sends (the fan-out hot path): a look at the last bytes, no decoding.
+func BenchmarkOutgoingResult(b *testing.B) {
+	c := &conn{proto: transportWS}
+	data := []byte(`{"payload":{"data":{"usageEvents":{"id":"evt_01","operationName":"Q","outcome":"OK","latencyMs":3}}},"id":"1","type":"next"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !c.outgoing(data) {
+			b.Fatal("result dropped")
+		}
+	}
+}

@@ -19,14 +19,42 @@
 //	ctx = transport.WithWebsocketCloseCode(ctx, 4403)    // or 4401
 //	ctx = transport.AppendCloseReason(ctx, "forbidden") // close reason, else "terminated"
 //	return ctx, nil, err                                // ctx must not be nil
+//
+// The adapter enforces what gqlgen's transport does not. It inspects every
+// message the client sends and the few messages gqlgen sends that are not
+// results (results pass by their last bytes, undecoded). With
+// graphql-transport-ws, as its PROTOCOL.md says:
+//
+//   - an invalid message (not JSON, not an object, an unknown type or one only
+//     servers send, fields of the wrong type) closes with 4400 "Invalid
+//     message received"; gqlgen would close with 1000, after which graphql-ws
+//     clients reconnect and send it again, forever;
+//   - subscribe before connection_ack closes with 4401 "Unauthorized";
+//   - subscribe with the id of an active operation closes with 4409
+//     "Subscriber for <id> already exists"; gqlgen would run both and lose
+//     the first, which could then never be completed;
+//   - a second connection_init closes with 4429 "Too many initialisation
+//     requests";
+//   - no connection_init within Implementation.InitTimeout closes with 4408
+//     "Connection initialisation timeout";
+//   - ping and pong are accepted before connection_ack too;
+//   - gqlgen's complete after an error, or after the client's own complete,
+//     is not sent.
+//
+// With the legacy graphql-ws, whose errors are messages, a message that cannot
+// be decoded or has an unknown type gets a connection_error and the connection
+// stays open; a start with the id of an active operation gets an error for
+// that id. See CloseBadRequest and the other constants.
 package wsgorilla
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -88,6 +116,13 @@ type Implementation struct {
 	// so a dead or stalled client cannot block gqlgen's writers. Zero means
 	// DefaultWriteTimeout (10 s).
 	WriteTimeout time.Duration
+
+	// InitTimeout closes a connection whose client has not sent
+	// connection_init within this time, with 4408 "Connection
+	// initialisation timeout" (both protocols). Zero means no limit. Use it
+	// instead of transport.Websocket.InitTimeout, which closes with 1002 and
+	// takes a goroutine and a timer per connection; leave that one zero.
+	InitTimeout time.Duration
 }
 
 var _ transport.WebsocketImplementation = (*Implementation)(nil)
@@ -143,6 +178,13 @@ func (i *Implementation) Accept(w http.ResponseWriter, r *http.Request, opts tra
 		return nil, err
 	}
 	c := &conn{ws: ws, writeTimeout: cfg.WriteTimeout}
+	if ws.Subprotocol() == transportWSName {
+		c.proto = transportWS
+	}
+	if cfg.InitTimeout > 0 {
+		c.initDeadline = true
+		_ = ws.SetReadDeadline(time.Now().Add(cfg.InitTimeout))
+	}
 	// r.Context() is cancelled when the HTTP handler returns, also for a
 	// hijacked connection and also after a panic.
 	c.stopWatch = context.AfterFunc(r.Context(), c.handlerDone)
@@ -256,6 +298,14 @@ type conn struct {
 
 	wmu sync.Mutex // data frames (WriteJSON)
 
+	proto protocol
+	ops   tracker // operations by id, and whether connection_ack was sent
+
+	// Used only by the reading goroutine (NextReader).
+	initReceived bool  // connection_init read
+	initDeadline bool  // the InitTimeout read deadline is set
+	violation    error // the *ProtocolError the connection was closed with
+
 	mu         sync.Mutex
 	closed     bool
 	stopWatch  func() bool // stops the handler-exit watch
@@ -268,19 +318,68 @@ var (
 	_ transport.WebsocketReadDeadliner = (*conn)(nil)
 )
 
-// NextReader returns the next data message. A close frame from the peer with
-// 1000 (normal), 1001 (going away) or no status becomes
-// transport.ErrWebsocketClosed, which gqlgen treats as an orderly end. gorilla
-// has already answered the peer's close frame and any ping by then.
+// NextReader returns the next data message that gqlgen should handle, after
+// checking it against the protocol (see the package documentation). A
+// message the adapter handles itself is not returned; a violation that
+// closes the connection returns a *ProtocolError. A close frame from the peer
+// with 1000 (normal), 1001 (going away) or no status becomes
+// transport.ErrWebsocketClosed, which gqlgen treats as an orderly end.
+// gorilla has already answered the peer's close frame and any ping by then.
+//
+// The message is read whole before gqlgen decodes it (gqlgen would read it
+// whole too); SetReadLimit bounds it.
 func (c *conn) NextReader() (int, io.Reader, error) {
-	mt, r, err := c.ws.NextReader()
-	if err != nil {
-		if websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
-			return mt, nil, transport.ErrWebsocketClosed
-		}
-		return mt, nil, err
+	if c.violation != nil {
+		return 0, nil, c.violation
 	}
-	return mt, r, nil
+	for {
+		mt, r, err := c.ws.NextReader()
+		var data []byte
+		if err == nil {
+			data, err = io.ReadAll(r)
+		}
+		if err != nil {
+			return mt, nil, c.readError(err)
+		}
+		v, err := c.inspect(data)
+		if err != nil {
+			return mt, nil, err
+		}
+		if v == pass {
+			return mt, bytes.NewReader(data), nil
+		}
+	}
+}
+
+// readError translates an error from reading a message.
+func (c *conn) readError(err error) error {
+	if websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+		return transport.ErrWebsocketClosed
+	}
+	var ne net.Error
+	if c.initDeadline && !c.initReceived && errors.As(err, &ne) && ne.Timeout() {
+		_, err = c.fail(CloseInitTimeout, reasonInitTimeout)
+	}
+	return err
+}
+
+// fail closes the connection with code and reason for a protocol violation.
+// The close frame goes out at once; gqlgen closes the network connection
+// when NextReader returns the error (its own close frame is not sent: gorilla
+// refuses a second one).
+func (c *conn) fail(code int, reason string) (verdict, error) {
+	_ = c.WriteClose(code, reason)
+	c.violation = &ProtocolError{Code: code, Reason: truncateReason(reason)}
+	return skip, c.violation
+}
+
+// clearInitDeadline removes the InitTimeout read deadline once
+// connection_init has arrived.
+func (c *conn) clearInitDeadline() {
+	if c.initDeadline {
+		c.initDeadline = false
+		_ = c.ws.SetReadDeadline(time.Time{})
+	}
 }
 
 // WriteJSON sends v as one text message within the write timeout.
@@ -293,15 +392,27 @@ func (c *conn) NextReader() (int, io.Reader, error) {
 // Any other network failure (including a timeout) closes the connection:
 // gorilla's write state is broken after it, and closing unblocks gqlgen's
 // reader so the session ends instead of lingering.
+//
+// A message the client no longer waits for is not sent (see the package
+// documentation) and WriteJSON returns nil.
 func (c *conn) WriteJSON(v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
+	if !c.outgoing(data) {
+		return nil
+	}
+	return c.write(data)
+}
+
+// write sends data as one text message within the write timeout; errors as
+// for WriteJSON.
+func (c *conn) write(data []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout))
-	err = c.ws.WriteMessage(websocket.TextMessage, data)
+	err := c.ws.WriteMessage(websocket.TextMessage, data)
 	switch {
 	case err == nil:
 		return nil
