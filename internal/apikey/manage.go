@@ -55,6 +55,28 @@ type UpdateParams struct {
 	SetExpiresAt              bool
 }
 
+// applyTo returns s with the limit settings of p applied.
+func (p UpdateParams) applyTo(s limitSettings) limitSettings {
+	if p.SetRateLimit {
+		s.rate = p.RateLimit
+	}
+	if p.SetRateLimitWindowSeconds {
+		s.window = p.RateLimitWindowSeconds
+	}
+	if p.SetQuota {
+		s.quota = int64p(p.Quota)
+	}
+	if p.SetQuotaPeriod {
+		s.period = p.QuotaPeriod
+	}
+	return s
+}
+
+func isAdmin(ctx context.Context) bool {
+	v := viewer.FromContext(ctx)
+	return v != nil && v.Admin
+}
+
 // Manager creates and changes keys. It invalidates the verifier's cache after each
 // committed change so that the change holds from the very next request.
 type Manager struct {
@@ -104,37 +126,53 @@ func checkManage(ctx context.Context, k *ent.ApiKey) error {
 	return nil
 }
 
-// checkPlanLimits keeps a tenant key's settings within its tenant's plan: only
-// platform admins may give a key more than the plan allows (or an unlimited quota).
-// It returns BAD_USER_INPUT naming the setting.
-func checkPlanLimits(ctx context.Context, client *ent.Client, tenantID string, rate, window *int, quota *int) error {
-	if v := viewer.FromContext(ctx); v != nil && v.Admin {
-		return nil
+// limitSettings are a key's own limit settings as stored; nil means the plan's.
+type limitSettings struct {
+	rate, window *int
+	quota        *int64
+	period       *entapikey.QuotaPeriod
+}
+
+func settingsOf(k *ent.ApiKey) limitSettings {
+	return limitSettings{rate: k.RateLimit, window: k.RateLimitWindowSeconds, quota: k.Quota, period: k.QuotaPeriod}
+}
+
+// in returns the limits in force with these settings on plan planName.
+func (s limitSettings) in(planName string) plan.Limits {
+	var period *string
+	if s.period != nil {
+		p := s.period.String()
+		period = &p
 	}
-	if rate == nil && window == nil && quota == nil {
-		return nil
-	}
-	t, err := client.Tenant.Get(ctx, tenantID)
-	if err != nil {
-		return err
-	}
-	p, ok := plan.Get(t.Plan)
+	return plan.Effective(planName, s.rate, s.window, s.quota, period)
+}
+
+// planOf returns the plan named name, or the default plan for an unknown name.
+func planOf(name string) plan.Plan {
+	p, ok := plan.Get(name)
 	if !ok {
 		p, _ = plan.Get(plan.Default)
 	}
-	r, w := p.RateLimit, p.WindowSeconds
-	if rate != nil {
-		r = *rate
+	return p
+}
+
+// checkPlanLimits keeps a tenant key's settings s within the plan tenantPlan: only
+// platform admins may give a key more than the plan allows (or an unlimited quota).
+// The rate limit is checked when rate is set, the quota when quota is set, each as it
+// would be in force (settings left nil fall back to the plan's). Quotas compare per
+// month whatever their period: a per-day quota counts 31 days.
+// It returns BAD_USER_INPUT naming rateLimit or quota.
+func checkPlanLimits(ctx context.Context, tenantPlan string, s limitSettings, rate, quota bool) error {
+	if v := viewer.FromContext(ctx); v != nil && v.Admin {
+		return nil
 	}
-	if window != nil {
-		w = *window
-	}
-	// At most the plan's burst, and at most the plan's sustained rate.
-	if r > p.RateLimit || int64(r)*int64(p.WindowSeconds) > int64(p.RateLimit)*int64(w) {
+	p := planOf(tenantPlan)
+	l, pl := s.in(p.Name), p.Limits()
+	if rate && !l.RateWithin(pl) {
 		return apierr.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
 	}
-	if quota != nil && p.Quota > 0 && (*quota == 0 || int64(*quota) > p.Quota) {
-		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s", p.Name, p.Quota, p.QuotaPeriod)
+	if quota && !l.QuotaWithin(pl) {
+		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s (a per-day quota counts %d days)", p.Name, p.Quota, p.QuotaPeriod, plan.DaysPerMonth)
 	}
 	return nil
 }
@@ -213,10 +251,12 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	}
 	// Reading the tenant through the viewer's privacy rules: NOT_FOUND when it does
 	// not exist or is not the viewer's.
-	if _, err := client.Tenant.Get(ctx, tenantID); err != nil {
+	t, err := client.Tenant.Get(ctx, tenantID)
+	if err != nil {
 		return nil, "", err
 	}
-	if err := checkPlanLimits(ctx, client, tenantID, p.RateLimit, p.RateLimitWindowSeconds, p.Quota); err != nil {
+	settings := limitSettings{rate: p.RateLimit, window: p.RateLimitWindowSeconds, quota: int64p(p.Quota), period: p.QuotaPeriod}
+	if err := checkPlanLimits(ctx, t.Plan, settings, true, true); err != nil {
 		return nil, "", err
 	}
 	secret, err := Generate(KindLive)
@@ -261,18 +301,14 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		// A key being rotated out must not outlive its grace period.
 		return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
 	}
-	if k.TenantID != nil && (p.SetRateLimit || p.SetRateLimitWindowSeconds || p.SetQuota) {
-		rate, window, quota := k.RateLimit, k.RateLimitWindowSeconds, (*int)(nil)
-		if p.SetRateLimit {
-			rate = p.RateLimit
+	rateChanged := p.SetRateLimit || p.SetRateLimitWindowSeconds
+	quotaChanged := p.SetQuota || p.SetQuotaPeriod
+	if k.TenantID != nil && !isAdmin(ctx) && (rateChanged || quotaChanged) {
+		t, err := client.Tenant.Get(ctx, *k.TenantID)
+		if err != nil {
+			return nil, err
 		}
-		if p.SetRateLimitWindowSeconds {
-			window = p.RateLimitWindowSeconds
-		}
-		if p.SetQuota {
-			quota = p.Quota // nil: back to the plan's quota, always allowed
-		}
-		if err := checkPlanLimits(ctx, client, *k.TenantID, rate, window, quota); err != nil {
+		if err := checkPlanLimits(ctx, t.Plan, p.applyTo(settingsOf(k)), rateChanged, quotaChanged); err != nil {
 			return nil, err
 		}
 	}
@@ -427,12 +463,7 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 // LimitsOf returns the limits in force for key k of a tenant on plan tenantPlan: the
 // key's own settings over the plan's.
 func LimitsOf(k *ent.ApiKey, tenantPlan string) plan.Limits {
-	var period *string
-	if k.QuotaPeriod != nil {
-		p := k.QuotaPeriod.String()
-		period = &p
-	}
-	return plan.Effective(tenantPlan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period)
+	return settingsOf(k).in(tenantPlan)
 }
 
 // QuotaKey returns the id under which k's quota is counted: the first key of its
