@@ -43,8 +43,10 @@ type ComplexityRoot struct {
 		EffectiveRateLimit              func(childComplexity int) int
 		EffectiveRateLimitWindowSeconds func(childComplexity int) int
 		ExpiresAt                       func(childComplexity int) int
+		ExpiryLocked                    func(childComplexity int) int
 		ID                              func(childComplexity int) int
 		LastUsedAt                      func(childComplexity int) int
+		LimitsLocked                    func(childComplexity int) int
 		Name                            func(childComplexity int) int
 		Prefix                          func(childComplexity int) int
 		Quota                           func(childComplexity int) int
@@ -340,6 +342,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.ExpiresAt(childComplexity), true
+	case "ApiKey.expiryLocked":
+		if e.ComplexityRoot.ApiKey.ExpiryLocked == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.ExpiryLocked(childComplexity), true
 	case "ApiKey.id":
 		if e.ComplexityRoot.ApiKey.ID == nil {
 			break
@@ -352,6 +360,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.LastUsedAt(childComplexity), true
+	case "ApiKey.limitsLocked":
+		if e.ComplexityRoot.ApiKey.LimitsLocked == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.LimitsLocked(childComplexity), true
 	case "ApiKey.name":
 		if e.ComplexityRoot.ApiKey.Name == nil {
 			break
@@ -1681,6 +1695,14 @@ type ApiKey implements Node {
   """
   rotatedAt: Time
   rotatedFromID: ID
+  """
+  rate limit and quota set by a platform admin: tenant keys may only tighten them
+  """
+  limitsLocked: Boolean!
+  """
+  expiry set by a platform admin or bounded by the key that created or rotated this one: tenant keys may only bring it forward
+  """
+  expiryLocked: Boolean!
   tenant: Tenant
   rotatedFrom: ApiKey @auth(scopes: ["keys:read"])
   rotatedTo: [ApiKey!] @auth(scopes: ["keys:read"])
@@ -1956,6 +1978,16 @@ input ApiKeyWhereInput {
   rotatedFromIDNotNil: Boolean
   rotatedFromIDEqualFold: ID
   rotatedFromIDContainsFold: ID
+  """
+  limits_locked field predicates
+  """
+  limitsLocked: Boolean
+  limitsLockedNEQ: Boolean
+  """
+  expiry_locked field predicates
+  """
+  expiryLocked: Boolean
+  expiryLockedNEQ: Boolean
   """
   tenant edge predicates
   """
@@ -3529,6 +3561,10 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_rotatedAt(ctx, field)
 	case "rotatedFromID":
 		return ec.fieldContext_ApiKey_rotatedFromID(ctx, field)
+	case "limitsLocked":
+		return ec.fieldContext_ApiKey_limitsLocked(ctx, field)
+	case "expiryLocked":
+		return ec.fieldContext_ApiKey_expiryLocked(ctx, field)
 	case "tenant":
 		return ec.fieldContext_ApiKey_tenant(ctx, field)
 	case "rotatedFrom":
