@@ -3344,7 +3344,19 @@ input CreateApiKeyInput {
   "Requests per quotaPeriod; null: the plan's quota; 0: unlimited."
   quota: Int
   quotaPeriod: ApiKeyQuotaPeriod
+  """
+  A key that expires or is rotating, or whose expiry is locked, creates only keys
+  that expire no later (and their expiry is locked).
+  """
   expiresAt: Time
+  """
+  Platform admins only: lock (true) or leave unlocked (false) the rate limit and
+  quota against tenant keys, which may then only tighten them. Default: locked when
+  a platform admin sets any of them.
+  """
+  limitsLocked: Boolean
+  "Platform admins only: as limitsLocked, for expiresAt."
+  expiryLocked: Boolean
 }
 
 input UpdateApiKeyInput {
@@ -3358,6 +3370,13 @@ input UpdateApiKeyInput {
   quotaPeriod: ApiKeyQuotaPeriod @goField(omittable: true)
   "Set null to remove the expiry."
   expiresAt: Time @goField(omittable: true)
+  """
+  Platform admins only: false unlocks the rate limit and quota for tenant keys, true
+  locks them. Default: a platform admin's change to them locks them.
+  """
+  limitsLocked: Boolean
+  "Platform admins only: as limitsLocked, for expiresAt."
+  expiryLocked: Boolean
 }
 
 extend type Query {
@@ -3454,8 +3473,10 @@ type Mutation {
   "Takes effect on the very next request, on every instance."
   revokeApiKey(id: ID!): ApiKey! @auth(scopes: ["keys:write"])
   """
-  Issues a new key with the same settings. The old key keeps working for
-  gracePeriodSeconds (default 0: it stops at once), then fails.
+  Issues a new key with the same settings and locks. The old key keeps working for
+  gracePeriodSeconds (default 0: it stops at once), then fails. A key in its grace
+  period cannot rotate itself, and a key whose expiry binds it (locked, or in its
+  grace period) cannot rotate a key that would outlive it (FORBIDDEN).
   """
   rotateApiKey(id: ID!, gracePeriodSeconds: Int): ApiKeyWithSecret! @auth(scopes: ["keys:write"])
 
