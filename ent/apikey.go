@@ -55,6 +55,10 @@ type ApiKey struct {
 	RotatedFromID *string `json:"rotated_from_id,omitempty"`
 	// the key whose quota counter this key uses: the first key of its rotation chain (nil: itself)
 	QuotaKey *string `json:"quota_key,omitempty"`
+	// rate limit and quota set by a platform admin: tenant keys may only tighten them
+	LimitsLocked bool `json:"limits_locked,omitempty"`
+	// expiry set by a platform admin or bounded by the key that created or rotated this one: tenant keys may only bring it forward
+	ExpiryLocked bool `json:"expiry_locked,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the ApiKeyQuery when eager-loading is set.
 	Edges        ApiKeyEdges `json:"edges"`
@@ -116,7 +120,7 @@ func (*ApiKey) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case apikey.FieldScopes:
 			values[i] = new([]byte)
-		case apikey.FieldAdmin:
+		case apikey.FieldAdmin, apikey.FieldLimitsLocked, apikey.FieldExpiryLocked:
 			values[i] = new(sql.NullBool)
 		case apikey.FieldRateLimit, apikey.FieldRateLimitWindowSeconds, apikey.FieldQuota:
 			values[i] = new(sql.NullInt64)
@@ -266,6 +270,18 @@ func (_m *ApiKey) assignValues(columns []string, values []any) error {
 				_m.QuotaKey = new(string)
 				*_m.QuotaKey = value.String
 			}
+		case apikey.FieldLimitsLocked:
+			if value, ok := values[i].(*sql.NullBool); !ok {
+				return fmt.Errorf("unexpected type %T for field limits_locked", values[i])
+			} else if value.Valid {
+				_m.LimitsLocked = value.Bool
+			}
+		case apikey.FieldExpiryLocked:
+			if value, ok := values[i].(*sql.NullBool); !ok {
+				return fmt.Errorf("unexpected type %T for field expiry_locked", values[i])
+			} else if value.Valid {
+				_m.ExpiryLocked = value.Bool
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -391,6 +407,12 @@ func (_m *ApiKey) String() string {
 		builder.WriteString("quota_key=")
 		builder.WriteString(*v)
 	}
+	builder.WriteString(", ")
+	builder.WriteString("limits_locked=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LimitsLocked))
+	builder.WriteString(", ")
+	builder.WriteString("expiry_locked=")
+	builder.WriteString(fmt.Sprintf("%v", _m.ExpiryLocked))
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -244,6 +244,34 @@ func (_c *ApiKeyCreate) SetNillableQuotaKey(v *string) *ApiKeyCreate {
 	return _c
 }
 
+// SetLimitsLocked sets the "limits_locked" field.
+func (_c *ApiKeyCreate) SetLimitsLocked(v bool) *ApiKeyCreate {
+	_c.mutation.SetLimitsLocked(v)
+	return _c
+}
+
+// SetNillableLimitsLocked sets the "limits_locked" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableLimitsLocked(v *bool) *ApiKeyCreate {
+	if v != nil {
+		_c.SetLimitsLocked(*v)
+	}
+	return _c
+}
+
+// SetExpiryLocked sets the "expiry_locked" field.
+func (_c *ApiKeyCreate) SetExpiryLocked(v bool) *ApiKeyCreate {
+	_c.mutation.SetExpiryLocked(v)
+	return _c
+}
+
+// SetNillableExpiryLocked sets the "expiry_locked" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableExpiryLocked(v *bool) *ApiKeyCreate {
+	if v != nil {
+		_c.SetExpiryLocked(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *ApiKeyCreate) SetID(v string) *ApiKeyCreate {
 	_c.mutation.SetID(v)
@@ -342,6 +370,14 @@ func (_c *ApiKeyCreate) defaults() error {
 		v := apikey.DefaultScopes
 		_c.mutation.SetScopes(v)
 	}
+	if _, ok := _c.mutation.LimitsLocked(); !ok {
+		v := apikey.DefaultLimitsLocked
+		_c.mutation.SetLimitsLocked(v)
+	}
+	if _, ok := _c.mutation.ExpiryLocked(); !ok {
+		v := apikey.DefaultExpiryLocked
+		_c.mutation.SetExpiryLocked(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if apikey.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized apikey.DefaultID (forgotten import ent/runtime?)")
@@ -394,6 +430,12 @@ func (_c *ApiKeyCreate) check() error {
 		if err := apikey.QuotaPeriodValidator(v); err != nil {
 			return &ValidationError{Name: "quota_period", err: fmt.Errorf(`ent: validator failed for field "ApiKey.quota_period": %w`, err)}
 		}
+	}
+	if _, ok := _c.mutation.LimitsLocked(); !ok {
+		return &ValidationError{Name: "limits_locked", err: errors.New(`ent: missing required field "ApiKey.limits_locked"`)}
+	}
+	if _, ok := _c.mutation.ExpiryLocked(); !ok {
+		return &ValidationError{Name: "expiry_locked", err: errors.New(`ent: missing required field "ApiKey.expiry_locked"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := apikey.IDValidator(v); err != nil {
@@ -499,6 +541,14 @@ func (_c *ApiKeyCreate) createSpec() (*ApiKey, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.QuotaKey(); ok {
 		_spec.SetField(apikey.FieldQuotaKey, field.TypeString, value)
 		_node.QuotaKey = &value
+	}
+	if value, ok := _c.mutation.LimitsLocked(); ok {
+		_spec.SetField(apikey.FieldLimitsLocked, field.TypeBool, value)
+		_node.LimitsLocked = value
+	}
+	if value, ok := _c.mutation.ExpiryLocked(); ok {
+		_spec.SetField(apikey.FieldExpiryLocked, field.TypeBool, value)
+		_node.ExpiryLocked = value
 	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -800,6 +850,30 @@ func (u *ApiKeyUpsert) ClearRotatedAt() *ApiKeyUpsert {
 	return u
 }
 
+// SetLimitsLocked sets the "limits_locked" field.
+func (u *ApiKeyUpsert) SetLimitsLocked(v bool) *ApiKeyUpsert {
+	u.Set(apikey.FieldLimitsLocked, v)
+	return u
+}
+
+// UpdateLimitsLocked sets the "limits_locked" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateLimitsLocked() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldLimitsLocked)
+	return u
+}
+
+// SetExpiryLocked sets the "expiry_locked" field.
+func (u *ApiKeyUpsert) SetExpiryLocked(v bool) *ApiKeyUpsert {
+	u.Set(apikey.FieldExpiryLocked, v)
+	return u
+}
+
+// UpdateExpiryLocked sets the "expiry_locked" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateExpiryLocked() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldExpiryLocked)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -1097,6 +1171,34 @@ func (u *ApiKeyUpsertOne) UpdateRotatedAt() *ApiKeyUpsertOne {
 func (u *ApiKeyUpsertOne) ClearRotatedAt() *ApiKeyUpsertOne {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.ClearRotatedAt()
+	})
+}
+
+// SetLimitsLocked sets the "limits_locked" field.
+func (u *ApiKeyUpsertOne) SetLimitsLocked(v bool) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetLimitsLocked(v)
+	})
+}
+
+// UpdateLimitsLocked sets the "limits_locked" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateLimitsLocked() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateLimitsLocked()
+	})
+}
+
+// SetExpiryLocked sets the "expiry_locked" field.
+func (u *ApiKeyUpsertOne) SetExpiryLocked(v bool) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetExpiryLocked(v)
+	})
+}
+
+// UpdateExpiryLocked sets the "expiry_locked" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateExpiryLocked() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateExpiryLocked()
 	})
 }
 
@@ -1564,6 +1666,34 @@ func (u *ApiKeyUpsertBulk) UpdateRotatedAt() *ApiKeyUpsertBulk {
 func (u *ApiKeyUpsertBulk) ClearRotatedAt() *ApiKeyUpsertBulk {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.ClearRotatedAt()
+	})
+}
+
+// SetLimitsLocked sets the "limits_locked" field.
+func (u *ApiKeyUpsertBulk) SetLimitsLocked(v bool) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetLimitsLocked(v)
+	})
+}
+
+// UpdateLimitsLocked sets the "limits_locked" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateLimitsLocked() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateLimitsLocked()
+	})
+}
+
+// SetExpiryLocked sets the "expiry_locked" field.
+func (u *ApiKeyUpsertBulk) SetExpiryLocked(v bool) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetExpiryLocked(v)
+	})
+}
+
+// UpdateExpiryLocked sets the "expiry_locked" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateExpiryLocked() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateExpiryLocked()
 	})
 }
 

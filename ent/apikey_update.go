@@ -243,6 +243,34 @@ func (_u *ApiKeyUpdate) ClearRotatedAt() *ApiKeyUpdate {
 	return _u
 }
 
+// SetLimitsLocked sets the "limits_locked" field.
+func (_u *ApiKeyUpdate) SetLimitsLocked(v bool) *ApiKeyUpdate {
+	_u.mutation.SetLimitsLocked(v)
+	return _u
+}
+
+// SetNillableLimitsLocked sets the "limits_locked" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableLimitsLocked(v *bool) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetLimitsLocked(*v)
+	}
+	return _u
+}
+
+// SetExpiryLocked sets the "expiry_locked" field.
+func (_u *ApiKeyUpdate) SetExpiryLocked(v bool) *ApiKeyUpdate {
+	_u.mutation.SetExpiryLocked(v)
+	return _u
+}
+
+// SetNillableExpiryLocked sets the "expiry_locked" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableExpiryLocked(v *bool) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetExpiryLocked(*v)
+	}
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdate) AddRotatedToIDs(ids ...string) *ApiKeyUpdate {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -432,6 +460,12 @@ func (_u *ApiKeyUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.QuotaKeyCleared() {
 		_spec.ClearField(apikey.FieldQuotaKey, field.TypeString)
+	}
+	if value, ok := _u.mutation.LimitsLocked(); ok {
+		_spec.SetField(apikey.FieldLimitsLocked, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.ExpiryLocked(); ok {
+		_spec.SetField(apikey.FieldExpiryLocked, field.TypeBool, value)
 	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -713,6 +747,34 @@ func (_u *ApiKeyUpdateOne) ClearRotatedAt() *ApiKeyUpdateOne {
 	return _u
 }
 
+// SetLimitsLocked sets the "limits_locked" field.
+func (_u *ApiKeyUpdateOne) SetLimitsLocked(v bool) *ApiKeyUpdateOne {
+	_u.mutation.SetLimitsLocked(v)
+	return _u
+}
+
+// SetNillableLimitsLocked sets the "limits_locked" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableLimitsLocked(v *bool) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetLimitsLocked(*v)
+	}
+	return _u
+}
+
+// SetExpiryLocked sets the "expiry_locked" field.
+func (_u *ApiKeyUpdateOne) SetExpiryLocked(v bool) *ApiKeyUpdateOne {
+	_u.mutation.SetExpiryLocked(v)
+	return _u
+}
+
+// SetNillableExpiryLocked sets the "expiry_locked" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableExpiryLocked(v *bool) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetExpiryLocked(*v)
+	}
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdateOne) AddRotatedToIDs(ids ...string) *ApiKeyUpdateOne {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -932,6 +994,12 @@ func (_u *ApiKeyUpdateOne) sqlSave(ctx context.Context) (_node *ApiKey, err erro
 	}
 	if _u.mutation.QuotaKeyCleared() {
 		_spec.ClearField(apikey.FieldQuotaKey, field.TypeString)
+	}
+	if value, ok := _u.mutation.LimitsLocked(); ok {
+		_spec.SetField(apikey.FieldLimitsLocked, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.ExpiryLocked(); ok {
+		_spec.SetField(apikey.FieldExpiryLocked, field.TypeBool, value)
 	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{

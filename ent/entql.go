@@ -51,6 +51,8 @@ var schemaGraph = func() *sqlgraph.Schema {
 			apikey.FieldRotatedAt:              {Type: field.TypeTime, Column: apikey.FieldRotatedAt},
 			apikey.FieldRotatedFromID:          {Type: field.TypeString, Column: apikey.FieldRotatedFromID},
 			apikey.FieldQuotaKey:               {Type: field.TypeString, Column: apikey.FieldQuotaKey},
+			apikey.FieldLimitsLocked:           {Type: field.TypeBool, Column: apikey.FieldLimitsLocked},
+			apikey.FieldExpiryLocked:           {Type: field.TypeBool, Column: apikey.FieldExpiryLocked},
 		},
 	}
 	graph.Nodes[1] = &sqlgraph.Node{
@@ -483,6 +485,16 @@ func (f *ApiKeyFilter) WhereRotatedFromID(p entql.StringP) {
 // WhereQuotaKey applies the entql string predicate on the quota_key field.
 func (f *ApiKeyFilter) WhereQuotaKey(p entql.StringP) {
 	f.Where(p.Field(apikey.FieldQuotaKey))
+}
+
+// WhereLimitsLocked applies the entql bool predicate on the limits_locked field.
+func (f *ApiKeyFilter) WhereLimitsLocked(p entql.BoolP) {
+	f.Where(p.Field(apikey.FieldLimitsLocked))
+}
+
+// WhereExpiryLocked applies the entql bool predicate on the expiry_locked field.
+func (f *ApiKeyFilter) WhereExpiryLocked(p entql.BoolP) {
+	f.Where(p.Field(apikey.FieldExpiryLocked))
 }
 
 // WhereHasTenant applies a predicate to check if query has an edge tenant.

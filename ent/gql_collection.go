@@ -157,6 +157,16 @@ func (_q *ApiKeyQuery) collectField(ctx context.Context, oneNode bool, opCtx *gr
 				selectedFields = append(selectedFields, apikey.FieldRotatedFromID)
 				fieldSeen[apikey.FieldRotatedFromID] = struct{}{}
 			}
+		case "limitsLocked":
+			if _, ok := fieldSeen[apikey.FieldLimitsLocked]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldLimitsLocked)
+				fieldSeen[apikey.FieldLimitsLocked] = struct{}{}
+			}
+		case "expiryLocked":
+			if _, ok := fieldSeen[apikey.FieldExpiryLocked]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldExpiryLocked)
+				fieldSeen[apikey.FieldExpiryLocked] = struct{}{}
+			}
 		case "id":
 		case "__typename":
 		default:

@@ -211,6 +211,14 @@ type ApiKeyWhereInput struct {
 	RotatedFromIDEqualFold    *string  `json:"rotatedFromIDEqualFold,omitempty"`
 	RotatedFromIDContainsFold *string  `json:"rotatedFromIDContainsFold,omitempty"`
 
+	// "limits_locked" field predicates.
+	LimitsLocked    *bool `json:"limitsLocked,omitempty"`
+	LimitsLockedNEQ *bool `json:"limitsLockedNEQ,omitempty"`
+
+	// "expiry_locked" field predicates.
+	ExpiryLocked    *bool `json:"expiryLocked,omitempty"`
+	ExpiryLockedNEQ *bool `json:"expiryLockedNEQ,omitempty"`
+
 	// "tenant" edge predicates.
 	HasTenant     *bool               `json:"hasTenant,omitempty"`
 	HasTenantWith []*TenantWhereInput `json:"hasTenantWith,omitempty"`
@@ -768,6 +776,18 @@ func (i *ApiKeyWhereInput) P() (predicate.ApiKey, error) {
 	}
 	if i.RotatedFromIDContainsFold != nil {
 		predicates = append(predicates, apikey.RotatedFromIDContainsFold(*i.RotatedFromIDContainsFold))
+	}
+	if i.LimitsLocked != nil {
+		predicates = append(predicates, apikey.LimitsLockedEQ(*i.LimitsLocked))
+	}
+	if i.LimitsLockedNEQ != nil {
+		predicates = append(predicates, apikey.LimitsLockedNEQ(*i.LimitsLockedNEQ))
+	}
+	if i.ExpiryLocked != nil {
+		predicates = append(predicates, apikey.ExpiryLockedEQ(*i.ExpiryLocked))
+	}
+	if i.ExpiryLockedNEQ != nil {
+		predicates = append(predicates, apikey.ExpiryLockedNEQ(*i.ExpiryLockedNEQ))
 	}
 
 	if i.HasTenant != nil {

@@ -67,6 +67,8 @@ type ApiKeyMutation struct {
 	revoked_at                   *time.Time
 	rotated_at                   *time.Time
 	quota_key                    *string
+	limits_locked                *bool
+	expiry_locked                *bool
 	clearedFields                map[string]struct{}
 	tenant                       *string
 	clearedtenant                bool
@@ -1053,6 +1055,78 @@ func (m *ApiKeyMutation) ResetQuotaKey() {
 	delete(m.clearedFields, apikey.FieldQuotaKey)
 }
 
+// SetLimitsLocked sets the "limits_locked" field.
+func (m *ApiKeyMutation) SetLimitsLocked(b bool) {
+	m.limits_locked = &b
+}
+
+// LimitsLocked returns the value of the "limits_locked" field in the mutation.
+func (m *ApiKeyMutation) LimitsLocked() (r bool, exists bool) {
+	v := m.limits_locked
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLimitsLocked returns the old "limits_locked" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldLimitsLocked(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLimitsLocked is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLimitsLocked requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLimitsLocked: %w", err)
+	}
+	return oldValue.LimitsLocked, nil
+}
+
+// ResetLimitsLocked resets all changes to the "limits_locked" field.
+func (m *ApiKeyMutation) ResetLimitsLocked() {
+	m.limits_locked = nil
+}
+
+// SetExpiryLocked sets the "expiry_locked" field.
+func (m *ApiKeyMutation) SetExpiryLocked(b bool) {
+	m.expiry_locked = &b
+}
+
+// ExpiryLocked returns the value of the "expiry_locked" field in the mutation.
+func (m *ApiKeyMutation) ExpiryLocked() (r bool, exists bool) {
+	v := m.expiry_locked
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldExpiryLocked returns the old "expiry_locked" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldExpiryLocked(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldExpiryLocked is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldExpiryLocked requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldExpiryLocked: %w", err)
+	}
+	return oldValue.ExpiryLocked, nil
+}
+
+// ResetExpiryLocked resets all changes to the "expiry_locked" field.
+func (m *ApiKeyMutation) ResetExpiryLocked() {
+	m.expiry_locked = nil
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *ApiKeyMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -1195,7 +1269,7 @@ func (m *ApiKeyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ApiKeyMutation) Fields() []string {
-	fields := make([]string, 0, 18)
+	fields := make([]string, 0, 20)
 	if m.created_at != nil {
 		fields = append(fields, apikey.FieldCreatedAt)
 	}
@@ -1250,6 +1324,12 @@ func (m *ApiKeyMutation) Fields() []string {
 	if m.quota_key != nil {
 		fields = append(fields, apikey.FieldQuotaKey)
 	}
+	if m.limits_locked != nil {
+		fields = append(fields, apikey.FieldLimitsLocked)
+	}
+	if m.expiry_locked != nil {
+		fields = append(fields, apikey.FieldExpiryLocked)
+	}
 	return fields
 }
 
@@ -1294,6 +1374,10 @@ func (m *ApiKeyMutation) Field(name string) (ent.Value, bool) {
 		return m.RotatedFromID()
 	case apikey.FieldQuotaKey:
 		return m.QuotaKey()
+	case apikey.FieldLimitsLocked:
+		return m.LimitsLocked()
+	case apikey.FieldExpiryLocked:
+		return m.ExpiryLocked()
 	}
 	return nil, false
 }
@@ -1339,6 +1423,10 @@ func (m *ApiKeyMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldRotatedFromID(ctx)
 	case apikey.FieldQuotaKey:
 		return m.OldQuotaKey(ctx)
+	case apikey.FieldLimitsLocked:
+		return m.OldLimitsLocked(ctx)
+	case apikey.FieldExpiryLocked:
+		return m.OldExpiryLocked(ctx)
 	}
 	return nil, fmt.Errorf("unknown ApiKey field %s", name)
 }
@@ -1473,6 +1561,20 @@ func (m *ApiKeyMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetQuotaKey(v)
+		return nil
+	case apikey.FieldLimitsLocked:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLimitsLocked(v)
+		return nil
+	case apikey.FieldExpiryLocked:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetExpiryLocked(v)
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)
@@ -1684,6 +1786,12 @@ func (m *ApiKeyMutation) ResetField(name string) error {
 		return nil
 	case apikey.FieldQuotaKey:
 		m.ResetQuotaKey()
+		return nil
+	case apikey.FieldLimitsLocked:
+		m.ResetLimitsLocked()
+		return nil
+	case apikey.FieldExpiryLocked:
+		m.ResetExpiryLocked()
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)

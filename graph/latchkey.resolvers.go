@@ -122,6 +122,8 @@ func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateA
 			Quota:                  input.Quota,
 			QuotaPeriod:            input.QuotaPeriod,
 			ExpiresAt:              input.ExpiresAt,
+			LimitsLocked:           input.LimitsLocked,
+			ExpiryLocked:           input.ExpiryLocked,
 		})
 		return err
 	})
@@ -149,6 +151,8 @@ func (r *mutationResolver) UpdateAPIKey(ctx context.Context, id string, input mo
 			SetQuotaPeriod:            input.QuotaPeriod.IsSet(),
 			ExpiresAt:                 input.ExpiresAt.Value(),
 			SetExpiresAt:              input.ExpiresAt.IsSet(),
+			LimitsLocked:              input.LimitsLocked,
+			ExpiryLocked:              input.ExpiryLocked,
 		})
 		return err
 	})

@@ -54,6 +54,10 @@ const (
 	FieldRotatedFromID = "rotated_from_id"
 	// FieldQuotaKey holds the string denoting the quota_key field in the database.
 	FieldQuotaKey = "quota_key"
+	// FieldLimitsLocked holds the string denoting the limits_locked field in the database.
+	FieldLimitsLocked = "limits_locked"
+	// FieldExpiryLocked holds the string denoting the expiry_locked field in the database.
+	FieldExpiryLocked = "expiry_locked"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeRotatedFrom holds the string denoting the rotated_from edge name in mutations.
@@ -100,6 +104,8 @@ var Columns = []string{
 	FieldRotatedAt,
 	FieldRotatedFromID,
 	FieldQuotaKey,
+	FieldLimitsLocked,
+	FieldExpiryLocked,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -136,6 +142,10 @@ var (
 	DefaultAdmin bool
 	// DefaultScopes holds the default value on creation for the "scopes" field.
 	DefaultScopes []string
+	// DefaultLimitsLocked holds the default value on creation for the "limits_locked" field.
+	DefaultLimitsLocked bool
+	// DefaultExpiryLocked holds the default value on creation for the "expiry_locked" field.
+	DefaultExpiryLocked bool
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -256,6 +266,16 @@ func ByRotatedFromID(opts ...sql.OrderTermOption) OrderOption {
 // ByQuotaKey orders the results by the quota_key field.
 func ByQuotaKey(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldQuotaKey, opts...).ToFunc()
+}
+
+// ByLimitsLocked orders the results by the limits_locked field.
+func ByLimitsLocked(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLimitsLocked, opts...).ToFunc()
+}
+
+// ByExpiryLocked orders the results by the expiry_locked field.
+func ByExpiryLocked(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldExpiryLocked, opts...).ToFunc()
 }
 
 // ByTenantField orders the results by tenant field.

@@ -145,6 +145,16 @@ func QuotaKey(v string) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldQuotaKey, v))
 }
 
+// LimitsLocked applies equality check predicate on the "limits_locked" field. It's identical to LimitsLockedEQ.
+func LimitsLocked(v bool) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldLimitsLocked, v))
+}
+
+// ExpiryLocked applies equality check predicate on the "expiry_locked" field. It's identical to ExpiryLockedEQ.
+func ExpiryLocked(v bool) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldExpiryLocked, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldCreatedAt, v))
@@ -1033,6 +1043,26 @@ func QuotaKeyEqualFold(v string) predicate.ApiKey {
 // QuotaKeyContainsFold applies the ContainsFold predicate on the "quota_key" field.
 func QuotaKeyContainsFold(v string) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldContainsFold(FieldQuotaKey, v))
+}
+
+// LimitsLockedEQ applies the EQ predicate on the "limits_locked" field.
+func LimitsLockedEQ(v bool) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldLimitsLocked, v))
+}
+
+// LimitsLockedNEQ applies the NEQ predicate on the "limits_locked" field.
+func LimitsLockedNEQ(v bool) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldLimitsLocked, v))
+}
+
+// ExpiryLockedEQ applies the EQ predicate on the "expiry_locked" field.
+func ExpiryLockedEQ(v bool) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldExpiryLocked, v))
+}
+
+// ExpiryLockedNEQ applies the NEQ predicate on the "expiry_locked" field.
+func ExpiryLockedNEQ(v bool) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldExpiryLocked, v))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

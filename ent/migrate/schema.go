@@ -27,6 +27,8 @@ var (
 		{Name: "revoked_at", Type: field.TypeTime, Nullable: true},
 		{Name: "rotated_at", Type: field.TypeTime, Nullable: true},
 		{Name: "quota_key", Type: field.TypeString, Nullable: true},
+		{Name: "limits_locked", Type: field.TypeBool, Default: false},
+		{Name: "expiry_locked", Type: field.TypeBool, Default: false},
 		{Name: "rotated_from_id", Type: field.TypeString, Nullable: true, Size: 40},
 		{Name: "tenant_id", Type: field.TypeString, Nullable: true, Size: 40},
 	}
@@ -38,13 +40,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "api_keys_api_keys_rotated_to",
-				Columns:    []*schema.Column{APIKeysColumns[17]},
+				Columns:    []*schema.Column{APIKeysColumns[19]},
 				RefColumns: []*schema.Column{APIKeysColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
 			{
 				Symbol:     "api_keys_tenants_api_keys",
-				Columns:    []*schema.Column{APIKeysColumns[18]},
+				Columns:    []*schema.Column{APIKeysColumns[20]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
@@ -53,7 +55,7 @@ var (
 			{
 				Name:    "apikey_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{APIKeysColumns[18]},
+				Columns: []*schema.Column{APIKeysColumns[20]},
 			},
 		},
 	}

@@ -115,6 +115,14 @@ func init() {
 	apikeyDescScopes := apikeyFields[4].Descriptor()
 	// apikey.DefaultScopes holds the default value on creation for the scopes field.
 	apikey.DefaultScopes = apikeyDescScopes.Default.([]string)
+	// apikeyDescLimitsLocked is the schema descriptor for limits_locked field.
+	apikeyDescLimitsLocked := apikeyFields[15].Descriptor()
+	// apikey.DefaultLimitsLocked holds the default value on creation for the limits_locked field.
+	apikey.DefaultLimitsLocked = apikeyDescLimitsLocked.Default.(bool)
+	// apikeyDescExpiryLocked is the schema descriptor for expiry_locked field.
+	apikeyDescExpiryLocked := apikeyFields[16].Descriptor()
+	// apikey.DefaultExpiryLocked holds the default value on creation for the expiry_locked field.
+	apikey.DefaultExpiryLocked = apikeyDescExpiryLocked.Default.(bool)
 	// apikeyDescID is the schema descriptor for id field.
 	apikeyDescID := apikeyMixinFields0[0].Descriptor()
 	// apikey.DefaultID holds the default value on creation for the id field.

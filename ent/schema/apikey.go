@@ -51,6 +51,10 @@ func (ApiKey) Fields() []ent.Field {
 		field.String("quota_key").Optional().Nillable().Immutable().
 			Annotations(entgql.Skip()).
 			Comment("the key whose quota counter this key uses: the first key of its rotation chain (nil: itself)"),
+		field.Bool("limits_locked").Default(false).
+			Comment("rate limit and quota set by a platform admin: tenant keys may only tighten them"),
+		field.Bool("expiry_locked").Default(false).
+			Comment("expiry set by a platform admin or bounded by the key that created or rotated this one: tenant keys may only bring it forward"),
 	}
 }
 

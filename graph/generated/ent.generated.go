@@ -938,6 +938,52 @@ func (ec *executionContext) fieldContext_ApiKey_rotatedFromID(_ context.Context,
 	return graphql.NewScalarFieldContext("ApiKey", field, false, false, "ID")
 }
 
+func (ec *executionContext) _ApiKey_limitsLocked(ctx context.Context, field graphql.CollectedField, obj *ent.ApiKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApiKey_limitsLocked(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LimitsLocked, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ApiKey_limitsLocked(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApiKey", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ApiKey_expiryLocked(ctx context.Context, field graphql.CollectedField, obj *ent.ApiKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ApiKey_expiryLocked(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpiryLocked, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ApiKey_expiryLocked(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ApiKey", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _ApiKey_tenant(ctx context.Context, field graphql.CollectedField, obj *ent.ApiKey) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4323,7 +4369,7 @@ func (ec *executionContext) unmarshalInputApiKeyWhereInput(ctx context.Context, 
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "tenantID", "tenantIDNEQ", "tenantIDIn", "tenantIDNotIn", "tenantIDGT", "tenantIDGTE", "tenantIDLT", "tenantIDLTE", "tenantIDContains", "tenantIDHasPrefix", "tenantIDHasSuffix", "tenantIDIsNil", "tenantIDNotNil", "tenantIDEqualFold", "tenantIDContainsFold", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "prefix", "prefixNEQ", "prefixIn", "prefixNotIn", "prefixGT", "prefixGTE", "prefixLT", "prefixLTE", "prefixContains", "prefixHasPrefix", "prefixHasSuffix", "prefixEqualFold", "prefixContainsFold", "rateLimit", "rateLimitNEQ", "rateLimitIn", "rateLimitNotIn", "rateLimitGT", "rateLimitGTE", "rateLimitLT", "rateLimitLTE", "rateLimitIsNil", "rateLimitNotNil", "rateLimitWindowSeconds", "rateLimitWindowSecondsNEQ", "rateLimitWindowSecondsIn", "rateLimitWindowSecondsNotIn", "rateLimitWindowSecondsGT", "rateLimitWindowSecondsGTE", "rateLimitWindowSecondsLT", "rateLimitWindowSecondsLTE", "rateLimitWindowSecondsIsNil", "rateLimitWindowSecondsNotNil", "quota", "quotaNEQ", "quotaIn", "quotaNotIn", "quotaGT", "quotaGTE", "quotaLT", "quotaLTE", "quotaIsNil", "quotaNotNil", "quotaPeriod", "quotaPeriodNEQ", "quotaPeriodIn", "quotaPeriodNotIn", "quotaPeriodIsNil", "quotaPeriodNotNil", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "lastUsedAt", "lastUsedAtNEQ", "lastUsedAtIn", "lastUsedAtNotIn", "lastUsedAtGT", "lastUsedAtGTE", "lastUsedAtLT", "lastUsedAtLTE", "lastUsedAtIsNil", "lastUsedAtNotNil", "revokedAt", "revokedAtNEQ", "revokedAtIn", "revokedAtNotIn", "revokedAtGT", "revokedAtGTE", "revokedAtLT", "revokedAtLTE", "revokedAtIsNil", "revokedAtNotNil", "rotatedAt", "rotatedAtNEQ", "rotatedAtIn", "rotatedAtNotIn", "rotatedAtGT", "rotatedAtGTE", "rotatedAtLT", "rotatedAtLTE", "rotatedAtIsNil", "rotatedAtNotNil", "rotatedFromID", "rotatedFromIDNEQ", "rotatedFromIDIn", "rotatedFromIDNotIn", "rotatedFromIDGT", "rotatedFromIDGTE", "rotatedFromIDLT", "rotatedFromIDLTE", "rotatedFromIDContains", "rotatedFromIDHasPrefix", "rotatedFromIDHasSuffix", "rotatedFromIDIsNil", "rotatedFromIDNotNil", "rotatedFromIDEqualFold", "rotatedFromIDContainsFold", "hasTenant", "hasTenantWith", "hasRotatedFrom", "hasRotatedFromWith", "hasRotatedTo", "hasRotatedToWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "tenantID", "tenantIDNEQ", "tenantIDIn", "tenantIDNotIn", "tenantIDGT", "tenantIDGTE", "tenantIDLT", "tenantIDLTE", "tenantIDContains", "tenantIDHasPrefix", "tenantIDHasSuffix", "tenantIDIsNil", "tenantIDNotNil", "tenantIDEqualFold", "tenantIDContainsFold", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "prefix", "prefixNEQ", "prefixIn", "prefixNotIn", "prefixGT", "prefixGTE", "prefixLT", "prefixLTE", "prefixContains", "prefixHasPrefix", "prefixHasSuffix", "prefixEqualFold", "prefixContainsFold", "rateLimit", "rateLimitNEQ", "rateLimitIn", "rateLimitNotIn", "rateLimitGT", "rateLimitGTE", "rateLimitLT", "rateLimitLTE", "rateLimitIsNil", "rateLimitNotNil", "rateLimitWindowSeconds", "rateLimitWindowSecondsNEQ", "rateLimitWindowSecondsIn", "rateLimitWindowSecondsNotIn", "rateLimitWindowSecondsGT", "rateLimitWindowSecondsGTE", "rateLimitWindowSecondsLT", "rateLimitWindowSecondsLTE", "rateLimitWindowSecondsIsNil", "rateLimitWindowSecondsNotNil", "quota", "quotaNEQ", "quotaIn", "quotaNotIn", "quotaGT", "quotaGTE", "quotaLT", "quotaLTE", "quotaIsNil", "quotaNotNil", "quotaPeriod", "quotaPeriodNEQ", "quotaPeriodIn", "quotaPeriodNotIn", "quotaPeriodIsNil", "quotaPeriodNotNil", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "lastUsedAt", "lastUsedAtNEQ", "lastUsedAtIn", "lastUsedAtNotIn", "lastUsedAtGT", "lastUsedAtGTE", "lastUsedAtLT", "lastUsedAtLTE", "lastUsedAtIsNil", "lastUsedAtNotNil", "revokedAt", "revokedAtNEQ", "revokedAtIn", "revokedAtNotIn", "revokedAtGT", "revokedAtGTE", "revokedAtLT", "revokedAtLTE", "revokedAtIsNil", "revokedAtNotNil", "rotatedAt", "rotatedAtNEQ", "rotatedAtIn", "rotatedAtNotIn", "rotatedAtGT", "rotatedAtGTE", "rotatedAtLT", "rotatedAtLTE", "rotatedAtIsNil", "rotatedAtNotNil", "rotatedFromID", "rotatedFromIDNEQ", "rotatedFromIDIn", "rotatedFromIDNotIn", "rotatedFromIDGT", "rotatedFromIDGTE", "rotatedFromIDLT", "rotatedFromIDLTE", "rotatedFromIDContains", "rotatedFromIDHasPrefix", "rotatedFromIDHasSuffix", "rotatedFromIDIsNil", "rotatedFromIDNotNil", "rotatedFromIDEqualFold", "rotatedFromIDContainsFold", "limitsLocked", "limitsLockedNEQ", "expiryLocked", "expiryLockedNEQ", "hasTenant", "hasTenantWith", "hasRotatedFrom", "hasRotatedFromWith", "hasRotatedTo", "hasRotatedToWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -5457,6 +5503,34 @@ func (ec *executionContext) unmarshalInputApiKeyWhereInput(ctx context.Context, 
 				return it, err
 			}
 			it.RotatedFromIDContainsFold = data
+		case "limitsLocked":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limitsLocked"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LimitsLocked = data
+		case "limitsLockedNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limitsLockedNEQ"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LimitsLockedNEQ = data
+		case "expiryLocked":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiryLocked"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpiryLocked = data
+		case "expiryLockedNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiryLockedNEQ"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpiryLockedNEQ = data
 		case "hasTenant":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasTenant"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -9883,6 +9957,16 @@ func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, o
 		case "rotatedFromID":
 			out.Values[i] = ec._ApiKey_rotatedFromID(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "limitsLocked":
+			out.Values[i] = ec._ApiKey_limitsLocked(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "expiryLocked":
+			out.Values[i] = ec._ApiKey_expiryLocked(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "tenant":

@@ -2284,7 +2284,7 @@ func (ec *executionContext) unmarshalInputCreateApiKeyInput(ctx context.Context,
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"tenantID", "name", "scopes", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt"}
+	fieldsInOrder := [...]string{"tenantID", "name", "scopes", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt", "limitsLocked", "expiryLocked"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -2347,6 +2347,20 @@ func (ec *executionContext) unmarshalInputCreateApiKeyInput(ctx context.Context,
 				return it, err
 			}
 			it.ExpiresAt = data
+		case "limitsLocked":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limitsLocked"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LimitsLocked = data
+		case "expiryLocked":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiryLocked"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpiryLocked = data
 		}
 	}
 	return it, nil
@@ -2501,7 +2515,7 @@ func (ec *executionContext) unmarshalInputUpdateApiKeyInput(ctx context.Context,
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "scopes", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt"}
+	fieldsInOrder := [...]string{"name", "scopes", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt", "limitsLocked", "expiryLocked"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -2557,6 +2571,20 @@ func (ec *executionContext) unmarshalInputUpdateApiKeyInput(ctx context.Context,
 				return it, err
 			}
 			it.ExpiresAt = graphql.OmittableOf(data)
+		case "limitsLocked":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limitsLocked"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LimitsLocked = data
+		case "expiryLocked":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiryLocked"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpiryLocked = data
 		}
 	}
 	return it, nil

@@ -43,8 +43,10 @@ type ComplexityRoot struct {
 		EffectiveRateLimit              func(childComplexity int) int
 		EffectiveRateLimitWindowSeconds func(childComplexity int) int
 		ExpiresAt                       func(childComplexity int) int
+		ExpiryLocked                    func(childComplexity int) int
 		ID                              func(childComplexity int) int
 		LastUsedAt                      func(childComplexity int) int
+		LimitsLocked                    func(childComplexity int) int
 		Name                            func(childComplexity int) int
 		Prefix                          func(childComplexity int) int
 		Quota                           func(childComplexity int) int
@@ -341,6 +343,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.ExpiresAt(childComplexity), true
+	case "ApiKey.expiryLocked":
+		if e.ComplexityRoot.ApiKey.ExpiryLocked == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.ExpiryLocked(childComplexity), true
 	case "ApiKey.id":
 		if e.ComplexityRoot.ApiKey.ID == nil {
 			break
@@ -353,6 +361,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.LastUsedAt(childComplexity), true
+	case "ApiKey.limitsLocked":
+		if e.ComplexityRoot.ApiKey.LimitsLocked == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.LimitsLocked(childComplexity), true
 	case "ApiKey.name":
 		if e.ComplexityRoot.ApiKey.Name == nil {
 			break
@@ -1688,6 +1702,14 @@ type ApiKey implements Node {
   """
   rotatedAt: Time
   rotatedFromID: ID
+  """
+  rate limit and quota set by a platform admin: tenant keys may only tighten them
+  """
+  limitsLocked: Boolean!
+  """
+  expiry set by a platform admin or bounded by the key that created or rotated this one: tenant keys may only bring it forward
+  """
+  expiryLocked: Boolean!
   tenant: Tenant @auth(scopes: ["tenant:read"])
   rotatedFrom: ApiKey @auth(scopes: ["keys:read"])
   rotatedTo: [ApiKey!] @auth(scopes: ["keys:read"])
@@ -1963,6 +1985,16 @@ input ApiKeyWhereInput {
   rotatedFromIDNotNil: Boolean
   rotatedFromIDEqualFold: ID
   rotatedFromIDContainsFold: ID
+  """
+  limits_locked field predicates
+  """
+  limitsLocked: Boolean
+  limitsLockedNEQ: Boolean
+  """
+  expiry_locked field predicates
+  """
+  expiryLocked: Boolean
+  expiryLockedNEQ: Boolean
   """
   tenant edge predicates
   """
@@ -3322,7 +3354,19 @@ input CreateApiKeyInput {
   "Requests per quotaPeriod; null: the plan's quota; 0: unlimited."
   quota: Int
   quotaPeriod: ApiKeyQuotaPeriod
+  """
+  A key that expires or is rotating, or whose expiry is locked, creates only keys
+  that expire no later (and their expiry is locked).
+  """
   expiresAt: Time
+  """
+  Platform admins only: lock (true) or leave unlocked (false) the rate limit and
+  quota against tenant keys, which may then only tighten them. Default: locked when
+  a platform admin sets any of them.
+  """
+  limitsLocked: Boolean
+  "Platform admins only: as limitsLocked, for expiresAt."
+  expiryLocked: Boolean
 }
 
 input UpdateApiKeyInput {
@@ -3336,6 +3380,13 @@ input UpdateApiKeyInput {
   quotaPeriod: ApiKeyQuotaPeriod @goField(omittable: true)
   "Set null to remove the expiry."
   expiresAt: Time @goField(omittable: true)
+  """
+  Platform admins only: false unlocks the rate limit and quota for tenant keys, true
+  locks them. Default: a platform admin's change to them locks them.
+  """
+  limitsLocked: Boolean
+  "Platform admins only: as limitsLocked, for expiresAt."
+  expiryLocked: Boolean
 }
 
 extend type Query {
@@ -3432,8 +3483,10 @@ type Mutation {
   "Takes effect on the very next request, on every instance."
   revokeApiKey(id: ID!): ApiKey! @auth(scopes: ["keys:write"])
   """
-  Issues a new key with the same settings. The old key keeps working for
-  gracePeriodSeconds (default 0: it stops at once), then fails.
+  Issues a new key with the same settings and locks. The old key keeps working for
+  gracePeriodSeconds (default 0: it stops at once), then fails. A key in its grace
+  period cannot rotate itself, and a key whose expiry binds it (locked, or in its
+  grace period) cannot rotate a key that would outlive it (FORBIDDEN).
   """
   rotateApiKey(id: ID!, gracePeriodSeconds: Int): ApiKeyWithSecret! @auth(scopes: ["keys:write"])
 
@@ -3539,6 +3592,10 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_rotatedAt(ctx, field)
 	case "rotatedFromID":
 		return ec.fieldContext_ApiKey_rotatedFromID(ctx, field)
+	case "limitsLocked":
+		return ec.fieldContext_ApiKey_limitsLocked(ctx, field)
+	case "expiryLocked":
+		return ec.fieldContext_ApiKey_expiryLocked(ctx, field)
 	case "tenant":
 		return ec.fieldContext_ApiKey_tenant(ctx, field)
 	case "rotatedFrom":

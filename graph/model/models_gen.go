@@ -32,7 +32,15 @@ type CreateAPIKeyInput struct {
 	// Requests per quotaPeriod; null: the plan's quota; 0: unlimited.
 	Quota       *int                `json:"quota,omitempty"`
 	QuotaPeriod *apikey.QuotaPeriod `json:"quotaPeriod,omitempty"`
-	ExpiresAt   *time.Time          `json:"expiresAt,omitempty"`
+	// A key that expires or is rotating, or whose expiry is locked, creates only keys
+	// that expire no later (and their expiry is locked).
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// Platform admins only: lock (true) or leave unlocked (false) the rate limit and
+	// quota against tenant keys, which may then only tighten them. Default: locked when
+	// a platform admin sets any of them.
+	LimitsLocked *bool `json:"limitsLocked,omitempty"`
+	// Platform admins only: as limitsLocked, for expiresAt.
+	ExpiryLocked *bool `json:"expiryLocked,omitempty"`
 }
 
 type CreateTenantInput struct {
@@ -77,6 +85,11 @@ type UpdateAPIKeyInput struct {
 	QuotaPeriod graphql.Omittable[*apikey.QuotaPeriod] `json:"quotaPeriod,omitempty"`
 	// Set null to remove the expiry.
 	ExpiresAt graphql.Omittable[*time.Time] `json:"expiresAt,omitempty"`
+	// Platform admins only: false unlocks the rate limit and quota for tenant keys, true
+	// locks them. Default: a platform admin's change to them locks them.
+	LimitsLocked *bool `json:"limitsLocked,omitempty"`
+	// Platform admins only: as limitsLocked, for expiresAt.
+	ExpiryLocked *bool `json:"expiryLocked,omitempty"`
 }
 
 type UpdateTenantInput struct {

@@ -36,6 +36,11 @@ type CreateParams struct {
 	Quota                  *int
 	QuotaPeriod            *entapikey.QuotaPeriod
 	ExpiresAt              *time.Time
+	// LimitsLocked and ExpiryLocked are a platform admin's choice to lock (true) or
+	// leave unlocked (false) the rate limit and quota, or the expiry, against tenant
+	// keys; nil locks what the admin sets. Tenant keys may not set them.
+	LimitsLocked *bool
+	ExpiryLocked *bool
 }
 
 // UpdateParams are the settings to change. Nil pointers leave a setting as it is;
@@ -53,6 +58,32 @@ type UpdateParams struct {
 	SetQuotaPeriod            bool
 	ExpiresAt                 *time.Time
 	SetExpiresAt              bool
+	// LimitsLocked and ExpiryLocked (platform admins only) lock or unlock; nil
+	// locks what a platform admin changes and otherwise leaves the locks as they are.
+	LimitsLocked *bool
+	ExpiryLocked *bool
+}
+
+// applyTo returns s with the limit settings of p applied.
+func (p UpdateParams) applyTo(s limitSettings) limitSettings {
+	if p.SetRateLimit {
+		s.rate = p.RateLimit
+	}
+	if p.SetRateLimitWindowSeconds {
+		s.window = p.RateLimitWindowSeconds
+	}
+	if p.SetQuota {
+		s.quota = int64p(p.Quota)
+	}
+	if p.SetQuotaPeriod {
+		s.period = p.QuotaPeriod
+	}
+	return s
+}
+
+func isAdmin(ctx context.Context) bool {
+	v := viewer.FromContext(ctx)
+	return v != nil && v.Admin
 }
 
 // Manager creates and changes keys. It invalidates the verifier's cache after each
@@ -104,37 +135,53 @@ func checkManage(ctx context.Context, k *ent.ApiKey) error {
 	return nil
 }
 
-// checkPlanLimits keeps a tenant key's settings within its tenant's plan: only
-// platform admins may give a key more than the plan allows (or an unlimited quota).
-// It returns BAD_USER_INPUT naming the setting.
-func checkPlanLimits(ctx context.Context, client *ent.Client, tenantID string, rate, window *int, quota *int) error {
-	if v := viewer.FromContext(ctx); v != nil && v.Admin {
-		return nil
+// limitSettings are a key's own limit settings as stored; nil means the plan's.
+type limitSettings struct {
+	rate, window *int
+	quota        *int64
+	period       *entapikey.QuotaPeriod
+}
+
+func settingsOf(k *ent.ApiKey) limitSettings {
+	return limitSettings{rate: k.RateLimit, window: k.RateLimitWindowSeconds, quota: k.Quota, period: k.QuotaPeriod}
+}
+
+// in returns the limits in force with these settings on plan planName.
+func (s limitSettings) in(planName string) plan.Limits {
+	var period *string
+	if s.period != nil {
+		p := s.period.String()
+		period = &p
 	}
-	if rate == nil && window == nil && quota == nil {
-		return nil
-	}
-	t, err := client.Tenant.Get(ctx, tenantID)
-	if err != nil {
-		return err
-	}
-	p, ok := plan.Get(t.Plan)
+	return plan.Effective(planName, s.rate, s.window, s.quota, period)
+}
+
+// planOf returns the plan named name, or the default plan for an unknown name.
+func planOf(name string) plan.Plan {
+	p, ok := plan.Get(name)
 	if !ok {
 		p, _ = plan.Get(plan.Default)
 	}
-	r, w := p.RateLimit, p.WindowSeconds
-	if rate != nil {
-		r = *rate
+	return p
+}
+
+// checkPlanLimits keeps a tenant key's settings s within the plan tenantPlan: only
+// platform admins may give a key more than the plan allows (or an unlimited quota).
+// The rate limit is checked when rate is set, the quota when quota is set, each as it
+// would be in force (settings left nil fall back to the plan's). Quotas compare per
+// month whatever their period: a per-day quota counts 31 days.
+// It returns BAD_USER_INPUT naming rateLimit or quota.
+func checkPlanLimits(ctx context.Context, tenantPlan string, s limitSettings, rate, quota bool) error {
+	if v := viewer.FromContext(ctx); v != nil && v.Admin {
+		return nil
 	}
-	if window != nil {
-		w = *window
-	}
-	// At most the plan's burst, and at most the plan's sustained rate.
-	if r > p.RateLimit || int64(r)*int64(p.WindowSeconds) > int64(p.RateLimit)*int64(w) {
+	p := planOf(tenantPlan)
+	l, pl := s.in(p.Name), p.Limits()
+	if rate && !l.RateWithin(pl) {
 		return apierr.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
 	}
-	if quota != nil && p.Quota > 0 && (*quota == 0 || int64(*quota) > p.Quota) {
-		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s", p.Name, p.Quota, p.QuotaPeriod)
+	if quota && !l.QuotaWithin(pl) {
+		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s (a per-day quota counts %d days)", p.Name, p.Quota, p.QuotaPeriod, plan.DaysPerMonth)
 	}
 	return nil
 }
@@ -177,9 +224,13 @@ func (m *Manager) checkExpiry(t *time.Time) error {
 }
 
 // Create validates p and creates a key in the transaction of client. It returns the
-// key and its secret, which is never stored.
-// It returns BAD_USER_INPUT, FORBIDDEN (scopes the viewer lacks) or NOT_FOUND (a
-// tenant the viewer cannot see) errors.
+// key and its secret, which is never stored. A platform admin's rate limit, quota and
+// expiry are locked (unless p says otherwise); a calling key bound by a locked or
+// grace-period expiry, or by locked limits, creates only keys within that bound,
+// locked the same way (see "Key policy" in policy.go).
+// It returns BAD_USER_INPUT (invalid values, limits over the plan or the calling
+// key's bound, naming the field), FORBIDDEN (scopes the viewer lacks, lock choices
+// by tenant keys) or NOT_FOUND (a tenant the viewer cannot see) errors.
 func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.ApiKey, string, error) {
 	v := viewer.FromContext(ctx)
 	if v == nil {
@@ -213,10 +264,27 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	}
 	// Reading the tenant through the viewer's privacy rules: NOT_FOUND when it does
 	// not exist or is not the viewer's.
-	if _, err := client.Tenant.Get(ctx, tenantID); err != nil {
+	t, err := client.Tenant.Get(ctx, tenantID)
+	if err != nil {
 		return nil, "", err
 	}
-	if err := checkPlanLimits(ctx, client, tenantID, p.RateLimit, p.RateLimitWindowSeconds, p.Quota); err != nil {
+	settings := limitSettings{rate: p.RateLimit, window: p.RateLimitWindowSeconds, quota: int64p(p.Quota), period: p.QuotaPeriod}
+	if err := checkPlanLimits(ctx, t.Plan, settings, true, true); err != nil {
+		return nil, "", err
+	}
+	b, err := boundOf(ctx, client)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := b.checkExpiryBound(p.ExpiresAt, nil, true); err != nil {
+		return nil, "", err
+	}
+	if err := b.checkLimitsBound(settings.in(t.Plan), nil, true, true); err != nil {
+		return nil, "", err
+	}
+	limitsLocked, expiryLocked, err := resolveLocks(ctx, b, b.limits != nil, b.expiresAt != nil, p.LimitsLocked, p.ExpiryLocked,
+		p.RateLimit != nil || p.RateLimitWindowSeconds != nil || p.Quota != nil || p.QuotaPeriod != nil, p.ExpiresAt != nil)
+	if err != nil {
 		return nil, "", err
 	}
 	secret, err := Generate(KindLive)
@@ -235,6 +303,8 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 		SetNillableQuota(int64p(p.Quota)).
 		SetNillableQuotaPeriod(p.QuotaPeriod).
 		SetNillableExpiresAt(p.ExpiresAt).
+		SetLimitsLocked(limitsLocked).
+		SetExpiryLocked(expiryLocked).
 		Save(ctx)
 	if err != nil {
 		return nil, "", err
@@ -243,9 +313,14 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	return k, secret, nil
 }
 
-// Update applies p to the key id. It returns NOT_FOUND for a key the viewer cannot
-// see, BAD_USER_INPUT for invalid values or a revoked key, FORBIDDEN for scopes the
-// viewer lacks.
+// Update applies p to the key id. Tenant keys may only tighten a key's locked
+// settings, and a key being rotated out only brings its expiry forward; a calling key
+// bound by a locked or grace-period expiry, or by locked limits, gives no key more
+// than that bound (see "Key policy" in policy.go). A platform admin's change to the
+// rate limit, quota or expiry locks it unless p says otherwise.
+// It returns NOT_FOUND for a key the viewer cannot see, BAD_USER_INPUT for invalid
+// values, a revoked key or a setting that may not be loosened (naming the field),
+// FORBIDDEN for scopes the viewer lacks and lock changes by tenant keys.
 func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p UpdateParams) (*ent.ApiKey, error) {
 	k, err := client.ApiKey.Get(ctx, id)
 	if err != nil {
@@ -257,26 +332,61 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	if err := checkManage(ctx, k); err != nil {
 		return nil, err
 	}
-	if p.SetExpiresAt && k.RotatedAt != nil && k.ExpiresAt != nil && (p.ExpiresAt == nil || p.ExpiresAt.After(*k.ExpiresAt)) {
-		// A key being rotated out must not outlive its grace period.
-		return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
+	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
+		return nil, err
 	}
-	if k.TenantID != nil && (p.SetRateLimit || p.SetRateLimitWindowSeconds || p.SetQuota) {
-		rate, window, quota := k.RateLimit, k.RateLimitWindowSeconds, (*int)(nil)
-		if p.SetRateLimit {
-			rate = p.RateLimit
-		}
-		if p.SetRateLimitWindowSeconds {
-			window = p.RateLimitWindowSeconds
-		}
-		if p.SetQuota {
-			quota = p.Quota // nil: back to the plan's quota, always allowed
-		}
-		if err := checkPlanLimits(ctx, client, *k.TenantID, rate, window, quota); err != nil {
+	if err := checkQuota(p.Quota, p.QuotaPeriod); err != nil {
+		return nil, err
+	}
+	if p.SetExpiresAt {
+		if err := m.checkExpiry(p.ExpiresAt); err != nil {
 			return nil, err
 		}
 	}
+	if p.SetExpiresAt && k.RotatedAt != nil && k.ExpiresAt != nil && !expiryWithin(p.ExpiresAt, k.ExpiresAt) {
+		// A key being rotated out must not outlive its grace period.
+		return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
+	}
+	rateChanged := p.SetRateLimit || p.SetRateLimitWindowSeconds
+	quotaChanged := p.SetQuota || p.SetQuotaPeriod
+	b, err := boundOf(ctx, client)
+	if err != nil {
+		return nil, err
+	}
+	if k.TenantID != nil && (rateChanged || quotaChanged || p.SetExpiresAt) {
+		t, err := client.Tenant.Get(ctx, *k.TenantID)
+		if err != nil {
+			return nil, err
+		}
+		settings := p.applyTo(settingsOf(k))
+		next := settings.in(t.Plan)
+		if err := checkLocked(ctx, k, t.Plan, next, rateChanged, quotaChanged, p.SetExpiresAt, p.ExpiresAt); err != nil {
+			return nil, err
+		}
+		current := LimitsOf(k, t.Plan)
+		if err := b.checkLimitsBound(next, &current, rateChanged, quotaChanged); err != nil {
+			return nil, err
+		}
+		if err := checkPlanLimits(ctx, t.Plan, settings, rateChanged, quotaChanged); err != nil {
+			return nil, err
+		}
+	}
+	if p.SetExpiresAt {
+		if err := b.checkExpiryBound(p.ExpiresAt, k.ExpiresAt, false); err != nil {
+			return nil, err
+		}
+	}
+	limitsLocked, expiryLocked, err := resolveLocks(ctx, b, k.LimitsLocked, k.ExpiryLocked, p.LimitsLocked, p.ExpiryLocked, rateChanged || quotaChanged, p.SetExpiresAt)
+	if err != nil {
+		return nil, err
+	}
 	u := k.Update()
+	if limitsLocked != k.LimitsLocked {
+		u.SetLimitsLocked(limitsLocked)
+	}
+	if expiryLocked != k.ExpiryLocked {
+		u.SetExpiryLocked(expiryLocked)
+	}
 	if p.Name != nil {
 		name, err := tenants.ValidName("name", *p.Name)
 		if err != nil {
@@ -291,9 +401,6 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		}
 		u.SetScopes(scopes)
 	}
-	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
-		return nil, err
-	}
 	if p.SetRateLimit {
 		if p.RateLimit == nil {
 			u.ClearRateLimit()
@@ -307,9 +414,6 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		} else {
 			u.SetRateLimitWindowSeconds(*p.RateLimitWindowSeconds)
 		}
-	}
-	if err := checkQuota(p.Quota, p.QuotaPeriod); err != nil {
-		return nil, err
 	}
 	if p.SetQuota {
 		if p.Quota == nil {
@@ -326,9 +430,6 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		}
 	}
 	if p.SetExpiresAt {
-		if err := m.checkExpiry(p.ExpiresAt); err != nil {
-			return nil, err
-		}
 		if p.ExpiresAt == nil {
 			u.ClearExpiresAt()
 		} else {
@@ -361,10 +462,15 @@ func (m *Manager) Revoke(ctx context.Context, client *ent.Client, id string) (*e
 	return k, nil
 }
 
-// Rotate issues a new key with the settings of key id and lets the old one work for
-// gracePeriod more (0: it stops at once). It returns the new key and its secret.
-// It returns NOT_FOUND for a key the viewer cannot see and BAD_USER_INPUT for a
-// revoked or expired key or an out-of-range grace period.
+// Rotate issues a new key with the settings and locks of key id and lets the old one
+// work for gracePeriod more (0: it stops at once). It returns the new key and its
+// secret. A key in its grace period cannot rotate itself, and a calling key bound by
+// a locked or grace-period expiry, or by locked limits, cannot obtain a successor that
+// outlives it or is limited less than it; a successor it obtains is locked by its
+// bound (see "Key policy" in policy.go).
+// It returns NOT_FOUND for a key the viewer cannot see, BAD_USER_INPUT for a revoked
+// or expired key or an out-of-range grace period, and FORBIDDEN for scopes the viewer
+// lacks, a self-rotation in the grace period or a successor beyond the caller's bound.
 func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gracePeriodSeconds int) (*ent.ApiKey, string, error) {
 	if gracePeriodSeconds < 0 || gracePeriodSeconds > MaxGracePeriod {
 		return nil, "", apierr.BadInput("gracePeriodSeconds", "gracePeriodSeconds must be between 0 and %d", MaxGracePeriod)
@@ -382,6 +488,27 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	}
 	if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
 		return nil, "", apierr.BadInput("id", "key is expired")
+	}
+	b, err := boundOf(ctx, client)
+	if err != nil {
+		return nil, "", err
+	}
+	if b.self != nil && b.self.ID == old.ID && old.RotatedAt != nil {
+		return nil, "", apierr.New(apierr.Forbidden, "a key in its rotation grace period cannot rotate itself (its successor may)")
+	}
+	if !expiryWithin(old.ExpiresAt, b.expiresAt) {
+		return nil, "", apierr.New(apierr.Forbidden, "the calling key expires at "+b.expiresAt.UTC().Format(time.RFC3339)+" and "+b.why+
+			": it cannot rotate a key whose successor would outlive it").With("maxExpiresAt", b.expiresAt.UTC().Format(time.RFC3339))
+	}
+	if b.limits != nil && old.TenantID != nil {
+		t, err := client.Tenant.Get(ctx, *old.TenantID)
+		if err != nil {
+			return nil, "", err
+		}
+		if l := LimitsOf(old, t.Plan); !l.RateWithin(*b.limits) || !l.QuotaWithin(*b.limits) {
+			return nil, "", apierr.New(apierr.Forbidden, "the calling key's limits are locked at "+describeRate(*b.limits)+", quota "+describeQuota(*b.limits)+
+				": it cannot rotate a key limited less than itself")
+		}
 	}
 	kind := KindLive
 	if old.Admin {
@@ -404,6 +531,8 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 		SetNillableQuota(old.Quota).
 		SetNillableQuotaPeriod(old.QuotaPeriod).
 		SetNillableExpiresAt(old.ExpiresAt).
+		SetLimitsLocked(old.LimitsLocked || b.limits != nil).
+		SetExpiryLocked(old.ExpiryLocked || b.expiresAt != nil).
 		SetRotatedFromID(old.ID).
 		SetQuotaKey(QuotaKey(old)). // the quota carries over: rotating does not refill it
 		Save(audit.WithAction(ctx, "api_key.rotated"))
@@ -427,12 +556,7 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 // LimitsOf returns the limits in force for key k of a tenant on plan tenantPlan: the
 // key's own settings over the plan's.
 func LimitsOf(k *ent.ApiKey, tenantPlan string) plan.Limits {
-	var period *string
-	if k.QuotaPeriod != nil {
-		p := k.QuotaPeriod.String()
-		period = &p
-	}
-	return plan.Effective(tenantPlan, k.RateLimit, k.RateLimitWindowSeconds, k.Quota, period)
+	return settingsOf(k).in(tenantPlan)
 }
 
 // QuotaKey returns the id under which k's quota is counted: the first key of its

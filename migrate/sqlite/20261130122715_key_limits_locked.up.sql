@@ -1,0 +1,9 @@
+-- add columns "limits_locked" and "expiry_locked" to table: "api_keys" (appended:
+-- SQLite adds a NOT NULL column with a constant default without rebuilding the table)
+ALTER TABLE `api_keys` ADD COLUMN `limits_locked` bool NOT NULL DEFAULT (false);
+ALTER TABLE `api_keys` ADD COLUMN `expiry_locked` bool NOT NULL DEFAULT (false);
+-- backfill: who set the limits and expiries of existing tenant keys was not recorded,
+-- so they count as set by a platform admin (tenant keys may only tighten them; a
+-- platform admin can unlock them)
+UPDATE `api_keys` SET `limits_locked` = true WHERE `tenant_id` IS NOT NULL AND (`rate_limit` IS NOT NULL OR `rate_limit_window_seconds` IS NOT NULL OR `quota` IS NOT NULL OR `quota_period` IS NOT NULL);
+UPDATE `api_keys` SET `expiry_locked` = true WHERE `tenant_id` IS NOT NULL AND `expires_at` IS NOT NULL;
