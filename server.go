@@ -13,8 +13,8 @@ import (
 	"syscall"
 
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/config"
-	"github.com/latchkey/latchkey/internal/logging"
+	"github.com/latchkey/latchkey/internal/platform/config"
+	"github.com/latchkey/latchkey/internal/platform/logging"
 )
 
 func main() {

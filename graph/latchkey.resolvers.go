@@ -18,13 +18,13 @@ import (
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/apierr"
-	keys "github.com/latchkey/latchkey/internal/apikey"
-	"github.com/latchkey/latchkey/internal/live"
-	"github.com/latchkey/latchkey/internal/tenants"
-	"github.com/latchkey/latchkey/internal/txn"
-	"github.com/latchkey/latchkey/internal/usage"
-	"github.com/latchkey/latchkey/internal/viewer"
-	"github.com/latchkey/latchkey/internal/webhook"
+	"github.com/latchkey/latchkey/internal/data/txn"
+	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/domain/tenants"
+	"github.com/latchkey/latchkey/internal/domain/usage"
+	"github.com/latchkey/latchkey/internal/domain/webhook"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // Status is the resolver for the status field.

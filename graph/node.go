@@ -11,8 +11,8 @@ import (
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/internal/apierr"
-	"github.com/latchkey/latchkey/internal/ids"
-	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/platform/ids"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // nodeType resolves a Relay node ID to its table by the ID's type prefix.

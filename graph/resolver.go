@@ -13,19 +13,19 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/internal/apierr"
-	"github.com/latchkey/latchkey/internal/apikey"
-	"github.com/latchkey/latchkey/internal/live"
-	"github.com/latchkey/latchkey/internal/plan"
-	"github.com/latchkey/latchkey/internal/ratelimit"
-	"github.com/latchkey/latchkey/internal/txn"
-	"github.com/latchkey/latchkey/internal/viewer"
-	"github.com/latchkey/latchkey/internal/webhook"
+	"github.com/latchkey/latchkey/internal/data/ratelimit"
+	"github.com/latchkey/latchkey/internal/data/txn"
+	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/domain/plan"
+	"github.com/latchkey/latchkey/internal/domain/webhook"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // Resolver is the dependency root of the resolvers.
 type Resolver struct {
 	Client *ent.Client
-	Keys   *apikey.Manager
+	Keys   *keys.Manager
 	// Quota reports quota usage on keys (nil: quotaUsage is null).
 	Quota ratelimit.Quota
 	// Live serves the usage subscriptions.
@@ -83,16 +83,16 @@ func (r *Resolver) limitsOf(ctx context.Context, k *ent.ApiKey) (plan.Limits, er
 		return plan.Limits{}, nil
 	}
 	if t, err := k.Edges.TenantOrErr(); err == nil && t != nil {
-		return apikey.LimitsOf(k, t.Plan), nil
+		return keys.LimitsOf(k, t.Plan), nil
 	}
 	if v := viewer.FromContext(ctx); v != nil && v.TenantID == *k.TenantID && v.TenantPlan != "" {
-		return apikey.LimitsOf(k, v.TenantPlan), nil
+		return keys.LimitsOf(k, v.TenantPlan), nil
 	}
 	t, err := k.Tenant(ctx)
 	if err != nil {
 		return plan.Limits{}, err
 	}
-	return apikey.LimitsOf(k, t.Plan), nil
+	return keys.LimitsOf(k, t.Plan), nil
 }
 
 // streamTarget returns the viewer and the tenant a usage subscription reads: the
@@ -124,7 +124,7 @@ func (r *Resolver) streamTarget(ctx context.Context, apiKeyID *string) (*viewer.
 // endStream reports why a subscription ended early (its key was revoked or expired):
 // the client receives an UNAUTHENTICATED error for it instead of a plain completion.
 func endStream(ctx context.Context, err error) {
-	var ae *apikey.AuthError
+	var ae *keys.AuthError
 	e := apierr.New(apierr.Internal, "stream ended")
 	if errors.As(err, &ae) {
 		e = ae.APIError()

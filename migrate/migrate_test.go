@@ -19,8 +19,8 @@ import (
 	_ "github.com/lib/pq"
 	_ "modernc.org/sqlite"
 
-	"github.com/latchkey/latchkey/internal/store"
-	"github.com/latchkey/latchkey/internal/testdb"
+	"github.com/latchkey/latchkey/internal/data/store"
+	"github.com/latchkey/latchkey/internal/data/testdb"
 )
 
 // The migrations apply on a fresh database, a second start applies nothing, and the

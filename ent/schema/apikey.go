@@ -7,7 +7,7 @@ import (
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 
-	"github.com/latchkey/latchkey/internal/ids"
+	"github.com/latchkey/latchkey/internal/platform/ids"
 )
 
 // ApiKey is a credential. Only the SHA-256 hash of the secret is stored; tenant keys

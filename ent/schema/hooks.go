@@ -10,9 +10,9 @@ import (
 	gen "github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/hook"
 	"github.com/latchkey/latchkey/ent/schema/rule"
-	"github.com/latchkey/latchkey/internal/audit"
-	"github.com/latchkey/latchkey/internal/viewer"
-	"github.com/latchkey/latchkey/internal/webhook"
+	"github.com/latchkey/latchkey/internal/domain/audit"
+	"github.com/latchkey/latchkey/internal/domain/webhook"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // Hooks of the Tenant.

@@ -9,7 +9,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
 
-	"github.com/latchkey/latchkey/internal/ids"
+	"github.com/latchkey/latchkey/internal/platform/ids"
 )
 
 // AuditLog records one change: who (the key), what (the action), which object, when.

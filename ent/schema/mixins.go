@@ -9,7 +9,7 @@ import (
 	"entgo.io/ent/schema/index"
 	"entgo.io/ent/schema/mixin"
 
-	"github.com/latchkey/latchkey/internal/ids"
+	"github.com/latchkey/latchkey/internal/platform/ids"
 )
 
 // IDMixin gives an entity a prefixed, time-ordered string ID (see internal/ids).

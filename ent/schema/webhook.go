@@ -8,7 +8,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
 
-	"github.com/latchkey/latchkey/internal/ids"
+	"github.com/latchkey/latchkey/internal/platform/ids"
 )
 
 // Webhook is a tenant's endpoint that receives signed event notifications.

@@ -18,7 +18,7 @@ import (
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph/model"
-	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 	"github.com/vektah/gqlparser/v2/ast"
 )
 
@@ -1934,7 +1934,7 @@ func (ec *executionContext) _Query_viewer(ctx context.Context, field graphql.Col
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *viewer.Viewer) graphql.Marshaler {
-			return ec.marshalNViewer2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋviewerᚐViewer(ctx, selections, v)
+			return ec.marshalNViewer2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋviewerᚐViewer(ctx, selections, v)
 		},
 		true,
 		true,

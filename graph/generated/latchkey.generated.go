@@ -14,8 +14,8 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/graph/model"
-	"github.com/latchkey/latchkey/internal/live"
-	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 	"github.com/vektah/gqlparser/v2/ast"
 )
 
@@ -1351,7 +1351,7 @@ func (ec *executionContext) _Subscription_usageEvents(ctx context.Context, field
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *live.Event) graphql.Marshaler {
-			return ec.marshalNUsageEvent2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐEvent(ctx, selections, v)
+			return ec.marshalNUsageEvent2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐEvent(ctx, selections, v)
 		},
 		true,
 		true,
@@ -1430,7 +1430,7 @@ func (ec *executionContext) _Subscription_usageStats(ctx context.Context, field 
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *live.Stats) graphql.Marshaler {
-			return ec.marshalNUsageStats2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐStats(ctx, selections, v)
+			return ec.marshalNUsageStats2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐStats(ctx, selections, v)
 		},
 		true,
 		true,
@@ -1772,7 +1772,7 @@ func (ec *executionContext) _UsageEvent_outcome(ctx context.Context, field graph
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v live.Outcome) graphql.Marshaler {
-			return ec.marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐOutcome(ctx, selections, v)
+			return ec.marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐOutcome(ctx, selections, v)
 		},
 		true,
 		true,
@@ -3345,7 +3345,7 @@ func (ec *executionContext) marshalNUsageBucket2ᚖgithubᚗcomᚋlatchkeyᚋlat
 	return ec._UsageBucket(ctx, sel, v)
 }
 
-func (ec *executionContext) marshalNUsageEvent2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐEvent(ctx context.Context, sel ast.SelectionSet, v *live.Event) graphql.Marshaler {
+func (ec *executionContext) marshalNUsageEvent2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐEvent(ctx context.Context, sel ast.SelectionSet, v *live.Event) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "UsageEvent!")
 		return graphql.Null
@@ -3363,17 +3363,17 @@ func (ec *executionContext) marshalNUsageInterval2githubᚗcomᚋlatchkeyᚋlatc
 	return v
 }
 
-func (ec *executionContext) unmarshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐOutcome(ctx context.Context, v any) (live.Outcome, error) {
+func (ec *executionContext) unmarshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐOutcome(ctx context.Context, v any) (live.Outcome, error) {
 	var res live.Outcome
 	err := res.UnmarshalGQL(v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐOutcome(ctx context.Context, sel ast.SelectionSet, v live.Outcome) graphql.Marshaler {
+func (ec *executionContext) marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐOutcome(ctx context.Context, sel ast.SelectionSet, v live.Outcome) graphql.Marshaler {
 	return v
 }
 
-func (ec *executionContext) marshalNUsageStats2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋliveᚐStats(ctx context.Context, sel ast.SelectionSet, v *live.Stats) graphql.Marshaler {
+func (ec *executionContext) marshalNUsageStats2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐStats(ctx context.Context, sel ast.SelectionSet, v *live.Stats) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "UsageStats!")
 		return graphql.Null
@@ -3381,7 +3381,7 @@ func (ec *executionContext) marshalNUsageStats2ᚖgithubᚗcomᚋlatchkeyᚋlatc
 	return ec._UsageStats(ctx, sel, v)
 }
 
-func (ec *executionContext) marshalNViewer2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋviewerᚐViewer(ctx context.Context, sel ast.SelectionSet, v *viewer.Viewer) graphql.Marshaler {
+func (ec *executionContext) marshalNViewer2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋviewerᚐViewer(ctx context.Context, sel ast.SelectionSet, v *viewer.Viewer) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Viewer!")
 		return graphql.Null

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/apptest"
+	"github.com/latchkey/latchkey/internal/app/apptest"
 )
 
 // BenchmarkViewerHTTP compares `{ viewer { apiKey { id } } }` over real HTTP in one

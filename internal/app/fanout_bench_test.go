@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/apptest"
-	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/platform/config"
 )
 
 // BenchmarkFanout opens 5,000 live usageEvents subscriptions on one instance (one per

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkey/latchkey/internal/apptest"
+	"github.com/latchkey/latchkey/internal/app/apptest"
 )
 
 // FuzzGraphQLEndpoint sends random bodies, documents, methods and headers to /query

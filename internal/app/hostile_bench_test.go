@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/latchkey/latchkey/internal/apptest"
-	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/platform/config"
 )
 
 // hostileBodies are request bodies of the shapes an attacker sends, each about 1 MiB

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/latchkey/latchkey/internal/apptest"
-	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/platform/config"
 )
 
 // GraphQL over HTTP: methods, media types and status codes.

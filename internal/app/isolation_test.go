@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/ent"
-	"github.com/latchkey/latchkey/internal/apptest"
+	"github.com/latchkey/latchkey/internal/app/apptest"
 )
 
 // tenantFixture is one tenant with a full-scope key and one object of every type.

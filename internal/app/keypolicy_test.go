@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	keys "github.com/latchkey/latchkey/internal/apikey"
-	"github.com/latchkey/latchkey/internal/apptest"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/domain/keys"
 )
 
 // keyPolicyFields are the stored settings a policy refusal must leave unchanged.

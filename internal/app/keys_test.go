@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/apptest"
-	"github.com/latchkey/latchkey/internal/testdb"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/data/testdb"
 )
 
 func forEachDialect(t *testing.T, f func(t *testing.T, e *apptest.Env)) {

@@ -3,7 +3,7 @@ package app_test
 import (
 	"testing"
 
-	"github.com/latchkey/latchkey/internal/apptest"
+	"github.com/latchkey/latchkey/internal/app/apptest"
 )
 
 // Relay lists: ordering, where filters, cursor pagination, node and nodes.

@@ -14,9 +14,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/apptest"
-	"github.com/latchkey/latchkey/internal/config"
-	"github.com/latchkey/latchkey/internal/testdb"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/data/testdb"
+	"github.com/latchkey/latchkey/internal/platform/config"
 )
 
 const eventsSub = `subscription($k: ID) { usageEvents(apiKeyID: $k) { id apiKeyID operationName operationType rootFields outcome latencyMs ip at droppedEvents } }`

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/apptest"
-	"github.com/latchkey/latchkey/internal/logging"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/platform/logging"
 )
 
 // /metrics on the main listener answers platform admins only, in Prometheus format,

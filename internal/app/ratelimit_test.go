@@ -16,10 +16,10 @@ import (
 
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/apptest"
-	"github.com/latchkey/latchkey/internal/config"
-	"github.com/latchkey/latchkey/internal/store"
-	"github.com/latchkey/latchkey/internal/testdb"
+	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/data/store"
+	"github.com/latchkey/latchkey/internal/data/testdb"
+	"github.com/latchkey/latchkey/internal/platform/config"
 )
 
 func redisURL() string {

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/internal/app"
-	"github.com/latchkey/latchkey/internal/apptest"
+	"github.com/latchkey/latchkey/internal/app/apptest"
 )
 
 // expectWSClose reads c until the server closes it and checks the close frame.

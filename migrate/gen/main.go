@@ -24,7 +24,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	entmigrate "github.com/latchkey/latchkey/ent/migrate"
-	"github.com/latchkey/latchkey/internal/testdb"
+	"github.com/latchkey/latchkey/internal/data/testdb"
 )
 
 func main() {

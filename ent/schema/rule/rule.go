@@ -13,7 +13,7 @@ import (
 	"entgo.io/ent/entql"
 
 	"github.com/latchkey/latchkey/ent/privacy"
-	"github.com/latchkey/latchkey/internal/viewer"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // SystemContext returns a context that bypasses every privacy rule. Use it only on

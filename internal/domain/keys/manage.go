@@ -1,0 +1,576 @@
+package keys
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/latchkey/latchkey/ent"
+	entapikey "github.com/latchkey/latchkey/ent/apikey"
+	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/data/txn"
+	"github.com/latchkey/latchkey/internal/domain/audit"
+	"github.com/latchkey/latchkey/internal/domain/plan"
+	"github.com/latchkey/latchkey/internal/domain/tenants"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
+)
+
+// Limits on key settings.
+const (
+	MaxRateLimit     = 1_000_000_000
+	MaxWindowSeconds = 31 * 24 * 3600
+	MaxGracePeriod   = 30 * 24 * 3600
+	MaxQuota         = 1_000_000_000_000
+)
+
+// CreateParams are the settings of a new key.
+type CreateParams struct {
+	// TenantID is required for platform admins and must be empty or the viewer's
+	// own tenant for tenant keys.
+	TenantID               *string
+	Name                   string
+	Scopes                 []string
+	RateLimit              *int
+	RateLimitWindowSeconds *int
+	Quota                  *int
+	QuotaPeriod            *entapikey.QuotaPeriod
+	ExpiresAt              *time.Time
+	// LimitsLocked and ExpiryLocked are a platform admin's choice to lock (true) or
+	// leave unlocked (false) the rate limit and quota, or the expiry, against tenant
+	// keys; nil locks what the admin sets. Tenant keys may not set them.
+	LimitsLocked *bool
+	ExpiryLocked *bool
+}
+
+// UpdateParams are the settings to change. Nil pointers leave a setting as it is;
+// the Set* flags with nil values clear the optional settings.
+type UpdateParams struct {
+	Name                      *string
+	Scopes                    []string
+	RateLimit                 *int
+	SetRateLimit              bool
+	RateLimitWindowSeconds    *int
+	SetRateLimitWindowSeconds bool
+	Quota                     *int
+	SetQuota                  bool
+	QuotaPeriod               *entapikey.QuotaPeriod
+	SetQuotaPeriod            bool
+	ExpiresAt                 *time.Time
+	SetExpiresAt              bool
+	// LimitsLocked and ExpiryLocked (platform admins only) lock or unlock; nil
+	// locks what a platform admin changes and otherwise leaves the locks as they are.
+	LimitsLocked *bool
+	ExpiryLocked *bool
+}
+
+// applyTo returns s with the limit settings of p applied.
+func (p UpdateParams) applyTo(s limitSettings) limitSettings {
+	if p.SetRateLimit {
+		s.rate = p.RateLimit
+	}
+	if p.SetRateLimitWindowSeconds {
+		s.window = p.RateLimitWindowSeconds
+	}
+	if p.SetQuota {
+		s.quota = int64p(p.Quota)
+	}
+	if p.SetQuotaPeriod {
+		s.period = p.QuotaPeriod
+	}
+	return s
+}
+
+func isAdmin(ctx context.Context) bool {
+	v := viewer.FromContext(ctx)
+	return v != nil && v.Admin
+}
+
+// Manager creates and changes keys. It invalidates the verifier's cache after each
+// committed change so that the change holds from the very next request.
+type Manager struct {
+	Verifier *Verifier
+	Now      func() time.Time
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// checkScopes validates scopes and that the viewer holds each of them.
+// It returns BAD_USER_INPUT for unknown scopes and FORBIDDEN for scopes the viewer lacks.
+func checkScopes(ctx context.Context, scopes []string) ([]string, error) {
+	v := viewer.FromContext(ctx)
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if !viewer.ValidScope(s) {
+			return nil, apierr.BadInput("scopes", "unknown scope %q (known: %s)", s, strings.Join(viewer.AllScopes, ", "))
+		}
+		if !v.Has(s) {
+			return nil, apierr.New(apierr.Forbidden, "cannot grant scope "+s+": the calling key does not hold it").With("scope", s)
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// checkManage returns FORBIDDEN unless the viewer holds every scope of key k: a key
+// can only manage (change, rotate) keys no more powerful than itself, so it can never
+// obtain a secret or a lifetime with more scopes than it holds.
+func checkManage(ctx context.Context, k *ent.ApiKey) error {
+	v := viewer.FromContext(ctx)
+	for _, s := range k.Scopes {
+		if !v.Has(s) {
+			return apierr.New(apierr.Forbidden, "cannot manage a key holding scope "+s+": the calling key does not hold it").With("scope", s)
+		}
+	}
+	if k.Admin && (v == nil || !v.Admin) {
+		return apierr.New(apierr.Forbidden, "only platform admins manage admin keys")
+	}
+	return nil
+}
+
+// limitSettings are a key's own limit settings as stored; nil means the plan's.
+type limitSettings struct {
+	rate, window *int
+	quota        *int64
+	period       *entapikey.QuotaPeriod
+}
+
+func settingsOf(k *ent.ApiKey) limitSettings {
+	return limitSettings{rate: k.RateLimit, window: k.RateLimitWindowSeconds, quota: k.Quota, period: k.QuotaPeriod}
+}
+
+// in returns the limits in force with these settings on plan planName.
+func (s limitSettings) in(planName string) plan.Limits {
+	var period *string
+	if s.period != nil {
+		p := s.period.String()
+		period = &p
+	}
+	return plan.Effective(planName, s.rate, s.window, s.quota, period)
+}
+
+// planOf returns the plan named name, or the default plan for an unknown name.
+func planOf(name string) plan.Plan {
+	p, ok := plan.Get(name)
+	if !ok {
+		p, _ = plan.Get(plan.Default)
+	}
+	return p
+}
+
+// checkPlanLimits keeps a tenant key's settings s within the plan tenantPlan: only
+// platform admins may give a key more than the plan allows (or an unlimited quota).
+// The rate limit is checked when rate is set, the quota when quota is set, each as it
+// would be in force (settings left nil fall back to the plan's). Quotas compare per
+// month whatever their period: a per-day quota counts 31 days.
+// It returns BAD_USER_INPUT naming rateLimit or quota.
+func checkPlanLimits(ctx context.Context, tenantPlan string, s limitSettings, rate, quota bool) error {
+	if v := viewer.FromContext(ctx); v != nil && v.Admin {
+		return nil
+	}
+	p := planOf(tenantPlan)
+	l, pl := s.in(p.Name), p.Limits()
+	if rate && !l.RateWithin(pl) {
+		return apierr.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
+	}
+	if quota && !l.QuotaWithin(pl) {
+		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s (a per-day quota counts %d days)", p.Name, p.Quota, p.QuotaPeriod, plan.DaysPerMonth)
+	}
+	return nil
+}
+
+func checkLimits(rate, window *int) error {
+	if rate != nil && (*rate < 1 || *rate > MaxRateLimit) {
+		return apierr.BadInput("rateLimit", "rateLimit must be between 1 and %d", MaxRateLimit)
+	}
+	if window != nil && (*window < 1 || *window > MaxWindowSeconds) {
+		return apierr.BadInput("rateLimitWindowSeconds", "rateLimitWindowSeconds must be between 1 and %d", MaxWindowSeconds)
+	}
+	return nil
+}
+
+func checkQuota(quota *int, period *entapikey.QuotaPeriod) error {
+	if quota != nil && (*quota < 0 || *quota > MaxQuota) {
+		return apierr.BadInput("quota", "quota must be between 0 (unlimited) and %d", MaxQuota)
+	}
+	if period != nil {
+		if err := entapikey.QuotaPeriodValidator(*period); err != nil {
+			return apierr.BadInput("quotaPeriod", "quotaPeriod must be DAY or MONTH")
+		}
+	}
+	return nil
+}
+
+func int64p(p *int) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := int64(*p)
+	return &v
+}
+
+func (m *Manager) checkExpiry(t *time.Time) error {
+	if t != nil && !t.After(m.now()) {
+		return apierr.BadInput("expiresAt", "expiresAt must be in the future")
+	}
+	return nil
+}
+
+// Create validates p and creates a key in the transaction of client. It returns the
+// key and its secret, which is never stored. A platform admin's rate limit, quota and
+// expiry are locked (unless p says otherwise); a calling key bound by a locked or
+// grace-period expiry, or by locked limits, creates only keys within that bound,
+// locked the same way (see "Key policy" in policy.go).
+// It returns BAD_USER_INPUT (invalid values, limits over the plan or the calling
+// key's bound, naming the field), FORBIDDEN (scopes the viewer lacks, lock choices
+// by tenant keys) or NOT_FOUND (a tenant the viewer cannot see) errors.
+func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.ApiKey, string, error) {
+	v := viewer.FromContext(ctx)
+	if v == nil {
+		return nil, "", apierr.New(apierr.Unauthenticated, "authentication required")
+	}
+	tenantID := v.TenantID
+	switch {
+	case v.Admin && p.TenantID == nil:
+		return nil, "", apierr.BadInput("tenantID", "tenantID is required for platform admins")
+	case v.Admin:
+		tenantID = *p.TenantID
+	case p.TenantID != nil && *p.TenantID != v.TenantID:
+		return nil, "", apierr.ErrNotFound
+	}
+	name, err := tenants.ValidName("name", p.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	scopes, err := checkScopes(ctx, p.Scopes)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
+		return nil, "", err
+	}
+	if err := checkQuota(p.Quota, p.QuotaPeriod); err != nil {
+		return nil, "", err
+	}
+	if err := m.checkExpiry(p.ExpiresAt); err != nil {
+		return nil, "", err
+	}
+	// Reading the tenant through the viewer's privacy rules: NOT_FOUND when it does
+	// not exist or is not the viewer's.
+	t, err := client.Tenant.Get(ctx, tenantID)
+	if err != nil {
+		return nil, "", err
+	}
+	settings := limitSettings{rate: p.RateLimit, window: p.RateLimitWindowSeconds, quota: int64p(p.Quota), period: p.QuotaPeriod}
+	if err := checkPlanLimits(ctx, t.Plan, settings, true, true); err != nil {
+		return nil, "", err
+	}
+	b, err := boundOf(ctx, client)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := b.checkExpiryBound(p.ExpiresAt, nil, true); err != nil {
+		return nil, "", err
+	}
+	if err := b.checkLimitsBound(settings.in(t.Plan), nil, true, true); err != nil {
+		return nil, "", err
+	}
+	limitsLocked, expiryLocked, err := resolveLocks(ctx, b, b.limits != nil, b.expiresAt != nil, p.LimitsLocked, p.ExpiryLocked,
+		p.RateLimit != nil || p.RateLimitWindowSeconds != nil || p.Quota != nil || p.QuotaPeriod != nil, p.ExpiresAt != nil)
+	if err != nil {
+		return nil, "", err
+	}
+	secret, err := Generate(KindLive)
+	if err != nil {
+		return nil, "", err
+	}
+	hash := HashHex(secret)
+	k, err := client.ApiKey.Create().
+		SetTenantID(tenantID).
+		SetName(name).
+		SetPrefix(DisplayPrefix(secret)).
+		SetHash(hash).
+		SetScopes(scopes).
+		SetNillableRateLimit(p.RateLimit).
+		SetNillableRateLimitWindowSeconds(p.RateLimitWindowSeconds).
+		SetNillableQuota(int64p(p.Quota)).
+		SetNillableQuotaPeriod(p.QuotaPeriod).
+		SetNillableExpiresAt(p.ExpiresAt).
+		SetLimitsLocked(limitsLocked).
+		SetExpiryLocked(expiryLocked).
+		Save(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	m.invalidate(ctx, hash) // forget a cached "unknown key" for this hash
+	return k, secret, nil
+}
+
+// Update applies p to the key id. Tenant keys may only tighten a key's locked
+// settings, and a key being rotated out only brings its expiry forward; a calling key
+// bound by a locked or grace-period expiry, or by locked limits, gives no key more
+// than that bound (see "Key policy" in policy.go). A platform admin's change to the
+// rate limit, quota or expiry locks it unless p says otherwise.
+// It returns NOT_FOUND for a key the viewer cannot see, BAD_USER_INPUT for invalid
+// values, a revoked key or a setting that may not be loosened (naming the field),
+// FORBIDDEN for scopes the viewer lacks and lock changes by tenant keys.
+func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p UpdateParams) (*ent.ApiKey, error) {
+	k, err := client.ApiKey.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.RevokedAt != nil {
+		return nil, apierr.BadInput("id", "key is revoked")
+	}
+	if err := checkManage(ctx, k); err != nil {
+		return nil, err
+	}
+	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
+		return nil, err
+	}
+	if err := checkQuota(p.Quota, p.QuotaPeriod); err != nil {
+		return nil, err
+	}
+	if p.SetExpiresAt {
+		if err := m.checkExpiry(p.ExpiresAt); err != nil {
+			return nil, err
+		}
+	}
+	if p.SetExpiresAt && k.RotatedAt != nil && k.ExpiresAt != nil && !expiryWithin(p.ExpiresAt, k.ExpiresAt) {
+		// A key being rotated out must not outlive its grace period.
+		return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
+	}
+	rateChanged := p.SetRateLimit || p.SetRateLimitWindowSeconds
+	quotaChanged := p.SetQuota || p.SetQuotaPeriod
+	b, err := boundOf(ctx, client)
+	if err != nil {
+		return nil, err
+	}
+	if k.TenantID != nil && (rateChanged || quotaChanged || p.SetExpiresAt) {
+		t, err := client.Tenant.Get(ctx, *k.TenantID)
+		if err != nil {
+			return nil, err
+		}
+		settings := p.applyTo(settingsOf(k))
+		next := settings.in(t.Plan)
+		if err := checkLocked(ctx, k, t.Plan, next, rateChanged, quotaChanged, p.SetExpiresAt, p.ExpiresAt); err != nil {
+			return nil, err
+		}
+		current := LimitsOf(k, t.Plan)
+		if err := b.checkLimitsBound(next, &current, rateChanged, quotaChanged); err != nil {
+			return nil, err
+		}
+		if err := checkPlanLimits(ctx, t.Plan, settings, rateChanged, quotaChanged); err != nil {
+			return nil, err
+		}
+	}
+	if p.SetExpiresAt {
+		if err := b.checkExpiryBound(p.ExpiresAt, k.ExpiresAt, false); err != nil {
+			return nil, err
+		}
+	}
+	limitsLocked, expiryLocked, err := resolveLocks(ctx, b, k.LimitsLocked, k.ExpiryLocked, p.LimitsLocked, p.ExpiryLocked, rateChanged || quotaChanged, p.SetExpiresAt)
+	if err != nil {
+		return nil, err
+	}
+	u := k.Update()
+	if limitsLocked != k.LimitsLocked {
+		u.SetLimitsLocked(limitsLocked)
+	}
+	if expiryLocked != k.ExpiryLocked {
+		u.SetExpiryLocked(expiryLocked)
+	}
+	if p.Name != nil {
+		name, err := tenants.ValidName("name", *p.Name)
+		if err != nil {
+			return nil, err
+		}
+		u.SetName(name)
+	}
+	if p.Scopes != nil {
+		scopes, err := checkScopes(ctx, p.Scopes)
+		if err != nil {
+			return nil, err
+		}
+		u.SetScopes(scopes)
+	}
+	if p.SetRateLimit {
+		if p.RateLimit == nil {
+			u.ClearRateLimit()
+		} else {
+			u.SetRateLimit(*p.RateLimit)
+		}
+	}
+	if p.SetRateLimitWindowSeconds {
+		if p.RateLimitWindowSeconds == nil {
+			u.ClearRateLimitWindowSeconds()
+		} else {
+			u.SetRateLimitWindowSeconds(*p.RateLimitWindowSeconds)
+		}
+	}
+	if p.SetQuota {
+		if p.Quota == nil {
+			u.ClearQuota()
+		} else {
+			u.SetQuota(int64(*p.Quota))
+		}
+	}
+	if p.SetQuotaPeriod {
+		if p.QuotaPeriod == nil {
+			u.ClearQuotaPeriod()
+		} else {
+			u.SetQuotaPeriod(*p.QuotaPeriod)
+		}
+	}
+	if p.SetExpiresAt {
+		if p.ExpiresAt == nil {
+			u.ClearExpiresAt()
+		} else {
+			u.SetExpiresAt(*p.ExpiresAt)
+		}
+	}
+	k, err = u.Save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.invalidate(ctx, k.Hash)
+	return k, nil
+}
+
+// Revoke revokes the key id; revoking a revoked key changes nothing.
+// It returns NOT_FOUND for a key the viewer cannot see.
+func (m *Manager) Revoke(ctx context.Context, client *ent.Client, id string) (*ent.ApiKey, error) {
+	k, err := client.ApiKey.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.RevokedAt != nil {
+		return k, nil
+	}
+	k, err = k.Update().SetRevokedAt(m.now()).Save(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.invalidate(ctx, k.Hash)
+	return k, nil
+}
+
+// Rotate issues a new key with the settings and locks of key id and lets the old one
+// work for gracePeriod more (0: it stops at once). It returns the new key and its
+// secret. A key in its grace period cannot rotate itself, and a calling key bound by
+// a locked or grace-period expiry, or by locked limits, cannot obtain a successor that
+// outlives it or is limited less than it; a successor it obtains is locked by its
+// bound (see "Key policy" in policy.go).
+// It returns NOT_FOUND for a key the viewer cannot see, BAD_USER_INPUT for a revoked
+// or expired key or an out-of-range grace period, and FORBIDDEN for scopes the viewer
+// lacks, a self-rotation in the grace period or a successor beyond the caller's bound.
+func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gracePeriodSeconds int) (*ent.ApiKey, string, error) {
+	if gracePeriodSeconds < 0 || gracePeriodSeconds > MaxGracePeriod {
+		return nil, "", apierr.BadInput("gracePeriodSeconds", "gracePeriodSeconds must be between 0 and %d", MaxGracePeriod)
+	}
+	old, err := client.ApiKey.Get(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	now := m.now()
+	if old.RevokedAt != nil {
+		return nil, "", apierr.BadInput("id", "key is revoked")
+	}
+	if err := checkManage(ctx, old); err != nil {
+		return nil, "", err
+	}
+	if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
+		return nil, "", apierr.BadInput("id", "key is expired")
+	}
+	b, err := boundOf(ctx, client)
+	if err != nil {
+		return nil, "", err
+	}
+	if b.self != nil && b.self.ID == old.ID && old.RotatedAt != nil {
+		return nil, "", apierr.New(apierr.Forbidden, "a key in its rotation grace period cannot rotate itself (its successor may)")
+	}
+	if !expiryWithin(old.ExpiresAt, b.expiresAt) {
+		return nil, "", apierr.New(apierr.Forbidden, "the calling key expires at "+b.expiresAt.UTC().Format(time.RFC3339)+" and "+b.why+
+			": it cannot rotate a key whose successor would outlive it").With("maxExpiresAt", b.expiresAt.UTC().Format(time.RFC3339))
+	}
+	if b.limits != nil && old.TenantID != nil {
+		t, err := client.Tenant.Get(ctx, *old.TenantID)
+		if err != nil {
+			return nil, "", err
+		}
+		if l := LimitsOf(old, t.Plan); !l.RateWithin(*b.limits) || !l.QuotaWithin(*b.limits) {
+			return nil, "", apierr.New(apierr.Forbidden, "the calling key's limits are locked at "+describeRate(*b.limits)+", quota "+describeQuota(*b.limits)+
+				": it cannot rotate a key limited less than itself")
+		}
+	}
+	kind := KindLive
+	if old.Admin {
+		kind = KindAdmin
+	}
+	secret, err := Generate(kind)
+	if err != nil {
+		return nil, "", err
+	}
+	hash := HashHex(secret)
+	nk, err := client.ApiKey.Create().
+		SetNillableTenantID(old.TenantID).
+		SetName(old.Name).
+		SetPrefix(DisplayPrefix(secret)).
+		SetHash(hash).
+		SetAdmin(old.Admin).
+		SetScopes(old.Scopes).
+		SetNillableRateLimit(old.RateLimit).
+		SetNillableRateLimitWindowSeconds(old.RateLimitWindowSeconds).
+		SetNillableQuota(old.Quota).
+		SetNillableQuotaPeriod(old.QuotaPeriod).
+		SetNillableExpiresAt(old.ExpiresAt).
+		SetLimitsLocked(old.LimitsLocked || b.limits != nil).
+		SetExpiryLocked(old.ExpiryLocked || b.expiresAt != nil).
+		SetRotatedFromID(old.ID).
+		SetQuotaKey(QuotaKey(old)). // the quota carries over: rotating does not refill it
+		Save(audit.WithAction(ctx, "api_key.rotated"))
+	if err != nil {
+		return nil, "", err
+	}
+	until := now.Add(time.Duration(gracePeriodSeconds) * time.Second)
+	u := old.Update().SetRotatedAt(now)
+	if old.ExpiresAt == nil || until.Before(*old.ExpiresAt) {
+		u.SetExpiresAt(until)
+	}
+	// The rotation's audit row (on the new key) covers this change.
+	if err := u.Exec(audit.WithAction(ctx, "")); err != nil {
+		return nil, "", err
+	}
+	m.invalidate(ctx, old.Hash)
+	m.invalidate(ctx, hash)
+	return nk, secret, nil
+}
+
+// LimitsOf returns the limits in force for key k of a tenant on plan tenantPlan: the
+// key's own settings over the plan's.
+func LimitsOf(k *ent.ApiKey, tenantPlan string) plan.Limits {
+	return settingsOf(k).in(tenantPlan)
+}
+
+// QuotaKey returns the id under which k's quota is counted: the first key of its
+// rotation chain, so that rotating a key does not refill its quota.
+func QuotaKey(k *ent.ApiKey) string {
+	if k.QuotaKey != nil {
+		return *k.QuotaKey
+	}
+	return k.ID
+}
+
+func (m *Manager) invalidate(ctx context.Context, hash string) {
+	if m.Verifier == nil {
+		return
+	}
+	txn.AfterCommit(ctx, func() { m.Verifier.Invalidate(hash) })
+}

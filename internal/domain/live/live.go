@@ -1,0 +1,414 @@
+// Package live streams usage as it happens: every recorded usage event is published
+// on the bus (pubsub) under its tenant's topic, and GraphQL subscriptions read from
+// it — events one by one (Events) or as rolling aggregates (Stats). With the
+// PostgreSQL bus, a dashboard on one instance sees requests served by every instance.
+//
+// Streams are bounded: a slow subscriber never blocks publishers or other subscribers;
+// what it cannot take is dropped and reported in the next message's droppedEvents.
+// Each stream re-checks its key twice a second and ends soon after a revocation.
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/data/pubsub"
+	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/domain/usage"
+	"github.com/latchkey/latchkey/internal/platform/ids"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
+)
+
+// Event is one operation as seen by usageEvents subscribers.
+type Event struct {
+	ID            string    `json:"id"`
+	TenantID      string    `json:"tenantID"`
+	APIKeyID      string    `json:"apiKeyID"`
+	OperationName string    `json:"operationName"`
+	OperationType string    `json:"operationType"`
+	RootFields    []string  `json:"rootFields"`
+	Outcome       Outcome   `json:"outcome"`
+	LatencyMs     int       `json:"latencyMs"`
+	IP            string    `json:"ip"`
+	At            time.Time `json:"at"`
+	// DroppedEvents counts events this subscriber missed since its previous message.
+	DroppedEvents int `json:"-"`
+}
+
+// Outcome is a usage outcome ("ok", "rate_limited", …) that marshals as the GraphQL
+// enum UsageOutcome (OK, RATE_LIMITED, …) without a resolver.
+type Outcome string
+
+// MarshalGQL writes the enum value.
+func (o Outcome) MarshalGQL(w io.Writer) {
+	_, _ = io.WriteString(w, strconv.Quote(strings.ToUpper(string(o))))
+}
+
+// UnmarshalGQL reads the enum value. It returns an error for anything but a string.
+func (o *Outcome) UnmarshalGQL(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("UsageOutcome must be a string")
+	}
+	*o = Outcome(strings.ToLower(s))
+	return nil
+}
+
+// Stats is one rolling aggregate of a usageStats subscription.
+type Stats struct {
+	At              time.Time
+	IntervalSeconds int
+	Requests        int
+	Errors          int
+	RateLimited     int
+	P50Ms, P99Ms    float64
+	DroppedEvents   int
+}
+
+// Errors returned when a subscription cannot start.
+var (
+	// ErrTooManySubscriptions: the key already has the maximum of open subscriptions.
+	ErrTooManySubscriptions = apierr.New(apierr.RateLimited, "too many open subscriptions for this key")
+)
+
+// Checker re-validates the viewer of a long-lived stream (revocation, expiry).
+type Checker interface {
+	Recheck(ctx context.Context, v *viewer.Viewer) error
+}
+
+// Hub publishes usage events and serves live streams. Each tenant with open streams
+// has one bus subscription whose messages are decoded once and offered, without
+// blocking, to the queue of every stream; a usageEvents stream's queue is the very
+// channel gqlgen reads, so an idle subscription costs no goroutine of its own.
+type Hub struct {
+	Bus pubsub.Bus
+	// Checker, when set, ends streams whose key stops being valid.
+	Checker Checker
+	// MaxPerKey bounds the open subscriptions of one key (default 20).
+	MaxPerKey int
+	// Buffer is the per-subscriber queue length (default 64).
+	Buffer int
+	// RecheckInterval is how often streams re-validate their keys (default 500ms).
+	RecheckInterval time.Duration
+	// SingleInstance says the bus reaches no other instance (SQLite): events of
+	// tenants nobody watches here are then not even encoded. With a shared bus every
+	// event is published, so a dashboard on another instance misses nothing from the
+	// moment it subscribes.
+	SingleInstance bool
+
+	mu     sync.Mutex
+	perKey map[string]int
+	feeds  map[string]*feed // tenant → its bus subscription and streams
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup // open streams
+}
+
+// feed is the bus subscription of one tenant and its streams.
+type feed struct {
+	sub     *pubsub.Subscription
+	streams map[*stream]struct{}
+}
+
+// stream is one subscription's queue.
+type stream struct {
+	v        *viewer.Viewer
+	tenantID string
+	apiKeyID *string
+	ch       chan *Event
+	dropped  uint64 // guarded by Hub.mu
+	closed   bool   // guarded by Hub.mu
+	endErr   func(error)
+	release  func()
+}
+
+func topic(tenantID string) string { return "usage:" + tenantID }
+
+func (h *Hub) init() {
+	h.once.Do(func() {
+		h.done = make(chan struct{})
+		h.perKey = map[string]int{}
+		h.feeds = map[string]*feed{}
+		if h.MaxPerKey <= 0 {
+			h.MaxPerKey = 20
+		}
+		if h.Buffer <= 0 {
+			h.Buffer = 64
+		}
+		if h.RecheckInterval <= 0 {
+			h.RecheckInterval = 500 * time.Millisecond
+		}
+		go h.recheckLoop()
+	})
+}
+
+// Publish sends ev to the live subscribers of its tenant on every instance. It is the
+// usage recorder's OnEvent hook and never blocks. Subscriptions starting are stored
+// usage but not streamed: with many dashboards open they would mostly stream each other.
+func (h *Hub) Publish(ev usage.Event) {
+	if ev.OperationType == "subscription" {
+		return
+	}
+	if h.SingleInstance {
+		h.init()
+		h.mu.Lock()
+		_, watched := h.feeds[ev.TenantID]
+		h.mu.Unlock()
+		if !watched {
+			return
+		}
+	}
+	b, err := json.Marshal(Event{
+		ID: ids.New("use"), TenantID: ev.TenantID, APIKeyID: ev.APIKeyID,
+		OperationName: ev.OperationName, OperationType: ev.OperationType, RootFields: ev.RootFields,
+		Outcome: Outcome(ev.Outcome), LatencyMs: ev.LatencyMs, IP: ev.IP, At: ev.At.UTC(),
+	})
+	if err != nil {
+		slog.Error("live: encode usage event", "err", err)
+		return
+	}
+	h.Bus.Publish(topic(ev.TenantID), b)
+}
+
+// open registers a new stream. It returns ErrTooManySubscriptions at the per-key
+// limit and an INTERNAL error during shutdown.
+func (h *Hub) open(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string, endErr func(error)) (*stream, error) {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.done:
+		return nil, apierr.New(apierr.Internal, "server shutting down")
+	default:
+	}
+	key := v.APIKeyID
+	if key != "" && h.perKey[key] >= h.MaxPerKey {
+		return nil, ErrTooManySubscriptions.With("limit", h.MaxPerKey)
+	}
+	h.perKey[key]++
+	h.wg.Add(1)
+	s := &stream{v: v, tenantID: tenantID, apiKeyID: apiKeyID, ch: make(chan *Event, h.Buffer), endErr: endErr}
+	s.release = func() {
+		if h.perKey[key]--; h.perKey[key] <= 0 {
+			delete(h.perKey, key)
+		}
+		h.wg.Done()
+	}
+	f := h.feeds[tenantID]
+	if f == nil {
+		f = &feed{sub: h.Bus.Subscribe(topic(tenantID), 4096), streams: map[*stream]struct{}{}}
+		h.feeds[tenantID] = f
+		go h.pump(tenantID, f)
+	}
+	f.streams[s] = struct{}{}
+	// The stream ends with its operation (client stop, connection closed).
+	context.AfterFunc(ctx, func() { h.end(s, nil) })
+	return s, nil
+}
+
+// end closes s once: err (a revoked key) is reported before the channel closes.
+func (h *Hub) end(s *stream, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.endLocked(s, err)
+}
+
+func (h *Hub) endLocked(s *stream, err error) {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	if f := h.feeds[s.tenantID]; f != nil {
+		delete(f.streams, s)
+		if len(f.streams) == 0 {
+			delete(h.feeds, s.tenantID)
+			f.sub.Close()
+		}
+	}
+	if err != nil && s.endErr != nil {
+		s.endErr(err)
+	}
+	close(s.ch)
+	s.release()
+}
+
+// pump decodes each message of a tenant's topic once and offers it to every stream
+// without blocking: a full queue counts a drop for that stream only, reported in the
+// next event it receives.
+func (h *Hub) pump(tenantID string, f *feed) {
+	for b := range f.sub.C() {
+		lost := f.sub.TakeDropped()
+		var ev Event
+		if err := json.Unmarshal(b, &ev); err != nil || ev.TenantID != tenantID {
+			continue
+		}
+		h.mu.Lock()
+		for s := range f.streams {
+			s.dropped += lost
+			if s.apiKeyID != nil && *s.apiKeyID != ev.APIKeyID {
+				continue
+			}
+			out := &ev
+			if s.dropped > 0 {
+				c := ev // shared by every stream: copy to annotate
+				c.DroppedEvents = int(s.dropped)
+				out = &c
+			}
+			select {
+			case s.ch <- out:
+				s.dropped = 0
+			default:
+				s.dropped++
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// recheckLoop re-validates the key of every open stream each RecheckInterval (once
+// per distinct key) and ends the streams of keys no longer valid.
+func (h *Hub) recheckLoop() {
+	t := time.NewTicker(h.RecheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+		}
+		if h.Checker == nil {
+			continue
+		}
+		h.mu.Lock()
+		byKey := map[*viewer.Viewer][]*stream{}
+		for _, f := range h.feeds {
+			for s := range f.streams {
+				byKey[s.v] = append(byKey[s.v], s)
+			}
+		}
+		h.mu.Unlock()
+		for v, streams := range byKey {
+			err := h.Checker.Recheck(context.Background(), v)
+			var ae *keys.AuthError
+			if !errors.As(err, &ae) {
+				continue // valid, or the database did not answer: keep streaming
+			}
+			h.mu.Lock()
+			for _, s := range streams {
+				h.endLocked(s, err)
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// Active returns the number of open streams.
+func (h *Hub) Active() int {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, c := range h.perKey {
+		n += c
+	}
+	return n
+}
+
+// Events streams the usage events of tenantID (one key when apiKeyID is set) until
+// ctx ends, the hub shuts down or the key stops being valid; then the channel closes,
+// after endErr (if set) was told why an early end happened.
+// It returns ErrTooManySubscriptions at the per-key limit.
+func (h *Hub) Events(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string, endErr func(error)) (<-chan *Event, error) {
+	s, err := h.open(ctx, v, tenantID, apiKeyID, endErr)
+	if err != nil {
+		return nil, err
+	}
+	return s.ch, nil
+}
+
+// StatsStream sends one aggregate of tenantID's usage (one key when apiKeyID is set)
+// every interval; see Events for how it ends. It returns BAD_USER_INPUT for an
+// interval outside 1 s to 1 h and ErrTooManySubscriptions at the per-key limit.
+func (h *Hub) StatsStream(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string, interval time.Duration, endErr func(error)) (<-chan *Stats, error) {
+	if interval < time.Second || interval > time.Hour {
+		return nil, apierr.BadInput("intervalSeconds", "intervalSeconds must be between 1 and 3600")
+	}
+	s, err := h.open(ctx, v, tenantID, apiKeyID, endErr)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *Stats, 1)
+	go func() {
+		defer close(out)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		var cur Stats
+		var hist usage.Histogram
+		for {
+			select {
+			case ev, ok := <-s.ch:
+				if !ok {
+					return
+				}
+				cur.Requests++
+				cur.DroppedEvents += ev.DroppedEvents
+				switch usage.Outcome(ev.Outcome) {
+				case usage.OutcomeError, usage.OutcomeForbidden:
+					cur.Errors++
+				case usage.OutcomeRateLimited, usage.OutcomeQuotaExceeded:
+					cur.RateLimited++
+				}
+				hist.Observe(ev.LatencyMs)
+			case now := <-t.C:
+				st := cur
+				st.At = now.UTC()
+				st.IntervalSeconds = int(interval / time.Second)
+				st.P50Ms, st.P99Ms = hist.Quantile(0.5), hist.Quantile(0.99)
+				cur, hist = Stats{}, usage.Histogram{}
+				select {
+				case out <- &st:
+				default:
+					// The client has not taken the previous aggregate: what this
+					// one held is counted as dropped in the next.
+					cur.DroppedEvents += st.Requests
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Shutdown ends every stream (their subscriptions complete) and waits up to ctx for
+// them to finish. It returns ctx's error if they did not finish in time.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.init()
+	h.mu.Lock()
+	select {
+	case <-h.done:
+	default:
+		close(h.done)
+	}
+	for _, f := range h.feeds {
+		for s := range f.streams {
+			h.endLocked(s, nil)
+		}
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

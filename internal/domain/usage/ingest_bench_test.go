@@ -1,0 +1,55 @@
+package usage_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/latchkey/latchkey/internal/domain/usage"
+)
+
+// BenchmarkRecorderIngestPostgres measures sustained ingest into PostgreSQL: b.N events
+// of 50 keys recorded with Run going, then Flush; events/s covers the time from the
+// first Record to the end of Flush, when every event is stored.
+func BenchmarkRecorderIngestPostgres(b *testing.B) { benchmarkIngest(b, "postgres") }
+
+// BenchmarkRecorderIngestSQLite is the same on the embedded database.
+func BenchmarkRecorderIngestSQLite(b *testing.B) { benchmarkIngest(b, "sqlite") }
+
+func benchmarkIngest(b *testing.B, dialect string) {
+	st := openStore(b, dialect)
+	// BlockTimeout makes the producer wait for the writer instead of dropping, so
+	// that the number measures the writer.
+	r := usage.NewRecorder(st, usage.Config{BlockTimeout: time.Minute})
+	stop := run(b, r)
+	evs := make([]usage.Event, 1000)
+	now := time.Now()
+	for i := range evs {
+		key := fmt.Sprintf("key_%02d", i%50)
+		evs[i] = usage.Event{
+			TenantID: fmt.Sprintf("ten_%d", i%5), APIKeyID: key, OperationName: "GetKeys", OperationType: "query",
+			RootFields: []string{"apiKeys", "viewer"}[:1+i%2], Outcome: usage.OutcomeOK, LatencyMs: i % 700,
+			IP: "203.0.113.9", At: now.Add(time.Duration(i) * time.Millisecond),
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		r.Record(evs[i%len(evs)])
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	stop()
+	if s := r.Stats(); s.Written != uint64(b.N) || s.Dropped != 0 {
+		b.Fatalf("stats %+v, want %d written", s, b.N)
+	}
+	if got := countLogs(b, st.Client); got != b.N {
+		b.Fatalf("stored %d rows, want %d", got, b.N)
+	}
+}

@@ -1,0 +1,401 @@
+// Package usage records one event per authenticated operation and answers usage queries.
+//
+// The request path only calls Recorder.Record, which puts the event in a bounded
+// in-process queue and never touches the database. Recorder.Run writes the queue in
+// batches, one transaction each: the raw rows into usage_logs (COPY on PostgreSQL,
+// multi-row INSERTs on SQLite) and the per-key minute, hour and day rollups into
+// usage_rollups with an additive upsert, so raw rows and rollups never disagree and
+// several instances can write the same rollup rows. Query and Used read only the
+// rollups; latency percentiles come from a fixed histogram that merges across buckets.
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/latchkey/latchkey/internal/data/store"
+)
+
+// Outcome is how an operation ended.
+type Outcome string
+
+// Outcomes of an operation. Errors count OutcomeError and OutcomeForbidden.
+const (
+	OutcomeOK            Outcome = "ok"
+	OutcomeError         Outcome = "error"
+	OutcomeRateLimited   Outcome = "rate_limited"
+	OutcomeQuotaExceeded Outcome = "quota_exceeded"
+	OutcomeForbidden     Outcome = "forbidden"
+)
+
+// Event is one authenticated operation.
+type Event struct {
+	TenantID      string
+	APIKeyID      string
+	OperationName string
+	OperationType string // query, mutation, subscription
+	RootFields    []string
+	Outcome       Outcome
+	LatencyMs     int
+	IP            string
+	// At is when the operation started; Record sets it to the current time when zero.
+	// It is stored in UTC.
+	At time.Time
+}
+
+// Config tunes a Recorder. Zero values take the defaults.
+type Config struct {
+	BufferSize    int           // bounded in-process queue (default 65536 events)
+	BatchSize     int           // max events per write (default 5000)
+	FlushInterval time.Duration // max time an event waits before being written (default 500ms)
+	// BlockTimeout is how long Record may wait for space when the queue is full before
+	// dropping the event (default 0: never wait; drop and count).
+	BlockTimeout time.Duration
+	// Retention: raw usage_logs older than this are pruned (default 30 days); minute
+	// rollups are kept twice as long; hour and day rollups forever.
+	Retention time.Duration
+	// OnEvent, when set, is called for every recorded event (live subscriptions), on the
+	// goroutine that calls Record, after the event is queued; dropped events are not
+	// passed. It must not block, and must not modify ev.RootFields (shared with the queue).
+	OnEvent func(Event)
+}
+
+// Defaults of Config.
+const (
+	DefaultBufferSize    = 65536
+	DefaultBatchSize     = 5000
+	DefaultFlushInterval = 500 * time.Millisecond
+	DefaultRetention     = 30 * 24 * time.Hour
+)
+
+// Stats are the counters of a Recorder since it was created.
+type Stats struct {
+	// Queued is the number of events recorded but not yet written.
+	Queued int
+	// Recorded counts events accepted by Record; Written those stored; Dropped those
+	// lost, either refused by Record because the queue was full or given up after
+	// repeated write failures. Once the queue is empty, Recorded == Written + the
+	// write-failure part of Dropped.
+	Recorded, Written, Dropped uint64
+	// Batches counts committed write transactions; WriteErrors failed write attempts.
+	Batches, WriteErrors uint64
+}
+
+// Recorder batches usage events into the database. Record is safe for concurrent use;
+// Run is started once per Recorder.
+type Recorder struct {
+	st  *store.Store
+	cfg Config
+
+	ch       chan Event
+	flushReq chan chan error
+	// sem is held by the goroutine that owns the writer: Run for its lifetime, or a
+	// Flush that writes by itself while Run is not running.
+	sem chan struct{}
+
+	pending                    atomic.Int64
+	recorded, written, dropped atomic.Uint64
+	batches, writeErrors       atomic.Uint64
+
+	// Retry and pruning knobs (tests shorten them).
+	maxAttempts      int           // write attempts per batch while running
+	shutdownAttempts int           // write attempts per batch while draining
+	backoff          time.Duration // first retry delay, doubled up to maxBackoff
+	maxBackoff       time.Duration
+	writeTimeout     time.Duration
+	firstPrune       time.Duration
+	pruneEvery       time.Duration
+	now              func() time.Time
+	// writeHook, when set (tests), runs inside each write transaction after the raw
+	// rows; an error fails the write.
+	writeHook func() error
+
+	// Writer state, used only by the holder of sem.
+	w writer
+}
+
+// NewRecorder returns a Recorder writing to st. It starts nothing: call Run.
+func NewRecorder(st *store.Store, cfg Config) *Recorder {
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = DefaultBufferSize
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.BlockTimeout < 0 {
+		cfg.BlockTimeout = 0
+	}
+	return &Recorder{
+		st:               st,
+		cfg:              cfg,
+		ch:               make(chan Event, cfg.BufferSize),
+		flushReq:         make(chan chan error),
+		sem:              make(chan struct{}, 1),
+		maxAttempts:      10,
+		shutdownAttempts: 3,
+		backoff:          100 * time.Millisecond,
+		maxBackoff:       10 * time.Second,
+		writeTimeout:     time.Minute,
+		firstPrune:       time.Minute,
+		pruneEvery:       time.Hour,
+		now:              time.Now,
+	}
+}
+
+// Record enqueues ev without touching the database. It is cheap (no allocation) and
+// safe for concurrent use. It never blocks longer than Config.BlockTimeout: when the
+// queue stays full the event is dropped and counted in Stats().Dropped, never silently.
+// A nil Recorder records nothing.
+func (r *Recorder) Record(ev Event) {
+	if r == nil {
+		return
+	}
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	select {
+	case r.ch <- ev:
+	default:
+		if r.cfg.BlockTimeout <= 0 || !r.recordWait(&ev) {
+			r.dropped.Add(1)
+			return
+		}
+	}
+	r.recorded.Add(1)
+	if r.cfg.OnEvent != nil {
+		r.cfg.OnEvent(ev)
+	}
+}
+
+// recordWait waits up to BlockTimeout for space in the queue (the slow path of Record).
+func (r *Recorder) recordWait(ev *Event) bool {
+	t := time.NewTimer(r.cfg.BlockTimeout)
+	defer t.Stop()
+	select {
+	case r.ch <- *ev:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Stats returns the current counters.
+func (r *Recorder) Stats() Stats {
+	return Stats{
+		Queued:      len(r.ch) + int(r.pending.Load()),
+		Recorded:    r.recorded.Load(),
+		Written:     r.written.Load(),
+		Dropped:     r.dropped.Load(),
+		Batches:     r.batches.Load(),
+		WriteErrors: r.writeErrors.Load(),
+	}
+}
+
+// Run writes batches until ctx is done: a batch is written when it holds BatchSize
+// events or its oldest event has waited FlushInterval. It also prunes expired usage
+// about once an hour. When ctx is done it drains the queue completely and writes it
+// before returning, so that after a graceful shutdown the stored rows equal the
+// recorded events. A failed write is retried with exponential backoff, keeping its
+// events (at most one batch besides the bounded queue); after repeated failures the
+// batch is logged and counted in Stats().Dropped. Run always returns nil. It must not
+// be called concurrently with itself.
+func (r *Recorder) Run(ctx context.Context) error {
+	r.sem <- struct{}{}
+	defer func() { <-r.sem }()
+	wctx := context.WithoutCancel(ctx)
+
+	var pruneWG sync.WaitGroup
+	pruneWG.Add(1)
+	go func() {
+		defer pruneWG.Done()
+		r.pruneLoop(ctx)
+	}()
+	defer pruneWG.Wait()
+
+	batch := make([]Event, 0, r.cfg.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	timerOn := false
+	write := func() {
+		if len(batch) > 0 {
+			_ = r.writeBatch(ctx, wctx, batch, r.maxAttempts)
+		}
+		clear(batch) // drop references to strings and slices
+		batch = batch[:0]
+		r.pending.Store(0)
+		if timerOn {
+			timer.Stop()
+			timerOn = false
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			_ = r.drain(ctx, wctx, batch, -1)
+			return nil
+		case ev := <-r.ch:
+			batch = append(batch, ev)
+			batch = r.fill(batch, r.cfg.BatchSize-len(batch))
+			if len(batch) >= r.cfg.BatchSize {
+				write()
+				continue
+			}
+			r.pending.Store(int64(len(batch)))
+			if !timerOn {
+				timer.Reset(r.cfg.FlushInterval)
+				timerOn = true
+			}
+		case <-timer.C:
+			timerOn = false
+			write()
+		case reply := <-r.flushReq:
+			err := r.drain(ctx, wctx, batch, len(r.ch))
+			clear(batch)
+			batch = batch[:0]
+			if timerOn {
+				timer.Stop()
+				timerOn = false
+			}
+			reply <- err
+		}
+	}
+}
+
+// fill moves up to n queued events into batch without waiting.
+func (r *Recorder) fill(batch []Event, n int) []Event {
+	for ; n > 0; n-- {
+		select {
+		case ev := <-r.ch:
+			batch = append(batch, ev)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain writes batch and then the queue: limit events of it, or (limit < 0) until it is
+// empty (bounded by the queue's capacity so that a producer that never stops cannot
+// keep it busy forever). It returns the first write error.
+func (r *Recorder) drain(ctx, wctx context.Context, batch []Event, limit int) error {
+	attempts := r.maxAttempts
+	if limit < 0 || ctx.Err() != nil {
+		attempts = r.shutdownAttempts
+	}
+	if limit < 0 {
+		limit = len(r.ch) + cap(r.ch)
+	}
+	var first error
+	for {
+		before := len(batch)
+		batch = r.fill(batch, min(limit, r.cfg.BatchSize-len(batch)))
+		if len(batch) == 0 {
+			break
+		}
+		limit -= len(batch) - before
+		r.pending.Store(int64(len(batch)))
+		if err := r.writeBatch(ctx, wctx, batch, attempts); err != nil && first == nil {
+			first = err
+		}
+		clear(batch)
+		batch = batch[:0]
+		r.pending.Store(0)
+	}
+	return first
+}
+
+// Flush writes everything queued so far and returns when it is stored (for tests, and
+// for events recorded after Run returned). With Run going, Run does the writing and
+// Flush returns ctx's error if ctx ends first (Run still writes the events); otherwise
+// Flush writes itself. It returns the first write error left after retries (those
+// events are counted in Stats().Dropped), or nil.
+func (r *Recorder) Flush(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case r.sem <- struct{}{}:
+		defer func() { <-r.sem }()
+		return r.drain(ctx, context.WithoutCancel(ctx), nil, len(r.ch))
+	case r.flushReq <- reply:
+		select {
+		case err := <-reply:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writeBatch writes evs in one transaction, retrying with backoff up to attempts times.
+// When ctx (Run's) is done it stops waiting long between attempts. After the last
+// failed attempt the events are counted as dropped and the error is returned.
+func (r *Recorder) writeBatch(ctx, wctx context.Context, evs []Event, attempts int) error {
+	backoff := r.backoff
+	for attempt := 1; ; attempt++ {
+		wc, cancel := context.WithTimeout(wctx, r.writeTimeout)
+		err := r.write(wc, evs)
+		cancel()
+		if err == nil {
+			r.written.Add(uint64(len(evs)))
+			r.batches.Add(1)
+			return nil
+		}
+		r.writeErrors.Add(1)
+		if ctx.Err() != nil {
+			attempts = min(attempts, attempt+r.shutdownAttempts-1)
+		}
+		if attempt >= attempts {
+			r.dropped.Add(uint64(len(evs)))
+			slog.Error("usage: dropping events after failed writes", "events", len(evs), "attempts", attempt, "err", err)
+			return fmt.Errorf("usage: write %d events: %w", len(evs), err)
+		}
+		slog.Warn("usage: write failed, retrying", "events", len(evs), "attempt", attempt, "retry_in", backoff, "err", err)
+		done := ctx.Done()
+		if ctx.Err() != nil {
+			done = nil // shutting down: wait a short backoff, not zero
+			backoff = min(backoff, time.Second)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-done:
+			t.Stop()
+		}
+		backoff = min(2*backoff, r.maxBackoff)
+	}
+}
+
+// pruneLoop prunes expired usage shortly after start and then every pruneEvery until
+// ctx is done.
+func (r *Recorder) pruneLoop(ctx context.Context) {
+	t := time.NewTimer(r.firstPrune)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			logs, rollups, err := r.Prune(ctx, r.now())
+			switch {
+			case err != nil && !errors.Is(err, context.Canceled):
+				slog.Error("usage: prune failed", "err", err)
+			case logs > 0 || rollups > 0:
+				slog.Info("usage: pruned", "usage_logs", logs, "minute_rollups", rollups)
+			}
+			t.Reset(r.pruneEvery)
+		}
+	}
+}
