@@ -17,7 +17,7 @@ import (
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/model"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
@@ -295,7 +295,7 @@ func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id stri
 func (r *queryResolver) Viewer(ctx context.Context) (*viewer.Viewer, error) {
 	v := viewer.FromContext(ctx)
 	if v == nil {
-		return nil, apierr.New(apierr.Unauthenticated, "authentication required")
+		return nil, fault.New(fault.Unauthenticated, "authentication required")
 	}
 	return v, nil
 }
@@ -342,7 +342,7 @@ func (r *queryResolver) Usage(ctx context.Context, apiKeyID *string, from time.T
 	buckets, err := usage.Query(ctx, r.Client, apiKeyID, from, to, usage.Interval(interval))
 	var qe *usage.QueryError
 	if errors.As(err, &qe) {
-		return nil, apierr.BadInput(qe.Field, "%s", qe.Message)
+		return nil, fault.BadInput(qe.Field, "%s", qe.Message)
 	}
 	if err != nil {
 		return nil, err

@@ -10,7 +10,7 @@ import (
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/ids"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -32,7 +32,7 @@ func nodeType(_ context.Context, id string) (string, error) {
 	case ids.WebhookAttempt:
 		return webhookattempt.Table, nil
 	}
-	return "", apierr.ErrNotFound
+	return "", fault.ErrNotFound
 }
 
 // checkNodeScope applies to node/nodes the scope the list query of the type needs.
@@ -50,7 +50,7 @@ func checkNodeScope(ctx context.Context, n ent.Noder) error {
 		scope = viewer.ScopeWebhooksRead
 	}
 	if v := viewer.FromContext(ctx); scope != "" && !v.Has(scope) {
-		return apierr.New(apierr.Forbidden, "missing scope "+scope).With("requiredScopes", []string{scope})
+		return fault.New(fault.Forbidden, "missing scope "+scope).With("requiredScopes", []string{scope})
 	}
 	return nil
 }

@@ -12,7 +12,8 @@ import (
 
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/generated"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/graph/gqlerr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/keys"
@@ -55,14 +56,14 @@ var PerItemCosts = map[string]string{"Query.nodes": "ids"}
 func Auth(ctx context.Context, _ any, next graphql.Resolver, scopes []string, admin *bool) (any, error) {
 	v := viewer.FromContext(ctx)
 	if v == nil {
-		return nil, apierr.New(apierr.Unauthenticated, "authentication required")
+		return nil, fault.New(fault.Unauthenticated, "authentication required")
 	}
 	if admin != nil && *admin && !v.Admin {
-		return nil, apierr.New(apierr.Forbidden, "requires a platform admin")
+		return nil, fault.New(fault.Forbidden, "requires a platform admin")
 	}
 	for _, s := range scopes {
 		if !v.Has(s) {
-			return nil, apierr.New(apierr.Forbidden, "missing scope "+s).With("requiredScopes", scopes)
+			return nil, fault.New(fault.Forbidden, "missing scope "+s).With("requiredScopes", scopes)
 		}
 	}
 	return next(ctx)
@@ -102,7 +103,7 @@ func (r *Resolver) limitsOf(ctx context.Context, k *ent.ApiKey) (plan.Limits, er
 func (r *Resolver) streamTarget(ctx context.Context, apiKeyID *string) (*viewer.Viewer, string, error) {
 	v := viewer.FromContext(ctx)
 	if v == nil {
-		return nil, "", apierr.New(apierr.Unauthenticated, "authentication required")
+		return nil, "", fault.New(fault.Unauthenticated, "authentication required")
 	}
 	if apiKeyID != nil {
 		// Through the privacy rules: another tenant's key is NOT_FOUND.
@@ -111,12 +112,12 @@ func (r *Resolver) streamTarget(ctx context.Context, apiKeyID *string) (*viewer.
 			return nil, "", err
 		}
 		if k.TenantID == nil {
-			return nil, "", apierr.BadInput("apiKeyID", "platform admin keys have no usage")
+			return nil, "", fault.BadInput("apiKeyID", "platform admin keys have no usage")
 		}
 		return v, *k.TenantID, nil
 	}
 	if v.TenantID == "" {
-		return nil, "", apierr.BadInput("apiKeyID", "platform admins must name a key")
+		return nil, "", fault.BadInput("apiKeyID", "platform admins must name a key")
 	}
 	return v, v.TenantID, nil
 }
@@ -125,12 +126,12 @@ func (r *Resolver) streamTarget(ctx context.Context, apiKeyID *string) (*viewer.
 // the client receives an UNAUTHENTICATED error for it instead of a plain completion.
 func endStream(ctx context.Context, err error) {
 	var ae *keys.AuthError
-	e := apierr.New(apierr.Internal, "stream ended")
+	e := fault.New(fault.Internal, "stream ended")
 	if errors.As(err, &ae) {
 		e = ae.APIError()
 	}
 	defer func() { _ = recover() }() // outside a WebSocket operation there is nowhere to report it
-	transport.AddSubscriptionError(ctx, e.GQL())
+	transport.AddSubscriptionError(ctx, gqlerr.From(e))
 }
 
 // tx runs fn in a transaction of the resolver's client.

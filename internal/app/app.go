@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,17 +21,18 @@ import (
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph"
+	"github.com/latchkey/latchkey/graph/gqlserver"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/data/store"
 	"github.com/latchkey/latchkey/internal/data/txn"
+	"github.com/latchkey/latchkey/internal/domain/admission"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/config"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
-	"github.com/latchkey/latchkey/internal/platform/viewer"
 	"github.com/latchkey/latchkey/internal/transport/httpapi"
 )
 
@@ -126,8 +125,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	a.Live = &live.Hub{Bus: a.Bus, Checker: v, MaxPerKey: cfg.MaxSubscriptionsPerKey, SingleInstance: st.Dialect != "postgres"}
 	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention, OnEvent: a.Live.Publish})
 	a.Conns = &httpapi.Conns{}
-	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen,
-		Metrics: a.Metrics, Checker: v, OnDenied: a.limitDenied, PerItem: graph.PerItemCosts}
+	var adm *admission.Service
+	if !opts.DisableGuard {
+		adm = &admission.Service{Limiter: limiter, Quota: quota, FailOpen: cfg.RateLimitFailOpen,
+			Recorder: a.Recorder, Metrics: a.Metrics, Events: a.LimitEvents}
+	}
 	schema := graph.NewSchema(&graph.Resolver{
 		Client:   st.Client,
 		Keys:     &keys.Manager{Verifier: v},
@@ -137,15 +139,20 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	})
 	a.registerMetrics()
 	a.Handler = httpapi.New(httpapi.Options{
-		Schema:         schema,
+		GraphQL: gqlserver.New(gqlserver.Config{
+			Schema:        schema,
+			Admission:     adm,
+			Checker:       v,
+			MaxDepth:      cfg.MaxQueryDepth,
+			MaxComplexity: cfg.MaxQueryComplexity,
+			PerItem:       graph.PerItemCosts,
+			OnRefused:     func(e *keys.AuthError) { a.Metrics.AuthFailures.WithLabelValues(e.Reason).Inc() },
+		}),
 		Verifier:       v,
 		Ready:          st.Ping,
 		AllowedOrigins: cfg.AllowedOrigins,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
-		MaxDepth:       cfg.MaxQueryDepth,
-		MaxComplexity:  cfg.MaxQueryComplexity,
 		DisableAuth:    opts.DisableAuth,
-		Guard:          guardUnless(opts.DisableGuard, guard),
 		TrustedProxies: trusted,
 		Metrics:        a.Metrics,
 		Conns:          a.Conns,
@@ -261,28 +268,6 @@ func (a *App) wakeWebhooks() {
 	a.Bus.Publish(topicWebhooksWake, nil)
 }
 
-// limitDenied turns a denial into a rate_limit.exceeded or quota.exceeded webhook
-// event, at most once per key per window (period).
-func (a *App) limitDenied(_ context.Context, v *viewer.Viewer, outcome usage.Outcome, retryAfter time.Duration) {
-	now := time.Now().UTC()
-	switch outcome {
-	case usage.OutcomeRateLimited:
-		a.LimitEvents.Denied(webhook.EventRateLimitExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, now.Truncate(v.RateWindow), v.RateWindow,
-			map[string]any{"limit": v.RateLimit, "windowSeconds": int(v.RateWindow / time.Second), "retryAfterSeconds": int(math.Ceil(retryAfter.Seconds()))})
-	case usage.OutcomeQuotaExceeded:
-		start, end := ratelimit.PeriodBounds(ratelimit.Period(v.QuotaPeriod), now)
-		a.LimitEvents.Denied(webhook.EventQuotaExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, start, end.Sub(now),
-			map[string]any{"quota": v.Quota, "period": strings.ToUpper(v.QuotaPeriod), "resetAt": end})
-	}
-}
-
-func guardUnless(off bool, g *httpapi.Guard) *httpapi.Guard {
-	if off {
-		return nil
-	}
-	return g
-}
-
 // limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
 // (shared by every instance), in memory otherwise (quota counters are then seeded from
 // the stored usage after a restart).
@@ -320,7 +305,8 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 	opt.WriteTimeout = time.Second
 	opt.MaxRetries = 1
 	a.redis = redis.NewClient(opt)
-	limiter := &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:"), FailOpen: cfg.RateLimitFailOpen}
+	// The admission service decides what an unreachable Redis means (RATE_LIMIT_FAIL_OPEN).
+	limiter := &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:")}
 	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil), nil
 }
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/audit"
 	"github.com/latchkey/latchkey/internal/domain/plan"
@@ -107,10 +107,10 @@ func checkScopes(ctx context.Context, scopes []string) ([]string, error) {
 	out := make([]string, 0, len(scopes))
 	for _, s := range scopes {
 		if !viewer.ValidScope(s) {
-			return nil, apierr.BadInput("scopes", "unknown scope %q (known: %s)", s, strings.Join(viewer.AllScopes, ", "))
+			return nil, fault.BadInput("scopes", "unknown scope %q (known: %s)", s, strings.Join(viewer.AllScopes, ", "))
 		}
 		if !v.Has(s) {
-			return nil, apierr.New(apierr.Forbidden, "cannot grant scope "+s+": the calling key does not hold it").With("scope", s)
+			return nil, fault.New(fault.Forbidden, "cannot grant scope "+s+": the calling key does not hold it").With("scope", s)
 		}
 		if !slices.Contains(out, s) {
 			out = append(out, s)
@@ -126,11 +126,11 @@ func checkManage(ctx context.Context, k *ent.ApiKey) error {
 	v := viewer.FromContext(ctx)
 	for _, s := range k.Scopes {
 		if !v.Has(s) {
-			return apierr.New(apierr.Forbidden, "cannot manage a key holding scope "+s+": the calling key does not hold it").With("scope", s)
+			return fault.New(fault.Forbidden, "cannot manage a key holding scope "+s+": the calling key does not hold it").With("scope", s)
 		}
 	}
 	if k.Admin && (v == nil || !v.Admin) {
-		return apierr.New(apierr.Forbidden, "only platform admins manage admin keys")
+		return fault.New(fault.Forbidden, "only platform admins manage admin keys")
 	}
 	return nil
 }
@@ -178,31 +178,31 @@ func checkPlanLimits(ctx context.Context, tenantPlan string, s limitSettings, ra
 	p := planOf(tenantPlan)
 	l, pl := s.in(p.Name), p.Limits()
 	if rate && !l.RateWithin(pl) {
-		return apierr.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
+		return fault.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
 	}
 	if quota && !l.QuotaWithin(pl) {
-		return apierr.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s (a per-day quota counts %d days)", p.Name, p.Quota, p.QuotaPeriod, plan.DaysPerMonth)
+		return fault.BadInput("quota", "the %s plan allows a quota of at most %d requests per %s (a per-day quota counts %d days)", p.Name, p.Quota, p.QuotaPeriod, plan.DaysPerMonth)
 	}
 	return nil
 }
 
 func checkLimits(rate, window *int) error {
 	if rate != nil && (*rate < 1 || *rate > MaxRateLimit) {
-		return apierr.BadInput("rateLimit", "rateLimit must be between 1 and %d", MaxRateLimit)
+		return fault.BadInput("rateLimit", "rateLimit must be between 1 and %d", MaxRateLimit)
 	}
 	if window != nil && (*window < 1 || *window > MaxWindowSeconds) {
-		return apierr.BadInput("rateLimitWindowSeconds", "rateLimitWindowSeconds must be between 1 and %d", MaxWindowSeconds)
+		return fault.BadInput("rateLimitWindowSeconds", "rateLimitWindowSeconds must be between 1 and %d", MaxWindowSeconds)
 	}
 	return nil
 }
 
 func checkQuota(quota *int, period *entapikey.QuotaPeriod) error {
 	if quota != nil && (*quota < 0 || *quota > MaxQuota) {
-		return apierr.BadInput("quota", "quota must be between 0 (unlimited) and %d", MaxQuota)
+		return fault.BadInput("quota", "quota must be between 0 (unlimited) and %d", MaxQuota)
 	}
 	if period != nil {
 		if err := entapikey.QuotaPeriodValidator(*period); err != nil {
-			return apierr.BadInput("quotaPeriod", "quotaPeriod must be DAY or MONTH")
+			return fault.BadInput("quotaPeriod", "quotaPeriod must be DAY or MONTH")
 		}
 	}
 	return nil
@@ -218,7 +218,7 @@ func int64p(p *int) *int64 {
 
 func (m *Manager) checkExpiry(t *time.Time) error {
 	if t != nil && !t.After(m.now()) {
-		return apierr.BadInput("expiresAt", "expiresAt must be in the future")
+		return fault.BadInput("expiresAt", "expiresAt must be in the future")
 	}
 	return nil
 }
@@ -234,16 +234,16 @@ func (m *Manager) checkExpiry(t *time.Time) error {
 func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.ApiKey, string, error) {
 	v := viewer.FromContext(ctx)
 	if v == nil {
-		return nil, "", apierr.New(apierr.Unauthenticated, "authentication required")
+		return nil, "", fault.New(fault.Unauthenticated, "authentication required")
 	}
 	tenantID := v.TenantID
 	switch {
 	case v.Admin && p.TenantID == nil:
-		return nil, "", apierr.BadInput("tenantID", "tenantID is required for platform admins")
+		return nil, "", fault.BadInput("tenantID", "tenantID is required for platform admins")
 	case v.Admin:
 		tenantID = *p.TenantID
 	case p.TenantID != nil && *p.TenantID != v.TenantID:
-		return nil, "", apierr.ErrNotFound
+		return nil, "", fault.ErrNotFound
 	}
 	name, err := tenants.ValidName("name", p.Name)
 	if err != nil {
@@ -327,7 +327,7 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		return nil, err
 	}
 	if k.RevokedAt != nil {
-		return nil, apierr.BadInput("id", "key is revoked")
+		return nil, fault.BadInput("id", "key is revoked")
 	}
 	if err := checkManage(ctx, k); err != nil {
 		return nil, err
@@ -345,7 +345,7 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	}
 	if p.SetExpiresAt && k.RotatedAt != nil && k.ExpiresAt != nil && !expiryWithin(p.ExpiresAt, k.ExpiresAt) {
 		// A key being rotated out must not outlive its grace period.
-		return nil, apierr.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
+		return nil, fault.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
 	}
 	rateChanged := p.SetRateLimit || p.SetRateLimitWindowSeconds
 	quotaChanged := p.SetQuota || p.SetQuotaPeriod
@@ -473,7 +473,7 @@ func (m *Manager) Revoke(ctx context.Context, client *ent.Client, id string) (*e
 // lacks, a self-rotation in the grace period or a successor beyond the caller's bound.
 func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gracePeriodSeconds int) (*ent.ApiKey, string, error) {
 	if gracePeriodSeconds < 0 || gracePeriodSeconds > MaxGracePeriod {
-		return nil, "", apierr.BadInput("gracePeriodSeconds", "gracePeriodSeconds must be between 0 and %d", MaxGracePeriod)
+		return nil, "", fault.BadInput("gracePeriodSeconds", "gracePeriodSeconds must be between 0 and %d", MaxGracePeriod)
 	}
 	old, err := client.ApiKey.Get(ctx, id)
 	if err != nil {
@@ -481,23 +481,23 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	}
 	now := m.now()
 	if old.RevokedAt != nil {
-		return nil, "", apierr.BadInput("id", "key is revoked")
+		return nil, "", fault.BadInput("id", "key is revoked")
 	}
 	if err := checkManage(ctx, old); err != nil {
 		return nil, "", err
 	}
 	if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
-		return nil, "", apierr.BadInput("id", "key is expired")
+		return nil, "", fault.BadInput("id", "key is expired")
 	}
 	b, err := boundOf(ctx, client)
 	if err != nil {
 		return nil, "", err
 	}
 	if b.self != nil && b.self.ID == old.ID && old.RotatedAt != nil {
-		return nil, "", apierr.New(apierr.Forbidden, "a key in its rotation grace period cannot rotate itself (its successor may)")
+		return nil, "", fault.New(fault.Forbidden, "a key in its rotation grace period cannot rotate itself (its successor may)")
 	}
 	if !expiryWithin(old.ExpiresAt, b.expiresAt) {
-		return nil, "", apierr.New(apierr.Forbidden, "the calling key expires at "+b.expiresAt.UTC().Format(time.RFC3339)+" and "+b.why+
+		return nil, "", fault.New(fault.Forbidden, "the calling key expires at "+b.expiresAt.UTC().Format(time.RFC3339)+" and "+b.why+
 			": it cannot rotate a key whose successor would outlive it").With("maxExpiresAt", b.expiresAt.UTC().Format(time.RFC3339))
 	}
 	if b.limits != nil && old.TenantID != nil {
@@ -506,7 +506,7 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 			return nil, "", err
 		}
 		if l := LimitsOf(old, t.Plan); !l.RateWithin(*b.limits) || !l.QuotaWithin(*b.limits) {
-			return nil, "", apierr.New(apierr.Forbidden, "the calling key's limits are locked at "+describeRate(*b.limits)+", quota "+describeQuota(*b.limits)+
+			return nil, "", fault.New(fault.Forbidden, "the calling key's limits are locked at "+describeRate(*b.limits)+", quota "+describeQuota(*b.limits)+
 				": it cannot rotate a key limited less than itself")
 		}
 	}

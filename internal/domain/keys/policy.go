@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/ent"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -84,7 +84,7 @@ func (b bound) checkExpiryBound(next, current *time.Time, isNew bool) error {
 	if b.expiresAt == nil || expiryWithin(next, b.expiresAt) || (!isNew && expiryWithin(next, current)) {
 		return nil
 	}
-	return apierr.BadInput("expiresAt", "the calling key expires at %s and %s: it cannot give a key a later expiry or none",
+	return fault.BadInput("expiresAt", "the calling key expires at %s and %s: it cannot give a key a later expiry or none",
 		b.expiresAt.UTC().Format(time.RFC3339), b.why).With("maxExpiresAt", b.expiresAt.UTC().Format(time.RFC3339))
 }
 
@@ -97,10 +97,10 @@ func (b bound) checkLimitsBound(next plan.Limits, current *plan.Limits, rate, qu
 		return nil
 	}
 	if rate && !next.RateWithin(*b.limits) && (current == nil || !next.RateWithin(*current)) {
-		return apierr.BadInput("rateLimit", "the calling key's limits are locked at %s: it cannot give a key a faster rate or a larger burst", describeRate(*b.limits))
+		return fault.BadInput("rateLimit", "the calling key's limits are locked at %s: it cannot give a key a faster rate or a larger burst", describeRate(*b.limits))
 	}
 	if quota && !next.QuotaWithin(*b.limits) && (current == nil || !next.QuotaWithin(*current)) {
-		return apierr.BadInput("quota", "the calling key's quota is locked at %s: it cannot give a key more (a per-day quota counts %d days)", describeQuota(*b.limits), plan.DaysPerMonth)
+		return fault.BadInput("quota", "the calling key's quota is locked at %s: it cannot give a key more (a per-day quota counts %d days)", describeQuota(*b.limits), plan.DaysPerMonth)
 	}
 	return nil
 }
@@ -113,17 +113,17 @@ func checkLocked(ctx context.Context, k *ent.ApiKey, tenantPlan string, next pla
 		return nil
 	}
 	if setExpiry && k.ExpiryLocked && !expiryWithin(nextExpiry, k.ExpiresAt) {
-		return apierr.BadInput("expiresAt", "the key's expiry is locked (set by a platform admin or bounded by the key that created or rotated it): it can only be brought forward")
+		return fault.BadInput("expiresAt", "the key's expiry is locked (set by a platform admin or bounded by the key that created or rotated it): it can only be brought forward")
 	}
 	if !k.LimitsLocked || (!rate && !quota) {
 		return nil
 	}
 	current := LimitsOf(k, tenantPlan)
 	if rate && !next.RateWithin(current) {
-		return apierr.BadInput("rateLimit", "the key's limits are locked at %s (set by a platform admin or bounded by the key that created or rotated it): tenant keys may only lower the rate and burst", describeRate(current))
+		return fault.BadInput("rateLimit", "the key's limits are locked at %s (set by a platform admin or bounded by the key that created or rotated it): tenant keys may only lower the rate and burst", describeRate(current))
 	}
 	if quota && !next.QuotaWithin(current) {
-		return apierr.BadInput("quota", "the key's quota is locked at %s (set by a platform admin or bounded by the key that created or rotated it): tenant keys may only lower it (a per-day quota counts %d days)", describeQuota(current), plan.DaysPerMonth)
+		return fault.BadInput("quota", "the key's quota is locked at %s (set by a platform admin or bounded by the key that created or rotated it): tenant keys may only lower it (a per-day quota counts %d days)", describeQuota(current), plan.DaysPerMonth)
 	}
 	return nil
 }
@@ -135,7 +135,7 @@ func checkLocked(ctx context.Context, k *ent.ApiKey, tenantPlan string, next pla
 func resolveLocks(ctx context.Context, b bound, limits, expiry bool, limitsSet, expirySet *bool, limitsTouched, expiryTouched bool) (bool, bool, error) {
 	if !isAdmin(ctx) {
 		if limitsSet != nil || expirySet != nil {
-			return false, false, apierr.New(apierr.Forbidden, "only platform admins lock or unlock a key's settings")
+			return false, false, fault.New(fault.Forbidden, "only platform admins lock or unlock a key's settings")
 		}
 		return limits, expiry, nil
 	}
@@ -150,7 +150,7 @@ func resolveLocks(ctx context.Context, b bound, limits, expiry bool, limitsSet, 
 	}
 	if expirySet != nil {
 		if !*expirySet && b.expiresAt != nil {
-			return false, false, apierr.New(apierr.Forbidden, "the calling key "+b.why+": it cannot unlock a key's expiry")
+			return false, false, fault.New(fault.Forbidden, "the calling key "+b.why+": it cannot unlock a key's expiry")
 		}
 		expiry = *expirySet
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/domain/plan"
 )
@@ -73,8 +73,8 @@ func TestLimitsBound(t *testing.T) {
 				}
 				return
 			}
-			var ae *apierr.Error
-			if !errors.As(err, &ae) || ae.Code != apierr.BadUserInput || ae.Extensions["field"] != tc.field {
+			var ae *fault.Error
+			if !errors.As(err, &ae) || ae.Code != fault.BadUserInput || ae.Extensions["field"] != tc.field {
 				t.Fatalf("err = %#v, want BAD_USER_INPUT on %s", err, tc.field)
 			}
 		})

@@ -18,7 +18,7 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
@@ -28,8 +28,8 @@ type AuthError struct{ Reason string }
 func (e *AuthError) Error() string { return "unauthenticated: " + e.Reason }
 
 // APIError is what clients see: UNAUTHENTICATED with the reason in extensions.reason.
-func (e *AuthError) APIError() *apierr.Error {
-	return apierr.New(apierr.Unauthenticated, e.Reason).With("reason", e.Reason)
+func (e *AuthError) APIError() *fault.Error {
+	return fault.New(fault.Unauthenticated, e.Reason).With("reason", e.Reason)
 }
 
 // Reasons a credential is refused, returned by Verify.

@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/usage"
@@ -77,7 +77,7 @@ type Stats struct {
 // Errors returned when a subscription cannot start.
 var (
 	// ErrTooManySubscriptions: the key already has the maximum of open subscriptions.
-	ErrTooManySubscriptions = apierr.New(apierr.RateLimited, "too many open subscriptions for this key")
+	ErrTooManySubscriptions = fault.New(fault.RateLimited, "too many open subscriptions for this key")
 )
 
 // Checker re-validates the viewer of a long-lived stream (revocation, expiry).
@@ -187,7 +187,7 @@ func (h *Hub) open(ctx context.Context, v *viewer.Viewer, tenantID string, apiKe
 	defer h.mu.Unlock()
 	select {
 	case <-h.done:
-		return nil, apierr.New(apierr.Internal, "server shutting down")
+		return nil, fault.New(fault.Internal, "server shutting down")
 	default:
 	}
 	key := v.APIKeyID
@@ -340,7 +340,7 @@ func (h *Hub) Events(ctx context.Context, v *viewer.Viewer, tenantID string, api
 // interval outside 1 s to 1 h and ErrTooManySubscriptions at the per-key limit.
 func (h *Hub) StatsStream(ctx context.Context, v *viewer.Viewer, tenantID string, apiKeyID *string, interval time.Duration, endErr func(error)) (<-chan *Stats, error) {
 	if interval < time.Second || interval > time.Hour {
-		return nil, apierr.BadInput("intervalSeconds", "intervalSeconds must be between 1 and 3600")
+		return nil, fault.BadInput("intervalSeconds", "intervalSeconds must be between 1 and 3600")
 	}
 	s, err := h.open(ctx, v, tenantID, apiKeyID, endErr)
 	if err != nil {

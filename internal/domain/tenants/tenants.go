@@ -9,7 +9,7 @@ import (
 
 	"github.com/latchkey/latchkey/ent"
 	enttenant "github.com/latchkey/latchkey/ent/tenant"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -32,15 +32,15 @@ type UpdateParams struct {
 }
 
 // ValidName checks a display name: 1-100 characters after trimming, no control
-// characters. It returns a BAD_USER_INPUT *apierr.Error naming field.
+// characters. It returns a BAD_USER_INPUT *fault.Error naming field.
 func ValidName(field, name string) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || utf8.RuneCountInString(name) > 100 {
-		return "", apierr.BadInput(field, "%s must be 1 to 100 characters", field)
+		return "", fault.BadInput(field, "%s must be 1 to 100 characters", field)
 	}
 	for _, r := range name {
 		if r < 0x20 || r == 0x7f {
-			return "", apierr.BadInput(field, "%s must not contain control characters", field)
+			return "", fault.BadInput(field, "%s must not contain control characters", field)
 		}
 	}
 	return name, nil
@@ -51,7 +51,7 @@ func validPlan(p *string) error {
 		return nil
 	}
 	if _, ok := plan.Get(*p); !ok {
-		return apierr.BadInput("plan", "unknown plan %q (known: %s)", *p, strings.Join(plan.Names(), ", "))
+		return fault.BadInput("plan", "unknown plan %q (known: %s)", *p, strings.Join(plan.Names(), ", "))
 	}
 	return nil
 }
@@ -66,7 +66,7 @@ func Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.Tenan
 		return nil, err
 	}
 	if !slugRE.MatchString(p.Slug) {
-		return nil, apierr.BadInput("slug", "slug must be 3-63 lowercase letters, digits or dashes, starting and ending with a letter or digit")
+		return nil, fault.BadInput("slug", "slug must be 3-63 lowercase letters, digits or dashes, starting and ending with a letter or digit")
 	}
 	if err := validPlan(p.Plan); err != nil {
 		return nil, err
@@ -74,7 +74,7 @@ func Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.Tenan
 	if taken, err := client.Tenant.Query().Where(enttenant.Slug(p.Slug)).Exist(ctx); err != nil {
 		return nil, err
 	} else if taken {
-		return nil, apierr.BadInput("slug", "slug %q is taken", p.Slug)
+		return nil, fault.BadInput("slug", "slug %q is taken", p.Slug)
 	}
 	return client.Tenant.Create().
 		SetName(name).
@@ -91,7 +91,7 @@ func Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.Tenan
 func Update(ctx context.Context, client *ent.Client, id string, p UpdateParams) (t *ent.Tenant, changed bool, err error) {
 	v := viewer.FromContext(ctx)
 	if (p.Plan != nil || p.Active != nil) && (v == nil || !v.Admin) {
-		return nil, false, apierr.New(apierr.Forbidden, "only platform admins can change plan or active")
+		return nil, false, fault.New(fault.Forbidden, "only platform admins can change plan or active")
 	}
 	if err := validPlan(p.Plan); err != nil {
 		return nil, false, err

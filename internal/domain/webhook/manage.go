@@ -11,7 +11,7 @@ import (
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/audit"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
@@ -26,7 +26,7 @@ const MaxGracePeriod = 7 * 24 * time.Hour
 // Manager creates and changes webhooks for the GraphQL resolvers. Every method runs
 // with the caller's ctx, so the privacy rules apply: a viewer only sees and changes its
 // own tenant's webhooks (another tenant's id is NOT_FOUND, from ent), platform admins
-// all. Invalid input is an *apierr.Error with code BAD_USER_INPUT naming the field.
+// all. Invalid input is an *fault.Error with code BAD_USER_INPUT naming the field.
 type Manager struct {
 	// Policy validates webhook URLs.
 	Policy Policy
@@ -59,7 +59,7 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 		}
 	}
 	if tid == "" {
-		return nil, "", apierr.BadInput("tenantID", "tenantID is required")
+		return nil, "", fault.BadInput("tenantID", "tenantID is required")
 	}
 	u, err := m.validateURL(ctx, p.URL)
 	if err != nil {
@@ -180,7 +180,7 @@ func (m *Manager) Delete(ctx context.Context, client *ent.Client, id string) err
 // of range, NOT_FOUND (from ent) for a missing or foreign id, or a database error.
 func (m *Manager) RotateSecret(ctx context.Context, client *ent.Client, id string, gracePeriodSeconds int) (*ent.Webhook, string, error) {
 	if gracePeriodSeconds < 0 || time.Duration(gracePeriodSeconds)*time.Second > MaxGracePeriod {
-		return nil, "", apierr.BadInput("gracePeriodSeconds", "gracePeriodSeconds must be between 0 and %d (7 days)", int(MaxGracePeriod/time.Second))
+		return nil, "", fault.BadInput("gracePeriodSeconds", "gracePeriodSeconds must be between 0 and %d (7 days)", int(MaxGracePeriod/time.Second))
 	}
 	secret, err := NewSecret()
 	if err != nil {
@@ -218,7 +218,7 @@ func (m *Manager) SendTest(ctx context.Context, client *ent.Client, id string) (
 		return nil, err
 	}
 	if !w.Active {
-		return nil, apierr.BadInput("id", "the webhook is disabled; re-activate it before sending a test")
+		return nil, fault.BadInput("id", "the webhook is disabled; re-activate it before sending a test")
 	}
 	now := time.Now().UTC()
 	body, err := Event{
@@ -303,7 +303,7 @@ func (m *Manager) validateURL(ctx context.Context, raw string) (string, error) {
 	if err := ValidateURL(ctx, u, m.Policy); err != nil {
 		var ue *URLError
 		if errors.As(err, &ue) {
-			return "", apierr.BadInput("url", "%s", ue.Reason)
+			return "", fault.BadInput("url", "%s", ue.Reason)
 		}
 		return "", err
 	}
@@ -322,21 +322,21 @@ func normalizeEvents(in []string) ([]string, error) {
 		switch {
 		case e == AllEvents:
 		case !ValidEventType(e):
-			return nil, apierr.BadInput("events", "unknown event type %q (known: %s, or \"*\" for all)", e, strings.Join(EventTypes, ", "))
+			return nil, fault.BadInput("events", "unknown event type %q (known: %s, or \"*\" for all)", e, strings.Join(EventTypes, ", "))
 		}
 		if !slices.Contains(out, e) {
 			out = append(out, e)
 		}
 	}
 	if slices.Contains(out, AllEvents) && len(out) > 1 {
-		return nil, apierr.BadInput("events", "\"*\" subscribes to every event type and cannot be combined with others")
+		return nil, fault.BadInput("events", "\"*\" subscribes to every event type and cannot be combined with others")
 	}
 	return out, nil
 }
 
 func checkDescription(s string) error {
 	if len(s) > MaxDescriptionLength {
-		return apierr.BadInput("description", "description must be at most %d bytes", MaxDescriptionLength)
+		return fault.BadInput("description", "description must be at most %d bytes", MaxDescriptionLength)
 	}
 	return nil
 }

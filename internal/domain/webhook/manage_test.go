@@ -18,17 +18,17 @@ import (
 	"github.com/latchkey/latchkey/ent/auditlog"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/store"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
-// wantBadInput fails unless err is a BAD_USER_INPUT *apierr.Error naming field.
+// wantBadInput fails unless err is a BAD_USER_INPUT *fault.Error naming field.
 func wantBadInput(t *testing.T, err error, field string) {
 	t.Helper()
-	var ae *apierr.Error
-	if !errors.As(err, &ae) || ae.Code != apierr.BadUserInput || ae.Extensions["field"] != field {
+	var ae *fault.Error
+	if !errors.As(err, &ae) || ae.Code != fault.BadUserInput || ae.Extensions["field"] != field {
 		t.Fatalf("error %v, want BAD_USER_INPUT on %q", err, field)
 	}
 }

@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/data/txn"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // Commit notification: Enqueue runs inside the transaction of a change; the
@@ -134,6 +138,23 @@ func (l *LimitEvents) Denied(kind, tenantID, keyID, keyPrefix string, windowStar
 	default:
 		slog.Warn("webhook: limit event queue full, event dropped", "type", kind, "key", keyPrefix)
 	}
+}
+
+// RateLimited reports a refusal by v's rate limit: a rate_limit.exceeded event, at most
+// once per key per window. It never blocks.
+func (l *LimitEvents) RateLimited(v *viewer.Viewer, retryAfter time.Duration) {
+	now := time.Now().UTC()
+	l.Denied(EventRateLimitExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, now.Truncate(v.RateWindow), v.RateWindow,
+		map[string]any{"limit": v.RateLimit, "windowSeconds": int(v.RateWindow / time.Second), "retryAfterSeconds": int(math.Ceil(retryAfter.Seconds()))})
+}
+
+// QuotaExceeded reports a refusal by v's quota: a quota.exceeded event, at most once per
+// key per period. It never blocks.
+func (l *LimitEvents) QuotaExceeded(v *viewer.Viewer, resetAt time.Time) {
+	now := time.Now().UTC()
+	start, end := ratelimit.PeriodBounds(ratelimit.Period(v.QuotaPeriod), now)
+	l.Denied(EventQuotaExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, start, end.Sub(now),
+		map[string]any{"quota": v.Quota, "period": strings.ToUpper(v.QuotaPeriod), "resetAt": end})
 }
 
 // Run writes queued limit events until ctx ends. The deterministic event ids make an

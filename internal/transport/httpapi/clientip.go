@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -69,12 +68,4 @@ func (t TrustedProxies) clientIP(r *http.Request) string {
 		}
 	}
 	return peer.Unmap().String()
-}
-
-type ipKey struct{}
-
-// ClientIP returns the client address of the request in ctx, or "".
-func ClientIP(ctx context.Context) string {
-	s, _ := ctx.Value(ipKey{}).(string)
-	return s
 }

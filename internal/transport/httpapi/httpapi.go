@@ -12,33 +12,37 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
-	"github.com/99designs/gqlgen/graphql/handler/extension"
-	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/cors"
-	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/graph/gqlerr"
+	"github.com/latchkey/latchkey/graph/gqlserver"
 	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
+	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 	"github.com/latchkey/latchkey/internal/transport/playground"
 )
 
 // Options configure the HTTP API. Zero values pick the defaults.
 type Options struct {
-	Schema   graphql.ExecutableSchema
+	// GraphQL is the executor of the API floor (graph/gqlserver) without transports.
+	GraphQL *handler.Server
+	// Verifier authenticates credentials.
 	Verifier *keys.Verifier
 	// Ready reports whether dependencies (the database) answer; used by /readyz.
 	Ready func(context.Context) error
@@ -47,13 +51,8 @@ type Options struct {
 	AllowedOrigins []string
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
 	MaxBodyBytes int64
-	// MaxDepth and MaxComplexity bound queries (defaults 12 and 5000).
-	MaxDepth      int
-	MaxComplexity int
 	// DisableAuth serves every request as a platform admin. For benchmarks only.
 	DisableAuth bool
-	// Guard limits and records authenticated operations (nil: neither).
-	Guard *Guard
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies TrustedProxies
 	// Metrics, when set, counts auth failures and operations.
@@ -63,8 +62,7 @@ type Options struct {
 	// MetricsOnMain serves /metrics on this handler, to platform admins only (when
 	// METRICS_ADDR does not give metrics a listener of their own).
 	MetricsOnMain bool
-	// WebSocketInitTimeout is how long a WebSocket client may take to send
-	// connection_init before the connection is closed with 4408 (default 10 s).
+	// WebSocketInitTimeout bounds the wait for connection_init (default 10 s).
 	WebSocketInitTimeout time.Duration
 }
 
@@ -108,12 +106,6 @@ func New(o Options) http.Handler {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
 	}
-	if o.MaxDepth <= 0 {
-		o.MaxDepth = 12
-	}
-	if o.MaxComplexity <= 0 {
-		o.MaxComplexity = 5000
-	}
 	if o.Conns == nil {
 		o.Conns = &Conns{}
 	}
@@ -154,43 +146,12 @@ func New(o Options) http.Handler {
 }
 
 func (o Options) graphqlHandler() http.Handler {
-	srv := handler.New(o.Schema)
+	srv := o.GraphQL
 	srv.AddTransport(o.websocketTransport())
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
 	srv.AddTransport(transport.GRAPHQL{})
-	cache := newDocCache(1000)
-	srv.SetQueryCache(cache)
-	srv.SetDisableSuggestion(true)
-	srv.SetParserTokenLimit(KeyBudget.Tokens)
-	srv.Use(extension.Introspection{})
-	srv.Use(extension.AutomaticPersistedQuery{Cache: apqCache{lru.New[string](1000)}})
-	srv.Use(&docBudget{cache: cache, refused: o.refused}) // after APQ: it needs the text
-	srv.Use(&queryLimits{Depth: o.MaxDepth, Complexity: o.MaxComplexity})
-	srv.AroundFields(argLimits)
-	srv.SetErrorPresenter(apierr.Presenter)
-	srv.SetRecoverFunc(apierr.Recover)
-	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-		rc := graphql.GetOperationContext(ctx)
-		if viewer.FromContext(ctx) == nil && !introspectionOnly(rc.Operation) {
-			// Anonymous callers may only introspect (the playground loads the schema first).
-			o.refused(keys.ErrMissing)
-			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{unauthenticated(ctx).GQL()}})
-		}
-		if rc.Operation != nil && rc.Operation.Operation == ast.Subscription && !onWebSocket(ctx) {
-			// Over HTTP a subscription would hold the request (and a subscription
-			// slot of the key) until its first event.
-			SetStatus(ctx, http.StatusBadRequest)
-			e := apierr.New(apierr.BadUserInput, "subscriptions are served over WebSocket on /query (graphql-transport-ws or graphql-ws)").With("reason", "subscription_over_http")
-			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{e.GQL()}})
-		}
-		return next(ctx)
-	})
-	if o.Guard != nil {
-		o.Guard.init(o.Schema.Schema())
-		srv.AroundOperations(o.Guard.Around)
-	}
 	return o.middleware(srv)
 }
 
@@ -202,12 +163,12 @@ func (o Options) middleware(next http.Handler) http.Handler {
 		case http.MethodGet, http.MethodPost, http.MethodOptions:
 		default:
 			w.Header().Set("Allow", "GET, POST")
-			writeGraphQLError(w, r, http.StatusMethodNotAllowed, apierr.New(apierr.BadUserInput, "use GET or POST (or a WebSocket upgrade) on /query"))
+			writeGraphQLError(w, r, http.StatusMethodNotAllowed, fault.New(fault.BadUserInput, "use GET or POST (or a WebSocket upgrade) on /query"))
 			return
 		}
 		cred := keys.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization"))
 		anonymous := cred == "" && !o.DisableAuth
-		if anonymous && len(r.URL.RawQuery) > MaxAnonymousBodyBytes {
+		if anonymous && len(r.URL.RawQuery) > gqlserver.MaxAnonymousBodyBytes {
 			o.unauthenticated(w, r)
 			return
 		}
@@ -215,16 +176,16 @@ func (o Options) middleware(next http.Handler) http.Handler {
 			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 			if mt != "application/json" && mt != "application/graphql" {
 				writeGraphQLError(w, r, http.StatusUnsupportedMediaType,
-					apierr.New(apierr.BadUserInput, "Content-Type must be application/json"))
+					fault.New(fault.BadUserInput, "Content-Type must be application/json"))
 				return
 			}
 			limit := o.MaxBodyBytes
 			if anonymous {
-				limit = min(limit, MaxAnonymousBodyBytes)
+				limit = min(limit, gqlserver.MaxAnonymousBodyBytes)
 			}
 			body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 			if err != nil {
-				writeGraphQLError(w, r, http.StatusBadRequest, apierr.New(apierr.BadUserInput, "could not read request body"))
+				writeGraphQLError(w, r, http.StatusBadRequest, fault.New(fault.BadUserInput, "could not read request body"))
 				return
 			}
 			if int64(len(body)) > limit {
@@ -235,7 +196,7 @@ func (o Options) middleware(next http.Handler) http.Handler {
 					return
 				}
 				writeGraphQLError(w, r, http.StatusRequestEntityTooLarge,
-					apierr.New(apierr.BadUserInput, "request body too large").With("limitBytes", o.MaxBodyBytes))
+					fault.New(fault.BadUserInput, "request body too large").With("limitBytes", o.MaxBodyBytes))
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -252,23 +213,22 @@ func (o Options) middleware(next http.Handler) http.Handler {
 				writeGraphQLError(w, r, http.StatusUnauthorized, ae.APIError())
 				return
 			case err != nil:
-				writeGraphQLError(w, r, http.StatusServiceUnavailable, apierr.New(apierr.Internal, "temporarily unavailable"))
+				writeGraphQLError(w, r, http.StatusServiceUnavailable, fault.New(fault.Internal, "temporarily unavailable"))
 				return
 			}
 			ctx = viewer.NewContext(ctx, v)
 			noteViewer(ctx, v)
 		}
 		sw := &statusWriter{ResponseWriter: w, method: r.Method}
-		ctx = context.WithValue(ctx, statusKey{}, sw)
-		ctx = context.WithValue(ctx, ipKey{}, o.TrustedProxies.clientIP(r))
+		ctx = reqctx.WithResponder(ctx, sw)
+		ctx = reqctx.WithClientIP(ctx, o.TrustedProxies.clientIP(r))
 		next.ServeHTTP(sw, r.WithContext(ctx))
 	})
 }
 
-type statusKey struct{}
-
-// statusWriter lets code running inside the executor choose the HTTP status of a
-// response that gqlgen would send as 200.
+// statusWriter is the reqctx.Responder of an HTTP request: it turns the refusals and
+// limits that the floors below report into the status and headers of a response that
+// gqlgen would send as 200.
 type statusWriter struct {
 	http.ResponseWriter
 	method   string
@@ -311,21 +271,83 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return http.NewResponseController(w.ResponseWriter).Hijack()
 }
 
-// SetStatus sets the HTTP status of the response of the request in ctx, replacing the
-// 200 gqlgen would send (e.g. 401 or 429). It does nothing outside an HTTP request.
-func SetStatus(ctx context.Context, status int) {
-	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok && !sw.hijacked.Load() {
-		sw.status = status
+// Refuse sets the status of a response carrying the refusal e, and the headers it
+// implies: 401 with WWW-Authenticate, 429 with Retry-After, 503 with Retry-After: 1,
+// 400 for a request that can never succeed as sent.
+func (w *statusWriter) Refuse(e *fault.Error) {
+	if w.hijacked.Load() {
+		return
+	}
+	h := w.Header()
+	switch e.Code {
+	case fault.Unauthenticated:
+		w.status = http.StatusUnauthorized
+		h.Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+	case fault.RateLimited, fault.QuotaExceeded:
+		w.status = http.StatusTooManyRequests
+		if secs, ok := e.Extensions["retryAfterSeconds"].(int); ok {
+			h.Set("Retry-After", strconv.Itoa(secs))
+		}
+	case fault.Internal:
+		w.status = http.StatusServiceUnavailable
+		h.Set("Retry-After", "1")
+	case fault.BadUserInput:
+		w.status = http.StatusBadRequest
+	case fault.Forbidden:
+		w.status = http.StatusForbidden
 	}
 }
 
-// Header returns the response headers of the request in ctx, or nil outside an HTTP
-// request (and on WebSocket connections, whose operations have no headers).
-func Header(ctx context.Context) http.Header {
-	if sw, ok := ctx.Value(statusKey{}).(*statusWriter); ok && !sw.hijacked.Load() {
-		return sw.Header()
+// Limit writes the IETF RateLimit-Policy / RateLimit fields and the X-RateLimit-*
+// headers older clients read (X-RateLimit-Reset in Unix seconds).
+func (w *statusWriter) Limit(l reqctx.Limit) {
+	if w.hijacked.Load() {
+		return
 	}
-	return nil
+	setRateLimitHeaders(w.Header(), l, time.Now())
+}
+
+// setRateLimitHeaders writes the rate-limit headers of l into h.
+func setRateLimitHeaders(h http.Header, l reqctx.Limit, now time.Time) {
+	reset := int64(ceilSeconds(l.Reset))
+	// Header values are built in one buffer and one slice array: this runs on every
+	// request, so it allocates twice instead of ten times.
+	var buf [160]byte
+	b := append(buf[:0], '"')
+	b = append(b, l.Name...)
+	b = append(b, `";q=`...)
+	b = strconv.AppendInt(b, int64(l.Quota), 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, int64(l.Window/time.Second), 10)
+	e1 := len(b)
+	b = append(b, '"')
+	b = append(b, l.Name...)
+	b = append(b, `";r=`...)
+	b = strconv.AppendInt(b, int64(l.Remaining), 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, reset, 10)
+	e2 := len(b)
+	b = strconv.AppendInt(b, int64(l.Quota), 10)
+	e3 := len(b)
+	b = strconv.AppendInt(b, int64(l.Remaining), 10)
+	e4 := len(b)
+	b = strconv.AppendInt(b, now.Add(time.Duration(reset)*time.Second).Unix(), 10)
+	all := string(b)
+	vals := [5]string{all[:e1], all[e1:e2], all[e2:e3], all[e3:e4], all[e4:]}
+	v := vals[:] // one array behind the five header slices
+	h["Ratelimit-Policy"] = v[0:1:1]
+	h["Ratelimit"] = v[1:2:2]
+	h["X-Ratelimit-Limit"] = v[2:3:3]
+	h["X-Ratelimit-Remaining"] = v[3:4:4]
+	h["X-Ratelimit-Reset"] = v[4:5:5]
+}
+
+// ceilSeconds rounds up, so that a reset is never announced earlier than it is.
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int(math.Ceil(d.Seconds()))
 }
 
 // unauthenticated answers 401 UNAUTHENTICATED with WWW-Authenticate to a request that
@@ -333,21 +355,19 @@ func Header(ctx context.Context) http.Header {
 func (o Options) unauthenticated(w http.ResponseWriter, r *http.Request) {
 	o.refused(keys.ErrMissing)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
-	e := keys.ErrMissing.APIError()
-	e.Message = "authentication required: send X-API-Key or Authorization: Bearer"
-	writeGraphQLError(w, r, http.StatusUnauthorized, e)
+	writeGraphQLError(w, r, http.StatusUnauthorized, gqlserver.Unauthenticated())
 }
 
 // writeGraphQLError writes a GraphQL response carrying one error, in the media type the
 // client accepts.
-func writeGraphQLError(w http.ResponseWriter, r *http.Request, status int, e *apierr.Error) {
+func writeGraphQLError(w http.ResponseWriter, r *http.Request, status int, e *fault.Error) {
 	ct := "application/json"
 	if strings.Contains(r.Header.Get("Accept"), "application/graphql-response+json") {
 		ct = "application/graphql-response+json"
 	}
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(graphql.Response{Errors: gqlerror.List{e.GQL()}})
+	_ = json.NewEncoder(w).Encode(graphql.Response{Errors: gqlerror.List{gqlerr.From(e)}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

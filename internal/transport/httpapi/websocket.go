@@ -10,6 +10,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 
 	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 	"github.com/latchkey/latchkey/internal/transport/wsgorilla"
 )
@@ -62,15 +63,6 @@ func (c *Conns) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.cancel)
-}
-
-type wsKey struct{}
-
-// onWebSocket reports whether ctx belongs to an operation on a WebSocket connection,
-// whose credential was verified once at connection_init and must be re-checked.
-func onWebSocket(ctx context.Context) bool {
-	b, _ := ctx.Value(wsKey{}).(bool)
-	return b
 }
 
 // credentialFromPayload finds the key in a connection_init payload: apiKey, an
@@ -129,7 +121,7 @@ func (o Options) websocketTransport() transport.Websocket {
 				ctx = transport.WithWebsocketCloseCode(ctx, closeUnauthorized)
 				return transport.AppendCloseReason(ctx, "authentication required"), nil, errors.New("authentication required: send apiKey in connection_init")
 			}
-			ctx = context.WithValue(ctx, wsKey{}, true)
+			ctx = reqctx.WithWebSocket(ctx)
 			ctx, cancel := context.WithCancel(ctx)
 			remove := o.Conns.add(cancel)
 			context.AfterFunc(ctx, remove)

@@ -1,4 +1,4 @@
-package httpapi
+package gqlserver
 
 import (
 	"context"
@@ -11,8 +11,9 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/graph/querybudget"
-	"github.com/latchkey/latchkey/internal/apierr"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 )
 
 // queryLimits rejects operations nested deeper than Depth or costlier than
@@ -42,10 +43,10 @@ func (l *queryLimits) MutateOperationContext(ctx context.Context, rc *graphql.Op
 		return nil
 	}
 	if d := querybudget.Depth(op); d > l.Depth {
-		return apierr.BadInput("query", "query depth %d exceeds the limit of %d", d, l.Depth).With("reason", "depth").GQL()
+		return gqlerr.From(fault.BadInput("query", "query depth %d exceeds the limit of %d", d, l.Depth).With("reason", "depth"))
 	}
 	if c := querybudget.Complexity(ctx, l.es, op, rc.Variables); c > l.Complexity {
-		return apierr.New(apierr.BadUserInput, fmt.Sprintf("query complexity %d exceeds the limit of %d", c, l.Complexity)).With("reason", "complexity").GQL()
+		return gqlerr.From(fault.New(fault.BadUserInput, fmt.Sprintf("query complexity %d exceeds the limit of %d", c, l.Complexity)).With("reason", "complexity"))
 	}
 	return nil
 }
@@ -102,15 +103,15 @@ func argLimits(ctx context.Context, next graphql.Resolver) (any, error) {
 	}
 	first, last := fc.Args["first"], fc.Args["last"]
 	if !isNil(first) && !isNil(last) {
-		return nil, apierr.BadInput("last", "pass either first or last, not both")
+		return nil, fault.BadInput("last", "pass either first or last, not both")
 	}
 	for name, n := range map[string]any{"first": first, "last": last} {
 		if p, ok := n.(*int); ok && p != nil && (*p < 0 || *p > MaxPageSize) {
-			return nil, apierr.BadInput(name, "%s must be between 0 and %d", name, MaxPageSize)
+			return nil, fault.BadInput(name, "%s must be between 0 and %d", name, MaxPageSize)
 		}
 	}
 	if ids, ok := fc.Args["ids"].([]string); ok && len(ids) > MaxPageSize {
-		return nil, apierr.BadInput("ids", "at most %d ids", MaxPageSize)
+		return nil, fault.BadInput("ids", "at most %d ids", MaxPageSize)
 	}
 	if w, ok := fc.Args["where"]; ok && !isNil(w) {
 		items := 0
@@ -120,7 +121,7 @@ func argLimits(ctx context.Context, next graphql.Resolver) (any, error) {
 	}
 	for name, v := range fc.Args {
 		if hasControl(reflect.ValueOf(v)) {
-			return nil, apierr.BadInput(name, "%s must not contain control characters (tab, line feed and carriage return are allowed)", name)
+			return nil, fault.BadInput(name, "%s must not contain control characters (tab, line feed and carriage return are allowed)", name)
 		}
 	}
 	return next(ctx)
@@ -195,7 +196,7 @@ func walkWhere(v reflect.Value, depth int, items *int) error {
 	switch v.Kind() {
 	case reflect.Struct:
 		if depth > maxWhereDepth {
-			return apierr.BadInput("where", "filter nested deeper than %d levels", maxWhereDepth)
+			return fault.BadInput("where", "filter nested deeper than %d levels", maxWhereDepth)
 		}
 		for i := 0; i < v.NumField(); i++ {
 			if !v.Type().Field(i).IsExported() {
@@ -209,7 +210,7 @@ func walkWhere(v reflect.Value, depth int, items *int) error {
 		for i := 0; i < v.Len(); i++ {
 			*items++
 			if *items > maxWhereItems {
-				return apierr.BadInput("where", "filter lists hold more than %d values in all", maxWhereItems)
+				return fault.BadInput("where", "filter lists hold more than %d values in all", maxWhereItems)
 			}
 			if err := walkWhere(v.Index(i), depth, items); err != nil {
 				return err

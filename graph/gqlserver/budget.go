@@ -1,8 +1,7 @@
-package httpapi
+package gqlserver
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
@@ -12,9 +11,11 @@ import (
 	"github.com/vektah/gqlparser/v2/validator"
 	"github.com/vektah/gqlparser/v2/validator/rules"
 
+	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/graph/querybudget"
-	"github.com/latchkey/latchkey/internal/apierr"
 	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
@@ -102,26 +103,16 @@ func (d *docBudget) MutateOperationParameters(ctx context.Context, p *graphql.Ra
 
 func (d *docBudget) refuse(ctx context.Context, anonymous bool, ex *querybudget.Exceeded) *gqlerror.Error {
 	if anonymous {
-		if d.refused != nil {
-			d.refused(keys.ErrMissing)
-		}
-		return unauthenticated(ctx).GQL()
+		d.refused(keys.ErrMissing)
+		e := Unauthenticated()
+		reqctx.Refuse(ctx, e)
+		return gqlerr.From(e)
 	}
-	e := apierr.New(apierr.BadUserInput, ex.Error()).With("reason", "document_budget").With("budget", ex.What)
+	e := fault.New(fault.BadUserInput, ex.Error()).With("reason", "document_budget").With("budget", ex.What)
 	if ex.What == "cycle" {
-		e = apierr.New(apierr.BadUserInput, ex.Error()).With("reason", "fragment_cycle")
+		e = fault.New(fault.BadUserInput, ex.Error()).With("reason", "fragment_cycle")
 	}
-	return e.GQL()
-}
-
-// unauthenticated sets 401 with WWW-Authenticate on the response of ctx and returns the
-// error of a request that needs a credential it did not send.
-func unauthenticated(ctx context.Context) *apierr.Error {
-	SetStatus(ctx, http.StatusUnauthorized)
-	setHeader(ctx, "WWW-Authenticate", `Bearer realm="latchkey"`)
-	e := keys.ErrMissing.APIError()
-	e.Message = "authentication required: send X-API-Key or Authorization: Bearer"
-	return e
+	return gqlerr.From(e)
 }
 
 // docCache is gqlgen's cache of parsed and validated documents, with anonymous
