@@ -121,7 +121,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		return nil, err
 	}
 	a.Live = &live.Hub{Bus: a.Bus, Checker: v, MaxPerKey: cfg.MaxSubscriptionsPerKey, SingleInstance: st.Dialect != "postgres"}
-	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention, OnEvent: a.Live.Publish})
+	a.Recorder = usage.NewRecorder(st, usage.Config{
+		Retention:     cfg.UsageRetention,
+		FlushInterval: cfg.UsageFlushInterval,
+		// Backpressure: when the writer is a whole queue behind, a request waits this
+		// long for room before its event is dropped (and counted).
+		BlockTimeout: usageBlockTimeout,
+		OnEvent:      a.Live.Publish,
+		OnWrite:      func(_ int, took time.Duration, _ error) { a.Metrics.UsageWriteSeconds.Observe(took.Seconds()) },
+	})
 	a.Conns = &httpapi.Conns{}
 	guard := &httpapi.Guard{Limiter: limiter, Quota: quota, Recorder: a.Recorder, QuotaFailOpen: cfg.RateLimitFailOpen,
 		Metrics: a.Metrics, Checker: v, OnDenied: a.limitDenied}
@@ -166,6 +174,9 @@ func (a *App) registerMetrics() {
 	m.Gauge("latchkey_usage_queue_depth", "Usage events recorded but not yet written.", func() float64 { return float64(a.Recorder.Stats().Queued) })
 	m.Counter("latchkey_usage_events_written_total", "Usage events stored.", func() float64 { return float64(a.Recorder.Stats().Written) })
 	m.Counter("latchkey_usage_events_dropped_total", "Usage events lost (queue full or repeated write failures).", func() float64 { return float64(a.Recorder.Stats().Dropped) })
+	m.Counter("latchkey_usage_record_waits_total", "Operations that waited for room in a full usage queue (backpressure: the writer is behind).", func() float64 { return float64(a.Recorder.Stats().Waits) })
+	m.Gauge("latchkey_usage_lag_seconds", "Age of the oldest usage event not yet written: what a crash now would lose, in time.", func() float64 { return a.Recorder.Stats().Lag.Seconds() })
+	m.Gauge("latchkey_usage_flush_interval_seconds", "Longest a usage event waits before its batch is written (USAGE_FLUSH_INTERVAL).", func() float64 { return a.Recorder.FlushInterval().Seconds() })
 	m.Counter("latchkey_usage_batches_total", "Usage write transactions committed.", func() float64 { return float64(a.Recorder.Stats().Batches) })
 	m.Counter("latchkey_usage_write_errors_total", "Failed usage write attempts.", func() float64 { return float64(a.Recorder.Stats().WriteErrors) })
 	m.Gauge("latchkey_subscriptions_active", "Open GraphQL subscriptions.", func() float64 { return float64(a.Live.Active()) })
@@ -218,6 +229,9 @@ func (a *App) connectBus(ctx context.Context) error {
 	}()
 	return nil
 }
+
+// usageBlockTimeout is how long an operation waits for room in a full usage queue.
+const usageBlockTimeout = 100 * time.Millisecond
 
 const (
 	topicInvalidate   = "keys:invalidate"
