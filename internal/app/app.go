@@ -293,32 +293,14 @@ func guardUnless(off bool, g *httpapi.Guard) *httpapi.Guard {
 }
 
 // limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
-// (shared by every instance), in memory otherwise (quota counters are then seeded from
-// the stored usage after a restart).
+// (shared by every instance), in memory otherwise. Either way a quota counter that is
+// missing (after a restart of this process, or of a Redis without persistence) is
+// seeded from the stored usage before it counts.
 func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, error) {
 	if cfg.RedisURL == "" {
 		a.memory = ratelimit.NewMemory(nil)
-		client := a.Store.Client
-		q := ratelimit.NewMemoryQuota(nil, func(ctx context.Context, key string, start time.Time) (int64, error) {
-			// After a restart: what every key of the rotation chain used this period.
-			ids, err := client.ApiKey.Query().
-				Where(apikey.Or(apikey.ID(key), apikey.QuotaKey(key))).
-				IDs(rule.SystemContext(ctx))
-			if err != nil {
-				return 0, err
-			}
-			var total int64
-			for _, id := range ids {
-				n, err := usage.Used(ctx, client, id, start)
-				if err != nil {
-					return 0, err
-				}
-				total += n
-			}
-			return total, nil
-		})
-		a.memoryQuota = q
-		return a.memory, q, nil
+		a.memoryQuota = ratelimit.NewMemoryQuota(nil, a.quotaUsed)
+		return a.memory, a.memoryQuota, nil
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -330,7 +312,29 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 	opt.MaxRetries = 1
 	a.redis = redis.NewClient(opt)
 	limiter := &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:"), FailOpen: cfg.RateLimitFailOpen}
-	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil), nil
+	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil, a.quotaUsed), nil
+}
+
+// quotaUsed is what the keys of quota key's rotation chain used since start, from the
+// stored usage: the seed of a quota counter that memory or Redis no longer holds. It
+// returns the database's error.
+func (a *App) quotaUsed(ctx context.Context, key string, start time.Time) (int64, error) {
+	client := a.Store.Client
+	ids, err := client.ApiKey.Query().
+		Where(apikey.Or(apikey.ID(key), apikey.QuotaKey(key))).
+		IDs(rule.SystemContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, id := range ids {
+		n, err := usage.Used(ctx, client, id, start)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // bootstrapAdmin creates an admin key when none exists and prints it once to out.
