@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"sort"
@@ -23,6 +24,9 @@ type report struct {
 	webhooks    *webhookResult
 	webhooksErr error
 	interrupted error // the run's context ended early (timeout or signal)
+
+	crash    *crashResult // nil when the kill -9 phase did not run
+	crashErr error
 
 	stopErrs []string      // per server, when it did not exit cleanly after SIGTERM
 	stopTook time.Duration // the slowest server's
@@ -107,6 +111,14 @@ func (r *report) writeTable(w io.Writer) {
 			[2]string{fmt.Sprintf("webhook commit→receipt, one at a time (%d) p50 / p99", wh.Probe.N), ms(wh.Probe.P50) + " / " + ms(wh.Probe.P99)},
 		)
 	}
+	if c := r.crash; c != nil {
+		rows = append(rows,
+			[2]string{fmt.Sprintf("kill -9 under load (%d workers, %s): usage lost", c.Workers, c.Load),
+				fmt.Sprintf("%d of %d answered operations (%.2f%%), the last %s of load at %.0f/s; %d requests without an answer", c.Lost, c.Served, 100*float64(c.Lost)/math.Max(1, float64(c.Served)), ms(c.NewestStoredAge), c.RPS, c.InFlight)},
+			[2]string{"kill -9 loss bound (flush interval + one write)",
+				fmt.Sprintf("%s + %s = %s: %d operations answered in it (%s); recorder lag max %s, queue max %d, Record waits %d, dropped %d", ms(c.FlushInterval), ms(c.WriteMax), ms(c.Bound), c.ServedInBound, map[bool]string{true: "within", false: "EXCEEDED"}[c.withinBound()], ms(c.MaxLag), c.MaxQueue, c.Waits, c.Dropped)},
+		)
+	}
 	shutdown := fmt.Sprintf("clean exit %s after SIGTERM", r.stopTook.Round(time.Millisecond))
 	if len(r.stopErrs) > 0 {
 		shutdown = strings.Join(r.stopErrs, "; ")
@@ -179,6 +191,14 @@ func (r *report) failures() []string {
 		fail("webhooks: phase not run")
 	} else if wh.SendErrors > 0 || wh.Sent < r.opts.Webhooks || wh.Received-wh.Unmatched < wh.Sent || wh.BadSignatures > 0 {
 		fail("webhooks: %d sent (%d errors), %d delivered, %d bad signatures: %s", wh.Sent, wh.SendErrors, wh.Received, wh.BadSignatures, strings.Join(wh.Problems, "; "))
+	}
+	if r.crashErr != nil {
+		fail("kill -9: %v", r.crashErr)
+	}
+	if c := r.crash; c == nil && r.opts.Crash > 0 && r.crashErr == nil {
+		fail("kill -9: phase not run")
+	} else if c != nil && !c.withinBound() {
+		fail("kill -9: %d operations lost, more than the %d answered in the bound (%s)", c.Lost, c.ServedInBound, ms(c.Bound))
 	}
 	for _, e := range r.stopErrs {
 		fail("shutdown: %s", e)

@@ -5,17 +5,19 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // passing returns a report whose every check passes.
 func passing() *report {
 	return &report{
-		opts:       options{Webhooks: 10},
+		opts:       options{Webhooks: 10, Crash: time.Second},
 		throughput: &throughputResult{Requests: 5, Statuses: map[int]int{200: 5}},
 		rateLimit:  &rateLimitResult{Limit: 100, Sent: 300, Admitted: 100, Denied: 200},
 		fanout:     &fanoutResult{Subscribers: 2, Ready: 2, Expected: 4, Delivered: 4},
 		webhooks:   &webhookResult{Sent: 10, Received: 10},
 		served:     7, stored: 7,
+		crash: &crashResult{Served: 100, Stored: 97, Lost: 3, ServedInBound: 5},
 	}
 }
 
@@ -38,6 +40,9 @@ func TestFailures(t *testing.T) {
 		{"bad signature", func(r *report) { r.webhooks.BadSignatures = 1 }, "1 bad signatures"},
 		{"unclean shutdown", func(r *report) { r.stopErrs = []string{"server 1: killed"} }, "shutdown: server 1: killed"},
 		{"phase skipped", func(r *report) { r.fanout = nil }, "fan-out: phase not run"},
+		{"kill -9 beyond the bound", func(r *report) { r.crash.Lost = 6 }, "kill -9: 6 operations lost, more than the 5"},
+		{"kill -9 not run", func(r *report) { r.crash = nil }, "kill -9: phase not run"},
+		{"kill -9 failed", func(r *report) { r.crash, r.crashErr = nil, errors.New("boom") }, "kill -9: boom"},
 	} {
 		r := passing()
 		tc.breakIt(r)

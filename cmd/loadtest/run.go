@@ -67,10 +67,11 @@ func run(ctx context.Context, o options) int {
 			srv.stop(10 * time.Second)
 		}
 	}()
-	for i := range o.Instances {
+	// start starts one server process on the run's database and Redis.
+	start := func(name string) (*server, error) {
 		port, err := freePort()
 		if err != nil {
-			return harnessErr("%v", err)
+			return nil, err
 		}
 		settings := []string{
 			"DATABASE_URL=" + db.url,
@@ -84,14 +85,24 @@ func run(ctx context.Context, o options) int {
 			"WEBHOOK_ALLOW_HTTP=true",
 			"MAX_SUBSCRIPTIONS_PER_KEY=" + strconv.Itoa(max(1000, o.Subscribers)),
 		}
-		logPath := filepath.Join(tmp, fmt.Sprintf("server%d.log", i+1))
+		if o.FlushInterval > 0 {
+			settings = append(settings, "USAGE_FLUSH_INTERVAL="+o.FlushInterval.String())
+		}
+		logPath := filepath.Join(tmp, name+".log")
 		t0 := time.Now()
 		srv, err := startServer(ctx, bin, logPath, port, settings)
+		if err != nil {
+			return nil, err
+		}
+		logf("%s ready on %s in %s (log: %s)", name, srv.baseURL, time.Since(t0).Round(time.Millisecond), logPath)
+		return srv, nil
+	}
+	for i := range o.Instances {
+		srv, err := start(fmt.Sprintf("server%d", i+1))
 		if err != nil {
 			return harnessErr("start server %d: %v", i+1, err)
 		}
 		servers = append(servers, srv)
-		logf("server %d ready on %s in %s (log: %s)", i+1, srv.baseURL, time.Since(t0).Round(time.Millisecond), logPath)
 	}
 	alive := func() bool {
 		for _, srv := range servers {
@@ -199,6 +210,18 @@ func run(ctx context.Context, o options) int {
 	cancel()
 	logf("usage rows stored %d (by outcome %v), operations served %d (tenant-key answers with other statuses: %s, without an answer: %d)",
 		rep.stored, rep.storedByOutcome, rep.served, rep.otherStatuses, rep.unanswered)
+
+	// Phase 6: kill -9 under load, on a fresh process with a key of its own.
+	if o.Crash > 0 && ctx.Err() == nil {
+		srv, res, err := crashPhase(ctx, o, fx.TenantID, adminToken, db, start)
+		rep.crash, rep.crashErr = res, err
+		if err != nil {
+			logf("kill -9: error: %v", err)
+		}
+		if srv != nil {
+			servers = append(servers, srv)
+		}
+	}
 
 	rep.log = logSummary{ByMsg: map[string]int{}}
 	for i, srv := range servers {

@@ -88,7 +88,6 @@ func Recover(ctx context.Context, p any) error {
 	return fault.New(fault.Internal, "internal error")
 }
 
-
 // From returns the GraphQL form of e, for responses built outside the executor.
 func From(e *fault.Error) *gqlerror.Error {
 	ext := make(map[string]any, len(e.Extensions)+1)

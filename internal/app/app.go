@@ -123,7 +123,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		return nil, err
 	}
 	a.Live = &live.Hub{Bus: a.Bus, Checker: v, MaxPerKey: cfg.MaxSubscriptionsPerKey, SingleInstance: st.Dialect != "postgres"}
-	a.Recorder = usage.NewRecorder(st, usage.Config{Retention: cfg.UsageRetention, OnEvent: a.Live.Publish})
+	a.Recorder = usage.NewRecorder(st, usage.Config{
+		Retention:     cfg.UsageRetention,
+		FlushInterval: cfg.UsageFlushInterval,
+		// Backpressure: when the writer is a whole queue behind, a request waits this
+		// long for room before its event is dropped (and counted).
+		BlockTimeout: usageBlockTimeout,
+		OnEvent:      a.Live.Publish,
+		OnWrite:      func(_ int, took time.Duration, _ error) { a.Metrics.UsageWriteSeconds.Observe(took.Seconds()) },
+	})
 	a.Conns = &httpapi.Conns{}
 	var adm *admission.Service
 	if !opts.DisableGuard {
@@ -178,6 +186,9 @@ func (a *App) registerMetrics() {
 	m.Gauge("latchkey_usage_queue_depth", "Usage events recorded but not yet written.", func() float64 { return float64(a.Recorder.Stats().Queued) })
 	m.Counter("latchkey_usage_events_written_total", "Usage events stored.", func() float64 { return float64(a.Recorder.Stats().Written) })
 	m.Counter("latchkey_usage_events_dropped_total", "Usage events lost (queue full or repeated write failures).", func() float64 { return float64(a.Recorder.Stats().Dropped) })
+	m.Counter("latchkey_usage_record_waits_total", "Operations that waited for room in a full usage queue (backpressure: the writer is behind).", func() float64 { return float64(a.Recorder.Stats().Waits) })
+	m.Gauge("latchkey_usage_lag_seconds", "Age of the oldest usage event not yet written: what a crash now would lose, in time.", func() float64 { return a.Recorder.Stats().Lag.Seconds() })
+	m.Gauge("latchkey_usage_flush_interval_seconds", "Longest a usage event waits before its batch is written (USAGE_FLUSH_INTERVAL).", func() float64 { return a.Recorder.FlushInterval().Seconds() })
 	m.Counter("latchkey_usage_batches_total", "Usage write transactions committed.", func() float64 { return float64(a.Recorder.Stats().Batches) })
 	m.Counter("latchkey_usage_write_errors_total", "Failed usage write attempts.", func() float64 { return float64(a.Recorder.Stats().WriteErrors) })
 	m.Gauge("latchkey_subscriptions_active", "Open GraphQL subscriptions.", func() float64 { return float64(a.Live.Active()) })
@@ -231,6 +242,9 @@ func (a *App) connectBus(ctx context.Context) error {
 	return nil
 }
 
+// usageBlockTimeout is how long an operation waits for room in a full usage queue.
+const usageBlockTimeout = 100 * time.Millisecond
+
 const (
 	topicInvalidate   = "keys:invalidate"
 	topicWebhooksWake = "webhooks:wake"
@@ -269,32 +283,14 @@ func (a *App) wakeWebhooks() {
 }
 
 // limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
-// (shared by every instance), in memory otherwise (quota counters are then seeded from
-// the stored usage after a restart).
+// (shared by every instance), in memory otherwise. Either way a quota counter that is
+// missing (after a restart of this process, or of a Redis without persistence) is
+// seeded from the stored usage before it counts.
 func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, error) {
 	if cfg.RedisURL == "" {
 		a.memory = ratelimit.NewMemory(nil)
-		client := a.Store.Client
-		q := ratelimit.NewMemoryQuota(nil, func(ctx context.Context, key string, start time.Time) (int64, error) {
-			// After a restart: what every key of the rotation chain used this period.
-			ids, err := client.ApiKey.Query().
-				Where(apikey.Or(apikey.ID(key), apikey.QuotaKey(key))).
-				IDs(rule.SystemContext(ctx))
-			if err != nil {
-				return 0, err
-			}
-			var total int64
-			for _, id := range ids {
-				n, err := usage.Used(ctx, client, id, start)
-				if err != nil {
-					return 0, err
-				}
-				total += n
-			}
-			return total, nil
-		})
-		a.memoryQuota = q
-		return a.memory, q, nil
+		a.memoryQuota = ratelimit.NewMemoryQuota(nil, a.quotaUsed)
+		return a.memory, a.memoryQuota, nil
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -307,7 +303,29 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 	a.redis = redis.NewClient(opt)
 	// The admission service decides what an unreachable Redis means (RATE_LIMIT_FAIL_OPEN).
 	limiter := &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:")}
-	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil), nil
+	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil, a.quotaUsed), nil
+}
+
+// quotaUsed is what the keys of quota key's rotation chain used since start, from the
+// stored usage: the seed of a quota counter that memory or Redis no longer holds. It
+// returns the database's error.
+func (a *App) quotaUsed(ctx context.Context, key string, start time.Time) (int64, error) {
+	client := a.Store.Client
+	ids, err := client.ApiKey.Query().
+		Where(apikey.Or(apikey.ID(key), apikey.QuotaKey(key))).
+		IDs(rule.SystemContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, id := range ids {
+		n, err := usage.Used(ctx, client, id, start)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // bootstrapAdmin creates an admin key when none exists and prints it once to out.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/internal/app"
@@ -406,6 +407,91 @@ func TestQuotaSurvivesRotation(t *testing.T) {
 			e.MustDo(next, viewerQ, nil, &struct{}{})
 			if r := e.Do(next, viewerQ, nil); r.Code() != "QUOTA_EXCEEDED" {
 				t.Fatalf("4th request across the rotation: HTTP %d %s", r.Status, r.Raw)
+			}
+		})
+	}
+}
+
+// forgetRedisKeys deletes every Redis key that names one of ids, as a restart of a
+// Redis without persistence would (only this test's keys: other tests share the
+// server). It returns how many it deleted.
+func forgetRedisKeys(t *testing.T, ids ...string) int {
+	t.Helper()
+	opt, err := redis.ParseURL(redisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opt)
+	defer client.Close()
+	ctx := context.Background()
+	deleted := 0
+	for _, id := range ids {
+		iter := client.Scan(ctx, 0, "*"+id+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			n, err := client.Del(ctx, iter.Val()).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			deleted += int(n)
+		}
+		if err := iter.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return deleted
+}
+
+// The quota counters in Redis are lost when a Redis without persistence restarts:
+// they are seeded again from the stored usage (of the whole rotation chain), so the
+// quota goes on counting what was used instead of starting again from zero.
+func TestQuotaSurvivesRedisRestart(t *testing.T) {
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			e := apptest.New(t, d, app.Options{}, func(c *config.Config) { c.RedisURL = redisURL() })
+			id, key := limitedKey(t, e, e.Tenant("redisrestart"), 1000, 60, `, quota: 5, quotaPeriod: DAY`)
+			for i := range 2 {
+				if r := e.Do(key, viewerQ, nil); r.Status != 200 {
+					t.Fatalf("request %d: HTTP %d %s", i+1, r.Status, r.Raw)
+				}
+			}
+			var rot struct {
+				RotateApiKey struct {
+					Secret string
+					APIKey struct{ ID string } `json:"apiKey"`
+				}
+			}
+			e.MustDo(e.AdminToken, `mutation($id: ID!) { rotateApiKey(id: $id) { secret apiKey { id } } }`, map[string]any{"id": id}, &rot)
+			next, nextID := rot.RotateApiKey.Secret, rot.RotateApiKey.APIKey.ID
+			if r := e.Do(next, viewerQ, nil); r.Status != 200 {
+				t.Fatalf("request 3 (rotated key): HTTP %d %s", r.Status, r.Raw)
+			}
+			// The usage batch is written (within a flush interval), then Redis loses
+			// everything about these keys.
+			if err := e.App.Recorder.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if n := forgetRedisKeys(t, id, nextID); n == 0 {
+				t.Fatal("no Redis key named the keys: the test does not simulate the loss")
+			}
+			for i := range 2 {
+				if r := e.Do(next, viewerQ, nil); r.Status != 200 {
+					t.Fatalf("request %d after the loss: HTTP %d %s", 4+i, r.Status, r.Raw)
+				}
+			}
+			if r := e.Do(next, viewerQ, nil); r.Status != 429 || r.Code() != "QUOTA_EXCEEDED" {
+				t.Fatalf("6th request against a quota of 5, after Redis lost its counter: HTTP %d %s", r.Status, r.Raw)
+			}
+			// quotaUsage reads the counter too, and seeds it when it is missing.
+			if err := e.App.Recorder.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			forgetRedisKeys(t, id, nextID)
+			var out struct {
+				Node struct{ QuotaUsage struct{ Used, Remaining int } }
+			}
+			e.MustDo(e.AdminToken, `query($id: ID!) { node(id: $id) { ... on ApiKey { quotaUsage { used remaining } } } }`, map[string]any{"id": nextID}, &out)
+			if q := out.Node.QuotaUsage; q.Used != 5 || q.Remaining != 0 {
+				t.Fatalf("quotaUsage after another loss = %+v, want 5 used", q)
 			}
 		})
 	}

@@ -108,7 +108,7 @@ func BenchmarkRedisAllowParallel(b *testing.B) {
 
 func BenchmarkRedisQuotaConsume(b *testing.B) {
 	client := newRedisClient(b)
-	q := NewRedisQuota(client, testPrefix(b, client), nil)
+	q := NewRedisQuota(client, testPrefix(b, client), nil, nil)
 	ctx := context.Background()
 	keys := benchKeys(1024)
 	b.ReportAllocs()

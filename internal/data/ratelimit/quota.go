@@ -82,7 +82,7 @@ const quotaShards = 32
 // concurrent use. It holds one entry per key and period kind, replaced at each new period.
 type MemoryQuota struct {
 	now    func() time.Time
-	load   func(ctx context.Context, key string, periodStart time.Time) (int64, error)
+	load   Loader
 	seed   maphash.Seed
 	shards [quotaShards]quotaShard
 }
@@ -109,7 +109,7 @@ type quotaEntry struct {
 // counter with what was already used (e.g. from stored usage after a restart); concurrent
 // first uses wait for one call. Its error is returned by Consume/Peek, and the seed retried
 // next time.
-func NewMemoryQuota(now func() time.Time, load func(ctx context.Context, key string, periodStart time.Time) (int64, error)) *MemoryQuota {
+func NewMemoryQuota(now func() time.Time, load Loader) *MemoryQuota {
 	if now == nil {
 		now = time.Now
 	}

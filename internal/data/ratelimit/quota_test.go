@@ -62,7 +62,7 @@ func quotaImpls(t *testing.T, clock *fakeClock) map[string]Quota {
 	client := newRedisClient(t)
 	return map[string]Quota{
 		"memory": NewMemoryQuota(clock.Now, nil),
-		"redis":  NewRedisQuota(client, testPrefix(t, client), clock.Now),
+		"redis":  NewRedisQuota(client, testPrefix(t, client), clock.Now, nil),
 	}
 }
 
@@ -331,7 +331,7 @@ func TestRedisQuotaKeys(t *testing.T) {
 	client := newRedisClient(t)
 	prefix := testPrefix(t, client)
 	now := time.Now().UTC()
-	q := NewRedisQuota(client, prefix, func() time.Time { return now })
+	q := NewRedisQuota(client, prefix, func() time.Time { return now }, nil)
 	ctx := context.Background()
 	if _, err := q.Consume(ctx, "k", 10, PeriodDay, 2); err != nil {
 		t.Fatal(err)
@@ -353,7 +353,7 @@ func TestRedisQuotaKeys(t *testing.T) {
 func TestRedisQuotaTwoInstances(t *testing.T) {
 	a, b := newRedisClient(t), newRedisClient(t)
 	prefix := testPrefix(t, a)
-	quotas := []Quota{NewRedisQuota(a, prefix, nil), NewRedisQuota(b, prefix, nil)}
+	quotas := []Quota{NewRedisQuota(a, prefix, nil, nil), NewRedisQuota(b, prefix, nil, nil)}
 	const n, workers = 100, 400
 	var admitted atomic.Int64
 	var per [2]atomic.Int64

@@ -8,6 +8,12 @@
 // arithmetic, the Redis one inside a Lua script that reads the Redis server clock so that
 // every instance agrees on the time.
 //
+// Quota counters are durable through the database: a counter that memory or Redis does
+// not hold (after a restart, or a restart of a Redis without persistence) is seeded by a
+// [Loader] from the stored usage before it counts, so it loses at most the usage not
+// yet written (one flush interval of the usage recorder), never the whole period. The
+// Redis mechanism (seed.go) serves any counter a database can rebuild.
+//
 // GCRA in short: a key limited to Rate per Period has an emission interval
 // T = Period/Rate (truncated to a whole nanosecond) and a tolerance of Burst*T. A request
 // of cost c at time now is admitted when max(TAT, now) + c*T - now <= Burst*T, and then

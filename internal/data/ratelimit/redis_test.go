@@ -119,7 +119,7 @@ func TestRedisOneRoundTrip(t *testing.T) {
 	client.AddHook(hook)
 	ctx := context.Background()
 	rl := NewRedis(client, prefix)
-	q := NewRedisQuota(client, prefix+"q:", nil)
+	q := NewRedisQuota(client, prefix+"q:", nil, nil)
 	limit := Limit{Rate: 5, Period: time.Minute}
 	// Warm up: the first call may also open a connection and load the script.
 	if _, err := rl.Allow(ctx, "warm", limit, 1); err != nil {
@@ -208,8 +208,11 @@ func TestRedisUnavailable(t *testing.T) {
 			_, err := NewRedis(dead, "x:").Allow(ctx, "k", Limit{Rate: 1, Period: time.Second}, 1)
 			return err
 		}},
-		{"quota consume", func() error { _, err := NewRedisQuota(dead, "x:", nil).Consume(ctx, "k", 1, PeriodDay, 1); return err }},
-		{"quota peek", func() error { _, err := NewRedisQuota(dead, "x:", nil).Peek(ctx, "k", 1, PeriodDay); return err }},
+		{"quota consume", func() error {
+			_, err := NewRedisQuota(dead, "x:", nil, nil).Consume(ctx, "k", 1, PeriodDay, 1)
+			return err
+		}},
+		{"quota peek", func() error { _, err := NewRedisQuota(dead, "x:", nil, nil).Peek(ctx, "k", 1, PeriodDay); return err }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

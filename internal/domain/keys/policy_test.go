@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/domain/plan"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 )
 
 func TestExpiryBound(t *testing.T) {

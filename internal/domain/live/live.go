@@ -20,10 +20,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/usage"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/ids"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )

@@ -9,8 +9,8 @@ import (
 
 	"github.com/latchkey/latchkey/ent"
 	enttenant "github.com/latchkey/latchkey/ent/tenant"
-	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/domain/plan"
+	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 

@@ -10,3 +10,10 @@ func SetRetry(r *Recorder, attempts int, backoff time.Duration) {
 	r.maxAttempts, r.shutdownAttempts = attempts, attempts
 	r.backoff, r.maxBackoff = backoff, backoff
 }
+
+// SetClock makes r read now for Record stamps, flush deadlines and Stats().Lag (call
+// before Run and Record).
+func SetClock(r *Recorder, now func() time.Time) {
+	r.now = now
+	r.epoch = now()
+}

@@ -46,15 +46,28 @@ type Event struct {
 	// At is when the operation started; Record sets it to the current time when zero.
 	// It is stored in UTC.
 	At time.Time
+
+	// queued is when Record queued the event, on the recorder's monotonic clock (ns
+	// since Recorder.epoch): flush deadlines and the lag are measured from it.
+	queued int64
 }
 
 // Config tunes a Recorder. Zero values take the defaults.
+//
+// Together they bound what a crash (kill -9, power loss) can lose: the events recorded
+// in the last FlushInterval plus the duration of one batch write while the writer
+// keeps up, and never more than BufferSize + BatchSize events (see [Recorder.Run]).
 type Config struct {
-	BufferSize    int           // bounded in-process queue (default 65536 events)
-	BatchSize     int           // max events per write (default 5000)
-	FlushInterval time.Duration // max time an event waits before being written (default 500ms)
+	// BufferSize bounds the in-process queue (default DefaultBufferSize). A full queue
+	// makes Record wait up to BlockTimeout, then drop.
+	BufferSize int
+	BatchSize  int // max events per write (default DefaultBatchSize)
+	// FlushInterval is the longest an event waits in the queue before its batch is
+	// written, measured from Record (default DefaultFlushInterval).
+	FlushInterval time.Duration
 	// BlockTimeout is how long Record may wait for space when the queue is full before
-	// dropping the event (default 0: never wait; drop and count).
+	// dropping the event (default 0: never wait; drop and count). Waiting is the
+	// recorder's backpressure: it slows callers down to what the database absorbs.
 	BlockTimeout time.Duration
 	// Retention: raw usage_logs older than this are pruned (default 30 days); minute
 	// rollups are kept twice as long; hour and day rollups forever.
@@ -63,13 +76,18 @@ type Config struct {
 	// goroutine that calls Record, after the event is queued; dropped events are not
 	// passed. It must not block, and must not modify ev.RootFields (shared with the queue).
 	OnEvent func(Event)
+	// OnWrite, when set, is told the size and duration of every write attempt (err is
+	// nil when it committed), on the writing goroutine. It must not block.
+	OnWrite func(events int, took time.Duration, err error)
 }
 
 // Defaults of Config.
 const (
-	DefaultBufferSize    = 65536
+	// DefaultBufferSize equals DefaultBatchSize: a queue that a single write empties,
+	// so that an event never waits behind more than one batch.
+	DefaultBufferSize    = 5000
 	DefaultBatchSize     = 5000
-	DefaultFlushInterval = 500 * time.Millisecond
+	DefaultFlushInterval = 100 * time.Millisecond
 	DefaultRetention     = 30 * 24 * time.Hour
 )
 
@@ -82,8 +100,14 @@ type Stats struct {
 	// repeated write failures. Once the queue is empty, Recorded == Written + the
 	// write-failure part of Dropped.
 	Recorded, Written, Dropped uint64
+	// Waits counts Record calls that found the queue full and had to wait for room
+	// (backpressure), whether they then got it or dropped the event.
+	Waits uint64
 	// Batches counts committed write transactions; WriteErrors failed write attempts.
 	Batches, WriteErrors uint64
+	// Lag is how long the oldest event not yet written has been waiting since Record
+	// (0 when the writer holds none): what a crash right now would lose, in time.
+	Lag time.Duration
 }
 
 // Recorder batches usage events into the database. Record is safe for concurrent use;
@@ -98,9 +122,15 @@ type Recorder struct {
 	// Flush that writes by itself while Run is not running.
 	sem chan struct{}
 
+	// epoch starts the monotonic clock of Event.queued.
+	epoch time.Time
+	// oldest is Event.queued + 1 of the oldest event the writer holds (0: none).
+	oldest                     atomic.Int64
 	pending                    atomic.Int64
 	recorded, written, dropped atomic.Uint64
+	waits                      atomic.Uint64
 	batches, writeErrors       atomic.Uint64
+	lastWaitLog                atomic.Int64 // epoch ns of the last backpressure warning
 
 	// Retry and pruning knobs (tests shorten them).
 	maxAttempts      int           // write attempts per batch while running
@@ -110,7 +140,7 @@ type Recorder struct {
 	writeTimeout     time.Duration
 	firstPrune       time.Duration
 	pruneEvery       time.Duration
-	now              func() time.Time
+	now              func() time.Time // the clock of Record stamps, flush deadlines and pruning
 	// writeHook, when set (tests), runs inside each write transaction after the raw
 	// rows; an error fails the write.
 	writeHook func() error
@@ -142,6 +172,7 @@ func NewRecorder(st *store.Store, cfg Config) *Recorder {
 		ch:               make(chan Event, cfg.BufferSize),
 		flushReq:         make(chan chan error),
 		sem:              make(chan struct{}, 1),
+		epoch:            time.Now(),
 		maxAttempts:      10,
 		shutdownAttempts: 3,
 		backoff:          100 * time.Millisecond,
@@ -161,12 +192,16 @@ func (r *Recorder) Record(ev Event) {
 	if r == nil {
 		return
 	}
+	now := r.now()
 	if ev.At.IsZero() {
-		ev.At = time.Now()
+		ev.At = now
 	}
+	ev.queued = int64(now.Sub(r.epoch))
 	select {
 	case r.ch <- ev:
 	default:
+		r.waits.Add(1)
+		r.warnFull(ev.queued)
 		if r.cfg.BlockTimeout <= 0 || !r.recordWait(&ev) {
 			r.dropped.Add(1)
 			return
@@ -190,26 +225,57 @@ func (r *Recorder) recordWait(ev *Event) bool {
 	}
 }
 
+// warnFull logs, at most once per 10 s, that the queue is full: the writer is not
+// keeping up and Record waits (or drops).
+func (r *Recorder) warnFull(now int64) {
+	now = max(now, 1) // 0 means never
+	last := r.lastWaitLog.Load()
+	if last != 0 && now-last < int64(10*time.Second) || !r.lastWaitLog.CompareAndSwap(last, now) {
+		return
+	}
+	slog.Warn("usage: queue full, the writer is behind: recording waits or drops",
+		"queue", cap(r.ch), "block_timeout", r.cfg.BlockTimeout, "waits_total", r.waits.Load(), "dropped_total", r.dropped.Load())
+}
+
 // Stats returns the current counters.
 func (r *Recorder) Stats() Stats {
-	return Stats{
+	s := Stats{
 		Queued:      len(r.ch) + int(r.pending.Load()),
 		Recorded:    r.recorded.Load(),
 		Written:     r.written.Load(),
 		Dropped:     r.dropped.Load(),
+		Waits:       r.waits.Load(),
 		Batches:     r.batches.Load(),
 		WriteErrors: r.writeErrors.Load(),
 	}
+	if o := r.oldest.Load(); o > 0 {
+		s.Lag = max(time.Duration(r.clock()-(o-1)), 0)
+	}
+	return s
 }
 
+// clock reads the recorder's clock: ns since epoch, the unit of Event.queued.
+func (r *Recorder) clock() int64 { return int64(r.now().Sub(r.epoch)) }
+
+// FlushInterval returns the configured (or default) flush interval.
+func (r *Recorder) FlushInterval() time.Duration { return r.cfg.FlushInterval }
+
 // Run writes batches until ctx is done: a batch is written when it holds BatchSize
-// events or its oldest event has waited FlushInterval. It also prunes expired usage
-// about once an hour. When ctx is done it drains the queue completely and writes it
-// before returning, so that after a graceful shutdown the stored rows equal the
-// recorded events. A failed write is retried with exponential backoff, keeping its
-// events (at most one batch besides the bounded queue); after repeated failures the
+// events or when its oldest event was recorded FlushInterval ago (however long it
+// waited in the queue before the writer saw it), and it then takes every queued event
+// up to BatchSize. It also prunes expired usage about once an hour. When ctx is done
+// it drains the queue completely and writes it before returning, so that after a
+// graceful shutdown the stored rows equal the recorded events. A failed write is
+// retried with exponential backoff, keeping its events; after repeated failures the
 // batch is logged and counted in Stats().Dropped. Run always returns nil. It must not
 // be called concurrently with itself.
+//
+// What a crash can lose: an event recorded at t is committed by t + FlushInterval + W
+// where W is the duration of one batch write, when writes succeed, take less than
+// FlushInterval and fewer than BatchSize events arrive per FlushInterval (50,000/s at
+// the defaults); by t + FlushInterval + 2W otherwise, as long as BufferSize <=
+// BatchSize (the defaults). In events, never more than BufferSize + BatchSize are
+// unwritten: a full queue makes Record wait (BlockTimeout) or drop.
 func (r *Recorder) Run(ctx context.Context) error {
 	r.sem <- struct{}{}
 	defer func() { <-r.sem }()
@@ -228,17 +294,24 @@ func (r *Recorder) Run(ctx context.Context) error {
 	timer.Stop()
 	defer timer.Stop()
 	timerOn := false
+	stopTimer := func() {
+		if timerOn {
+			timer.Stop()
+			timerOn = false
+		}
+	}
 	write := func() {
+		// Everything queued by now goes too, up to a batch: it costs the same write.
+		batch = r.fill(batch, r.cfg.BatchSize-len(batch))
 		if len(batch) > 0 {
+			r.pending.Store(int64(len(batch)))
 			_ = r.writeBatch(ctx, wctx, batch, r.maxAttempts)
 		}
 		clear(batch) // drop references to strings and slices
 		batch = batch[:0]
 		r.pending.Store(0)
-		if timerOn {
-			timer.Stop()
-			timerOn = false
-		}
+		r.oldest.Store(0)
+		stopTimer()
 	}
 	for {
 		select {
@@ -246,6 +319,9 @@ func (r *Recorder) Run(ctx context.Context) error {
 			_ = r.drain(ctx, wctx, batch, -1)
 			return nil
 		case ev := <-r.ch:
+			if len(batch) == 0 {
+				r.oldest.Store(ev.queued + 1)
+			}
 			batch = append(batch, ev)
 			batch = r.fill(batch, r.cfg.BatchSize-len(batch))
 			if len(batch) >= r.cfg.BatchSize {
@@ -254,7 +330,14 @@ func (r *Recorder) Run(ctx context.Context) error {
 			}
 			r.pending.Store(int64(len(batch)))
 			if !timerOn {
-				timer.Reset(r.cfg.FlushInterval)
+				// Due FlushInterval after the oldest event was recorded: it may have
+				// waited in the queue while the previous batch was written.
+				wait := time.Duration(batch[0].queued-r.clock()) + r.cfg.FlushInterval
+				if wait <= 0 {
+					write()
+					continue
+				}
+				timer.Reset(wait)
 				timerOn = true
 			}
 		case <-timer.C:
@@ -264,10 +347,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 			err := r.drain(ctx, wctx, batch, len(r.ch))
 			clear(batch)
 			batch = batch[:0]
-			if timerOn {
-				timer.Stop()
-				timerOn = false
-			}
+			stopTimer()
 			reply <- err
 		}
 	}
@@ -306,12 +386,14 @@ func (r *Recorder) drain(ctx, wctx context.Context, batch []Event, limit int) er
 		}
 		limit -= len(batch) - before
 		r.pending.Store(int64(len(batch)))
+		r.oldest.Store(batch[0].queued + 1)
 		if err := r.writeBatch(ctx, wctx, batch, attempts); err != nil && first == nil {
 			first = err
 		}
 		clear(batch)
 		batch = batch[:0]
 		r.pending.Store(0)
+		r.oldest.Store(0)
 	}
 	return first
 }
@@ -346,8 +428,13 @@ func (r *Recorder) writeBatch(ctx, wctx context.Context, evs []Event, attempts i
 	backoff := r.backoff
 	for attempt := 1; ; attempt++ {
 		wc, cancel := context.WithTimeout(wctx, r.writeTimeout)
+		began := time.Now()
 		err := r.write(wc, evs)
+		took := time.Since(began)
 		cancel()
+		if r.cfg.OnWrite != nil {
+			r.cfg.OnWrite(len(evs), took, err)
+		}
 		if err == nil {
 			r.written.Add(uint64(len(evs)))
 			r.batches.Add(1)

@@ -417,6 +417,9 @@ func TestBackpressure(t *testing.T) {
 				if s.Recorded+s.Dropped != uint64(tc.attempts) || s.Recorded != uint64(tc.wantRecorded) {
 					t.Fatalf("stats %+v after %d attempts, want %d recorded", s, tc.attempts, tc.wantRecorded)
 				}
+				if !tc.running && s.Waits != s.Dropped {
+					t.Errorf("stats %+v: every drop found the queue full, so Waits should equal Dropped", s)
+				}
 				if seen.Load() != int64(s.Recorded) {
 					t.Errorf("OnEvent saw %d events, recorded %d", seen.Load(), s.Recorded)
 				}
@@ -431,6 +434,127 @@ func TestBackpressure(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// blockFirstWrite makes r's first write wait inside its transaction: entered receives
+// once the writer holds its batch, and the write goes on when release is closed.
+func blockFirstWrite(r *usage.Recorder) (entered <-chan struct{}, release chan struct{}) {
+	in := make(chan struct{})
+	release = make(chan struct{})
+	var writes atomic.Int32
+	usage.SetWriteHook(r, func() error {
+		if writes.Add(1) == 1 {
+			close(in)
+			<-release
+		}
+		return nil
+	})
+	return in, release
+}
+
+// waitUntil polls cond for up to 10 s (a liveness check: the alternative it rules out
+// takes an hour).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestBacklogBounded blocks the writer inside a write: the queue takes BufferSize
+// more events, the next Record waits for room (backpressure, counted) instead of
+// growing the backlog, and never more than BufferSize + BatchSize events are unwritten.
+func TestBacklogBounded(t *testing.T) {
+	const buffer, batch = 4, 3
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			st := openStore(t, d)
+			// An hour-long flush interval: only a full batch is written while running.
+			r := usage.NewRecorder(st, usage.Config{BufferSize: buffer, BatchSize: batch, FlushInterval: time.Hour, BlockTimeout: time.Hour})
+			entered, release := blockFirstWrite(r)
+			run(t, r)
+			rec := func(i int) {
+				r.Record(usage.Event{TenantID: tenantA, APIKeyID: "key_a1", OperationType: "query", Outcome: usage.OutcomeOK, LatencyMs: i})
+			}
+			for i := range batch {
+				rec(i)
+			}
+			<-entered // the writer holds the first (full) batch
+			for i := range buffer {
+				rec(batch + i)
+			}
+			if s := r.Stats(); s.Recorded != batch+buffer || s.Written != 0 || s.Waits != 0 || s.Queued != batch+buffer {
+				t.Fatalf("with the writer blocked and the queue just full: %+v", s)
+			}
+			done := make(chan struct{})
+			go func() { rec(99); close(done) }()
+			waitUntil(t, "the extra Record waits", func() bool { return r.Stats().Waits == 1 })
+			select {
+			case <-done:
+				t.Fatal("Record returned while the queue was full and the writer blocked")
+			default:
+			}
+			if s := r.Stats(); s.Recorded-s.Written > buffer+batch || s.Dropped != 0 {
+				t.Fatalf("backlog beyond BufferSize + BatchSize: %+v", s)
+			}
+			close(release)
+			<-done // room again: the waiting Record got in
+			if err := r.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if s := r.Stats(); s.Recorded != batch+buffer+1 || s.Written != s.Recorded || s.Dropped != 0 || s.Waits != 1 || s.Queued != 0 || s.Lag != 0 {
+				t.Errorf("after flush: %+v", s)
+			}
+			if got := countLogs(t, st.Client); got != batch+buffer+1 {
+				t.Errorf("stored %d rows, want %d", got, batch+buffer+1)
+			}
+		})
+	}
+}
+
+// TestFlushDueFromRecord: an event that waited in the queue while a write was blocked
+// is due FlushInterval after Record, not after the writer first sees it. On the
+// recorder's (fake) clock the event waits an hour, as long as FlushInterval, behind
+// the write: it must be written right after it, not an hour later. Stats().Lag reports the age
+// of the oldest unwritten event on the same clock.
+func TestFlushDueFromRecord(t *testing.T) {
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			st := openStore(t, d)
+			clock := struct {
+				sync.Mutex
+				t time.Time
+			}{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+			now := func() time.Time { clock.Lock(); defer clock.Unlock(); return clock.t }
+			advance := func(d time.Duration) { clock.Lock(); clock.t = clock.t.Add(d); clock.Unlock() }
+
+			r := usage.NewRecorder(st, usage.Config{BatchSize: 2, FlushInterval: time.Hour})
+			usage.SetClock(r, now)
+			entered, release := blockFirstWrite(r)
+			run(t, r)
+			at := time.Now()
+			rec := func() {
+				r.Record(usage.Event{TenantID: tenantA, APIKeyID: "key_a1", OperationType: "query", Outcome: usage.OutcomeOK, At: at})
+			}
+			rec()
+			rec() // a full batch: written at once
+			<-entered
+			advance(time.Minute)
+			rec() // waits in the queue behind the blocked write
+			advance(time.Hour)
+			if lag := r.Stats().Lag; lag != time.Hour+time.Minute {
+				t.Errorf("Lag = %v with the first batch recorded 61 minutes ago and unwritten, want 1h1m0s", lag)
+			}
+			close(release)
+			waitUntil(t, "the third event is written", func() bool { return r.Stats().Written == 3 })
+			if s := r.Stats(); s.Batches != 2 || s.Lag != 0 || s.Queued != 0 {
+				t.Errorf("stats %+v", s)
+			}
+		})
 	}
 }
 

@@ -34,6 +34,9 @@ type Config struct {
 	TrustedProxies string
 	// UsageRetention is how long raw usage rows are kept (default 720h).
 	UsageRetention time.Duration
+	// UsageFlushInterval is the longest a usage event waits before its batch is written
+	// (USAGE_FLUSH_INTERVAL, default 100ms): with one batch write, what a crash can lose.
+	UsageFlushInterval time.Duration
 	// MaxSubscriptionsPerKey bounds the open GraphQL subscriptions of one key (default 20).
 	MaxSubscriptionsPerKey int
 	// WebhookAllowPrivate allows webhook URLs on loopback, private and link-local
@@ -126,6 +129,14 @@ func parse(get func(string) string) (Config, error) {
 			return c, fmt.Errorf("config: USAGE_RETENTION must be a duration of at least 1h (e.g. 720h), got %q", v)
 		}
 		c.UsageRetention = d
+	}
+	c.UsageFlushInterval = 100 * time.Millisecond
+	if v := get("USAGE_FLUSH_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 10*time.Millisecond || d > 10*time.Second {
+			return c, fmt.Errorf("config: USAGE_FLUSH_INTERVAL must be a duration from 10ms to 10s (e.g. 100ms), got %q", v)
+		}
+		c.UsageFlushInterval = d
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		return c, fmt.Errorf("config: REDIS_URL must start with redis:// or rediss://")

@@ -24,6 +24,8 @@ type Metrics struct {
 	// WebhookAttempts counts delivery attempts by outcome; WebhookSeconds their latency.
 	WebhookAttempts *prometheus.CounterVec
 	WebhookSeconds  prometheus.Histogram
+	// UsageWriteSeconds observes the duration of usage batch writes (committed or not).
+	UsageWriteSeconds prometheus.Histogram
 }
 
 // New returns a fresh set of metrics on its own registry, with the Go and process
@@ -58,8 +60,13 @@ func New() *Metrics {
 		Help:    "Webhook attempt latency.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 13),
 	})
+	m.UsageWriteSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "latchkey_usage_write_seconds",
+		Help:    "Duration of usage batch writes (raw rows and rollups, one transaction).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
 	m.Registry.MustRegister(m.AuthFailures, m.Operations, m.OperationSeconds, m.RateLimited,
-		m.WebhookAttempts, m.WebhookSeconds,
+		m.WebhookAttempts, m.WebhookSeconds, m.UsageWriteSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
