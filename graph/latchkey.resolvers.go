@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"entgo.io/contrib/entgql"
+
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
@@ -80,168 +81,102 @@ func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*mode
 
 // CreateTenant is the resolver for the createTenant field.
 func (r *mutationResolver) CreateTenant(ctx context.Context, input model.CreateTenantInput) (*ent.Tenant, error) {
-	var t *ent.Tenant
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		t, err = tenants.Create(ctx, c, tenants.CreateParams{Name: input.Name, Slug: input.Slug, Plan: input.Plan, Active: input.Active})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return t.Unwrap(), nil
+	return tenants.Create(ctx, r.db(ctx), tenants.CreateParams{Name: input.Name, Slug: input.Slug, Plan: input.Plan, Active: input.Active})
 }
 
 // UpdateTenant is the resolver for the updateTenant field.
 func (r *mutationResolver) UpdateTenant(ctx context.Context, id string, input model.UpdateTenantInput) (*ent.Tenant, error) {
-	var t *ent.Tenant
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) error {
-		var changed bool
-		var err error
-		t, changed, err = tenants.Update(ctx, c, id, tenants.UpdateParams{Name: input.Name, Plan: input.Plan, Active: input.Active})
-		if err == nil && changed && r.Keys.Verifier != nil {
-			txn.AfterCommit(ctx, r.Keys.Verifier.InvalidateAll)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
+	t, changed, err := tenants.Update(ctx, r.db(ctx), id, tenants.UpdateParams{Name: input.Name, Plan: input.Plan, Active: input.Active})
+	if err == nil && changed && r.Keys.Verifier != nil {
+		txn.AfterCommit(ctx, r.Keys.Verifier.InvalidateAll)
 	}
-	return t.Unwrap(), nil
+	return t, err
 }
 
 // CreateAPIKey is the resolver for the createApiKey field.
 func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateAPIKeyInput) (*model.APIKeyWithSecret, error) {
-	out := &model.APIKeyWithSecret{}
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		out.APIKey, out.Secret, err = r.Keys.Create(ctx, c, keys.CreateParams{
-			TenantID:               input.TenantID,
-			Name:                   input.Name,
-			Scopes:                 input.Scopes,
-			RateLimit:              input.RateLimit,
-			RateLimitWindowSeconds: input.RateLimitWindowSeconds,
-			Quota:                  input.Quota,
-			QuotaPeriod:            input.QuotaPeriod,
-			ExpiresAt:              input.ExpiresAt,
-			LimitsLocked:           input.LimitsLocked,
-			ExpiryLocked:           input.ExpiryLocked,
-		})
-		return err
+	k, secret, err := r.Keys.Create(ctx, r.db(ctx), keys.CreateParams{
+		TenantID:               input.TenantID,
+		Name:                   input.Name,
+		Scopes:                 input.Scopes,
+		RateLimit:              input.RateLimit,
+		RateLimitWindowSeconds: input.RateLimitWindowSeconds,
+		Quota:                  input.Quota,
+		QuotaPeriod:            input.QuotaPeriod,
+		ExpiresAt:              input.ExpiresAt,
+		LimitsLocked:           input.LimitsLocked,
+		ExpiryLocked:           input.ExpiryLocked,
 	})
 	if err != nil {
 		return nil, err
 	}
-	out.APIKey = out.APIKey.Unwrap()
-	return out, nil
+	return &model.APIKeyWithSecret{APIKey: k, Secret: secret}, nil
 }
 
 // UpdateAPIKey is the resolver for the updateApiKey field.
 func (r *mutationResolver) UpdateAPIKey(ctx context.Context, id string, input model.UpdateAPIKeyInput) (*ent.ApiKey, error) {
-	var k *ent.ApiKey
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		k, err = r.Keys.Update(ctx, c, id, keys.UpdateParams{
-			Name:                      input.Name,
-			Scopes:                    input.Scopes,
-			RateLimit:                 input.RateLimit.Value(),
-			SetRateLimit:              input.RateLimit.IsSet(),
-			RateLimitWindowSeconds:    input.RateLimitWindowSeconds.Value(),
-			SetRateLimitWindowSeconds: input.RateLimitWindowSeconds.IsSet(),
-			Quota:                     input.Quota.Value(),
-			SetQuota:                  input.Quota.IsSet(),
-			QuotaPeriod:               input.QuotaPeriod.Value(),
-			SetQuotaPeriod:            input.QuotaPeriod.IsSet(),
-			ExpiresAt:                 input.ExpiresAt.Value(),
-			SetExpiresAt:              input.ExpiresAt.IsSet(),
-			LimitsLocked:              input.LimitsLocked,
-			ExpiryLocked:              input.ExpiryLocked,
-		})
-		return err
+	return r.Keys.Update(ctx, r.db(ctx), id, keys.UpdateParams{
+		Name:                   input.Name,
+		Scopes:                 input.Scopes,
+		RateLimit:              change(input.RateLimit),
+		RateLimitWindowSeconds: change(input.RateLimitWindowSeconds),
+		Quota:                  change(input.Quota),
+		QuotaPeriod:            change(input.QuotaPeriod),
+		ExpiresAt:              change(input.ExpiresAt),
+		LimitsLocked:           input.LimitsLocked,
+		ExpiryLocked:           input.ExpiryLocked,
 	})
-	if err != nil {
-		return nil, err
-	}
-	return k.Unwrap(), nil
 }
 
 // RevokeAPIKey is the resolver for the revokeApiKey field.
 func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (*ent.ApiKey, error) {
-	var k *ent.ApiKey
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		k, err = r.Keys.Revoke(ctx, c, id)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return k.Unwrap(), nil
+	return r.Keys.Revoke(ctx, r.db(ctx), id)
 }
 
 // RotateAPIKey is the resolver for the rotateApiKey field.
 func (r *mutationResolver) RotateAPIKey(ctx context.Context, id string, gracePeriodSeconds *int) (*model.APIKeyWithSecret, error) {
-	grace := 0
-	if gracePeriodSeconds != nil {
-		grace = *gracePeriodSeconds
-	}
-	out := &model.APIKeyWithSecret{}
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		out.APIKey, out.Secret, err = r.Keys.Rotate(ctx, c, id, grace)
-		return err
-	})
+	k, secret, err := r.Keys.Rotate(ctx, r.db(ctx), id, orZero(gracePeriodSeconds))
 	if err != nil {
 		return nil, err
 	}
-	out.APIKey = out.APIKey.Unwrap()
-	return out, nil
+	return &model.APIKeyWithSecret{APIKey: k, Secret: secret}, nil
 }
 
 // CreateWebhook is the resolver for the createWebhook field.
 func (r *mutationResolver) CreateWebhook(ctx context.Context, input model.CreateWebhookInput) (*model.WebhookWithSecret, error) {
-	out := &model.WebhookWithSecret{}
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		p := webhook.CreateParams{URL: input.URL, Events: input.Events}
-		if input.TenantID != nil {
-			// Through the privacy rules: another tenant is NOT_FOUND, before any
-			// validation (which would resolve the URL's host).
-			if _, err := c.Tenant.Get(ctx, *input.TenantID); err != nil {
-				return err
-			}
-			p.TenantID = *input.TenantID
+	c := r.db(ctx)
+	p := webhook.CreateParams{URL: input.URL, Events: input.Events}
+	if input.TenantID != nil {
+		// Through the privacy rules: another tenant is NOT_FOUND, before any
+		// validation (which would resolve the URL's host).
+		if _, err := c.Tenant.Get(ctx, *input.TenantID); err != nil {
+			return nil, err
 		}
-		if input.Description != nil {
-			p.Description = *input.Description
-		}
-		out.Webhook, out.Secret, err = r.Webhooks.Create(ctx, c, p)
-		return err
-	})
+		p.TenantID = *input.TenantID
+	}
+	if input.Description != nil {
+		p.Description = *input.Description
+	}
+	w, secret, err := r.Webhooks.Create(ctx, c, p)
 	if err != nil {
 		return nil, err
 	}
-	out.Webhook = out.Webhook.Unwrap()
-	return out, nil
+	return &model.WebhookWithSecret{Webhook: w, Secret: secret}, nil
 }
 
 // UpdateWebhook is the resolver for the updateWebhook field.
 func (r *mutationResolver) UpdateWebhook(ctx context.Context, id string, input model.UpdateWebhookInput) (*ent.Webhook, error) {
-	var w *ent.Webhook
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		// NOT_FOUND for a foreign webhook before the URL is validated (resolved).
-		if _, err := c.Webhook.Get(ctx, id); err != nil {
-			return err
-		}
-		w, err = r.Webhooks.Update(ctx, c, id, webhook.UpdateParams{URL: input.URL, Events: input.Events, Description: input.Description, Active: input.Active})
-		return err
-	})
-	if err != nil {
+	c := r.db(ctx)
+	// NOT_FOUND for a foreign webhook before the URL is validated (resolved).
+	if _, err := c.Webhook.Get(ctx, id); err != nil {
 		return nil, err
 	}
-	return w.Unwrap(), nil
+	return r.Webhooks.Update(ctx, c, id, webhook.UpdateParams{URL: input.URL, Events: input.Events, Description: input.Description, Active: input.Active})
 }
 
 // DeleteWebhook is the resolver for the deleteWebhook field.
 func (r *mutationResolver) DeleteWebhook(ctx context.Context, id string) (string, error) {
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) error {
-		return r.Webhooks.Delete(ctx, c, id)
-	})
-	if err != nil {
+	if err := r.Webhooks.Delete(ctx, r.db(ctx), id); err != nil {
 		return "", err
 	}
 	return id, nil
@@ -249,46 +184,21 @@ func (r *mutationResolver) DeleteWebhook(ctx context.Context, id string) (string
 
 // RotateWebhookSecret is the resolver for the rotateWebhookSecret field.
 func (r *mutationResolver) RotateWebhookSecret(ctx context.Context, id string, gracePeriodSeconds *int) (*model.WebhookWithSecret, error) {
-	grace := 0
-	if gracePeriodSeconds != nil {
-		grace = *gracePeriodSeconds
-	}
-	out := &model.WebhookWithSecret{}
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		out.Webhook, out.Secret, err = r.Webhooks.RotateSecret(ctx, c, id, grace)
-		return err
-	})
+	w, secret, err := r.Webhooks.RotateSecret(ctx, r.db(ctx), id, orZero(gracePeriodSeconds))
 	if err != nil {
 		return nil, err
 	}
-	out.Webhook = out.Webhook.Unwrap()
-	return out, nil
+	return &model.WebhookWithSecret{Webhook: w, Secret: secret}, nil
 }
 
 // SendTestWebhook is the resolver for the sendTestWebhook field.
 func (r *mutationResolver) SendTestWebhook(ctx context.Context, id string) (*ent.WebhookDelivery, error) {
-	var d *ent.WebhookDelivery
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		d, err = r.Webhooks.SendTest(ctx, c, id)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return d.Unwrap(), nil
+	return r.Webhooks.SendTest(ctx, r.db(ctx), id)
 }
 
 // RedeliverWebhookDelivery is the resolver for the redeliverWebhookDelivery field.
 func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id string) (*ent.WebhookDelivery, error) {
-	var d *ent.WebhookDelivery
-	err := r.tx(ctx, func(ctx context.Context, c *ent.Client) (err error) {
-		d, err = r.Webhooks.Redeliver(ctx, c, id)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return d.Unwrap(), nil
+	return r.Webhooks.Redeliver(ctx, r.db(ctx), id)
 }
 
 // Viewer is the resolver for the viewer field.

@@ -14,7 +14,6 @@ import (
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
-	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/plan"
@@ -134,9 +133,26 @@ func endStream(ctx context.Context, err error) {
 	transport.AddSubscriptionError(ctx, gqlerr.From(e))
 }
 
-// tx runs fn in a transaction of the resolver's client.
-func (r *Resolver) tx(ctx context.Context, fn func(ctx context.Context, c *ent.Client) error) error {
-	return txn.WithTx(ctx, r.Client, fn)
+// db returns the client of the request: the transaction of a mutation field (opened by
+// graph/gqlserver for each mutation root field), else the resolver's client.
+func (r *Resolver) db(ctx context.Context) *ent.Client {
+	if c := ent.FromContext(ctx); c != nil {
+		return c
+	}
+	return r.Client
+}
+
+// change turns an omittable input field into the domain's change of a setting.
+func change[T any](o graphql.Omittable[*T]) keys.Change[T] {
+	return keys.Change[T]{Set: o.IsSet(), Value: o.Value()}
+}
+
+// orZero returns *p, or 0 for nil.
+func orZero(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 // defaultFirst applies the default page size when neither first nor last is given.

@@ -15,6 +15,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/internal/domain/admission"
 	"github.com/latchkey/latchkey/internal/domain/keys"
@@ -37,6 +38,10 @@ type Config struct {
 	PerItem map[string]string
 	// OnRefused, when set, counts a refused credential (metrics).
 	OnRefused func(*keys.AuthError)
+	// Client opens the transaction of each mutation root field (nil: none).
+	Client *ent.Client
+	// NoTx names mutation fields that run without a transaction of their own.
+	NoTx []string
 }
 
 // New returns the executor of cfg.Schema without transports.
@@ -61,6 +66,9 @@ func New(cfg Config) *handler.Server {
 	srv.Use(extension.AutomaticPersistedQuery{Cache: apqCache{lru.New[string](1000)}})
 	srv.Use(&docBudget{cache: cache, refused: refused}) // after APQ: it needs the text
 	srv.Use(&queryLimits{Depth: cfg.MaxDepth, Complexity: cfg.MaxComplexity})
+	tx := &transactions{client: cfg.Client, skip: cfg.NoTx}
+	srv.AroundRootFields(tx.rootField)
+	srv.AroundFields(tx.field)
 	srv.AroundFields(argLimits)
 	srv.SetErrorPresenter(gqlerr.Presenter)
 	srv.SetRecoverFunc(gqlerr.Recover)

@@ -154,6 +154,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 			MaxDepth:      cfg.MaxQueryDepth,
 			MaxComplexity: cfg.MaxQueryComplexity,
 			PerItem:       graph.PerItemCosts,
+			Client:        st.Client,
 			OnRefused:     func(e *keys.AuthError) { a.Metrics.AuthFailures.WithLabelValues(e.Reason).Inc() },
 		}),
 		Verifier:       v,

@@ -46,38 +46,52 @@ type CreateParams struct {
 // UpdateParams are the settings to change. Nil pointers leave a setting as it is;
 // the Set* flags with nil values clear the optional settings.
 type UpdateParams struct {
-	Name                      *string
-	Scopes                    []string
-	RateLimit                 *int
-	SetRateLimit              bool
-	RateLimitWindowSeconds    *int
-	SetRateLimitWindowSeconds bool
-	Quota                     *int
-	SetQuota                  bool
-	QuotaPeriod               *entapikey.QuotaPeriod
-	SetQuotaPeriod            bool
-	ExpiresAt                 *time.Time
-	SetExpiresAt              bool
+	Name                   *string
+	Scopes                 []string
+	RateLimit              Change[int]
+	RateLimitWindowSeconds Change[int]
+	Quota                  Change[int]
+	QuotaPeriod            Change[entapikey.QuotaPeriod]
+	ExpiresAt              Change[time.Time]
 	// LimitsLocked and ExpiryLocked (platform admins only) lock or unlock; nil
 	// locks what a platform admin changes and otherwise leaves the locks as they are.
 	LimitsLocked *bool
 	ExpiryLocked *bool
 }
 
+// Change is a nullable setting of an update: Set says whether it changes, and a nil
+// Value clears it (back to the plan's default, or no expiry).
+type Change[T any] struct {
+	Set   bool
+	Value *T
+}
+
+// apply changes *v when c is set.
+func (c Change[T]) apply(v **T) {
+	if c.Set {
+		*v = c.Value
+	}
+}
+
+// setOrClear applies c to an ent update through its SetX and ClearX methods.
+func setOrClear[T, R any](c Change[T], set func(T) R, clear func() R) {
+	switch {
+	case !c.Set:
+	case c.Value == nil:
+		clear()
+	default:
+		set(*c.Value)
+	}
+}
+
 // applyTo returns s with the limit settings of p applied.
 func (p UpdateParams) applyTo(s limitSettings) limitSettings {
-	if p.SetRateLimit {
-		s.rate = p.RateLimit
+	p.RateLimit.apply(&s.rate)
+	p.RateLimitWindowSeconds.apply(&s.window)
+	if p.Quota.Set {
+		s.quota = int64p(p.Quota.Value)
 	}
-	if p.SetRateLimitWindowSeconds {
-		s.window = p.RateLimitWindowSeconds
-	}
-	if p.SetQuota {
-		s.quota = int64p(p.Quota)
-	}
-	if p.SetQuotaPeriod {
-		s.period = p.QuotaPeriod
-	}
+	p.QuotaPeriod.apply(&s.period)
 	return s
 }
 
@@ -332,35 +346,35 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	if err := checkManage(ctx, k); err != nil {
 		return nil, err
 	}
-	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
+	if err := checkLimits(p.RateLimit.Value, p.RateLimitWindowSeconds.Value); err != nil {
 		return nil, err
 	}
-	if err := checkQuota(p.Quota, p.QuotaPeriod); err != nil {
+	if err := checkQuota(p.Quota.Value, p.QuotaPeriod.Value); err != nil {
 		return nil, err
 	}
-	if p.SetExpiresAt {
-		if err := m.checkExpiry(p.ExpiresAt); err != nil {
+	if p.ExpiresAt.Set {
+		if err := m.checkExpiry(p.ExpiresAt.Value); err != nil {
 			return nil, err
 		}
 	}
-	if p.SetExpiresAt && k.RotatedAt != nil && k.ExpiresAt != nil && !expiryWithin(p.ExpiresAt, k.ExpiresAt) {
+	if p.ExpiresAt.Set && k.RotatedAt != nil && k.ExpiresAt != nil && !expiryWithin(p.ExpiresAt.Value, k.ExpiresAt) {
 		// A key being rotated out must not outlive its grace period.
 		return nil, fault.BadInput("expiresAt", "the key was rotated: its expiry can only be brought forward")
 	}
-	rateChanged := p.SetRateLimit || p.SetRateLimitWindowSeconds
-	quotaChanged := p.SetQuota || p.SetQuotaPeriod
+	rateChanged := p.RateLimit.Set || p.RateLimitWindowSeconds.Set
+	quotaChanged := p.Quota.Set || p.QuotaPeriod.Set
 	b, err := boundOf(ctx, client)
 	if err != nil {
 		return nil, err
 	}
-	if k.TenantID != nil && (rateChanged || quotaChanged || p.SetExpiresAt) {
+	if k.TenantID != nil && (rateChanged || quotaChanged || p.ExpiresAt.Set) {
 		t, err := client.Tenant.Get(ctx, *k.TenantID)
 		if err != nil {
 			return nil, err
 		}
 		settings := p.applyTo(settingsOf(k))
 		next := settings.in(t.Plan)
-		if err := checkLocked(ctx, k, t.Plan, next, rateChanged, quotaChanged, p.SetExpiresAt, p.ExpiresAt); err != nil {
+		if err := checkLocked(ctx, k, t.Plan, next, rateChanged, quotaChanged, p.ExpiresAt.Set, p.ExpiresAt.Value); err != nil {
 			return nil, err
 		}
 		current := LimitsOf(k, t.Plan)
@@ -371,12 +385,12 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 			return nil, err
 		}
 	}
-	if p.SetExpiresAt {
-		if err := b.checkExpiryBound(p.ExpiresAt, k.ExpiresAt, false); err != nil {
+	if p.ExpiresAt.Set {
+		if err := b.checkExpiryBound(p.ExpiresAt.Value, k.ExpiresAt, false); err != nil {
 			return nil, err
 		}
 	}
-	limitsLocked, expiryLocked, err := resolveLocks(ctx, b, k.LimitsLocked, k.ExpiryLocked, p.LimitsLocked, p.ExpiryLocked, rateChanged || quotaChanged, p.SetExpiresAt)
+	limitsLocked, expiryLocked, err := resolveLocks(ctx, b, k.LimitsLocked, k.ExpiryLocked, p.LimitsLocked, p.ExpiryLocked, rateChanged || quotaChanged, p.ExpiresAt.Set)
 	if err != nil {
 		return nil, err
 	}
@@ -401,41 +415,11 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		}
 		u.SetScopes(scopes)
 	}
-	if p.SetRateLimit {
-		if p.RateLimit == nil {
-			u.ClearRateLimit()
-		} else {
-			u.SetRateLimit(*p.RateLimit)
-		}
-	}
-	if p.SetRateLimitWindowSeconds {
-		if p.RateLimitWindowSeconds == nil {
-			u.ClearRateLimitWindowSeconds()
-		} else {
-			u.SetRateLimitWindowSeconds(*p.RateLimitWindowSeconds)
-		}
-	}
-	if p.SetQuota {
-		if p.Quota == nil {
-			u.ClearQuota()
-		} else {
-			u.SetQuota(int64(*p.Quota))
-		}
-	}
-	if p.SetQuotaPeriod {
-		if p.QuotaPeriod == nil {
-			u.ClearQuotaPeriod()
-		} else {
-			u.SetQuotaPeriod(*p.QuotaPeriod)
-		}
-	}
-	if p.SetExpiresAt {
-		if p.ExpiresAt == nil {
-			u.ClearExpiresAt()
-		} else {
-			u.SetExpiresAt(*p.ExpiresAt)
-		}
-	}
+	setOrClear(p.RateLimit, u.SetRateLimit, u.ClearRateLimit)
+	setOrClear(p.RateLimitWindowSeconds, u.SetRateLimitWindowSeconds, u.ClearRateLimitWindowSeconds)
+	setOrClear(p.Quota, func(q int) *ent.ApiKeyUpdateOne { return u.SetQuota(int64(q)) }, u.ClearQuota)
+	setOrClear(p.QuotaPeriod, u.SetQuotaPeriod, u.ClearQuotaPeriod)
+	setOrClear(p.ExpiresAt, u.SetExpiresAt, u.ClearExpiresAt)
 	k, err = u.Save(ctx)
 	if err != nil {
 		return nil, err
