@@ -34,9 +34,6 @@ func init() {
 			return next.Mutate(ctx, m)
 		})
 	}
-	apikeyHooks := schema.ApiKey{}.Hooks()
-
-	apikey.Hooks[1] = apikeyHooks[0]
 	apikeyMixinFields0 := apikeyMixin[0].Fields()
 	_ = apikeyMixinFields0
 	apikeyMixinFields1 := apikeyMixin[1].Fields()
@@ -207,9 +204,6 @@ func init() {
 			return next.Mutate(ctx, m)
 		})
 	}
-	tenantHooks := schema.Tenant{}.Hooks()
-
-	tenant.Hooks[1] = tenantHooks[0]
 	tenantMixinFields0 := tenantMixin[0].Fields()
 	_ = tenantMixinFields0
 	tenantMixinFields1 := tenantMixin[1].Fields()
@@ -416,9 +410,6 @@ func init() {
 			return next.Mutate(ctx, m)
 		})
 	}
-	webhookHooks := schema.Webhook{}.Hooks()
-
-	webhook.Hooks[1] = webhookHooks[0]
 	webhookMixinFields0 := webhookMixin[0].Fields()
 	_ = webhookMixinFields0
 	webhookMixinFields1 := webhookMixin[1].Fields()

@@ -27,6 +27,7 @@ import (
 	"github.com/latchkey/latchkey/internal/data/store"
 	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/admission"
+	"github.com/latchkey/latchkey/internal/domain/audit"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/usage"
@@ -52,8 +53,6 @@ type App struct {
 	Dispatcher  *webhook.Dispatcher
 	LimitEvents *webhook.LimitEvents
 	Expiry      *webhook.ExpiryScanner
-
-	unregisterWake func()
 
 	redis       *redis.Client
 	memory      *ratelimit.Memory // in-memory limiter and quota, swept periodically (nil with Redis)
@@ -90,6 +89,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	audit.Register(st.Client) // every change of a tenant, key or webhook, in its transaction
 	if st.Applied > 0 {
 		slog.Info("applied migrations", "count", st.Applied, "dialect", st.Dialect)
 	}
@@ -265,16 +265,17 @@ func (a *App) webhooks(cfg config.Config) (*webhook.Manager, error) {
 			a.Metrics.WebhookAttempts.WithLabelValues(string(r.Outcome)).Inc()
 			a.Metrics.WebhookSeconds.Observe(r.Latency.Seconds())
 		}})
-	a.LimitEvents = &webhook.LimitEvents{Client: a.Store.Client}
-	a.Expiry = &webhook.ExpiryScanner{Client: a.Store.Client}
+	outbox := &webhook.Outbox{Wake: a.wakeWebhooks}
+	outbox.Register(a.Store.Client)
+	a.LimitEvents = &webhook.LimitEvents{Client: a.Store.Client, Outbox: outbox}
+	a.Expiry = &webhook.ExpiryScanner{Client: a.Store.Client, Outbox: outbox}
 	wake := a.Bus.Subscribe(topicWebhooksWake, 16)
 	go func() {
 		for range wake.C() {
 			a.Dispatcher.Wake()
 		}
 	}()
-	a.unregisterWake = webhook.OnCommitted(a.wakeWebhooks)
-	return &webhook.Manager{Policy: policy, Dispatcher: a.Dispatcher}, nil
+	return &webhook.Manager{Policy: policy, Dispatcher: a.Dispatcher, Outbox: outbox}, nil
 }
 
 // wakeWebhooks tells this instance's dispatcher and the others' that deliveries are due.
@@ -430,7 +431,6 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.redis != nil {
 		_ = a.redis.Close()
 	}
-	a.unregisterWake()
 	if err := a.Bus.Close(); err != nil {
 		slog.Warn("message bus close", "err", err)
 	}

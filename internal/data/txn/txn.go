@@ -51,7 +51,11 @@ func Run(ctx context.Context, tx *ent.Tx, fn func(ctx context.Context) error) (e
 // AfterCommit runs f after the transaction of ctx commits (ent's Tx.OnCommit), or at
 // once when ctx carries no transaction. A rolled-back transaction never runs f.
 func AfterCommit(ctx context.Context, f func()) {
-	tx := ent.TxFromContext(ctx)
+	OnCommit(ent.TxFromContext(ctx), f)
+}
+
+// OnCommit runs f after tx commits, or at once when tx is nil.
+func OnCommit(tx *ent.Tx, f func()) {
 	if tx == nil {
 		f()
 		return

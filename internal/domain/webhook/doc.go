@@ -10,14 +10,12 @@
 //     connected to (DNS rebinding), never follows redirects and ignores proxies.
 //   - Outbox: Enqueue writes one PENDING WebhookDelivery per subscribed webhook in the
 //     transaction of the change, so a rolled-back change sends nothing and a committed
-//     one is never lost.
+//     one is never lost; the Outbox's ent hook does so for key and tenant changes and
+//     wakes the dispatchers after the commit.
 //   - Dispatcher: claims due deliveries with a lease (FOR UPDATE SKIP LOCKED on
 //     PostgreSQL), sends them outside the transaction, records every attempt as a
 //     WebhookAttempt and retries on the Standard Webhooks schedule. Delivery is
 //     at-least-once with the same webhook-id on every attempt.
 //   - Manager: create, update, delete, rotate secrets, send tests and redeliver, under
 //     the caller's privacy rules.
-//
-// This package is imported by the ent schema hooks: it must not import internal/store,
-// ent/runtime, internal/app or anything that imports them.
 package webhook

@@ -87,7 +87,7 @@ func subscribes(events []string, eventType string) bool {
 // next attempt now) for every active webhook of e.TenantID that subscribes to e.Type or
 // to "*". Call it with the transaction's client inside the transaction of the change, so
 // a rolled-back change sends nothing and a committed one is never lost; wake the
-// Dispatcher after the commit.
+// dispatchers after the commit (Outbox.Enqueue does both).
 //
 // Webhooks are read and deliveries written under rule.SystemContext: events are system
 // work, whoever caused them. eventID may be "" (a new "msg_…" id is generated) or a
@@ -150,7 +150,6 @@ func Enqueue(ctx context.Context, client *ent.Client, e Event, eventID string) (
 	if err := client.WebhookDelivery.CreateBulk(builders...).Exec(sctx); err != nil {
 		return 0, err
 	}
-	afterCommit(ctx, nil) // wake the dispatchers once the deliveries are visible
 	return len(targets), nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/data/store"
 	"github.com/latchkey/latchkey/internal/data/testdb"
+	"github.com/latchkey/latchkey/internal/domain/audit"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -40,6 +41,7 @@ func openStore(t testing.TB, dialect string) *store.Store {
 	if err != nil {
 		t.Fatalf("open %s store: %v", dialect, err)
 	}
+	audit.Register(s.Client) // as the server's wiring does
 	t.Cleanup(func() { s.Close() })
 	return s
 }

@@ -30,8 +30,10 @@ const MaxGracePeriod = 7 * 24 * time.Hour
 type Manager struct {
 	// Policy validates webhook URLs.
 	Policy Policy
-	// Dispatcher is woken when deliveries are due; may be nil.
+	// Dispatcher gives the lease of redelivered deliveries; may be nil.
 	Dispatcher *Dispatcher
+	// Outbox wakes the dispatchers when deliveries are due; may be nil.
+	Outbox *Outbox
 }
 
 // CreateParams are the fields of a new webhook.
@@ -135,7 +137,7 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		return nil, err
 	}
 	if p.Active != nil && *p.Active {
-		afterCommit(ctx, m.Dispatcher)
+		m.Outbox.wakeAfterCommit(ctx)
 	}
 	return w, nil
 }
@@ -244,7 +246,7 @@ func (m *Manager) SendTest(ctx context.Context, client *ent.Client, id string) (
 	if err != nil {
 		return nil, err
 	}
-	afterCommit(ctx, m.Dispatcher)
+	m.Outbox.wakeAfterCommit(ctx)
 	return d, nil
 }
 
@@ -293,7 +295,7 @@ func (m *Manager) Redeliver(ctx context.Context, client *ent.Client, deliveryID 
 			return nil, err
 		}
 	}
-	afterCommit(ctx, m.Dispatcher)
+	m.Outbox.wakeAfterCommit(ctx)
 	return client.WebhookDelivery.Get(ctx, deliveryID)
 }
 

@@ -13,53 +13,8 @@ import (
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
-	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
-
-// Commit notification: Enqueue runs inside the transaction of a change; the
-// dispatchers should look for work as soon as it commits, not at their next poll.
-
-var (
-	notifyMu  sync.Mutex
-	notifiers = map[*func()]struct{}{}
-)
-
-// OnCommitted registers f to be called after every commit of a transaction that
-// enqueued deliveries (in this process). It returns a function that unregisters f.
-func OnCommitted(f func()) (remove func()) {
-	notifyMu.Lock()
-	defer notifyMu.Unlock()
-	notifiers[&f] = struct{}{}
-	return func() {
-		notifyMu.Lock()
-		delete(notifiers, &f)
-		notifyMu.Unlock()
-	}
-}
-
-func notifyCommitted() {
-	notifyMu.Lock()
-	fs := make([]func(), 0, len(notifiers))
-	for f := range notifiers {
-		fs = append(fs, *f)
-	}
-	notifyMu.Unlock()
-	for _, f := range fs {
-		f()
-	}
-}
-
-// afterCommit wakes the dispatchers once the transaction of ctx commits (at once
-// outside a transaction): m's own dispatcher, if any, and every OnCommitted hook.
-func afterCommit(ctx context.Context, d *Dispatcher) {
-	txn.AfterCommit(ctx, func() {
-		if d != nil {
-			d.Wake()
-		}
-		notifyCommitted()
-	})
-}
 
 // APIKeyData is the "data" of api_key.* events: the key's public fields.
 func APIKeyData(k *ent.ApiKey) map[string]any {
@@ -84,6 +39,8 @@ func TenantData(t *ent.Tenant) map[string]any {
 // written off the request path by a bounded worker.
 type LimitEvents struct {
 	Client *ent.Client
+	// Outbox writes the events and wakes the dispatchers.
+	Outbox *Outbox
 
 	mu    sync.Mutex
 	sent  map[string]time.Time // dedupe key → until when it is not sent again
@@ -166,7 +123,7 @@ func (l *LimitEvents) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case le := <-l.queue:
-			if _, err := Enqueue(ctx, l.Client, le.ev, le.id); err != nil {
+			if _, err := l.Outbox.Enqueue(ctx, l.Client, le.ev, le.id); err != nil {
 				slog.Warn("webhook: enqueue limit event", "type", le.ev.Type, "err", err)
 			}
 		}
@@ -177,7 +134,9 @@ func (l *LimitEvents) Run(ctx context.Context) {
 // events. Event ids are derived from the key and its expiry, so each is sent once per
 // webhook however often the scan runs and however many instances run it.
 type ExpiryScanner struct {
-	Client   *ent.Client
+	Client *ent.Client
+	// Outbox writes the events and wakes the dispatchers.
+	Outbox   *Outbox
 	Interval time.Duration // default 1 minute
 	Now      func() time.Time
 }
@@ -229,7 +188,7 @@ func (s *ExpiryScanner) Scan(ctx context.Context) error {
 		}
 		data := APIKeyData(k)
 		data["expiresAt"] = exp
-		if _, err := Enqueue(ctx, s.Client, Event{Type: typ, TenantID: *k.TenantID, Data: data, At: now},
+		if _, err := s.Outbox.Enqueue(ctx, s.Client, Event{Type: typ, TenantID: *k.TenantID, Data: data, At: now},
 			fmt.Sprintf("msg_%s_%s_%d", tag, k.ID, exp.Unix())); err != nil {
 			return err
 		}
