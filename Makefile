@@ -12,8 +12,9 @@ run: ## Serve on :8080 with an embedded SQLite file (latchkey.db), text logs
 build:
 	$(GO) build -o bin/latchkey .
 
-test: ## Every test, with the race detector, on SQLite and PostgreSQL
+test: ## Every test, with the race detector, on SQLite and PostgreSQL; then the memory tests without it
 	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -count=1 -run 'Memory' ./internal/transport/wsgorilla/
 
 generate: ## Regenerate ent, entgql and gqlgen code
 	cd ent && $(GO) run -mod=mod entc.go
@@ -23,9 +24,10 @@ check-generate: generate ## Fail when generated code is not what `make generate`
 	@git diff --exit-code -- ent graph schema go.mod go.sum || { echo "generated code is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- ent graph schema)" || { git status --porcelain -- ent graph schema; echo "untracked generated files: run make generate and commit"; exit 1; }
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and the floor check (no lower floor imports a higher one)
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) test -count=1 ./internal/archcheck/
 
 bench: ## Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -13,6 +13,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
+	"github.com/latchkey/latchkey/graph/gqlenum"
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
@@ -3364,13 +3365,17 @@ func (ec *executionContext) marshalNUsageInterval2githubᚗcomᚋlatchkeyᚋlatc
 }
 
 func (ec *executionContext) unmarshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐOutcome(ctx context.Context, v any) (live.Outcome, error) {
-	var res live.Outcome
-	err := res.UnmarshalGQL(v)
+	res, err := gqlenum.UnmarshalUsageOutcome(v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐOutcome(ctx context.Context, sel ast.SelectionSet, v live.Outcome) graphql.Marshaler {
-	return v
+	_ = sel
+	res := gqlenum.MarshalUsageOutcome(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "UsageOutcome!")
+	}
+	return res
 }
 
 func (ec *executionContext) marshalNUsageStats2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐStats(ctx context.Context, sel ast.SelectionSet, v *live.Stats) graphql.Marshaler {

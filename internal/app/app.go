@@ -17,15 +17,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/latchkey/latchkey/ent"
-	"github.com/latchkey/latchkey/ent/apikey"
-	"github.com/latchkey/latchkey/ent/schema/rule"
-	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph"
 	"github.com/latchkey/latchkey/graph/gqlserver"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/data/store"
-	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/admission"
 	"github.com/latchkey/latchkey/internal/domain/audit"
 	"github.com/latchkey/latchkey/internal/domain/keys"
@@ -57,6 +53,9 @@ type App struct {
 	redis       *redis.Client
 	memory      *ratelimit.Memory // in-memory limiter and quota, swept periodically (nil with Redis)
 	memoryQuota *ratelimit.MemoryQuota
+
+	// invalidations and wakes are the bus subscriptions Start follows.
+	invalidations, wakes *pubsub.Subscription
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -197,22 +196,22 @@ func (a *App) registerMetrics() {
 	m.Counter("latchkey_bus_published_total", "Messages published on the instance bus.", func() float64 { return float64(a.Bus.Stats().Published) })
 	m.Counter("latchkey_bus_dropped_total", "Bus messages dropped for slow subscribers.", func() float64 { return float64(a.Bus.Stats().Dropped) })
 	m.Gauge("latchkey_webhook_queue_oldest_seconds", "Age of the oldest due, undelivered webhook delivery.", func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		d, err := a.Store.Client.WebhookDelivery.Query().
-			Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending), webhookdelivery.NextAttemptAtLTE(time.Now())).
-			Order(webhookdelivery.ByNextAttemptAt()).First(rule.SystemContext(ctx))
-		if err != nil || d.NextAttemptAt == nil {
-			return 0
-		}
-		return time.Since(*d.NextAttemptAt).Seconds()
+		_, oldest := a.webhookBacklog()
+		return oldest.Seconds()
 	})
 	m.Gauge("latchkey_webhook_pending", "Webhook deliveries waiting for an attempt.", func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		n, _ := a.Store.Client.WebhookDelivery.Query().Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending)).Count(rule.SystemContext(ctx))
-		return float64(n)
+		pending, _ := a.webhookBacklog()
+		return float64(pending)
 	})
+}
+
+// webhookBacklog reads the webhook backlog for the metrics (zero when the database
+// does not answer within a second).
+func (a *App) webhookBacklog() (int, time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	pending, oldest, _ := webhook.Backlog(ctx, a.Store.Client)
+	return pending, oldest
 }
 
 // connectBus joins the instances' message bus: PostgreSQL LISTEN/NOTIFY when the store
@@ -228,18 +227,10 @@ func (a *App) connectBus(ctx context.Context) error {
 	} else {
 		a.Bus = pubsub.NewLocal()
 	}
-	inv := a.Bus.Subscribe(topicInvalidate, 4096)
+	a.invalidations = a.Bus.Subscribe(topicInvalidate, 4096)
 	a.Verifier.OnInvalidate = func(hash string) { a.Bus.Publish(topicInvalidate, []byte(hash)) }
 	// Messages missed while the bus was reconnecting may have carried invalidations.
 	a.Bus.OnReconnect(func() { a.Verifier.InvalidateLocal("") })
-	go func() {
-		for msg := range inv.C() {
-			if inv.TakeDropped() > 0 {
-				a.Verifier.InvalidateLocal("")
-			}
-			a.Verifier.InvalidateLocal(string(msg))
-		}
-	}()
 	return nil
 }
 
@@ -269,12 +260,7 @@ func (a *App) webhooks(cfg config.Config) (*webhook.Manager, error) {
 	outbox.Register(a.Store.Client)
 	a.LimitEvents = &webhook.LimitEvents{Client: a.Store.Client, Outbox: outbox}
 	a.Expiry = &webhook.ExpiryScanner{Client: a.Store.Client, Outbox: outbox}
-	wake := a.Bus.Subscribe(topicWebhooksWake, 16)
-	go func() {
-		for range wake.C() {
-			a.Dispatcher.Wake()
-		}
-	}()
+	a.wakes = a.Bus.Subscribe(topicWebhooksWake, 16)
 	return &webhook.Manager{Policy: policy, Dispatcher: a.Dispatcher, Outbox: outbox}, nil
 }
 
@@ -308,59 +294,17 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil, a.quotaUsed), nil
 }
 
-// quotaUsed is what the keys of quota key's rotation chain used since start, from the
-// stored usage: the seed of a quota counter that memory or Redis no longer holds. It
-// returns the database's error.
+// quotaUsed seeds a quota counter that memory or Redis no longer holds: what the
+// key's rotation chain used this period, from the stored usage.
 func (a *App) quotaUsed(ctx context.Context, key string, start time.Time) (int64, error) {
-	client := a.Store.Client
-	ids, err := client.ApiKey.Query().
-		Where(apikey.Or(apikey.ID(key), apikey.QuotaKey(key))).
-		IDs(rule.SystemContext(ctx))
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for _, id := range ids {
-		n, err := usage.Used(ctx, client, id, start)
-		if err != nil {
-			return 0, err
-		}
-		total += n
-	}
-	return total, nil
+	return usage.ChainUsed(ctx, a.Store.Client, key, start)
 }
 
 // bootstrapAdmin creates an admin key when none exists and prints it once to out.
 func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
-	ctx = rule.SystemContext(ctx)
-	var secret string
-	err := txn.WithTx(ctx, a.Store.Client, func(ctx context.Context, tx *ent.Client) error {
-		if a.Store.Dialect == "postgres" {
-			// Instances starting together on a fresh database create one admin key.
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7346158901)"); err != nil {
-				return err
-			}
-		}
-		exists, err := tx.ApiKey.Query().Where(apikey.Admin(true), apikey.RevokedAtIsNil()).Exist(ctx)
-		if err != nil || exists {
-			return err
-		}
-		if secret, err = keys.Generate(keys.KindAdmin); err != nil {
-			return err
-		}
-		return tx.ApiKey.Create().
-			SetName("bootstrap admin").
-			SetAdmin(true).
-			SetPrefix(keys.DisplayPrefix(secret)).
-			SetHash(keys.HashHex(secret)).
-			SetScopes([]string{}).
-			Exec(ctx)
-	})
-	if err != nil {
-		return fmt.Errorf("create admin key: %w", err)
-	}
-	if secret == "" {
-		return nil // an admin key exists already
+	secret, err := keys.Bootstrap(ctx, a.Store.Client, a.Store.Dialect)
+	if err != nil || secret == "" {
+		return err // secret "": an admin key exists already
 	}
 	if out == nil {
 		out = io.Discard
@@ -389,6 +333,8 @@ func (a *App) Start(ctx context.Context) {
 		}()
 	}
 	run(a.Verifier.Run)
+	run(func(ctx context.Context) { a.Verifier.Follow(ctx, a.invalidations) })
+	run(func(ctx context.Context) { a.Dispatcher.Follow(ctx, a.wakes) })
 	run(func(ctx context.Context) { _ = a.Recorder.Run(ctx) })
 	run(func(ctx context.Context) { _ = a.Dispatcher.Run(ctx) })
 	run(a.LimitEvents.Run)

@@ -18,6 +18,7 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -348,6 +349,26 @@ func (v *Verifier) Run(ctx context.Context) {
 			if err := v.FlushLastUsed(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				slog.Warn("flush last_used_at", "err", err)
 			}
+		}
+	}
+}
+
+// Follow applies the invalidations that other instances publish on invalidations (the
+// instance bus) until ctx ends or the subscription closes. Messages lost on the way
+// (a slow reader, a reconnecting bus) drop the whole cache.
+func (v *Verifier) Follow(ctx context.Context, invalidations *pubsub.Subscription) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-invalidations.C():
+			if !ok {
+				return
+			}
+			if invalidations.TakeDropped() > 0 {
+				v.InvalidateLocal("")
+			}
+			v.InvalidateLocal(string(msg))
 		}
 	}
 }

@@ -12,11 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,24 +40,9 @@ type Event struct {
 	DroppedEvents int `json:"-"`
 }
 
-// Outcome is a usage outcome ("ok", "rate_limited", …) that marshals as the GraphQL
-// enum UsageOutcome (OK, RATE_LIMITED, …) without a resolver.
+// Outcome is a usage outcome ("ok", "rate_limited", …); the API floor shows it as the
+// GraphQL enum UsageOutcome (graph/gqlenum).
 type Outcome string
-
-// MarshalGQL writes the enum value.
-func (o Outcome) MarshalGQL(w io.Writer) {
-	_, _ = io.WriteString(w, strconv.Quote(strings.ToUpper(string(o))))
-}
-
-// UnmarshalGQL reads the enum value. It returns an error for anything but a string.
-func (o *Outcome) UnmarshalGQL(v any) error {
-	s, ok := v.(string)
-	if !ok {
-		return fmt.Errorf("UsageOutcome must be a string")
-	}
-	*o = Outcome(strings.ToLower(s))
-	return nil
-}
 
 // Stats is one rolling aggregate of a usageStats subscription.
 type Stats struct {

@@ -9,6 +9,7 @@ import (
 	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/ent/usagelog"
@@ -274,4 +275,26 @@ func (r *Recorder) Prune(ctx context.Context, now time.Time) (logs, rollups int6
 		}
 	}
 	return logs, rollups, nil
+}
+
+// ChainUsed returns what the keys of a rotation chain used since start, from the
+// rollups: the chain is the key quotaKey and every key whose quota it counts (rotation
+// successors). It is the seed of a quota counter that memory or Redis no longer holds.
+// It returns the database's error.
+func ChainUsed(ctx context.Context, client *ent.Client, quotaKey string, start time.Time) (int64, error) {
+	ids, err := client.ApiKey.Query().
+		Where(apikey.Or(apikey.ID(quotaKey), apikey.QuotaKey(quotaKey))).
+		IDs(rule.SystemContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, id := range ids {
+		n, err := Used(ctx, client, id, start)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	entwebhook "github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
+	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/domain/audit"
 )
 
@@ -790,4 +791,42 @@ func formatDuration(d time.Duration) string {
 		return strconv.Itoa(int(d/day)) + " days"
 	}
 	return d.String()
+}
+
+// Follow wakes the dispatcher on every message of wakes (other instances' commits,
+// through the instance bus) until ctx ends or the subscription closes.
+func (d *Dispatcher) Follow(ctx context.Context, wakes *pubsub.Subscription) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-wakes.C():
+			if !ok {
+				return
+			}
+			d.Wake()
+		}
+	}
+}
+
+// Backlog reports the deliveries waiting for an attempt and how long the oldest due
+// one has waited (for metrics). It returns the database's error.
+func Backlog(ctx context.Context, client *ent.Client) (pending int, oldest time.Duration, err error) {
+	sctx := rule.SystemContext(ctx)
+	pending, err = client.WebhookDelivery.Query().Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending)).Count(sctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	d, err := client.WebhookDelivery.Query().
+		Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending), webhookdelivery.NextAttemptAtLTE(time.Now())).
+		Order(webhookdelivery.ByNextAttemptAt()).First(sctx)
+	switch {
+	case ent.IsNotFound(err):
+		return pending, 0, nil
+	case err != nil:
+		return pending, 0, err
+	case d.NextAttemptAt != nil:
+		oldest = time.Since(*d.NextAttemptAt)
+	}
+	return pending, oldest, nil
 }
