@@ -69,7 +69,8 @@ func Auth(ctx context.Context, _ any, next graphql.Resolver, scopes []string, ad
 }
 
 // RateLimit implements @rateLimit(cost). The cost is charged for the whole operation
-// before it executes (see httpapi.Guard), so at field level it does nothing.
+// before it executes (graph/gqlserver asks the admission service), so at field level it
+// does nothing.
 func RateLimit(ctx context.Context, _ any, next graphql.Resolver, _ *int) (any, error) {
 	return next(ctx)
 }
