@@ -59,6 +59,18 @@ type ApiKey struct {
 	LimitsLocked bool `json:"limits_locked,omitempty"`
 	// expiry set by a platform admin or bounded by the key that created or rotated this one: tenant keys may only bring it forward
 	ExpiryLocked bool `json:"expiry_locked,omitempty"`
+	// MANAGEMENT keys call Latchkey's API; CONSUMER keys are issued to a tenant's customers and only verified
+	Kind apikey.Kind `json:"kind,omitempty"`
+	// a label, visible in the key (<prefix>_live_ / <prefix>_test_); limited and charged alike
+	Environment apikey.Environment `json:"environment,omitempty"`
+	// the tenant's own customer or user id, returned by every verification
+	OwnerID *string `json:"owner_id,omitempty"`
+	// a JSON object of at most 4 KiB, returned by every verification
+	Meta map[string]interface{} `json:"meta,omitempty"`
+	// the tenant's own permission names (e.g. documents:read), distinct from Latchkey scopes
+	Permissions []string `json:"permissions,omitempty"`
+	// a reversible switch: a disabled key fails verification with DISABLED
+	Enabled bool `json:"enabled,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the ApiKeyQuery when eager-loading is set.
 	Edges        ApiKeyEdges `json:"edges"`
@@ -118,13 +130,13 @@ func (*ApiKey) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case apikey.FieldScopes:
+		case apikey.FieldScopes, apikey.FieldMeta, apikey.FieldPermissions:
 			values[i] = new([]byte)
-		case apikey.FieldAdmin, apikey.FieldLimitsLocked, apikey.FieldExpiryLocked:
+		case apikey.FieldAdmin, apikey.FieldLimitsLocked, apikey.FieldExpiryLocked, apikey.FieldEnabled:
 			values[i] = new(sql.NullBool)
 		case apikey.FieldRateLimit, apikey.FieldRateLimitWindowSeconds, apikey.FieldQuota:
 			values[i] = new(sql.NullInt64)
-		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID, apikey.FieldQuotaKey:
+		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID, apikey.FieldQuotaKey, apikey.FieldKind, apikey.FieldEnvironment, apikey.FieldOwnerID:
 			values[i] = new(sql.NullString)
 		case apikey.FieldCreatedAt, apikey.FieldUpdatedAt, apikey.FieldExpiresAt, apikey.FieldLastUsedAt, apikey.FieldRevokedAt, apikey.FieldRotatedAt:
 			values[i] = new(sql.NullTime)
@@ -282,6 +294,47 @@ func (_m *ApiKey) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.ExpiryLocked = value.Bool
 			}
+		case apikey.FieldKind:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field kind", values[i])
+			} else if value.Valid {
+				_m.Kind = apikey.Kind(value.String)
+			}
+		case apikey.FieldEnvironment:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field environment", values[i])
+			} else if value.Valid {
+				_m.Environment = apikey.Environment(value.String)
+			}
+		case apikey.FieldOwnerID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field owner_id", values[i])
+			} else if value.Valid {
+				_m.OwnerID = new(string)
+				*_m.OwnerID = value.String
+			}
+		case apikey.FieldMeta:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field meta", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Meta); err != nil {
+					return fmt.Errorf("unmarshal field meta: %w", err)
+				}
+			}
+		case apikey.FieldPermissions:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field permissions", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Permissions); err != nil {
+					return fmt.Errorf("unmarshal field permissions: %w", err)
+				}
+			}
+		case apikey.FieldEnabled:
+			if value, ok := values[i].(*sql.NullBool); !ok {
+				return fmt.Errorf("unexpected type %T for field enabled", values[i])
+			} else if value.Valid {
+				_m.Enabled = value.Bool
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -413,6 +466,26 @@ func (_m *ApiKey) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("expiry_locked=")
 	builder.WriteString(fmt.Sprintf("%v", _m.ExpiryLocked))
+	builder.WriteString(", ")
+	builder.WriteString("kind=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Kind))
+	builder.WriteString(", ")
+	builder.WriteString("environment=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Environment))
+	builder.WriteString(", ")
+	if v := _m.OwnerID; v != nil {
+		builder.WriteString("owner_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	builder.WriteString("meta=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Meta))
+	builder.WriteString(", ")
+	builder.WriteString("permissions=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Permissions))
+	builder.WriteString(", ")
+	builder.WriteString("enabled=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Enabled))
 	builder.WriteByte(')')
 	return builder.String()
 }

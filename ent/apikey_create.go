@@ -272,6 +272,74 @@ func (_c *ApiKeyCreate) SetNillableExpiryLocked(v *bool) *ApiKeyCreate {
 	return _c
 }
 
+// SetKind sets the "kind" field.
+func (_c *ApiKeyCreate) SetKind(v apikey.Kind) *ApiKeyCreate {
+	_c.mutation.SetKind(v)
+	return _c
+}
+
+// SetNillableKind sets the "kind" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableKind(v *apikey.Kind) *ApiKeyCreate {
+	if v != nil {
+		_c.SetKind(*v)
+	}
+	return _c
+}
+
+// SetEnvironment sets the "environment" field.
+func (_c *ApiKeyCreate) SetEnvironment(v apikey.Environment) *ApiKeyCreate {
+	_c.mutation.SetEnvironment(v)
+	return _c
+}
+
+// SetNillableEnvironment sets the "environment" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableEnvironment(v *apikey.Environment) *ApiKeyCreate {
+	if v != nil {
+		_c.SetEnvironment(*v)
+	}
+	return _c
+}
+
+// SetOwnerID sets the "owner_id" field.
+func (_c *ApiKeyCreate) SetOwnerID(v string) *ApiKeyCreate {
+	_c.mutation.SetOwnerID(v)
+	return _c
+}
+
+// SetNillableOwnerID sets the "owner_id" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableOwnerID(v *string) *ApiKeyCreate {
+	if v != nil {
+		_c.SetOwnerID(*v)
+	}
+	return _c
+}
+
+// SetMeta sets the "meta" field.
+func (_c *ApiKeyCreate) SetMeta(v map[string]interface{}) *ApiKeyCreate {
+	_c.mutation.SetMeta(v)
+	return _c
+}
+
+// SetPermissions sets the "permissions" field.
+func (_c *ApiKeyCreate) SetPermissions(v []string) *ApiKeyCreate {
+	_c.mutation.SetPermissions(v)
+	return _c
+}
+
+// SetEnabled sets the "enabled" field.
+func (_c *ApiKeyCreate) SetEnabled(v bool) *ApiKeyCreate {
+	_c.mutation.SetEnabled(v)
+	return _c
+}
+
+// SetNillableEnabled sets the "enabled" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableEnabled(v *bool) *ApiKeyCreate {
+	if v != nil {
+		_c.SetEnabled(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *ApiKeyCreate) SetID(v string) *ApiKeyCreate {
 	_c.mutation.SetID(v)
@@ -378,6 +446,18 @@ func (_c *ApiKeyCreate) defaults() error {
 		v := apikey.DefaultExpiryLocked
 		_c.mutation.SetExpiryLocked(v)
 	}
+	if _, ok := _c.mutation.Kind(); !ok {
+		v := apikey.DefaultKind
+		_c.mutation.SetKind(v)
+	}
+	if _, ok := _c.mutation.Environment(); !ok {
+		v := apikey.DefaultEnvironment
+		_c.mutation.SetEnvironment(v)
+	}
+	if _, ok := _c.mutation.Enabled(); !ok {
+		v := apikey.DefaultEnabled
+		_c.mutation.SetEnabled(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if apikey.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized apikey.DefaultID (forgotten import ent/runtime?)")
@@ -436,6 +516,30 @@ func (_c *ApiKeyCreate) check() error {
 	}
 	if _, ok := _c.mutation.ExpiryLocked(); !ok {
 		return &ValidationError{Name: "expiry_locked", err: errors.New(`ent: missing required field "ApiKey.expiry_locked"`)}
+	}
+	if _, ok := _c.mutation.Kind(); !ok {
+		return &ValidationError{Name: "kind", err: errors.New(`ent: missing required field "ApiKey.kind"`)}
+	}
+	if v, ok := _c.mutation.Kind(); ok {
+		if err := apikey.KindValidator(v); err != nil {
+			return &ValidationError{Name: "kind", err: fmt.Errorf(`ent: validator failed for field "ApiKey.kind": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.Environment(); !ok {
+		return &ValidationError{Name: "environment", err: errors.New(`ent: missing required field "ApiKey.environment"`)}
+	}
+	if v, ok := _c.mutation.Environment(); ok {
+		if err := apikey.EnvironmentValidator(v); err != nil {
+			return &ValidationError{Name: "environment", err: fmt.Errorf(`ent: validator failed for field "ApiKey.environment": %w`, err)}
+		}
+	}
+	if v, ok := _c.mutation.OwnerID(); ok {
+		if err := apikey.OwnerIDValidator(v); err != nil {
+			return &ValidationError{Name: "owner_id", err: fmt.Errorf(`ent: validator failed for field "ApiKey.owner_id": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.Enabled(); !ok {
+		return &ValidationError{Name: "enabled", err: errors.New(`ent: missing required field "ApiKey.enabled"`)}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := apikey.IDValidator(v); err != nil {
@@ -549,6 +653,30 @@ func (_c *ApiKeyCreate) createSpec() (*ApiKey, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.ExpiryLocked(); ok {
 		_spec.SetField(apikey.FieldExpiryLocked, field.TypeBool, value)
 		_node.ExpiryLocked = value
+	}
+	if value, ok := _c.mutation.Kind(); ok {
+		_spec.SetField(apikey.FieldKind, field.TypeEnum, value)
+		_node.Kind = value
+	}
+	if value, ok := _c.mutation.Environment(); ok {
+		_spec.SetField(apikey.FieldEnvironment, field.TypeEnum, value)
+		_node.Environment = value
+	}
+	if value, ok := _c.mutation.OwnerID(); ok {
+		_spec.SetField(apikey.FieldOwnerID, field.TypeString, value)
+		_node.OwnerID = &value
+	}
+	if value, ok := _c.mutation.Meta(); ok {
+		_spec.SetField(apikey.FieldMeta, field.TypeJSON, value)
+		_node.Meta = value
+	}
+	if value, ok := _c.mutation.Permissions(); ok {
+		_spec.SetField(apikey.FieldPermissions, field.TypeJSON, value)
+		_node.Permissions = value
+	}
+	if value, ok := _c.mutation.Enabled(); ok {
+		_spec.SetField(apikey.FieldEnabled, field.TypeBool, value)
+		_node.Enabled = value
 	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -874,6 +1002,72 @@ func (u *ApiKeyUpsert) UpdateExpiryLocked() *ApiKeyUpsert {
 	return u
 }
 
+// SetOwnerID sets the "owner_id" field.
+func (u *ApiKeyUpsert) SetOwnerID(v string) *ApiKeyUpsert {
+	u.Set(apikey.FieldOwnerID, v)
+	return u
+}
+
+// UpdateOwnerID sets the "owner_id" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateOwnerID() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldOwnerID)
+	return u
+}
+
+// ClearOwnerID clears the value of the "owner_id" field.
+func (u *ApiKeyUpsert) ClearOwnerID() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldOwnerID)
+	return u
+}
+
+// SetMeta sets the "meta" field.
+func (u *ApiKeyUpsert) SetMeta(v map[string]interface{}) *ApiKeyUpsert {
+	u.Set(apikey.FieldMeta, v)
+	return u
+}
+
+// UpdateMeta sets the "meta" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateMeta() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldMeta)
+	return u
+}
+
+// ClearMeta clears the value of the "meta" field.
+func (u *ApiKeyUpsert) ClearMeta() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldMeta)
+	return u
+}
+
+// SetPermissions sets the "permissions" field.
+func (u *ApiKeyUpsert) SetPermissions(v []string) *ApiKeyUpsert {
+	u.Set(apikey.FieldPermissions, v)
+	return u
+}
+
+// UpdatePermissions sets the "permissions" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdatePermissions() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldPermissions)
+	return u
+}
+
+// ClearPermissions clears the value of the "permissions" field.
+func (u *ApiKeyUpsert) ClearPermissions() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldPermissions)
+	return u
+}
+
+// SetEnabled sets the "enabled" field.
+func (u *ApiKeyUpsert) SetEnabled(v bool) *ApiKeyUpsert {
+	u.Set(apikey.FieldEnabled, v)
+	return u
+}
+
+// UpdateEnabled sets the "enabled" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateEnabled() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldEnabled)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -911,6 +1105,12 @@ func (u *ApiKeyUpsertOne) UpdateNewValues() *ApiKeyUpsertOne {
 		}
 		if _, exists := u.create.mutation.QuotaKey(); exists {
 			s.SetIgnore(apikey.FieldQuotaKey)
+		}
+		if _, exists := u.create.mutation.Kind(); exists {
+			s.SetIgnore(apikey.FieldKind)
+		}
+		if _, exists := u.create.mutation.Environment(); exists {
+			s.SetIgnore(apikey.FieldEnvironment)
 		}
 	}))
 	return u
@@ -1202,6 +1402,83 @@ func (u *ApiKeyUpsertOne) UpdateExpiryLocked() *ApiKeyUpsertOne {
 	})
 }
 
+// SetOwnerID sets the "owner_id" field.
+func (u *ApiKeyUpsertOne) SetOwnerID(v string) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetOwnerID(v)
+	})
+}
+
+// UpdateOwnerID sets the "owner_id" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateOwnerID() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateOwnerID()
+	})
+}
+
+// ClearOwnerID clears the value of the "owner_id" field.
+func (u *ApiKeyUpsertOne) ClearOwnerID() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearOwnerID()
+	})
+}
+
+// SetMeta sets the "meta" field.
+func (u *ApiKeyUpsertOne) SetMeta(v map[string]interface{}) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetMeta(v)
+	})
+}
+
+// UpdateMeta sets the "meta" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateMeta() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateMeta()
+	})
+}
+
+// ClearMeta clears the value of the "meta" field.
+func (u *ApiKeyUpsertOne) ClearMeta() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearMeta()
+	})
+}
+
+// SetPermissions sets the "permissions" field.
+func (u *ApiKeyUpsertOne) SetPermissions(v []string) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetPermissions(v)
+	})
+}
+
+// UpdatePermissions sets the "permissions" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdatePermissions() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdatePermissions()
+	})
+}
+
+// ClearPermissions clears the value of the "permissions" field.
+func (u *ApiKeyUpsertOne) ClearPermissions() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearPermissions()
+	})
+}
+
+// SetEnabled sets the "enabled" field.
+func (u *ApiKeyUpsertOne) SetEnabled(v bool) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetEnabled(v)
+	})
+}
+
+// UpdateEnabled sets the "enabled" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateEnabled() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateEnabled()
+	})
+}
+
 // Exec executes the query.
 func (u *ApiKeyUpsertOne) Exec(ctx context.Context) error {
 	if len(u.create.conflict) == 0 {
@@ -1405,6 +1682,12 @@ func (u *ApiKeyUpsertBulk) UpdateNewValues() *ApiKeyUpsertBulk {
 			}
 			if _, exists := b.mutation.QuotaKey(); exists {
 				s.SetIgnore(apikey.FieldQuotaKey)
+			}
+			if _, exists := b.mutation.Kind(); exists {
+				s.SetIgnore(apikey.FieldKind)
+			}
+			if _, exists := b.mutation.Environment(); exists {
+				s.SetIgnore(apikey.FieldEnvironment)
 			}
 		}
 	}))
@@ -1694,6 +1977,83 @@ func (u *ApiKeyUpsertBulk) SetExpiryLocked(v bool) *ApiKeyUpsertBulk {
 func (u *ApiKeyUpsertBulk) UpdateExpiryLocked() *ApiKeyUpsertBulk {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.UpdateExpiryLocked()
+	})
+}
+
+// SetOwnerID sets the "owner_id" field.
+func (u *ApiKeyUpsertBulk) SetOwnerID(v string) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetOwnerID(v)
+	})
+}
+
+// UpdateOwnerID sets the "owner_id" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateOwnerID() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateOwnerID()
+	})
+}
+
+// ClearOwnerID clears the value of the "owner_id" field.
+func (u *ApiKeyUpsertBulk) ClearOwnerID() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearOwnerID()
+	})
+}
+
+// SetMeta sets the "meta" field.
+func (u *ApiKeyUpsertBulk) SetMeta(v map[string]interface{}) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetMeta(v)
+	})
+}
+
+// UpdateMeta sets the "meta" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateMeta() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateMeta()
+	})
+}
+
+// ClearMeta clears the value of the "meta" field.
+func (u *ApiKeyUpsertBulk) ClearMeta() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearMeta()
+	})
+}
+
+// SetPermissions sets the "permissions" field.
+func (u *ApiKeyUpsertBulk) SetPermissions(v []string) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetPermissions(v)
+	})
+}
+
+// UpdatePermissions sets the "permissions" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdatePermissions() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdatePermissions()
+	})
+}
+
+// ClearPermissions clears the value of the "permissions" field.
+func (u *ApiKeyUpsertBulk) ClearPermissions() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearPermissions()
+	})
+}
+
+// SetEnabled sets the "enabled" field.
+func (u *ApiKeyUpsertBulk) SetEnabled(v bool) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetEnabled(v)
+	})
+}
+
+// UpdateEnabled sets the "enabled" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateEnabled() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateEnabled()
 	})
 }
 

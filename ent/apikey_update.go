@@ -271,6 +271,70 @@ func (_u *ApiKeyUpdate) SetNillableExpiryLocked(v *bool) *ApiKeyUpdate {
 	return _u
 }
 
+// SetOwnerID sets the "owner_id" field.
+func (_u *ApiKeyUpdate) SetOwnerID(v string) *ApiKeyUpdate {
+	_u.mutation.SetOwnerID(v)
+	return _u
+}
+
+// SetNillableOwnerID sets the "owner_id" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableOwnerID(v *string) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetOwnerID(*v)
+	}
+	return _u
+}
+
+// ClearOwnerID clears the value of the "owner_id" field.
+func (_u *ApiKeyUpdate) ClearOwnerID() *ApiKeyUpdate {
+	_u.mutation.ClearOwnerID()
+	return _u
+}
+
+// SetMeta sets the "meta" field.
+func (_u *ApiKeyUpdate) SetMeta(v map[string]interface{}) *ApiKeyUpdate {
+	_u.mutation.SetMeta(v)
+	return _u
+}
+
+// ClearMeta clears the value of the "meta" field.
+func (_u *ApiKeyUpdate) ClearMeta() *ApiKeyUpdate {
+	_u.mutation.ClearMeta()
+	return _u
+}
+
+// SetPermissions sets the "permissions" field.
+func (_u *ApiKeyUpdate) SetPermissions(v []string) *ApiKeyUpdate {
+	_u.mutation.SetPermissions(v)
+	return _u
+}
+
+// AppendPermissions appends value to the "permissions" field.
+func (_u *ApiKeyUpdate) AppendPermissions(v []string) *ApiKeyUpdate {
+	_u.mutation.AppendPermissions(v)
+	return _u
+}
+
+// ClearPermissions clears the value of the "permissions" field.
+func (_u *ApiKeyUpdate) ClearPermissions() *ApiKeyUpdate {
+	_u.mutation.ClearPermissions()
+	return _u
+}
+
+// SetEnabled sets the "enabled" field.
+func (_u *ApiKeyUpdate) SetEnabled(v bool) *ApiKeyUpdate {
+	_u.mutation.SetEnabled(v)
+	return _u
+}
+
+// SetNillableEnabled sets the "enabled" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableEnabled(v *bool) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetEnabled(*v)
+	}
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdate) AddRotatedToIDs(ids ...string) *ApiKeyUpdate {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -364,6 +428,11 @@ func (_u *ApiKeyUpdate) check() error {
 	if v, ok := _u.mutation.QuotaPeriod(); ok {
 		if err := apikey.QuotaPeriodValidator(v); err != nil {
 			return &ValidationError{Name: "quota_period", err: fmt.Errorf(`ent: validator failed for field "ApiKey.quota_period": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.OwnerID(); ok {
+		if err := apikey.OwnerIDValidator(v); err != nil {
+			return &ValidationError{Name: "owner_id", err: fmt.Errorf(`ent: validator failed for field "ApiKey.owner_id": %w`, err)}
 		}
 	}
 	return nil
@@ -466,6 +535,32 @@ func (_u *ApiKeyUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.ExpiryLocked(); ok {
 		_spec.SetField(apikey.FieldExpiryLocked, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.OwnerID(); ok {
+		_spec.SetField(apikey.FieldOwnerID, field.TypeString, value)
+	}
+	if _u.mutation.OwnerIDCleared() {
+		_spec.ClearField(apikey.FieldOwnerID, field.TypeString)
+	}
+	if value, ok := _u.mutation.Meta(); ok {
+		_spec.SetField(apikey.FieldMeta, field.TypeJSON, value)
+	}
+	if _u.mutation.MetaCleared() {
+		_spec.ClearField(apikey.FieldMeta, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.Permissions(); ok {
+		_spec.SetField(apikey.FieldPermissions, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedPermissions(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, apikey.FieldPermissions, value)
+		})
+	}
+	if _u.mutation.PermissionsCleared() {
+		_spec.ClearField(apikey.FieldPermissions, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.Enabled(); ok {
+		_spec.SetField(apikey.FieldEnabled, field.TypeBool, value)
 	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -775,6 +870,70 @@ func (_u *ApiKeyUpdateOne) SetNillableExpiryLocked(v *bool) *ApiKeyUpdateOne {
 	return _u
 }
 
+// SetOwnerID sets the "owner_id" field.
+func (_u *ApiKeyUpdateOne) SetOwnerID(v string) *ApiKeyUpdateOne {
+	_u.mutation.SetOwnerID(v)
+	return _u
+}
+
+// SetNillableOwnerID sets the "owner_id" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableOwnerID(v *string) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetOwnerID(*v)
+	}
+	return _u
+}
+
+// ClearOwnerID clears the value of the "owner_id" field.
+func (_u *ApiKeyUpdateOne) ClearOwnerID() *ApiKeyUpdateOne {
+	_u.mutation.ClearOwnerID()
+	return _u
+}
+
+// SetMeta sets the "meta" field.
+func (_u *ApiKeyUpdateOne) SetMeta(v map[string]interface{}) *ApiKeyUpdateOne {
+	_u.mutation.SetMeta(v)
+	return _u
+}
+
+// ClearMeta clears the value of the "meta" field.
+func (_u *ApiKeyUpdateOne) ClearMeta() *ApiKeyUpdateOne {
+	_u.mutation.ClearMeta()
+	return _u
+}
+
+// SetPermissions sets the "permissions" field.
+func (_u *ApiKeyUpdateOne) SetPermissions(v []string) *ApiKeyUpdateOne {
+	_u.mutation.SetPermissions(v)
+	return _u
+}
+
+// AppendPermissions appends value to the "permissions" field.
+func (_u *ApiKeyUpdateOne) AppendPermissions(v []string) *ApiKeyUpdateOne {
+	_u.mutation.AppendPermissions(v)
+	return _u
+}
+
+// ClearPermissions clears the value of the "permissions" field.
+func (_u *ApiKeyUpdateOne) ClearPermissions() *ApiKeyUpdateOne {
+	_u.mutation.ClearPermissions()
+	return _u
+}
+
+// SetEnabled sets the "enabled" field.
+func (_u *ApiKeyUpdateOne) SetEnabled(v bool) *ApiKeyUpdateOne {
+	_u.mutation.SetEnabled(v)
+	return _u
+}
+
+// SetNillableEnabled sets the "enabled" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableEnabled(v *bool) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetEnabled(*v)
+	}
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdateOne) AddRotatedToIDs(ids ...string) *ApiKeyUpdateOne {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -881,6 +1040,11 @@ func (_u *ApiKeyUpdateOne) check() error {
 	if v, ok := _u.mutation.QuotaPeriod(); ok {
 		if err := apikey.QuotaPeriodValidator(v); err != nil {
 			return &ValidationError{Name: "quota_period", err: fmt.Errorf(`ent: validator failed for field "ApiKey.quota_period": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.OwnerID(); ok {
+		if err := apikey.OwnerIDValidator(v); err != nil {
+			return &ValidationError{Name: "owner_id", err: fmt.Errorf(`ent: validator failed for field "ApiKey.owner_id": %w`, err)}
 		}
 	}
 	return nil
@@ -1000,6 +1164,32 @@ func (_u *ApiKeyUpdateOne) sqlSave(ctx context.Context) (_node *ApiKey, err erro
 	}
 	if value, ok := _u.mutation.ExpiryLocked(); ok {
 		_spec.SetField(apikey.FieldExpiryLocked, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.OwnerID(); ok {
+		_spec.SetField(apikey.FieldOwnerID, field.TypeString, value)
+	}
+	if _u.mutation.OwnerIDCleared() {
+		_spec.ClearField(apikey.FieldOwnerID, field.TypeString)
+	}
+	if value, ok := _u.mutation.Meta(); ok {
+		_spec.SetField(apikey.FieldMeta, field.TypeJSON, value)
+	}
+	if _u.mutation.MetaCleared() {
+		_spec.ClearField(apikey.FieldMeta, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.Permissions(); ok {
+		_spec.SetField(apikey.FieldPermissions, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedPermissions(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, apikey.FieldPermissions, value)
+		})
+	}
+	if _u.mutation.PermissionsCleared() {
+		_spec.ClearField(apikey.FieldPermissions, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.Enabled(); ok {
+		_spec.SetField(apikey.FieldEnabled, field.TypeBool, value)
 	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{

@@ -53,6 +53,12 @@ var schemaGraph = func() *sqlgraph.Schema {
 			apikey.FieldQuotaKey:               {Type: field.TypeString, Column: apikey.FieldQuotaKey},
 			apikey.FieldLimitsLocked:           {Type: field.TypeBool, Column: apikey.FieldLimitsLocked},
 			apikey.FieldExpiryLocked:           {Type: field.TypeBool, Column: apikey.FieldExpiryLocked},
+			apikey.FieldKind:                   {Type: field.TypeEnum, Column: apikey.FieldKind},
+			apikey.FieldEnvironment:            {Type: field.TypeEnum, Column: apikey.FieldEnvironment},
+			apikey.FieldOwnerID:                {Type: field.TypeString, Column: apikey.FieldOwnerID},
+			apikey.FieldMeta:                   {Type: field.TypeJSON, Column: apikey.FieldMeta},
+			apikey.FieldPermissions:            {Type: field.TypeJSON, Column: apikey.FieldPermissions},
+			apikey.FieldEnabled:                {Type: field.TypeBool, Column: apikey.FieldEnabled},
 		},
 	}
 	graph.Nodes[1] = &sqlgraph.Node{
@@ -93,6 +99,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldSlug:      {Type: field.TypeString, Column: tenant.FieldSlug},
 			tenant.FieldPlan:      {Type: field.TypeString, Column: tenant.FieldPlan},
 			tenant.FieldActive:    {Type: field.TypeBool, Column: tenant.FieldActive},
+			tenant.FieldKeyPrefix: {Type: field.TypeString, Column: tenant.FieldKeyPrefix},
 		},
 	}
 	graph.Nodes[3] = &sqlgraph.Node{
@@ -108,6 +115,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 		Fields: map[string]*sqlgraph.FieldSpec{
 			usagelog.FieldTenantID:      {Type: field.TypeString, Column: usagelog.FieldTenantID},
 			usagelog.FieldAPIKeyID:      {Type: field.TypeString, Column: usagelog.FieldAPIKeyID},
+			usagelog.FieldOwnerID:       {Type: field.TypeString, Column: usagelog.FieldOwnerID},
 			usagelog.FieldOperationName: {Type: field.TypeString, Column: usagelog.FieldOperationName},
 			usagelog.FieldOperationType: {Type: field.TypeString, Column: usagelog.FieldOperationType},
 			usagelog.FieldRootFields:    {Type: field.TypeJSON, Column: usagelog.FieldRootFields},
@@ -136,6 +144,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			usagerollup.FieldErrors:        {Type: field.TypeInt64, Column: usagerollup.FieldErrors},
 			usagerollup.FieldRateLimited:   {Type: field.TypeInt64, Column: usagerollup.FieldRateLimited},
 			usagerollup.FieldQuotaExceeded: {Type: field.TypeInt64, Column: usagerollup.FieldQuotaExceeded},
+			usagerollup.FieldUncharged:     {Type: field.TypeInt64, Column: usagerollup.FieldUncharged},
 			usagerollup.FieldLatencySumMs:  {Type: field.TypeInt64, Column: usagerollup.FieldLatencySumMs},
 			usagerollup.FieldLatA:          {Type: field.TypeInt64, Column: usagerollup.FieldLatA},
 			usagerollup.FieldLatB:          {Type: field.TypeInt64, Column: usagerollup.FieldLatB},
@@ -497,6 +506,36 @@ func (f *ApiKeyFilter) WhereExpiryLocked(p entql.BoolP) {
 	f.Where(p.Field(apikey.FieldExpiryLocked))
 }
 
+// WhereKind applies the entql string predicate on the kind field.
+func (f *ApiKeyFilter) WhereKind(p entql.StringP) {
+	f.Where(p.Field(apikey.FieldKind))
+}
+
+// WhereEnvironment applies the entql string predicate on the environment field.
+func (f *ApiKeyFilter) WhereEnvironment(p entql.StringP) {
+	f.Where(p.Field(apikey.FieldEnvironment))
+}
+
+// WhereOwnerID applies the entql string predicate on the owner_id field.
+func (f *ApiKeyFilter) WhereOwnerID(p entql.StringP) {
+	f.Where(p.Field(apikey.FieldOwnerID))
+}
+
+// WhereMeta applies the entql json.RawMessage predicate on the meta field.
+func (f *ApiKeyFilter) WhereMeta(p entql.BytesP) {
+	f.Where(p.Field(apikey.FieldMeta))
+}
+
+// WherePermissions applies the entql json.RawMessage predicate on the permissions field.
+func (f *ApiKeyFilter) WherePermissions(p entql.BytesP) {
+	f.Where(p.Field(apikey.FieldPermissions))
+}
+
+// WhereEnabled applies the entql bool predicate on the enabled field.
+func (f *ApiKeyFilter) WhereEnabled(p entql.BoolP) {
+	f.Where(p.Field(apikey.FieldEnabled))
+}
+
 // WhereHasTenant applies a predicate to check if query has an edge tenant.
 func (f *ApiKeyFilter) WhereHasTenant() {
 	f.Where(entql.HasEdge("tenant"))
@@ -689,6 +728,11 @@ func (f *TenantFilter) WhereActive(p entql.BoolP) {
 	f.Where(p.Field(tenant.FieldActive))
 }
 
+// WhereKeyPrefix applies the entql string predicate on the key_prefix field.
+func (f *TenantFilter) WhereKeyPrefix(p entql.StringP) {
+	f.Where(p.Field(tenant.FieldKeyPrefix))
+}
+
 // WhereHasAPIKeys applies a predicate to check if query has an edge api_keys.
 func (f *TenantFilter) WhereHasAPIKeys() {
 	f.Where(entql.HasEdge("api_keys"))
@@ -765,6 +809,11 @@ func (f *UsageLogFilter) WhereTenantID(p entql.StringP) {
 // WhereAPIKeyID applies the entql string predicate on the api_key_id field.
 func (f *UsageLogFilter) WhereAPIKeyID(p entql.StringP) {
 	f.Where(p.Field(usagelog.FieldAPIKeyID))
+}
+
+// WhereOwnerID applies the entql string predicate on the owner_id field.
+func (f *UsageLogFilter) WhereOwnerID(p entql.StringP) {
+	f.Where(p.Field(usagelog.FieldOwnerID))
 }
 
 // WhereOperationName applies the entql string predicate on the operation_name field.
@@ -880,6 +929,11 @@ func (f *UsageRollupFilter) WhereRateLimited(p entql.Int64P) {
 // WhereQuotaExceeded applies the entql int64 predicate on the quota_exceeded field.
 func (f *UsageRollupFilter) WhereQuotaExceeded(p entql.Int64P) {
 	f.Where(p.Field(usagerollup.FieldQuotaExceeded))
+}
+
+// WhereUncharged applies the entql int64 predicate on the uncharged field.
+func (f *UsageRollupFilter) WhereUncharged(p entql.Int64P) {
+	f.Where(p.Field(usagerollup.FieldUncharged))
 }
 
 // WhereLatencySumMs applies the entql int64 predicate on the latency_sum_ms field.

@@ -167,6 +167,36 @@ func (_q *ApiKeyQuery) collectField(ctx context.Context, oneNode bool, opCtx *gr
 				selectedFields = append(selectedFields, apikey.FieldExpiryLocked)
 				fieldSeen[apikey.FieldExpiryLocked] = struct{}{}
 			}
+		case "kind":
+			if _, ok := fieldSeen[apikey.FieldKind]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldKind)
+				fieldSeen[apikey.FieldKind] = struct{}{}
+			}
+		case "environment":
+			if _, ok := fieldSeen[apikey.FieldEnvironment]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldEnvironment)
+				fieldSeen[apikey.FieldEnvironment] = struct{}{}
+			}
+		case "ownerID":
+			if _, ok := fieldSeen[apikey.FieldOwnerID]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldOwnerID)
+				fieldSeen[apikey.FieldOwnerID] = struct{}{}
+			}
+		case "meta":
+			if _, ok := fieldSeen[apikey.FieldMeta]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldMeta)
+				fieldSeen[apikey.FieldMeta] = struct{}{}
+			}
+		case "permissions":
+			if _, ok := fieldSeen[apikey.FieldPermissions]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldPermissions)
+				fieldSeen[apikey.FieldPermissions] = struct{}{}
+			}
+		case "enabled":
+			if _, ok := fieldSeen[apikey.FieldEnabled]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldEnabled)
+				fieldSeen[apikey.FieldEnabled] = struct{}{}
+			}
 		case "id":
 		case "__typename":
 		default:
@@ -582,6 +612,11 @@ func (_q *TenantQuery) collectField(ctx context.Context, oneNode bool, opCtx *gr
 			if _, ok := fieldSeen[tenant.FieldActive]; !ok {
 				selectedFields = append(selectedFields, tenant.FieldActive)
 				fieldSeen[tenant.FieldActive] = struct{}{}
+			}
+		case "keyPrefix":
+			if _, ok := fieldSeen[tenant.FieldKeyPrefix]; !ok {
+				selectedFields = append(selectedFields, tenant.FieldKeyPrefix)
+				fieldSeen[tenant.FieldKeyPrefix] = struct{}{}
 			}
 		case "id":
 		case "__typename":

@@ -382,6 +382,20 @@ var (
 			}
 		},
 	}
+	// ApiKeyOrderFieldOwnerID orders ApiKey by owner_id.
+	ApiKeyOrderFieldOwnerID = &ApiKeyOrderField{
+		Value: func(_m *ApiKey) (ent.Value, error) {
+			return _m.OwnerID, nil
+		},
+		column: apikey.FieldOwnerID,
+		toTerm: apikey.ByOwnerID,
+		toCursor: func(_m *ApiKey) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.OwnerID,
+			}
+		},
+	}
 )
 
 // String implement fmt.Stringer interface.
@@ -398,6 +412,8 @@ func (f ApiKeyOrderField) String() string {
 		str = "EXPIRES_AT"
 	case ApiKeyOrderFieldLastUsedAt.column:
 		str = "LAST_USED_AT"
+	case ApiKeyOrderFieldOwnerID.column:
+		str = "OWNER_ID"
 	}
 	return str
 }
@@ -424,6 +440,8 @@ func (f *ApiKeyOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *ApiKeyOrderFieldExpiresAt
 	case "LAST_USED_AT":
 		*f = *ApiKeyOrderFieldLastUsedAt
+	case "OWNER_ID":
+		*f = *ApiKeyOrderFieldOwnerID
 	default:
 		return fmt.Errorf("%s is not a valid ApiKeyOrderField", str)
 	}

@@ -219,6 +219,39 @@ type ApiKeyWhereInput struct {
 	ExpiryLocked    *bool `json:"expiryLocked,omitempty"`
 	ExpiryLockedNEQ *bool `json:"expiryLockedNEQ,omitempty"`
 
+	// "kind" field predicates.
+	Kind      *apikey.Kind  `json:"kind,omitempty"`
+	KindNEQ   *apikey.Kind  `json:"kindNEQ,omitempty"`
+	KindIn    []apikey.Kind `json:"kindIn,omitempty"`
+	KindNotIn []apikey.Kind `json:"kindNotIn,omitempty"`
+
+	// "environment" field predicates.
+	Environment      *apikey.Environment  `json:"environment,omitempty"`
+	EnvironmentNEQ   *apikey.Environment  `json:"environmentNEQ,omitempty"`
+	EnvironmentIn    []apikey.Environment `json:"environmentIn,omitempty"`
+	EnvironmentNotIn []apikey.Environment `json:"environmentNotIn,omitempty"`
+
+	// "owner_id" field predicates.
+	OwnerID             *string  `json:"ownerID,omitempty"`
+	OwnerIDNEQ          *string  `json:"ownerIDNEQ,omitempty"`
+	OwnerIDIn           []string `json:"ownerIDIn,omitempty"`
+	OwnerIDNotIn        []string `json:"ownerIDNotIn,omitempty"`
+	OwnerIDGT           *string  `json:"ownerIDGT,omitempty"`
+	OwnerIDGTE          *string  `json:"ownerIDGTE,omitempty"`
+	OwnerIDLT           *string  `json:"ownerIDLT,omitempty"`
+	OwnerIDLTE          *string  `json:"ownerIDLTE,omitempty"`
+	OwnerIDContains     *string  `json:"ownerIDContains,omitempty"`
+	OwnerIDHasPrefix    *string  `json:"ownerIDHasPrefix,omitempty"`
+	OwnerIDHasSuffix    *string  `json:"ownerIDHasSuffix,omitempty"`
+	OwnerIDIsNil        bool     `json:"ownerIDIsNil,omitempty"`
+	OwnerIDNotNil       bool     `json:"ownerIDNotNil,omitempty"`
+	OwnerIDEqualFold    *string  `json:"ownerIDEqualFold,omitempty"`
+	OwnerIDContainsFold *string  `json:"ownerIDContainsFold,omitempty"`
+
+	// "enabled" field predicates.
+	Enabled    *bool `json:"enabled,omitempty"`
+	EnabledNEQ *bool `json:"enabledNEQ,omitempty"`
+
 	// "tenant" edge predicates.
 	HasTenant     *bool               `json:"hasTenant,omitempty"`
 	HasTenantWith []*TenantWhereInput `json:"hasTenantWith,omitempty"`
@@ -788,6 +821,81 @@ func (i *ApiKeyWhereInput) P() (predicate.ApiKey, error) {
 	}
 	if i.ExpiryLockedNEQ != nil {
 		predicates = append(predicates, apikey.ExpiryLockedNEQ(*i.ExpiryLockedNEQ))
+	}
+	if i.Kind != nil {
+		predicates = append(predicates, apikey.KindEQ(*i.Kind))
+	}
+	if i.KindNEQ != nil {
+		predicates = append(predicates, apikey.KindNEQ(*i.KindNEQ))
+	}
+	if len(i.KindIn) > 0 {
+		predicates = append(predicates, apikey.KindIn(i.KindIn...))
+	}
+	if len(i.KindNotIn) > 0 {
+		predicates = append(predicates, apikey.KindNotIn(i.KindNotIn...))
+	}
+	if i.Environment != nil {
+		predicates = append(predicates, apikey.EnvironmentEQ(*i.Environment))
+	}
+	if i.EnvironmentNEQ != nil {
+		predicates = append(predicates, apikey.EnvironmentNEQ(*i.EnvironmentNEQ))
+	}
+	if len(i.EnvironmentIn) > 0 {
+		predicates = append(predicates, apikey.EnvironmentIn(i.EnvironmentIn...))
+	}
+	if len(i.EnvironmentNotIn) > 0 {
+		predicates = append(predicates, apikey.EnvironmentNotIn(i.EnvironmentNotIn...))
+	}
+	if i.OwnerID != nil {
+		predicates = append(predicates, apikey.OwnerIDEQ(*i.OwnerID))
+	}
+	if i.OwnerIDNEQ != nil {
+		predicates = append(predicates, apikey.OwnerIDNEQ(*i.OwnerIDNEQ))
+	}
+	if len(i.OwnerIDIn) > 0 {
+		predicates = append(predicates, apikey.OwnerIDIn(i.OwnerIDIn...))
+	}
+	if len(i.OwnerIDNotIn) > 0 {
+		predicates = append(predicates, apikey.OwnerIDNotIn(i.OwnerIDNotIn...))
+	}
+	if i.OwnerIDGT != nil {
+		predicates = append(predicates, apikey.OwnerIDGT(*i.OwnerIDGT))
+	}
+	if i.OwnerIDGTE != nil {
+		predicates = append(predicates, apikey.OwnerIDGTE(*i.OwnerIDGTE))
+	}
+	if i.OwnerIDLT != nil {
+		predicates = append(predicates, apikey.OwnerIDLT(*i.OwnerIDLT))
+	}
+	if i.OwnerIDLTE != nil {
+		predicates = append(predicates, apikey.OwnerIDLTE(*i.OwnerIDLTE))
+	}
+	if i.OwnerIDContains != nil {
+		predicates = append(predicates, apikey.OwnerIDContains(*i.OwnerIDContains))
+	}
+	if i.OwnerIDHasPrefix != nil {
+		predicates = append(predicates, apikey.OwnerIDHasPrefix(*i.OwnerIDHasPrefix))
+	}
+	if i.OwnerIDHasSuffix != nil {
+		predicates = append(predicates, apikey.OwnerIDHasSuffix(*i.OwnerIDHasSuffix))
+	}
+	if i.OwnerIDIsNil {
+		predicates = append(predicates, apikey.OwnerIDIsNil())
+	}
+	if i.OwnerIDNotNil {
+		predicates = append(predicates, apikey.OwnerIDNotNil())
+	}
+	if i.OwnerIDEqualFold != nil {
+		predicates = append(predicates, apikey.OwnerIDEqualFold(*i.OwnerIDEqualFold))
+	}
+	if i.OwnerIDContainsFold != nil {
+		predicates = append(predicates, apikey.OwnerIDContainsFold(*i.OwnerIDContainsFold))
+	}
+	if i.Enabled != nil {
+		predicates = append(predicates, apikey.EnabledEQ(*i.Enabled))
+	}
+	if i.EnabledNEQ != nil {
+		predicates = append(predicates, apikey.EnabledNEQ(*i.EnabledNEQ))
 	}
 
 	if i.HasTenant != nil {
@@ -1448,6 +1556,21 @@ type TenantWhereInput struct {
 	Active    *bool `json:"active,omitempty"`
 	ActiveNEQ *bool `json:"activeNEQ,omitempty"`
 
+	// "key_prefix" field predicates.
+	KeyPrefix             *string  `json:"keyPrefix,omitempty"`
+	KeyPrefixNEQ          *string  `json:"keyPrefixNEQ,omitempty"`
+	KeyPrefixIn           []string `json:"keyPrefixIn,omitempty"`
+	KeyPrefixNotIn        []string `json:"keyPrefixNotIn,omitempty"`
+	KeyPrefixGT           *string  `json:"keyPrefixGT,omitempty"`
+	KeyPrefixGTE          *string  `json:"keyPrefixGTE,omitempty"`
+	KeyPrefixLT           *string  `json:"keyPrefixLT,omitempty"`
+	KeyPrefixLTE          *string  `json:"keyPrefixLTE,omitempty"`
+	KeyPrefixContains     *string  `json:"keyPrefixContains,omitempty"`
+	KeyPrefixHasPrefix    *string  `json:"keyPrefixHasPrefix,omitempty"`
+	KeyPrefixHasSuffix    *string  `json:"keyPrefixHasSuffix,omitempty"`
+	KeyPrefixEqualFold    *string  `json:"keyPrefixEqualFold,omitempty"`
+	KeyPrefixContainsFold *string  `json:"keyPrefixContainsFold,omitempty"`
+
 	// "api_keys" edge predicates.
 	HasAPIKeys     *bool               `json:"hasAPIKeys,omitempty"`
 	HasAPIKeysWith []*ApiKeyWhereInput `json:"hasAPIKeysWith,omitempty"`
@@ -1728,6 +1851,45 @@ func (i *TenantWhereInput) P() (predicate.Tenant, error) {
 	}
 	if i.ActiveNEQ != nil {
 		predicates = append(predicates, tenant.ActiveNEQ(*i.ActiveNEQ))
+	}
+	if i.KeyPrefix != nil {
+		predicates = append(predicates, tenant.KeyPrefixEQ(*i.KeyPrefix))
+	}
+	if i.KeyPrefixNEQ != nil {
+		predicates = append(predicates, tenant.KeyPrefixNEQ(*i.KeyPrefixNEQ))
+	}
+	if len(i.KeyPrefixIn) > 0 {
+		predicates = append(predicates, tenant.KeyPrefixIn(i.KeyPrefixIn...))
+	}
+	if len(i.KeyPrefixNotIn) > 0 {
+		predicates = append(predicates, tenant.KeyPrefixNotIn(i.KeyPrefixNotIn...))
+	}
+	if i.KeyPrefixGT != nil {
+		predicates = append(predicates, tenant.KeyPrefixGT(*i.KeyPrefixGT))
+	}
+	if i.KeyPrefixGTE != nil {
+		predicates = append(predicates, tenant.KeyPrefixGTE(*i.KeyPrefixGTE))
+	}
+	if i.KeyPrefixLT != nil {
+		predicates = append(predicates, tenant.KeyPrefixLT(*i.KeyPrefixLT))
+	}
+	if i.KeyPrefixLTE != nil {
+		predicates = append(predicates, tenant.KeyPrefixLTE(*i.KeyPrefixLTE))
+	}
+	if i.KeyPrefixContains != nil {
+		predicates = append(predicates, tenant.KeyPrefixContains(*i.KeyPrefixContains))
+	}
+	if i.KeyPrefixHasPrefix != nil {
+		predicates = append(predicates, tenant.KeyPrefixHasPrefix(*i.KeyPrefixHasPrefix))
+	}
+	if i.KeyPrefixHasSuffix != nil {
+		predicates = append(predicates, tenant.KeyPrefixHasSuffix(*i.KeyPrefixHasSuffix))
+	}
+	if i.KeyPrefixEqualFold != nil {
+		predicates = append(predicates, tenant.KeyPrefixEqualFold(*i.KeyPrefixEqualFold))
+	}
+	if i.KeyPrefixContainsFold != nil {
+		predicates = append(predicates, tenant.KeyPrefixContainsFold(*i.KeyPrefixContainsFold))
 	}
 
 	if i.HasAPIKeys != nil {

@@ -69,6 +69,13 @@ type ApiKeyMutation struct {
 	quota_key                    *string
 	limits_locked                *bool
 	expiry_locked                *bool
+	kind                         *apikey.Kind
+	environment                  *apikey.Environment
+	owner_id                     *string
+	meta                         *map[string]interface{}
+	permissions                  *[]string
+	appendpermissions            []string
+	enabled                      *bool
 	clearedFields                map[string]struct{}
 	tenant                       *string
 	clearedtenant                bool
@@ -1127,6 +1134,277 @@ func (m *ApiKeyMutation) ResetExpiryLocked() {
 	m.expiry_locked = nil
 }
 
+// SetKind sets the "kind" field.
+func (m *ApiKeyMutation) SetKind(a apikey.Kind) {
+	m.kind = &a
+}
+
+// Kind returns the value of the "kind" field in the mutation.
+func (m *ApiKeyMutation) Kind() (r apikey.Kind, exists bool) {
+	v := m.kind
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKind returns the old "kind" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldKind(ctx context.Context) (v apikey.Kind, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKind is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKind requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKind: %w", err)
+	}
+	return oldValue.Kind, nil
+}
+
+// ResetKind resets all changes to the "kind" field.
+func (m *ApiKeyMutation) ResetKind() {
+	m.kind = nil
+}
+
+// SetEnvironment sets the "environment" field.
+func (m *ApiKeyMutation) SetEnvironment(a apikey.Environment) {
+	m.environment = &a
+}
+
+// Environment returns the value of the "environment" field in the mutation.
+func (m *ApiKeyMutation) Environment() (r apikey.Environment, exists bool) {
+	v := m.environment
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnvironment returns the old "environment" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldEnvironment(ctx context.Context) (v apikey.Environment, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnvironment is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnvironment requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnvironment: %w", err)
+	}
+	return oldValue.Environment, nil
+}
+
+// ResetEnvironment resets all changes to the "environment" field.
+func (m *ApiKeyMutation) ResetEnvironment() {
+	m.environment = nil
+}
+
+// SetOwnerID sets the "owner_id" field.
+func (m *ApiKeyMutation) SetOwnerID(s string) {
+	m.owner_id = &s
+}
+
+// OwnerID returns the value of the "owner_id" field in the mutation.
+func (m *ApiKeyMutation) OwnerID() (r string, exists bool) {
+	v := m.owner_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOwnerID returns the old "owner_id" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldOwnerID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOwnerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOwnerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOwnerID: %w", err)
+	}
+	return oldValue.OwnerID, nil
+}
+
+// ClearOwnerID clears the value of the "owner_id" field.
+func (m *ApiKeyMutation) ClearOwnerID() {
+	m.owner_id = nil
+	m.clearedFields[apikey.FieldOwnerID] = struct{}{}
+}
+
+// OwnerIDCleared returns if the "owner_id" field was cleared in this mutation.
+func (m *ApiKeyMutation) OwnerIDCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldOwnerID]
+	return ok
+}
+
+// ResetOwnerID resets all changes to the "owner_id" field.
+func (m *ApiKeyMutation) ResetOwnerID() {
+	m.owner_id = nil
+	delete(m.clearedFields, apikey.FieldOwnerID)
+}
+
+// SetMeta sets the "meta" field.
+func (m *ApiKeyMutation) SetMeta(value map[string]interface{}) {
+	m.meta = &value
+}
+
+// Meta returns the value of the "meta" field in the mutation.
+func (m *ApiKeyMutation) Meta() (r map[string]interface{}, exists bool) {
+	v := m.meta
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMeta returns the old "meta" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldMeta(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMeta is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMeta requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMeta: %w", err)
+	}
+	return oldValue.Meta, nil
+}
+
+// ClearMeta clears the value of the "meta" field.
+func (m *ApiKeyMutation) ClearMeta() {
+	m.meta = nil
+	m.clearedFields[apikey.FieldMeta] = struct{}{}
+}
+
+// MetaCleared returns if the "meta" field was cleared in this mutation.
+func (m *ApiKeyMutation) MetaCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldMeta]
+	return ok
+}
+
+// ResetMeta resets all changes to the "meta" field.
+func (m *ApiKeyMutation) ResetMeta() {
+	m.meta = nil
+	delete(m.clearedFields, apikey.FieldMeta)
+}
+
+// SetPermissions sets the "permissions" field.
+func (m *ApiKeyMutation) SetPermissions(s []string) {
+	m.permissions = &s
+	m.appendpermissions = nil
+}
+
+// Permissions returns the value of the "permissions" field in the mutation.
+func (m *ApiKeyMutation) Permissions() (r []string, exists bool) {
+	v := m.permissions
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPermissions returns the old "permissions" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldPermissions(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPermissions is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPermissions requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPermissions: %w", err)
+	}
+	return oldValue.Permissions, nil
+}
+
+// AppendPermissions adds s to the "permissions" field.
+func (m *ApiKeyMutation) AppendPermissions(s []string) {
+	m.appendpermissions = append(m.appendpermissions, s...)
+}
+
+// AppendedPermissions returns the list of values that were appended to the "permissions" field in this mutation.
+func (m *ApiKeyMutation) AppendedPermissions() ([]string, bool) {
+	if len(m.appendpermissions) == 0 {
+		return nil, false
+	}
+	return m.appendpermissions, true
+}
+
+// ClearPermissions clears the value of the "permissions" field.
+func (m *ApiKeyMutation) ClearPermissions() {
+	m.permissions = nil
+	m.appendpermissions = nil
+	m.clearedFields[apikey.FieldPermissions] = struct{}{}
+}
+
+// PermissionsCleared returns if the "permissions" field was cleared in this mutation.
+func (m *ApiKeyMutation) PermissionsCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldPermissions]
+	return ok
+}
+
+// ResetPermissions resets all changes to the "permissions" field.
+func (m *ApiKeyMutation) ResetPermissions() {
+	m.permissions = nil
+	m.appendpermissions = nil
+	delete(m.clearedFields, apikey.FieldPermissions)
+}
+
+// SetEnabled sets the "enabled" field.
+func (m *ApiKeyMutation) SetEnabled(b bool) {
+	m.enabled = &b
+}
+
+// Enabled returns the value of the "enabled" field in the mutation.
+func (m *ApiKeyMutation) Enabled() (r bool, exists bool) {
+	v := m.enabled
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnabled returns the old "enabled" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldEnabled(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnabled is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnabled requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnabled: %w", err)
+	}
+	return oldValue.Enabled, nil
+}
+
+// ResetEnabled resets all changes to the "enabled" field.
+func (m *ApiKeyMutation) ResetEnabled() {
+	m.enabled = nil
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *ApiKeyMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -1269,7 +1547,7 @@ func (m *ApiKeyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ApiKeyMutation) Fields() []string {
-	fields := make([]string, 0, 20)
+	fields := make([]string, 0, 26)
 	if m.created_at != nil {
 		fields = append(fields, apikey.FieldCreatedAt)
 	}
@@ -1330,6 +1608,24 @@ func (m *ApiKeyMutation) Fields() []string {
 	if m.expiry_locked != nil {
 		fields = append(fields, apikey.FieldExpiryLocked)
 	}
+	if m.kind != nil {
+		fields = append(fields, apikey.FieldKind)
+	}
+	if m.environment != nil {
+		fields = append(fields, apikey.FieldEnvironment)
+	}
+	if m.owner_id != nil {
+		fields = append(fields, apikey.FieldOwnerID)
+	}
+	if m.meta != nil {
+		fields = append(fields, apikey.FieldMeta)
+	}
+	if m.permissions != nil {
+		fields = append(fields, apikey.FieldPermissions)
+	}
+	if m.enabled != nil {
+		fields = append(fields, apikey.FieldEnabled)
+	}
 	return fields
 }
 
@@ -1378,6 +1674,18 @@ func (m *ApiKeyMutation) Field(name string) (ent.Value, bool) {
 		return m.LimitsLocked()
 	case apikey.FieldExpiryLocked:
 		return m.ExpiryLocked()
+	case apikey.FieldKind:
+		return m.Kind()
+	case apikey.FieldEnvironment:
+		return m.Environment()
+	case apikey.FieldOwnerID:
+		return m.OwnerID()
+	case apikey.FieldMeta:
+		return m.Meta()
+	case apikey.FieldPermissions:
+		return m.Permissions()
+	case apikey.FieldEnabled:
+		return m.Enabled()
 	}
 	return nil, false
 }
@@ -1427,6 +1735,18 @@ func (m *ApiKeyMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldLimitsLocked(ctx)
 	case apikey.FieldExpiryLocked:
 		return m.OldExpiryLocked(ctx)
+	case apikey.FieldKind:
+		return m.OldKind(ctx)
+	case apikey.FieldEnvironment:
+		return m.OldEnvironment(ctx)
+	case apikey.FieldOwnerID:
+		return m.OldOwnerID(ctx)
+	case apikey.FieldMeta:
+		return m.OldMeta(ctx)
+	case apikey.FieldPermissions:
+		return m.OldPermissions(ctx)
+	case apikey.FieldEnabled:
+		return m.OldEnabled(ctx)
 	}
 	return nil, fmt.Errorf("unknown ApiKey field %s", name)
 }
@@ -1576,6 +1896,48 @@ func (m *ApiKeyMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetExpiryLocked(v)
 		return nil
+	case apikey.FieldKind:
+		v, ok := value.(apikey.Kind)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKind(v)
+		return nil
+	case apikey.FieldEnvironment:
+		v, ok := value.(apikey.Environment)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnvironment(v)
+		return nil
+	case apikey.FieldOwnerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOwnerID(v)
+		return nil
+	case apikey.FieldMeta:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMeta(v)
+		return nil
+	case apikey.FieldPermissions:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPermissions(v)
+		return nil
+	case apikey.FieldEnabled:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnabled(v)
+		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)
 }
@@ -1678,6 +2040,15 @@ func (m *ApiKeyMutation) ClearedFields() []string {
 	if m.FieldCleared(apikey.FieldQuotaKey) {
 		fields = append(fields, apikey.FieldQuotaKey)
 	}
+	if m.FieldCleared(apikey.FieldOwnerID) {
+		fields = append(fields, apikey.FieldOwnerID)
+	}
+	if m.FieldCleared(apikey.FieldMeta) {
+		fields = append(fields, apikey.FieldMeta)
+	}
+	if m.FieldCleared(apikey.FieldPermissions) {
+		fields = append(fields, apikey.FieldPermissions)
+	}
 	return fields
 }
 
@@ -1724,6 +2095,15 @@ func (m *ApiKeyMutation) ClearField(name string) error {
 		return nil
 	case apikey.FieldQuotaKey:
 		m.ClearQuotaKey()
+		return nil
+	case apikey.FieldOwnerID:
+		m.ClearOwnerID()
+		return nil
+	case apikey.FieldMeta:
+		m.ClearMeta()
+		return nil
+	case apikey.FieldPermissions:
+		m.ClearPermissions()
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey nullable field %s", name)
@@ -1792,6 +2172,24 @@ func (m *ApiKeyMutation) ResetField(name string) error {
 		return nil
 	case apikey.FieldExpiryLocked:
 		m.ResetExpiryLocked()
+		return nil
+	case apikey.FieldKind:
+		m.ResetKind()
+		return nil
+	case apikey.FieldEnvironment:
+		m.ResetEnvironment()
+		return nil
+	case apikey.FieldOwnerID:
+		m.ResetOwnerID()
+		return nil
+	case apikey.FieldMeta:
+		m.ResetMeta()
+		return nil
+	case apikey.FieldPermissions:
+		m.ResetPermissions()
+		return nil
+	case apikey.FieldEnabled:
+		m.ResetEnabled()
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)
@@ -2716,6 +3114,7 @@ type TenantMutation struct {
 	slug            *string
 	plan            *string
 	active          *bool
+	key_prefix      *string
 	clearedFields   map[string]struct{}
 	api_keys        map[string]struct{}
 	removedapi_keys map[string]struct{}
@@ -3048,6 +3447,42 @@ func (m *TenantMutation) ResetActive() {
 	m.active = nil
 }
 
+// SetKeyPrefix sets the "key_prefix" field.
+func (m *TenantMutation) SetKeyPrefix(s string) {
+	m.key_prefix = &s
+}
+
+// KeyPrefix returns the value of the "key_prefix" field in the mutation.
+func (m *TenantMutation) KeyPrefix() (r string, exists bool) {
+	v := m.key_prefix
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKeyPrefix returns the old "key_prefix" field's value of the Tenant entity.
+// If the Tenant object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *TenantMutation) OldKeyPrefix(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKeyPrefix is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKeyPrefix requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKeyPrefix: %w", err)
+	}
+	return oldValue.KeyPrefix, nil
+}
+
+// ResetKeyPrefix resets all changes to the "key_prefix" field.
+func (m *TenantMutation) ResetKeyPrefix() {
+	m.key_prefix = nil
+}
+
 // AddAPIKeyIDs adds the "api_keys" edge to the ApiKey entity by ids.
 func (m *TenantMutation) AddAPIKeyIDs(ids ...string) {
 	if m.api_keys == nil {
@@ -3190,7 +3625,7 @@ func (m *TenantMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *TenantMutation) Fields() []string {
-	fields := make([]string, 0, 6)
+	fields := make([]string, 0, 7)
 	if m.created_at != nil {
 		fields = append(fields, tenant.FieldCreatedAt)
 	}
@@ -3208,6 +3643,9 @@ func (m *TenantMutation) Fields() []string {
 	}
 	if m.active != nil {
 		fields = append(fields, tenant.FieldActive)
+	}
+	if m.key_prefix != nil {
+		fields = append(fields, tenant.FieldKeyPrefix)
 	}
 	return fields
 }
@@ -3229,6 +3667,8 @@ func (m *TenantMutation) Field(name string) (ent.Value, bool) {
 		return m.Plan()
 	case tenant.FieldActive:
 		return m.Active()
+	case tenant.FieldKeyPrefix:
+		return m.KeyPrefix()
 	}
 	return nil, false
 }
@@ -3250,6 +3690,8 @@ func (m *TenantMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldPlan(ctx)
 	case tenant.FieldActive:
 		return m.OldActive(ctx)
+	case tenant.FieldKeyPrefix:
+		return m.OldKeyPrefix(ctx)
 	}
 	return nil, fmt.Errorf("unknown Tenant field %s", name)
 }
@@ -3300,6 +3742,13 @@ func (m *TenantMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetActive(v)
+		return nil
+	case tenant.FieldKeyPrefix:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKeyPrefix(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)
@@ -3367,6 +3816,9 @@ func (m *TenantMutation) ResetField(name string) error {
 		return nil
 	case tenant.FieldActive:
 		m.ResetActive()
+		return nil
+	case tenant.FieldKeyPrefix:
+		m.ResetKeyPrefix()
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant field %s", name)
@@ -3490,6 +3942,7 @@ type UsageLogMutation struct {
 	id                *int64
 	tenant_id         *string
 	api_key_id        *string
+	owner_id          *string
 	operation_name    *string
 	operation_type    *string
 	root_fields       *[]string
@@ -3679,6 +4132,55 @@ func (m *UsageLogMutation) OldAPIKeyID(ctx context.Context) (v string, err error
 // ResetAPIKeyID resets all changes to the "api_key_id" field.
 func (m *UsageLogMutation) ResetAPIKeyID() {
 	m.api_key_id = nil
+}
+
+// SetOwnerID sets the "owner_id" field.
+func (m *UsageLogMutation) SetOwnerID(s string) {
+	m.owner_id = &s
+}
+
+// OwnerID returns the value of the "owner_id" field in the mutation.
+func (m *UsageLogMutation) OwnerID() (r string, exists bool) {
+	v := m.owner_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOwnerID returns the old "owner_id" field's value of the UsageLog entity.
+// If the UsageLog object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageLogMutation) OldOwnerID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOwnerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOwnerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOwnerID: %w", err)
+	}
+	return oldValue.OwnerID, nil
+}
+
+// ClearOwnerID clears the value of the "owner_id" field.
+func (m *UsageLogMutation) ClearOwnerID() {
+	m.owner_id = nil
+	m.clearedFields[usagelog.FieldOwnerID] = struct{}{}
+}
+
+// OwnerIDCleared returns if the "owner_id" field was cleared in this mutation.
+func (m *UsageLogMutation) OwnerIDCleared() bool {
+	_, ok := m.clearedFields[usagelog.FieldOwnerID]
+	return ok
+}
+
+// ResetOwnerID resets all changes to the "owner_id" field.
+func (m *UsageLogMutation) ResetOwnerID() {
+	m.owner_id = nil
+	delete(m.clearedFields, usagelog.FieldOwnerID)
 }
 
 // SetOperationName sets the "operation_name" field.
@@ -4016,12 +4518,15 @@ func (m *UsageLogMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *UsageLogMutation) Fields() []string {
-	fields := make([]string, 0, 9)
+	fields := make([]string, 0, 10)
 	if m.tenant_id != nil {
 		fields = append(fields, usagelog.FieldTenantID)
 	}
 	if m.api_key_id != nil {
 		fields = append(fields, usagelog.FieldAPIKeyID)
+	}
+	if m.owner_id != nil {
+		fields = append(fields, usagelog.FieldOwnerID)
 	}
 	if m.operation_name != nil {
 		fields = append(fields, usagelog.FieldOperationName)
@@ -4056,6 +4561,8 @@ func (m *UsageLogMutation) Field(name string) (ent.Value, bool) {
 		return m.TenantID()
 	case usagelog.FieldAPIKeyID:
 		return m.APIKeyID()
+	case usagelog.FieldOwnerID:
+		return m.OwnerID()
 	case usagelog.FieldOperationName:
 		return m.OperationName()
 	case usagelog.FieldOperationType:
@@ -4083,6 +4590,8 @@ func (m *UsageLogMutation) OldField(ctx context.Context, name string) (ent.Value
 		return m.OldTenantID(ctx)
 	case usagelog.FieldAPIKeyID:
 		return m.OldAPIKeyID(ctx)
+	case usagelog.FieldOwnerID:
+		return m.OldOwnerID(ctx)
 	case usagelog.FieldOperationName:
 		return m.OldOperationName(ctx)
 	case usagelog.FieldOperationType:
@@ -4119,6 +4628,13 @@ func (m *UsageLogMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetAPIKeyID(v)
+		return nil
+	case usagelog.FieldOwnerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOwnerID(v)
 		return nil
 	case usagelog.FieldOperationName:
 		v, ok := value.(string)
@@ -4214,6 +4730,9 @@ func (m *UsageLogMutation) AddField(name string, value ent.Value) error {
 // mutation.
 func (m *UsageLogMutation) ClearedFields() []string {
 	var fields []string
+	if m.FieldCleared(usagelog.FieldOwnerID) {
+		fields = append(fields, usagelog.FieldOwnerID)
+	}
 	if m.FieldCleared(usagelog.FieldRootFields) {
 		fields = append(fields, usagelog.FieldRootFields)
 	}
@@ -4231,6 +4750,9 @@ func (m *UsageLogMutation) FieldCleared(name string) bool {
 // error if the field is not defined in the schema.
 func (m *UsageLogMutation) ClearField(name string) error {
 	switch name {
+	case usagelog.FieldOwnerID:
+		m.ClearOwnerID()
+		return nil
 	case usagelog.FieldRootFields:
 		m.ClearRootFields()
 		return nil
@@ -4247,6 +4769,9 @@ func (m *UsageLogMutation) ResetField(name string) error {
 		return nil
 	case usagelog.FieldAPIKeyID:
 		m.ResetAPIKeyID()
+		return nil
+	case usagelog.FieldOwnerID:
+		m.ResetOwnerID()
 		return nil
 	case usagelog.FieldOperationName:
 		m.ResetOperationName()
@@ -4339,6 +4864,8 @@ type UsageRollupMutation struct {
 	addrate_limited   *int64
 	quota_exceeded    *int64
 	addquota_exceeded *int64
+	uncharged         *int64
+	adduncharged      *int64
 	latency_sum_ms    *int64
 	addlatency_sum_ms *int64
 	lat_a             *int64
@@ -4849,6 +5376,62 @@ func (m *UsageRollupMutation) AddedQuotaExceeded() (r int64, exists bool) {
 func (m *UsageRollupMutation) ResetQuotaExceeded() {
 	m.quota_exceeded = nil
 	m.addquota_exceeded = nil
+}
+
+// SetUncharged sets the "uncharged" field.
+func (m *UsageRollupMutation) SetUncharged(i int64) {
+	m.uncharged = &i
+	m.adduncharged = nil
+}
+
+// Uncharged returns the value of the "uncharged" field in the mutation.
+func (m *UsageRollupMutation) Uncharged() (r int64, exists bool) {
+	v := m.uncharged
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUncharged returns the old "uncharged" field's value of the UsageRollup entity.
+// If the UsageRollup object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageRollupMutation) OldUncharged(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUncharged is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUncharged requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUncharged: %w", err)
+	}
+	return oldValue.Uncharged, nil
+}
+
+// AddUncharged adds i to the "uncharged" field.
+func (m *UsageRollupMutation) AddUncharged(i int64) {
+	if m.adduncharged != nil {
+		*m.adduncharged += i
+	} else {
+		m.adduncharged = &i
+	}
+}
+
+// AddedUncharged returns the value that was added to the "uncharged" field in this mutation.
+func (m *UsageRollupMutation) AddedUncharged() (r int64, exists bool) {
+	v := m.adduncharged
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetUncharged resets all changes to the "uncharged" field.
+func (m *UsageRollupMutation) ResetUncharged() {
+	m.uncharged = nil
+	m.adduncharged = nil
 }
 
 // SetLatencySumMs sets the "latency_sum_ms" field.
@@ -5837,7 +6420,7 @@ func (m *UsageRollupMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *UsageRollupMutation) Fields() []string {
-	fields := make([]string, 0, 25)
+	fields := make([]string, 0, 26)
 	if m.tenant_id != nil {
 		fields = append(fields, usagerollup.FieldTenantID)
 	}
@@ -5861,6 +6444,9 @@ func (m *UsageRollupMutation) Fields() []string {
 	}
 	if m.quota_exceeded != nil {
 		fields = append(fields, usagerollup.FieldQuotaExceeded)
+	}
+	if m.uncharged != nil {
+		fields = append(fields, usagerollup.FieldUncharged)
 	}
 	if m.latency_sum_ms != nil {
 		fields = append(fields, usagerollup.FieldLatencySumMs)
@@ -5937,6 +6523,8 @@ func (m *UsageRollupMutation) Field(name string) (ent.Value, bool) {
 		return m.RateLimited()
 	case usagerollup.FieldQuotaExceeded:
 		return m.QuotaExceeded()
+	case usagerollup.FieldUncharged:
+		return m.Uncharged()
 	case usagerollup.FieldLatencySumMs:
 		return m.LatencySumMs()
 	case usagerollup.FieldLatA:
@@ -5996,6 +6584,8 @@ func (m *UsageRollupMutation) OldField(ctx context.Context, name string) (ent.Va
 		return m.OldRateLimited(ctx)
 	case usagerollup.FieldQuotaExceeded:
 		return m.OldQuotaExceeded(ctx)
+	case usagerollup.FieldUncharged:
+		return m.OldUncharged(ctx)
 	case usagerollup.FieldLatencySumMs:
 		return m.OldLatencySumMs(ctx)
 	case usagerollup.FieldLatA:
@@ -6094,6 +6684,13 @@ func (m *UsageRollupMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetQuotaExceeded(v)
+		return nil
+	case usagerollup.FieldUncharged:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUncharged(v)
 		return nil
 	case usagerollup.FieldLatencySumMs:
 		v, ok := value.(int64)
@@ -6234,6 +6831,9 @@ func (m *UsageRollupMutation) AddedFields() []string {
 	if m.addquota_exceeded != nil {
 		fields = append(fields, usagerollup.FieldQuotaExceeded)
 	}
+	if m.adduncharged != nil {
+		fields = append(fields, usagerollup.FieldUncharged)
+	}
 	if m.addlatency_sum_ms != nil {
 		fields = append(fields, usagerollup.FieldLatencySumMs)
 	}
@@ -6301,6 +6901,8 @@ func (m *UsageRollupMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedRateLimited()
 	case usagerollup.FieldQuotaExceeded:
 		return m.AddedQuotaExceeded()
+	case usagerollup.FieldUncharged:
+		return m.AddedUncharged()
 	case usagerollup.FieldLatencySumMs:
 		return m.AddedLatencySumMs()
 	case usagerollup.FieldLatA:
@@ -6371,6 +6973,13 @@ func (m *UsageRollupMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddQuotaExceeded(v)
+		return nil
+	case usagerollup.FieldUncharged:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddUncharged(v)
 		return nil
 	case usagerollup.FieldLatencySumMs:
 		v, ok := value.(int64)
@@ -6541,6 +7150,9 @@ func (m *UsageRollupMutation) ResetField(name string) error {
 		return nil
 	case usagerollup.FieldQuotaExceeded:
 		m.ResetQuotaExceeded()
+		return nil
+	case usagerollup.FieldUncharged:
+		m.ResetUncharged()
 		return nil
 	case usagerollup.FieldLatencySumMs:
 		m.ResetLatencySumMs()

@@ -29,6 +29,8 @@ type Tenant struct {
 	Plan string `json:"plan,omitempty"`
 	// Active holds the value of the "active" field.
 	Active bool `json:"active,omitempty"`
+	// the start of the tenant's new keys (<key_prefix>_live_…), 2-12 lowercase letters or digits
+	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the TenantQuery when eager-loading is set.
 	Edges        TenantEdges `json:"edges"`
@@ -76,7 +78,7 @@ func (*Tenant) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case tenant.FieldActive:
 			values[i] = new(sql.NullBool)
-		case tenant.FieldID, tenant.FieldName, tenant.FieldSlug, tenant.FieldPlan:
+		case tenant.FieldID, tenant.FieldName, tenant.FieldSlug, tenant.FieldPlan, tenant.FieldKeyPrefix:
 			values[i] = new(sql.NullString)
 		case tenant.FieldCreatedAt, tenant.FieldUpdatedAt:
 			values[i] = new(sql.NullTime)
@@ -136,6 +138,12 @@ func (_m *Tenant) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field active", values[i])
 			} else if value.Valid {
 				_m.Active = value.Bool
+			}
+		case tenant.FieldKeyPrefix:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field key_prefix", values[i])
+			} else if value.Valid {
+				_m.KeyPrefix = value.String
 			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
@@ -200,6 +208,9 @@ func (_m *Tenant) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("active=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Active))
+	builder.WriteString(", ")
+	builder.WriteString("key_prefix=")
+	builder.WriteString(_m.KeyPrefix)
 	builder.WriteByte(')')
 	return builder.String()
 }

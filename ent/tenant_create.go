@@ -93,6 +93,20 @@ func (_c *TenantCreate) SetNillableActive(v *bool) *TenantCreate {
 	return _c
 }
 
+// SetKeyPrefix sets the "key_prefix" field.
+func (_c *TenantCreate) SetKeyPrefix(v string) *TenantCreate {
+	_c.mutation.SetKeyPrefix(v)
+	return _c
+}
+
+// SetNillableKeyPrefix sets the "key_prefix" field if the given value is not nil.
+func (_c *TenantCreate) SetNillableKeyPrefix(v *string) *TenantCreate {
+	if v != nil {
+		_c.SetKeyPrefix(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *TenantCreate) SetID(v string) *TenantCreate {
 	_c.mutation.SetID(v)
@@ -196,6 +210,10 @@ func (_c *TenantCreate) defaults() error {
 		v := tenant.DefaultActive
 		_c.mutation.SetActive(v)
 	}
+	if _, ok := _c.mutation.KeyPrefix(); !ok {
+		v := tenant.DefaultKeyPrefix
+		_c.mutation.SetKeyPrefix(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if tenant.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized tenant.DefaultID (forgotten import ent/runtime?)")
@@ -240,6 +258,14 @@ func (_c *TenantCreate) check() error {
 	}
 	if _, ok := _c.mutation.Active(); !ok {
 		return &ValidationError{Name: "active", err: errors.New(`ent: missing required field "Tenant.active"`)}
+	}
+	if _, ok := _c.mutation.KeyPrefix(); !ok {
+		return &ValidationError{Name: "key_prefix", err: errors.New(`ent: missing required field "Tenant.key_prefix"`)}
+	}
+	if v, ok := _c.mutation.KeyPrefix(); ok {
+		if err := tenant.KeyPrefixValidator(v); err != nil {
+			return &ValidationError{Name: "key_prefix", err: fmt.Errorf(`ent: validator failed for field "Tenant.key_prefix": %w`, err)}
+		}
 	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := tenant.IDValidator(v); err != nil {
@@ -305,6 +331,10 @@ func (_c *TenantCreate) createSpec() (*Tenant, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Active(); ok {
 		_spec.SetField(tenant.FieldActive, field.TypeBool, value)
 		_node.Active = value
+	}
+	if value, ok := _c.mutation.KeyPrefix(); ok {
+		_spec.SetField(tenant.FieldKeyPrefix, field.TypeString, value)
+		_node.KeyPrefix = value
 	}
 	if nodes := _c.mutation.APIKeysIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -450,6 +480,18 @@ func (u *TenantUpsert) UpdateActive() *TenantUpsert {
 	return u
 }
 
+// SetKeyPrefix sets the "key_prefix" field.
+func (u *TenantUpsert) SetKeyPrefix(v string) *TenantUpsert {
+	u.Set(tenant.FieldKeyPrefix, v)
+	return u
+}
+
+// UpdateKeyPrefix sets the "key_prefix" field to the value that was provided on create.
+func (u *TenantUpsert) UpdateKeyPrefix() *TenantUpsert {
+	u.SetExcluded(tenant.FieldKeyPrefix)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -568,6 +610,20 @@ func (u *TenantUpsertOne) SetActive(v bool) *TenantUpsertOne {
 func (u *TenantUpsertOne) UpdateActive() *TenantUpsertOne {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateActive()
+	})
+}
+
+// SetKeyPrefix sets the "key_prefix" field.
+func (u *TenantUpsertOne) SetKeyPrefix(v string) *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetKeyPrefix(v)
+	})
+}
+
+// UpdateKeyPrefix sets the "key_prefix" field to the value that was provided on create.
+func (u *TenantUpsertOne) UpdateKeyPrefix() *TenantUpsertOne {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateKeyPrefix()
 	})
 }
 
@@ -856,6 +912,20 @@ func (u *TenantUpsertBulk) SetActive(v bool) *TenantUpsertBulk {
 func (u *TenantUpsertBulk) UpdateActive() *TenantUpsertBulk {
 	return u.Update(func(s *TenantUpsert) {
 		s.UpdateActive()
+	})
+}
+
+// SetKeyPrefix sets the "key_prefix" field.
+func (u *TenantUpsertBulk) SetKeyPrefix(v string) *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.SetKeyPrefix(v)
+	})
+}
+
+// UpdateKeyPrefix sets the "key_prefix" field to the value that was provided on create.
+func (u *TenantUpsertBulk) UpdateKeyPrefix() *TenantUpsertBulk {
+	return u.Update(func(s *TenantUpsert) {
+		s.UpdateKeyPrefix()
 	})
 }
 

@@ -93,6 +93,20 @@ func (_u *TenantUpdate) SetNillableActive(v *bool) *TenantUpdate {
 	return _u
 }
 
+// SetKeyPrefix sets the "key_prefix" field.
+func (_u *TenantUpdate) SetKeyPrefix(v string) *TenantUpdate {
+	_u.mutation.SetKeyPrefix(v)
+	return _u
+}
+
+// SetNillableKeyPrefix sets the "key_prefix" field if the given value is not nil.
+func (_u *TenantUpdate) SetNillableKeyPrefix(v *string) *TenantUpdate {
+	if v != nil {
+		_u.SetKeyPrefix(*v)
+	}
+	return _u
+}
+
 // AddAPIKeyIDs adds the "api_keys" edge to the ApiKey entity by IDs.
 func (_u *TenantUpdate) AddAPIKeyIDs(ids ...string) *TenantUpdate {
 	_u.mutation.AddAPIKeyIDs(ids...)
@@ -229,6 +243,11 @@ func (_u *TenantUpdate) check() error {
 			return &ValidationError{Name: "plan", err: fmt.Errorf(`ent: validator failed for field "Tenant.plan": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.KeyPrefix(); ok {
+		if err := tenant.KeyPrefixValidator(v); err != nil {
+			return &ValidationError{Name: "key_prefix", err: fmt.Errorf(`ent: validator failed for field "Tenant.key_prefix": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -264,6 +283,9 @@ func (_u *TenantUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.Active(); ok {
 		_spec.SetField(tenant.FieldActive, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.KeyPrefix(); ok {
+		_spec.SetField(tenant.FieldKeyPrefix, field.TypeString, value)
 	}
 	if _u.mutation.APIKeysCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -439,6 +461,20 @@ func (_u *TenantUpdateOne) SetNillableActive(v *bool) *TenantUpdateOne {
 	return _u
 }
 
+// SetKeyPrefix sets the "key_prefix" field.
+func (_u *TenantUpdateOne) SetKeyPrefix(v string) *TenantUpdateOne {
+	_u.mutation.SetKeyPrefix(v)
+	return _u
+}
+
+// SetNillableKeyPrefix sets the "key_prefix" field if the given value is not nil.
+func (_u *TenantUpdateOne) SetNillableKeyPrefix(v *string) *TenantUpdateOne {
+	if v != nil {
+		_u.SetKeyPrefix(*v)
+	}
+	return _u
+}
+
 // AddAPIKeyIDs adds the "api_keys" edge to the ApiKey entity by IDs.
 func (_u *TenantUpdateOne) AddAPIKeyIDs(ids ...string) *TenantUpdateOne {
 	_u.mutation.AddAPIKeyIDs(ids...)
@@ -588,6 +624,11 @@ func (_u *TenantUpdateOne) check() error {
 			return &ValidationError{Name: "plan", err: fmt.Errorf(`ent: validator failed for field "Tenant.plan": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.KeyPrefix(); ok {
+		if err := tenant.KeyPrefixValidator(v); err != nil {
+			return &ValidationError{Name: "key_prefix", err: fmt.Errorf(`ent: validator failed for field "Tenant.key_prefix": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -640,6 +681,9 @@ func (_u *TenantUpdateOne) sqlSave(ctx context.Context) (_node *Tenant, err erro
 	}
 	if value, ok := _u.mutation.Active(); ok {
 		_spec.SetField(tenant.FieldActive, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.KeyPrefix(); ok {
+		_spec.SetField(tenant.FieldKeyPrefix, field.TypeString, value)
 	}
 	if _u.mutation.APIKeysCleared() {
 		edge := &sqlgraph.EdgeSpec{

@@ -22,6 +22,8 @@ type UsageLog struct {
 	TenantID string `json:"tenant_id,omitempty"`
 	// APIKeyID holds the value of the "api_key_id" field.
 	APIKeyID string `json:"api_key_id,omitempty"`
+	// the owner of a consumer key (verifications), for the request log and breakdowns
+	OwnerID *string `json:"owner_id,omitempty"`
 	// OperationName holds the value of the "operation_name" field.
 	OperationName string `json:"operation_name,omitempty"`
 	// OperationType holds the value of the "operation_type" field.
@@ -48,7 +50,7 @@ func (*UsageLog) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case usagelog.FieldID, usagelog.FieldLatencyMs:
 			values[i] = new(sql.NullInt64)
-		case usagelog.FieldTenantID, usagelog.FieldAPIKeyID, usagelog.FieldOperationName, usagelog.FieldOperationType, usagelog.FieldOutcome, usagelog.FieldIP:
+		case usagelog.FieldTenantID, usagelog.FieldAPIKeyID, usagelog.FieldOwnerID, usagelog.FieldOperationName, usagelog.FieldOperationType, usagelog.FieldOutcome, usagelog.FieldIP:
 			values[i] = new(sql.NullString)
 		case usagelog.FieldAt:
 			values[i] = new(sql.NullTime)
@@ -84,6 +86,13 @@ func (_m *UsageLog) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field api_key_id", values[i])
 			} else if value.Valid {
 				_m.APIKeyID = value.String
+			}
+		case usagelog.FieldOwnerID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field owner_id", values[i])
+			} else if value.Valid {
+				_m.OwnerID = new(string)
+				*_m.OwnerID = value.String
 			}
 		case usagelog.FieldOperationName:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -170,6 +179,11 @@ func (_m *UsageLog) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("api_key_id=")
 	builder.WriteString(_m.APIKeyID)
+	builder.WriteString(", ")
+	if v := _m.OwnerID; v != nil {
+		builder.WriteString("owner_id=")
+		builder.WriteString(*v)
+	}
 	builder.WriteString(", ")
 	builder.WriteString("operation_name=")
 	builder.WriteString(_m.OperationName)

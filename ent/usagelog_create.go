@@ -34,6 +34,20 @@ func (_c *UsageLogCreate) SetAPIKeyID(v string) *UsageLogCreate {
 	return _c
 }
 
+// SetOwnerID sets the "owner_id" field.
+func (_c *UsageLogCreate) SetOwnerID(v string) *UsageLogCreate {
+	_c.mutation.SetOwnerID(v)
+	return _c
+}
+
+// SetNillableOwnerID sets the "owner_id" field if the given value is not nil.
+func (_c *UsageLogCreate) SetNillableOwnerID(v *string) *UsageLogCreate {
+	if v != nil {
+		_c.SetOwnerID(*v)
+	}
+	return _c
+}
+
 // SetOperationName sets the "operation_name" field.
 func (_c *UsageLogCreate) SetOperationName(v string) *UsageLogCreate {
 	_c.mutation.SetOperationName(v)
@@ -213,6 +227,10 @@ func (_c *UsageLogCreate) createSpec() (*UsageLog, *sqlgraph.CreateSpec) {
 		_spec.SetField(usagelog.FieldAPIKeyID, field.TypeString, value)
 		_node.APIKeyID = value
 	}
+	if value, ok := _c.mutation.OwnerID(); ok {
+		_spec.SetField(usagelog.FieldOwnerID, field.TypeString, value)
+		_node.OwnerID = &value
+	}
 	if value, ok := _c.mutation.OperationName(); ok {
 		_spec.SetField(usagelog.FieldOperationName, field.TypeString, value)
 		_node.OperationName = value
@@ -315,6 +333,9 @@ func (u *UsageLogUpsertOne) UpdateNewValues() *UsageLogUpsertOne {
 		}
 		if _, exists := u.create.mutation.APIKeyID(); exists {
 			s.SetIgnore(usagelog.FieldAPIKeyID)
+		}
+		if _, exists := u.create.mutation.OwnerID(); exists {
+			s.SetIgnore(usagelog.FieldOwnerID)
 		}
 		if _, exists := u.create.mutation.OperationName(); exists {
 			s.SetIgnore(usagelog.FieldOperationName)
@@ -555,6 +576,9 @@ func (u *UsageLogUpsertBulk) UpdateNewValues() *UsageLogUpsertBulk {
 			}
 			if _, exists := b.mutation.APIKeyID(); exists {
 				s.SetIgnore(usagelog.FieldAPIKeyID)
+			}
+			if _, exists := b.mutation.OwnerID(); exists {
+				s.SetIgnore(usagelog.FieldOwnerID)
 			}
 			if _, exists := b.mutation.OperationName(); exists {
 				s.SetIgnore(usagelog.FieldOperationName)

@@ -75,6 +75,9 @@ func (_u *UsageLogUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 			}
 		}
 	}
+	if _u.mutation.OwnerIDCleared() {
+		_spec.ClearField(usagelog.FieldOwnerID, field.TypeString)
+	}
 	if _u.mutation.RootFieldsCleared() {
 		_spec.ClearField(usagelog.FieldRootFields, field.TypeJSON)
 	}
@@ -176,6 +179,9 @@ func (_u *UsageLogUpdateOne) sqlSave(ctx context.Context) (_node *UsageLog, err 
 				ps[i](selector)
 			}
 		}
+	}
+	if _u.mutation.OwnerIDCleared() {
+		_spec.ClearField(usagelog.FieldOwnerID, field.TypeString)
 	}
 	if _u.mutation.RootFieldsCleared() {
 		_spec.ClearField(usagelog.FieldRootFields, field.TypeJSON)

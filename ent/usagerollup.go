@@ -33,6 +33,8 @@ type UsageRollup struct {
 	RateLimited int64 `json:"rate_limited,omitempty"`
 	// QuotaExceeded holds the value of the "quota_exceeded" field.
 	QuotaExceeded int64 `json:"quota_exceeded,omitempty"`
+	// operations that charged no quota: refused before the limits (a revoked or disabled key, missing permissions) or while a limit store was down
+	Uncharged int64 `json:"uncharged,omitempty"`
 	// LatencySumMs holds the value of the "latency_sum_ms" field.
 	LatencySumMs int64 `json:"latency_sum_ms,omitempty"`
 	// LatA holds the value of the "lat_a" field.
@@ -75,7 +77,7 @@ func (*UsageRollup) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case usagerollup.FieldID, usagerollup.FieldRequests, usagerollup.FieldErrors, usagerollup.FieldRateLimited, usagerollup.FieldQuotaExceeded, usagerollup.FieldLatencySumMs, usagerollup.FieldLatA, usagerollup.FieldLatB, usagerollup.FieldLatC, usagerollup.FieldLatD, usagerollup.FieldLatE, usagerollup.FieldLatF, usagerollup.FieldLatG, usagerollup.FieldLatH, usagerollup.FieldLatI, usagerollup.FieldLatJ, usagerollup.FieldLatK, usagerollup.FieldLatL, usagerollup.FieldLatM, usagerollup.FieldLatN, usagerollup.FieldLatO, usagerollup.FieldLatP:
+		case usagerollup.FieldID, usagerollup.FieldRequests, usagerollup.FieldErrors, usagerollup.FieldRateLimited, usagerollup.FieldQuotaExceeded, usagerollup.FieldUncharged, usagerollup.FieldLatencySumMs, usagerollup.FieldLatA, usagerollup.FieldLatB, usagerollup.FieldLatC, usagerollup.FieldLatD, usagerollup.FieldLatE, usagerollup.FieldLatF, usagerollup.FieldLatG, usagerollup.FieldLatH, usagerollup.FieldLatI, usagerollup.FieldLatJ, usagerollup.FieldLatK, usagerollup.FieldLatL, usagerollup.FieldLatM, usagerollup.FieldLatN, usagerollup.FieldLatO, usagerollup.FieldLatP:
 			values[i] = new(sql.NullInt64)
 		case usagerollup.FieldTenantID, usagerollup.FieldAPIKeyID, usagerollup.FieldGranularity:
 			values[i] = new(sql.NullString)
@@ -149,6 +151,12 @@ func (_m *UsageRollup) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field quota_exceeded", values[i])
 			} else if value.Valid {
 				_m.QuotaExceeded = value.Int64
+			}
+		case usagerollup.FieldUncharged:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field uncharged", values[i])
+			} else if value.Valid {
+				_m.Uncharged = value.Int64
 			}
 		case usagerollup.FieldLatencySumMs:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
@@ -311,6 +319,9 @@ func (_m *UsageRollup) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("quota_exceeded=")
 	builder.WriteString(fmt.Sprintf("%v", _m.QuotaExceeded))
+	builder.WriteString(", ")
+	builder.WriteString("uncharged=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Uncharged))
 	builder.WriteString(", ")
 	builder.WriteString("latency_sum_ms=")
 	builder.WriteString(fmt.Sprintf("%v", _m.LatencySumMs))

@@ -102,6 +102,20 @@ func (_c *UsageRollupCreate) SetNillableQuotaExceeded(v *int64) *UsageRollupCrea
 	return _c
 }
 
+// SetUncharged sets the "uncharged" field.
+func (_c *UsageRollupCreate) SetUncharged(v int64) *UsageRollupCreate {
+	_c.mutation.SetUncharged(v)
+	return _c
+}
+
+// SetNillableUncharged sets the "uncharged" field if the given value is not nil.
+func (_c *UsageRollupCreate) SetNillableUncharged(v *int64) *UsageRollupCreate {
+	if v != nil {
+		_c.SetUncharged(*v)
+	}
+	return _c
+}
+
 // SetLatencySumMs sets the "latency_sum_ms" field.
 func (_c *UsageRollupCreate) SetLatencySumMs(v int64) *UsageRollupCreate {
 	_c.mutation.SetLatencySumMs(v)
@@ -399,6 +413,10 @@ func (_c *UsageRollupCreate) defaults() error {
 		v := usagerollup.DefaultQuotaExceeded
 		_c.mutation.SetQuotaExceeded(v)
 	}
+	if _, ok := _c.mutation.Uncharged(); !ok {
+		v := usagerollup.DefaultUncharged
+		_c.mutation.SetUncharged(v)
+	}
 	if _, ok := _c.mutation.LatencySumMs(); !ok {
 		v := usagerollup.DefaultLatencySumMs
 		_c.mutation.SetLatencySumMs(v)
@@ -500,6 +518,9 @@ func (_c *UsageRollupCreate) check() error {
 	}
 	if _, ok := _c.mutation.QuotaExceeded(); !ok {
 		return &ValidationError{Name: "quota_exceeded", err: errors.New(`ent: missing required field "UsageRollup.quota_exceeded"`)}
+	}
+	if _, ok := _c.mutation.Uncharged(); !ok {
+		return &ValidationError{Name: "uncharged", err: errors.New(`ent: missing required field "UsageRollup.uncharged"`)}
 	}
 	if _, ok := _c.mutation.LatencySumMs(); !ok {
 		return &ValidationError{Name: "latency_sum_ms", err: errors.New(`ent: missing required field "UsageRollup.latency_sum_ms"`)}
@@ -616,6 +637,10 @@ func (_c *UsageRollupCreate) createSpec() (*UsageRollup, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.QuotaExceeded(); ok {
 		_spec.SetField(usagerollup.FieldQuotaExceeded, field.TypeInt64, value)
 		_node.QuotaExceeded = value
+	}
+	if value, ok := _c.mutation.Uncharged(); ok {
+		_spec.SetField(usagerollup.FieldUncharged, field.TypeInt64, value)
+		_node.Uncharged = value
 	}
 	if value, ok := _c.mutation.LatencySumMs(); ok {
 		_spec.SetField(usagerollup.FieldLatencySumMs, field.TypeInt64, value)
@@ -806,6 +831,24 @@ func (u *UsageRollupUpsert) UpdateQuotaExceeded() *UsageRollupUpsert {
 // AddQuotaExceeded adds v to the "quota_exceeded" field.
 func (u *UsageRollupUpsert) AddQuotaExceeded(v int64) *UsageRollupUpsert {
 	u.Add(usagerollup.FieldQuotaExceeded, v)
+	return u
+}
+
+// SetUncharged sets the "uncharged" field.
+func (u *UsageRollupUpsert) SetUncharged(v int64) *UsageRollupUpsert {
+	u.Set(usagerollup.FieldUncharged, v)
+	return u
+}
+
+// UpdateUncharged sets the "uncharged" field to the value that was provided on create.
+func (u *UsageRollupUpsert) UpdateUncharged() *UsageRollupUpsert {
+	u.SetExcluded(usagerollup.FieldUncharged)
+	return u
+}
+
+// AddUncharged adds v to the "uncharged" field.
+func (u *UsageRollupUpsert) AddUncharged(v int64) *UsageRollupUpsert {
+	u.Add(usagerollup.FieldUncharged, v)
 	return u
 }
 
@@ -1256,6 +1299,27 @@ func (u *UsageRollupUpsertOne) AddQuotaExceeded(v int64) *UsageRollupUpsertOne {
 func (u *UsageRollupUpsertOne) UpdateQuotaExceeded() *UsageRollupUpsertOne {
 	return u.Update(func(s *UsageRollupUpsert) {
 		s.UpdateQuotaExceeded()
+	})
+}
+
+// SetUncharged sets the "uncharged" field.
+func (u *UsageRollupUpsertOne) SetUncharged(v int64) *UsageRollupUpsertOne {
+	return u.Update(func(s *UsageRollupUpsert) {
+		s.SetUncharged(v)
+	})
+}
+
+// AddUncharged adds v to the "uncharged" field.
+func (u *UsageRollupUpsertOne) AddUncharged(v int64) *UsageRollupUpsertOne {
+	return u.Update(func(s *UsageRollupUpsert) {
+		s.AddUncharged(v)
+	})
+}
+
+// UpdateUncharged sets the "uncharged" field to the value that was provided on create.
+func (u *UsageRollupUpsertOne) UpdateUncharged() *UsageRollupUpsertOne {
+	return u.Update(func(s *UsageRollupUpsert) {
+		s.UpdateUncharged()
 	})
 }
 
@@ -1923,6 +1987,27 @@ func (u *UsageRollupUpsertBulk) AddQuotaExceeded(v int64) *UsageRollupUpsertBulk
 func (u *UsageRollupUpsertBulk) UpdateQuotaExceeded() *UsageRollupUpsertBulk {
 	return u.Update(func(s *UsageRollupUpsert) {
 		s.UpdateQuotaExceeded()
+	})
+}
+
+// SetUncharged sets the "uncharged" field.
+func (u *UsageRollupUpsertBulk) SetUncharged(v int64) *UsageRollupUpsertBulk {
+	return u.Update(func(s *UsageRollupUpsert) {
+		s.SetUncharged(v)
+	})
+}
+
+// AddUncharged adds v to the "uncharged" field.
+func (u *UsageRollupUpsertBulk) AddUncharged(v int64) *UsageRollupUpsertBulk {
+	return u.Update(func(s *UsageRollupUpsert) {
+		s.AddUncharged(v)
+	})
+}
+
+// UpdateUncharged sets the "uncharged" field to the value that was provided on create.
+func (u *UsageRollupUpsertBulk) UpdateUncharged() *UsageRollupUpsertBulk {
+	return u.Update(func(s *UsageRollupUpsert) {
+		s.UpdateUncharged()
 	})
 }
 

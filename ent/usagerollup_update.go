@@ -112,6 +112,27 @@ func (_u *UsageRollupUpdate) AddQuotaExceeded(v int64) *UsageRollupUpdate {
 	return _u
 }
 
+// SetUncharged sets the "uncharged" field.
+func (_u *UsageRollupUpdate) SetUncharged(v int64) *UsageRollupUpdate {
+	_u.mutation.ResetUncharged()
+	_u.mutation.SetUncharged(v)
+	return _u
+}
+
+// SetNillableUncharged sets the "uncharged" field if the given value is not nil.
+func (_u *UsageRollupUpdate) SetNillableUncharged(v *int64) *UsageRollupUpdate {
+	if v != nil {
+		_u.SetUncharged(*v)
+	}
+	return _u
+}
+
+// AddUncharged adds value to the "uncharged" field.
+func (_u *UsageRollupUpdate) AddUncharged(v int64) *UsageRollupUpdate {
+	_u.mutation.AddUncharged(v)
+	return _u
+}
+
 // SetLatencySumMs sets the "latency_sum_ms" field.
 func (_u *UsageRollupUpdate) SetLatencySumMs(v int64) *UsageRollupUpdate {
 	_u.mutation.ResetLatencySumMs()
@@ -540,6 +561,12 @@ func (_u *UsageRollupUpdate) sqlSave(ctx context.Context) (_node int, err error)
 	if value, ok := _u.mutation.AddedQuotaExceeded(); ok {
 		_spec.AddField(usagerollup.FieldQuotaExceeded, field.TypeInt64, value)
 	}
+	if value, ok := _u.mutation.Uncharged(); ok {
+		_spec.SetField(usagerollup.FieldUncharged, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedUncharged(); ok {
+		_spec.AddField(usagerollup.FieldUncharged, field.TypeInt64, value)
+	}
 	if value, ok := _u.mutation.LatencySumMs(); ok {
 		_spec.SetField(usagerollup.FieldLatencySumMs, field.TypeInt64, value)
 	}
@@ -745,6 +772,27 @@ func (_u *UsageRollupUpdateOne) SetNillableQuotaExceeded(v *int64) *UsageRollupU
 // AddQuotaExceeded adds value to the "quota_exceeded" field.
 func (_u *UsageRollupUpdateOne) AddQuotaExceeded(v int64) *UsageRollupUpdateOne {
 	_u.mutation.AddQuotaExceeded(v)
+	return _u
+}
+
+// SetUncharged sets the "uncharged" field.
+func (_u *UsageRollupUpdateOne) SetUncharged(v int64) *UsageRollupUpdateOne {
+	_u.mutation.ResetUncharged()
+	_u.mutation.SetUncharged(v)
+	return _u
+}
+
+// SetNillableUncharged sets the "uncharged" field if the given value is not nil.
+func (_u *UsageRollupUpdateOne) SetNillableUncharged(v *int64) *UsageRollupUpdateOne {
+	if v != nil {
+		_u.SetUncharged(*v)
+	}
+	return _u
+}
+
+// AddUncharged adds value to the "uncharged" field.
+func (_u *UsageRollupUpdateOne) AddUncharged(v int64) *UsageRollupUpdateOne {
+	_u.mutation.AddUncharged(v)
 	return _u
 }
 
@@ -1205,6 +1253,12 @@ func (_u *UsageRollupUpdateOne) sqlSave(ctx context.Context) (_node *UsageRollup
 	}
 	if value, ok := _u.mutation.AddedQuotaExceeded(); ok {
 		_spec.AddField(usagerollup.FieldQuotaExceeded, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.Uncharged(); ok {
+		_spec.SetField(usagerollup.FieldUncharged, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedUncharged(); ok {
+		_spec.AddField(usagerollup.FieldUncharged, field.TypeInt64, value)
 	}
 	if value, ok := _u.mutation.LatencySumMs(); ok {
 		_spec.SetField(usagerollup.FieldLatencySumMs, field.TypeInt64, value)

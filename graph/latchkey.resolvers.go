@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"entgo.io/contrib/entgql"
+
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
@@ -22,6 +23,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/tenants"
 	"github.com/latchkey/latchkey/internal/domain/usage"
+	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
@@ -80,12 +82,12 @@ func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*mode
 
 // CreateTenant is the resolver for the createTenant field.
 func (r *mutationResolver) CreateTenant(ctx context.Context, input model.CreateTenantInput) (*ent.Tenant, error) {
-	return tenants.Create(ctx, r.db(ctx), tenants.CreateParams{Name: input.Name, Slug: input.Slug, Plan: input.Plan, Active: input.Active})
+	return tenants.Create(ctx, r.db(ctx), tenants.CreateParams{Name: input.Name, Slug: input.Slug, Plan: input.Plan, Active: input.Active, KeyPrefix: input.KeyPrefix})
 }
 
 // UpdateTenant is the resolver for the updateTenant field.
 func (r *mutationResolver) UpdateTenant(ctx context.Context, id string, input model.UpdateTenantInput) (*ent.Tenant, error) {
-	t, changed, err := tenants.Update(ctx, r.db(ctx), id, tenants.UpdateParams{Name: input.Name, Plan: input.Plan, Active: input.Active})
+	t, changed, err := tenants.Update(ctx, r.db(ctx), id, tenants.UpdateParams{Name: input.Name, Plan: input.Plan, Active: input.Active, KeyPrefix: input.KeyPrefix})
 	if err == nil && changed && r.Keys.Verifier != nil {
 		txn.AfterCommit(ctx, r.Keys.Verifier.InvalidateAll)
 	}
@@ -105,6 +107,12 @@ func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateA
 		ExpiresAt:              input.ExpiresAt,
 		LimitsLocked:           input.LimitsLocked,
 		ExpiryLocked:           input.ExpiryLocked,
+		Kind:                   input.Kind,
+		Environment:            input.Environment,
+		OwnerID:                input.OwnerID,
+		Meta:                   input.Meta,
+		Permissions:            input.Permissions,
+		Enabled:                input.Enabled,
 	})
 	if err != nil {
 		return nil, err
@@ -124,6 +132,10 @@ func (r *mutationResolver) UpdateAPIKey(ctx context.Context, id string, input mo
 		ExpiresAt:              change(input.ExpiresAt),
 		LimitsLocked:           input.LimitsLocked,
 		ExpiryLocked:           input.ExpiryLocked,
+		OwnerID:                change(input.OwnerID),
+		Meta:                   keys.Change[map[string]any]{Set: input.Meta.IsSet(), Value: mapOrNil(input.Meta.Value())},
+		Permissions:            input.Permissions,
+		Enabled:                input.Enabled,
 	})
 }
 
@@ -198,6 +210,22 @@ func (r *mutationResolver) SendTestWebhook(ctx context.Context, id string) (*ent
 // RedeliverWebhookDelivery is the resolver for the redeliverWebhookDelivery field.
 func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id string) (*ent.WebhookDelivery, error) {
 	return r.Webhooks.Redeliver(ctx, r.db(ctx), id)
+}
+
+// VerifyAPIKey is the resolver for the verifyApiKey field.
+func (r *mutationResolver) VerifyAPIKey(ctx context.Context, input model.VerifyAPIKeyInput) (*model.VerifyAPIKeyResult, error) {
+	req := verify.Request{Key: input.Key, Cost: verify.DefaultCost, Permissions: input.Permissions}
+	if input.Cost != nil {
+		req.Cost = *input.Cost
+	}
+	if input.Tag != nil {
+		req.Tag = *input.Tag
+	}
+	res, err := r.Verify.Verify(ctx, viewer.FromContext(ctx), req)
+	if err != nil {
+		return nil, err
+	}
+	return verifyResult(res), nil
 }
 
 // Viewer is the resolver for the viewer field.

@@ -6,17 +6,21 @@ package graph
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/gqlerr"
+	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/plan"
+	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
@@ -32,6 +36,8 @@ type Resolver struct {
 	Live *live.Hub
 	// Webhooks manages webhook endpoints (and wakes the dispatchers after commits).
 	Webhooks *webhook.Manager
+	// Verify verifies consumer keys.
+	Verify *verify.Service
 }
 
 // NewSchema returns the executable schema with its directives.
@@ -146,6 +152,32 @@ func (r *Resolver) db(ctx context.Context) *ent.Client {
 // change turns an omittable input field into the domain's change of a setting.
 func change[T any](o graphql.Omittable[*T]) keys.Change[T] {
 	return keys.Change[T]{Set: o.IsSet(), Value: o.Value()}
+}
+
+// mapOrNil points at m, or is nil for a null map.
+func mapOrNil(m map[string]any) *map[string]any {
+	if m == nil {
+		return nil
+	}
+	return &m
+}
+
+// verifyResult is the GraphQL form of a verification's answer.
+func verifyResult(res *verify.Result) *model.VerifyAPIKeyResult {
+	out := &model.VerifyAPIKeyResult{Valid: res.Valid(), Code: model.VerifyCode(res.Code)}
+	if k := res.Key; k != nil {
+		env := k.Environment
+		out.KeyID, out.OwnerID, out.Name, out.Meta, out.Permissions, out.Environment, out.ExpiresAt =
+			&k.ID, k.OwnerID, &k.Name, k.Meta, k.Permissions, &env, k.ExpiresAt
+	}
+	if l := res.RateLimit; l != nil {
+		out.RateLimit = &model.RateLimitState{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
+	}
+	if q := res.Quota; q != nil {
+		out.Quota = &model.QuotaUsage{Limit: int(q.Limit), Used: int(q.Used), Remaining: int(q.Remaining),
+			Period: apikey.QuotaPeriod(strings.ToUpper(string(q.Period))), ResetAt: q.ResetAt}
+	}
+	return out
 }
 
 // orZero returns *p, or 0 for nil.

@@ -58,6 +58,18 @@ const (
 	FieldLimitsLocked = "limits_locked"
 	// FieldExpiryLocked holds the string denoting the expiry_locked field in the database.
 	FieldExpiryLocked = "expiry_locked"
+	// FieldKind holds the string denoting the kind field in the database.
+	FieldKind = "kind"
+	// FieldEnvironment holds the string denoting the environment field in the database.
+	FieldEnvironment = "environment"
+	// FieldOwnerID holds the string denoting the owner_id field in the database.
+	FieldOwnerID = "owner_id"
+	// FieldMeta holds the string denoting the meta field in the database.
+	FieldMeta = "meta"
+	// FieldPermissions holds the string denoting the permissions field in the database.
+	FieldPermissions = "permissions"
+	// FieldEnabled holds the string denoting the enabled field in the database.
+	FieldEnabled = "enabled"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeRotatedFrom holds the string denoting the rotated_from edge name in mutations.
@@ -106,6 +118,12 @@ var Columns = []string{
 	FieldQuotaKey,
 	FieldLimitsLocked,
 	FieldExpiryLocked,
+	FieldKind,
+	FieldEnvironment,
+	FieldOwnerID,
+	FieldMeta,
+	FieldPermissions,
+	FieldEnabled,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -146,6 +164,10 @@ var (
 	DefaultLimitsLocked bool
 	// DefaultExpiryLocked holds the default value on creation for the "expiry_locked" field.
 	DefaultExpiryLocked bool
+	// OwnerIDValidator is a validator for the "owner_id" field. It is called by the builders before save.
+	OwnerIDValidator func(string) error
+	// DefaultEnabled holds the default value on creation for the "enabled" field.
+	DefaultEnabled bool
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -172,6 +194,58 @@ func QuotaPeriodValidator(qp QuotaPeriod) error {
 		return nil
 	default:
 		return fmt.Errorf("apikey: invalid enum value for quota_period field: %q", qp)
+	}
+}
+
+// Kind defines the type for the "kind" enum field.
+type Kind string
+
+// KindManagement is the default value of the Kind enum.
+const DefaultKind = KindManagement
+
+// Kind values.
+const (
+	KindManagement Kind = "MANAGEMENT"
+	KindConsumer   Kind = "CONSUMER"
+)
+
+func (k Kind) String() string {
+	return string(k)
+}
+
+// KindValidator is a validator for the "kind" field enum values. It is called by the builders before save.
+func KindValidator(k Kind) error {
+	switch k {
+	case KindManagement, KindConsumer:
+		return nil
+	default:
+		return fmt.Errorf("apikey: invalid enum value for kind field: %q", k)
+	}
+}
+
+// Environment defines the type for the "environment" enum field.
+type Environment string
+
+// EnvironmentLive is the default value of the Environment enum.
+const DefaultEnvironment = EnvironmentLive
+
+// Environment values.
+const (
+	EnvironmentLive Environment = "LIVE"
+	EnvironmentTest Environment = "TEST"
+)
+
+func (e Environment) String() string {
+	return string(e)
+}
+
+// EnvironmentValidator is a validator for the "environment" field enum values. It is called by the builders before save.
+func EnvironmentValidator(e Environment) error {
+	switch e {
+	case EnvironmentLive, EnvironmentTest:
+		return nil
+	default:
+		return fmt.Errorf("apikey: invalid enum value for environment field: %q", e)
 	}
 }
 
@@ -278,6 +352,26 @@ func ByExpiryLocked(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldExpiryLocked, opts...).ToFunc()
 }
 
+// ByKind orders the results by the kind field.
+func ByKind(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldKind, opts...).ToFunc()
+}
+
+// ByEnvironment orders the results by the environment field.
+func ByEnvironment(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldEnvironment, opts...).ToFunc()
+}
+
+// ByOwnerID orders the results by the owner_id field.
+func ByOwnerID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldOwnerID, opts...).ToFunc()
+}
+
+// ByEnabled orders the results by the enabled field.
+func ByEnabled(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldEnabled, opts...).ToFunc()
+}
+
 // ByTenantField orders the results by tenant field.
 func ByTenantField(field string, opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -341,6 +435,42 @@ func (e *QuotaPeriod) UnmarshalGQL(val interface{}) error {
 	*e = QuotaPeriod(str)
 	if err := QuotaPeriodValidator(*e); err != nil {
 		return fmt.Errorf("%s is not a valid QuotaPeriod", str)
+	}
+	return nil
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e Kind) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *Kind) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = Kind(str)
+	if err := KindValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid Kind", str)
+	}
+	return nil
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e Environment) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *Environment) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = Environment(str)
+	if err := EnvironmentValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid Environment", str)
 	}
 	return nil
 }

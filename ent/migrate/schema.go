@@ -29,6 +29,12 @@ var (
 		{Name: "quota_key", Type: field.TypeString, Nullable: true},
 		{Name: "limits_locked", Type: field.TypeBool, Default: false},
 		{Name: "expiry_locked", Type: field.TypeBool, Default: false},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"MANAGEMENT", "CONSUMER"}, Default: "MANAGEMENT"},
+		{Name: "environment", Type: field.TypeEnum, Enums: []string{"LIVE", "TEST"}, Default: "LIVE"},
+		{Name: "owner_id", Type: field.TypeString, Nullable: true, Size: 128},
+		{Name: "meta", Type: field.TypeJSON, Nullable: true},
+		{Name: "permissions", Type: field.TypeJSON, Nullable: true},
+		{Name: "enabled", Type: field.TypeBool, Default: true},
 		{Name: "rotated_from_id", Type: field.TypeString, Nullable: true, Size: 40},
 		{Name: "tenant_id", Type: field.TypeString, Nullable: true, Size: 40},
 	}
@@ -40,13 +46,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "api_keys_api_keys_rotated_to",
-				Columns:    []*schema.Column{APIKeysColumns[19]},
+				Columns:    []*schema.Column{APIKeysColumns[25]},
 				RefColumns: []*schema.Column{APIKeysColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
 			{
 				Symbol:     "api_keys_tenants_api_keys",
-				Columns:    []*schema.Column{APIKeysColumns[20]},
+				Columns:    []*schema.Column{APIKeysColumns[26]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
@@ -55,7 +61,12 @@ var (
 			{
 				Name:    "apikey_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{APIKeysColumns[20]},
+				Columns: []*schema.Column{APIKeysColumns[26]},
+			},
+			{
+				Name:    "apikey_tenant_id_owner_id",
+				Unique:  false,
+				Columns: []*schema.Column{APIKeysColumns[26], APIKeysColumns[21]},
 			},
 		},
 	}
@@ -98,6 +109,7 @@ var (
 		{Name: "slug", Type: field.TypeString, Unique: true, Size: 63},
 		{Name: "plan", Type: field.TypeString, Size: 32, Default: "free"},
 		{Name: "active", Type: field.TypeBool, Default: true},
+		{Name: "key_prefix", Type: field.TypeString, Size: 12, Default: "lk"},
 	}
 	// TenantsTable holds the schema information for the "tenants" table.
 	TenantsTable = &schema.Table{
@@ -110,6 +122,7 @@ var (
 		{Name: "id", Type: field.TypeInt64, Increment: true},
 		{Name: "tenant_id", Type: field.TypeString},
 		{Name: "api_key_id", Type: field.TypeString},
+		{Name: "owner_id", Type: field.TypeString, Nullable: true},
 		{Name: "operation_name", Type: field.TypeString, Default: ""},
 		{Name: "operation_type", Type: field.TypeString},
 		{Name: "root_fields", Type: field.TypeJSON, Nullable: true},
@@ -132,12 +145,12 @@ var (
 			{
 				Name:    "usagelog_api_key_id_at",
 				Unique:  false,
-				Columns: []*schema.Column{UsageLogsColumns[2], UsageLogsColumns[9]},
+				Columns: []*schema.Column{UsageLogsColumns[2], UsageLogsColumns[10]},
 			},
 			{
 				Name:    "usagelog_at",
 				Unique:  false,
-				Columns: []*schema.Column{UsageLogsColumns[9]},
+				Columns: []*schema.Column{UsageLogsColumns[10]},
 			},
 		},
 	}
@@ -152,6 +165,7 @@ var (
 		{Name: "errors", Type: field.TypeInt64, Default: 0},
 		{Name: "rate_limited", Type: field.TypeInt64, Default: 0},
 		{Name: "quota_exceeded", Type: field.TypeInt64, Default: 0},
+		{Name: "uncharged", Type: field.TypeInt64, Default: 0},
 		{Name: "latency_sum_ms", Type: field.TypeInt64, Default: 0},
 		{Name: "lat_a", Type: field.TypeInt64, Default: 0},
 		{Name: "lat_b", Type: field.TypeInt64, Default: 0},

@@ -120,6 +120,14 @@ func init() {
 	apikeyDescExpiryLocked := apikeyFields[16].Descriptor()
 	// apikey.DefaultExpiryLocked holds the default value on creation for the expiry_locked field.
 	apikey.DefaultExpiryLocked = apikeyDescExpiryLocked.Default.(bool)
+	// apikeyDescOwnerID is the schema descriptor for owner_id field.
+	apikeyDescOwnerID := apikeyFields[19].Descriptor()
+	// apikey.OwnerIDValidator is a validator for the "owner_id" field. It is called by the builders before save.
+	apikey.OwnerIDValidator = apikeyDescOwnerID.Validators[0].(func(string) error)
+	// apikeyDescEnabled is the schema descriptor for enabled field.
+	apikeyDescEnabled := apikeyFields[22].Descriptor()
+	// apikey.DefaultEnabled holds the default value on creation for the enabled field.
+	apikey.DefaultEnabled = apikeyDescEnabled.Default.(bool)
 	// apikeyDescID is the schema descriptor for id field.
 	apikeyDescID := apikeyMixinFields0[0].Descriptor()
 	// apikey.DefaultID holds the default value on creation for the id field.
@@ -266,6 +274,12 @@ func init() {
 	tenantDescActive := tenantFields[3].Descriptor()
 	// tenant.DefaultActive holds the default value on creation for the active field.
 	tenant.DefaultActive = tenantDescActive.Default.(bool)
+	// tenantDescKeyPrefix is the schema descriptor for key_prefix field.
+	tenantDescKeyPrefix := tenantFields[4].Descriptor()
+	// tenant.DefaultKeyPrefix holds the default value on creation for the key_prefix field.
+	tenant.DefaultKeyPrefix = tenantDescKeyPrefix.Default.(string)
+	// tenant.KeyPrefixValidator is a validator for the "key_prefix" field. It is called by the builders before save.
+	tenant.KeyPrefixValidator = tenantDescKeyPrefix.Validators[0].(func(string) error)
 	// tenantDescID is the schema descriptor for id field.
 	tenantDescID := tenantMixinFields0[0].Descriptor()
 	// tenant.DefaultID holds the default value on creation for the id field.
@@ -298,11 +312,11 @@ func init() {
 	usagelogFields := schema.UsageLog{}.Fields()
 	_ = usagelogFields
 	// usagelogDescOperationName is the schema descriptor for operation_name field.
-	usagelogDescOperationName := usagelogFields[2].Descriptor()
+	usagelogDescOperationName := usagelogFields[3].Descriptor()
 	// usagelog.DefaultOperationName holds the default value on creation for the operation_name field.
 	usagelog.DefaultOperationName = usagelogDescOperationName.Default.(string)
 	// usagelogDescIP is the schema descriptor for ip field.
-	usagelogDescIP := usagelogFields[7].Descriptor()
+	usagelogDescIP := usagelogFields[8].Descriptor()
 	// usagelog.DefaultIP holds the default value on creation for the ip field.
 	usagelog.DefaultIP = usagelogDescIP.Default.(string)
 	usagerollup.Policy = privacy.NewPolicies(schema.UsageRollup{})
@@ -332,72 +346,76 @@ func init() {
 	usagerollupDescQuotaExceeded := usagerollupFields[7].Descriptor()
 	// usagerollup.DefaultQuotaExceeded holds the default value on creation for the quota_exceeded field.
 	usagerollup.DefaultQuotaExceeded = usagerollupDescQuotaExceeded.Default.(int64)
+	// usagerollupDescUncharged is the schema descriptor for uncharged field.
+	usagerollupDescUncharged := usagerollupFields[8].Descriptor()
+	// usagerollup.DefaultUncharged holds the default value on creation for the uncharged field.
+	usagerollup.DefaultUncharged = usagerollupDescUncharged.Default.(int64)
 	// usagerollupDescLatencySumMs is the schema descriptor for latency_sum_ms field.
-	usagerollupDescLatencySumMs := usagerollupFields[8].Descriptor()
+	usagerollupDescLatencySumMs := usagerollupFields[9].Descriptor()
 	// usagerollup.DefaultLatencySumMs holds the default value on creation for the latency_sum_ms field.
 	usagerollup.DefaultLatencySumMs = usagerollupDescLatencySumMs.Default.(int64)
 	// usagerollupDescLatA is the schema descriptor for lat_a field.
-	usagerollupDescLatA := usagerollupFields[9].Descriptor()
+	usagerollupDescLatA := usagerollupFields[10].Descriptor()
 	// usagerollup.DefaultLatA holds the default value on creation for the lat_a field.
 	usagerollup.DefaultLatA = usagerollupDescLatA.Default.(int64)
 	// usagerollupDescLatB is the schema descriptor for lat_b field.
-	usagerollupDescLatB := usagerollupFields[10].Descriptor()
+	usagerollupDescLatB := usagerollupFields[11].Descriptor()
 	// usagerollup.DefaultLatB holds the default value on creation for the lat_b field.
 	usagerollup.DefaultLatB = usagerollupDescLatB.Default.(int64)
 	// usagerollupDescLatC is the schema descriptor for lat_c field.
-	usagerollupDescLatC := usagerollupFields[11].Descriptor()
+	usagerollupDescLatC := usagerollupFields[12].Descriptor()
 	// usagerollup.DefaultLatC holds the default value on creation for the lat_c field.
 	usagerollup.DefaultLatC = usagerollupDescLatC.Default.(int64)
 	// usagerollupDescLatD is the schema descriptor for lat_d field.
-	usagerollupDescLatD := usagerollupFields[12].Descriptor()
+	usagerollupDescLatD := usagerollupFields[13].Descriptor()
 	// usagerollup.DefaultLatD holds the default value on creation for the lat_d field.
 	usagerollup.DefaultLatD = usagerollupDescLatD.Default.(int64)
 	// usagerollupDescLatE is the schema descriptor for lat_e field.
-	usagerollupDescLatE := usagerollupFields[13].Descriptor()
+	usagerollupDescLatE := usagerollupFields[14].Descriptor()
 	// usagerollup.DefaultLatE holds the default value on creation for the lat_e field.
 	usagerollup.DefaultLatE = usagerollupDescLatE.Default.(int64)
 	// usagerollupDescLatF is the schema descriptor for lat_f field.
-	usagerollupDescLatF := usagerollupFields[14].Descriptor()
+	usagerollupDescLatF := usagerollupFields[15].Descriptor()
 	// usagerollup.DefaultLatF holds the default value on creation for the lat_f field.
 	usagerollup.DefaultLatF = usagerollupDescLatF.Default.(int64)
 	// usagerollupDescLatG is the schema descriptor for lat_g field.
-	usagerollupDescLatG := usagerollupFields[15].Descriptor()
+	usagerollupDescLatG := usagerollupFields[16].Descriptor()
 	// usagerollup.DefaultLatG holds the default value on creation for the lat_g field.
 	usagerollup.DefaultLatG = usagerollupDescLatG.Default.(int64)
 	// usagerollupDescLatH is the schema descriptor for lat_h field.
-	usagerollupDescLatH := usagerollupFields[16].Descriptor()
+	usagerollupDescLatH := usagerollupFields[17].Descriptor()
 	// usagerollup.DefaultLatH holds the default value on creation for the lat_h field.
 	usagerollup.DefaultLatH = usagerollupDescLatH.Default.(int64)
 	// usagerollupDescLatI is the schema descriptor for lat_i field.
-	usagerollupDescLatI := usagerollupFields[17].Descriptor()
+	usagerollupDescLatI := usagerollupFields[18].Descriptor()
 	// usagerollup.DefaultLatI holds the default value on creation for the lat_i field.
 	usagerollup.DefaultLatI = usagerollupDescLatI.Default.(int64)
 	// usagerollupDescLatJ is the schema descriptor for lat_j field.
-	usagerollupDescLatJ := usagerollupFields[18].Descriptor()
+	usagerollupDescLatJ := usagerollupFields[19].Descriptor()
 	// usagerollup.DefaultLatJ holds the default value on creation for the lat_j field.
 	usagerollup.DefaultLatJ = usagerollupDescLatJ.Default.(int64)
 	// usagerollupDescLatK is the schema descriptor for lat_k field.
-	usagerollupDescLatK := usagerollupFields[19].Descriptor()
+	usagerollupDescLatK := usagerollupFields[20].Descriptor()
 	// usagerollup.DefaultLatK holds the default value on creation for the lat_k field.
 	usagerollup.DefaultLatK = usagerollupDescLatK.Default.(int64)
 	// usagerollupDescLatL is the schema descriptor for lat_l field.
-	usagerollupDescLatL := usagerollupFields[20].Descriptor()
+	usagerollupDescLatL := usagerollupFields[21].Descriptor()
 	// usagerollup.DefaultLatL holds the default value on creation for the lat_l field.
 	usagerollup.DefaultLatL = usagerollupDescLatL.Default.(int64)
 	// usagerollupDescLatM is the schema descriptor for lat_m field.
-	usagerollupDescLatM := usagerollupFields[21].Descriptor()
+	usagerollupDescLatM := usagerollupFields[22].Descriptor()
 	// usagerollup.DefaultLatM holds the default value on creation for the lat_m field.
 	usagerollup.DefaultLatM = usagerollupDescLatM.Default.(int64)
 	// usagerollupDescLatN is the schema descriptor for lat_n field.
-	usagerollupDescLatN := usagerollupFields[22].Descriptor()
+	usagerollupDescLatN := usagerollupFields[23].Descriptor()
 	// usagerollup.DefaultLatN holds the default value on creation for the lat_n field.
 	usagerollup.DefaultLatN = usagerollupDescLatN.Default.(int64)
 	// usagerollupDescLatO is the schema descriptor for lat_o field.
-	usagerollupDescLatO := usagerollupFields[23].Descriptor()
+	usagerollupDescLatO := usagerollupFields[24].Descriptor()
 	// usagerollup.DefaultLatO holds the default value on creation for the lat_o field.
 	usagerollup.DefaultLatO = usagerollupDescLatO.Default.(int64)
 	// usagerollupDescLatP is the schema descriptor for lat_p field.
-	usagerollupDescLatP := usagerollupFields[24].Descriptor()
+	usagerollupDescLatP := usagerollupFields[25].Descriptor()
 	// usagerollup.DefaultLatP holds the default value on creation for the lat_p field.
 	usagerollup.DefaultLatP = usagerollupDescLatP.Default.(int64)
 	webhookMixin := schema.Webhook{}.Mixin()

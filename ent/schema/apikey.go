@@ -6,6 +6,7 @@ import (
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
 
 	"github.com/latchkey/latchkey/internal/platform/ids"
 )
@@ -55,7 +56,26 @@ func (ApiKey) Fields() []ent.Field {
 			Comment("rate limit and quota set by a platform admin: tenant keys may only tighten them"),
 		field.Bool("expiry_locked").Default(false).
 			Comment("expiry set by a platform admin or bounded by the key that created or rotated this one: tenant keys may only bring it forward"),
+		field.Enum("kind").NamedValues("Management", "MANAGEMENT", "Consumer", "CONSUMER").Default("MANAGEMENT").Immutable().
+			Comment("MANAGEMENT keys call Latchkey's API; CONSUMER keys are issued to a tenant's customers and only verified"),
+		field.Enum("environment").NamedValues("Live", "LIVE", "Test", "TEST").Default("LIVE").Immutable().
+			Comment("a label, visible in the key (<prefix>_live_ / <prefix>_test_); limited and charged alike"),
+		field.String("owner_id").Optional().Nillable().MaxLen(128).
+			Annotations(entgql.OrderField("OWNER_ID")).
+			Comment("the tenant's own customer or user id, returned by every verification"),
+		field.JSON("meta", map[string]any{}).Optional().
+			Annotations(entgql.Type("Map"), entgql.Skip(entgql.SkipWhereInput, entgql.SkipOrderField)).
+			Comment("a JSON object of at most 4 KiB, returned by every verification"),
+		field.Strings("permissions").Optional().
+			Comment("the tenant's own permission names (e.g. documents:read), distinct from Latchkey scopes"),
+		field.Bool("enabled").Default(true).
+			Comment("a reversible switch: a disabled key fails verification with DISABLED"),
 	}
+}
+
+// Indexes of the ApiKey.
+func (ApiKey) Indexes() []ent.Index {
+	return []ent.Index{index.Fields("tenant_id", "owner_id")}
 }
 
 // Edges of the ApiKey.

@@ -61,6 +61,8 @@ func (UsageLog) Fields() []ent.Field {
 	return []ent.Field{
 		field.Int64("id"),
 		field.String("api_key_id").Immutable(),
+		field.String("owner_id").Optional().Nillable().Immutable().
+			Comment("the owner of a consumer key (verifications), for the request log and breakdowns"),
 		field.String("operation_name").Default("").Immutable(),
 		field.String("operation_type").Immutable(),
 		field.Strings("root_fields").Optional().Immutable(),
@@ -103,6 +105,8 @@ func (UsageRollup) Fields() []ent.Field {
 		field.Int64("errors").Default(0),
 		field.Int64("rate_limited").Default(0),
 		field.Int64("quota_exceeded").Default(0),
+		field.Int64("uncharged").Default(0).
+			Comment("operations that charged no quota: refused before the limits (a revoked or disabled key, missing permissions) or while a limit store was down"),
 		field.Int64("latency_sum_ms").Default(0),
 	}
 	for i := range LatencyBuckets {

@@ -27,6 +27,8 @@ func (Tenant) Fields() []ent.Field {
 			Annotations(entgql.OrderField("SLUG")),
 		field.String("plan").Default("free").MaxLen(32),
 		field.Bool("active").Default(true),
+		field.String("key_prefix").Default("lk").MaxLen(12).
+			Comment("the start of the tenant's new keys (<key_prefix>_live_…), 2-12 lowercase letters or digits"),
 	}
 }
 

@@ -27,6 +27,8 @@ const (
 	FieldPlan = "plan"
 	// FieldActive holds the string denoting the active field in the database.
 	FieldActive = "active"
+	// FieldKeyPrefix holds the string denoting the key_prefix field in the database.
+	FieldKeyPrefix = "key_prefix"
 	// EdgeAPIKeys holds the string denoting the api_keys edge name in mutations.
 	EdgeAPIKeys = "api_keys"
 	// EdgeWebhooks holds the string denoting the webhooks edge name in mutations.
@@ -58,6 +60,7 @@ var Columns = []string{
 	FieldSlug,
 	FieldPlan,
 	FieldActive,
+	FieldKeyPrefix,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -94,6 +97,10 @@ var (
 	PlanValidator func(string) error
 	// DefaultActive holds the default value on creation for the "active" field.
 	DefaultActive bool
+	// DefaultKeyPrefix holds the default value on creation for the "key_prefix" field.
+	DefaultKeyPrefix string
+	// KeyPrefixValidator is a validator for the "key_prefix" field. It is called by the builders before save.
+	KeyPrefixValidator func(string) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -136,6 +143,11 @@ func ByPlan(opts ...sql.OrderTermOption) OrderOption {
 // ByActive orders the results by the active field.
 func ByActive(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldActive, opts...).ToFunc()
+}
+
+// ByKeyPrefix orders the results by the key_prefix field.
+func ByKeyPrefix(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldKeyPrefix, opts...).ToFunc()
 }
 
 // ByAPIKeysCount orders the results by api_keys count.

@@ -16,6 +16,8 @@ const (
 	FieldTenantID = "tenant_id"
 	// FieldAPIKeyID holds the string denoting the api_key_id field in the database.
 	FieldAPIKeyID = "api_key_id"
+	// FieldOwnerID holds the string denoting the owner_id field in the database.
+	FieldOwnerID = "owner_id"
 	// FieldOperationName holds the string denoting the operation_name field in the database.
 	FieldOperationName = "operation_name"
 	// FieldOperationType holds the string denoting the operation_type field in the database.
@@ -39,6 +41,7 @@ var Columns = []string{
 	FieldID,
 	FieldTenantID,
 	FieldAPIKeyID,
+	FieldOwnerID,
 	FieldOperationName,
 	FieldOperationType,
 	FieldRootFields,
@@ -88,6 +91,11 @@ func ByTenantID(opts ...sql.OrderTermOption) OrderOption {
 // ByAPIKeyID orders the results by the api_key_id field.
 func ByAPIKeyID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldAPIKeyID, opts...).ToFunc()
+}
+
+// ByOwnerID orders the results by the owner_id field.
+func ByOwnerID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldOwnerID, opts...).ToFunc()
 }
 
 // ByOperationName orders the results by the operation_name field.

@@ -32,6 +32,8 @@ const (
 	FieldRateLimited = "rate_limited"
 	// FieldQuotaExceeded holds the string denoting the quota_exceeded field in the database.
 	FieldQuotaExceeded = "quota_exceeded"
+	// FieldUncharged holds the string denoting the uncharged field in the database.
+	FieldUncharged = "uncharged"
 	// FieldLatencySumMs holds the string denoting the latency_sum_ms field in the database.
 	FieldLatencySumMs = "latency_sum_ms"
 	// FieldLatA holds the string denoting the lat_a field in the database.
@@ -81,6 +83,7 @@ var Columns = []string{
 	FieldErrors,
 	FieldRateLimited,
 	FieldQuotaExceeded,
+	FieldUncharged,
 	FieldLatencySumMs,
 	FieldLatA,
 	FieldLatB,
@@ -126,6 +129,8 @@ var (
 	DefaultRateLimited int64
 	// DefaultQuotaExceeded holds the default value on creation for the "quota_exceeded" field.
 	DefaultQuotaExceeded int64
+	// DefaultUncharged holds the default value on creation for the "uncharged" field.
+	DefaultUncharged int64
 	// DefaultLatencySumMs holds the default value on creation for the "latency_sum_ms" field.
 	DefaultLatencySumMs int64
 	// DefaultLatA holds the default value on creation for the "lat_a" field.
@@ -232,6 +237,11 @@ func ByRateLimited(opts ...sql.OrderTermOption) OrderOption {
 // ByQuotaExceeded orders the results by the quota_exceeded field.
 func ByQuotaExceeded(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldQuotaExceeded, opts...).ToFunc()
+}
+
+// ByUncharged orders the results by the uncharged field.
+func ByUncharged(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldUncharged, opts...).ToFunc()
 }
 
 // ByLatencySumMs orders the results by the latency_sum_ms field.

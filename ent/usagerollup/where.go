@@ -89,6 +89,11 @@ func QuotaExceeded(v int64) predicate.UsageRollup {
 	return predicate.UsageRollup(sql.FieldEQ(FieldQuotaExceeded, v))
 }
 
+// Uncharged applies equality check predicate on the "uncharged" field. It's identical to UnchargedEQ.
+func Uncharged(v int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldEQ(FieldUncharged, v))
+}
+
 // LatencySumMs applies equality check predicate on the "latency_sum_ms" field. It's identical to LatencySumMsEQ.
 func LatencySumMs(v int64) predicate.UsageRollup {
 	return predicate.UsageRollup(sql.FieldEQ(FieldLatencySumMs, v))
@@ -522,6 +527,46 @@ func QuotaExceededLT(v int64) predicate.UsageRollup {
 // QuotaExceededLTE applies the LTE predicate on the "quota_exceeded" field.
 func QuotaExceededLTE(v int64) predicate.UsageRollup {
 	return predicate.UsageRollup(sql.FieldLTE(FieldQuotaExceeded, v))
+}
+
+// UnchargedEQ applies the EQ predicate on the "uncharged" field.
+func UnchargedEQ(v int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldEQ(FieldUncharged, v))
+}
+
+// UnchargedNEQ applies the NEQ predicate on the "uncharged" field.
+func UnchargedNEQ(v int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldNEQ(FieldUncharged, v))
+}
+
+// UnchargedIn applies the In predicate on the "uncharged" field.
+func UnchargedIn(vs ...int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldIn(FieldUncharged, vs...))
+}
+
+// UnchargedNotIn applies the NotIn predicate on the "uncharged" field.
+func UnchargedNotIn(vs ...int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldNotIn(FieldUncharged, vs...))
+}
+
+// UnchargedGT applies the GT predicate on the "uncharged" field.
+func UnchargedGT(v int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldGT(FieldUncharged, v))
+}
+
+// UnchargedGTE applies the GTE predicate on the "uncharged" field.
+func UnchargedGTE(v int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldGTE(FieldUncharged, v))
+}
+
+// UnchargedLT applies the LT predicate on the "uncharged" field.
+func UnchargedLT(v int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldLT(FieldUncharged, v))
+}
+
+// UnchargedLTE applies the LTE predicate on the "uncharged" field.
+func UnchargedLTE(v int64) predicate.UsageRollup {
+	return predicate.UsageRollup(sql.FieldLTE(FieldUncharged, v))
 }
 
 // LatencySumMsEQ applies the EQ predicate on the "latency_sum_ms" field.

@@ -42,12 +42,18 @@ type ComplexityRoot struct {
 		CreatedAt                       func(childComplexity int) int
 		EffectiveRateLimit              func(childComplexity int) int
 		EffectiveRateLimitWindowSeconds func(childComplexity int) int
+		Enabled                         func(childComplexity int) int
+		Environment                     func(childComplexity int) int
 		ExpiresAt                       func(childComplexity int) int
 		ExpiryLocked                    func(childComplexity int) int
 		ID                              func(childComplexity int) int
+		Kind                            func(childComplexity int) int
 		LastUsedAt                      func(childComplexity int) int
 		LimitsLocked                    func(childComplexity int) int
+		Meta                            func(childComplexity int) int
 		Name                            func(childComplexity int) int
+		OwnerID                         func(childComplexity int) int
+		Permissions                     func(childComplexity int) int
 		Prefix                          func(childComplexity int) int
 		Quota                           func(childComplexity int) int
 		QuotaPeriod                     func(childComplexity int) int
@@ -118,6 +124,7 @@ type ComplexityRoot struct {
 		UpdateAPIKey             func(childComplexity int, id string, input model.UpdateAPIKeyInput) int
 		UpdateTenant             func(childComplexity int, id string, input model.UpdateTenantInput) int
 		UpdateWebhook            func(childComplexity int, id string, input model.UpdateWebhookInput) int
+		VerifyAPIKey             func(childComplexity int, input model.VerifyAPIKeyInput) int
 	}
 
 	PageInfo struct {
@@ -147,6 +154,12 @@ type ComplexityRoot struct {
 		Used      func(childComplexity int) int
 	}
 
+	RateLimitState struct {
+		Limit     func(childComplexity int) int
+		Remaining func(childComplexity int) int
+		ResetAt   func(childComplexity int) int
+	}
+
 	Subscription struct {
 		UsageEvents func(childComplexity int, apiKeyID *string) int
 		UsageStats  func(childComplexity int, apiKeyID *string, intervalSeconds *int) int
@@ -157,6 +170,7 @@ type ComplexityRoot struct {
 		Active    func(childComplexity int) int
 		CreatedAt func(childComplexity int) int
 		ID        func(childComplexity int) int
+		KeyPrefix func(childComplexity int) int
 		Name      func(childComplexity int) int
 		Plan      func(childComplexity int) int
 		Slug      func(childComplexity int) int
@@ -196,6 +210,7 @@ type ComplexityRoot struct {
 		OperationName func(childComplexity int) int
 		OperationType func(childComplexity int) int
 		Outcome       func(childComplexity int) int
+		OwnerID       func(childComplexity int) int
 		RootFields    func(childComplexity int) int
 	}
 
@@ -208,6 +223,20 @@ type ComplexityRoot struct {
 		P99Ms           func(childComplexity int) int
 		RateLimited     func(childComplexity int) int
 		Requests        func(childComplexity int) int
+	}
+
+	VerifyApiKeyResult struct {
+		Code        func(childComplexity int) int
+		Environment func(childComplexity int) int
+		ExpiresAt   func(childComplexity int) int
+		KeyID       func(childComplexity int) int
+		Meta        func(childComplexity int) int
+		Name        func(childComplexity int) int
+		OwnerID     func(childComplexity int) int
+		Permissions func(childComplexity int) int
+		Quota       func(childComplexity int) int
+		RateLimit   func(childComplexity int) int
+		Valid       func(childComplexity int) int
 	}
 
 	Viewer struct {
@@ -337,6 +366,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.EffectiveRateLimitWindowSeconds(childComplexity), true
+	case "ApiKey.enabled":
+		if e.ComplexityRoot.ApiKey.Enabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Enabled(childComplexity), true
+	case "ApiKey.environment":
+		if e.ComplexityRoot.ApiKey.Environment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Environment(childComplexity), true
 	case "ApiKey.expiresAt":
 		if e.ComplexityRoot.ApiKey.ExpiresAt == nil {
 			break
@@ -355,6 +396,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.ID(childComplexity), true
+	case "ApiKey.kind":
+		if e.ComplexityRoot.ApiKey.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Kind(childComplexity), true
 	case "ApiKey.lastUsedAt":
 		if e.ComplexityRoot.ApiKey.LastUsedAt == nil {
 			break
@@ -367,12 +414,30 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.LimitsLocked(childComplexity), true
+	case "ApiKey.meta":
+		if e.ComplexityRoot.ApiKey.Meta == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Meta(childComplexity), true
 	case "ApiKey.name":
 		if e.ComplexityRoot.ApiKey.Name == nil {
 			break
 		}
 
 		return e.ComplexityRoot.ApiKey.Name(childComplexity), true
+	case "ApiKey.ownerID":
+		if e.ComplexityRoot.ApiKey.OwnerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.OwnerID(childComplexity), true
+	case "ApiKey.permissions":
+		if e.ComplexityRoot.ApiKey.Permissions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Permissions(childComplexity), true
 	case "ApiKey.prefix":
 		if e.ComplexityRoot.ApiKey.Prefix == nil {
 			break
@@ -734,6 +799,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateWebhook(childComplexity, args["id"].(string), args["input"].(model.UpdateWebhookInput)), true
+	case "Mutation.verifyApiKey":
+		if e.ComplexityRoot.Mutation.VerifyAPIKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_verifyApiKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.VerifyAPIKey(childComplexity, args["input"].(model.VerifyAPIKeyInput)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -887,6 +963,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.QuotaUsage.Used(childComplexity), true
 
+	case "RateLimitState.limit":
+		if e.ComplexityRoot.RateLimitState.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitState.Limit(childComplexity), true
+	case "RateLimitState.remaining":
+		if e.ComplexityRoot.RateLimitState.Remaining == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitState.Remaining(childComplexity), true
+	case "RateLimitState.resetAt":
+		if e.ComplexityRoot.RateLimitState.ResetAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RateLimitState.ResetAt(childComplexity), true
+
 	case "Subscription.usageEvents":
 		if e.ComplexityRoot.Subscription.UsageEvents == nil {
 			break
@@ -939,6 +1034,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Tenant.ID(childComplexity), true
+	case "Tenant.keyPrefix":
+		if e.ComplexityRoot.Tenant.KeyPrefix == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.KeyPrefix(childComplexity), true
 	case "Tenant.name":
 		if e.ComplexityRoot.Tenant.Name == nil {
 			break
@@ -1110,6 +1211,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UsageEvent.Outcome(childComplexity), true
+	case "UsageEvent.ownerID":
+		if e.ComplexityRoot.UsageEvent.OwnerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.OwnerID(childComplexity), true
 	case "UsageEvent.rootFields":
 		if e.ComplexityRoot.UsageEvent.RootFields == nil {
 			break
@@ -1165,6 +1272,73 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UsageStats.Requests(childComplexity), true
+
+	case "VerifyApiKeyResult.code":
+		if e.ComplexityRoot.VerifyApiKeyResult.Code == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Code(childComplexity), true
+	case "VerifyApiKeyResult.environment":
+		if e.ComplexityRoot.VerifyApiKeyResult.Environment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Environment(childComplexity), true
+	case "VerifyApiKeyResult.expiresAt":
+		if e.ComplexityRoot.VerifyApiKeyResult.ExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.ExpiresAt(childComplexity), true
+	case "VerifyApiKeyResult.keyID":
+		if e.ComplexityRoot.VerifyApiKeyResult.KeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.KeyID(childComplexity), true
+	case "VerifyApiKeyResult.meta":
+		if e.ComplexityRoot.VerifyApiKeyResult.Meta == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Meta(childComplexity), true
+	case "VerifyApiKeyResult.name":
+		if e.ComplexityRoot.VerifyApiKeyResult.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Name(childComplexity), true
+	case "VerifyApiKeyResult.ownerID":
+		if e.ComplexityRoot.VerifyApiKeyResult.OwnerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.OwnerID(childComplexity), true
+	case "VerifyApiKeyResult.permissions":
+		if e.ComplexityRoot.VerifyApiKeyResult.Permissions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Permissions(childComplexity), true
+	case "VerifyApiKeyResult.quota":
+		if e.ComplexityRoot.VerifyApiKeyResult.Quota == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Quota(childComplexity), true
+	case "VerifyApiKeyResult.rateLimit":
+		if e.ComplexityRoot.VerifyApiKeyResult.RateLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.RateLimit(childComplexity), true
+	case "VerifyApiKeyResult.valid":
+		if e.ComplexityRoot.VerifyApiKeyResult.Valid == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Valid(childComplexity), true
 
 	case "Viewer.apiKey":
 		if e.ComplexityRoot.Viewer.APIKey == nil {
@@ -1569,6 +1743,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("UpdateApiKeyInput", ec.unmarshalInputUpdateApiKeyInput),
 			graphql.NewInputUnmarshaler("UpdateTenantInput", ec.unmarshalInputUpdateTenantInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookInput", ec.unmarshalInputUpdateWebhookInput),
+			graphql.NewInputUnmarshaler("VerifyApiKeyInput", ec.unmarshalInputVerifyApiKeyInput),
 			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
 			graphql.NewInputUnmarshaler("WebhookAttemptWhereInput", ec.unmarshalInputWebhookAttemptWhereInput),
 			graphql.NewInputUnmarshaler("WebhookDeliveryOrder", ec.unmarshalInputWebhookDeliveryOrder),
@@ -1710,6 +1885,30 @@ type ApiKey implements Node {
   expiry set by a platform admin or bounded by the key that created or rotated this one: tenant keys may only bring it forward
   """
   expiryLocked: Boolean!
+  """
+  MANAGEMENT keys call Latchkey's API; CONSUMER keys are issued to a tenant's customers and only verified
+  """
+  kind: ApiKeyKind!
+  """
+  a label, visible in the key (<prefix>_live_ / <prefix>_test_); limited and charged alike
+  """
+  environment: ApiKeyEnvironment!
+  """
+  the tenant's own customer or user id, returned by every verification
+  """
+  ownerID: String
+  """
+  a JSON object of at most 4 KiB, returned by every verification
+  """
+  meta: Map
+  """
+  the tenant's own permission names (e.g. documents:read), distinct from Latchkey scopes
+  """
+  permissions: [String!]
+  """
+  a reversible switch: a disabled key fails verification with DISABLED
+  """
+  enabled: Boolean!
   tenant: Tenant @auth(scopes: ["tenant:read"])
   rotatedFrom: ApiKey @auth(scopes: ["keys:read"])
   rotatedTo: [ApiKey!] @auth(scopes: ["keys:read"])
@@ -1745,6 +1944,20 @@ type ApiKeyEdge {
   cursor: Cursor!
 }
 """
+ApiKeyEnvironment is enum for the field environment
+"""
+enum ApiKeyEnvironment @goModel(model: "github.com/latchkey/latchkey/ent/apikey.Environment") {
+  LIVE
+  TEST
+}
+"""
+ApiKeyKind is enum for the field kind
+"""
+enum ApiKeyKind @goModel(model: "github.com/latchkey/latchkey/ent/apikey.Kind") {
+  MANAGEMENT
+  CONSUMER
+}
+"""
 Ordering options for ApiKey connections
 """
 input ApiKeyOrder {
@@ -1766,6 +1979,7 @@ enum ApiKeyOrderField {
   NAME
   EXPIRES_AT
   LAST_USED_AT
+  OWNER_ID
 }
 """
 ApiKeyQuotaPeriod is enum for the field quota_period
@@ -1996,6 +2210,43 @@ input ApiKeyWhereInput {
   expiryLocked: Boolean
   expiryLockedNEQ: Boolean
   """
+  kind field predicates
+  """
+  kind: ApiKeyKind
+  kindNEQ: ApiKeyKind
+  kindIn: [ApiKeyKind!]
+  kindNotIn: [ApiKeyKind!]
+  """
+  environment field predicates
+  """
+  environment: ApiKeyEnvironment
+  environmentNEQ: ApiKeyEnvironment
+  environmentIn: [ApiKeyEnvironment!]
+  environmentNotIn: [ApiKeyEnvironment!]
+  """
+  owner_id field predicates
+  """
+  ownerID: String
+  ownerIDNEQ: String
+  ownerIDIn: [String!]
+  ownerIDNotIn: [String!]
+  ownerIDGT: String
+  ownerIDGTE: String
+  ownerIDLT: String
+  ownerIDLTE: String
+  ownerIDContains: String
+  ownerIDHasPrefix: String
+  ownerIDHasSuffix: String
+  ownerIDIsNil: Boolean
+  ownerIDNotNil: Boolean
+  ownerIDEqualFold: String
+  ownerIDContainsFold: String
+  """
+  enabled field predicates
+  """
+  enabled: Boolean
+  enabledNEQ: Boolean
+  """
   tenant edge predicates
   """
   hasTenant: Boolean
@@ -2214,6 +2465,10 @@ https://relay.dev/graphql/connections.htm#sec-Cursor
 """
 scalar Cursor
 """
+The builtin Map type
+"""
+scalar Map
+"""
 An object with an ID.
 Follows the [Relay Global Object Identification Specification](https://relay.dev/graphql/objectidentification.htm)
 """
@@ -2286,6 +2541,10 @@ type Tenant implements Node {
   slug: String!
   plan: String!
   active: Boolean!
+  """
+  the start of the tenant's new keys (<key_prefix>_live_…), 2-12 lowercase letters or digits
+  """
+  keyPrefix: String!
   apiKeys(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -2497,6 +2756,22 @@ input TenantWhereInput {
   """
   active: Boolean
   activeNEQ: Boolean
+  """
+  key_prefix field predicates
+  """
+  keyPrefix: String
+  keyPrefixNEQ: String
+  keyPrefixIn: [String!]
+  keyPrefixNotIn: [String!]
+  keyPrefixGT: String
+  keyPrefixGTE: String
+  keyPrefixLT: String
+  keyPrefixLTE: String
+  keyPrefixContains: String
+  keyPrefixHasPrefix: String
+  keyPrefixHasSuffix: String
+  keyPrefixEqualFold: String
+  keyPrefixContainsFold: String
   """
   api_keys edge predicates
   """
@@ -3329,6 +3604,8 @@ input CreateTenantInput {
   name: String!
   "Lowercase letters, digits and dashes, 3-63 characters, unique."
   slug: String!
+  "Start of the tenant's keys (acme_live_…): 2-12 lowercase letters or digits; default lk."
+  keyPrefix: String
   "free (default) or pro."
   plan: String
   active: Boolean
@@ -3336,6 +3613,8 @@ input CreateTenantInput {
 
 input UpdateTenantInput {
   name: String
+  "Start of keys created from now on (existing keys keep theirs)."
+  keyPrefix: String
   "Platform admins only."
   plan: String
   "Platform admins only. Deactivating a tenant makes all its keys fail at once."
@@ -3346,8 +3625,23 @@ input CreateApiKeyInput {
   "Platform admins only (required for them); tenant keys create keys in their own tenant."
   tenantID: ID
   name: String!
-  "Scopes granted; a key can only grant scopes it holds itself."
+  """
+  Scopes granted (MANAGEMENT keys); a key can only grant scopes it holds itself, except
+  keys:verify, which a key holding keys:write may grant. CONSUMER keys hold none.
+  """
   scopes: [String!]!
+  "MANAGEMENT (default) calls Latchkey's API; CONSUMER is issued to one of your customers and only verified."
+  kind: ApiKeyKind
+  "LIVE (default) or TEST, written in the key (<prefix>_live_… / <prefix>_test_…)."
+  environment: ApiKeyEnvironment
+  "Your customer's or user's id, returned by every verification (1-128 characters)."
+  ownerID: String
+  "A JSON object of at most 4 KiB, returned by every verification."
+  meta: Map
+  "Your own permission names (CONSUMER keys; at most 100 of 1-64 characters)."
+  permissions: [String!]
+  "false creates the key disabled (verifications answer DISABLED); default true."
+  enabled: Boolean
   "Requests per window; null: the tenant plan's default."
   rateLimit: Int
   rateLimitWindowSeconds: Int
@@ -3372,6 +3666,14 @@ input CreateApiKeyInput {
 input UpdateApiKeyInput {
   name: String
   scopes: [String!]
+  "Set null to remove the owner."
+  ownerID: String @goField(omittable: true)
+  "Set null to remove meta."
+  meta: Map @goField(omittable: true)
+  "Replaces the key's permissions (CONSUMER keys)."
+  permissions: [String!]
+  "A reversible switch: a disabled key fails verification with DISABLED."
+  enabled: Boolean
   "Set null to fall back to the plan's default."
   rateLimit: Int @goField(omittable: true)
   rateLimitWindowSeconds: Int @goField(omittable: true)
@@ -3511,12 +3813,22 @@ enum UsageOutcome {
   FORBIDDEN
   RATE_LIMITED
   QUOTA_EXCEEDED
+  "The verification outcomes (operationType verify), named as their VerifyCode."
+  VALID
+  REVOKED
+  EXPIRED
+  DISABLED
+  TENANT_INACTIVE
+  INSUFFICIENT_PERMISSIONS
+  USAGE_EXCEEDED
 }
 
 "One authenticated operation, live."
 type UsageEvent {
   id: ID!
   apiKeyID: ID!
+  "The owner of a consumer key (verifications)."
+  ownerID: String
   operationName: String!
   operationType: String!
   rootFields: [String!]!
@@ -3549,6 +3861,65 @@ type Subscription {
   usageEvents(apiKeyID: ID): UsageEvent! @auth(scopes: ["usage:read"]) @rateLimit(cost: 5)
   "Aggregates every intervalSeconds (1 to 3600) for charts."
   usageStats(apiKeyID: ID, intervalSeconds: Int = 1): UsageStats! @auth(scopes: ["usage:read"]) @rateLimit(cost: 5)
+}
+
+"The answer of a verification."
+enum VerifyCode {
+  VALID
+  NOT_FOUND
+  DISABLED
+  EXPIRED
+  REVOKED
+  TENANT_INACTIVE
+  RATE_LIMITED
+  QUOTA_EXCEEDED
+  INSUFFICIENT_PERMISSIONS
+  USAGE_EXCEEDED
+}
+
+input VerifyApiKeyInput {
+  "The consumer key to check (at most 256 bytes)."
+  key: String!
+  "Charged to the key's rate limit, 0 to 10000; 0 checks without charging."
+  cost: Int = 1
+  "Permissions the key must all hold."
+  permissions: [String!]
+  "Names the verification in the usage log (at most 128 printable ASCII characters)."
+  tag: String
+}
+
+"A rate limit's state after a verification."
+type RateLimitState {
+  limit: Int!
+  remaining: Int!
+  resetAt: Time!
+}
+
+"""
+A consumer key checked for your backend. valid is true only for VALID; another
+tenant's key, a management key and a key that does not exist are all NOT_FOUND.
+"""
+type VerifyApiKeyResult {
+  valid: Boolean!
+  code: VerifyCode!
+  keyID: ID
+  ownerID: String
+  name: String
+  meta: Map
+  permissions: [String!]
+  environment: ApiKeyEnvironment
+  expiresAt: Time
+  rateLimit: RateLimitState
+  quota: QuotaUsage
+}
+
+extend type Mutation {
+  """
+  Verifies a consumer key of the caller's tenant (platform admins: any tenant's),
+  charging its cost to the key's rate limit and 1 to its quota and recording one usage
+  event of type verify. The caller is not charged. Also POST /v1/keys/verify.
+  """
+  verifyApiKey(input: VerifyApiKeyInput!): VerifyApiKeyResult! @auth(scopes: ["keys:verify"]) @rateLimit(cost: 0)
 }
 `, BuiltIn: false},
 }
@@ -3596,6 +3967,18 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_limitsLocked(ctx, field)
 	case "expiryLocked":
 		return ec.fieldContext_ApiKey_expiryLocked(ctx, field)
+	case "kind":
+		return ec.fieldContext_ApiKey_kind(ctx, field)
+	case "environment":
+		return ec.fieldContext_ApiKey_environment(ctx, field)
+	case "ownerID":
+		return ec.fieldContext_ApiKey_ownerID(ctx, field)
+	case "meta":
+		return ec.fieldContext_ApiKey_meta(ctx, field)
+	case "permissions":
+		return ec.fieldContext_ApiKey_permissions(ctx, field)
+	case "enabled":
+		return ec.fieldContext_ApiKey_enabled(ctx, field)
 	case "tenant":
 		return ec.fieldContext_ApiKey_tenant(ctx, field)
 	case "rotatedFrom":
@@ -3722,6 +4105,18 @@ func (ec *executionContext) childFields_QuotaUsage(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type QuotaUsage", field.Name)
 }
 
+func (ec *executionContext) childFields_RateLimitState(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "limit":
+		return ec.fieldContext_RateLimitState_limit(ctx, field)
+	case "remaining":
+		return ec.fieldContext_RateLimitState_remaining(ctx, field)
+	case "resetAt":
+		return ec.fieldContext_RateLimitState_resetAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RateLimitState", field.Name)
+}
+
 func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -3738,6 +4133,8 @@ func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphq
 		return ec.fieldContext_Tenant_plan(ctx, field)
 	case "active":
 		return ec.fieldContext_Tenant_active(ctx, field)
+	case "keyPrefix":
+		return ec.fieldContext_Tenant_keyPrefix(ctx, field)
 	case "apiKeys":
 		return ec.fieldContext_Tenant_apiKeys(ctx, field)
 	case "webhooks":
@@ -3796,6 +4193,8 @@ func (ec *executionContext) childFields_UsageEvent(ctx context.Context, field gr
 		return ec.fieldContext_UsageEvent_id(ctx, field)
 	case "apiKeyID":
 		return ec.fieldContext_UsageEvent_apiKeyID(ctx, field)
+	case "ownerID":
+		return ec.fieldContext_UsageEvent_ownerID(ctx, field)
 	case "operationName":
 		return ec.fieldContext_UsageEvent_operationName(ctx, field)
 	case "operationType":
@@ -3836,6 +4235,34 @@ func (ec *executionContext) childFields_UsageStats(ctx context.Context, field gr
 		return ec.fieldContext_UsageStats_droppedEvents(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageStats", field.Name)
+}
+
+func (ec *executionContext) childFields_VerifyApiKeyResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "valid":
+		return ec.fieldContext_VerifyApiKeyResult_valid(ctx, field)
+	case "code":
+		return ec.fieldContext_VerifyApiKeyResult_code(ctx, field)
+	case "keyID":
+		return ec.fieldContext_VerifyApiKeyResult_keyID(ctx, field)
+	case "ownerID":
+		return ec.fieldContext_VerifyApiKeyResult_ownerID(ctx, field)
+	case "name":
+		return ec.fieldContext_VerifyApiKeyResult_name(ctx, field)
+	case "meta":
+		return ec.fieldContext_VerifyApiKeyResult_meta(ctx, field)
+	case "permissions":
+		return ec.fieldContext_VerifyApiKeyResult_permissions(ctx, field)
+	case "environment":
+		return ec.fieldContext_VerifyApiKeyResult_environment(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_VerifyApiKeyResult_expiresAt(ctx, field)
+	case "rateLimit":
+		return ec.fieldContext_VerifyApiKeyResult_rateLimit(ctx, field)
+	case "quota":
+		return ec.fieldContext_VerifyApiKeyResult_quota(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type VerifyApiKeyResult", field.Name)
 }
 
 func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

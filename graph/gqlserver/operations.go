@@ -54,6 +54,11 @@ func (o *operations) around(ctx context.Context, next graphql.OperationHandler) 
 	}
 	rc := graphql.GetOperationContext(ctx)
 	op := rc.Operation
+	if op != nil && o.free(op) {
+		// Every root field charges its caller nothing and records its own usage
+		// (verifyApiKey): no second event for the operation.
+		return next(ctx)
+	}
 	req := admission.Request{Viewer: v, Event: usage.Event{OperationName: rc.OperationName}}
 	if op != nil {
 		if req.Event.OperationName == "" {
@@ -87,6 +92,28 @@ func (o *operations) around(ctx context.Context, next graphql.OperationHandler) 
 		d.Done(outcomeOf(resp))
 		return resp
 	}
+}
+
+// free reports whether every root field of op is marked @rateLimit(cost: 0).
+func (o *operations) free(op *ast.OperationDefinition) bool {
+	n := 0
+	for _, sel := range op.SelectionSet {
+		f, ok := sel.(*ast.Field)
+		if !ok {
+			return false // fragments at the root: count them the usual way
+		}
+		if f.Name == "__typename" {
+			continue
+		}
+		if f.ObjectDefinition == nil {
+			return false
+		}
+		if c, marked := o.costs[f.ObjectDefinition.Name+"."+f.Name]; !marked || c != 0 {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // costOf returns the cost of op: root fields cost 1 unless marked, nested fields only

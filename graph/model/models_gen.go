@@ -24,8 +24,21 @@ type CreateAPIKeyInput struct {
 	// Platform admins only (required for them); tenant keys create keys in their own tenant.
 	TenantID *string `json:"tenantID,omitempty"`
 	Name     string  `json:"name"`
-	// Scopes granted; a key can only grant scopes it holds itself.
+	// Scopes granted (MANAGEMENT keys); a key can only grant scopes it holds itself, except
+	// keys:verify, which a key holding keys:write may grant. CONSUMER keys hold none.
 	Scopes []string `json:"scopes"`
+	// MANAGEMENT (default) calls Latchkey's API; CONSUMER is issued to one of your customers and only verified.
+	Kind *apikey.Kind `json:"kind,omitempty"`
+	// LIVE (default) or TEST, written in the key (<prefix>_live_… / <prefix>_test_…).
+	Environment *apikey.Environment `json:"environment,omitempty"`
+	// Your customer's or user's id, returned by every verification (1-128 characters).
+	OwnerID *string `json:"ownerID,omitempty"`
+	// A JSON object of at most 4 KiB, returned by every verification.
+	Meta map[string]any `json:"meta,omitempty"`
+	// Your own permission names (CONSUMER keys; at most 100 of 1-64 characters).
+	Permissions []string `json:"permissions,omitempty"`
+	// false creates the key disabled (verifications answer DISABLED); default true.
+	Enabled *bool `json:"enabled,omitempty"`
 	// Requests per window; null: the tenant plan's default.
 	RateLimit              *int `json:"rateLimit,omitempty"`
 	RateLimitWindowSeconds *int `json:"rateLimitWindowSeconds,omitempty"`
@@ -47,6 +60,8 @@ type CreateTenantInput struct {
 	Name string `json:"name"`
 	// Lowercase letters, digits and dashes, 3-63 characters, unique.
 	Slug string `json:"slug"`
+	// Start of the tenant's keys (acme_live_…): 2-12 lowercase letters or digits; default lk.
+	KeyPrefix *string `json:"keyPrefix,omitempty"`
 	// free (default) or pro.
 	Plan   *string `json:"plan,omitempty"`
 	Active *bool   `json:"active,omitempty"`
@@ -71,12 +86,27 @@ type QuotaUsage struct {
 	ResetAt   time.Time          `json:"resetAt"`
 }
 
+// A rate limit's state after a verification.
+type RateLimitState struct {
+	Limit     int       `json:"limit"`
+	Remaining int       `json:"remaining"`
+	ResetAt   time.Time `json:"resetAt"`
+}
+
 type Subscription struct {
 }
 
 type UpdateAPIKeyInput struct {
 	Name   *string  `json:"name,omitempty"`
 	Scopes []string `json:"scopes,omitempty"`
+	// Set null to remove the owner.
+	OwnerID graphql.Omittable[*string] `json:"ownerID,omitempty"`
+	// Set null to remove meta.
+	Meta graphql.Omittable[map[string]any] `json:"meta,omitempty"`
+	// Replaces the key's permissions (CONSUMER keys).
+	Permissions []string `json:"permissions,omitempty"`
+	// A reversible switch: a disabled key fails verification with DISABLED.
+	Enabled *bool `json:"enabled,omitempty"`
 	// Set null to fall back to the plan's default.
 	RateLimit              graphql.Omittable[*int] `json:"rateLimit,omitempty"`
 	RateLimitWindowSeconds graphql.Omittable[*int] `json:"rateLimitWindowSeconds,omitempty"`
@@ -94,6 +124,8 @@ type UpdateAPIKeyInput struct {
 
 type UpdateTenantInput struct {
 	Name *string `json:"name,omitempty"`
+	// Start of keys created from now on (existing keys keep theirs).
+	KeyPrefix *string `json:"keyPrefix,omitempty"`
 	// Platform admins only.
 	Plan *string `json:"plan,omitempty"`
 	// Platform admins only. Deactivating a tenant makes all its keys fail at once.
@@ -118,6 +150,33 @@ type UsageBucket struct {
 	P50Ms         float64   `json:"p50Ms"`
 	P95Ms         float64   `json:"p95Ms"`
 	P99Ms         float64   `json:"p99Ms"`
+}
+
+type VerifyAPIKeyInput struct {
+	// The consumer key to check (at most 256 bytes).
+	Key string `json:"key"`
+	// Charged to the key's rate limit, 0 to 10000; 0 checks without charging.
+	Cost *int `json:"cost,omitempty"`
+	// Permissions the key must all hold.
+	Permissions []string `json:"permissions,omitempty"`
+	// Names the verification in the usage log (at most 128 printable ASCII characters).
+	Tag *string `json:"tag,omitempty"`
+}
+
+// A consumer key checked for your backend. valid is true only for VALID; another
+// tenant's key, a management key and a key that does not exist are all NOT_FOUND.
+type VerifyAPIKeyResult struct {
+	Valid       bool                `json:"valid"`
+	Code        VerifyCode          `json:"code"`
+	KeyID       *string             `json:"keyID,omitempty"`
+	OwnerID     *string             `json:"ownerID,omitempty"`
+	Name        *string             `json:"name,omitempty"`
+	Meta        map[string]any      `json:"meta,omitempty"`
+	Permissions []string            `json:"permissions,omitempty"`
+	Environment *apikey.Environment `json:"environment,omitempty"`
+	ExpiresAt   *time.Time          `json:"expiresAt,omitempty"`
+	RateLimit   *RateLimitState     `json:"rateLimit,omitempty"`
+	Quota       *QuotaUsage         `json:"quota,omitempty"`
 }
 
 type WebhookWithSecret struct {
@@ -240,6 +299,78 @@ func (e *UsageInterval) UnmarshalJSON(b []byte) error {
 }
 
 func (e UsageInterval) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// The answer of a verification.
+type VerifyCode string
+
+const (
+	VerifyCodeValid                   VerifyCode = "VALID"
+	VerifyCodeNotFound                VerifyCode = "NOT_FOUND"
+	VerifyCodeDisabled                VerifyCode = "DISABLED"
+	VerifyCodeExpired                 VerifyCode = "EXPIRED"
+	VerifyCodeRevoked                 VerifyCode = "REVOKED"
+	VerifyCodeTenantInactive          VerifyCode = "TENANT_INACTIVE"
+	VerifyCodeRateLimited             VerifyCode = "RATE_LIMITED"
+	VerifyCodeQuotaExceeded           VerifyCode = "QUOTA_EXCEEDED"
+	VerifyCodeInsufficientPermissions VerifyCode = "INSUFFICIENT_PERMISSIONS"
+	VerifyCodeUsageExceeded           VerifyCode = "USAGE_EXCEEDED"
+)
+
+var AllVerifyCode = []VerifyCode{
+	VerifyCodeValid,
+	VerifyCodeNotFound,
+	VerifyCodeDisabled,
+	VerifyCodeExpired,
+	VerifyCodeRevoked,
+	VerifyCodeTenantInactive,
+	VerifyCodeRateLimited,
+	VerifyCodeQuotaExceeded,
+	VerifyCodeInsufficientPermissions,
+	VerifyCodeUsageExceeded,
+}
+
+func (e VerifyCode) IsValid() bool {
+	switch e {
+	case VerifyCodeValid, VerifyCodeNotFound, VerifyCodeDisabled, VerifyCodeExpired, VerifyCodeRevoked, VerifyCodeTenantInactive, VerifyCodeRateLimited, VerifyCodeQuotaExceeded, VerifyCodeInsufficientPermissions, VerifyCodeUsageExceeded:
+		return true
+	}
+	return false
+}
+
+func (e VerifyCode) String() string {
+	return string(e)
+}
+
+func (e *VerifyCode) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = VerifyCode(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid VerifyCode", str)
+	}
+	return nil
+}
+
+func (e VerifyCode) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *VerifyCode) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e VerifyCode) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

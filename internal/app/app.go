@@ -27,6 +27,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/usage"
+	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/config"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
@@ -92,8 +93,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	if st.Applied > 0 {
 		slog.Info("applied migrations", "count", st.Applied, "dialect", st.Dialect)
 	}
-	v := keys.NewVerifier(st.Client, st.EntDialect, keys.Config{AdminToken: cfg.AdminToken})
-	a := &App{Config: cfg, Store: st, Verifier: v, Metrics: metrics.New()}
+	a := &App{Config: cfg, Store: st, Metrics: metrics.New()}
 	defer func() {
 		if err != nil { // release what was opened so far
 			if a.Bus != nil {
@@ -114,6 +114,13 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	v := keys.NewVerifier(st.Client, st.EntDialect, keys.Config{
+		AdminToken:         cfg.AdminToken,
+		Failures:           limiter,
+		FailureLimit:       ratelimit.Limit{Rate: cfg.AuthFailuresPerMinute, Period: time.Minute},
+		VerifyFailureLimit: ratelimit.Limit{Rate: cfg.VerifyFailuresPerMinute, Period: time.Minute},
+	})
+	a.Verifier = v
 	if err := a.connectBus(ctx); err != nil {
 		return nil, err
 	}
@@ -137,12 +144,14 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		adm = &admission.Service{Limiter: limiter, Quota: quota, FailOpen: cfg.RateLimitFailOpen,
 			Recorder: a.Recorder, Metrics: a.Metrics, Events: a.LimitEvents}
 	}
+	verifications := &verify.Service{Keys: v, Admission: adm, Metrics: a.Metrics}
 	schema := graph.NewSchema(&graph.Resolver{
 		Client:   st.Client,
 		Keys:     &keys.Manager{Verifier: v},
 		Quota:    quota,
 		Live:     a.Live,
 		Webhooks: manager,
+		Verify:   verifications,
 	})
 	a.registerMetrics()
 	a.Handler = httpapi.New(httpapi.Options{
@@ -154,9 +163,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 			MaxComplexity: cfg.MaxQueryComplexity,
 			PerItem:       graph.PerItemCosts,
 			Client:        st.Client,
+			NoTx:          []string{"verifyApiKey"}, // the hot path: no transaction, no write
 			OnRefused:     func(e *keys.AuthError) { a.Metrics.AuthFailures.WithLabelValues(e.Reason).Inc() },
 		}),
 		Verifier:       v,
+		Verifications:  verifications,
 		Ready:          st.Ping,
 		AllowedOrigins: cfg.AllowedOrigins,
 		MaxBodyBytes:   cfg.MaxBodyBytes,

@@ -55,6 +55,8 @@ type Request struct {
 	// Cost is what the operation charges the rate limit (at least 1); a quota
 	// counts 1 per operation.
 	Cost int
+	// CheckOnly checks the limits without charging them (a verification of cost 0).
+	CheckOnly bool
 	// Event describes the operation for its usage event (name, type, root fields);
 	// Admit fills in the caller, the client IP and the time.
 	Event usage.Event
@@ -69,6 +71,10 @@ type Decision struct {
 	Err *fault.Error
 	// Limit is the rate limit that applied, for the RateLimit headers (nil: none).
 	Limit *reqctx.Limit
+	// Quota is the quota state after the operation (nil: no quota applied).
+	Quota *ratelimit.QuotaResult
+	// QuotaLimit is the quota's size per period (with Quota).
+	QuotaLimit int64
 
 	svc      *Service
 	ev       usage.Event
@@ -99,18 +105,32 @@ func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 	}
 	d.ev = req.Event
 	d.ev.TenantID, d.ev.APIKeyID, d.ev.IP, d.ev.At = v.TenantID, v.APIKeyID, reqctx.ClientIP(ctx), d.start
-	if err, outcome := s.check(ctx, v, max(req.Cost, 1), d); err != nil {
+	cost := max(req.Cost, 1)
+	if req.CheckOnly {
+		cost = 0
+	}
+	if err, outcome := s.check(ctx, v, cost, d); err != nil {
 		d.Err = err
+		d.ev.Uncharged = outcome == usage.OutcomeError // refused before any limit charged
 		d.Done(outcome)
 	}
 	return d
+}
+
+// Record records one operation of v that was decided without Admit (a verification
+// refused before its limits): its usage event with outcome, charging nothing.
+func (s *Service) Record(ctx context.Context, v *viewer.Viewer, ev usage.Event, outcome usage.Outcome) {
+	d := &Decision{svc: s, start: s.now(), ev: ev}
+	d.ev.TenantID, d.ev.APIKeyID, d.ev.IP, d.ev.At = v.TenantID, v.APIKeyID, reqctx.ClientIP(ctx), d.start
+	d.ev.Uncharged = true
+	d.Done(outcome)
 }
 
 // check applies the rate limit and the quota; it returns the refusal and its outcome.
 func (s *Service) check(ctx context.Context, v *viewer.Viewer, cost int, d *Decision) (*fault.Error, usage.Outcome) {
 	if s.Limiter != nil && v.RateLimit > 0 {
 		limit := ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}
-		if cost > v.RateLimit {
+		if cost > v.RateLimit && cost > 0 {
 			// More than the whole burst: no wait would ever admit it, so it is the
 			// request that is wrong, not its timing. Nothing is charged.
 			return fault.New(fault.BadUserInput, fmt.Sprintf("operation cost %d exceeds the key's limit of %d requests per %s: split it", cost, limit.Rate, limit.Period)).
@@ -136,7 +156,16 @@ func (s *Service) check(ctx context.Context, v *viewer.Viewer, cost int, d *Deci
 		}
 	}
 	if s.Quota != nil && v.Quota > 0 {
-		res, err := s.Quota.Consume(ctx, v.QuotaKey, v.Quota, ratelimit.Period(v.QuotaPeriod), 1)
+		var res ratelimit.QuotaResult
+		var err error
+		if cost == 0 {
+			res, err = s.Quota.Peek(ctx, v.QuotaKey, v.Quota, ratelimit.Period(v.QuotaPeriod))
+		} else {
+			res, err = s.Quota.Consume(ctx, v.QuotaKey, v.Quota, ratelimit.Period(v.QuotaPeriod), 1)
+		}
+		if err == nil {
+			d.Quota, d.QuotaLimit = &res, v.Quota
+		}
 		switch {
 		case err != nil && s.FailOpen:
 			slog.WarnContext(ctx, "quota store unavailable, admitting (fail open)", "err", err)

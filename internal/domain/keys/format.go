@@ -1,9 +1,12 @@
-// Package apikey defines the API key format and verifies presented keys.
+// Package keys defines the API key format, verifies presented keys and manages their
+// lifecycle.
 //
-// A key looks like lk_live_<32 base62 random chars><6 base62 checksum chars>:
-// a recognizable prefix naming its kind, about 190 bits of randomness, and a CRC32
-// of everything before the checksum (as GitHub tokens do), so that typos are rejected
-// offline and secret scanners can match the format. Only the SHA-256 of a key is stored.
+// A key looks like <prefix>_<kind>_<32 base62 random chars><6 base62 checksum chars>:
+// the tenant's prefix (2-12 lowercase letters or digits, "lk" by default), its kind
+// (live or test; admin for platform admin keys, always with the prefix "lk"), about
+// 190 bits of randomness, and a CRC32 of everything before the checksum (as GitHub
+// tokens do), so that typos are rejected offline and secret scanners can match the
+// format. Only the SHA-256 of a key is stored.
 package keys
 
 import (
@@ -15,13 +18,15 @@ import (
 	"strings"
 )
 
-// Kind is the kind of a key, written in its prefix.
+// Kind is the kind of a key, written in it after the prefix.
 type Kind string
 
 // Key kinds.
 const (
-	// KindLive is a tenant's key.
+	// KindLive is a tenant's key of the LIVE environment.
 	KindLive Kind = "live"
+	// KindTest is a tenant's key of the TEST environment.
+	KindTest Kind = "test"
 	// KindAdmin is a platform admin's key.
 	KindAdmin Kind = "admin"
 )
@@ -31,7 +36,12 @@ const (
 	randomLen    = 32 // 32 * log2(62) ≈ 190 bits
 	checksumLen  = 6  // 62^6 > 2^32
 	displayChars = 6  // random chars kept in the display prefix
-	keyPrefix    = "lk_"
+	// DefaultPrefix starts the keys of tenants without a prefix of their own, and
+	// every platform admin key.
+	DefaultPrefix = "lk"
+	// MaxKeyLen is the longest well-formed key; longer strings are refused before
+	// anything else looks at them.
+	MaxKeyLen = 12 + 1 + 5 + 1 + randomLen + checksumLen
 )
 
 // Errors returned by Parse. All of them mean the key is not a well-formed Latchkey key.
@@ -39,13 +49,38 @@ var (
 	ErrFormat   = errors.New("api key: malformed")
 	ErrKind     = errors.New("api key: unknown kind")
 	ErrChecksum = errors.New("api key: bad checksum")
+	ErrPrefix   = errors.New("api key: a prefix is 2 to 12 lowercase letters or digits")
 )
 
-// Generate returns a new random key of the given kind.
+// ValidPrefix reports whether p can start keys: 2 to 12 lowercase letters or digits.
+func ValidPrefix(p string) bool {
+	if len(p) < 2 || len(p) > 12 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Generate returns a new random key of the given kind with the default prefix.
 // It returns an error only if the system's random source fails.
-func Generate(kind Kind) (string, error) {
+func Generate(kind Kind) (string, error) { return GenerateWith(DefaultPrefix, kind) }
+
+// GenerateWith returns a new random key of kind starting with prefix (see ValidPrefix).
+// It returns ErrPrefix for an invalid prefix, ErrKind for an admin key with a prefix
+// other than the default, or an error if the system's random source fails.
+func GenerateWith(prefix string, kind Kind) (string, error) {
+	if !ValidPrefix(prefix) {
+		return "", ErrPrefix
+	}
+	if kind == KindAdmin && prefix != DefaultPrefix {
+		return "", ErrKind
+	}
 	var b strings.Builder
-	head := keyPrefix + string(kind) + "_"
+	head := prefix + "_" + string(kind) + "_"
 	b.Grow(len(head) + randomLen + checksumLen)
 	b.WriteString(head)
 	buf := make([]byte, 64)
@@ -66,11 +101,15 @@ func Generate(kind Kind) (string, error) {
 	return b.String(), nil
 }
 
-// Parse checks the format and the checksum of key without any lookup and returns its kind.
-// It returns ErrFormat, ErrKind or ErrChecksum.
+// Parse checks the format and the checksum of key without any lookup and returns its
+// kind. Any prefix of 2-12 lowercase letters or digits is accepted (admin keys only
+// with the default one). It returns ErrFormat, ErrKind or ErrChecksum.
 func Parse(key string) (Kind, error) {
-	rest, ok := strings.CutPrefix(key, keyPrefix)
-	if !ok {
+	if len(key) > MaxKeyLen {
+		return "", ErrFormat
+	}
+	prefix, rest, ok := strings.Cut(key, "_")
+	if !ok || !ValidPrefix(prefix) {
 		return "", ErrFormat
 	}
 	kindStr, body, ok := strings.Cut(rest, "_")
@@ -83,7 +122,10 @@ func Parse(key string) (Kind, error) {
 		}
 	}
 	kind := Kind(kindStr)
-	if kind != KindLive && kind != KindAdmin {
+	switch {
+	case kind == KindLive, kind == KindTest:
+	case kind == KindAdmin && prefix == DefaultPrefix:
+	default:
 		return "", ErrKind
 	}
 	split := len(key) - checksumLen

@@ -58,10 +58,15 @@ func TestParseErrors(t *testing.T) {
 		want error
 	}{
 		{"empty", "", ErrFormat},
-		{"no prefix", "xx_live_" + valid[8:], ErrFormat},
+		{"no prefix", "_live_" + valid[8:], ErrFormat},
+		{"prefix too short", "x_live_" + valid[8:], ErrFormat},
+		{"prefix too long", "abcdefghijklm_live_" + valid[8:], ErrFormat},
+		{"prefix with capitals", "Acme_live_" + valid[8:], ErrFormat},
+		{"another prefix, checksum of lk", "acme_live_" + valid[8:], ErrChecksum},
 		{"truncated", valid[:len(valid)-1], ErrFormat},
 		{"too long", valid + "a", ErrFormat},
-		{"unknown kind", "lk_test_" + valid[8:], ErrKind},
+		{"unknown kind", "lk_prod_" + valid[8:], ErrKind},
+		{"admin with a tenant prefix", "acme_admin_" + valid[8:], ErrKind},
 		{"bad checksum", valid[:len(valid)-1] + flip(valid[len(valid)-1]), ErrChecksum},
 		{"non base62", valid[:10] + "!" + valid[11:], ErrFormat},
 		{"bearer word", "Bearer " + valid, ErrFormat},
@@ -72,6 +77,33 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("Parse(%q) error = %v, want %v", tc.in, err, tc.want)
 			}
 		})
+	}
+}
+
+// Tenant prefixes and the TEST environment: generated keys parse, with their kind.
+func TestPrefixesAndKinds(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		kind   Kind
+	}{{"lk", KindLive}, {"lk", KindTest}, {"acme", KindLive}, {"acme", KindTest}, {"a1", KindLive}, {"abcdefghij12", KindTest}, {"lk", KindAdmin}} {
+		key, err := GenerateWith(tc.prefix, tc.kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(key, tc.prefix+"_"+string(tc.kind)+"_") || len(key) > MaxKeyLen {
+			t.Fatalf("key %q", key)
+		}
+		if kind, err := Parse(key); err != nil || kind != tc.kind {
+			t.Fatalf("Parse(%q) = %v, %v", key, kind, err)
+		}
+	}
+	for _, bad := range []struct {
+		prefix string
+		kind   Kind
+	}{{"Acme", KindLive}, {"a", KindLive}, {"toolongprefix", KindLive}, {"ac-me", KindLive}, {"acme", KindAdmin}} {
+		if _, err := GenerateWith(bad.prefix, bad.kind); err == nil {
+			t.Fatalf("GenerateWith(%q, %q) succeeded", bad.prefix, bad.kind)
+		}
 	}
 }
 

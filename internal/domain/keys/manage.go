@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
@@ -41,6 +42,18 @@ type CreateParams struct {
 	// keys; nil locks what the admin sets. Tenant keys may not set them.
 	LimitsLocked *bool
 	ExpiryLocked *bool
+	// Kind is MANAGEMENT (the default: calls Latchkey's API with Scopes) or CONSUMER
+	// (issued to one of the tenant's customers, only verified; no scopes).
+	Kind *entapikey.Kind
+	// Environment is LIVE (default) or TEST, written in the key.
+	Environment *entapikey.Environment
+	// OwnerID, Meta and Permissions are returned by every verification of a
+	// consumer key; Permissions are for consumer keys only.
+	OwnerID     *string
+	Meta        map[string]any
+	Permissions []string
+	// Enabled is true by default; a disabled consumer key fails verification.
+	Enabled *bool
 }
 
 // UpdateParams are the settings to change. Nil pointers leave a setting as it is;
@@ -57,6 +70,49 @@ type UpdateParams struct {
 	// locks what a platform admin changes and otherwise leaves the locks as they are.
 	LimitsLocked *bool
 	ExpiryLocked *bool
+	// OwnerID and Meta are changed when set (nil clears them); Permissions replace
+	// the key's when not nil (consumer keys only); Enabled switches the key.
+	OwnerID     Change[string]
+	Meta        Change[map[string]any]
+	Permissions []string
+	Enabled     *bool
+}
+
+// MaxOwnerIDLen bounds a key's owner id.
+const MaxOwnerIDLen = 128
+
+// checkConsumerFields validates the settings that verifications return: the owner id
+// (1-128 characters without control characters), meta (a JSON object of at most 4 KiB
+// without NUL) and permissions (at most 100 of 1-64 printable characters), the
+// latter only on consumer keys. It returns BAD_USER_INPUT naming the field.
+func checkConsumerFields(consumer bool, ownerID *string, meta map[string]any, permissions []string) ([]string, error) {
+	if ownerID != nil {
+		if *ownerID == "" || utf8.RuneCountInString(*ownerID) > MaxOwnerIDLen {
+			return nil, fault.BadInput("ownerID", "ownerID must be 1 to %d characters", MaxOwnerIDLen)
+		}
+	}
+	if err := ValidMeta(meta); err != nil {
+		return nil, err
+	}
+	if permissions == nil {
+		return nil, nil
+	}
+	if !consumer {
+		return nil, fault.BadInput("permissions", "permissions are for consumer keys (scopes are for management keys)")
+	}
+	if len(permissions) > MaxPermissions {
+		return nil, fault.BadInput("permissions", "at most %d permissions", MaxPermissions)
+	}
+	out := make([]string, 0, len(permissions))
+	for _, p := range permissions {
+		if err := ValidPermission(p); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // Change is a nullable setting of an update: Set says whether it changes, and a nil
@@ -123,7 +179,7 @@ func checkScopes(ctx context.Context, scopes []string) ([]string, error) {
 		if !viewer.ValidScope(s) {
 			return nil, fault.BadInput("scopes", "unknown scope %q (known: %s)", s, strings.Join(viewer.AllScopes, ", "))
 		}
-		if !v.Has(s) {
+		if !canGrant(v, s) {
 			return nil, fault.New(fault.Forbidden, "cannot grant scope "+s+": the calling key does not hold it").With("scope", s)
 		}
 		if !slices.Contains(out, s) {
@@ -133,13 +189,20 @@ func checkScopes(ctx context.Context, scopes []string) ([]string, error) {
 	return out, nil
 }
 
+// canGrant reports whether v may give (or manage a key holding) scope s: a scope it
+// holds, or keys:verify when it holds keys:write (verifying reveals no more than
+// managing keys does).
+func canGrant(v *viewer.Viewer, s string) bool {
+	return v.Has(s) || s == viewer.ScopeKeysVerify && v.Has(viewer.ScopeKeysWrite)
+}
+
 // checkManage returns FORBIDDEN unless the viewer holds every scope of key k: a key
 // can only manage (change, rotate) keys no more powerful than itself, so it can never
 // obtain a secret or a lifetime with more scopes than it holds.
 func checkManage(ctx context.Context, k *ent.ApiKey) error {
 	v := viewer.FromContext(ctx)
 	for _, s := range k.Scopes {
-		if !v.Has(s) {
+		if !canGrant(v, s) {
 			return fault.New(fault.Forbidden, "cannot manage a key holding scope "+s+": the calling key does not hold it").With("scope", s)
 		}
 	}
@@ -263,7 +326,15 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	if err != nil {
 		return nil, "", err
 	}
+	consumer := p.Kind != nil && *p.Kind == entapikey.KindConsumer
+	if consumer && len(p.Scopes) > 0 {
+		return nil, "", fault.BadInput("scopes", "consumer keys hold no scopes: they are only verified (use permissions)")
+	}
 	scopes, err := checkScopes(ctx, p.Scopes)
+	if err != nil {
+		return nil, "", err
+	}
+	permissions, err := checkConsumerFields(consumer, p.OwnerID, p.Meta, p.Permissions)
 	if err != nil {
 		return nil, "", err
 	}
@@ -301,12 +372,27 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	if err != nil {
 		return nil, "", err
 	}
-	secret, err := Generate(KindLive)
+	env := entapikey.EnvironmentLive
+	if p.Environment != nil {
+		env = *p.Environment
+	}
+	secret, err := GenerateWith(t.KeyPrefix, kindOf(env))
 	if err != nil {
 		return nil, "", err
 	}
 	hash := HashHex(secret)
-	k, err := client.ApiKey.Create().
+	create := client.ApiKey.Create().
+		SetNillableKind(p.Kind).
+		SetEnvironment(env).
+		SetNillableOwnerID(p.OwnerID).
+		SetNillableEnabled(p.Enabled)
+	if p.Meta != nil {
+		create.SetMeta(p.Meta)
+	}
+	if permissions != nil {
+		create.SetPermissions(permissions)
+	}
+	k, err := create.
 		SetTenantID(tenantID).
 		SetName(name).
 		SetPrefix(DisplayPrefix(secret)).
@@ -349,6 +435,20 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	if err := checkLimits(p.RateLimit.Value, p.RateLimitWindowSeconds.Value); err != nil {
 		return nil, err
 	}
+	if p.OwnerID.Set && p.OwnerID.Value != nil || p.Meta.Set || p.Permissions != nil {
+		var meta map[string]any
+		if p.Meta.Value != nil {
+			meta = *p.Meta.Value
+		}
+		owner := p.OwnerID.Value
+		if !p.OwnerID.Set {
+			owner = nil
+		}
+		if p.Permissions, err = checkConsumerFields(k.Kind == entapikey.KindConsumer, owner, meta, p.Permissions); err != nil {
+			return nil, err
+		}
+	}
+	permissions := p.Permissions
 	if err := checkQuota(p.Quota.Value, p.QuotaPeriod.Value); err != nil {
 		return nil, err
 	}
@@ -409,6 +509,9 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		u.SetName(name)
 	}
 	if p.Scopes != nil {
+		if k.Kind == entapikey.KindConsumer && len(p.Scopes) > 0 {
+			return nil, fault.BadInput("scopes", "consumer keys hold no scopes: they are only verified (use permissions)")
+		}
 		scopes, err := checkScopes(ctx, p.Scopes)
 		if err != nil {
 			return nil, err
@@ -420,6 +523,14 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	setOrClear(p.Quota, func(q int) *ent.ApiKeyUpdateOne { return u.SetQuota(int64(q)) }, u.ClearQuota)
 	setOrClear(p.QuotaPeriod, u.SetQuotaPeriod, u.ClearQuotaPeriod)
 	setOrClear(p.ExpiresAt, u.SetExpiresAt, u.ClearExpiresAt)
+	setOrClear(p.OwnerID, u.SetOwnerID, u.ClearOwnerID)
+	setOrClear(p.Meta, u.SetMeta, u.ClearMeta)
+	if p.Permissions != nil {
+		u.SetPermissions(permissions)
+	}
+	if p.Enabled != nil {
+		u.SetEnabled(*p.Enabled)
+	}
 	k, err = u.Save(ctx)
 	if err != nil {
 		return nil, err
@@ -494,16 +605,31 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 				": it cannot rotate a key limited less than itself")
 		}
 	}
-	kind := KindLive
+	// The successor keeps the old key's prefix and environment: a rotation replaces
+	// a key like for like, even after the tenant changed its prefix.
+	prefix, kind := DefaultPrefix, kindOf(old.Environment)
 	if old.Admin {
 		kind = KindAdmin
+	} else if p, _, ok := strings.Cut(old.Prefix, "_"); ok && ValidPrefix(p) {
+		prefix = p
 	}
-	secret, err := Generate(kind)
+	secret, err := GenerateWith(prefix, kind)
 	if err != nil {
 		return nil, "", err
 	}
 	hash := HashHex(secret)
-	nk, err := client.ApiKey.Create().
+	create := client.ApiKey.Create().
+		SetKind(old.Kind).
+		SetEnvironment(old.Environment).
+		SetNillableOwnerID(old.OwnerID).
+		SetEnabled(old.Enabled)
+	if old.Meta != nil {
+		create.SetMeta(old.Meta)
+	}
+	if old.Permissions != nil {
+		create.SetPermissions(old.Permissions)
+	}
+	nk, err := create.
 		SetNillableTenantID(old.TenantID).
 		SetName(old.Name).
 		SetPrefix(DisplayPrefix(secret)).

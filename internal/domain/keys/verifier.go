@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,9 @@ import (
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
+	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
@@ -41,12 +44,32 @@ var (
 	ErrRevoked        = &AuthError{"key revoked"}
 	ErrExpired        = &AuthError{"key expired"}
 	ErrTenantInactive = &AuthError{"tenant inactive"}
+	// ErrConsumerKey refuses a consumer key on Latchkey's own API: consumer keys are
+	// only verified.
+	ErrConsumerKey = &AuthError{"consumer key"}
 )
+
+// ThrottledError refuses a credential that would need a database read while the
+// client (or the verifying key) has had too many unknown credentials lately.
+type ThrottledError struct{ RetryAfter time.Duration }
+
+func (e *ThrottledError) Error() string { return "too many unknown credentials: try again later" }
+
+// APIError is what clients see: RATE_LIMITED (reason too_many_failed_credentials)
+// with retryAfterSeconds.
+func (e *ThrottledError) APIError() *fault.Error {
+	return fault.New(fault.RateLimited, e.Error()).With("reason", "too_many_failed_credentials").
+		With("retryAfterSeconds", int(math.Ceil(e.RetryAfter.Seconds())))
+}
 
 // entry is the cached state of one key hash. An entry with v == nil records that no
 // key has this hash (negative cache).
 type entry struct {
+	// v is the key as a caller: of Latchkey's API (management and admin keys) or of
+	// the admission of its verifications (consumer keys).
 	v        *viewer.Viewer
+	rec      *ent.ApiKey // the key's record (read-only, shared)
+	consumer bool
 	keyID    string
 	expires  time.Time // zero: never
 	revoked  bool
@@ -70,6 +93,14 @@ type Config struct {
 	TouchInterval time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Failures, when set, counts unknown credentials per client (Verify: per IP;
+	// Consumer: per verifying key). A client whose FailureLimit is spent gets a
+	// ThrottledError for any credential that would need a database read, until its
+	// budget refills; cached keys still work. When Failures fails, nothing is refused.
+	Failures ratelimit.Limiter
+	// FailureLimit is the budget of unknown credentials per client IP (default 30
+	// per minute); verifying keys get VerifyFailureLimit (default 1,000 per minute).
+	FailureLimit, VerifyFailureLimit ratelimit.Limit
 }
 
 // Verifier authenticates credentials: offline format check, SHA-256, in-process cache,
@@ -110,6 +141,12 @@ func NewVerifier(client *ent.Client, entDialect string, cfg Config) *Verifier {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.FailureLimit.Rate <= 0 {
+		cfg.FailureLimit = ratelimit.Limit{Rate: 30, Period: time.Minute}
+	}
+	if cfg.VerifyFailureLimit.Rate <= 0 {
+		cfg.VerifyFailureLimit = ratelimit.Limit{Rate: 1000, Period: time.Minute}
+	}
 	c, _ := lru.New[[sha256.Size]byte, *entry](cfg.CacheSize)
 	v := &Verifier{client: client, dialect: entDialect, cfg: cfg, cache: c, touched: map[string]struct{}{}}
 	if cfg.AdminToken != "" {
@@ -148,7 +185,7 @@ func (v *Verifier) Verify(ctx context.Context, credential string) (*viewer.Viewe
 	if _, err := Parse(credential); err != nil {
 		return nil, ErrMalformed
 	}
-	return v.verifyHash(ctx, h)
+	return v.verifyHash(ctx, h, "ip:"+reqctx.ClientIP(ctx), v.cfg.FailureLimit)
 }
 
 // Recheck re-validates the key of a viewer obtained from Verify (for long-lived
@@ -162,11 +199,14 @@ func (v *Verifier) Recheck(ctx context.Context, vw *viewer.Viewer) error {
 	if n, err := hex.Decode(h[:], []byte(vw.KeyHash)); err != nil || n != len(h) {
 		return ErrMalformed
 	}
-	_, err := v.verifyHash(ctx, h)
+	_, err := v.verifyHash(ctx, h, "", ratelimit.Limit{})
 	return err
 }
 
-func (v *Verifier) verifyHash(ctx context.Context, h [sha256.Size]byte) (*viewer.Viewer, error) {
+// lookup returns the cached state of the key with hash h, reading the database on a
+// miss. client names who presented the credential for the failure budget ("" for
+// none): a client whose budget is spent gets a ThrottledError instead of a read.
+func (v *Verifier) lookup(ctx context.Context, h [sha256.Size]byte, client string, budget ratelimit.Limit) (*entry, error) {
 	now := v.cfg.Now()
 	e, ok := v.cache.Get(h)
 	if ok {
@@ -178,18 +218,38 @@ func (v *Verifier) verifyHash(ctx context.Context, h [sha256.Size]byte) (*viewer
 			ok = false
 		}
 	}
-	if !ok {
-		v.misses.Add(1)
-		var err error
-		if e, err = v.load(ctx, h, now); err != nil {
-			return nil, err
-		}
-	} else {
+	if ok {
 		v.hits.Add(1)
+		return e, nil
 	}
+	throttle := v.cfg.Failures != nil && client != ""
+	if throttle {
+		if res, err := v.cfg.Failures.Allow(ctx, client, budget, 0); err == nil && res.Remaining < 1 {
+			return nil, &ThrottledError{RetryAfter: max(res.RetryAfter, time.Duration(int64(budget.Period)/int64(budget.Rate)))}
+		}
+	}
+	v.misses.Add(1)
+	e, err := v.load(ctx, h, now)
+	if err != nil {
+		return nil, err
+	}
+	if e.v == nil && throttle {
+		_, _ = v.cfg.Failures.Allow(ctx, client, budget, 1) // an unknown credential spends the budget
+	}
+	return e, nil
+}
+
+func (v *Verifier) verifyHash(ctx context.Context, h [sha256.Size]byte, client string, budget ratelimit.Limit) (*viewer.Viewer, error) {
+	e, err := v.lookup(ctx, h, client, budget)
+	if err != nil {
+		return nil, err
+	}
+	now := v.cfg.Now()
 	switch {
 	case e.v == nil:
 		return nil, ErrUnknown
+	case e.consumer:
+		return nil, ErrConsumerKey
 	case e.revoked:
 		return nil, ErrRevoked
 	case !e.expires.IsZero() && !now.Before(e.expires):
@@ -216,6 +276,7 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		return nil, err
 	default:
 		e.keyID = k.ID
+		e.consumer = k.Kind == entapikey.KindConsumer
 		e.revoked = k.RevokedAt != nil
 		if k.ExpiresAt != nil {
 			e.expires = *k.ExpiresAt
@@ -234,7 +295,10 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		if vw.Admin {
 			vw.Scopes = viewer.AllScopes
 		}
-		e.v = vw
+		if e.consumer {
+			vw.Scopes = nil // a consumer key holds no Latchkey scope
+		}
+		e.v, e.rec = vw, &rec
 	}
 	if v.generation.Load() == gen {
 		v.cache.Add(h, e)
@@ -372,3 +436,41 @@ func (v *Verifier) Follow(ctx context.Context, invalidations *pubsub.Subscriptio
 		}
 	}
 }
+
+// Consumer is a consumer key as a verification sees it. Key and Viewer are shared with
+// the cache: read-only.
+type Consumer struct {
+	// Key is the key's record (without edges).
+	Key *ent.ApiKey
+	// Viewer is the key as the caller of the admission of its verification: its id,
+	// tenant, limits and quota key.
+	Viewer *viewer.Viewer
+	// TenantActive is false when the key's tenant is deactivated.
+	TenantActive bool
+}
+
+// Consumer looks up the consumer key key for a verification by the key callerKeyID
+// (whose failure budget pays for unknown keys). A malformed key costs no database read.
+// It returns ErrUnknown for a malformed key, a key that does not exist or is not a
+// consumer key, a *ThrottledError when the caller's budget of unknown keys is spent,
+// or a database error.
+func (v *Verifier) Consumer(ctx context.Context, key, callerKeyID string) (*Consumer, error) {
+	if _, err := Parse(key); err != nil {
+		return nil, ErrUnknown
+	}
+	client := ""
+	if callerKeyID != "" {
+		client = "verify:" + callerKeyID
+	}
+	e, err := v.lookup(ctx, hashKey(key), client, v.cfg.VerifyFailureLimit)
+	if err != nil {
+		return nil, err
+	}
+	if e.v == nil || !e.consumer {
+		return nil, ErrUnknown
+	}
+	return &Consumer{Key: e.rec, Viewer: e.v, TenantActive: e.active}, nil
+}
+
+// Touch records that the key keyID was used now (last_used_at, written in batches).
+func (v *Verifier) Touch(keyID string) { v.touch(keyID) }

@@ -29,6 +29,7 @@ type Event struct {
 	ID            string    `json:"id"`
 	TenantID      string    `json:"tenantID"`
 	APIKeyID      string    `json:"apiKeyID"`
+	OwnerID       *string   `json:"ownerID,omitempty"`
 	OperationName string    `json:"operationName"`
 	OperationType string    `json:"operationType"`
 	RootFields    []string  `json:"rootFields"`
@@ -148,8 +149,12 @@ func (h *Hub) Publish(ev usage.Event) {
 			return
 		}
 	}
+	var owner *string
+	if ev.OwnerID != "" {
+		owner = &ev.OwnerID
+	}
 	b, err := json.Marshal(Event{
-		ID: ids.New("use"), TenantID: ev.TenantID, APIKeyID: ev.APIKeyID,
+		ID: ids.New("use"), TenantID: ev.TenantID, APIKeyID: ev.APIKeyID, OwnerID: owner,
 		OperationName: ev.OperationName, OperationType: ev.OperationType, RootFields: ev.RootFields,
 		Outcome: Outcome(ev.Outcome), LatencyMs: ev.LatencyMs, IP: ev.IP, At: ev.At.UTC(),
 	})

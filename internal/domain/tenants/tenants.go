@@ -22,6 +22,8 @@ type CreateParams struct {
 	Slug   string
 	Plan   *string
 	Active *bool
+	// KeyPrefix starts the tenant's keys (default "lk").
+	KeyPrefix *string
 }
 
 // UpdateParams are the fields to change; nil leaves a field as it is.
@@ -29,6 +31,24 @@ type UpdateParams struct {
 	Name   *string
 	Plan   *string
 	Active *bool
+	// KeyPrefix changes the start of keys created from now on.
+	KeyPrefix *string
+}
+
+// validKeyPrefix checks a tenant's key prefix: 2 to 12 lowercase letters or digits.
+func validKeyPrefix(p *string) error {
+	if p == nil {
+		return nil
+	}
+	if len(*p) < 2 || len(*p) > 12 {
+		return fault.BadInput("keyPrefix", "keyPrefix must be 2 to 12 lowercase letters or digits")
+	}
+	for _, c := range *p {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return fault.BadInput("keyPrefix", "keyPrefix must be 2 to 12 lowercase letters or digits")
+		}
+	}
+	return nil
 }
 
 // ValidName checks a display name: 1-100 characters after trimming, no control
@@ -71,6 +91,9 @@ func Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.Tenan
 	if err := validPlan(p.Plan); err != nil {
 		return nil, err
 	}
+	if err := validKeyPrefix(p.KeyPrefix); err != nil {
+		return nil, err
+	}
 	if taken, err := client.Tenant.Query().Where(enttenant.Slug(p.Slug)).Exist(ctx); err != nil {
 		return nil, err
 	} else if taken {
@@ -81,6 +104,7 @@ func Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.Tenan
 		SetSlug(p.Slug).
 		SetNillablePlan(p.Plan).
 		SetNillableActive(p.Active).
+		SetNillableKeyPrefix(p.KeyPrefix).
 		Save(ctx)
 }
 
@@ -96,11 +120,14 @@ func Update(ctx context.Context, client *ent.Client, id string, p UpdateParams) 
 	if err := validPlan(p.Plan); err != nil {
 		return nil, false, err
 	}
+	if err := validKeyPrefix(p.KeyPrefix); err != nil {
+		return nil, false, err
+	}
 	old, err := client.Tenant.Get(ctx, id)
 	if err != nil {
 		return nil, false, err
 	}
-	u := old.Update().SetNillablePlan(p.Plan).SetNillableActive(p.Active)
+	u := old.Update().SetNillablePlan(p.Plan).SetNillableActive(p.Active).SetNillableKeyPrefix(p.KeyPrefix)
 	if p.Name != nil {
 		name, err := ValidName("name", *p.Name)
 		if err != nil {

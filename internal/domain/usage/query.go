@@ -67,6 +67,7 @@ type rollupSum struct {
 	Errors        int64  `sql:"errors"`
 	RateLimited   int64  `sql:"rate_limited"`
 	QuotaExceeded int64  `sql:"quota_exceeded"`
+	Uncharged     int64  `sql:"uncharged"`
 	LatA          int64  `sql:"lat_a"`
 	LatB          int64  `sql:"lat_b"`
 	LatC          int64  `sql:"lat_c"`
@@ -189,7 +190,8 @@ func Query(ctx context.Context, client *ent.Client, apiKeyID *string, from, to t
 }
 
 // Used returns the number of requests of a key since `since` that count against a
-// quota (every outcome except rate_limited and quota_exceeded), read from the rollups
+// quota (every operation except those refused by a limit and those that charged
+// nothing, see Event.Uncharged), read from the rollups
 // with the system context; it seeds quota counters after a restart. since is rounded
 // up to the minute; the first partial hour and day are read from the minute and hour
 // rollups, the rest from day rollups. Events still queued in a Recorder are not
@@ -210,8 +212,8 @@ func Used(ctx context.Context, client *ent.Client, apiKeyID string, since time.T
 			usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityDay), usagerollup.BucketStartGTE(day)),
 		),
 	).Modify(func(s *entsql.Selector) {
-		s.Select(fmt.Sprintf("COALESCE(SUM(%s - %s - %s), 0) AS used",
-			s.C(usagerollup.FieldRequests), s.C(usagerollup.FieldRateLimited), s.C(usagerollup.FieldQuotaExceeded)))
+		s.Select(fmt.Sprintf("COALESCE(SUM(%s - %s - %s - %s), 0) AS used",
+			s.C(usagerollup.FieldRequests), s.C(usagerollup.FieldRateLimited), s.C(usagerollup.FieldQuotaExceeded), s.C(usagerollup.FieldUncharged)))
 	}).Scan(ctx, &rows)
 	if err != nil {
 		return 0, err

@@ -24,7 +24,9 @@ import (
 // Outcome is how an operation ended.
 type Outcome string
 
-// Outcomes of an operation. Errors count OutcomeError and OutcomeForbidden.
+// Outcomes of an operation. In the rollups, rate_limited and quota_exceeded (and
+// usage_exceeded) have counters of their own; ok and valid are successes; every other
+// outcome counts as an error.
 const (
 	OutcomeOK            Outcome = "ok"
 	OutcomeError         Outcome = "error"
@@ -33,16 +35,34 @@ const (
 	OutcomeForbidden     Outcome = "forbidden"
 )
 
+// Outcomes of a verification (operation type "verify"), named as its code.
+const (
+	OutcomeValid                   Outcome = "valid"
+	OutcomeRevoked                 Outcome = "revoked"
+	OutcomeExpired                 Outcome = "expired"
+	OutcomeDisabled                Outcome = "disabled"
+	OutcomeTenantInactive          Outcome = "tenant_inactive"
+	OutcomeInsufficientPermissions Outcome = "insufficient_permissions"
+	OutcomeUsageExceeded           Outcome = "usage_exceeded"
+)
+
 // Event is one authenticated operation.
 type Event struct {
-	TenantID      string
-	APIKeyID      string
+	TenantID string
+	APIKeyID string
+	// OwnerID is the owner of a consumer key (verifications); "" otherwise.
+	OwnerID       string
 	OperationName string
 	OperationType string // query, mutation, subscription
 	RootFields    []string
 	Outcome       Outcome
 	LatencyMs     int
 	IP            string
+	// Uncharged marks an operation that charged no quota although it was not refused
+	// by a limit: refused before the limits (a revoked or disabled key, missing
+	// permissions, a cost above the whole limit) or while a limit store was down. Quota
+	// counters rebuilt from the stored usage leave it out.
+	Uncharged bool
 	// At is when the operation started; Record sets it to the current time when zero.
 	// It is stored in UTC.
 	At time.Time

@@ -20,7 +20,7 @@ import (
 
 // logColumns are the usage_logs columns written, in order.
 var logColumns = []string{
-	usagelog.FieldTenantID, usagelog.FieldAPIKeyID, usagelog.FieldOperationName,
+	usagelog.FieldTenantID, usagelog.FieldAPIKeyID, usagelog.FieldOwnerID, usagelog.FieldOperationName,
 	usagelog.FieldOperationType, usagelog.FieldRootFields, usagelog.FieldOutcome,
 	usagelog.FieldLatencyMs, usagelog.FieldIP, usagelog.FieldAt,
 }
@@ -40,7 +40,7 @@ var histColumns = [HistogramBuckets]string{
 // counterColumns are the additive columns of a rollup: the upsert adds the new values.
 var counterColumns = append([]string{
 	usagerollup.FieldRequests, usagerollup.FieldErrors, usagerollup.FieldRateLimited,
-	usagerollup.FieldQuotaExceeded, usagerollup.FieldLatencySumMs,
+	usagerollup.FieldQuotaExceeded, usagerollup.FieldUncharged, usagerollup.FieldLatencySumMs,
 }, histColumns[:]...)
 
 // rollupColumns are the usage_rollups columns written, in order.
@@ -89,6 +89,7 @@ type rollupAgg struct {
 	key                                     rollupKey
 	tenantID                                string
 	requests, errors, rateLimited, quotaExc int64
+	uncharged                               int64
 	latencySum                              int64
 	hist                                    Histogram
 }
@@ -134,7 +135,7 @@ func (w *writer) copyLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
 	defer stmt.Close()
 	for i := range evs {
 		ev := &evs[i]
-		if _, err := stmt.ExecContext(ctx, clean(ev.TenantID), clean(ev.APIKeyID), cleanName(ev.OperationName),
+		if _, err := stmt.ExecContext(ctx, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
 			clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
 			int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At)); err != nil {
 			return fmt.Errorf("copy usage_logs: %w", err)
@@ -163,7 +164,7 @@ func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error 
 		args := w.args[:0]
 		for i := range part {
 			ev := &part[i]
-			args = append(args, clean(ev.TenantID), clean(ev.APIKeyID), cleanName(ev.OperationName),
+			args = append(args, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
 				clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
 				int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At))
 		}
@@ -282,8 +283,14 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 				a.errors++
 			case OutcomeRateLimited:
 				a.rateLimited++
-			case OutcomeQuotaExceeded:
+			case OutcomeQuotaExceeded, OutcomeUsageExceeded:
 				a.quotaExc++
+			case OutcomeOK, OutcomeValid:
+			default: // the refusals of a verification before its limits
+				a.errors++
+			}
+			if ev.Uncharged {
+				a.uncharged++
 			}
 			a.latencySum += int64(ev.LatencyMs)
 			a.hist[bucket]++
@@ -318,7 +325,7 @@ func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName stri
 			a := &part[i]
 			v := make([]any, 0, len(rollupColumns))
 			v = append(v, clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String(),
-				time.Unix(a.key.start, 0).UTC(), a.requests, a.errors, a.rateLimited, a.quotaExc, a.latencySum)
+				time.Unix(a.key.start, 0).UTC(), a.requests, a.errors, a.rateLimited, a.quotaExc, a.uncharged, a.latencySum)
 			for _, c := range a.hist {
 				v = append(v, c)
 			}
@@ -334,4 +341,12 @@ func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName stri
 		}
 	}
 	return nil
+}
+
+// orNull stores an empty optional string as NULL.
+func orNull(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

@@ -39,6 +39,11 @@ type Config struct {
 	UsageFlushInterval time.Duration
 	// MaxSubscriptionsPerKey bounds the open GraphQL subscriptions of one key (default 20).
 	MaxSubscriptionsPerKey int
+	// AuthFailuresPerMinute is the budget of unknown credentials per client IP
+	// (AUTH_FAILURES_PER_MINUTE, default 30); VerifyFailuresPerMinute that of unknown
+	// consumer keys per verifying key (VERIFY_FAILURES_PER_MINUTE, default 1000).
+	// Spent, credentials that would need a database read get 429 until it refills.
+	AuthFailuresPerMinute, VerifyFailuresPerMinute int
 	// WebhookAllowPrivate allows webhook URLs on loopback, private and link-local
 	// addresses (WEBHOOK_ALLOW_PRIVATE, default false).
 	WebhookAllowPrivate bool
@@ -114,6 +119,15 @@ func parse(get func(string) string) (Config, error) {
 		return c, err
 	}
 	c.MaxSubscriptionsPerKey = int(subs)
+	authFail, err := intVar(get, "AUTH_FAILURES_PER_MINUTE", 30)
+	if err != nil {
+		return c, err
+	}
+	verifyFail, err := intVar(get, "VERIFY_FAILURES_PER_MINUTE", 1000)
+	if err != nil {
+		return c, err
+	}
+	c.AuthFailuresPerMinute, c.VerifyFailuresPerMinute = int(authFail), int(verifyFail)
 	if c.WebhookAllowPrivate, err = boolVar(get, "WEBHOOK_ALLOW_PRIVATE"); err != nil {
 		return c, err
 	}

@@ -26,6 +26,9 @@ type Metrics struct {
 	WebhookSeconds  prometheus.Histogram
 	// UsageWriteSeconds observes the duration of usage batch writes (committed or not).
 	UsageWriteSeconds prometheus.Histogram
+	// Verifications counts consumer-key verifications by code (NOT_FOUND ones are
+	// counted only here: they are not stored).
+	Verifications *prometheus.CounterVec
 }
 
 // New returns a fresh set of metrics on its own registry, with the Go and process
@@ -65,8 +68,12 @@ func New() *Metrics {
 		Help:    "Duration of usage batch writes (raw rows and rollups, one transaction).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
+	m.Verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "latchkey_verifications_total",
+		Help: "Consumer-key verifications, by code.",
+	}, []string{"code"})
 	m.Registry.MustRegister(m.AuthFailures, m.Operations, m.OperationSeconds, m.RateLimited,
-		m.WebhookAttempts, m.WebhookSeconds, m.UsageWriteSeconds,
+		m.WebhookAttempts, m.WebhookSeconds, m.UsageWriteSeconds, m.Verifications,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

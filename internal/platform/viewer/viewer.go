@@ -95,12 +95,14 @@ const (
 	ScopeUsageRead     = "usage:read"
 	ScopeWebhooksRead  = "webhooks:read"
 	ScopeWebhooksWrite = "webhooks:write"
+	// ScopeKeysVerify lets a management key verify its tenant's consumer keys.
+	ScopeKeysVerify = "keys:verify"
 )
 
 // AllScopes lists every scope, in a stable order.
 var AllScopes = []string{
 	ScopeTenantRead, ScopeTenantWrite, ScopeKeysRead, ScopeKeysWrite,
-	ScopeUsageRead, ScopeWebhooksRead, ScopeWebhooksWrite,
+	ScopeUsageRead, ScopeWebhooksRead, ScopeWebhooksWrite, ScopeKeysVerify,
 }
 
 // ValidScope reports whether s is a known scope name.

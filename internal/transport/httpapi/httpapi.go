@@ -31,6 +31,7 @@ import (
 	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/graph/gqlserver"
 	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
 	"github.com/latchkey/latchkey/internal/platform/reqctx"
@@ -44,6 +45,8 @@ type Options struct {
 	GraphQL *handler.Server
 	// Verifier authenticates credentials.
 	Verifier *keys.Verifier
+	// Verifications serves POST /v1/keys/verify (nil: not served).
+	Verifications *verify.Service
 	// Ready reports whether dependencies (the database) answer; used by /readyz.
 	Ready func(context.Context) error
 	// AllowedOrigins are the browser origins allowed by CORS ("*" allows any origin,
@@ -71,9 +74,12 @@ type Options struct {
 func (o Options) verify(ctx context.Context, cred string) (*viewer.Viewer, error) {
 	v, err := o.Verifier.Verify(ctx, cred)
 	var ae *keys.AuthError
+	var te *keys.ThrottledError
 	switch {
 	case errors.As(err, &ae):
 		o.refused(ae)
+	case errors.As(err, &te):
+		o.refused(&keys.AuthError{Reason: "throttled"})
 	case err != nil:
 		slog.ErrorContext(ctx, "verify key", "err", err)
 	}
@@ -111,6 +117,9 @@ func New(o Options) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/query", o.graphqlHandler())
+	if o.Verifications != nil {
+		mux.HandleFunc("POST /v1/keys/verify", o.verifyHandler)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -201,19 +210,14 @@ func (o Options) middleware(next http.Handler) http.Handler {
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		ctx := r.Context()
+		ctx := reqctx.WithClientIP(r.Context(), o.TrustedProxies.clientIP(r))
 		if o.DisableAuth {
 			ctx = viewer.NewContext(ctx, &viewer.Viewer{Admin: true, Scopes: viewer.AllScopes})
 		} else if cred != "" {
 			v, err := o.verify(ctx, cred)
-			var ae *keys.AuthError
-			switch {
-			case errors.As(err, &ae):
-				w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
-				writeGraphQLError(w, r, http.StatusUnauthorized, ae.APIError())
-				return
-			case err != nil:
-				writeGraphQLError(w, r, http.StatusServiceUnavailable, fault.New(fault.Internal, "temporarily unavailable"))
+			if err != nil {
+				e := credentialError(err)
+				writeGraphQLError(w, r, refusalStatus(w.Header(), e), e)
 				return
 			}
 			ctx = viewer.NewContext(ctx, v)
@@ -221,7 +225,6 @@ func (o Options) middleware(next http.Handler) http.Handler {
 		}
 		sw := &statusWriter{ResponseWriter: w, method: r.Method}
 		ctx = reqctx.WithResponder(ctx, sw)
-		ctx = reqctx.WithClientIP(ctx, o.TrustedProxies.clientIP(r))
 		next.ServeHTTP(sw, r.WithContext(ctx))
 	})
 }
@@ -272,30 +275,34 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // Refuse sets the status of a response carrying the refusal e, and the headers it
-// implies: 401 with WWW-Authenticate, 429 with Retry-After, 503 with Retry-After: 1,
-// 400 for a request that can never succeed as sent.
+// implies (see refusalStatus).
 func (w *statusWriter) Refuse(e *fault.Error) {
 	if w.hijacked.Load() {
 		return
 	}
-	h := w.Header()
+	w.status = refusalStatus(w.Header(), e)
+}
+
+// refusalStatus returns the HTTP status of a response carrying the refusal e and sets
+// the headers it implies in h: 401 with WWW-Authenticate, 403, 429 with Retry-After,
+// 503 with Retry-After: 1, and 400 for a request that can never succeed as sent.
+func refusalStatus(h http.Header, e *fault.Error) int {
 	switch e.Code {
 	case fault.Unauthenticated:
-		w.status = http.StatusUnauthorized
 		h.Set("WWW-Authenticate", `Bearer realm="latchkey"`)
+		return http.StatusUnauthorized
+	case fault.Forbidden:
+		return http.StatusForbidden
 	case fault.RateLimited, fault.QuotaExceeded:
-		w.status = http.StatusTooManyRequests
 		if secs, ok := e.Extensions["retryAfterSeconds"].(int); ok {
 			h.Set("Retry-After", strconv.Itoa(secs))
 		}
+		return http.StatusTooManyRequests
 	case fault.Internal:
-		w.status = http.StatusServiceUnavailable
 		h.Set("Retry-After", "1")
-	case fault.BadUserInput:
-		w.status = http.StatusBadRequest
-	case fault.Forbidden:
-		w.status = http.StatusForbidden
+		return http.StatusServiceUnavailable
 	}
+	return http.StatusBadRequest
 }
 
 // Limit writes the IETF RateLimit-Policy / RateLimit fields and the X-RateLimit-*

@@ -23,6 +23,8 @@ import (
 const (
 	closeUnauthorized = 4401 // no credential at all
 	closeForbidden    = 4403 // a credential that was refused
+	// closeTooManyFailures: the client's budget of unknown credentials is spent.
+	closeTooManyFailures = 4429
 )
 
 // defaultWSInitTimeout is how long a WebSocket client may take to send
@@ -106,12 +108,18 @@ func (o Options) websocketTransport() transport.Websocket {
 			if cred := credentialFromPayload(p); cred != "" && !o.DisableAuth {
 				v, err := o.verify(ctx, cred)
 				if err != nil {
-					reason := "temporarily unavailable"
+					reason, code := "temporarily unavailable", closeForbidden
 					var ae *keys.AuthError
-					if errors.As(err, &ae) {
+					var te *keys.ThrottledError
+					switch {
+					case errors.As(err, &ae):
 						reason = ae.Reason
+					case errors.As(err, &te):
+						// Too many unknown credentials from this client: clients do not
+						// retry on 4429.
+						reason, code = "too many failed credentials", closeTooManyFailures
 					}
-					ctx = transport.WithWebsocketCloseCode(ctx, closeForbidden)
+					ctx = transport.WithWebsocketCloseCode(ctx, code)
 					return transport.AppendCloseReason(ctx, reason), nil, errors.New(reason)
 				}
 				ctx = viewer.NewContext(ctx, v)
