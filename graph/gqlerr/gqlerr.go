@@ -44,10 +44,13 @@ func Presenter(ctx context.Context, err error) *gqlerror.Error {
 // classify maps err to a public error, or nil when gqlgen already gave it a code.
 func classify(ctx context.Context, err error, gqlErr *gqlerror.Error) *fault.Error {
 	var e *fault.Error
+	var ae interface{ APIError() *fault.Error }
 	var ve *ent.ValidationError
 	switch {
 	case errors.As(err, &e):
 		return e
+	case errors.As(err, &ae): // domain errors that say how clients see them
+		return ae.APIError()
 	case gqlErr.Extensions["code"] != nil:
 		return nil // produced by gqlgen or entgql with a code of its own
 	case ent.IsNotFound(err), errors.Is(err, privacy.Deny):

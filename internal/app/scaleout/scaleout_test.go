@@ -42,6 +42,7 @@ func TestScaleOut(t *testing.T) {
 	phase("SharedLiveUsage", func(t *testing.T) { testSharedLiveUsage(t, c, key) })
 	phase("SharedWebhookWork", func(t *testing.T) { testSharedWebhookWork(t, c, key) })
 	phase("RevocationHonouredByBoth", func(t *testing.T) { testRevocation(t, c, tenant) })
+	phase("VerificationChangesHonouredByBoth", func(t *testing.T) { testVerificationPropagation(t, c, tenant) })
 	phase("GracefulShutdownKeepsUsage", func(t *testing.T) { testGracefulShutdown(t, c) })
 }
 
@@ -405,6 +406,68 @@ func testRevocation(t *testing.T, c *cluster, tenant string) {
 				time.Sleep(20 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// testVerificationPropagation verifies a consumer key on both processes (cached by
+// both), then disables, re-enables and revokes it on process 1: each change holds on
+// process 1 from the very next verification and on process 2 within a second. The
+// key's rate limit is shared exactly: 20 verifications spread over both admit 10.
+func testVerificationPropagation(t *testing.T, c *cluster, tenant string) {
+	var v struct{ CreateApiKey struct{ Secret string } }
+	c.mustQuery(t, c.servers[0], c.admin, `mutation($t: ID!) { createApiKey(input: {tenantID: $t, name: "verifier", scopes: ["keys:verify"]}) { secret } }`, map[string]any{"t": tenant}, &v)
+	var ck struct {
+		CreateApiKey struct {
+			APIKey struct{ ID string } `json:"apiKey"`
+			Secret string
+		}
+	}
+	c.mustQuery(t, c.servers[0], c.admin, `mutation($t: ID!) { createApiKey(input: {tenantID: $t, name: "customer", scopes: [], kind: CONSUMER, ownerID: "cust", rateLimit: 10, rateLimitWindowSeconds: 3600}) { apiKey { id } secret } }`, map[string]any{"t": tenant}, &ck)
+	verifier, consumer, id := v.CreateApiKey.Secret, ck.CreateApiKey.Secret, ck.CreateApiKey.APIKey.ID
+	code := func(s *server, cost int) string {
+		t.Helper()
+		var out struct{ VerifyApiKey struct{ Code string } }
+		c.mustQuery(t, s, verifier, `mutation($k: String!, $c: Int) { verifyApiKey(input: {key: $k, cost: $c}) { code } }`, map[string]any{"k": consumer, "c": cost}, &out)
+		return out.VerifyApiKey.Code
+	}
+	for _, s := range c.servers {
+		if got := code(s, 0); got != "VALID" {
+			t.Fatalf("%s: %s", s.name, got)
+		}
+	}
+	// Shared limit: 20 verifications of cost 1, alternating, admit exactly 10.
+	admitted := 0
+	for i := 0; i < 20; i++ {
+		if code(c.servers[i%2], 1) == "VALID" {
+			admitted++
+		}
+	}
+	if admitted != 10 {
+		t.Fatalf("%d of 20 verifications admitted across both processes, want 10", admitted)
+	}
+	for _, step := range []struct {
+		mutation, want string
+	}{
+		{`mutation($id: ID!) { updateApiKey(id: $id, input: {enabled: false}) { id } }`, "DISABLED"},
+		{`mutation($id: ID!) { updateApiKey(id: $id, input: {enabled: true}) { id } }`, "RATE_LIMITED"}, // enabled again; its limit is spent
+		{`mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, "REVOKED"},
+	} {
+		c.mustQuery(t, c.servers[0], c.admin, step.mutation, map[string]any{"id": id}, nil)
+		changed := time.Now()
+		if got := code(c.servers[0], 0); got != step.want {
+			t.Fatalf("same process after %q: %s, want %s", step.mutation, got, step.want)
+		}
+		for {
+			got := code(c.servers[1], 0)
+			if got == step.want {
+				t.Logf("other process answered %s %v after the change", got, time.Since(changed).Round(time.Millisecond))
+				break
+			}
+			if time.Since(changed) > time.Second {
+				t.Fatalf("other process still answers %s %v after %q", got, time.Since(changed).Round(time.Millisecond), step.mutation)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 

@@ -105,13 +105,14 @@ func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 	}
 	d.ev = req.Event
 	d.ev.TenantID, d.ev.APIKeyID, d.ev.IP, d.ev.At = v.TenantID, v.APIKeyID, reqctx.ClientIP(ctx), d.start
+	d.ev.Uncharged = req.CheckOnly
 	cost := max(req.Cost, 1)
 	if req.CheckOnly {
 		cost = 0
 	}
 	if err, outcome := s.check(ctx, v, cost, d); err != nil {
 		d.Err = err
-		d.ev.Uncharged = outcome == usage.OutcomeError // refused before any limit charged
+		d.ev.Uncharged = d.ev.Uncharged || outcome == usage.OutcomeError // refused before any limit charged
 		d.Done(outcome)
 	}
 	return d
@@ -132,9 +133,13 @@ func (s *Service) check(ctx context.Context, v *viewer.Viewer, cost int, d *Deci
 		limit := ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}
 		if cost > v.RateLimit && cost > 0 {
 			// More than the whole burst: no wait would ever admit it, so it is the
-			// request that is wrong, not its timing. Nothing is charged.
+			// request that is wrong, not its timing. Nothing is charged; the state
+			// is reported all the same.
+			if res, err := s.Limiter.Allow(ctx, v.APIKeyID, limit, 0); err == nil {
+				d.Limit = &reqctx.Limit{Name: "default", Quota: limit.Rate, Window: limit.Period, Remaining: max(res.Remaining, 0), Reset: res.ResetAfter}
+			}
 			return fault.New(fault.BadUserInput, fmt.Sprintf("operation cost %d exceeds the key's limit of %d requests per %s: split it", cost, limit.Rate, limit.Period)).
-				With("reason", "cost_exceeds_limit").With("cost", cost).With("limit", limit.Rate), usage.OutcomeError
+				With("reason", "cost_exceeds_limit").With("cost", cost).With("limit", limit.Rate), usage.OutcomeRateLimited
 		}
 		res, err := s.Limiter.Allow(ctx, v.APIKeyID, limit, cost)
 		switch {
@@ -145,6 +150,11 @@ func (s *Service) check(ctx context.Context, v *viewer.Viewer, cost int, d *Deci
 			return fault.New(fault.Internal, "rate limiter unavailable, try again").With("reason", "rate_limiter_unavailable"), usage.OutcomeError
 		default:
 			d.Limit = &reqctx.Limit{Name: "default", Quota: limit.Rate, Window: limit.Period, Remaining: max(res.Remaining, 0), Reset: res.ResetAfter}
+			if cost == 0 && res.Remaining < 1 {
+				// A check without charging answers whether one unit would pass now.
+				interval := limit.Period / time.Duration(limit.Rate)
+				res.Allowed, res.RetryAfter = false, max(res.ResetAfter+interval-time.Duration(limit.Rate)*interval, interval)
+			}
 			if !res.Allowed {
 				secs := ceilSeconds(res.RetryAfter)
 				if s.Events != nil {

@@ -99,7 +99,9 @@ type Config struct {
 	// budget refills; cached keys still work. When Failures fails, nothing is refused.
 	Failures ratelimit.Limiter
 	// FailureLimit is the budget of unknown credentials per client IP (default 30
-	// per minute); verifying keys get VerifyFailureLimit (default 1,000 per minute).
+	// per minute); verifying keys get VerifyFailureLimit (default 6,000 per minute:
+	// a backend forwards its customers' keys, so a generous budget that still keeps
+	// a flood of guesses from reaching the database).
 	FailureLimit, VerifyFailureLimit ratelimit.Limit
 }
 
@@ -145,7 +147,7 @@ func NewVerifier(client *ent.Client, entDialect string, cfg Config) *Verifier {
 		cfg.FailureLimit = ratelimit.Limit{Rate: 30, Period: time.Minute}
 	}
 	if cfg.VerifyFailureLimit.Rate <= 0 {
-		cfg.VerifyFailureLimit = ratelimit.Limit{Rate: 1000, Period: time.Minute}
+		cfg.VerifyFailureLimit = ratelimit.Limit{Rate: 6000, Period: time.Minute}
 	}
 	c, _ := lru.New[[sha256.Size]byte, *entry](cfg.CacheSize)
 	v := &Verifier{client: client, dialect: entDialect, cfg: cfg, cache: c, touched: map[string]struct{}{}}

@@ -289,8 +289,8 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 			default: // the refusals of a verification before its limits
 				a.errors++
 			}
-			if ev.Uncharged {
-				a.uncharged++
+			if ev.Uncharged && !limitRefusal(ev.Outcome) {
+				a.uncharged++ // limit refusals are left out of quotas already
 			}
 			a.latencySum += int64(ev.LatencyMs)
 			a.hist[bucket]++
@@ -349,4 +349,9 @@ func orNull(s string) any {
 		return nil
 	}
 	return s
+}
+
+// limitRefusal reports whether o is a refusal by a limit (counted on its own).
+func limitRefusal(o Outcome) bool {
+	return o == OutcomeRateLimited || o == OutcomeQuotaExceeded || o == OutcomeUsageExceeded
 }

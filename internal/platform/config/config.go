@@ -41,7 +41,8 @@ type Config struct {
 	MaxSubscriptionsPerKey int
 	// AuthFailuresPerMinute is the budget of unknown credentials per client IP
 	// (AUTH_FAILURES_PER_MINUTE, default 30); VerifyFailuresPerMinute that of unknown
-	// consumer keys per verifying key (VERIFY_FAILURES_PER_MINUTE, default 1000).
+	// consumer keys per verifying key (VERIFY_FAILURES_PER_MINUTE, default 6000: 100 a
+	// second sustained).
 	// Spent, credentials that would need a database read get 429 until it refills.
 	AuthFailuresPerMinute, VerifyFailuresPerMinute int
 	// WebhookAllowPrivate allows webhook URLs on loopback, private and link-local
@@ -123,7 +124,7 @@ func parse(get func(string) string) (Config, error) {
 	if err != nil {
 		return c, err
 	}
-	verifyFail, err := intVar(get, "VERIFY_FAILURES_PER_MINUTE", 1000)
+	verifyFail, err := intVar(get, "VERIFY_FAILURES_PER_MINUTE", 6000)
 	if err != nil {
 		return c, err
 	}
