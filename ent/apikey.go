@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 )
 
 // ApiKey is the model entity for the ApiKey schema.
@@ -71,6 +72,18 @@ type ApiKey struct {
 	Permissions []string `json:"permissions,omitempty"`
 	// a reversible switch: a disabled key fails verification with DISABLED
 	Enabled bool `json:"enabled,omitempty"`
+	// named limits, charged by verifications that name them; nil: the plan's
+	Limits []limitspec.Named `json:"limits,omitempty"`
+	// the credit balance as last written with the usage (the live balance is in the limit store); nil: no credits
+	CreditsRemaining *int64 `json:"credits_remaining,omitempty"`
+	// CreditsRefillAmount holds the value of the "credits_refill_amount" field.
+	CreditsRefillAmount *int64 `json:"credits_refill_amount,omitempty"`
+	// CreditsRefillInterval holds the value of the "credits_refill_interval" field.
+	CreditsRefillInterval *apikey.CreditsRefillInterval `json:"credits_refill_interval,omitempty"`
+	// the balance the 80 % and 100 % warnings count against: the refill amount, or what was set and added
+	CreditsGranted *int64 `json:"credits_granted,omitempty"`
+	// start of the refill period credits_remaining belongs to
+	CreditsPeriodStart *time.Time `json:"credits_period_start,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the ApiKeyQuery when eager-loading is set.
 	Edges        ApiKeyEdges `json:"edges"`
@@ -130,15 +143,15 @@ func (*ApiKey) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case apikey.FieldScopes, apikey.FieldMeta, apikey.FieldPermissions:
+		case apikey.FieldScopes, apikey.FieldMeta, apikey.FieldPermissions, apikey.FieldLimits:
 			values[i] = new([]byte)
 		case apikey.FieldAdmin, apikey.FieldLimitsLocked, apikey.FieldExpiryLocked, apikey.FieldEnabled:
 			values[i] = new(sql.NullBool)
-		case apikey.FieldRateLimit, apikey.FieldRateLimitWindowSeconds, apikey.FieldQuota:
+		case apikey.FieldRateLimit, apikey.FieldRateLimitWindowSeconds, apikey.FieldQuota, apikey.FieldCreditsRemaining, apikey.FieldCreditsRefillAmount, apikey.FieldCreditsGranted:
 			values[i] = new(sql.NullInt64)
-		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID, apikey.FieldQuotaKey, apikey.FieldKind, apikey.FieldEnvironment, apikey.FieldOwnerID:
+		case apikey.FieldID, apikey.FieldTenantID, apikey.FieldName, apikey.FieldPrefix, apikey.FieldHash, apikey.FieldQuotaPeriod, apikey.FieldRotatedFromID, apikey.FieldQuotaKey, apikey.FieldKind, apikey.FieldEnvironment, apikey.FieldOwnerID, apikey.FieldCreditsRefillInterval:
 			values[i] = new(sql.NullString)
-		case apikey.FieldCreatedAt, apikey.FieldUpdatedAt, apikey.FieldExpiresAt, apikey.FieldLastUsedAt, apikey.FieldRevokedAt, apikey.FieldRotatedAt:
+		case apikey.FieldCreatedAt, apikey.FieldUpdatedAt, apikey.FieldExpiresAt, apikey.FieldLastUsedAt, apikey.FieldRevokedAt, apikey.FieldRotatedAt, apikey.FieldCreditsPeriodStart:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -335,6 +348,49 @@ func (_m *ApiKey) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.Enabled = value.Bool
 			}
+		case apikey.FieldLimits:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field limits", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.Limits); err != nil {
+					return fmt.Errorf("unmarshal field limits: %w", err)
+				}
+			}
+		case apikey.FieldCreditsRemaining:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field credits_remaining", values[i])
+			} else if value.Valid {
+				_m.CreditsRemaining = new(int64)
+				*_m.CreditsRemaining = value.Int64
+			}
+		case apikey.FieldCreditsRefillAmount:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field credits_refill_amount", values[i])
+			} else if value.Valid {
+				_m.CreditsRefillAmount = new(int64)
+				*_m.CreditsRefillAmount = value.Int64
+			}
+		case apikey.FieldCreditsRefillInterval:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field credits_refill_interval", values[i])
+			} else if value.Valid {
+				_m.CreditsRefillInterval = new(apikey.CreditsRefillInterval)
+				*_m.CreditsRefillInterval = apikey.CreditsRefillInterval(value.String)
+			}
+		case apikey.FieldCreditsGranted:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field credits_granted", values[i])
+			} else if value.Valid {
+				_m.CreditsGranted = new(int64)
+				*_m.CreditsGranted = value.Int64
+			}
+		case apikey.FieldCreditsPeriodStart:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field credits_period_start", values[i])
+			} else if value.Valid {
+				_m.CreditsPeriodStart = new(time.Time)
+				*_m.CreditsPeriodStart = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -486,6 +542,34 @@ func (_m *ApiKey) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("enabled=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Enabled))
+	builder.WriteString(", ")
+	builder.WriteString("limits=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Limits))
+	builder.WriteString(", ")
+	if v := _m.CreditsRemaining; v != nil {
+		builder.WriteString("credits_remaining=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.CreditsRefillAmount; v != nil {
+		builder.WriteString("credits_refill_amount=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.CreditsRefillInterval; v != nil {
+		builder.WriteString("credits_refill_interval=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.CreditsGranted; v != nil {
+		builder.WriteString("credits_granted=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.CreditsPeriodStart; v != nil {
+		builder.WriteString("credits_period_start=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -14,6 +14,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 )
 
 // ApiKeyCreate is the builder for creating a ApiKey entity.
@@ -340,6 +341,82 @@ func (_c *ApiKeyCreate) SetNillableEnabled(v *bool) *ApiKeyCreate {
 	return _c
 }
 
+// SetLimits sets the "limits" field.
+func (_c *ApiKeyCreate) SetLimits(v []limitspec.Named) *ApiKeyCreate {
+	_c.mutation.SetLimits(v)
+	return _c
+}
+
+// SetCreditsRemaining sets the "credits_remaining" field.
+func (_c *ApiKeyCreate) SetCreditsRemaining(v int64) *ApiKeyCreate {
+	_c.mutation.SetCreditsRemaining(v)
+	return _c
+}
+
+// SetNillableCreditsRemaining sets the "credits_remaining" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableCreditsRemaining(v *int64) *ApiKeyCreate {
+	if v != nil {
+		_c.SetCreditsRemaining(*v)
+	}
+	return _c
+}
+
+// SetCreditsRefillAmount sets the "credits_refill_amount" field.
+func (_c *ApiKeyCreate) SetCreditsRefillAmount(v int64) *ApiKeyCreate {
+	_c.mutation.SetCreditsRefillAmount(v)
+	return _c
+}
+
+// SetNillableCreditsRefillAmount sets the "credits_refill_amount" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableCreditsRefillAmount(v *int64) *ApiKeyCreate {
+	if v != nil {
+		_c.SetCreditsRefillAmount(*v)
+	}
+	return _c
+}
+
+// SetCreditsRefillInterval sets the "credits_refill_interval" field.
+func (_c *ApiKeyCreate) SetCreditsRefillInterval(v apikey.CreditsRefillInterval) *ApiKeyCreate {
+	_c.mutation.SetCreditsRefillInterval(v)
+	return _c
+}
+
+// SetNillableCreditsRefillInterval sets the "credits_refill_interval" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableCreditsRefillInterval(v *apikey.CreditsRefillInterval) *ApiKeyCreate {
+	if v != nil {
+		_c.SetCreditsRefillInterval(*v)
+	}
+	return _c
+}
+
+// SetCreditsGranted sets the "credits_granted" field.
+func (_c *ApiKeyCreate) SetCreditsGranted(v int64) *ApiKeyCreate {
+	_c.mutation.SetCreditsGranted(v)
+	return _c
+}
+
+// SetNillableCreditsGranted sets the "credits_granted" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableCreditsGranted(v *int64) *ApiKeyCreate {
+	if v != nil {
+		_c.SetCreditsGranted(*v)
+	}
+	return _c
+}
+
+// SetCreditsPeriodStart sets the "credits_period_start" field.
+func (_c *ApiKeyCreate) SetCreditsPeriodStart(v time.Time) *ApiKeyCreate {
+	_c.mutation.SetCreditsPeriodStart(v)
+	return _c
+}
+
+// SetNillableCreditsPeriodStart sets the "credits_period_start" field if the given value is not nil.
+func (_c *ApiKeyCreate) SetNillableCreditsPeriodStart(v *time.Time) *ApiKeyCreate {
+	if v != nil {
+		_c.SetCreditsPeriodStart(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *ApiKeyCreate) SetID(v string) *ApiKeyCreate {
 	_c.mutation.SetID(v)
@@ -541,6 +618,11 @@ func (_c *ApiKeyCreate) check() error {
 	if _, ok := _c.mutation.Enabled(); !ok {
 		return &ValidationError{Name: "enabled", err: errors.New(`ent: missing required field "ApiKey.enabled"`)}
 	}
+	if v, ok := _c.mutation.CreditsRefillInterval(); ok {
+		if err := apikey.CreditsRefillIntervalValidator(v); err != nil {
+			return &ValidationError{Name: "credits_refill_interval", err: fmt.Errorf(`ent: validator failed for field "ApiKey.credits_refill_interval": %w`, err)}
+		}
+	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := apikey.IDValidator(v); err != nil {
 			return &ValidationError{Name: "id", err: fmt.Errorf(`ent: validator failed for field "ApiKey.id": %w`, err)}
@@ -677,6 +759,30 @@ func (_c *ApiKeyCreate) createSpec() (*ApiKey, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Enabled(); ok {
 		_spec.SetField(apikey.FieldEnabled, field.TypeBool, value)
 		_node.Enabled = value
+	}
+	if value, ok := _c.mutation.Limits(); ok {
+		_spec.SetField(apikey.FieldLimits, field.TypeJSON, value)
+		_node.Limits = value
+	}
+	if value, ok := _c.mutation.CreditsRemaining(); ok {
+		_spec.SetField(apikey.FieldCreditsRemaining, field.TypeInt64, value)
+		_node.CreditsRemaining = &value
+	}
+	if value, ok := _c.mutation.CreditsRefillAmount(); ok {
+		_spec.SetField(apikey.FieldCreditsRefillAmount, field.TypeInt64, value)
+		_node.CreditsRefillAmount = &value
+	}
+	if value, ok := _c.mutation.CreditsRefillInterval(); ok {
+		_spec.SetField(apikey.FieldCreditsRefillInterval, field.TypeEnum, value)
+		_node.CreditsRefillInterval = &value
+	}
+	if value, ok := _c.mutation.CreditsGranted(); ok {
+		_spec.SetField(apikey.FieldCreditsGranted, field.TypeInt64, value)
+		_node.CreditsGranted = &value
+	}
+	if value, ok := _c.mutation.CreditsPeriodStart(); ok {
+		_spec.SetField(apikey.FieldCreditsPeriodStart, field.TypeTime, value)
+		_node.CreditsPeriodStart = &value
 	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -1065,6 +1171,132 @@ func (u *ApiKeyUpsert) SetEnabled(v bool) *ApiKeyUpsert {
 // UpdateEnabled sets the "enabled" field to the value that was provided on create.
 func (u *ApiKeyUpsert) UpdateEnabled() *ApiKeyUpsert {
 	u.SetExcluded(apikey.FieldEnabled)
+	return u
+}
+
+// SetLimits sets the "limits" field.
+func (u *ApiKeyUpsert) SetLimits(v []limitspec.Named) *ApiKeyUpsert {
+	u.Set(apikey.FieldLimits, v)
+	return u
+}
+
+// UpdateLimits sets the "limits" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateLimits() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldLimits)
+	return u
+}
+
+// ClearLimits clears the value of the "limits" field.
+func (u *ApiKeyUpsert) ClearLimits() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldLimits)
+	return u
+}
+
+// SetCreditsRemaining sets the "credits_remaining" field.
+func (u *ApiKeyUpsert) SetCreditsRemaining(v int64) *ApiKeyUpsert {
+	u.Set(apikey.FieldCreditsRemaining, v)
+	return u
+}
+
+// UpdateCreditsRemaining sets the "credits_remaining" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateCreditsRemaining() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldCreditsRemaining)
+	return u
+}
+
+// AddCreditsRemaining adds v to the "credits_remaining" field.
+func (u *ApiKeyUpsert) AddCreditsRemaining(v int64) *ApiKeyUpsert {
+	u.Add(apikey.FieldCreditsRemaining, v)
+	return u
+}
+
+// ClearCreditsRemaining clears the value of the "credits_remaining" field.
+func (u *ApiKeyUpsert) ClearCreditsRemaining() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldCreditsRemaining)
+	return u
+}
+
+// SetCreditsRefillAmount sets the "credits_refill_amount" field.
+func (u *ApiKeyUpsert) SetCreditsRefillAmount(v int64) *ApiKeyUpsert {
+	u.Set(apikey.FieldCreditsRefillAmount, v)
+	return u
+}
+
+// UpdateCreditsRefillAmount sets the "credits_refill_amount" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateCreditsRefillAmount() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldCreditsRefillAmount)
+	return u
+}
+
+// AddCreditsRefillAmount adds v to the "credits_refill_amount" field.
+func (u *ApiKeyUpsert) AddCreditsRefillAmount(v int64) *ApiKeyUpsert {
+	u.Add(apikey.FieldCreditsRefillAmount, v)
+	return u
+}
+
+// ClearCreditsRefillAmount clears the value of the "credits_refill_amount" field.
+func (u *ApiKeyUpsert) ClearCreditsRefillAmount() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldCreditsRefillAmount)
+	return u
+}
+
+// SetCreditsRefillInterval sets the "credits_refill_interval" field.
+func (u *ApiKeyUpsert) SetCreditsRefillInterval(v apikey.CreditsRefillInterval) *ApiKeyUpsert {
+	u.Set(apikey.FieldCreditsRefillInterval, v)
+	return u
+}
+
+// UpdateCreditsRefillInterval sets the "credits_refill_interval" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateCreditsRefillInterval() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldCreditsRefillInterval)
+	return u
+}
+
+// ClearCreditsRefillInterval clears the value of the "credits_refill_interval" field.
+func (u *ApiKeyUpsert) ClearCreditsRefillInterval() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldCreditsRefillInterval)
+	return u
+}
+
+// SetCreditsGranted sets the "credits_granted" field.
+func (u *ApiKeyUpsert) SetCreditsGranted(v int64) *ApiKeyUpsert {
+	u.Set(apikey.FieldCreditsGranted, v)
+	return u
+}
+
+// UpdateCreditsGranted sets the "credits_granted" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateCreditsGranted() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldCreditsGranted)
+	return u
+}
+
+// AddCreditsGranted adds v to the "credits_granted" field.
+func (u *ApiKeyUpsert) AddCreditsGranted(v int64) *ApiKeyUpsert {
+	u.Add(apikey.FieldCreditsGranted, v)
+	return u
+}
+
+// ClearCreditsGranted clears the value of the "credits_granted" field.
+func (u *ApiKeyUpsert) ClearCreditsGranted() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldCreditsGranted)
+	return u
+}
+
+// SetCreditsPeriodStart sets the "credits_period_start" field.
+func (u *ApiKeyUpsert) SetCreditsPeriodStart(v time.Time) *ApiKeyUpsert {
+	u.Set(apikey.FieldCreditsPeriodStart, v)
+	return u
+}
+
+// UpdateCreditsPeriodStart sets the "credits_period_start" field to the value that was provided on create.
+func (u *ApiKeyUpsert) UpdateCreditsPeriodStart() *ApiKeyUpsert {
+	u.SetExcluded(apikey.FieldCreditsPeriodStart)
+	return u
+}
+
+// ClearCreditsPeriodStart clears the value of the "credits_period_start" field.
+func (u *ApiKeyUpsert) ClearCreditsPeriodStart() *ApiKeyUpsert {
+	u.SetNull(apikey.FieldCreditsPeriodStart)
 	return u
 }
 
@@ -1476,6 +1708,153 @@ func (u *ApiKeyUpsertOne) SetEnabled(v bool) *ApiKeyUpsertOne {
 func (u *ApiKeyUpsertOne) UpdateEnabled() *ApiKeyUpsertOne {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.UpdateEnabled()
+	})
+}
+
+// SetLimits sets the "limits" field.
+func (u *ApiKeyUpsertOne) SetLimits(v []limitspec.Named) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetLimits(v)
+	})
+}
+
+// UpdateLimits sets the "limits" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateLimits() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateLimits()
+	})
+}
+
+// ClearLimits clears the value of the "limits" field.
+func (u *ApiKeyUpsertOne) ClearLimits() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearLimits()
+	})
+}
+
+// SetCreditsRemaining sets the "credits_remaining" field.
+func (u *ApiKeyUpsertOne) SetCreditsRemaining(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsRemaining(v)
+	})
+}
+
+// AddCreditsRemaining adds v to the "credits_remaining" field.
+func (u *ApiKeyUpsertOne) AddCreditsRemaining(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddCreditsRemaining(v)
+	})
+}
+
+// UpdateCreditsRemaining sets the "credits_remaining" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateCreditsRemaining() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsRemaining()
+	})
+}
+
+// ClearCreditsRemaining clears the value of the "credits_remaining" field.
+func (u *ApiKeyUpsertOne) ClearCreditsRemaining() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsRemaining()
+	})
+}
+
+// SetCreditsRefillAmount sets the "credits_refill_amount" field.
+func (u *ApiKeyUpsertOne) SetCreditsRefillAmount(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsRefillAmount(v)
+	})
+}
+
+// AddCreditsRefillAmount adds v to the "credits_refill_amount" field.
+func (u *ApiKeyUpsertOne) AddCreditsRefillAmount(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddCreditsRefillAmount(v)
+	})
+}
+
+// UpdateCreditsRefillAmount sets the "credits_refill_amount" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateCreditsRefillAmount() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsRefillAmount()
+	})
+}
+
+// ClearCreditsRefillAmount clears the value of the "credits_refill_amount" field.
+func (u *ApiKeyUpsertOne) ClearCreditsRefillAmount() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsRefillAmount()
+	})
+}
+
+// SetCreditsRefillInterval sets the "credits_refill_interval" field.
+func (u *ApiKeyUpsertOne) SetCreditsRefillInterval(v apikey.CreditsRefillInterval) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsRefillInterval(v)
+	})
+}
+
+// UpdateCreditsRefillInterval sets the "credits_refill_interval" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateCreditsRefillInterval() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsRefillInterval()
+	})
+}
+
+// ClearCreditsRefillInterval clears the value of the "credits_refill_interval" field.
+func (u *ApiKeyUpsertOne) ClearCreditsRefillInterval() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsRefillInterval()
+	})
+}
+
+// SetCreditsGranted sets the "credits_granted" field.
+func (u *ApiKeyUpsertOne) SetCreditsGranted(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsGranted(v)
+	})
+}
+
+// AddCreditsGranted adds v to the "credits_granted" field.
+func (u *ApiKeyUpsertOne) AddCreditsGranted(v int64) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddCreditsGranted(v)
+	})
+}
+
+// UpdateCreditsGranted sets the "credits_granted" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateCreditsGranted() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsGranted()
+	})
+}
+
+// ClearCreditsGranted clears the value of the "credits_granted" field.
+func (u *ApiKeyUpsertOne) ClearCreditsGranted() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsGranted()
+	})
+}
+
+// SetCreditsPeriodStart sets the "credits_period_start" field.
+func (u *ApiKeyUpsertOne) SetCreditsPeriodStart(v time.Time) *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsPeriodStart(v)
+	})
+}
+
+// UpdateCreditsPeriodStart sets the "credits_period_start" field to the value that was provided on create.
+func (u *ApiKeyUpsertOne) UpdateCreditsPeriodStart() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsPeriodStart()
+	})
+}
+
+// ClearCreditsPeriodStart clears the value of the "credits_period_start" field.
+func (u *ApiKeyUpsertOne) ClearCreditsPeriodStart() *ApiKeyUpsertOne {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsPeriodStart()
 	})
 }
 
@@ -2054,6 +2433,153 @@ func (u *ApiKeyUpsertBulk) SetEnabled(v bool) *ApiKeyUpsertBulk {
 func (u *ApiKeyUpsertBulk) UpdateEnabled() *ApiKeyUpsertBulk {
 	return u.Update(func(s *ApiKeyUpsert) {
 		s.UpdateEnabled()
+	})
+}
+
+// SetLimits sets the "limits" field.
+func (u *ApiKeyUpsertBulk) SetLimits(v []limitspec.Named) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetLimits(v)
+	})
+}
+
+// UpdateLimits sets the "limits" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateLimits() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateLimits()
+	})
+}
+
+// ClearLimits clears the value of the "limits" field.
+func (u *ApiKeyUpsertBulk) ClearLimits() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearLimits()
+	})
+}
+
+// SetCreditsRemaining sets the "credits_remaining" field.
+func (u *ApiKeyUpsertBulk) SetCreditsRemaining(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsRemaining(v)
+	})
+}
+
+// AddCreditsRemaining adds v to the "credits_remaining" field.
+func (u *ApiKeyUpsertBulk) AddCreditsRemaining(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddCreditsRemaining(v)
+	})
+}
+
+// UpdateCreditsRemaining sets the "credits_remaining" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateCreditsRemaining() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsRemaining()
+	})
+}
+
+// ClearCreditsRemaining clears the value of the "credits_remaining" field.
+func (u *ApiKeyUpsertBulk) ClearCreditsRemaining() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsRemaining()
+	})
+}
+
+// SetCreditsRefillAmount sets the "credits_refill_amount" field.
+func (u *ApiKeyUpsertBulk) SetCreditsRefillAmount(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsRefillAmount(v)
+	})
+}
+
+// AddCreditsRefillAmount adds v to the "credits_refill_amount" field.
+func (u *ApiKeyUpsertBulk) AddCreditsRefillAmount(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddCreditsRefillAmount(v)
+	})
+}
+
+// UpdateCreditsRefillAmount sets the "credits_refill_amount" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateCreditsRefillAmount() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsRefillAmount()
+	})
+}
+
+// ClearCreditsRefillAmount clears the value of the "credits_refill_amount" field.
+func (u *ApiKeyUpsertBulk) ClearCreditsRefillAmount() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsRefillAmount()
+	})
+}
+
+// SetCreditsRefillInterval sets the "credits_refill_interval" field.
+func (u *ApiKeyUpsertBulk) SetCreditsRefillInterval(v apikey.CreditsRefillInterval) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsRefillInterval(v)
+	})
+}
+
+// UpdateCreditsRefillInterval sets the "credits_refill_interval" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateCreditsRefillInterval() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsRefillInterval()
+	})
+}
+
+// ClearCreditsRefillInterval clears the value of the "credits_refill_interval" field.
+func (u *ApiKeyUpsertBulk) ClearCreditsRefillInterval() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsRefillInterval()
+	})
+}
+
+// SetCreditsGranted sets the "credits_granted" field.
+func (u *ApiKeyUpsertBulk) SetCreditsGranted(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsGranted(v)
+	})
+}
+
+// AddCreditsGranted adds v to the "credits_granted" field.
+func (u *ApiKeyUpsertBulk) AddCreditsGranted(v int64) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.AddCreditsGranted(v)
+	})
+}
+
+// UpdateCreditsGranted sets the "credits_granted" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateCreditsGranted() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsGranted()
+	})
+}
+
+// ClearCreditsGranted clears the value of the "credits_granted" field.
+func (u *ApiKeyUpsertBulk) ClearCreditsGranted() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsGranted()
+	})
+}
+
+// SetCreditsPeriodStart sets the "credits_period_start" field.
+func (u *ApiKeyUpsertBulk) SetCreditsPeriodStart(v time.Time) *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.SetCreditsPeriodStart(v)
+	})
+}
+
+// UpdateCreditsPeriodStart sets the "credits_period_start" field to the value that was provided on create.
+func (u *ApiKeyUpsertBulk) UpdateCreditsPeriodStart() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.UpdateCreditsPeriodStart()
+	})
+}
+
+// ClearCreditsPeriodStart clears the value of the "credits_period_start" field.
+func (u *ApiKeyUpsertBulk) ClearCreditsPeriodStart() *ApiKeyUpsertBulk {
+	return u.Update(func(s *ApiKeyUpsert) {
+		s.ClearCreditsPeriodStart()
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/predicate"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 )
 
 // ApiKeyUpdate is the builder for updating ApiKey entities.
@@ -335,6 +336,145 @@ func (_u *ApiKeyUpdate) SetNillableEnabled(v *bool) *ApiKeyUpdate {
 	return _u
 }
 
+// SetLimits sets the "limits" field.
+func (_u *ApiKeyUpdate) SetLimits(v []limitspec.Named) *ApiKeyUpdate {
+	_u.mutation.SetLimits(v)
+	return _u
+}
+
+// AppendLimits appends value to the "limits" field.
+func (_u *ApiKeyUpdate) AppendLimits(v []limitspec.Named) *ApiKeyUpdate {
+	_u.mutation.AppendLimits(v)
+	return _u
+}
+
+// ClearLimits clears the value of the "limits" field.
+func (_u *ApiKeyUpdate) ClearLimits() *ApiKeyUpdate {
+	_u.mutation.ClearLimits()
+	return _u
+}
+
+// SetCreditsRemaining sets the "credits_remaining" field.
+func (_u *ApiKeyUpdate) SetCreditsRemaining(v int64) *ApiKeyUpdate {
+	_u.mutation.ResetCreditsRemaining()
+	_u.mutation.SetCreditsRemaining(v)
+	return _u
+}
+
+// SetNillableCreditsRemaining sets the "credits_remaining" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableCreditsRemaining(v *int64) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetCreditsRemaining(*v)
+	}
+	return _u
+}
+
+// AddCreditsRemaining adds value to the "credits_remaining" field.
+func (_u *ApiKeyUpdate) AddCreditsRemaining(v int64) *ApiKeyUpdate {
+	_u.mutation.AddCreditsRemaining(v)
+	return _u
+}
+
+// ClearCreditsRemaining clears the value of the "credits_remaining" field.
+func (_u *ApiKeyUpdate) ClearCreditsRemaining() *ApiKeyUpdate {
+	_u.mutation.ClearCreditsRemaining()
+	return _u
+}
+
+// SetCreditsRefillAmount sets the "credits_refill_amount" field.
+func (_u *ApiKeyUpdate) SetCreditsRefillAmount(v int64) *ApiKeyUpdate {
+	_u.mutation.ResetCreditsRefillAmount()
+	_u.mutation.SetCreditsRefillAmount(v)
+	return _u
+}
+
+// SetNillableCreditsRefillAmount sets the "credits_refill_amount" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableCreditsRefillAmount(v *int64) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetCreditsRefillAmount(*v)
+	}
+	return _u
+}
+
+// AddCreditsRefillAmount adds value to the "credits_refill_amount" field.
+func (_u *ApiKeyUpdate) AddCreditsRefillAmount(v int64) *ApiKeyUpdate {
+	_u.mutation.AddCreditsRefillAmount(v)
+	return _u
+}
+
+// ClearCreditsRefillAmount clears the value of the "credits_refill_amount" field.
+func (_u *ApiKeyUpdate) ClearCreditsRefillAmount() *ApiKeyUpdate {
+	_u.mutation.ClearCreditsRefillAmount()
+	return _u
+}
+
+// SetCreditsRefillInterval sets the "credits_refill_interval" field.
+func (_u *ApiKeyUpdate) SetCreditsRefillInterval(v apikey.CreditsRefillInterval) *ApiKeyUpdate {
+	_u.mutation.SetCreditsRefillInterval(v)
+	return _u
+}
+
+// SetNillableCreditsRefillInterval sets the "credits_refill_interval" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableCreditsRefillInterval(v *apikey.CreditsRefillInterval) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetCreditsRefillInterval(*v)
+	}
+	return _u
+}
+
+// ClearCreditsRefillInterval clears the value of the "credits_refill_interval" field.
+func (_u *ApiKeyUpdate) ClearCreditsRefillInterval() *ApiKeyUpdate {
+	_u.mutation.ClearCreditsRefillInterval()
+	return _u
+}
+
+// SetCreditsGranted sets the "credits_granted" field.
+func (_u *ApiKeyUpdate) SetCreditsGranted(v int64) *ApiKeyUpdate {
+	_u.mutation.ResetCreditsGranted()
+	_u.mutation.SetCreditsGranted(v)
+	return _u
+}
+
+// SetNillableCreditsGranted sets the "credits_granted" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableCreditsGranted(v *int64) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetCreditsGranted(*v)
+	}
+	return _u
+}
+
+// AddCreditsGranted adds value to the "credits_granted" field.
+func (_u *ApiKeyUpdate) AddCreditsGranted(v int64) *ApiKeyUpdate {
+	_u.mutation.AddCreditsGranted(v)
+	return _u
+}
+
+// ClearCreditsGranted clears the value of the "credits_granted" field.
+func (_u *ApiKeyUpdate) ClearCreditsGranted() *ApiKeyUpdate {
+	_u.mutation.ClearCreditsGranted()
+	return _u
+}
+
+// SetCreditsPeriodStart sets the "credits_period_start" field.
+func (_u *ApiKeyUpdate) SetCreditsPeriodStart(v time.Time) *ApiKeyUpdate {
+	_u.mutation.SetCreditsPeriodStart(v)
+	return _u
+}
+
+// SetNillableCreditsPeriodStart sets the "credits_period_start" field if the given value is not nil.
+func (_u *ApiKeyUpdate) SetNillableCreditsPeriodStart(v *time.Time) *ApiKeyUpdate {
+	if v != nil {
+		_u.SetCreditsPeriodStart(*v)
+	}
+	return _u
+}
+
+// ClearCreditsPeriodStart clears the value of the "credits_period_start" field.
+func (_u *ApiKeyUpdate) ClearCreditsPeriodStart() *ApiKeyUpdate {
+	_u.mutation.ClearCreditsPeriodStart()
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdate) AddRotatedToIDs(ids ...string) *ApiKeyUpdate {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -433,6 +573,11 @@ func (_u *ApiKeyUpdate) check() error {
 	if v, ok := _u.mutation.OwnerID(); ok {
 		if err := apikey.OwnerIDValidator(v); err != nil {
 			return &ValidationError{Name: "owner_id", err: fmt.Errorf(`ent: validator failed for field "ApiKey.owner_id": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.CreditsRefillInterval(); ok {
+		if err := apikey.CreditsRefillIntervalValidator(v); err != nil {
+			return &ValidationError{Name: "credits_refill_interval", err: fmt.Errorf(`ent: validator failed for field "ApiKey.credits_refill_interval": %w`, err)}
 		}
 	}
 	return nil
@@ -561,6 +706,56 @@ func (_u *ApiKeyUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.Enabled(); ok {
 		_spec.SetField(apikey.FieldEnabled, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.Limits(); ok {
+		_spec.SetField(apikey.FieldLimits, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedLimits(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, apikey.FieldLimits, value)
+		})
+	}
+	if _u.mutation.LimitsCleared() {
+		_spec.ClearField(apikey.FieldLimits, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.CreditsRemaining(); ok {
+		_spec.SetField(apikey.FieldCreditsRemaining, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedCreditsRemaining(); ok {
+		_spec.AddField(apikey.FieldCreditsRemaining, field.TypeInt64, value)
+	}
+	if _u.mutation.CreditsRemainingCleared() {
+		_spec.ClearField(apikey.FieldCreditsRemaining, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.CreditsRefillAmount(); ok {
+		_spec.SetField(apikey.FieldCreditsRefillAmount, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedCreditsRefillAmount(); ok {
+		_spec.AddField(apikey.FieldCreditsRefillAmount, field.TypeInt64, value)
+	}
+	if _u.mutation.CreditsRefillAmountCleared() {
+		_spec.ClearField(apikey.FieldCreditsRefillAmount, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.CreditsRefillInterval(); ok {
+		_spec.SetField(apikey.FieldCreditsRefillInterval, field.TypeEnum, value)
+	}
+	if _u.mutation.CreditsRefillIntervalCleared() {
+		_spec.ClearField(apikey.FieldCreditsRefillInterval, field.TypeEnum)
+	}
+	if value, ok := _u.mutation.CreditsGranted(); ok {
+		_spec.SetField(apikey.FieldCreditsGranted, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedCreditsGranted(); ok {
+		_spec.AddField(apikey.FieldCreditsGranted, field.TypeInt64, value)
+	}
+	if _u.mutation.CreditsGrantedCleared() {
+		_spec.ClearField(apikey.FieldCreditsGranted, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.CreditsPeriodStart(); ok {
+		_spec.SetField(apikey.FieldCreditsPeriodStart, field.TypeTime, value)
+	}
+	if _u.mutation.CreditsPeriodStartCleared() {
+		_spec.ClearField(apikey.FieldCreditsPeriodStart, field.TypeTime)
 	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -934,6 +1129,145 @@ func (_u *ApiKeyUpdateOne) SetNillableEnabled(v *bool) *ApiKeyUpdateOne {
 	return _u
 }
 
+// SetLimits sets the "limits" field.
+func (_u *ApiKeyUpdateOne) SetLimits(v []limitspec.Named) *ApiKeyUpdateOne {
+	_u.mutation.SetLimits(v)
+	return _u
+}
+
+// AppendLimits appends value to the "limits" field.
+func (_u *ApiKeyUpdateOne) AppendLimits(v []limitspec.Named) *ApiKeyUpdateOne {
+	_u.mutation.AppendLimits(v)
+	return _u
+}
+
+// ClearLimits clears the value of the "limits" field.
+func (_u *ApiKeyUpdateOne) ClearLimits() *ApiKeyUpdateOne {
+	_u.mutation.ClearLimits()
+	return _u
+}
+
+// SetCreditsRemaining sets the "credits_remaining" field.
+func (_u *ApiKeyUpdateOne) SetCreditsRemaining(v int64) *ApiKeyUpdateOne {
+	_u.mutation.ResetCreditsRemaining()
+	_u.mutation.SetCreditsRemaining(v)
+	return _u
+}
+
+// SetNillableCreditsRemaining sets the "credits_remaining" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableCreditsRemaining(v *int64) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetCreditsRemaining(*v)
+	}
+	return _u
+}
+
+// AddCreditsRemaining adds value to the "credits_remaining" field.
+func (_u *ApiKeyUpdateOne) AddCreditsRemaining(v int64) *ApiKeyUpdateOne {
+	_u.mutation.AddCreditsRemaining(v)
+	return _u
+}
+
+// ClearCreditsRemaining clears the value of the "credits_remaining" field.
+func (_u *ApiKeyUpdateOne) ClearCreditsRemaining() *ApiKeyUpdateOne {
+	_u.mutation.ClearCreditsRemaining()
+	return _u
+}
+
+// SetCreditsRefillAmount sets the "credits_refill_amount" field.
+func (_u *ApiKeyUpdateOne) SetCreditsRefillAmount(v int64) *ApiKeyUpdateOne {
+	_u.mutation.ResetCreditsRefillAmount()
+	_u.mutation.SetCreditsRefillAmount(v)
+	return _u
+}
+
+// SetNillableCreditsRefillAmount sets the "credits_refill_amount" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableCreditsRefillAmount(v *int64) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetCreditsRefillAmount(*v)
+	}
+	return _u
+}
+
+// AddCreditsRefillAmount adds value to the "credits_refill_amount" field.
+func (_u *ApiKeyUpdateOne) AddCreditsRefillAmount(v int64) *ApiKeyUpdateOne {
+	_u.mutation.AddCreditsRefillAmount(v)
+	return _u
+}
+
+// ClearCreditsRefillAmount clears the value of the "credits_refill_amount" field.
+func (_u *ApiKeyUpdateOne) ClearCreditsRefillAmount() *ApiKeyUpdateOne {
+	_u.mutation.ClearCreditsRefillAmount()
+	return _u
+}
+
+// SetCreditsRefillInterval sets the "credits_refill_interval" field.
+func (_u *ApiKeyUpdateOne) SetCreditsRefillInterval(v apikey.CreditsRefillInterval) *ApiKeyUpdateOne {
+	_u.mutation.SetCreditsRefillInterval(v)
+	return _u
+}
+
+// SetNillableCreditsRefillInterval sets the "credits_refill_interval" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableCreditsRefillInterval(v *apikey.CreditsRefillInterval) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetCreditsRefillInterval(*v)
+	}
+	return _u
+}
+
+// ClearCreditsRefillInterval clears the value of the "credits_refill_interval" field.
+func (_u *ApiKeyUpdateOne) ClearCreditsRefillInterval() *ApiKeyUpdateOne {
+	_u.mutation.ClearCreditsRefillInterval()
+	return _u
+}
+
+// SetCreditsGranted sets the "credits_granted" field.
+func (_u *ApiKeyUpdateOne) SetCreditsGranted(v int64) *ApiKeyUpdateOne {
+	_u.mutation.ResetCreditsGranted()
+	_u.mutation.SetCreditsGranted(v)
+	return _u
+}
+
+// SetNillableCreditsGranted sets the "credits_granted" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableCreditsGranted(v *int64) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetCreditsGranted(*v)
+	}
+	return _u
+}
+
+// AddCreditsGranted adds value to the "credits_granted" field.
+func (_u *ApiKeyUpdateOne) AddCreditsGranted(v int64) *ApiKeyUpdateOne {
+	_u.mutation.AddCreditsGranted(v)
+	return _u
+}
+
+// ClearCreditsGranted clears the value of the "credits_granted" field.
+func (_u *ApiKeyUpdateOne) ClearCreditsGranted() *ApiKeyUpdateOne {
+	_u.mutation.ClearCreditsGranted()
+	return _u
+}
+
+// SetCreditsPeriodStart sets the "credits_period_start" field.
+func (_u *ApiKeyUpdateOne) SetCreditsPeriodStart(v time.Time) *ApiKeyUpdateOne {
+	_u.mutation.SetCreditsPeriodStart(v)
+	return _u
+}
+
+// SetNillableCreditsPeriodStart sets the "credits_period_start" field if the given value is not nil.
+func (_u *ApiKeyUpdateOne) SetNillableCreditsPeriodStart(v *time.Time) *ApiKeyUpdateOne {
+	if v != nil {
+		_u.SetCreditsPeriodStart(*v)
+	}
+	return _u
+}
+
+// ClearCreditsPeriodStart clears the value of the "credits_period_start" field.
+func (_u *ApiKeyUpdateOne) ClearCreditsPeriodStart() *ApiKeyUpdateOne {
+	_u.mutation.ClearCreditsPeriodStart()
+	return _u
+}
+
 // AddRotatedToIDs adds the "rotated_to" edge to the ApiKey entity by IDs.
 func (_u *ApiKeyUpdateOne) AddRotatedToIDs(ids ...string) *ApiKeyUpdateOne {
 	_u.mutation.AddRotatedToIDs(ids...)
@@ -1045,6 +1379,11 @@ func (_u *ApiKeyUpdateOne) check() error {
 	if v, ok := _u.mutation.OwnerID(); ok {
 		if err := apikey.OwnerIDValidator(v); err != nil {
 			return &ValidationError{Name: "owner_id", err: fmt.Errorf(`ent: validator failed for field "ApiKey.owner_id": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.CreditsRefillInterval(); ok {
+		if err := apikey.CreditsRefillIntervalValidator(v); err != nil {
+			return &ValidationError{Name: "credits_refill_interval", err: fmt.Errorf(`ent: validator failed for field "ApiKey.credits_refill_interval": %w`, err)}
 		}
 	}
 	return nil
@@ -1190,6 +1529,56 @@ func (_u *ApiKeyUpdateOne) sqlSave(ctx context.Context) (_node *ApiKey, err erro
 	}
 	if value, ok := _u.mutation.Enabled(); ok {
 		_spec.SetField(apikey.FieldEnabled, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.Limits(); ok {
+		_spec.SetField(apikey.FieldLimits, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedLimits(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, apikey.FieldLimits, value)
+		})
+	}
+	if _u.mutation.LimitsCleared() {
+		_spec.ClearField(apikey.FieldLimits, field.TypeJSON)
+	}
+	if value, ok := _u.mutation.CreditsRemaining(); ok {
+		_spec.SetField(apikey.FieldCreditsRemaining, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedCreditsRemaining(); ok {
+		_spec.AddField(apikey.FieldCreditsRemaining, field.TypeInt64, value)
+	}
+	if _u.mutation.CreditsRemainingCleared() {
+		_spec.ClearField(apikey.FieldCreditsRemaining, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.CreditsRefillAmount(); ok {
+		_spec.SetField(apikey.FieldCreditsRefillAmount, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedCreditsRefillAmount(); ok {
+		_spec.AddField(apikey.FieldCreditsRefillAmount, field.TypeInt64, value)
+	}
+	if _u.mutation.CreditsRefillAmountCleared() {
+		_spec.ClearField(apikey.FieldCreditsRefillAmount, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.CreditsRefillInterval(); ok {
+		_spec.SetField(apikey.FieldCreditsRefillInterval, field.TypeEnum, value)
+	}
+	if _u.mutation.CreditsRefillIntervalCleared() {
+		_spec.ClearField(apikey.FieldCreditsRefillInterval, field.TypeEnum)
+	}
+	if value, ok := _u.mutation.CreditsGranted(); ok {
+		_spec.SetField(apikey.FieldCreditsGranted, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedCreditsGranted(); ok {
+		_spec.AddField(apikey.FieldCreditsGranted, field.TypeInt64, value)
+	}
+	if _u.mutation.CreditsGrantedCleared() {
+		_spec.ClearField(apikey.FieldCreditsGranted, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.CreditsPeriodStart(); ok {
+		_spec.SetField(apikey.FieldCreditsPeriodStart, field.TypeTime, value)
+	}
+	if _u.mutation.CreditsPeriodStartCleared() {
+		_spec.ClearField(apikey.FieldCreditsPeriodStart, field.TypeTime)
 	}
 	if _u.mutation.RotatedToCleared() {
 		edge := &sqlgraph.EdgeSpec{

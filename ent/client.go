@@ -17,6 +17,8 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
@@ -36,6 +38,10 @@ type Client struct {
 	ApiKey *ApiKeyClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
+	// Owner is the client for interacting with the Owner builders.
+	Owner *OwnerClient
+	// Plan is the client for interacting with the Plan builders.
+	Plan *PlanClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
 	// UsageLog is the client for interacting with the UsageLog builders.
@@ -61,6 +67,8 @@ func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.ApiKey = NewApiKeyClient(c.config)
 	c.AuditLog = NewAuditLogClient(c.config)
+	c.Owner = NewOwnerClient(c.config)
+	c.Plan = NewPlanClient(c.config)
 	c.Tenant = NewTenantClient(c.config)
 	c.UsageLog = NewUsageLogClient(c.config)
 	c.UsageRollup = NewUsageRollupClient(c.config)
@@ -161,6 +169,8 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		config:          cfg,
 		ApiKey:          NewApiKeyClient(cfg),
 		AuditLog:        NewAuditLogClient(cfg),
+		Owner:           NewOwnerClient(cfg),
+		Plan:            NewPlanClient(cfg),
 		Tenant:          NewTenantClient(cfg),
 		UsageLog:        NewUsageLogClient(cfg),
 		UsageRollup:     NewUsageRollupClient(cfg),
@@ -188,6 +198,8 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		config:          cfg,
 		ApiKey:          NewApiKeyClient(cfg),
 		AuditLog:        NewAuditLogClient(cfg),
+		Owner:           NewOwnerClient(cfg),
+		Plan:            NewPlanClient(cfg),
 		Tenant:          NewTenantClient(cfg),
 		UsageLog:        NewUsageLogClient(cfg),
 		UsageRollup:     NewUsageRollupClient(cfg),
@@ -223,8 +235,8 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.ApiKey, c.AuditLog, c.Tenant, c.UsageLog, c.UsageRollup, c.Webhook,
-		c.WebhookAttempt, c.WebhookDelivery,
+		c.ApiKey, c.AuditLog, c.Owner, c.Plan, c.Tenant, c.UsageLog, c.UsageRollup,
+		c.Webhook, c.WebhookAttempt, c.WebhookDelivery,
 	} {
 		n.Use(hooks...)
 	}
@@ -234,8 +246,8 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.ApiKey, c.AuditLog, c.Tenant, c.UsageLog, c.UsageRollup, c.Webhook,
-		c.WebhookAttempt, c.WebhookDelivery,
+		c.ApiKey, c.AuditLog, c.Owner, c.Plan, c.Tenant, c.UsageLog, c.UsageRollup,
+		c.Webhook, c.WebhookAttempt, c.WebhookDelivery,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -248,6 +260,10 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.ApiKey.mutate(ctx, m)
 	case *AuditLogMutation:
 		return c.AuditLog.mutate(ctx, m)
+	case *OwnerMutation:
+		return c.Owner.mutate(ctx, m)
+	case *PlanMutation:
+		return c.Plan.mutate(ctx, m)
 	case *TenantMutation:
 		return c.Tenant.mutate(ctx, m)
 	case *UsageLogMutation:
@@ -578,6 +594,274 @@ func (c *AuditLogClient) mutate(ctx context.Context, m *AuditLogMutation) (Value
 		return (&AuditLogDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown AuditLog mutation op: %q", m.Op())
+	}
+}
+
+// OwnerClient is a client for the Owner schema.
+type OwnerClient struct {
+	config
+}
+
+// NewOwnerClient returns a client for the Owner from the given config.
+func NewOwnerClient(c config) *OwnerClient {
+	return &OwnerClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `owner.Hooks(f(g(h())))`.
+func (c *OwnerClient) Use(hooks ...Hook) {
+	c.hooks.Owner = append(c.hooks.Owner, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `owner.Intercept(f(g(h())))`.
+func (c *OwnerClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Owner = append(c.inters.Owner, interceptors...)
+}
+
+// Create returns a builder for creating a Owner entity.
+func (c *OwnerClient) Create() *OwnerCreate {
+	mutation := newOwnerMutation(c.config, OpCreate)
+	return &OwnerCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Owner entities.
+func (c *OwnerClient) CreateBulk(builders ...*OwnerCreate) *OwnerCreateBulk {
+	return &OwnerCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *OwnerClient) MapCreateBulk(slice any, setFunc func(*OwnerCreate, int)) *OwnerCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &OwnerCreateBulk{err: fmt.Errorf("calling to OwnerClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*OwnerCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &OwnerCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Owner.
+func (c *OwnerClient) Update() *OwnerUpdate {
+	mutation := newOwnerMutation(c.config, OpUpdate)
+	return &OwnerUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *OwnerClient) UpdateOne(_m *Owner) *OwnerUpdateOne {
+	mutation := newOwnerMutation(c.config, OpUpdateOne, withOwner(_m))
+	return &OwnerUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *OwnerClient) UpdateOneID(id string) *OwnerUpdateOne {
+	mutation := newOwnerMutation(c.config, OpUpdateOne, withOwnerID(id))
+	return &OwnerUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Owner.
+func (c *OwnerClient) Delete() *OwnerDelete {
+	mutation := newOwnerMutation(c.config, OpDelete)
+	return &OwnerDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *OwnerClient) DeleteOne(_m *Owner) *OwnerDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *OwnerClient) DeleteOneID(id string) *OwnerDeleteOne {
+	builder := c.Delete().Where(owner.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &OwnerDeleteOne{builder}
+}
+
+// Query returns a query builder for Owner.
+func (c *OwnerClient) Query() *OwnerQuery {
+	return &OwnerQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeOwner},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Owner entity by its id.
+func (c *OwnerClient) Get(ctx context.Context, id string) (*Owner, error) {
+	return c.Query().Where(owner.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *OwnerClient) GetX(ctx context.Context, id string) *Owner {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *OwnerClient) Hooks() []Hook {
+	hooks := c.hooks.Owner
+	return append(hooks[:len(hooks):len(hooks)], owner.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *OwnerClient) Interceptors() []Interceptor {
+	return c.inters.Owner
+}
+
+func (c *OwnerClient) mutate(ctx context.Context, m *OwnerMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&OwnerCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&OwnerUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&OwnerUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&OwnerDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Owner mutation op: %q", m.Op())
+	}
+}
+
+// PlanClient is a client for the Plan schema.
+type PlanClient struct {
+	config
+}
+
+// NewPlanClient returns a client for the Plan from the given config.
+func NewPlanClient(c config) *PlanClient {
+	return &PlanClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `plan.Hooks(f(g(h())))`.
+func (c *PlanClient) Use(hooks ...Hook) {
+	c.hooks.Plan = append(c.hooks.Plan, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `plan.Intercept(f(g(h())))`.
+func (c *PlanClient) Intercept(interceptors ...Interceptor) {
+	c.inters.Plan = append(c.inters.Plan, interceptors...)
+}
+
+// Create returns a builder for creating a Plan entity.
+func (c *PlanClient) Create() *PlanCreate {
+	mutation := newPlanMutation(c.config, OpCreate)
+	return &PlanCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of Plan entities.
+func (c *PlanClient) CreateBulk(builders ...*PlanCreate) *PlanCreateBulk {
+	return &PlanCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *PlanClient) MapCreateBulk(slice any, setFunc func(*PlanCreate, int)) *PlanCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &PlanCreateBulk{err: fmt.Errorf("calling to PlanClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*PlanCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &PlanCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for Plan.
+func (c *PlanClient) Update() *PlanUpdate {
+	mutation := newPlanMutation(c.config, OpUpdate)
+	return &PlanUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *PlanClient) UpdateOne(_m *Plan) *PlanUpdateOne {
+	mutation := newPlanMutation(c.config, OpUpdateOne, withPlan(_m))
+	return &PlanUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *PlanClient) UpdateOneID(id string) *PlanUpdateOne {
+	mutation := newPlanMutation(c.config, OpUpdateOne, withPlanID(id))
+	return &PlanUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for Plan.
+func (c *PlanClient) Delete() *PlanDelete {
+	mutation := newPlanMutation(c.config, OpDelete)
+	return &PlanDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *PlanClient) DeleteOne(_m *Plan) *PlanDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *PlanClient) DeleteOneID(id string) *PlanDeleteOne {
+	builder := c.Delete().Where(plan.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &PlanDeleteOne{builder}
+}
+
+// Query returns a query builder for Plan.
+func (c *PlanClient) Query() *PlanQuery {
+	return &PlanQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypePlan},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a Plan entity by its id.
+func (c *PlanClient) Get(ctx context.Context, id string) (*Plan, error) {
+	return c.Query().Where(plan.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *PlanClient) GetX(ctx context.Context, id string) *Plan {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *PlanClient) Hooks() []Hook {
+	hooks := c.hooks.Plan
+	return append(hooks[:len(hooks):len(hooks)], plan.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *PlanClient) Interceptors() []Interceptor {
+	return c.inters.Plan
+}
+
+func (c *PlanClient) mutate(ctx context.Context, m *PlanMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&PlanCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&PlanUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&PlanUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&PlanDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown Plan mutation op: %q", m.Op())
 	}
 }
 
@@ -1500,12 +1784,12 @@ func (c *WebhookDeliveryClient) mutate(ctx context.Context, m *WebhookDeliveryMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		ApiKey, AuditLog, Tenant, UsageLog, UsageRollup, Webhook, WebhookAttempt,
-		WebhookDelivery []ent.Hook
+		ApiKey, AuditLog, Owner, Plan, Tenant, UsageLog, UsageRollup, Webhook,
+		WebhookAttempt, WebhookDelivery []ent.Hook
 	}
 	inters struct {
-		ApiKey, AuditLog, Tenant, UsageLog, UsageRollup, Webhook, WebhookAttempt,
-		WebhookDelivery []ent.Interceptor
+		ApiKey, AuditLog, Owner, Plan, Tenant, UsageLog, UsageRollup, Webhook,
+		WebhookAttempt, WebhookDelivery []ent.Interceptor
 	}
 )
 

@@ -14,6 +14,8 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
@@ -82,6 +84,8 @@ func checkColumn(t, c string) error {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
 			apikey.Table:          apikey.ValidColumn,
 			auditlog.Table:        auditlog.ValidColumn,
+			owner.Table:           owner.ValidColumn,
+			plan.Table:            plan.ValidColumn,
 			tenant.Table:          tenant.ValidColumn,
 			usagelog.Table:        usagelog.ValidColumn,
 			usagerollup.Table:     usagerollup.ValidColumn,

@@ -5,6 +5,8 @@ package ent
 import (
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
@@ -21,7 +23,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 8)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 10)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -59,6 +61,12 @@ var schemaGraph = func() *sqlgraph.Schema {
 			apikey.FieldMeta:                   {Type: field.TypeJSON, Column: apikey.FieldMeta},
 			apikey.FieldPermissions:            {Type: field.TypeJSON, Column: apikey.FieldPermissions},
 			apikey.FieldEnabled:                {Type: field.TypeBool, Column: apikey.FieldEnabled},
+			apikey.FieldLimits:                 {Type: field.TypeJSON, Column: apikey.FieldLimits},
+			apikey.FieldCreditsRemaining:       {Type: field.TypeInt64, Column: apikey.FieldCreditsRemaining},
+			apikey.FieldCreditsRefillAmount:    {Type: field.TypeInt64, Column: apikey.FieldCreditsRefillAmount},
+			apikey.FieldCreditsRefillInterval:  {Type: field.TypeEnum, Column: apikey.FieldCreditsRefillInterval},
+			apikey.FieldCreditsGranted:         {Type: field.TypeInt64, Column: apikey.FieldCreditsGranted},
+			apikey.FieldCreditsPeriodStart:     {Type: field.TypeTime, Column: apikey.FieldCreditsPeriodStart},
 		},
 	}
 	graph.Nodes[1] = &sqlgraph.Node{
@@ -84,6 +92,53 @@ var schemaGraph = func() *sqlgraph.Schema {
 	}
 	graph.Nodes[2] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
+			Table:   owner.Table,
+			Columns: owner.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: owner.FieldID,
+			},
+		},
+		Type: "Owner",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			owner.FieldCreatedAt:              {Type: field.TypeTime, Column: owner.FieldCreatedAt},
+			owner.FieldUpdatedAt:              {Type: field.TypeTime, Column: owner.FieldUpdatedAt},
+			owner.FieldTenantID:               {Type: field.TypeString, Column: owner.FieldTenantID},
+			owner.FieldOwnerID:                {Type: field.TypeString, Column: owner.FieldOwnerID},
+			owner.FieldMeta:                   {Type: field.TypeJSON, Column: owner.FieldMeta},
+			owner.FieldRateLimit:              {Type: field.TypeInt, Column: owner.FieldRateLimit},
+			owner.FieldRateLimitWindowSeconds: {Type: field.TypeInt, Column: owner.FieldRateLimitWindowSeconds},
+			owner.FieldQuota:                  {Type: field.TypeInt64, Column: owner.FieldQuota},
+			owner.FieldQuotaPeriod:            {Type: field.TypeEnum, Column: owner.FieldQuotaPeriod},
+		},
+	}
+	graph.Nodes[3] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   plan.Table,
+			Columns: plan.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeString,
+				Column: plan.FieldID,
+			},
+		},
+		Type: "Plan",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			plan.FieldCreatedAt:                    {Type: field.TypeTime, Column: plan.FieldCreatedAt},
+			plan.FieldUpdatedAt:                    {Type: field.TypeTime, Column: plan.FieldUpdatedAt},
+			plan.FieldName:                         {Type: field.TypeString, Column: plan.FieldName},
+			plan.FieldKeyRateLimit:                 {Type: field.TypeInt, Column: plan.FieldKeyRateLimit},
+			plan.FieldKeyRateLimitWindowSeconds:    {Type: field.TypeInt, Column: plan.FieldKeyRateLimitWindowSeconds},
+			plan.FieldKeyQuota:                     {Type: field.TypeInt64, Column: plan.FieldKeyQuota},
+			plan.FieldQuotaPeriod:                  {Type: field.TypeEnum, Column: plan.FieldQuotaPeriod},
+			plan.FieldTenantRateLimit:              {Type: field.TypeInt, Column: plan.FieldTenantRateLimit},
+			plan.FieldTenantRateLimitWindowSeconds: {Type: field.TypeInt, Column: plan.FieldTenantRateLimitWindowSeconds},
+			plan.FieldTenantQuota:                  {Type: field.TypeInt64, Column: plan.FieldTenantQuota},
+			plan.FieldMaxKeys:                      {Type: field.TypeInt, Column: plan.FieldMaxKeys},
+			plan.FieldKeyLimits:                    {Type: field.TypeJSON, Column: plan.FieldKeyLimits},
+		},
+	}
+	graph.Nodes[4] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
 			Table:   tenant.Table,
 			Columns: tenant.Columns,
 			ID: &sqlgraph.FieldSpec{
@@ -102,7 +157,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			tenant.FieldKeyPrefix: {Type: field.TypeString, Column: tenant.FieldKeyPrefix},
 		},
 	}
-	graph.Nodes[3] = &sqlgraph.Node{
+	graph.Nodes[5] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   usagelog.Table,
 			Columns: usagelog.Columns,
@@ -125,7 +180,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			usagelog.FieldAt:            {Type: field.TypeTime, Column: usagelog.FieldAt},
 		},
 	}
-	graph.Nodes[4] = &sqlgraph.Node{
+	graph.Nodes[6] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   usagerollup.Table,
 			Columns: usagerollup.Columns,
@@ -164,7 +219,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			usagerollup.FieldLatP:          {Type: field.TypeInt64, Column: usagerollup.FieldLatP},
 		},
 	}
-	graph.Nodes[5] = &sqlgraph.Node{
+	graph.Nodes[7] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhook.Table,
 			Columns: webhook.Columns,
@@ -189,7 +244,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhook.FieldFailingSince:            {Type: field.TypeTime, Column: webhook.FieldFailingSince},
 		},
 	}
-	graph.Nodes[6] = &sqlgraph.Node{
+	graph.Nodes[8] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookattempt.Table,
 			Columns: webhookattempt.Columns,
@@ -210,7 +265,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			webhookattempt.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookattempt.FieldNextAttemptAt},
 		},
 	}
-	graph.Nodes[7] = &sqlgraph.Node{
+	graph.Nodes[9] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -536,6 +591,36 @@ func (f *ApiKeyFilter) WhereEnabled(p entql.BoolP) {
 	f.Where(p.Field(apikey.FieldEnabled))
 }
 
+// WhereLimits applies the entql json.RawMessage predicate on the limits field.
+func (f *ApiKeyFilter) WhereLimits(p entql.BytesP) {
+	f.Where(p.Field(apikey.FieldLimits))
+}
+
+// WhereCreditsRemaining applies the entql int64 predicate on the credits_remaining field.
+func (f *ApiKeyFilter) WhereCreditsRemaining(p entql.Int64P) {
+	f.Where(p.Field(apikey.FieldCreditsRemaining))
+}
+
+// WhereCreditsRefillAmount applies the entql int64 predicate on the credits_refill_amount field.
+func (f *ApiKeyFilter) WhereCreditsRefillAmount(p entql.Int64P) {
+	f.Where(p.Field(apikey.FieldCreditsRefillAmount))
+}
+
+// WhereCreditsRefillInterval applies the entql string predicate on the credits_refill_interval field.
+func (f *ApiKeyFilter) WhereCreditsRefillInterval(p entql.StringP) {
+	f.Where(p.Field(apikey.FieldCreditsRefillInterval))
+}
+
+// WhereCreditsGranted applies the entql int64 predicate on the credits_granted field.
+func (f *ApiKeyFilter) WhereCreditsGranted(p entql.Int64P) {
+	f.Where(p.Field(apikey.FieldCreditsGranted))
+}
+
+// WhereCreditsPeriodStart applies the entql time.Time predicate on the credits_period_start field.
+func (f *ApiKeyFilter) WhereCreditsPeriodStart(p entql.TimeP) {
+	f.Where(p.Field(apikey.FieldCreditsPeriodStart))
+}
+
 // WhereHasTenant applies a predicate to check if query has an edge tenant.
 func (f *ApiKeyFilter) WhereHasTenant() {
 	f.Where(entql.HasEdge("tenant"))
@@ -659,6 +744,191 @@ func (f *AuditLogFilter) WhereCreatedAt(p entql.TimeP) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *OwnerQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the OwnerQuery builder.
+func (_q *OwnerQuery) Filter() *OwnerFilter {
+	return &OwnerFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *OwnerMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the OwnerMutation builder.
+func (m *OwnerMutation) Filter() *OwnerFilter {
+	return &OwnerFilter{config: m.config, predicateAdder: m}
+}
+
+// OwnerFilter provides a generic filtering capability at runtime for OwnerQuery.
+type OwnerFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *OwnerFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[2].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *OwnerFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(owner.FieldID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *OwnerFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(owner.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *OwnerFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(owner.FieldUpdatedAt))
+}
+
+// WhereTenantID applies the entql string predicate on the tenant_id field.
+func (f *OwnerFilter) WhereTenantID(p entql.StringP) {
+	f.Where(p.Field(owner.FieldTenantID))
+}
+
+// WhereOwnerID applies the entql string predicate on the owner_id field.
+func (f *OwnerFilter) WhereOwnerID(p entql.StringP) {
+	f.Where(p.Field(owner.FieldOwnerID))
+}
+
+// WhereMeta applies the entql json.RawMessage predicate on the meta field.
+func (f *OwnerFilter) WhereMeta(p entql.BytesP) {
+	f.Where(p.Field(owner.FieldMeta))
+}
+
+// WhereRateLimit applies the entql int predicate on the rate_limit field.
+func (f *OwnerFilter) WhereRateLimit(p entql.IntP) {
+	f.Where(p.Field(owner.FieldRateLimit))
+}
+
+// WhereRateLimitWindowSeconds applies the entql int predicate on the rate_limit_window_seconds field.
+func (f *OwnerFilter) WhereRateLimitWindowSeconds(p entql.IntP) {
+	f.Where(p.Field(owner.FieldRateLimitWindowSeconds))
+}
+
+// WhereQuota applies the entql int64 predicate on the quota field.
+func (f *OwnerFilter) WhereQuota(p entql.Int64P) {
+	f.Where(p.Field(owner.FieldQuota))
+}
+
+// WhereQuotaPeriod applies the entql string predicate on the quota_period field.
+func (f *OwnerFilter) WhereQuotaPeriod(p entql.StringP) {
+	f.Where(p.Field(owner.FieldQuotaPeriod))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *PlanQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the PlanQuery builder.
+func (_q *PlanQuery) Filter() *PlanFilter {
+	return &PlanFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *PlanMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the PlanMutation builder.
+func (m *PlanMutation) Filter() *PlanFilter {
+	return &PlanFilter{config: m.config, predicateAdder: m}
+}
+
+// PlanFilter provides a generic filtering capability at runtime for PlanQuery.
+type PlanFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *PlanFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql string predicate on the id field.
+func (f *PlanFilter) WhereID(p entql.StringP) {
+	f.Where(p.Field(plan.FieldID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *PlanFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(plan.FieldCreatedAt))
+}
+
+// WhereUpdatedAt applies the entql time.Time predicate on the updated_at field.
+func (f *PlanFilter) WhereUpdatedAt(p entql.TimeP) {
+	f.Where(p.Field(plan.FieldUpdatedAt))
+}
+
+// WhereName applies the entql string predicate on the name field.
+func (f *PlanFilter) WhereName(p entql.StringP) {
+	f.Where(p.Field(plan.FieldName))
+}
+
+// WhereKeyRateLimit applies the entql int predicate on the key_rate_limit field.
+func (f *PlanFilter) WhereKeyRateLimit(p entql.IntP) {
+	f.Where(p.Field(plan.FieldKeyRateLimit))
+}
+
+// WhereKeyRateLimitWindowSeconds applies the entql int predicate on the key_rate_limit_window_seconds field.
+func (f *PlanFilter) WhereKeyRateLimitWindowSeconds(p entql.IntP) {
+	f.Where(p.Field(plan.FieldKeyRateLimitWindowSeconds))
+}
+
+// WhereKeyQuota applies the entql int64 predicate on the key_quota field.
+func (f *PlanFilter) WhereKeyQuota(p entql.Int64P) {
+	f.Where(p.Field(plan.FieldKeyQuota))
+}
+
+// WhereQuotaPeriod applies the entql string predicate on the quota_period field.
+func (f *PlanFilter) WhereQuotaPeriod(p entql.StringP) {
+	f.Where(p.Field(plan.FieldQuotaPeriod))
+}
+
+// WhereTenantRateLimit applies the entql int predicate on the tenant_rate_limit field.
+func (f *PlanFilter) WhereTenantRateLimit(p entql.IntP) {
+	f.Where(p.Field(plan.FieldTenantRateLimit))
+}
+
+// WhereTenantRateLimitWindowSeconds applies the entql int predicate on the tenant_rate_limit_window_seconds field.
+func (f *PlanFilter) WhereTenantRateLimitWindowSeconds(p entql.IntP) {
+	f.Where(p.Field(plan.FieldTenantRateLimitWindowSeconds))
+}
+
+// WhereTenantQuota applies the entql int64 predicate on the tenant_quota field.
+func (f *PlanFilter) WhereTenantQuota(p entql.Int64P) {
+	f.Where(p.Field(plan.FieldTenantQuota))
+}
+
+// WhereMaxKeys applies the entql int predicate on the max_keys field.
+func (f *PlanFilter) WhereMaxKeys(p entql.IntP) {
+	f.Where(p.Field(plan.FieldMaxKeys))
+}
+
+// WhereKeyLimits applies the entql json.RawMessage predicate on the key_limits field.
+func (f *PlanFilter) WhereKeyLimits(p entql.BytesP) {
+	f.Where(p.Field(plan.FieldKeyLimits))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *TenantQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -687,7 +957,7 @@ type TenantFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *TenantFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[2].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -790,7 +1060,7 @@ type UsageLogFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *UsageLogFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -880,7 +1150,7 @@ type UsageRollupFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *UsageRollupFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1050,7 +1320,7 @@ type WebhookFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1178,7 +1448,7 @@ type WebhookAttemptFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookAttemptFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -1272,7 +1542,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

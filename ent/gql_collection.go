@@ -12,6 +12,8 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
@@ -197,6 +199,11 @@ func (_q *ApiKeyQuery) collectField(ctx context.Context, oneNode bool, opCtx *gr
 				selectedFields = append(selectedFields, apikey.FieldEnabled)
 				fieldSeen[apikey.FieldEnabled] = struct{}{}
 			}
+		case "limits":
+			if _, ok := fieldSeen[apikey.FieldLimits]; !ok {
+				selectedFields = append(selectedFields, apikey.FieldLimits)
+				fieldSeen[apikey.FieldLimits] = struct{}{}
+			}
 		case "id":
 		case "__typename":
 		default:
@@ -380,6 +387,279 @@ func newAuditLogPaginateArgs(rv map[string]any) *auditlogPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*AuditLogWhereInput); ok {
 		args.opts = append(args.opts, WithAuditLogFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *OwnerQuery) CollectFields(ctx context.Context, satisfies ...string) (*OwnerQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *OwnerQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(owner.Columns))
+		selectedFields = []string{owner.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[owner.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, owner.FieldCreatedAt)
+				fieldSeen[owner.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[owner.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, owner.FieldUpdatedAt)
+				fieldSeen[owner.FieldUpdatedAt] = struct{}{}
+			}
+		case "tenantID":
+			if _, ok := fieldSeen[owner.FieldTenantID]; !ok {
+				selectedFields = append(selectedFields, owner.FieldTenantID)
+				fieldSeen[owner.FieldTenantID] = struct{}{}
+			}
+		case "ownerID":
+			if _, ok := fieldSeen[owner.FieldOwnerID]; !ok {
+				selectedFields = append(selectedFields, owner.FieldOwnerID)
+				fieldSeen[owner.FieldOwnerID] = struct{}{}
+			}
+		case "meta":
+			if _, ok := fieldSeen[owner.FieldMeta]; !ok {
+				selectedFields = append(selectedFields, owner.FieldMeta)
+				fieldSeen[owner.FieldMeta] = struct{}{}
+			}
+		case "rateLimit":
+			if _, ok := fieldSeen[owner.FieldRateLimit]; !ok {
+				selectedFields = append(selectedFields, owner.FieldRateLimit)
+				fieldSeen[owner.FieldRateLimit] = struct{}{}
+			}
+		case "rateLimitWindowSeconds":
+			if _, ok := fieldSeen[owner.FieldRateLimitWindowSeconds]; !ok {
+				selectedFields = append(selectedFields, owner.FieldRateLimitWindowSeconds)
+				fieldSeen[owner.FieldRateLimitWindowSeconds] = struct{}{}
+			}
+		case "quota":
+			if _, ok := fieldSeen[owner.FieldQuota]; !ok {
+				selectedFields = append(selectedFields, owner.FieldQuota)
+				fieldSeen[owner.FieldQuota] = struct{}{}
+			}
+		case "quotaPeriod":
+			if _, ok := fieldSeen[owner.FieldQuotaPeriod]; !ok {
+				selectedFields = append(selectedFields, owner.FieldQuotaPeriod)
+				fieldSeen[owner.FieldQuotaPeriod] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type ownerPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []OwnerPaginateOption
+}
+
+func newOwnerPaginateArgs(rv map[string]any) *ownerPaginateArgs {
+	args := &ownerPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &OwnerOrder{Field: &OwnerOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithOwnerOrder(order))
+			}
+		case *OwnerOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithOwnerOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*OwnerWhereInput); ok {
+		args.opts = append(args.opts, WithOwnerFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *PlanQuery) CollectFields(ctx context.Context, satisfies ...string) (*PlanQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *PlanQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(plan.Columns))
+		selectedFields = []string{plan.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[plan.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, plan.FieldCreatedAt)
+				fieldSeen[plan.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[plan.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, plan.FieldUpdatedAt)
+				fieldSeen[plan.FieldUpdatedAt] = struct{}{}
+			}
+		case "name":
+			if _, ok := fieldSeen[plan.FieldName]; !ok {
+				selectedFields = append(selectedFields, plan.FieldName)
+				fieldSeen[plan.FieldName] = struct{}{}
+			}
+		case "keyRateLimit":
+			if _, ok := fieldSeen[plan.FieldKeyRateLimit]; !ok {
+				selectedFields = append(selectedFields, plan.FieldKeyRateLimit)
+				fieldSeen[plan.FieldKeyRateLimit] = struct{}{}
+			}
+		case "keyRateLimitWindowSeconds":
+			if _, ok := fieldSeen[plan.FieldKeyRateLimitWindowSeconds]; !ok {
+				selectedFields = append(selectedFields, plan.FieldKeyRateLimitWindowSeconds)
+				fieldSeen[plan.FieldKeyRateLimitWindowSeconds] = struct{}{}
+			}
+		case "keyQuota":
+			if _, ok := fieldSeen[plan.FieldKeyQuota]; !ok {
+				selectedFields = append(selectedFields, plan.FieldKeyQuota)
+				fieldSeen[plan.FieldKeyQuota] = struct{}{}
+			}
+		case "quotaPeriod":
+			if _, ok := fieldSeen[plan.FieldQuotaPeriod]; !ok {
+				selectedFields = append(selectedFields, plan.FieldQuotaPeriod)
+				fieldSeen[plan.FieldQuotaPeriod] = struct{}{}
+			}
+		case "tenantRateLimit":
+			if _, ok := fieldSeen[plan.FieldTenantRateLimit]; !ok {
+				selectedFields = append(selectedFields, plan.FieldTenantRateLimit)
+				fieldSeen[plan.FieldTenantRateLimit] = struct{}{}
+			}
+		case "tenantRateLimitWindowSeconds":
+			if _, ok := fieldSeen[plan.FieldTenantRateLimitWindowSeconds]; !ok {
+				selectedFields = append(selectedFields, plan.FieldTenantRateLimitWindowSeconds)
+				fieldSeen[plan.FieldTenantRateLimitWindowSeconds] = struct{}{}
+			}
+		case "tenantQuota":
+			if _, ok := fieldSeen[plan.FieldTenantQuota]; !ok {
+				selectedFields = append(selectedFields, plan.FieldTenantQuota)
+				fieldSeen[plan.FieldTenantQuota] = struct{}{}
+			}
+		case "maxKeys":
+			if _, ok := fieldSeen[plan.FieldMaxKeys]; !ok {
+				selectedFields = append(selectedFields, plan.FieldMaxKeys)
+				fieldSeen[plan.FieldMaxKeys] = struct{}{}
+			}
+		case "keyLimits":
+			if _, ok := fieldSeen[plan.FieldKeyLimits]; !ok {
+				selectedFields = append(selectedFields, plan.FieldKeyLimits)
+				fieldSeen[plan.FieldKeyLimits] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type planPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []PlanPaginateOption
+}
+
+func newPlanPaginateArgs(rv map[string]any) *planPaginateArgs {
+	args := &planPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &PlanOrder{Field: &PlanOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithPlanOrder(order))
+			}
+		case *PlanOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithPlanOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*PlanWhereInput); ok {
+		args.opts = append(args.opts, WithPlanFilter(v.Filter))
 	}
 	return args
 }

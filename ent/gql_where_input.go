@@ -9,6 +9,8 @@ import (
 
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/webhook"
@@ -1465,6 +1467,976 @@ func (i *AuditLogWhereInput) P() (predicate.AuditLog, error) {
 		return predicates[0], nil
 	default:
 		return auditlog.And(predicates...), nil
+	}
+}
+
+// OwnerWhereInput represents a where input for filtering Owner queries.
+type OwnerWhereInput struct {
+	Predicates []predicate.Owner  `json:"-"`
+	Not        *OwnerWhereInput   `json:"not,omitempty"`
+	Or         []*OwnerWhereInput `json:"or,omitempty"`
+	And        []*OwnerWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "tenant_id" field predicates.
+	TenantID             *string  `json:"tenantID,omitempty"`
+	TenantIDNEQ          *string  `json:"tenantIDNEQ,omitempty"`
+	TenantIDIn           []string `json:"tenantIDIn,omitempty"`
+	TenantIDNotIn        []string `json:"tenantIDNotIn,omitempty"`
+	TenantIDGT           *string  `json:"tenantIDGT,omitempty"`
+	TenantIDGTE          *string  `json:"tenantIDGTE,omitempty"`
+	TenantIDLT           *string  `json:"tenantIDLT,omitempty"`
+	TenantIDLTE          *string  `json:"tenantIDLTE,omitempty"`
+	TenantIDContains     *string  `json:"tenantIDContains,omitempty"`
+	TenantIDHasPrefix    *string  `json:"tenantIDHasPrefix,omitempty"`
+	TenantIDHasSuffix    *string  `json:"tenantIDHasSuffix,omitempty"`
+	TenantIDEqualFold    *string  `json:"tenantIDEqualFold,omitempty"`
+	TenantIDContainsFold *string  `json:"tenantIDContainsFold,omitempty"`
+
+	// "owner_id" field predicates.
+	OwnerID             *string  `json:"ownerID,omitempty"`
+	OwnerIDNEQ          *string  `json:"ownerIDNEQ,omitempty"`
+	OwnerIDIn           []string `json:"ownerIDIn,omitempty"`
+	OwnerIDNotIn        []string `json:"ownerIDNotIn,omitempty"`
+	OwnerIDGT           *string  `json:"ownerIDGT,omitempty"`
+	OwnerIDGTE          *string  `json:"ownerIDGTE,omitempty"`
+	OwnerIDLT           *string  `json:"ownerIDLT,omitempty"`
+	OwnerIDLTE          *string  `json:"ownerIDLTE,omitempty"`
+	OwnerIDContains     *string  `json:"ownerIDContains,omitempty"`
+	OwnerIDHasPrefix    *string  `json:"ownerIDHasPrefix,omitempty"`
+	OwnerIDHasSuffix    *string  `json:"ownerIDHasSuffix,omitempty"`
+	OwnerIDEqualFold    *string  `json:"ownerIDEqualFold,omitempty"`
+	OwnerIDContainsFold *string  `json:"ownerIDContainsFold,omitempty"`
+
+	// "rate_limit" field predicates.
+	RateLimit       *int  `json:"rateLimit,omitempty"`
+	RateLimitNEQ    *int  `json:"rateLimitNEQ,omitempty"`
+	RateLimitIn     []int `json:"rateLimitIn,omitempty"`
+	RateLimitNotIn  []int `json:"rateLimitNotIn,omitempty"`
+	RateLimitGT     *int  `json:"rateLimitGT,omitempty"`
+	RateLimitGTE    *int  `json:"rateLimitGTE,omitempty"`
+	RateLimitLT     *int  `json:"rateLimitLT,omitempty"`
+	RateLimitLTE    *int  `json:"rateLimitLTE,omitempty"`
+	RateLimitIsNil  bool  `json:"rateLimitIsNil,omitempty"`
+	RateLimitNotNil bool  `json:"rateLimitNotNil,omitempty"`
+
+	// "rate_limit_window_seconds" field predicates.
+	RateLimitWindowSeconds       *int  `json:"rateLimitWindowSeconds,omitempty"`
+	RateLimitWindowSecondsNEQ    *int  `json:"rateLimitWindowSecondsNEQ,omitempty"`
+	RateLimitWindowSecondsIn     []int `json:"rateLimitWindowSecondsIn,omitempty"`
+	RateLimitWindowSecondsNotIn  []int `json:"rateLimitWindowSecondsNotIn,omitempty"`
+	RateLimitWindowSecondsGT     *int  `json:"rateLimitWindowSecondsGT,omitempty"`
+	RateLimitWindowSecondsGTE    *int  `json:"rateLimitWindowSecondsGTE,omitempty"`
+	RateLimitWindowSecondsLT     *int  `json:"rateLimitWindowSecondsLT,omitempty"`
+	RateLimitWindowSecondsLTE    *int  `json:"rateLimitWindowSecondsLTE,omitempty"`
+	RateLimitWindowSecondsIsNil  bool  `json:"rateLimitWindowSecondsIsNil,omitempty"`
+	RateLimitWindowSecondsNotNil bool  `json:"rateLimitWindowSecondsNotNil,omitempty"`
+
+	// "quota" field predicates.
+	Quota       *int64  `json:"quota,omitempty"`
+	QuotaNEQ    *int64  `json:"quotaNEQ,omitempty"`
+	QuotaIn     []int64 `json:"quotaIn,omitempty"`
+	QuotaNotIn  []int64 `json:"quotaNotIn,omitempty"`
+	QuotaGT     *int64  `json:"quotaGT,omitempty"`
+	QuotaGTE    *int64  `json:"quotaGTE,omitempty"`
+	QuotaLT     *int64  `json:"quotaLT,omitempty"`
+	QuotaLTE    *int64  `json:"quotaLTE,omitempty"`
+	QuotaIsNil  bool    `json:"quotaIsNil,omitempty"`
+	QuotaNotNil bool    `json:"quotaNotNil,omitempty"`
+
+	// "quota_period" field predicates.
+	QuotaPeriod       *owner.QuotaPeriod  `json:"quotaPeriod,omitempty"`
+	QuotaPeriodNEQ    *owner.QuotaPeriod  `json:"quotaPeriodNEQ,omitempty"`
+	QuotaPeriodIn     []owner.QuotaPeriod `json:"quotaPeriodIn,omitempty"`
+	QuotaPeriodNotIn  []owner.QuotaPeriod `json:"quotaPeriodNotIn,omitempty"`
+	QuotaPeriodIsNil  bool                `json:"quotaPeriodIsNil,omitempty"`
+	QuotaPeriodNotNil bool                `json:"quotaPeriodNotNil,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *OwnerWhereInput) AddPredicates(predicates ...predicate.Owner) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the OwnerWhereInput filter on the OwnerQuery builder.
+func (i *OwnerWhereInput) Filter(q *OwnerQuery) (*OwnerQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyOwnerWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyOwnerWhereInput is returned in case the OwnerWhereInput is empty.
+var ErrEmptyOwnerWhereInput = errors.New("ent: empty predicate OwnerWhereInput")
+
+// P returns a predicate for filtering owners.
+// An error is returned if the input is empty or invalid.
+func (i *OwnerWhereInput) P() (predicate.Owner, error) {
+	var predicates []predicate.Owner
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, owner.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.Owner, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, owner.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.Owner, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, owner.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, owner.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, owner.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, owner.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, owner.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, owner.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, owner.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, owner.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, owner.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, owner.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, owner.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, owner.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, owner.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, owner.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, owner.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, owner.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, owner.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, owner.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, owner.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, owner.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, owner.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, owner.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, owner.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, owner.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, owner.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, owner.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, owner.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.TenantID != nil {
+		predicates = append(predicates, owner.TenantIDEQ(*i.TenantID))
+	}
+	if i.TenantIDNEQ != nil {
+		predicates = append(predicates, owner.TenantIDNEQ(*i.TenantIDNEQ))
+	}
+	if len(i.TenantIDIn) > 0 {
+		predicates = append(predicates, owner.TenantIDIn(i.TenantIDIn...))
+	}
+	if len(i.TenantIDNotIn) > 0 {
+		predicates = append(predicates, owner.TenantIDNotIn(i.TenantIDNotIn...))
+	}
+	if i.TenantIDGT != nil {
+		predicates = append(predicates, owner.TenantIDGT(*i.TenantIDGT))
+	}
+	if i.TenantIDGTE != nil {
+		predicates = append(predicates, owner.TenantIDGTE(*i.TenantIDGTE))
+	}
+	if i.TenantIDLT != nil {
+		predicates = append(predicates, owner.TenantIDLT(*i.TenantIDLT))
+	}
+	if i.TenantIDLTE != nil {
+		predicates = append(predicates, owner.TenantIDLTE(*i.TenantIDLTE))
+	}
+	if i.TenantIDContains != nil {
+		predicates = append(predicates, owner.TenantIDContains(*i.TenantIDContains))
+	}
+	if i.TenantIDHasPrefix != nil {
+		predicates = append(predicates, owner.TenantIDHasPrefix(*i.TenantIDHasPrefix))
+	}
+	if i.TenantIDHasSuffix != nil {
+		predicates = append(predicates, owner.TenantIDHasSuffix(*i.TenantIDHasSuffix))
+	}
+	if i.TenantIDEqualFold != nil {
+		predicates = append(predicates, owner.TenantIDEqualFold(*i.TenantIDEqualFold))
+	}
+	if i.TenantIDContainsFold != nil {
+		predicates = append(predicates, owner.TenantIDContainsFold(*i.TenantIDContainsFold))
+	}
+	if i.OwnerID != nil {
+		predicates = append(predicates, owner.OwnerIDEQ(*i.OwnerID))
+	}
+	if i.OwnerIDNEQ != nil {
+		predicates = append(predicates, owner.OwnerIDNEQ(*i.OwnerIDNEQ))
+	}
+	if len(i.OwnerIDIn) > 0 {
+		predicates = append(predicates, owner.OwnerIDIn(i.OwnerIDIn...))
+	}
+	if len(i.OwnerIDNotIn) > 0 {
+		predicates = append(predicates, owner.OwnerIDNotIn(i.OwnerIDNotIn...))
+	}
+	if i.OwnerIDGT != nil {
+		predicates = append(predicates, owner.OwnerIDGT(*i.OwnerIDGT))
+	}
+	if i.OwnerIDGTE != nil {
+		predicates = append(predicates, owner.OwnerIDGTE(*i.OwnerIDGTE))
+	}
+	if i.OwnerIDLT != nil {
+		predicates = append(predicates, owner.OwnerIDLT(*i.OwnerIDLT))
+	}
+	if i.OwnerIDLTE != nil {
+		predicates = append(predicates, owner.OwnerIDLTE(*i.OwnerIDLTE))
+	}
+	if i.OwnerIDContains != nil {
+		predicates = append(predicates, owner.OwnerIDContains(*i.OwnerIDContains))
+	}
+	if i.OwnerIDHasPrefix != nil {
+		predicates = append(predicates, owner.OwnerIDHasPrefix(*i.OwnerIDHasPrefix))
+	}
+	if i.OwnerIDHasSuffix != nil {
+		predicates = append(predicates, owner.OwnerIDHasSuffix(*i.OwnerIDHasSuffix))
+	}
+	if i.OwnerIDEqualFold != nil {
+		predicates = append(predicates, owner.OwnerIDEqualFold(*i.OwnerIDEqualFold))
+	}
+	if i.OwnerIDContainsFold != nil {
+		predicates = append(predicates, owner.OwnerIDContainsFold(*i.OwnerIDContainsFold))
+	}
+	if i.RateLimit != nil {
+		predicates = append(predicates, owner.RateLimitEQ(*i.RateLimit))
+	}
+	if i.RateLimitNEQ != nil {
+		predicates = append(predicates, owner.RateLimitNEQ(*i.RateLimitNEQ))
+	}
+	if len(i.RateLimitIn) > 0 {
+		predicates = append(predicates, owner.RateLimitIn(i.RateLimitIn...))
+	}
+	if len(i.RateLimitNotIn) > 0 {
+		predicates = append(predicates, owner.RateLimitNotIn(i.RateLimitNotIn...))
+	}
+	if i.RateLimitGT != nil {
+		predicates = append(predicates, owner.RateLimitGT(*i.RateLimitGT))
+	}
+	if i.RateLimitGTE != nil {
+		predicates = append(predicates, owner.RateLimitGTE(*i.RateLimitGTE))
+	}
+	if i.RateLimitLT != nil {
+		predicates = append(predicates, owner.RateLimitLT(*i.RateLimitLT))
+	}
+	if i.RateLimitLTE != nil {
+		predicates = append(predicates, owner.RateLimitLTE(*i.RateLimitLTE))
+	}
+	if i.RateLimitIsNil {
+		predicates = append(predicates, owner.RateLimitIsNil())
+	}
+	if i.RateLimitNotNil {
+		predicates = append(predicates, owner.RateLimitNotNil())
+	}
+	if i.RateLimitWindowSeconds != nil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsEQ(*i.RateLimitWindowSeconds))
+	}
+	if i.RateLimitWindowSecondsNEQ != nil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsNEQ(*i.RateLimitWindowSecondsNEQ))
+	}
+	if len(i.RateLimitWindowSecondsIn) > 0 {
+		predicates = append(predicates, owner.RateLimitWindowSecondsIn(i.RateLimitWindowSecondsIn...))
+	}
+	if len(i.RateLimitWindowSecondsNotIn) > 0 {
+		predicates = append(predicates, owner.RateLimitWindowSecondsNotIn(i.RateLimitWindowSecondsNotIn...))
+	}
+	if i.RateLimitWindowSecondsGT != nil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsGT(*i.RateLimitWindowSecondsGT))
+	}
+	if i.RateLimitWindowSecondsGTE != nil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsGTE(*i.RateLimitWindowSecondsGTE))
+	}
+	if i.RateLimitWindowSecondsLT != nil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsLT(*i.RateLimitWindowSecondsLT))
+	}
+	if i.RateLimitWindowSecondsLTE != nil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsLTE(*i.RateLimitWindowSecondsLTE))
+	}
+	if i.RateLimitWindowSecondsIsNil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsIsNil())
+	}
+	if i.RateLimitWindowSecondsNotNil {
+		predicates = append(predicates, owner.RateLimitWindowSecondsNotNil())
+	}
+	if i.Quota != nil {
+		predicates = append(predicates, owner.QuotaEQ(*i.Quota))
+	}
+	if i.QuotaNEQ != nil {
+		predicates = append(predicates, owner.QuotaNEQ(*i.QuotaNEQ))
+	}
+	if len(i.QuotaIn) > 0 {
+		predicates = append(predicates, owner.QuotaIn(i.QuotaIn...))
+	}
+	if len(i.QuotaNotIn) > 0 {
+		predicates = append(predicates, owner.QuotaNotIn(i.QuotaNotIn...))
+	}
+	if i.QuotaGT != nil {
+		predicates = append(predicates, owner.QuotaGT(*i.QuotaGT))
+	}
+	if i.QuotaGTE != nil {
+		predicates = append(predicates, owner.QuotaGTE(*i.QuotaGTE))
+	}
+	if i.QuotaLT != nil {
+		predicates = append(predicates, owner.QuotaLT(*i.QuotaLT))
+	}
+	if i.QuotaLTE != nil {
+		predicates = append(predicates, owner.QuotaLTE(*i.QuotaLTE))
+	}
+	if i.QuotaIsNil {
+		predicates = append(predicates, owner.QuotaIsNil())
+	}
+	if i.QuotaNotNil {
+		predicates = append(predicates, owner.QuotaNotNil())
+	}
+	if i.QuotaPeriod != nil {
+		predicates = append(predicates, owner.QuotaPeriodEQ(*i.QuotaPeriod))
+	}
+	if i.QuotaPeriodNEQ != nil {
+		predicates = append(predicates, owner.QuotaPeriodNEQ(*i.QuotaPeriodNEQ))
+	}
+	if len(i.QuotaPeriodIn) > 0 {
+		predicates = append(predicates, owner.QuotaPeriodIn(i.QuotaPeriodIn...))
+	}
+	if len(i.QuotaPeriodNotIn) > 0 {
+		predicates = append(predicates, owner.QuotaPeriodNotIn(i.QuotaPeriodNotIn...))
+	}
+	if i.QuotaPeriodIsNil {
+		predicates = append(predicates, owner.QuotaPeriodIsNil())
+	}
+	if i.QuotaPeriodNotNil {
+		predicates = append(predicates, owner.QuotaPeriodNotNil())
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyOwnerWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return owner.And(predicates...), nil
+	}
+}
+
+// PlanWhereInput represents a where input for filtering Plan queries.
+type PlanWhereInput struct {
+	Predicates []predicate.Plan  `json:"-"`
+	Not        *PlanWhereInput   `json:"not,omitempty"`
+	Or         []*PlanWhereInput `json:"or,omitempty"`
+	And        []*PlanWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "updated_at" field predicates.
+	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
+	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
+	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
+	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
+	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
+	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
+	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
+	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
+
+	// "name" field predicates.
+	Name             *string  `json:"name,omitempty"`
+	NameNEQ          *string  `json:"nameNEQ,omitempty"`
+	NameIn           []string `json:"nameIn,omitempty"`
+	NameNotIn        []string `json:"nameNotIn,omitempty"`
+	NameGT           *string  `json:"nameGT,omitempty"`
+	NameGTE          *string  `json:"nameGTE,omitempty"`
+	NameLT           *string  `json:"nameLT,omitempty"`
+	NameLTE          *string  `json:"nameLTE,omitempty"`
+	NameContains     *string  `json:"nameContains,omitempty"`
+	NameHasPrefix    *string  `json:"nameHasPrefix,omitempty"`
+	NameHasSuffix    *string  `json:"nameHasSuffix,omitempty"`
+	NameEqualFold    *string  `json:"nameEqualFold,omitempty"`
+	NameContainsFold *string  `json:"nameContainsFold,omitempty"`
+
+	// "key_rate_limit" field predicates.
+	KeyRateLimit      *int  `json:"keyRateLimit,omitempty"`
+	KeyRateLimitNEQ   *int  `json:"keyRateLimitNEQ,omitempty"`
+	KeyRateLimitIn    []int `json:"keyRateLimitIn,omitempty"`
+	KeyRateLimitNotIn []int `json:"keyRateLimitNotIn,omitempty"`
+	KeyRateLimitGT    *int  `json:"keyRateLimitGT,omitempty"`
+	KeyRateLimitGTE   *int  `json:"keyRateLimitGTE,omitempty"`
+	KeyRateLimitLT    *int  `json:"keyRateLimitLT,omitempty"`
+	KeyRateLimitLTE   *int  `json:"keyRateLimitLTE,omitempty"`
+
+	// "key_rate_limit_window_seconds" field predicates.
+	KeyRateLimitWindowSeconds      *int  `json:"keyRateLimitWindowSeconds,omitempty"`
+	KeyRateLimitWindowSecondsNEQ   *int  `json:"keyRateLimitWindowSecondsNEQ,omitempty"`
+	KeyRateLimitWindowSecondsIn    []int `json:"keyRateLimitWindowSecondsIn,omitempty"`
+	KeyRateLimitWindowSecondsNotIn []int `json:"keyRateLimitWindowSecondsNotIn,omitempty"`
+	KeyRateLimitWindowSecondsGT    *int  `json:"keyRateLimitWindowSecondsGT,omitempty"`
+	KeyRateLimitWindowSecondsGTE   *int  `json:"keyRateLimitWindowSecondsGTE,omitempty"`
+	KeyRateLimitWindowSecondsLT    *int  `json:"keyRateLimitWindowSecondsLT,omitempty"`
+	KeyRateLimitWindowSecondsLTE   *int  `json:"keyRateLimitWindowSecondsLTE,omitempty"`
+
+	// "key_quota" field predicates.
+	KeyQuota      *int64  `json:"keyQuota,omitempty"`
+	KeyQuotaNEQ   *int64  `json:"keyQuotaNEQ,omitempty"`
+	KeyQuotaIn    []int64 `json:"keyQuotaIn,omitempty"`
+	KeyQuotaNotIn []int64 `json:"keyQuotaNotIn,omitempty"`
+	KeyQuotaGT    *int64  `json:"keyQuotaGT,omitempty"`
+	KeyQuotaGTE   *int64  `json:"keyQuotaGTE,omitempty"`
+	KeyQuotaLT    *int64  `json:"keyQuotaLT,omitempty"`
+	KeyQuotaLTE   *int64  `json:"keyQuotaLTE,omitempty"`
+
+	// "quota_period" field predicates.
+	QuotaPeriod      *plan.QuotaPeriod  `json:"quotaPeriod,omitempty"`
+	QuotaPeriodNEQ   *plan.QuotaPeriod  `json:"quotaPeriodNEQ,omitempty"`
+	QuotaPeriodIn    []plan.QuotaPeriod `json:"quotaPeriodIn,omitempty"`
+	QuotaPeriodNotIn []plan.QuotaPeriod `json:"quotaPeriodNotIn,omitempty"`
+
+	// "tenant_rate_limit" field predicates.
+	TenantRateLimit      *int  `json:"tenantRateLimit,omitempty"`
+	TenantRateLimitNEQ   *int  `json:"tenantRateLimitNEQ,omitempty"`
+	TenantRateLimitIn    []int `json:"tenantRateLimitIn,omitempty"`
+	TenantRateLimitNotIn []int `json:"tenantRateLimitNotIn,omitempty"`
+	TenantRateLimitGT    *int  `json:"tenantRateLimitGT,omitempty"`
+	TenantRateLimitGTE   *int  `json:"tenantRateLimitGTE,omitempty"`
+	TenantRateLimitLT    *int  `json:"tenantRateLimitLT,omitempty"`
+	TenantRateLimitLTE   *int  `json:"tenantRateLimitLTE,omitempty"`
+
+	// "tenant_rate_limit_window_seconds" field predicates.
+	TenantRateLimitWindowSeconds      *int  `json:"tenantRateLimitWindowSeconds,omitempty"`
+	TenantRateLimitWindowSecondsNEQ   *int  `json:"tenantRateLimitWindowSecondsNEQ,omitempty"`
+	TenantRateLimitWindowSecondsIn    []int `json:"tenantRateLimitWindowSecondsIn,omitempty"`
+	TenantRateLimitWindowSecondsNotIn []int `json:"tenantRateLimitWindowSecondsNotIn,omitempty"`
+	TenantRateLimitWindowSecondsGT    *int  `json:"tenantRateLimitWindowSecondsGT,omitempty"`
+	TenantRateLimitWindowSecondsGTE   *int  `json:"tenantRateLimitWindowSecondsGTE,omitempty"`
+	TenantRateLimitWindowSecondsLT    *int  `json:"tenantRateLimitWindowSecondsLT,omitempty"`
+	TenantRateLimitWindowSecondsLTE   *int  `json:"tenantRateLimitWindowSecondsLTE,omitempty"`
+
+	// "tenant_quota" field predicates.
+	TenantQuota      *int64  `json:"tenantQuota,omitempty"`
+	TenantQuotaNEQ   *int64  `json:"tenantQuotaNEQ,omitempty"`
+	TenantQuotaIn    []int64 `json:"tenantQuotaIn,omitempty"`
+	TenantQuotaNotIn []int64 `json:"tenantQuotaNotIn,omitempty"`
+	TenantQuotaGT    *int64  `json:"tenantQuotaGT,omitempty"`
+	TenantQuotaGTE   *int64  `json:"tenantQuotaGTE,omitempty"`
+	TenantQuotaLT    *int64  `json:"tenantQuotaLT,omitempty"`
+	TenantQuotaLTE   *int64  `json:"tenantQuotaLTE,omitempty"`
+
+	// "max_keys" field predicates.
+	MaxKeys      *int  `json:"maxKeys,omitempty"`
+	MaxKeysNEQ   *int  `json:"maxKeysNEQ,omitempty"`
+	MaxKeysIn    []int `json:"maxKeysIn,omitempty"`
+	MaxKeysNotIn []int `json:"maxKeysNotIn,omitempty"`
+	MaxKeysGT    *int  `json:"maxKeysGT,omitempty"`
+	MaxKeysGTE   *int  `json:"maxKeysGTE,omitempty"`
+	MaxKeysLT    *int  `json:"maxKeysLT,omitempty"`
+	MaxKeysLTE   *int  `json:"maxKeysLTE,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *PlanWhereInput) AddPredicates(predicates ...predicate.Plan) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the PlanWhereInput filter on the PlanQuery builder.
+func (i *PlanWhereInput) Filter(q *PlanQuery) (*PlanQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyPlanWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyPlanWhereInput is returned in case the PlanWhereInput is empty.
+var ErrEmptyPlanWhereInput = errors.New("ent: empty predicate PlanWhereInput")
+
+// P returns a predicate for filtering plans.
+// An error is returned if the input is empty or invalid.
+func (i *PlanWhereInput) P() (predicate.Plan, error) {
+	var predicates []predicate.Plan
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, plan.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.Plan, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, plan.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.Plan, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, plan.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, plan.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, plan.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, plan.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, plan.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, plan.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, plan.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, plan.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, plan.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, plan.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, plan.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, plan.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, plan.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, plan.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, plan.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, plan.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, plan.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, plan.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, plan.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UpdatedAt != nil {
+		predicates = append(predicates, plan.UpdatedAtEQ(*i.UpdatedAt))
+	}
+	if i.UpdatedAtNEQ != nil {
+		predicates = append(predicates, plan.UpdatedAtNEQ(*i.UpdatedAtNEQ))
+	}
+	if len(i.UpdatedAtIn) > 0 {
+		predicates = append(predicates, plan.UpdatedAtIn(i.UpdatedAtIn...))
+	}
+	if len(i.UpdatedAtNotIn) > 0 {
+		predicates = append(predicates, plan.UpdatedAtNotIn(i.UpdatedAtNotIn...))
+	}
+	if i.UpdatedAtGT != nil {
+		predicates = append(predicates, plan.UpdatedAtGT(*i.UpdatedAtGT))
+	}
+	if i.UpdatedAtGTE != nil {
+		predicates = append(predicates, plan.UpdatedAtGTE(*i.UpdatedAtGTE))
+	}
+	if i.UpdatedAtLT != nil {
+		predicates = append(predicates, plan.UpdatedAtLT(*i.UpdatedAtLT))
+	}
+	if i.UpdatedAtLTE != nil {
+		predicates = append(predicates, plan.UpdatedAtLTE(*i.UpdatedAtLTE))
+	}
+	if i.Name != nil {
+		predicates = append(predicates, plan.NameEQ(*i.Name))
+	}
+	if i.NameNEQ != nil {
+		predicates = append(predicates, plan.NameNEQ(*i.NameNEQ))
+	}
+	if len(i.NameIn) > 0 {
+		predicates = append(predicates, plan.NameIn(i.NameIn...))
+	}
+	if len(i.NameNotIn) > 0 {
+		predicates = append(predicates, plan.NameNotIn(i.NameNotIn...))
+	}
+	if i.NameGT != nil {
+		predicates = append(predicates, plan.NameGT(*i.NameGT))
+	}
+	if i.NameGTE != nil {
+		predicates = append(predicates, plan.NameGTE(*i.NameGTE))
+	}
+	if i.NameLT != nil {
+		predicates = append(predicates, plan.NameLT(*i.NameLT))
+	}
+	if i.NameLTE != nil {
+		predicates = append(predicates, plan.NameLTE(*i.NameLTE))
+	}
+	if i.NameContains != nil {
+		predicates = append(predicates, plan.NameContains(*i.NameContains))
+	}
+	if i.NameHasPrefix != nil {
+		predicates = append(predicates, plan.NameHasPrefix(*i.NameHasPrefix))
+	}
+	if i.NameHasSuffix != nil {
+		predicates = append(predicates, plan.NameHasSuffix(*i.NameHasSuffix))
+	}
+	if i.NameEqualFold != nil {
+		predicates = append(predicates, plan.NameEqualFold(*i.NameEqualFold))
+	}
+	if i.NameContainsFold != nil {
+		predicates = append(predicates, plan.NameContainsFold(*i.NameContainsFold))
+	}
+	if i.KeyRateLimit != nil {
+		predicates = append(predicates, plan.KeyRateLimitEQ(*i.KeyRateLimit))
+	}
+	if i.KeyRateLimitNEQ != nil {
+		predicates = append(predicates, plan.KeyRateLimitNEQ(*i.KeyRateLimitNEQ))
+	}
+	if len(i.KeyRateLimitIn) > 0 {
+		predicates = append(predicates, plan.KeyRateLimitIn(i.KeyRateLimitIn...))
+	}
+	if len(i.KeyRateLimitNotIn) > 0 {
+		predicates = append(predicates, plan.KeyRateLimitNotIn(i.KeyRateLimitNotIn...))
+	}
+	if i.KeyRateLimitGT != nil {
+		predicates = append(predicates, plan.KeyRateLimitGT(*i.KeyRateLimitGT))
+	}
+	if i.KeyRateLimitGTE != nil {
+		predicates = append(predicates, plan.KeyRateLimitGTE(*i.KeyRateLimitGTE))
+	}
+	if i.KeyRateLimitLT != nil {
+		predicates = append(predicates, plan.KeyRateLimitLT(*i.KeyRateLimitLT))
+	}
+	if i.KeyRateLimitLTE != nil {
+		predicates = append(predicates, plan.KeyRateLimitLTE(*i.KeyRateLimitLTE))
+	}
+	if i.KeyRateLimitWindowSeconds != nil {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsEQ(*i.KeyRateLimitWindowSeconds))
+	}
+	if i.KeyRateLimitWindowSecondsNEQ != nil {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsNEQ(*i.KeyRateLimitWindowSecondsNEQ))
+	}
+	if len(i.KeyRateLimitWindowSecondsIn) > 0 {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsIn(i.KeyRateLimitWindowSecondsIn...))
+	}
+	if len(i.KeyRateLimitWindowSecondsNotIn) > 0 {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsNotIn(i.KeyRateLimitWindowSecondsNotIn...))
+	}
+	if i.KeyRateLimitWindowSecondsGT != nil {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsGT(*i.KeyRateLimitWindowSecondsGT))
+	}
+	if i.KeyRateLimitWindowSecondsGTE != nil {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsGTE(*i.KeyRateLimitWindowSecondsGTE))
+	}
+	if i.KeyRateLimitWindowSecondsLT != nil {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsLT(*i.KeyRateLimitWindowSecondsLT))
+	}
+	if i.KeyRateLimitWindowSecondsLTE != nil {
+		predicates = append(predicates, plan.KeyRateLimitWindowSecondsLTE(*i.KeyRateLimitWindowSecondsLTE))
+	}
+	if i.KeyQuota != nil {
+		predicates = append(predicates, plan.KeyQuotaEQ(*i.KeyQuota))
+	}
+	if i.KeyQuotaNEQ != nil {
+		predicates = append(predicates, plan.KeyQuotaNEQ(*i.KeyQuotaNEQ))
+	}
+	if len(i.KeyQuotaIn) > 0 {
+		predicates = append(predicates, plan.KeyQuotaIn(i.KeyQuotaIn...))
+	}
+	if len(i.KeyQuotaNotIn) > 0 {
+		predicates = append(predicates, plan.KeyQuotaNotIn(i.KeyQuotaNotIn...))
+	}
+	if i.KeyQuotaGT != nil {
+		predicates = append(predicates, plan.KeyQuotaGT(*i.KeyQuotaGT))
+	}
+	if i.KeyQuotaGTE != nil {
+		predicates = append(predicates, plan.KeyQuotaGTE(*i.KeyQuotaGTE))
+	}
+	if i.KeyQuotaLT != nil {
+		predicates = append(predicates, plan.KeyQuotaLT(*i.KeyQuotaLT))
+	}
+	if i.KeyQuotaLTE != nil {
+		predicates = append(predicates, plan.KeyQuotaLTE(*i.KeyQuotaLTE))
+	}
+	if i.QuotaPeriod != nil {
+		predicates = append(predicates, plan.QuotaPeriodEQ(*i.QuotaPeriod))
+	}
+	if i.QuotaPeriodNEQ != nil {
+		predicates = append(predicates, plan.QuotaPeriodNEQ(*i.QuotaPeriodNEQ))
+	}
+	if len(i.QuotaPeriodIn) > 0 {
+		predicates = append(predicates, plan.QuotaPeriodIn(i.QuotaPeriodIn...))
+	}
+	if len(i.QuotaPeriodNotIn) > 0 {
+		predicates = append(predicates, plan.QuotaPeriodNotIn(i.QuotaPeriodNotIn...))
+	}
+	if i.TenantRateLimit != nil {
+		predicates = append(predicates, plan.TenantRateLimitEQ(*i.TenantRateLimit))
+	}
+	if i.TenantRateLimitNEQ != nil {
+		predicates = append(predicates, plan.TenantRateLimitNEQ(*i.TenantRateLimitNEQ))
+	}
+	if len(i.TenantRateLimitIn) > 0 {
+		predicates = append(predicates, plan.TenantRateLimitIn(i.TenantRateLimitIn...))
+	}
+	if len(i.TenantRateLimitNotIn) > 0 {
+		predicates = append(predicates, plan.TenantRateLimitNotIn(i.TenantRateLimitNotIn...))
+	}
+	if i.TenantRateLimitGT != nil {
+		predicates = append(predicates, plan.TenantRateLimitGT(*i.TenantRateLimitGT))
+	}
+	if i.TenantRateLimitGTE != nil {
+		predicates = append(predicates, plan.TenantRateLimitGTE(*i.TenantRateLimitGTE))
+	}
+	if i.TenantRateLimitLT != nil {
+		predicates = append(predicates, plan.TenantRateLimitLT(*i.TenantRateLimitLT))
+	}
+	if i.TenantRateLimitLTE != nil {
+		predicates = append(predicates, plan.TenantRateLimitLTE(*i.TenantRateLimitLTE))
+	}
+	if i.TenantRateLimitWindowSeconds != nil {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsEQ(*i.TenantRateLimitWindowSeconds))
+	}
+	if i.TenantRateLimitWindowSecondsNEQ != nil {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsNEQ(*i.TenantRateLimitWindowSecondsNEQ))
+	}
+	if len(i.TenantRateLimitWindowSecondsIn) > 0 {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsIn(i.TenantRateLimitWindowSecondsIn...))
+	}
+	if len(i.TenantRateLimitWindowSecondsNotIn) > 0 {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsNotIn(i.TenantRateLimitWindowSecondsNotIn...))
+	}
+	if i.TenantRateLimitWindowSecondsGT != nil {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsGT(*i.TenantRateLimitWindowSecondsGT))
+	}
+	if i.TenantRateLimitWindowSecondsGTE != nil {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsGTE(*i.TenantRateLimitWindowSecondsGTE))
+	}
+	if i.TenantRateLimitWindowSecondsLT != nil {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsLT(*i.TenantRateLimitWindowSecondsLT))
+	}
+	if i.TenantRateLimitWindowSecondsLTE != nil {
+		predicates = append(predicates, plan.TenantRateLimitWindowSecondsLTE(*i.TenantRateLimitWindowSecondsLTE))
+	}
+	if i.TenantQuota != nil {
+		predicates = append(predicates, plan.TenantQuotaEQ(*i.TenantQuota))
+	}
+	if i.TenantQuotaNEQ != nil {
+		predicates = append(predicates, plan.TenantQuotaNEQ(*i.TenantQuotaNEQ))
+	}
+	if len(i.TenantQuotaIn) > 0 {
+		predicates = append(predicates, plan.TenantQuotaIn(i.TenantQuotaIn...))
+	}
+	if len(i.TenantQuotaNotIn) > 0 {
+		predicates = append(predicates, plan.TenantQuotaNotIn(i.TenantQuotaNotIn...))
+	}
+	if i.TenantQuotaGT != nil {
+		predicates = append(predicates, plan.TenantQuotaGT(*i.TenantQuotaGT))
+	}
+	if i.TenantQuotaGTE != nil {
+		predicates = append(predicates, plan.TenantQuotaGTE(*i.TenantQuotaGTE))
+	}
+	if i.TenantQuotaLT != nil {
+		predicates = append(predicates, plan.TenantQuotaLT(*i.TenantQuotaLT))
+	}
+	if i.TenantQuotaLTE != nil {
+		predicates = append(predicates, plan.TenantQuotaLTE(*i.TenantQuotaLTE))
+	}
+	if i.MaxKeys != nil {
+		predicates = append(predicates, plan.MaxKeysEQ(*i.MaxKeys))
+	}
+	if i.MaxKeysNEQ != nil {
+		predicates = append(predicates, plan.MaxKeysNEQ(*i.MaxKeysNEQ))
+	}
+	if len(i.MaxKeysIn) > 0 {
+		predicates = append(predicates, plan.MaxKeysIn(i.MaxKeysIn...))
+	}
+	if len(i.MaxKeysNotIn) > 0 {
+		predicates = append(predicates, plan.MaxKeysNotIn(i.MaxKeysNotIn...))
+	}
+	if i.MaxKeysGT != nil {
+		predicates = append(predicates, plan.MaxKeysGT(*i.MaxKeysGT))
+	}
+	if i.MaxKeysGTE != nil {
+		predicates = append(predicates, plan.MaxKeysGTE(*i.MaxKeysGTE))
+	}
+	if i.MaxKeysLT != nil {
+		predicates = append(predicates, plan.MaxKeysLT(*i.MaxKeysLT))
+	}
+	if i.MaxKeysLTE != nil {
+		predicates = append(predicates, plan.MaxKeysLTE(*i.MaxKeysLTE))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyPlanWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return plan.And(predicates...), nil
 	}
 }
 

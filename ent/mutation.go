@@ -13,6 +13,8 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
@@ -20,6 +22,7 @@ import (
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 )
 
 const (
@@ -33,6 +36,8 @@ const (
 	// Node types.
 	TypeApiKey          = "ApiKey"
 	TypeAuditLog        = "AuditLog"
+	TypeOwner           = "Owner"
+	TypePlan            = "Plan"
 	TypeTenant          = "Tenant"
 	TypeUsageLog        = "UsageLog"
 	TypeUsageRollup     = "UsageRollup"
@@ -76,6 +81,16 @@ type ApiKeyMutation struct {
 	permissions                  *[]string
 	appendpermissions            []string
 	enabled                      *bool
+	limits                       *[]limitspec.Named
+	appendlimits                 []limitspec.Named
+	credits_remaining            *int64
+	addcredits_remaining         *int64
+	credits_refill_amount        *int64
+	addcredits_refill_amount     *int64
+	credits_refill_interval      *apikey.CreditsRefillInterval
+	credits_granted              *int64
+	addcredits_granted           *int64
+	credits_period_start         *time.Time
 	clearedFields                map[string]struct{}
 	tenant                       *string
 	clearedtenant                bool
@@ -1405,6 +1420,379 @@ func (m *ApiKeyMutation) ResetEnabled() {
 	m.enabled = nil
 }
 
+// SetLimits sets the "limits" field.
+func (m *ApiKeyMutation) SetLimits(l []limitspec.Named) {
+	m.limits = &l
+	m.appendlimits = nil
+}
+
+// Limits returns the value of the "limits" field in the mutation.
+func (m *ApiKeyMutation) Limits() (r []limitspec.Named, exists bool) {
+	v := m.limits
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLimits returns the old "limits" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldLimits(ctx context.Context) (v []limitspec.Named, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLimits is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLimits requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLimits: %w", err)
+	}
+	return oldValue.Limits, nil
+}
+
+// AppendLimits adds l to the "limits" field.
+func (m *ApiKeyMutation) AppendLimits(l []limitspec.Named) {
+	m.appendlimits = append(m.appendlimits, l...)
+}
+
+// AppendedLimits returns the list of values that were appended to the "limits" field in this mutation.
+func (m *ApiKeyMutation) AppendedLimits() ([]limitspec.Named, bool) {
+	if len(m.appendlimits) == 0 {
+		return nil, false
+	}
+	return m.appendlimits, true
+}
+
+// ClearLimits clears the value of the "limits" field.
+func (m *ApiKeyMutation) ClearLimits() {
+	m.limits = nil
+	m.appendlimits = nil
+	m.clearedFields[apikey.FieldLimits] = struct{}{}
+}
+
+// LimitsCleared returns if the "limits" field was cleared in this mutation.
+func (m *ApiKeyMutation) LimitsCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldLimits]
+	return ok
+}
+
+// ResetLimits resets all changes to the "limits" field.
+func (m *ApiKeyMutation) ResetLimits() {
+	m.limits = nil
+	m.appendlimits = nil
+	delete(m.clearedFields, apikey.FieldLimits)
+}
+
+// SetCreditsRemaining sets the "credits_remaining" field.
+func (m *ApiKeyMutation) SetCreditsRemaining(i int64) {
+	m.credits_remaining = &i
+	m.addcredits_remaining = nil
+}
+
+// CreditsRemaining returns the value of the "credits_remaining" field in the mutation.
+func (m *ApiKeyMutation) CreditsRemaining() (r int64, exists bool) {
+	v := m.credits_remaining
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreditsRemaining returns the old "credits_remaining" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldCreditsRemaining(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreditsRemaining is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreditsRemaining requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreditsRemaining: %w", err)
+	}
+	return oldValue.CreditsRemaining, nil
+}
+
+// AddCreditsRemaining adds i to the "credits_remaining" field.
+func (m *ApiKeyMutation) AddCreditsRemaining(i int64) {
+	if m.addcredits_remaining != nil {
+		*m.addcredits_remaining += i
+	} else {
+		m.addcredits_remaining = &i
+	}
+}
+
+// AddedCreditsRemaining returns the value that was added to the "credits_remaining" field in this mutation.
+func (m *ApiKeyMutation) AddedCreditsRemaining() (r int64, exists bool) {
+	v := m.addcredits_remaining
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearCreditsRemaining clears the value of the "credits_remaining" field.
+func (m *ApiKeyMutation) ClearCreditsRemaining() {
+	m.credits_remaining = nil
+	m.addcredits_remaining = nil
+	m.clearedFields[apikey.FieldCreditsRemaining] = struct{}{}
+}
+
+// CreditsRemainingCleared returns if the "credits_remaining" field was cleared in this mutation.
+func (m *ApiKeyMutation) CreditsRemainingCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldCreditsRemaining]
+	return ok
+}
+
+// ResetCreditsRemaining resets all changes to the "credits_remaining" field.
+func (m *ApiKeyMutation) ResetCreditsRemaining() {
+	m.credits_remaining = nil
+	m.addcredits_remaining = nil
+	delete(m.clearedFields, apikey.FieldCreditsRemaining)
+}
+
+// SetCreditsRefillAmount sets the "credits_refill_amount" field.
+func (m *ApiKeyMutation) SetCreditsRefillAmount(i int64) {
+	m.credits_refill_amount = &i
+	m.addcredits_refill_amount = nil
+}
+
+// CreditsRefillAmount returns the value of the "credits_refill_amount" field in the mutation.
+func (m *ApiKeyMutation) CreditsRefillAmount() (r int64, exists bool) {
+	v := m.credits_refill_amount
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreditsRefillAmount returns the old "credits_refill_amount" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldCreditsRefillAmount(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreditsRefillAmount is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreditsRefillAmount requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreditsRefillAmount: %w", err)
+	}
+	return oldValue.CreditsRefillAmount, nil
+}
+
+// AddCreditsRefillAmount adds i to the "credits_refill_amount" field.
+func (m *ApiKeyMutation) AddCreditsRefillAmount(i int64) {
+	if m.addcredits_refill_amount != nil {
+		*m.addcredits_refill_amount += i
+	} else {
+		m.addcredits_refill_amount = &i
+	}
+}
+
+// AddedCreditsRefillAmount returns the value that was added to the "credits_refill_amount" field in this mutation.
+func (m *ApiKeyMutation) AddedCreditsRefillAmount() (r int64, exists bool) {
+	v := m.addcredits_refill_amount
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearCreditsRefillAmount clears the value of the "credits_refill_amount" field.
+func (m *ApiKeyMutation) ClearCreditsRefillAmount() {
+	m.credits_refill_amount = nil
+	m.addcredits_refill_amount = nil
+	m.clearedFields[apikey.FieldCreditsRefillAmount] = struct{}{}
+}
+
+// CreditsRefillAmountCleared returns if the "credits_refill_amount" field was cleared in this mutation.
+func (m *ApiKeyMutation) CreditsRefillAmountCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldCreditsRefillAmount]
+	return ok
+}
+
+// ResetCreditsRefillAmount resets all changes to the "credits_refill_amount" field.
+func (m *ApiKeyMutation) ResetCreditsRefillAmount() {
+	m.credits_refill_amount = nil
+	m.addcredits_refill_amount = nil
+	delete(m.clearedFields, apikey.FieldCreditsRefillAmount)
+}
+
+// SetCreditsRefillInterval sets the "credits_refill_interval" field.
+func (m *ApiKeyMutation) SetCreditsRefillInterval(ari apikey.CreditsRefillInterval) {
+	m.credits_refill_interval = &ari
+}
+
+// CreditsRefillInterval returns the value of the "credits_refill_interval" field in the mutation.
+func (m *ApiKeyMutation) CreditsRefillInterval() (r apikey.CreditsRefillInterval, exists bool) {
+	v := m.credits_refill_interval
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreditsRefillInterval returns the old "credits_refill_interval" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldCreditsRefillInterval(ctx context.Context) (v *apikey.CreditsRefillInterval, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreditsRefillInterval is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreditsRefillInterval requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreditsRefillInterval: %w", err)
+	}
+	return oldValue.CreditsRefillInterval, nil
+}
+
+// ClearCreditsRefillInterval clears the value of the "credits_refill_interval" field.
+func (m *ApiKeyMutation) ClearCreditsRefillInterval() {
+	m.credits_refill_interval = nil
+	m.clearedFields[apikey.FieldCreditsRefillInterval] = struct{}{}
+}
+
+// CreditsRefillIntervalCleared returns if the "credits_refill_interval" field was cleared in this mutation.
+func (m *ApiKeyMutation) CreditsRefillIntervalCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldCreditsRefillInterval]
+	return ok
+}
+
+// ResetCreditsRefillInterval resets all changes to the "credits_refill_interval" field.
+func (m *ApiKeyMutation) ResetCreditsRefillInterval() {
+	m.credits_refill_interval = nil
+	delete(m.clearedFields, apikey.FieldCreditsRefillInterval)
+}
+
+// SetCreditsGranted sets the "credits_granted" field.
+func (m *ApiKeyMutation) SetCreditsGranted(i int64) {
+	m.credits_granted = &i
+	m.addcredits_granted = nil
+}
+
+// CreditsGranted returns the value of the "credits_granted" field in the mutation.
+func (m *ApiKeyMutation) CreditsGranted() (r int64, exists bool) {
+	v := m.credits_granted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreditsGranted returns the old "credits_granted" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldCreditsGranted(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreditsGranted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreditsGranted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreditsGranted: %w", err)
+	}
+	return oldValue.CreditsGranted, nil
+}
+
+// AddCreditsGranted adds i to the "credits_granted" field.
+func (m *ApiKeyMutation) AddCreditsGranted(i int64) {
+	if m.addcredits_granted != nil {
+		*m.addcredits_granted += i
+	} else {
+		m.addcredits_granted = &i
+	}
+}
+
+// AddedCreditsGranted returns the value that was added to the "credits_granted" field in this mutation.
+func (m *ApiKeyMutation) AddedCreditsGranted() (r int64, exists bool) {
+	v := m.addcredits_granted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearCreditsGranted clears the value of the "credits_granted" field.
+func (m *ApiKeyMutation) ClearCreditsGranted() {
+	m.credits_granted = nil
+	m.addcredits_granted = nil
+	m.clearedFields[apikey.FieldCreditsGranted] = struct{}{}
+}
+
+// CreditsGrantedCleared returns if the "credits_granted" field was cleared in this mutation.
+func (m *ApiKeyMutation) CreditsGrantedCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldCreditsGranted]
+	return ok
+}
+
+// ResetCreditsGranted resets all changes to the "credits_granted" field.
+func (m *ApiKeyMutation) ResetCreditsGranted() {
+	m.credits_granted = nil
+	m.addcredits_granted = nil
+	delete(m.clearedFields, apikey.FieldCreditsGranted)
+}
+
+// SetCreditsPeriodStart sets the "credits_period_start" field.
+func (m *ApiKeyMutation) SetCreditsPeriodStart(t time.Time) {
+	m.credits_period_start = &t
+}
+
+// CreditsPeriodStart returns the value of the "credits_period_start" field in the mutation.
+func (m *ApiKeyMutation) CreditsPeriodStart() (r time.Time, exists bool) {
+	v := m.credits_period_start
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreditsPeriodStart returns the old "credits_period_start" field's value of the ApiKey entity.
+// If the ApiKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ApiKeyMutation) OldCreditsPeriodStart(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreditsPeriodStart is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreditsPeriodStart requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreditsPeriodStart: %w", err)
+	}
+	return oldValue.CreditsPeriodStart, nil
+}
+
+// ClearCreditsPeriodStart clears the value of the "credits_period_start" field.
+func (m *ApiKeyMutation) ClearCreditsPeriodStart() {
+	m.credits_period_start = nil
+	m.clearedFields[apikey.FieldCreditsPeriodStart] = struct{}{}
+}
+
+// CreditsPeriodStartCleared returns if the "credits_period_start" field was cleared in this mutation.
+func (m *ApiKeyMutation) CreditsPeriodStartCleared() bool {
+	_, ok := m.clearedFields[apikey.FieldCreditsPeriodStart]
+	return ok
+}
+
+// ResetCreditsPeriodStart resets all changes to the "credits_period_start" field.
+func (m *ApiKeyMutation) ResetCreditsPeriodStart() {
+	m.credits_period_start = nil
+	delete(m.clearedFields, apikey.FieldCreditsPeriodStart)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *ApiKeyMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -1547,7 +1935,7 @@ func (m *ApiKeyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ApiKeyMutation) Fields() []string {
-	fields := make([]string, 0, 26)
+	fields := make([]string, 0, 32)
 	if m.created_at != nil {
 		fields = append(fields, apikey.FieldCreatedAt)
 	}
@@ -1626,6 +2014,24 @@ func (m *ApiKeyMutation) Fields() []string {
 	if m.enabled != nil {
 		fields = append(fields, apikey.FieldEnabled)
 	}
+	if m.limits != nil {
+		fields = append(fields, apikey.FieldLimits)
+	}
+	if m.credits_remaining != nil {
+		fields = append(fields, apikey.FieldCreditsRemaining)
+	}
+	if m.credits_refill_amount != nil {
+		fields = append(fields, apikey.FieldCreditsRefillAmount)
+	}
+	if m.credits_refill_interval != nil {
+		fields = append(fields, apikey.FieldCreditsRefillInterval)
+	}
+	if m.credits_granted != nil {
+		fields = append(fields, apikey.FieldCreditsGranted)
+	}
+	if m.credits_period_start != nil {
+		fields = append(fields, apikey.FieldCreditsPeriodStart)
+	}
 	return fields
 }
 
@@ -1686,6 +2092,18 @@ func (m *ApiKeyMutation) Field(name string) (ent.Value, bool) {
 		return m.Permissions()
 	case apikey.FieldEnabled:
 		return m.Enabled()
+	case apikey.FieldLimits:
+		return m.Limits()
+	case apikey.FieldCreditsRemaining:
+		return m.CreditsRemaining()
+	case apikey.FieldCreditsRefillAmount:
+		return m.CreditsRefillAmount()
+	case apikey.FieldCreditsRefillInterval:
+		return m.CreditsRefillInterval()
+	case apikey.FieldCreditsGranted:
+		return m.CreditsGranted()
+	case apikey.FieldCreditsPeriodStart:
+		return m.CreditsPeriodStart()
 	}
 	return nil, false
 }
@@ -1747,6 +2165,18 @@ func (m *ApiKeyMutation) OldField(ctx context.Context, name string) (ent.Value, 
 		return m.OldPermissions(ctx)
 	case apikey.FieldEnabled:
 		return m.OldEnabled(ctx)
+	case apikey.FieldLimits:
+		return m.OldLimits(ctx)
+	case apikey.FieldCreditsRemaining:
+		return m.OldCreditsRemaining(ctx)
+	case apikey.FieldCreditsRefillAmount:
+		return m.OldCreditsRefillAmount(ctx)
+	case apikey.FieldCreditsRefillInterval:
+		return m.OldCreditsRefillInterval(ctx)
+	case apikey.FieldCreditsGranted:
+		return m.OldCreditsGranted(ctx)
+	case apikey.FieldCreditsPeriodStart:
+		return m.OldCreditsPeriodStart(ctx)
 	}
 	return nil, fmt.Errorf("unknown ApiKey field %s", name)
 }
@@ -1938,6 +2368,48 @@ func (m *ApiKeyMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetEnabled(v)
 		return nil
+	case apikey.FieldLimits:
+		v, ok := value.([]limitspec.Named)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLimits(v)
+		return nil
+	case apikey.FieldCreditsRemaining:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreditsRemaining(v)
+		return nil
+	case apikey.FieldCreditsRefillAmount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreditsRefillAmount(v)
+		return nil
+	case apikey.FieldCreditsRefillInterval:
+		v, ok := value.(apikey.CreditsRefillInterval)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreditsRefillInterval(v)
+		return nil
+	case apikey.FieldCreditsGranted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreditsGranted(v)
+		return nil
+	case apikey.FieldCreditsPeriodStart:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreditsPeriodStart(v)
+		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)
 }
@@ -1955,6 +2427,15 @@ func (m *ApiKeyMutation) AddedFields() []string {
 	if m.addquota != nil {
 		fields = append(fields, apikey.FieldQuota)
 	}
+	if m.addcredits_remaining != nil {
+		fields = append(fields, apikey.FieldCreditsRemaining)
+	}
+	if m.addcredits_refill_amount != nil {
+		fields = append(fields, apikey.FieldCreditsRefillAmount)
+	}
+	if m.addcredits_granted != nil {
+		fields = append(fields, apikey.FieldCreditsGranted)
+	}
 	return fields
 }
 
@@ -1969,6 +2450,12 @@ func (m *ApiKeyMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedRateLimitWindowSeconds()
 	case apikey.FieldQuota:
 		return m.AddedQuota()
+	case apikey.FieldCreditsRemaining:
+		return m.AddedCreditsRemaining()
+	case apikey.FieldCreditsRefillAmount:
+		return m.AddedCreditsRefillAmount()
+	case apikey.FieldCreditsGranted:
+		return m.AddedCreditsGranted()
 	}
 	return nil, false
 }
@@ -1998,6 +2485,27 @@ func (m *ApiKeyMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddQuota(v)
+		return nil
+	case apikey.FieldCreditsRemaining:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCreditsRemaining(v)
+		return nil
+	case apikey.FieldCreditsRefillAmount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCreditsRefillAmount(v)
+		return nil
+	case apikey.FieldCreditsGranted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCreditsGranted(v)
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey numeric field %s", name)
@@ -2048,6 +2556,24 @@ func (m *ApiKeyMutation) ClearedFields() []string {
 	}
 	if m.FieldCleared(apikey.FieldPermissions) {
 		fields = append(fields, apikey.FieldPermissions)
+	}
+	if m.FieldCleared(apikey.FieldLimits) {
+		fields = append(fields, apikey.FieldLimits)
+	}
+	if m.FieldCleared(apikey.FieldCreditsRemaining) {
+		fields = append(fields, apikey.FieldCreditsRemaining)
+	}
+	if m.FieldCleared(apikey.FieldCreditsRefillAmount) {
+		fields = append(fields, apikey.FieldCreditsRefillAmount)
+	}
+	if m.FieldCleared(apikey.FieldCreditsRefillInterval) {
+		fields = append(fields, apikey.FieldCreditsRefillInterval)
+	}
+	if m.FieldCleared(apikey.FieldCreditsGranted) {
+		fields = append(fields, apikey.FieldCreditsGranted)
+	}
+	if m.FieldCleared(apikey.FieldCreditsPeriodStart) {
+		fields = append(fields, apikey.FieldCreditsPeriodStart)
 	}
 	return fields
 }
@@ -2104,6 +2630,24 @@ func (m *ApiKeyMutation) ClearField(name string) error {
 		return nil
 	case apikey.FieldPermissions:
 		m.ClearPermissions()
+		return nil
+	case apikey.FieldLimits:
+		m.ClearLimits()
+		return nil
+	case apikey.FieldCreditsRemaining:
+		m.ClearCreditsRemaining()
+		return nil
+	case apikey.FieldCreditsRefillAmount:
+		m.ClearCreditsRefillAmount()
+		return nil
+	case apikey.FieldCreditsRefillInterval:
+		m.ClearCreditsRefillInterval()
+		return nil
+	case apikey.FieldCreditsGranted:
+		m.ClearCreditsGranted()
+		return nil
+	case apikey.FieldCreditsPeriodStart:
+		m.ClearCreditsPeriodStart()
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey nullable field %s", name)
@@ -2190,6 +2734,24 @@ func (m *ApiKeyMutation) ResetField(name string) error {
 		return nil
 	case apikey.FieldEnabled:
 		m.ResetEnabled()
+		return nil
+	case apikey.FieldLimits:
+		m.ResetLimits()
+		return nil
+	case apikey.FieldCreditsRemaining:
+		m.ResetCreditsRemaining()
+		return nil
+	case apikey.FieldCreditsRefillAmount:
+		m.ResetCreditsRefillAmount()
+		return nil
+	case apikey.FieldCreditsRefillInterval:
+		m.ResetCreditsRefillInterval()
+		return nil
+	case apikey.FieldCreditsGranted:
+		m.ResetCreditsGranted()
+		return nil
+	case apikey.FieldCreditsPeriodStart:
+		m.ResetCreditsPeriodStart()
 		return nil
 	}
 	return fmt.Errorf("unknown ApiKey field %s", name)
@@ -3100,6 +3662,2172 @@ func (m *AuditLogMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *AuditLogMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown AuditLog edge %s", name)
+}
+
+// OwnerMutation represents an operation that mutates the Owner nodes in the graph.
+type OwnerMutation struct {
+	config
+	op                           Op
+	typ                          string
+	id                           *string
+	created_at                   *time.Time
+	updated_at                   *time.Time
+	tenant_id                    *string
+	owner_id                     *string
+	meta                         *map[string]interface{}
+	rate_limit                   *int
+	addrate_limit                *int
+	rate_limit_window_seconds    *int
+	addrate_limit_window_seconds *int
+	quota                        *int64
+	addquota                     *int64
+	quota_period                 *owner.QuotaPeriod
+	clearedFields                map[string]struct{}
+	done                         bool
+	oldValue                     func(context.Context) (*Owner, error)
+	predicates                   []predicate.Owner
+}
+
+var _ ent.Mutation = (*OwnerMutation)(nil)
+
+// ownerOption allows management of the mutation configuration using functional options.
+type ownerOption func(*OwnerMutation)
+
+// newOwnerMutation creates new mutation for the Owner entity.
+func newOwnerMutation(c config, op Op, opts ...ownerOption) *OwnerMutation {
+	m := &OwnerMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeOwner,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withOwnerID sets the ID field of the mutation.
+func withOwnerID(id string) ownerOption {
+	return func(m *OwnerMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Owner
+		)
+		m.oldValue = func(ctx context.Context) (*Owner, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Owner.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withOwner sets the old Owner of the mutation.
+func withOwner(node *Owner) ownerOption {
+	return func(m *OwnerMutation) {
+		m.oldValue = func(context.Context) (*Owner, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m OwnerMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m OwnerMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Owner entities.
+func (m *OwnerMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *OwnerMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *OwnerMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Owner.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *OwnerMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *OwnerMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *OwnerMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *OwnerMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *OwnerMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *OwnerMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *OwnerMutation) SetTenantID(s string) {
+	m.tenant_id = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *OwnerMutation) TenantID() (r string, exists bool) {
+	v := m.tenant_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *OwnerMutation) ResetTenantID() {
+	m.tenant_id = nil
+}
+
+// SetOwnerID sets the "owner_id" field.
+func (m *OwnerMutation) SetOwnerID(s string) {
+	m.owner_id = &s
+}
+
+// OwnerID returns the value of the "owner_id" field in the mutation.
+func (m *OwnerMutation) OwnerID() (r string, exists bool) {
+	v := m.owner_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOwnerID returns the old "owner_id" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldOwnerID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOwnerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOwnerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOwnerID: %w", err)
+	}
+	return oldValue.OwnerID, nil
+}
+
+// ResetOwnerID resets all changes to the "owner_id" field.
+func (m *OwnerMutation) ResetOwnerID() {
+	m.owner_id = nil
+}
+
+// SetMeta sets the "meta" field.
+func (m *OwnerMutation) SetMeta(value map[string]interface{}) {
+	m.meta = &value
+}
+
+// Meta returns the value of the "meta" field in the mutation.
+func (m *OwnerMutation) Meta() (r map[string]interface{}, exists bool) {
+	v := m.meta
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMeta returns the old "meta" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldMeta(ctx context.Context) (v map[string]interface{}, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMeta is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMeta requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMeta: %w", err)
+	}
+	return oldValue.Meta, nil
+}
+
+// ClearMeta clears the value of the "meta" field.
+func (m *OwnerMutation) ClearMeta() {
+	m.meta = nil
+	m.clearedFields[owner.FieldMeta] = struct{}{}
+}
+
+// MetaCleared returns if the "meta" field was cleared in this mutation.
+func (m *OwnerMutation) MetaCleared() bool {
+	_, ok := m.clearedFields[owner.FieldMeta]
+	return ok
+}
+
+// ResetMeta resets all changes to the "meta" field.
+func (m *OwnerMutation) ResetMeta() {
+	m.meta = nil
+	delete(m.clearedFields, owner.FieldMeta)
+}
+
+// SetRateLimit sets the "rate_limit" field.
+func (m *OwnerMutation) SetRateLimit(i int) {
+	m.rate_limit = &i
+	m.addrate_limit = nil
+}
+
+// RateLimit returns the value of the "rate_limit" field in the mutation.
+func (m *OwnerMutation) RateLimit() (r int, exists bool) {
+	v := m.rate_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRateLimit returns the old "rate_limit" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldRateLimit(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRateLimit is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRateLimit requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRateLimit: %w", err)
+	}
+	return oldValue.RateLimit, nil
+}
+
+// AddRateLimit adds i to the "rate_limit" field.
+func (m *OwnerMutation) AddRateLimit(i int) {
+	if m.addrate_limit != nil {
+		*m.addrate_limit += i
+	} else {
+		m.addrate_limit = &i
+	}
+}
+
+// AddedRateLimit returns the value that was added to the "rate_limit" field in this mutation.
+func (m *OwnerMutation) AddedRateLimit() (r int, exists bool) {
+	v := m.addrate_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearRateLimit clears the value of the "rate_limit" field.
+func (m *OwnerMutation) ClearRateLimit() {
+	m.rate_limit = nil
+	m.addrate_limit = nil
+	m.clearedFields[owner.FieldRateLimit] = struct{}{}
+}
+
+// RateLimitCleared returns if the "rate_limit" field was cleared in this mutation.
+func (m *OwnerMutation) RateLimitCleared() bool {
+	_, ok := m.clearedFields[owner.FieldRateLimit]
+	return ok
+}
+
+// ResetRateLimit resets all changes to the "rate_limit" field.
+func (m *OwnerMutation) ResetRateLimit() {
+	m.rate_limit = nil
+	m.addrate_limit = nil
+	delete(m.clearedFields, owner.FieldRateLimit)
+}
+
+// SetRateLimitWindowSeconds sets the "rate_limit_window_seconds" field.
+func (m *OwnerMutation) SetRateLimitWindowSeconds(i int) {
+	m.rate_limit_window_seconds = &i
+	m.addrate_limit_window_seconds = nil
+}
+
+// RateLimitWindowSeconds returns the value of the "rate_limit_window_seconds" field in the mutation.
+func (m *OwnerMutation) RateLimitWindowSeconds() (r int, exists bool) {
+	v := m.rate_limit_window_seconds
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRateLimitWindowSeconds returns the old "rate_limit_window_seconds" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldRateLimitWindowSeconds(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRateLimitWindowSeconds is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRateLimitWindowSeconds requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRateLimitWindowSeconds: %w", err)
+	}
+	return oldValue.RateLimitWindowSeconds, nil
+}
+
+// AddRateLimitWindowSeconds adds i to the "rate_limit_window_seconds" field.
+func (m *OwnerMutation) AddRateLimitWindowSeconds(i int) {
+	if m.addrate_limit_window_seconds != nil {
+		*m.addrate_limit_window_seconds += i
+	} else {
+		m.addrate_limit_window_seconds = &i
+	}
+}
+
+// AddedRateLimitWindowSeconds returns the value that was added to the "rate_limit_window_seconds" field in this mutation.
+func (m *OwnerMutation) AddedRateLimitWindowSeconds() (r int, exists bool) {
+	v := m.addrate_limit_window_seconds
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearRateLimitWindowSeconds clears the value of the "rate_limit_window_seconds" field.
+func (m *OwnerMutation) ClearRateLimitWindowSeconds() {
+	m.rate_limit_window_seconds = nil
+	m.addrate_limit_window_seconds = nil
+	m.clearedFields[owner.FieldRateLimitWindowSeconds] = struct{}{}
+}
+
+// RateLimitWindowSecondsCleared returns if the "rate_limit_window_seconds" field was cleared in this mutation.
+func (m *OwnerMutation) RateLimitWindowSecondsCleared() bool {
+	_, ok := m.clearedFields[owner.FieldRateLimitWindowSeconds]
+	return ok
+}
+
+// ResetRateLimitWindowSeconds resets all changes to the "rate_limit_window_seconds" field.
+func (m *OwnerMutation) ResetRateLimitWindowSeconds() {
+	m.rate_limit_window_seconds = nil
+	m.addrate_limit_window_seconds = nil
+	delete(m.clearedFields, owner.FieldRateLimitWindowSeconds)
+}
+
+// SetQuota sets the "quota" field.
+func (m *OwnerMutation) SetQuota(i int64) {
+	m.quota = &i
+	m.addquota = nil
+}
+
+// Quota returns the value of the "quota" field in the mutation.
+func (m *OwnerMutation) Quota() (r int64, exists bool) {
+	v := m.quota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQuota returns the old "quota" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldQuota(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQuota is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQuota requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQuota: %w", err)
+	}
+	return oldValue.Quota, nil
+}
+
+// AddQuota adds i to the "quota" field.
+func (m *OwnerMutation) AddQuota(i int64) {
+	if m.addquota != nil {
+		*m.addquota += i
+	} else {
+		m.addquota = &i
+	}
+}
+
+// AddedQuota returns the value that was added to the "quota" field in this mutation.
+func (m *OwnerMutation) AddedQuota() (r int64, exists bool) {
+	v := m.addquota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearQuota clears the value of the "quota" field.
+func (m *OwnerMutation) ClearQuota() {
+	m.quota = nil
+	m.addquota = nil
+	m.clearedFields[owner.FieldQuota] = struct{}{}
+}
+
+// QuotaCleared returns if the "quota" field was cleared in this mutation.
+func (m *OwnerMutation) QuotaCleared() bool {
+	_, ok := m.clearedFields[owner.FieldQuota]
+	return ok
+}
+
+// ResetQuota resets all changes to the "quota" field.
+func (m *OwnerMutation) ResetQuota() {
+	m.quota = nil
+	m.addquota = nil
+	delete(m.clearedFields, owner.FieldQuota)
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (m *OwnerMutation) SetQuotaPeriod(op owner.QuotaPeriod) {
+	m.quota_period = &op
+}
+
+// QuotaPeriod returns the value of the "quota_period" field in the mutation.
+func (m *OwnerMutation) QuotaPeriod() (r owner.QuotaPeriod, exists bool) {
+	v := m.quota_period
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQuotaPeriod returns the old "quota_period" field's value of the Owner entity.
+// If the Owner object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OwnerMutation) OldQuotaPeriod(ctx context.Context) (v *owner.QuotaPeriod, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQuotaPeriod is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQuotaPeriod requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQuotaPeriod: %w", err)
+	}
+	return oldValue.QuotaPeriod, nil
+}
+
+// ClearQuotaPeriod clears the value of the "quota_period" field.
+func (m *OwnerMutation) ClearQuotaPeriod() {
+	m.quota_period = nil
+	m.clearedFields[owner.FieldQuotaPeriod] = struct{}{}
+}
+
+// QuotaPeriodCleared returns if the "quota_period" field was cleared in this mutation.
+func (m *OwnerMutation) QuotaPeriodCleared() bool {
+	_, ok := m.clearedFields[owner.FieldQuotaPeriod]
+	return ok
+}
+
+// ResetQuotaPeriod resets all changes to the "quota_period" field.
+func (m *OwnerMutation) ResetQuotaPeriod() {
+	m.quota_period = nil
+	delete(m.clearedFields, owner.FieldQuotaPeriod)
+}
+
+// Where appends a list predicates to the OwnerMutation builder.
+func (m *OwnerMutation) Where(ps ...predicate.Owner) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the OwnerMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *OwnerMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Owner, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *OwnerMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *OwnerMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Owner).
+func (m *OwnerMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *OwnerMutation) Fields() []string {
+	fields := make([]string, 0, 9)
+	if m.created_at != nil {
+		fields = append(fields, owner.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, owner.FieldUpdatedAt)
+	}
+	if m.tenant_id != nil {
+		fields = append(fields, owner.FieldTenantID)
+	}
+	if m.owner_id != nil {
+		fields = append(fields, owner.FieldOwnerID)
+	}
+	if m.meta != nil {
+		fields = append(fields, owner.FieldMeta)
+	}
+	if m.rate_limit != nil {
+		fields = append(fields, owner.FieldRateLimit)
+	}
+	if m.rate_limit_window_seconds != nil {
+		fields = append(fields, owner.FieldRateLimitWindowSeconds)
+	}
+	if m.quota != nil {
+		fields = append(fields, owner.FieldQuota)
+	}
+	if m.quota_period != nil {
+		fields = append(fields, owner.FieldQuotaPeriod)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *OwnerMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case owner.FieldCreatedAt:
+		return m.CreatedAt()
+	case owner.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case owner.FieldTenantID:
+		return m.TenantID()
+	case owner.FieldOwnerID:
+		return m.OwnerID()
+	case owner.FieldMeta:
+		return m.Meta()
+	case owner.FieldRateLimit:
+		return m.RateLimit()
+	case owner.FieldRateLimitWindowSeconds:
+		return m.RateLimitWindowSeconds()
+	case owner.FieldQuota:
+		return m.Quota()
+	case owner.FieldQuotaPeriod:
+		return m.QuotaPeriod()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *OwnerMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case owner.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case owner.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case owner.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case owner.FieldOwnerID:
+		return m.OldOwnerID(ctx)
+	case owner.FieldMeta:
+		return m.OldMeta(ctx)
+	case owner.FieldRateLimit:
+		return m.OldRateLimit(ctx)
+	case owner.FieldRateLimitWindowSeconds:
+		return m.OldRateLimitWindowSeconds(ctx)
+	case owner.FieldQuota:
+		return m.OldQuota(ctx)
+	case owner.FieldQuotaPeriod:
+		return m.OldQuotaPeriod(ctx)
+	}
+	return nil, fmt.Errorf("unknown Owner field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *OwnerMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case owner.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case owner.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case owner.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case owner.FieldOwnerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOwnerID(v)
+		return nil
+	case owner.FieldMeta:
+		v, ok := value.(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMeta(v)
+		return nil
+	case owner.FieldRateLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRateLimit(v)
+		return nil
+	case owner.FieldRateLimitWindowSeconds:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRateLimitWindowSeconds(v)
+		return nil
+	case owner.FieldQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQuota(v)
+		return nil
+	case owner.FieldQuotaPeriod:
+		v, ok := value.(owner.QuotaPeriod)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQuotaPeriod(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Owner field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *OwnerMutation) AddedFields() []string {
+	var fields []string
+	if m.addrate_limit != nil {
+		fields = append(fields, owner.FieldRateLimit)
+	}
+	if m.addrate_limit_window_seconds != nil {
+		fields = append(fields, owner.FieldRateLimitWindowSeconds)
+	}
+	if m.addquota != nil {
+		fields = append(fields, owner.FieldQuota)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *OwnerMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case owner.FieldRateLimit:
+		return m.AddedRateLimit()
+	case owner.FieldRateLimitWindowSeconds:
+		return m.AddedRateLimitWindowSeconds()
+	case owner.FieldQuota:
+		return m.AddedQuota()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *OwnerMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case owner.FieldRateLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRateLimit(v)
+		return nil
+	case owner.FieldRateLimitWindowSeconds:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRateLimitWindowSeconds(v)
+		return nil
+	case owner.FieldQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQuota(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Owner numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *OwnerMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(owner.FieldMeta) {
+		fields = append(fields, owner.FieldMeta)
+	}
+	if m.FieldCleared(owner.FieldRateLimit) {
+		fields = append(fields, owner.FieldRateLimit)
+	}
+	if m.FieldCleared(owner.FieldRateLimitWindowSeconds) {
+		fields = append(fields, owner.FieldRateLimitWindowSeconds)
+	}
+	if m.FieldCleared(owner.FieldQuota) {
+		fields = append(fields, owner.FieldQuota)
+	}
+	if m.FieldCleared(owner.FieldQuotaPeriod) {
+		fields = append(fields, owner.FieldQuotaPeriod)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *OwnerMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *OwnerMutation) ClearField(name string) error {
+	switch name {
+	case owner.FieldMeta:
+		m.ClearMeta()
+		return nil
+	case owner.FieldRateLimit:
+		m.ClearRateLimit()
+		return nil
+	case owner.FieldRateLimitWindowSeconds:
+		m.ClearRateLimitWindowSeconds()
+		return nil
+	case owner.FieldQuota:
+		m.ClearQuota()
+		return nil
+	case owner.FieldQuotaPeriod:
+		m.ClearQuotaPeriod()
+		return nil
+	}
+	return fmt.Errorf("unknown Owner nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *OwnerMutation) ResetField(name string) error {
+	switch name {
+	case owner.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case owner.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case owner.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case owner.FieldOwnerID:
+		m.ResetOwnerID()
+		return nil
+	case owner.FieldMeta:
+		m.ResetMeta()
+		return nil
+	case owner.FieldRateLimit:
+		m.ResetRateLimit()
+		return nil
+	case owner.FieldRateLimitWindowSeconds:
+		m.ResetRateLimitWindowSeconds()
+		return nil
+	case owner.FieldQuota:
+		m.ResetQuota()
+		return nil
+	case owner.FieldQuotaPeriod:
+		m.ResetQuotaPeriod()
+		return nil
+	}
+	return fmt.Errorf("unknown Owner field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *OwnerMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *OwnerMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *OwnerMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *OwnerMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *OwnerMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *OwnerMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *OwnerMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown Owner unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *OwnerMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown Owner edge %s", name)
+}
+
+// PlanMutation represents an operation that mutates the Plan nodes in the graph.
+type PlanMutation struct {
+	config
+	op                                  Op
+	typ                                 string
+	id                                  *string
+	created_at                          *time.Time
+	updated_at                          *time.Time
+	name                                *string
+	key_rate_limit                      *int
+	addkey_rate_limit                   *int
+	key_rate_limit_window_seconds       *int
+	addkey_rate_limit_window_seconds    *int
+	key_quota                           *int64
+	addkey_quota                        *int64
+	quota_period                        *plan.QuotaPeriod
+	tenant_rate_limit                   *int
+	addtenant_rate_limit                *int
+	tenant_rate_limit_window_seconds    *int
+	addtenant_rate_limit_window_seconds *int
+	tenant_quota                        *int64
+	addtenant_quota                     *int64
+	max_keys                            *int
+	addmax_keys                         *int
+	key_limits                          *[]limitspec.Named
+	appendkey_limits                    []limitspec.Named
+	clearedFields                       map[string]struct{}
+	done                                bool
+	oldValue                            func(context.Context) (*Plan, error)
+	predicates                          []predicate.Plan
+}
+
+var _ ent.Mutation = (*PlanMutation)(nil)
+
+// planOption allows management of the mutation configuration using functional options.
+type planOption func(*PlanMutation)
+
+// newPlanMutation creates new mutation for the Plan entity.
+func newPlanMutation(c config, op Op, opts ...planOption) *PlanMutation {
+	m := &PlanMutation{
+		config:        c,
+		op:            op,
+		typ:           TypePlan,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withPlanID sets the ID field of the mutation.
+func withPlanID(id string) planOption {
+	return func(m *PlanMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Plan
+		)
+		m.oldValue = func(ctx context.Context) (*Plan, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Plan.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withPlan sets the old Plan of the mutation.
+func withPlan(node *Plan) planOption {
+	return func(m *PlanMutation) {
+		m.oldValue = func(context.Context) (*Plan, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m PlanMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m PlanMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Plan entities.
+func (m *PlanMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *PlanMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *PlanMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Plan.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *PlanMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *PlanMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *PlanMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *PlanMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *PlanMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *PlanMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetName sets the "name" field.
+func (m *PlanMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *PlanMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *PlanMutation) ResetName() {
+	m.name = nil
+}
+
+// SetKeyRateLimit sets the "key_rate_limit" field.
+func (m *PlanMutation) SetKeyRateLimit(i int) {
+	m.key_rate_limit = &i
+	m.addkey_rate_limit = nil
+}
+
+// KeyRateLimit returns the value of the "key_rate_limit" field in the mutation.
+func (m *PlanMutation) KeyRateLimit() (r int, exists bool) {
+	v := m.key_rate_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKeyRateLimit returns the old "key_rate_limit" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldKeyRateLimit(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKeyRateLimit is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKeyRateLimit requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKeyRateLimit: %w", err)
+	}
+	return oldValue.KeyRateLimit, nil
+}
+
+// AddKeyRateLimit adds i to the "key_rate_limit" field.
+func (m *PlanMutation) AddKeyRateLimit(i int) {
+	if m.addkey_rate_limit != nil {
+		*m.addkey_rate_limit += i
+	} else {
+		m.addkey_rate_limit = &i
+	}
+}
+
+// AddedKeyRateLimit returns the value that was added to the "key_rate_limit" field in this mutation.
+func (m *PlanMutation) AddedKeyRateLimit() (r int, exists bool) {
+	v := m.addkey_rate_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetKeyRateLimit resets all changes to the "key_rate_limit" field.
+func (m *PlanMutation) ResetKeyRateLimit() {
+	m.key_rate_limit = nil
+	m.addkey_rate_limit = nil
+}
+
+// SetKeyRateLimitWindowSeconds sets the "key_rate_limit_window_seconds" field.
+func (m *PlanMutation) SetKeyRateLimitWindowSeconds(i int) {
+	m.key_rate_limit_window_seconds = &i
+	m.addkey_rate_limit_window_seconds = nil
+}
+
+// KeyRateLimitWindowSeconds returns the value of the "key_rate_limit_window_seconds" field in the mutation.
+func (m *PlanMutation) KeyRateLimitWindowSeconds() (r int, exists bool) {
+	v := m.key_rate_limit_window_seconds
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKeyRateLimitWindowSeconds returns the old "key_rate_limit_window_seconds" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldKeyRateLimitWindowSeconds(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKeyRateLimitWindowSeconds is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKeyRateLimitWindowSeconds requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKeyRateLimitWindowSeconds: %w", err)
+	}
+	return oldValue.KeyRateLimitWindowSeconds, nil
+}
+
+// AddKeyRateLimitWindowSeconds adds i to the "key_rate_limit_window_seconds" field.
+func (m *PlanMutation) AddKeyRateLimitWindowSeconds(i int) {
+	if m.addkey_rate_limit_window_seconds != nil {
+		*m.addkey_rate_limit_window_seconds += i
+	} else {
+		m.addkey_rate_limit_window_seconds = &i
+	}
+}
+
+// AddedKeyRateLimitWindowSeconds returns the value that was added to the "key_rate_limit_window_seconds" field in this mutation.
+func (m *PlanMutation) AddedKeyRateLimitWindowSeconds() (r int, exists bool) {
+	v := m.addkey_rate_limit_window_seconds
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetKeyRateLimitWindowSeconds resets all changes to the "key_rate_limit_window_seconds" field.
+func (m *PlanMutation) ResetKeyRateLimitWindowSeconds() {
+	m.key_rate_limit_window_seconds = nil
+	m.addkey_rate_limit_window_seconds = nil
+}
+
+// SetKeyQuota sets the "key_quota" field.
+func (m *PlanMutation) SetKeyQuota(i int64) {
+	m.key_quota = &i
+	m.addkey_quota = nil
+}
+
+// KeyQuota returns the value of the "key_quota" field in the mutation.
+func (m *PlanMutation) KeyQuota() (r int64, exists bool) {
+	v := m.key_quota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKeyQuota returns the old "key_quota" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldKeyQuota(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKeyQuota is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKeyQuota requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKeyQuota: %w", err)
+	}
+	return oldValue.KeyQuota, nil
+}
+
+// AddKeyQuota adds i to the "key_quota" field.
+func (m *PlanMutation) AddKeyQuota(i int64) {
+	if m.addkey_quota != nil {
+		*m.addkey_quota += i
+	} else {
+		m.addkey_quota = &i
+	}
+}
+
+// AddedKeyQuota returns the value that was added to the "key_quota" field in this mutation.
+func (m *PlanMutation) AddedKeyQuota() (r int64, exists bool) {
+	v := m.addkey_quota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetKeyQuota resets all changes to the "key_quota" field.
+func (m *PlanMutation) ResetKeyQuota() {
+	m.key_quota = nil
+	m.addkey_quota = nil
+}
+
+// SetQuotaPeriod sets the "quota_period" field.
+func (m *PlanMutation) SetQuotaPeriod(pp plan.QuotaPeriod) {
+	m.quota_period = &pp
+}
+
+// QuotaPeriod returns the value of the "quota_period" field in the mutation.
+func (m *PlanMutation) QuotaPeriod() (r plan.QuotaPeriod, exists bool) {
+	v := m.quota_period
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQuotaPeriod returns the old "quota_period" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldQuotaPeriod(ctx context.Context) (v plan.QuotaPeriod, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQuotaPeriod is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQuotaPeriod requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQuotaPeriod: %w", err)
+	}
+	return oldValue.QuotaPeriod, nil
+}
+
+// ResetQuotaPeriod resets all changes to the "quota_period" field.
+func (m *PlanMutation) ResetQuotaPeriod() {
+	m.quota_period = nil
+}
+
+// SetTenantRateLimit sets the "tenant_rate_limit" field.
+func (m *PlanMutation) SetTenantRateLimit(i int) {
+	m.tenant_rate_limit = &i
+	m.addtenant_rate_limit = nil
+}
+
+// TenantRateLimit returns the value of the "tenant_rate_limit" field in the mutation.
+func (m *PlanMutation) TenantRateLimit() (r int, exists bool) {
+	v := m.tenant_rate_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantRateLimit returns the old "tenant_rate_limit" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldTenantRateLimit(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantRateLimit is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantRateLimit requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantRateLimit: %w", err)
+	}
+	return oldValue.TenantRateLimit, nil
+}
+
+// AddTenantRateLimit adds i to the "tenant_rate_limit" field.
+func (m *PlanMutation) AddTenantRateLimit(i int) {
+	if m.addtenant_rate_limit != nil {
+		*m.addtenant_rate_limit += i
+	} else {
+		m.addtenant_rate_limit = &i
+	}
+}
+
+// AddedTenantRateLimit returns the value that was added to the "tenant_rate_limit" field in this mutation.
+func (m *PlanMutation) AddedTenantRateLimit() (r int, exists bool) {
+	v := m.addtenant_rate_limit
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTenantRateLimit resets all changes to the "tenant_rate_limit" field.
+func (m *PlanMutation) ResetTenantRateLimit() {
+	m.tenant_rate_limit = nil
+	m.addtenant_rate_limit = nil
+}
+
+// SetTenantRateLimitWindowSeconds sets the "tenant_rate_limit_window_seconds" field.
+func (m *PlanMutation) SetTenantRateLimitWindowSeconds(i int) {
+	m.tenant_rate_limit_window_seconds = &i
+	m.addtenant_rate_limit_window_seconds = nil
+}
+
+// TenantRateLimitWindowSeconds returns the value of the "tenant_rate_limit_window_seconds" field in the mutation.
+func (m *PlanMutation) TenantRateLimitWindowSeconds() (r int, exists bool) {
+	v := m.tenant_rate_limit_window_seconds
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantRateLimitWindowSeconds returns the old "tenant_rate_limit_window_seconds" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldTenantRateLimitWindowSeconds(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantRateLimitWindowSeconds is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantRateLimitWindowSeconds requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantRateLimitWindowSeconds: %w", err)
+	}
+	return oldValue.TenantRateLimitWindowSeconds, nil
+}
+
+// AddTenantRateLimitWindowSeconds adds i to the "tenant_rate_limit_window_seconds" field.
+func (m *PlanMutation) AddTenantRateLimitWindowSeconds(i int) {
+	if m.addtenant_rate_limit_window_seconds != nil {
+		*m.addtenant_rate_limit_window_seconds += i
+	} else {
+		m.addtenant_rate_limit_window_seconds = &i
+	}
+}
+
+// AddedTenantRateLimitWindowSeconds returns the value that was added to the "tenant_rate_limit_window_seconds" field in this mutation.
+func (m *PlanMutation) AddedTenantRateLimitWindowSeconds() (r int, exists bool) {
+	v := m.addtenant_rate_limit_window_seconds
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTenantRateLimitWindowSeconds resets all changes to the "tenant_rate_limit_window_seconds" field.
+func (m *PlanMutation) ResetTenantRateLimitWindowSeconds() {
+	m.tenant_rate_limit_window_seconds = nil
+	m.addtenant_rate_limit_window_seconds = nil
+}
+
+// SetTenantQuota sets the "tenant_quota" field.
+func (m *PlanMutation) SetTenantQuota(i int64) {
+	m.tenant_quota = &i
+	m.addtenant_quota = nil
+}
+
+// TenantQuota returns the value of the "tenant_quota" field in the mutation.
+func (m *PlanMutation) TenantQuota() (r int64, exists bool) {
+	v := m.tenant_quota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantQuota returns the old "tenant_quota" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldTenantQuota(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantQuota is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantQuota requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantQuota: %w", err)
+	}
+	return oldValue.TenantQuota, nil
+}
+
+// AddTenantQuota adds i to the "tenant_quota" field.
+func (m *PlanMutation) AddTenantQuota(i int64) {
+	if m.addtenant_quota != nil {
+		*m.addtenant_quota += i
+	} else {
+		m.addtenant_quota = &i
+	}
+}
+
+// AddedTenantQuota returns the value that was added to the "tenant_quota" field in this mutation.
+func (m *PlanMutation) AddedTenantQuota() (r int64, exists bool) {
+	v := m.addtenant_quota
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTenantQuota resets all changes to the "tenant_quota" field.
+func (m *PlanMutation) ResetTenantQuota() {
+	m.tenant_quota = nil
+	m.addtenant_quota = nil
+}
+
+// SetMaxKeys sets the "max_keys" field.
+func (m *PlanMutation) SetMaxKeys(i int) {
+	m.max_keys = &i
+	m.addmax_keys = nil
+}
+
+// MaxKeys returns the value of the "max_keys" field in the mutation.
+func (m *PlanMutation) MaxKeys() (r int, exists bool) {
+	v := m.max_keys
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMaxKeys returns the old "max_keys" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldMaxKeys(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMaxKeys is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMaxKeys requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMaxKeys: %w", err)
+	}
+	return oldValue.MaxKeys, nil
+}
+
+// AddMaxKeys adds i to the "max_keys" field.
+func (m *PlanMutation) AddMaxKeys(i int) {
+	if m.addmax_keys != nil {
+		*m.addmax_keys += i
+	} else {
+		m.addmax_keys = &i
+	}
+}
+
+// AddedMaxKeys returns the value that was added to the "max_keys" field in this mutation.
+func (m *PlanMutation) AddedMaxKeys() (r int, exists bool) {
+	v := m.addmax_keys
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetMaxKeys resets all changes to the "max_keys" field.
+func (m *PlanMutation) ResetMaxKeys() {
+	m.max_keys = nil
+	m.addmax_keys = nil
+}
+
+// SetKeyLimits sets the "key_limits" field.
+func (m *PlanMutation) SetKeyLimits(l []limitspec.Named) {
+	m.key_limits = &l
+	m.appendkey_limits = nil
+}
+
+// KeyLimits returns the value of the "key_limits" field in the mutation.
+func (m *PlanMutation) KeyLimits() (r []limitspec.Named, exists bool) {
+	v := m.key_limits
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKeyLimits returns the old "key_limits" field's value of the Plan entity.
+// If the Plan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PlanMutation) OldKeyLimits(ctx context.Context) (v []limitspec.Named, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKeyLimits is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKeyLimits requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKeyLimits: %w", err)
+	}
+	return oldValue.KeyLimits, nil
+}
+
+// AppendKeyLimits adds l to the "key_limits" field.
+func (m *PlanMutation) AppendKeyLimits(l []limitspec.Named) {
+	m.appendkey_limits = append(m.appendkey_limits, l...)
+}
+
+// AppendedKeyLimits returns the list of values that were appended to the "key_limits" field in this mutation.
+func (m *PlanMutation) AppendedKeyLimits() ([]limitspec.Named, bool) {
+	if len(m.appendkey_limits) == 0 {
+		return nil, false
+	}
+	return m.appendkey_limits, true
+}
+
+// ClearKeyLimits clears the value of the "key_limits" field.
+func (m *PlanMutation) ClearKeyLimits() {
+	m.key_limits = nil
+	m.appendkey_limits = nil
+	m.clearedFields[plan.FieldKeyLimits] = struct{}{}
+}
+
+// KeyLimitsCleared returns if the "key_limits" field was cleared in this mutation.
+func (m *PlanMutation) KeyLimitsCleared() bool {
+	_, ok := m.clearedFields[plan.FieldKeyLimits]
+	return ok
+}
+
+// ResetKeyLimits resets all changes to the "key_limits" field.
+func (m *PlanMutation) ResetKeyLimits() {
+	m.key_limits = nil
+	m.appendkey_limits = nil
+	delete(m.clearedFields, plan.FieldKeyLimits)
+}
+
+// Where appends a list predicates to the PlanMutation builder.
+func (m *PlanMutation) Where(ps ...predicate.Plan) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the PlanMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *PlanMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Plan, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *PlanMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *PlanMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Plan).
+func (m *PlanMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *PlanMutation) Fields() []string {
+	fields := make([]string, 0, 12)
+	if m.created_at != nil {
+		fields = append(fields, plan.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, plan.FieldUpdatedAt)
+	}
+	if m.name != nil {
+		fields = append(fields, plan.FieldName)
+	}
+	if m.key_rate_limit != nil {
+		fields = append(fields, plan.FieldKeyRateLimit)
+	}
+	if m.key_rate_limit_window_seconds != nil {
+		fields = append(fields, plan.FieldKeyRateLimitWindowSeconds)
+	}
+	if m.key_quota != nil {
+		fields = append(fields, plan.FieldKeyQuota)
+	}
+	if m.quota_period != nil {
+		fields = append(fields, plan.FieldQuotaPeriod)
+	}
+	if m.tenant_rate_limit != nil {
+		fields = append(fields, plan.FieldTenantRateLimit)
+	}
+	if m.tenant_rate_limit_window_seconds != nil {
+		fields = append(fields, plan.FieldTenantRateLimitWindowSeconds)
+	}
+	if m.tenant_quota != nil {
+		fields = append(fields, plan.FieldTenantQuota)
+	}
+	if m.max_keys != nil {
+		fields = append(fields, plan.FieldMaxKeys)
+	}
+	if m.key_limits != nil {
+		fields = append(fields, plan.FieldKeyLimits)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *PlanMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case plan.FieldCreatedAt:
+		return m.CreatedAt()
+	case plan.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case plan.FieldName:
+		return m.Name()
+	case plan.FieldKeyRateLimit:
+		return m.KeyRateLimit()
+	case plan.FieldKeyRateLimitWindowSeconds:
+		return m.KeyRateLimitWindowSeconds()
+	case plan.FieldKeyQuota:
+		return m.KeyQuota()
+	case plan.FieldQuotaPeriod:
+		return m.QuotaPeriod()
+	case plan.FieldTenantRateLimit:
+		return m.TenantRateLimit()
+	case plan.FieldTenantRateLimitWindowSeconds:
+		return m.TenantRateLimitWindowSeconds()
+	case plan.FieldTenantQuota:
+		return m.TenantQuota()
+	case plan.FieldMaxKeys:
+		return m.MaxKeys()
+	case plan.FieldKeyLimits:
+		return m.KeyLimits()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *PlanMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case plan.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case plan.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case plan.FieldName:
+		return m.OldName(ctx)
+	case plan.FieldKeyRateLimit:
+		return m.OldKeyRateLimit(ctx)
+	case plan.FieldKeyRateLimitWindowSeconds:
+		return m.OldKeyRateLimitWindowSeconds(ctx)
+	case plan.FieldKeyQuota:
+		return m.OldKeyQuota(ctx)
+	case plan.FieldQuotaPeriod:
+		return m.OldQuotaPeriod(ctx)
+	case plan.FieldTenantRateLimit:
+		return m.OldTenantRateLimit(ctx)
+	case plan.FieldTenantRateLimitWindowSeconds:
+		return m.OldTenantRateLimitWindowSeconds(ctx)
+	case plan.FieldTenantQuota:
+		return m.OldTenantQuota(ctx)
+	case plan.FieldMaxKeys:
+		return m.OldMaxKeys(ctx)
+	case plan.FieldKeyLimits:
+		return m.OldKeyLimits(ctx)
+	}
+	return nil, fmt.Errorf("unknown Plan field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *PlanMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case plan.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case plan.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case plan.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case plan.FieldKeyRateLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKeyRateLimit(v)
+		return nil
+	case plan.FieldKeyRateLimitWindowSeconds:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKeyRateLimitWindowSeconds(v)
+		return nil
+	case plan.FieldKeyQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKeyQuota(v)
+		return nil
+	case plan.FieldQuotaPeriod:
+		v, ok := value.(plan.QuotaPeriod)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQuotaPeriod(v)
+		return nil
+	case plan.FieldTenantRateLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantRateLimit(v)
+		return nil
+	case plan.FieldTenantRateLimitWindowSeconds:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantRateLimitWindowSeconds(v)
+		return nil
+	case plan.FieldTenantQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantQuota(v)
+		return nil
+	case plan.FieldMaxKeys:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMaxKeys(v)
+		return nil
+	case plan.FieldKeyLimits:
+		v, ok := value.([]limitspec.Named)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKeyLimits(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Plan field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *PlanMutation) AddedFields() []string {
+	var fields []string
+	if m.addkey_rate_limit != nil {
+		fields = append(fields, plan.FieldKeyRateLimit)
+	}
+	if m.addkey_rate_limit_window_seconds != nil {
+		fields = append(fields, plan.FieldKeyRateLimitWindowSeconds)
+	}
+	if m.addkey_quota != nil {
+		fields = append(fields, plan.FieldKeyQuota)
+	}
+	if m.addtenant_rate_limit != nil {
+		fields = append(fields, plan.FieldTenantRateLimit)
+	}
+	if m.addtenant_rate_limit_window_seconds != nil {
+		fields = append(fields, plan.FieldTenantRateLimitWindowSeconds)
+	}
+	if m.addtenant_quota != nil {
+		fields = append(fields, plan.FieldTenantQuota)
+	}
+	if m.addmax_keys != nil {
+		fields = append(fields, plan.FieldMaxKeys)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *PlanMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case plan.FieldKeyRateLimit:
+		return m.AddedKeyRateLimit()
+	case plan.FieldKeyRateLimitWindowSeconds:
+		return m.AddedKeyRateLimitWindowSeconds()
+	case plan.FieldKeyQuota:
+		return m.AddedKeyQuota()
+	case plan.FieldTenantRateLimit:
+		return m.AddedTenantRateLimit()
+	case plan.FieldTenantRateLimitWindowSeconds:
+		return m.AddedTenantRateLimitWindowSeconds()
+	case plan.FieldTenantQuota:
+		return m.AddedTenantQuota()
+	case plan.FieldMaxKeys:
+		return m.AddedMaxKeys()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *PlanMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case plan.FieldKeyRateLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddKeyRateLimit(v)
+		return nil
+	case plan.FieldKeyRateLimitWindowSeconds:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddKeyRateLimitWindowSeconds(v)
+		return nil
+	case plan.FieldKeyQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddKeyQuota(v)
+		return nil
+	case plan.FieldTenantRateLimit:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTenantRateLimit(v)
+		return nil
+	case plan.FieldTenantRateLimitWindowSeconds:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTenantRateLimitWindowSeconds(v)
+		return nil
+	case plan.FieldTenantQuota:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTenantQuota(v)
+		return nil
+	case plan.FieldMaxKeys:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddMaxKeys(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Plan numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *PlanMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(plan.FieldKeyLimits) {
+		fields = append(fields, plan.FieldKeyLimits)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *PlanMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *PlanMutation) ClearField(name string) error {
+	switch name {
+	case plan.FieldKeyLimits:
+		m.ClearKeyLimits()
+		return nil
+	}
+	return fmt.Errorf("unknown Plan nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *PlanMutation) ResetField(name string) error {
+	switch name {
+	case plan.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case plan.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case plan.FieldName:
+		m.ResetName()
+		return nil
+	case plan.FieldKeyRateLimit:
+		m.ResetKeyRateLimit()
+		return nil
+	case plan.FieldKeyRateLimitWindowSeconds:
+		m.ResetKeyRateLimitWindowSeconds()
+		return nil
+	case plan.FieldKeyQuota:
+		m.ResetKeyQuota()
+		return nil
+	case plan.FieldQuotaPeriod:
+		m.ResetQuotaPeriod()
+		return nil
+	case plan.FieldTenantRateLimit:
+		m.ResetTenantRateLimit()
+		return nil
+	case plan.FieldTenantRateLimitWindowSeconds:
+		m.ResetTenantRateLimitWindowSeconds()
+		return nil
+	case plan.FieldTenantQuota:
+		m.ResetTenantQuota()
+		return nil
+	case plan.FieldMaxKeys:
+		m.ResetMaxKeys()
+		return nil
+	case plan.FieldKeyLimits:
+		m.ResetKeyLimits()
+		return nil
+	}
+	return fmt.Errorf("unknown Plan field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *PlanMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *PlanMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *PlanMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *PlanMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *PlanMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *PlanMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *PlanMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown Plan unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *PlanMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown Plan edge %s", name)
 }
 
 // TenantMutation represents an operation that mutates the Tenant nodes in the graph.

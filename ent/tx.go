@@ -18,6 +18,10 @@ type Tx struct {
 	ApiKey *ApiKeyClient
 	// AuditLog is the client for interacting with the AuditLog builders.
 	AuditLog *AuditLogClient
+	// Owner is the client for interacting with the Owner builders.
+	Owner *OwnerClient
+	// Plan is the client for interacting with the Plan builders.
+	Plan *PlanClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
 	// UsageLog is the client for interacting with the UsageLog builders.
@@ -163,6 +167,8 @@ func (tx *Tx) Client() *Client {
 func (tx *Tx) init() {
 	tx.ApiKey = NewApiKeyClient(tx.config)
 	tx.AuditLog = NewAuditLogClient(tx.config)
+	tx.Owner = NewOwnerClient(tx.config)
+	tx.Plan = NewPlanClient(tx.config)
 	tx.Tenant = NewTenantClient(tx.config)
 	tx.UsageLog = NewUsageLogClient(tx.config)
 	tx.UsageRollup = NewUsageRollupClient(tx.config)

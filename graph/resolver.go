@@ -38,6 +38,8 @@ type Resolver struct {
 	Webhooks *webhook.Manager
 	// Verify verifies consumer keys.
 	Verify *verify.Service
+	// Plans resolves tenants' plans.
+	Plans *plan.Catalog
 }
 
 // NewSchema returns the executable schema with its directives.
@@ -90,16 +92,16 @@ func (r *Resolver) limitsOf(ctx context.Context, k *ent.ApiKey) (plan.Limits, er
 		return plan.Limits{}, nil
 	}
 	if t, err := k.Edges.TenantOrErr(); err == nil && t != nil {
-		return keys.LimitsOf(k, t.Plan), nil
+		return keys.LimitsOf(k, r.Plans.Resolve(t.Plan)), nil
 	}
 	if v := viewer.FromContext(ctx); v != nil && v.TenantID == *k.TenantID && v.TenantPlan != "" {
-		return keys.LimitsOf(k, v.TenantPlan), nil
+		return keys.LimitsOf(k, r.Plans.Resolve(v.TenantPlan)), nil
 	}
 	t, err := k.Tenant(ctx)
 	if err != nil {
 		return plan.Limits{}, err
 	}
-	return keys.LimitsOf(k, t.Plan), nil
+	return keys.LimitsOf(k, r.Plans.Resolve(t.Plan)), nil
 }
 
 // streamTarget returns the viewer and the tenant a usage subscription reads: the

@@ -70,6 +70,18 @@ const (
 	FieldPermissions = "permissions"
 	// FieldEnabled holds the string denoting the enabled field in the database.
 	FieldEnabled = "enabled"
+	// FieldLimits holds the string denoting the limits field in the database.
+	FieldLimits = "limits"
+	// FieldCreditsRemaining holds the string denoting the credits_remaining field in the database.
+	FieldCreditsRemaining = "credits_remaining"
+	// FieldCreditsRefillAmount holds the string denoting the credits_refill_amount field in the database.
+	FieldCreditsRefillAmount = "credits_refill_amount"
+	// FieldCreditsRefillInterval holds the string denoting the credits_refill_interval field in the database.
+	FieldCreditsRefillInterval = "credits_refill_interval"
+	// FieldCreditsGranted holds the string denoting the credits_granted field in the database.
+	FieldCreditsGranted = "credits_granted"
+	// FieldCreditsPeriodStart holds the string denoting the credits_period_start field in the database.
+	FieldCreditsPeriodStart = "credits_period_start"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeRotatedFrom holds the string denoting the rotated_from edge name in mutations.
@@ -124,6 +136,12 @@ var Columns = []string{
 	FieldMeta,
 	FieldPermissions,
 	FieldEnabled,
+	FieldLimits,
+	FieldCreditsRemaining,
+	FieldCreditsRefillAmount,
+	FieldCreditsRefillInterval,
+	FieldCreditsGranted,
+	FieldCreditsPeriodStart,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -246,6 +264,30 @@ func EnvironmentValidator(e Environment) error {
 		return nil
 	default:
 		return fmt.Errorf("apikey: invalid enum value for environment field: %q", e)
+	}
+}
+
+// CreditsRefillInterval defines the type for the "credits_refill_interval" enum field.
+type CreditsRefillInterval string
+
+// CreditsRefillInterval values.
+const (
+	CreditsRefillIntervalNever   CreditsRefillInterval = "NEVER"
+	CreditsRefillIntervalDaily   CreditsRefillInterval = "DAILY"
+	CreditsRefillIntervalMonthly CreditsRefillInterval = "MONTHLY"
+)
+
+func (cri CreditsRefillInterval) String() string {
+	return string(cri)
+}
+
+// CreditsRefillIntervalValidator is a validator for the "credits_refill_interval" field enum values. It is called by the builders before save.
+func CreditsRefillIntervalValidator(cri CreditsRefillInterval) error {
+	switch cri {
+	case CreditsRefillIntervalNever, CreditsRefillIntervalDaily, CreditsRefillIntervalMonthly:
+		return nil
+	default:
+		return fmt.Errorf("apikey: invalid enum value for credits_refill_interval field: %q", cri)
 	}
 }
 
@@ -372,6 +414,31 @@ func ByEnabled(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldEnabled, opts...).ToFunc()
 }
 
+// ByCreditsRemaining orders the results by the credits_remaining field.
+func ByCreditsRemaining(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCreditsRemaining, opts...).ToFunc()
+}
+
+// ByCreditsRefillAmount orders the results by the credits_refill_amount field.
+func ByCreditsRefillAmount(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCreditsRefillAmount, opts...).ToFunc()
+}
+
+// ByCreditsRefillInterval orders the results by the credits_refill_interval field.
+func ByCreditsRefillInterval(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCreditsRefillInterval, opts...).ToFunc()
+}
+
+// ByCreditsGranted orders the results by the credits_granted field.
+func ByCreditsGranted(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCreditsGranted, opts...).ToFunc()
+}
+
+// ByCreditsPeriodStart orders the results by the credits_period_start field.
+func ByCreditsPeriodStart(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCreditsPeriodStart, opts...).ToFunc()
+}
+
 // ByTenantField orders the results by tenant field.
 func ByTenantField(field string, opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -471,6 +538,24 @@ func (e *Environment) UnmarshalGQL(val interface{}) error {
 	*e = Environment(str)
 	if err := EnvironmentValidator(*e); err != nil {
 		return fmt.Errorf("%s is not a valid Environment", str)
+	}
+	return nil
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e CreditsRefillInterval) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *CreditsRefillInterval) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = CreditsRefillInterval(str)
+	if err := CreditsRefillIntervalValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid CreditsRefillInterval", str)
 	}
 	return nil
 }

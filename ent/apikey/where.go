@@ -165,6 +165,26 @@ func Enabled(v bool) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldEnabled, v))
 }
 
+// CreditsRemaining applies equality check predicate on the "credits_remaining" field. It's identical to CreditsRemainingEQ.
+func CreditsRemaining(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsRemaining, v))
+}
+
+// CreditsRefillAmount applies equality check predicate on the "credits_refill_amount" field. It's identical to CreditsRefillAmountEQ.
+func CreditsRefillAmount(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsRefillAmount, v))
+}
+
+// CreditsGranted applies equality check predicate on the "credits_granted" field. It's identical to CreditsGrantedEQ.
+func CreditsGranted(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsGranted, v))
+}
+
+// CreditsPeriodStart applies equality check predicate on the "credits_period_start" field. It's identical to CreditsPeriodStartEQ.
+func CreditsPeriodStart(v time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsPeriodStart, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldEQ(FieldCreatedAt, v))
@@ -1218,6 +1238,246 @@ func EnabledEQ(v bool) predicate.ApiKey {
 // EnabledNEQ applies the NEQ predicate on the "enabled" field.
 func EnabledNEQ(v bool) predicate.ApiKey {
 	return predicate.ApiKey(sql.FieldNEQ(FieldEnabled, v))
+}
+
+// LimitsIsNil applies the IsNil predicate on the "limits" field.
+func LimitsIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldLimits))
+}
+
+// LimitsNotNil applies the NotNil predicate on the "limits" field.
+func LimitsNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldLimits))
+}
+
+// CreditsRemainingEQ applies the EQ predicate on the "credits_remaining" field.
+func CreditsRemainingEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsRemaining, v))
+}
+
+// CreditsRemainingNEQ applies the NEQ predicate on the "credits_remaining" field.
+func CreditsRemainingNEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldCreditsRemaining, v))
+}
+
+// CreditsRemainingIn applies the In predicate on the "credits_remaining" field.
+func CreditsRemainingIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldCreditsRemaining, vs...))
+}
+
+// CreditsRemainingNotIn applies the NotIn predicate on the "credits_remaining" field.
+func CreditsRemainingNotIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldCreditsRemaining, vs...))
+}
+
+// CreditsRemainingGT applies the GT predicate on the "credits_remaining" field.
+func CreditsRemainingGT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGT(FieldCreditsRemaining, v))
+}
+
+// CreditsRemainingGTE applies the GTE predicate on the "credits_remaining" field.
+func CreditsRemainingGTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGTE(FieldCreditsRemaining, v))
+}
+
+// CreditsRemainingLT applies the LT predicate on the "credits_remaining" field.
+func CreditsRemainingLT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLT(FieldCreditsRemaining, v))
+}
+
+// CreditsRemainingLTE applies the LTE predicate on the "credits_remaining" field.
+func CreditsRemainingLTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLTE(FieldCreditsRemaining, v))
+}
+
+// CreditsRemainingIsNil applies the IsNil predicate on the "credits_remaining" field.
+func CreditsRemainingIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldCreditsRemaining))
+}
+
+// CreditsRemainingNotNil applies the NotNil predicate on the "credits_remaining" field.
+func CreditsRemainingNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldCreditsRemaining))
+}
+
+// CreditsRefillAmountEQ applies the EQ predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsRefillAmount, v))
+}
+
+// CreditsRefillAmountNEQ applies the NEQ predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountNEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldCreditsRefillAmount, v))
+}
+
+// CreditsRefillAmountIn applies the In predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldCreditsRefillAmount, vs...))
+}
+
+// CreditsRefillAmountNotIn applies the NotIn predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountNotIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldCreditsRefillAmount, vs...))
+}
+
+// CreditsRefillAmountGT applies the GT predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountGT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGT(FieldCreditsRefillAmount, v))
+}
+
+// CreditsRefillAmountGTE applies the GTE predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountGTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGTE(FieldCreditsRefillAmount, v))
+}
+
+// CreditsRefillAmountLT applies the LT predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountLT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLT(FieldCreditsRefillAmount, v))
+}
+
+// CreditsRefillAmountLTE applies the LTE predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountLTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLTE(FieldCreditsRefillAmount, v))
+}
+
+// CreditsRefillAmountIsNil applies the IsNil predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldCreditsRefillAmount))
+}
+
+// CreditsRefillAmountNotNil applies the NotNil predicate on the "credits_refill_amount" field.
+func CreditsRefillAmountNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldCreditsRefillAmount))
+}
+
+// CreditsRefillIntervalEQ applies the EQ predicate on the "credits_refill_interval" field.
+func CreditsRefillIntervalEQ(v CreditsRefillInterval) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsRefillInterval, v))
+}
+
+// CreditsRefillIntervalNEQ applies the NEQ predicate on the "credits_refill_interval" field.
+func CreditsRefillIntervalNEQ(v CreditsRefillInterval) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldCreditsRefillInterval, v))
+}
+
+// CreditsRefillIntervalIn applies the In predicate on the "credits_refill_interval" field.
+func CreditsRefillIntervalIn(vs ...CreditsRefillInterval) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldCreditsRefillInterval, vs...))
+}
+
+// CreditsRefillIntervalNotIn applies the NotIn predicate on the "credits_refill_interval" field.
+func CreditsRefillIntervalNotIn(vs ...CreditsRefillInterval) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldCreditsRefillInterval, vs...))
+}
+
+// CreditsRefillIntervalIsNil applies the IsNil predicate on the "credits_refill_interval" field.
+func CreditsRefillIntervalIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldCreditsRefillInterval))
+}
+
+// CreditsRefillIntervalNotNil applies the NotNil predicate on the "credits_refill_interval" field.
+func CreditsRefillIntervalNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldCreditsRefillInterval))
+}
+
+// CreditsGrantedEQ applies the EQ predicate on the "credits_granted" field.
+func CreditsGrantedEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsGranted, v))
+}
+
+// CreditsGrantedNEQ applies the NEQ predicate on the "credits_granted" field.
+func CreditsGrantedNEQ(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldCreditsGranted, v))
+}
+
+// CreditsGrantedIn applies the In predicate on the "credits_granted" field.
+func CreditsGrantedIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldCreditsGranted, vs...))
+}
+
+// CreditsGrantedNotIn applies the NotIn predicate on the "credits_granted" field.
+func CreditsGrantedNotIn(vs ...int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldCreditsGranted, vs...))
+}
+
+// CreditsGrantedGT applies the GT predicate on the "credits_granted" field.
+func CreditsGrantedGT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGT(FieldCreditsGranted, v))
+}
+
+// CreditsGrantedGTE applies the GTE predicate on the "credits_granted" field.
+func CreditsGrantedGTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGTE(FieldCreditsGranted, v))
+}
+
+// CreditsGrantedLT applies the LT predicate on the "credits_granted" field.
+func CreditsGrantedLT(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLT(FieldCreditsGranted, v))
+}
+
+// CreditsGrantedLTE applies the LTE predicate on the "credits_granted" field.
+func CreditsGrantedLTE(v int64) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLTE(FieldCreditsGranted, v))
+}
+
+// CreditsGrantedIsNil applies the IsNil predicate on the "credits_granted" field.
+func CreditsGrantedIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldCreditsGranted))
+}
+
+// CreditsGrantedNotNil applies the NotNil predicate on the "credits_granted" field.
+func CreditsGrantedNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldCreditsGranted))
+}
+
+// CreditsPeriodStartEQ applies the EQ predicate on the "credits_period_start" field.
+func CreditsPeriodStartEQ(v time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldEQ(FieldCreditsPeriodStart, v))
+}
+
+// CreditsPeriodStartNEQ applies the NEQ predicate on the "credits_period_start" field.
+func CreditsPeriodStartNEQ(v time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNEQ(FieldCreditsPeriodStart, v))
+}
+
+// CreditsPeriodStartIn applies the In predicate on the "credits_period_start" field.
+func CreditsPeriodStartIn(vs ...time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIn(FieldCreditsPeriodStart, vs...))
+}
+
+// CreditsPeriodStartNotIn applies the NotIn predicate on the "credits_period_start" field.
+func CreditsPeriodStartNotIn(vs ...time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotIn(FieldCreditsPeriodStart, vs...))
+}
+
+// CreditsPeriodStartGT applies the GT predicate on the "credits_period_start" field.
+func CreditsPeriodStartGT(v time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGT(FieldCreditsPeriodStart, v))
+}
+
+// CreditsPeriodStartGTE applies the GTE predicate on the "credits_period_start" field.
+func CreditsPeriodStartGTE(v time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldGTE(FieldCreditsPeriodStart, v))
+}
+
+// CreditsPeriodStartLT applies the LT predicate on the "credits_period_start" field.
+func CreditsPeriodStartLT(v time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLT(FieldCreditsPeriodStart, v))
+}
+
+// CreditsPeriodStartLTE applies the LTE predicate on the "credits_period_start" field.
+func CreditsPeriodStartLTE(v time.Time) predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldLTE(FieldCreditsPeriodStart, v))
+}
+
+// CreditsPeriodStartIsNil applies the IsNil predicate on the "credits_period_start" field.
+func CreditsPeriodStartIsNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldIsNull(FieldCreditsPeriodStart))
+}
+
+// CreditsPeriodStartNotNil applies the NotNil predicate on the "credits_period_start" field.
+func CreditsPeriodStartNotNil() predicate.ApiKey {
+	return predicate.ApiKey(sql.FieldNotNull(FieldCreditsPeriodStart))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

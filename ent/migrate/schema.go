@@ -35,6 +35,12 @@ var (
 		{Name: "meta", Type: field.TypeJSON, Nullable: true},
 		{Name: "permissions", Type: field.TypeJSON, Nullable: true},
 		{Name: "enabled", Type: field.TypeBool, Default: true},
+		{Name: "limits", Type: field.TypeJSON, Nullable: true},
+		{Name: "credits_remaining", Type: field.TypeInt64, Nullable: true},
+		{Name: "credits_refill_amount", Type: field.TypeInt64, Nullable: true},
+		{Name: "credits_refill_interval", Type: field.TypeEnum, Nullable: true, Enums: []string{"NEVER", "DAILY", "MONTHLY"}},
+		{Name: "credits_granted", Type: field.TypeInt64, Nullable: true},
+		{Name: "credits_period_start", Type: field.TypeTime, Nullable: true},
 		{Name: "rotated_from_id", Type: field.TypeString, Nullable: true, Size: 40},
 		{Name: "tenant_id", Type: field.TypeString, Nullable: true, Size: 40},
 	}
@@ -46,13 +52,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "api_keys_api_keys_rotated_to",
-				Columns:    []*schema.Column{APIKeysColumns[25]},
+				Columns:    []*schema.Column{APIKeysColumns[31]},
 				RefColumns: []*schema.Column{APIKeysColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
 			{
 				Symbol:     "api_keys_tenants_api_keys",
-				Columns:    []*schema.Column{APIKeysColumns[26]},
+				Columns:    []*schema.Column{APIKeysColumns[32]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.SetNull,
 			},
@@ -61,12 +67,12 @@ var (
 			{
 				Name:    "apikey_tenant_id",
 				Unique:  false,
-				Columns: []*schema.Column{APIKeysColumns[26]},
+				Columns: []*schema.Column{APIKeysColumns[32]},
 			},
 			{
 				Name:    "apikey_tenant_id_owner_id",
 				Unique:  false,
-				Columns: []*schema.Column{APIKeysColumns[26], APIKeysColumns[21]},
+				Columns: []*schema.Column{APIKeysColumns[32], APIKeysColumns[21]},
 			},
 		},
 	}
@@ -99,6 +105,59 @@ var (
 				Columns: []*schema.Column{AuditLogsColumns[8]},
 			},
 		},
+	}
+	// OwnersColumns holds the columns for the "owners" table.
+	OwnersColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "tenant_id", Type: field.TypeString},
+		{Name: "owner_id", Type: field.TypeString, Size: 128},
+		{Name: "meta", Type: field.TypeJSON, Nullable: true},
+		{Name: "rate_limit", Type: field.TypeInt, Nullable: true},
+		{Name: "rate_limit_window_seconds", Type: field.TypeInt, Nullable: true},
+		{Name: "quota", Type: field.TypeInt64, Nullable: true},
+		{Name: "quota_period", Type: field.TypeEnum, Nullable: true, Enums: []string{"DAY", "MONTH"}},
+	}
+	// OwnersTable holds the schema information for the "owners" table.
+	OwnersTable = &schema.Table{
+		Name:       "owners",
+		Columns:    OwnersColumns,
+		PrimaryKey: []*schema.Column{OwnersColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "owner_tenant_id",
+				Unique:  false,
+				Columns: []*schema.Column{OwnersColumns[3]},
+			},
+			{
+				Name:    "owner_tenant_id_owner_id",
+				Unique:  true,
+				Columns: []*schema.Column{OwnersColumns[3], OwnersColumns[4]},
+			},
+		},
+	}
+	// PlansColumns holds the columns for the "plans" table.
+	PlansColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "name", Type: field.TypeString, Unique: true, Size: 32},
+		{Name: "key_rate_limit", Type: field.TypeInt},
+		{Name: "key_rate_limit_window_seconds", Type: field.TypeInt},
+		{Name: "key_quota", Type: field.TypeInt64, Default: 0},
+		{Name: "quota_period", Type: field.TypeEnum, Enums: []string{"DAY", "MONTH"}, Default: "MONTH"},
+		{Name: "tenant_rate_limit", Type: field.TypeInt, Default: 0},
+		{Name: "tenant_rate_limit_window_seconds", Type: field.TypeInt, Default: 3600},
+		{Name: "tenant_quota", Type: field.TypeInt64, Default: 0},
+		{Name: "max_keys", Type: field.TypeInt, Default: 0},
+		{Name: "key_limits", Type: field.TypeJSON, Nullable: true},
+	}
+	// PlansTable holds the schema information for the "plans" table.
+	PlansTable = &schema.Table{
+		Name:       "plans",
+		Columns:    PlansColumns,
+		PrimaryKey: []*schema.Column{PlansColumns[0]},
 	}
 	// TenantsColumns holds the columns for the "tenants" table.
 	TenantsColumns = []*schema.Column{
@@ -335,6 +394,8 @@ var (
 	Tables = []*schema.Table{
 		APIKeysTable,
 		AuditLogsTable,
+		OwnersTable,
+		PlansTable,
 		TenantsTable,
 		UsageLogsTable,
 		UsageRollupsTable,

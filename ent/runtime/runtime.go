@@ -8,6 +8,8 @@ import (
 
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/schema"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/usagelog"
@@ -189,6 +191,172 @@ func init() {
 	// auditlog.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	auditlog.IDValidator = func() func(string) error {
 		validators := auditlogDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	ownerMixin := schema.Owner{}.Mixin()
+	owner.Policy = privacy.NewPolicies(schema.Owner{})
+	owner.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := owner.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	ownerMixinFields0 := ownerMixin[0].Fields()
+	_ = ownerMixinFields0
+	ownerMixinFields1 := ownerMixin[1].Fields()
+	_ = ownerMixinFields1
+	ownerFields := schema.Owner{}.Fields()
+	_ = ownerFields
+	// ownerDescCreatedAt is the schema descriptor for created_at field.
+	ownerDescCreatedAt := ownerMixinFields1[0].Descriptor()
+	// owner.DefaultCreatedAt holds the default value on creation for the created_at field.
+	owner.DefaultCreatedAt = ownerDescCreatedAt.Default.(func() time.Time)
+	// ownerDescUpdatedAt is the schema descriptor for updated_at field.
+	ownerDescUpdatedAt := ownerMixinFields1[1].Descriptor()
+	// owner.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	owner.DefaultUpdatedAt = ownerDescUpdatedAt.Default.(func() time.Time)
+	// owner.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	owner.UpdateDefaultUpdatedAt = ownerDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// ownerDescOwnerID is the schema descriptor for owner_id field.
+	ownerDescOwnerID := ownerFields[0].Descriptor()
+	// owner.OwnerIDValidator is a validator for the "owner_id" field. It is called by the builders before save.
+	owner.OwnerIDValidator = func() func(string) error {
+		validators := ownerDescOwnerID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(owner_id string) error {
+			for _, fn := range fns {
+				if err := fn(owner_id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// ownerDescID is the schema descriptor for id field.
+	ownerDescID := ownerMixinFields0[0].Descriptor()
+	// owner.DefaultID holds the default value on creation for the id field.
+	owner.DefaultID = ownerDescID.Default.(func() string)
+	// owner.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	owner.IDValidator = func() func(string) error {
+		validators := ownerDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	planMixin := schema.Plan{}.Mixin()
+	plan.Policy = privacy.NewPolicies(schema.Plan{})
+	plan.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := plan.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	planMixinFields0 := planMixin[0].Fields()
+	_ = planMixinFields0
+	planMixinFields1 := planMixin[1].Fields()
+	_ = planMixinFields1
+	planFields := schema.Plan{}.Fields()
+	_ = planFields
+	// planDescCreatedAt is the schema descriptor for created_at field.
+	planDescCreatedAt := planMixinFields1[0].Descriptor()
+	// plan.DefaultCreatedAt holds the default value on creation for the created_at field.
+	plan.DefaultCreatedAt = planDescCreatedAt.Default.(func() time.Time)
+	// planDescUpdatedAt is the schema descriptor for updated_at field.
+	planDescUpdatedAt := planMixinFields1[1].Descriptor()
+	// plan.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	plan.DefaultUpdatedAt = planDescUpdatedAt.Default.(func() time.Time)
+	// plan.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	plan.UpdateDefaultUpdatedAt = planDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// planDescName is the schema descriptor for name field.
+	planDescName := planFields[0].Descriptor()
+	// plan.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	plan.NameValidator = func() func(string) error {
+		validators := planDescName.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(name string) error {
+			for _, fn := range fns {
+				if err := fn(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// planDescKeyRateLimit is the schema descriptor for key_rate_limit field.
+	planDescKeyRateLimit := planFields[1].Descriptor()
+	// plan.KeyRateLimitValidator is a validator for the "key_rate_limit" field. It is called by the builders before save.
+	plan.KeyRateLimitValidator = planDescKeyRateLimit.Validators[0].(func(int) error)
+	// planDescKeyRateLimitWindowSeconds is the schema descriptor for key_rate_limit_window_seconds field.
+	planDescKeyRateLimitWindowSeconds := planFields[2].Descriptor()
+	// plan.KeyRateLimitWindowSecondsValidator is a validator for the "key_rate_limit_window_seconds" field. It is called by the builders before save.
+	plan.KeyRateLimitWindowSecondsValidator = planDescKeyRateLimitWindowSeconds.Validators[0].(func(int) error)
+	// planDescKeyQuota is the schema descriptor for key_quota field.
+	planDescKeyQuota := planFields[3].Descriptor()
+	// plan.DefaultKeyQuota holds the default value on creation for the key_quota field.
+	plan.DefaultKeyQuota = planDescKeyQuota.Default.(int64)
+	// plan.KeyQuotaValidator is a validator for the "key_quota" field. It is called by the builders before save.
+	plan.KeyQuotaValidator = planDescKeyQuota.Validators[0].(func(int64) error)
+	// planDescTenantRateLimit is the schema descriptor for tenant_rate_limit field.
+	planDescTenantRateLimit := planFields[5].Descriptor()
+	// plan.DefaultTenantRateLimit holds the default value on creation for the tenant_rate_limit field.
+	plan.DefaultTenantRateLimit = planDescTenantRateLimit.Default.(int)
+	// plan.TenantRateLimitValidator is a validator for the "tenant_rate_limit" field. It is called by the builders before save.
+	plan.TenantRateLimitValidator = planDescTenantRateLimit.Validators[0].(func(int) error)
+	// planDescTenantRateLimitWindowSeconds is the schema descriptor for tenant_rate_limit_window_seconds field.
+	planDescTenantRateLimitWindowSeconds := planFields[6].Descriptor()
+	// plan.DefaultTenantRateLimitWindowSeconds holds the default value on creation for the tenant_rate_limit_window_seconds field.
+	plan.DefaultTenantRateLimitWindowSeconds = planDescTenantRateLimitWindowSeconds.Default.(int)
+	// plan.TenantRateLimitWindowSecondsValidator is a validator for the "tenant_rate_limit_window_seconds" field. It is called by the builders before save.
+	plan.TenantRateLimitWindowSecondsValidator = planDescTenantRateLimitWindowSeconds.Validators[0].(func(int) error)
+	// planDescTenantQuota is the schema descriptor for tenant_quota field.
+	planDescTenantQuota := planFields[7].Descriptor()
+	// plan.DefaultTenantQuota holds the default value on creation for the tenant_quota field.
+	plan.DefaultTenantQuota = planDescTenantQuota.Default.(int64)
+	// plan.TenantQuotaValidator is a validator for the "tenant_quota" field. It is called by the builders before save.
+	plan.TenantQuotaValidator = planDescTenantQuota.Validators[0].(func(int64) error)
+	// planDescMaxKeys is the schema descriptor for max_keys field.
+	planDescMaxKeys := planFields[8].Descriptor()
+	// plan.DefaultMaxKeys holds the default value on creation for the max_keys field.
+	plan.DefaultMaxKeys = planDescMaxKeys.Default.(int)
+	// plan.MaxKeysValidator is a validator for the "max_keys" field. It is called by the builders before save.
+	plan.MaxKeysValidator = planDescMaxKeys.Validators[0].(func(int) error)
+	// planDescID is the schema descriptor for id field.
+	planDescID := planMixinFields0[0].Descriptor()
+	// plan.DefaultID holds the default value on creation for the id field.
+	plan.DefaultID = planDescID.Default.(func() string)
+	// plan.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	plan.IDValidator = func() func(string) error {
+		validators := planDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/latchkey/latchkey/internal/platform/ids"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 )
 
 // ApiKey is a credential. Only the SHA-256 hash of the secret is stored; tenant keys
@@ -70,6 +71,22 @@ func (ApiKey) Fields() []ent.Field {
 			Comment("the tenant's own permission names (e.g. documents:read), distinct from Latchkey scopes"),
 		field.Bool("enabled").Default(true).
 			Comment("a reversible switch: a disabled key fails verification with DISABLED"),
+		field.JSON("limits", []limitspec.Named{}).Optional().
+			Annotations(entgql.Type("[NamedLimit!]"), entgql.Skip(entgql.SkipWhereInput, entgql.SkipOrderField)).
+			Comment("named limits, charged by verifications that name them; nil: the plan's"),
+		field.Int64("credits_remaining").Optional().Nillable().
+			Annotations(entgql.Skip()).
+			Comment("the credit balance as last written with the usage (the live balance is in the limit store); nil: no credits"),
+		field.Int64("credits_refill_amount").Optional().Nillable().
+			Annotations(entgql.Skip()),
+		field.Enum("credits_refill_interval").NamedValues("Never", "NEVER", "Daily", "DAILY", "Monthly", "MONTHLY").Optional().Nillable().
+			Annotations(entgql.Skip()),
+		field.Int64("credits_granted").Optional().Nillable().
+			Annotations(entgql.Skip()).
+			Comment("the balance the 80 % and 100 % warnings count against: the refill amount, or what was set and added"),
+		field.Time("credits_period_start").Optional().Nillable().
+			Annotations(entgql.Skip()).
+			Comment("start of the refill period credits_remaining belongs to"),
 	}
 }
 

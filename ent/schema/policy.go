@@ -29,3 +29,9 @@ func (UsageRollup) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }
 
 // Policy of the WebhookAttempt: see rule.ReadOnlyTenantOwned.
 func (WebhookAttempt) Policy() ent.Policy { return rule.ReadOnlyTenantOwned() }
+
+// Policy of the Plan: see rule.PlatformOnly.
+func (Plan) Policy() ent.Policy { return rule.PlatformOnly() }
+
+// Policy of the Owner: see rule.TenantOwned.
+func (Owner) Policy() ent.Policy { return rule.TenantOwned() }

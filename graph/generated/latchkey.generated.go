@@ -16,6 +16,7 @@ import (
 	"github.com/latchkey/latchkey/graph/gqlenum"
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -1280,6 +1281,75 @@ func (ec *executionContext) fieldContext_Mutation_verifyApiKey(ctx context.Conte
 		return fc, err
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _NamedLimit_name(ctx context.Context, field graphql.CollectedField, obj *limitspec.Named) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NamedLimit_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NamedLimit_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NamedLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _NamedLimit_limit(ctx context.Context, field graphql.CollectedField, obj *limitspec.Named) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NamedLimit_limit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Limit, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NamedLimit_limit(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NamedLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _NamedLimit_windowSeconds(ctx context.Context, field graphql.CollectedField, obj *limitspec.Named) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NamedLimit_windowSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.WindowSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NamedLimit_windowSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NamedLimit", field, false, false, "Int")
 }
 
 func (ec *executionContext) _QuotaUsage_limit(ctx context.Context, field graphql.CollectedField, obj *model.QuotaUsage) (ret graphql.Marshaler) {
@@ -3503,6 +3573,49 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 	return out
 }
 
+var namedLimitImplementors = []string{"NamedLimit"}
+
+func (ec *executionContext) _NamedLimit(ctx context.Context, sel ast.SelectionSet, obj *limitspec.Named) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, namedLimitImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("NamedLimit")
+		case "name":
+			out.Values[i] = ec._NamedLimit_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "limit":
+			out.Values[i] = ec._NamedLimit_limit(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "windowSeconds":
+			out.Values[i] = ec._NamedLimit_windowSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var quotaUsageImplementors = []string{"QuotaUsage"}
 
 func (ec *executionContext) _QuotaUsage(ctx context.Context, sel ast.SelectionSet, obj *model.QuotaUsage) graphql.Marshaler {
@@ -4053,6 +4166,10 @@ func (ec *executionContext) unmarshalNCreateWebhookInput2githubᚗcomᚋlatchkey
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNNamedLimit2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamed(ctx context.Context, sel ast.SelectionSet, v limitspec.Named) graphql.Marshaler {
+	return ec._NamedLimit(ctx, sel, &v)
+}
+
 func (ec *executionContext) unmarshalNUpdateApiKeyInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUpdateAPIKeyInput(ctx context.Context, v any) (model.UpdateAPIKeyInput, error) {
 	res, err := ec.unmarshalInputUpdateApiKeyInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -4169,6 +4286,25 @@ func (ec *executionContext) marshalNWebhookWithSecret2ᚖgithubᚗcomᚋlatchkey
 		return graphql.Null
 	}
 	return ec._WebhookWithSecret(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalONamedLimit2ᚕgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamedᚄ(ctx context.Context, sel ast.SelectionSet, v []limitspec.Named) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNNamedLimit2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamed(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalOQuotaUsage2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐQuotaUsage(ctx context.Context, sel ast.SelectionSet, v *model.QuotaUsage) graphql.Marshaler {

@@ -49,6 +49,7 @@ type ComplexityRoot struct {
 		ID                              func(childComplexity int) int
 		Kind                            func(childComplexity int) int
 		LastUsedAt                      func(childComplexity int) int
+		Limits                          func(childComplexity int) int
 		LimitsLocked                    func(childComplexity int) int
 		Meta                            func(childComplexity int) int
 		Name                            func(childComplexity int) int
@@ -127,11 +128,57 @@ type ComplexityRoot struct {
 		VerifyAPIKey             func(childComplexity int, input model.VerifyAPIKeyInput) int
 	}
 
+	NamedLimit struct {
+		Limit         func(childComplexity int) int
+		Name          func(childComplexity int) int
+		WindowSeconds func(childComplexity int) int
+	}
+
+	Owner struct {
+		CreatedAt              func(childComplexity int) int
+		ID                     func(childComplexity int) int
+		Meta                   func(childComplexity int) int
+		OwnerID                func(childComplexity int) int
+		Quota                  func(childComplexity int) int
+		QuotaPeriod            func(childComplexity int) int
+		RateLimit              func(childComplexity int) int
+		RateLimitWindowSeconds func(childComplexity int) int
+		TenantID               func(childComplexity int) int
+		UpdatedAt              func(childComplexity int) int
+	}
+
+	OwnerConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	OwnerEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	PageInfo struct {
 		EndCursor       func(childComplexity int) int
 		HasNextPage     func(childComplexity int) int
 		HasPreviousPage func(childComplexity int) int
 		StartCursor     func(childComplexity int) int
+	}
+
+	Plan struct {
+		CreatedAt                    func(childComplexity int) int
+		ID                           func(childComplexity int) int
+		KeyLimits                    func(childComplexity int) int
+		KeyQuota                     func(childComplexity int) int
+		KeyRateLimit                 func(childComplexity int) int
+		KeyRateLimitWindowSeconds    func(childComplexity int) int
+		MaxKeys                      func(childComplexity int) int
+		Name                         func(childComplexity int) int
+		QuotaPeriod                  func(childComplexity int) int
+		TenantQuota                  func(childComplexity int) int
+		TenantRateLimit              func(childComplexity int) int
+		TenantRateLimitWindowSeconds func(childComplexity int) int
+		UpdatedAt                    func(childComplexity int) int
 	}
 
 	Query struct {
@@ -408,6 +455,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.LastUsedAt(childComplexity), true
+	case "ApiKey.limits":
+		if e.ComplexityRoot.ApiKey.Limits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Limits(childComplexity), true
 	case "ApiKey.limitsLocked":
 		if e.ComplexityRoot.ApiKey.LimitsLocked == nil {
 			break
@@ -811,6 +864,118 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Mutation.VerifyAPIKey(childComplexity, args["input"].(model.VerifyAPIKeyInput)), true
 
+	case "NamedLimit.limit":
+		if e.ComplexityRoot.NamedLimit.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NamedLimit.Limit(childComplexity), true
+	case "NamedLimit.name":
+		if e.ComplexityRoot.NamedLimit.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NamedLimit.Name(childComplexity), true
+	case "NamedLimit.windowSeconds":
+		if e.ComplexityRoot.NamedLimit.WindowSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NamedLimit.WindowSeconds(childComplexity), true
+
+	case "Owner.createdAt":
+		if e.ComplexityRoot.Owner.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.CreatedAt(childComplexity), true
+	case "Owner.id":
+		if e.ComplexityRoot.Owner.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.ID(childComplexity), true
+	case "Owner.meta":
+		if e.ComplexityRoot.Owner.Meta == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.Meta(childComplexity), true
+	case "Owner.ownerID":
+		if e.ComplexityRoot.Owner.OwnerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.OwnerID(childComplexity), true
+	case "Owner.quota":
+		if e.ComplexityRoot.Owner.Quota == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.Quota(childComplexity), true
+	case "Owner.quotaPeriod":
+		if e.ComplexityRoot.Owner.QuotaPeriod == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.QuotaPeriod(childComplexity), true
+	case "Owner.rateLimit":
+		if e.ComplexityRoot.Owner.RateLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.RateLimit(childComplexity), true
+	case "Owner.rateLimitWindowSeconds":
+		if e.ComplexityRoot.Owner.RateLimitWindowSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.RateLimitWindowSeconds(childComplexity), true
+	case "Owner.tenantID":
+		if e.ComplexityRoot.Owner.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.TenantID(childComplexity), true
+	case "Owner.updatedAt":
+		if e.ComplexityRoot.Owner.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Owner.UpdatedAt(childComplexity), true
+
+	case "OwnerConnection.edges":
+		if e.ComplexityRoot.OwnerConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OwnerConnection.Edges(childComplexity), true
+	case "OwnerConnection.pageInfo":
+		if e.ComplexityRoot.OwnerConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OwnerConnection.PageInfo(childComplexity), true
+	case "OwnerConnection.totalCount":
+		if e.ComplexityRoot.OwnerConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OwnerConnection.TotalCount(childComplexity), true
+
+	case "OwnerEdge.cursor":
+		if e.ComplexityRoot.OwnerEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OwnerEdge.Cursor(childComplexity), true
+	case "OwnerEdge.node":
+		if e.ComplexityRoot.OwnerEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OwnerEdge.Node(childComplexity), true
+
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
 			break
@@ -835,6 +1000,85 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PageInfo.StartCursor(childComplexity), true
+
+	case "Plan.createdAt":
+		if e.ComplexityRoot.Plan.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.CreatedAt(childComplexity), true
+	case "Plan.id":
+		if e.ComplexityRoot.Plan.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.ID(childComplexity), true
+	case "Plan.keyLimits":
+		if e.ComplexityRoot.Plan.KeyLimits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.KeyLimits(childComplexity), true
+	case "Plan.keyQuota":
+		if e.ComplexityRoot.Plan.KeyQuota == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.KeyQuota(childComplexity), true
+	case "Plan.keyRateLimit":
+		if e.ComplexityRoot.Plan.KeyRateLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.KeyRateLimit(childComplexity), true
+	case "Plan.keyRateLimitWindowSeconds":
+		if e.ComplexityRoot.Plan.KeyRateLimitWindowSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.KeyRateLimitWindowSeconds(childComplexity), true
+	case "Plan.maxKeys":
+		if e.ComplexityRoot.Plan.MaxKeys == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.MaxKeys(childComplexity), true
+	case "Plan.name":
+		if e.ComplexityRoot.Plan.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.Name(childComplexity), true
+	case "Plan.quotaPeriod":
+		if e.ComplexityRoot.Plan.QuotaPeriod == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.QuotaPeriod(childComplexity), true
+	case "Plan.tenantQuota":
+		if e.ComplexityRoot.Plan.TenantQuota == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.TenantQuota(childComplexity), true
+	case "Plan.tenantRateLimit":
+		if e.ComplexityRoot.Plan.TenantRateLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.TenantRateLimit(childComplexity), true
+	case "Plan.tenantRateLimitWindowSeconds":
+		if e.ComplexityRoot.Plan.TenantRateLimitWindowSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.TenantRateLimitWindowSeconds(childComplexity), true
+	case "Plan.updatedAt":
+		if e.ComplexityRoot.Plan.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.UpdatedAt(childComplexity), true
 
 	case "Query.apiKeys":
 		if e.ComplexityRoot.Query.APIKeys == nil {
@@ -1738,6 +1982,10 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreateApiKeyInput", ec.unmarshalInputCreateApiKeyInput),
 			graphql.NewInputUnmarshaler("CreateTenantInput", ec.unmarshalInputCreateTenantInput),
 			graphql.NewInputUnmarshaler("CreateWebhookInput", ec.unmarshalInputCreateWebhookInput),
+			graphql.NewInputUnmarshaler("OwnerOrder", ec.unmarshalInputOwnerOrder),
+			graphql.NewInputUnmarshaler("OwnerWhereInput", ec.unmarshalInputOwnerWhereInput),
+			graphql.NewInputUnmarshaler("PlanOrder", ec.unmarshalInputPlanOrder),
+			graphql.NewInputUnmarshaler("PlanWhereInput", ec.unmarshalInputPlanWhereInput),
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
 			graphql.NewInputUnmarshaler("TenantWhereInput", ec.unmarshalInputTenantWhereInput),
 			graphql.NewInputUnmarshaler("UpdateApiKeyInput", ec.unmarshalInputUpdateApiKeyInput),
@@ -1909,6 +2157,10 @@ type ApiKey implements Node {
   a reversible switch: a disabled key fails verification with DISABLED
   """
   enabled: Boolean!
+  """
+  named limits, charged by verifications that name them; nil: the plan's
+  """
+  limits: [NamedLimit!]
   tenant: Tenant @auth(scopes: ["tenant:read"])
   rotatedFrom: ApiKey @auth(scopes: ["keys:read"])
   rotatedTo: [ApiKey!] @auth(scopes: ["keys:read"])
@@ -2491,6 +2743,209 @@ enum OrderDirection {
   """
   DESC
 }
+type Owner implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  tenantID: ID!
+  """
+  the tenant's id of its customer, as on its keys
+  """
+  ownerID: String!
+  meta: Map
+  """
+  requests per window of all the owner's keys together; nil: none
+  """
+  rateLimit: Int
+  rateLimitWindowSeconds: Int
+  """
+  requests per quota period of all the owner's keys together; nil: none
+  """
+  quota: Int
+  quotaPeriod: OwnerQuotaPeriod
+}
+"""
+A connection to a list of items.
+"""
+type OwnerConnection {
+  """
+  A list of edges.
+  """
+  edges: [OwnerEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type OwnerEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: Owner
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for Owner connections
+"""
+input OwnerOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order Owners.
+  """
+  field: OwnerOrderField!
+}
+"""
+Properties by which Owner connections can be ordered.
+"""
+enum OwnerOrderField {
+  CREATED_AT
+  UPDATED_AT
+  OWNER_ID
+}
+"""
+OwnerQuotaPeriod is enum for the field quota_period
+"""
+enum OwnerQuotaPeriod @goModel(model: "github.com/latchkey/latchkey/ent/owner.QuotaPeriod") {
+  DAY
+  MONTH
+}
+"""
+OwnerWhereInput is used for filtering Owner objects.
+Input was generated by ent.
+"""
+input OwnerWhereInput {
+  not: OwnerWhereInput
+  and: [OwnerWhereInput!]
+  or: [OwnerWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  tenant_id field predicates
+  """
+  tenantID: ID
+  tenantIDNEQ: ID
+  tenantIDIn: [ID!]
+  tenantIDNotIn: [ID!]
+  tenantIDGT: ID
+  tenantIDGTE: ID
+  tenantIDLT: ID
+  tenantIDLTE: ID
+  tenantIDContains: ID
+  tenantIDHasPrefix: ID
+  tenantIDHasSuffix: ID
+  tenantIDEqualFold: ID
+  tenantIDContainsFold: ID
+  """
+  owner_id field predicates
+  """
+  ownerID: String
+  ownerIDNEQ: String
+  ownerIDIn: [String!]
+  ownerIDNotIn: [String!]
+  ownerIDGT: String
+  ownerIDGTE: String
+  ownerIDLT: String
+  ownerIDLTE: String
+  ownerIDContains: String
+  ownerIDHasPrefix: String
+  ownerIDHasSuffix: String
+  ownerIDEqualFold: String
+  ownerIDContainsFold: String
+  """
+  rate_limit field predicates
+  """
+  rateLimit: Int
+  rateLimitNEQ: Int
+  rateLimitIn: [Int!]
+  rateLimitNotIn: [Int!]
+  rateLimitGT: Int
+  rateLimitGTE: Int
+  rateLimitLT: Int
+  rateLimitLTE: Int
+  rateLimitIsNil: Boolean
+  rateLimitNotNil: Boolean
+  """
+  rate_limit_window_seconds field predicates
+  """
+  rateLimitWindowSeconds: Int
+  rateLimitWindowSecondsNEQ: Int
+  rateLimitWindowSecondsIn: [Int!]
+  rateLimitWindowSecondsNotIn: [Int!]
+  rateLimitWindowSecondsGT: Int
+  rateLimitWindowSecondsGTE: Int
+  rateLimitWindowSecondsLT: Int
+  rateLimitWindowSecondsLTE: Int
+  rateLimitWindowSecondsIsNil: Boolean
+  rateLimitWindowSecondsNotNil: Boolean
+  """
+  quota field predicates
+  """
+  quota: Int
+  quotaNEQ: Int
+  quotaIn: [Int!]
+  quotaNotIn: [Int!]
+  quotaGT: Int
+  quotaGTE: Int
+  quotaLT: Int
+  quotaLTE: Int
+  quotaIsNil: Boolean
+  quotaNotNil: Boolean
+  """
+  quota_period field predicates
+  """
+  quotaPeriod: OwnerQuotaPeriod
+  quotaPeriodNEQ: OwnerQuotaPeriod
+  quotaPeriodIn: [OwnerQuotaPeriod!]
+  quotaPeriodNotIn: [OwnerQuotaPeriod!]
+  quotaPeriodIsNil: Boolean
+  quotaPeriodNotNil: Boolean
+}
 """
 Information about pagination in a connection.
 https://relay.dev/graphql/connections.htm#sec-undefined.PageInfo
@@ -2512,6 +2967,211 @@ type PageInfo {
   When paginating forwards, the cursor to continue.
   """
   endCursor: Cursor
+}
+type Plan implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  name: String!
+  """
+  requests per window of each key without a limit of its own
+  """
+  keyRateLimit: Int!
+  keyRateLimitWindowSeconds: Int!
+  """
+  requests per quota period of each key without a quota of its own; 0: unlimited
+  """
+  keyQuota: Int!
+  quotaPeriod: PlanQuotaPeriod!
+  """
+  requests per window of all the tenant's keys together; 0: no cap
+  """
+  tenantRateLimit: Int!
+  tenantRateLimitWindowSeconds: Int!
+  """
+  requests per quota period of all the tenant's keys together; 0: no cap
+  """
+  tenantQuota: Int!
+  """
+  most unrevoked keys a tenant may hold; 0: no limit
+  """
+  maxKeys: Int!
+  """
+  named limits of each key without named limits of its own
+  """
+  keyLimits: [NamedLimit!]
+}
+"""
+Ordering options for Plan connections
+"""
+input PlanOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order Plans.
+  """
+  field: PlanOrderField!
+}
+"""
+Properties by which Plan connections can be ordered.
+"""
+enum PlanOrderField {
+  CREATED_AT
+  UPDATED_AT
+  NAME
+}
+"""
+PlanQuotaPeriod is enum for the field quota_period
+"""
+enum PlanQuotaPeriod @goModel(model: "github.com/latchkey/latchkey/ent/plan.QuotaPeriod") {
+  DAY
+  MONTH
+}
+"""
+PlanWhereInput is used for filtering Plan objects.
+Input was generated by ent.
+"""
+input PlanWhereInput {
+  not: PlanWhereInput
+  and: [PlanWhereInput!]
+  or: [PlanWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  updated_at field predicates
+  """
+  updatedAt: Time
+  updatedAtNEQ: Time
+  updatedAtIn: [Time!]
+  updatedAtNotIn: [Time!]
+  updatedAtGT: Time
+  updatedAtGTE: Time
+  updatedAtLT: Time
+  updatedAtLTE: Time
+  """
+  name field predicates
+  """
+  name: String
+  nameNEQ: String
+  nameIn: [String!]
+  nameNotIn: [String!]
+  nameGT: String
+  nameGTE: String
+  nameLT: String
+  nameLTE: String
+  nameContains: String
+  nameHasPrefix: String
+  nameHasSuffix: String
+  nameEqualFold: String
+  nameContainsFold: String
+  """
+  key_rate_limit field predicates
+  """
+  keyRateLimit: Int
+  keyRateLimitNEQ: Int
+  keyRateLimitIn: [Int!]
+  keyRateLimitNotIn: [Int!]
+  keyRateLimitGT: Int
+  keyRateLimitGTE: Int
+  keyRateLimitLT: Int
+  keyRateLimitLTE: Int
+  """
+  key_rate_limit_window_seconds field predicates
+  """
+  keyRateLimitWindowSeconds: Int
+  keyRateLimitWindowSecondsNEQ: Int
+  keyRateLimitWindowSecondsIn: [Int!]
+  keyRateLimitWindowSecondsNotIn: [Int!]
+  keyRateLimitWindowSecondsGT: Int
+  keyRateLimitWindowSecondsGTE: Int
+  keyRateLimitWindowSecondsLT: Int
+  keyRateLimitWindowSecondsLTE: Int
+  """
+  key_quota field predicates
+  """
+  keyQuota: Int
+  keyQuotaNEQ: Int
+  keyQuotaIn: [Int!]
+  keyQuotaNotIn: [Int!]
+  keyQuotaGT: Int
+  keyQuotaGTE: Int
+  keyQuotaLT: Int
+  keyQuotaLTE: Int
+  """
+  quota_period field predicates
+  """
+  quotaPeriod: PlanQuotaPeriod
+  quotaPeriodNEQ: PlanQuotaPeriod
+  quotaPeriodIn: [PlanQuotaPeriod!]
+  quotaPeriodNotIn: [PlanQuotaPeriod!]
+  """
+  tenant_rate_limit field predicates
+  """
+  tenantRateLimit: Int
+  tenantRateLimitNEQ: Int
+  tenantRateLimitIn: [Int!]
+  tenantRateLimitNotIn: [Int!]
+  tenantRateLimitGT: Int
+  tenantRateLimitGTE: Int
+  tenantRateLimitLT: Int
+  tenantRateLimitLTE: Int
+  """
+  tenant_rate_limit_window_seconds field predicates
+  """
+  tenantRateLimitWindowSeconds: Int
+  tenantRateLimitWindowSecondsNEQ: Int
+  tenantRateLimitWindowSecondsIn: [Int!]
+  tenantRateLimitWindowSecondsNotIn: [Int!]
+  tenantRateLimitWindowSecondsGT: Int
+  tenantRateLimitWindowSecondsGTE: Int
+  tenantRateLimitWindowSecondsLT: Int
+  tenantRateLimitWindowSecondsLTE: Int
+  """
+  tenant_quota field predicates
+  """
+  tenantQuota: Int
+  tenantQuotaNEQ: Int
+  tenantQuotaIn: [Int!]
+  tenantQuotaNotIn: [Int!]
+  tenantQuotaGT: Int
+  tenantQuotaGTE: Int
+  tenantQuotaLT: Int
+  tenantQuotaLTE: Int
+  """
+  max_keys field predicates
+  """
+  maxKeys: Int
+  maxKeysNEQ: Int
+  maxKeysIn: [Int!]
+  maxKeysNotIn: [Int!]
+  maxKeysGT: Int
+  maxKeysGTE: Int
+  maxKeysLT: Int
+  maxKeysLTE: Int
 }
 type Query {
   """
@@ -3921,6 +4581,13 @@ extend type Mutation {
   """
   verifyApiKey(input: VerifyApiKeyInput!): VerifyApiKeyResult! @auth(scopes: ["keys:verify"]) @rateLimit(cost: 0)
 }
+
+"A named rate limit: limit units per windowSeconds."
+type NamedLimit {
+  name: String!
+  limit: Int!
+  windowSeconds: Int!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -3979,6 +4646,8 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_permissions(ctx, field)
 	case "enabled":
 		return ec.fieldContext_ApiKey_enabled(ctx, field)
+	case "limits":
+		return ec.fieldContext_ApiKey_limits(ctx, field)
 	case "tenant":
 		return ec.fieldContext_ApiKey_tenant(ctx, field)
 	case "rotatedFrom":
@@ -4073,6 +4742,54 @@ func (ec *executionContext) childFields_AuditLogEdge(ctx context.Context, field 
 		return ec.fieldContext_AuditLogEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AuditLogEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_NamedLimit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_NamedLimit_name(ctx, field)
+	case "limit":
+		return ec.fieldContext_NamedLimit_limit(ctx, field)
+	case "windowSeconds":
+		return ec.fieldContext_NamedLimit_windowSeconds(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type NamedLimit", field.Name)
+}
+
+func (ec *executionContext) childFields_Owner(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Owner_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Owner_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Owner_updatedAt(ctx, field)
+	case "tenantID":
+		return ec.fieldContext_Owner_tenantID(ctx, field)
+	case "ownerID":
+		return ec.fieldContext_Owner_ownerID(ctx, field)
+	case "meta":
+		return ec.fieldContext_Owner_meta(ctx, field)
+	case "rateLimit":
+		return ec.fieldContext_Owner_rateLimit(ctx, field)
+	case "rateLimitWindowSeconds":
+		return ec.fieldContext_Owner_rateLimitWindowSeconds(ctx, field)
+	case "quota":
+		return ec.fieldContext_Owner_quota(ctx, field)
+	case "quotaPeriod":
+		return ec.fieldContext_Owner_quotaPeriod(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Owner", field.Name)
+}
+
+func (ec *executionContext) childFields_OwnerEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_OwnerEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_OwnerEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OwnerEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -26,6 +26,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/audit"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
@@ -45,6 +46,8 @@ type App struct {
 	Live     *live.Hub
 	Conns    *httpapi.Conns
 	Handler  http.Handler
+	// Plans holds the plans, reloaded after every change on any instance.
+	Plans *plan.Catalog
 	// Dispatcher delivers webhooks; LimitEvents and Expiry produce the events that
 	// come from the limiter and the clock.
 	Dispatcher  *webhook.Dispatcher
@@ -114,8 +117,13 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	a.Plans = plan.NewCatalog(st.Client)
+	if err := a.Plans.Load(ctx); err != nil {
+		return nil, fmt.Errorf("load plans: %w", err)
+	}
 	v := keys.NewVerifier(st.Client, st.EntDialect, keys.Config{
 		AdminToken:         cfg.AdminToken,
+		Plans:              a.Plans,
 		Failures:           limiter,
 		FailureLimit:       ratelimit.Limit{Rate: cfg.AuthFailuresPerMinute, Period: time.Minute},
 		VerifyFailureLimit: ratelimit.Limit{Rate: cfg.VerifyFailuresPerMinute, Period: time.Minute},
@@ -147,7 +155,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	verifications := &verify.Service{Keys: v, Admission: adm, Metrics: a.Metrics}
 	schema := graph.NewSchema(&graph.Resolver{
 		Client:   st.Client,
-		Keys:     &keys.Manager{Verifier: v},
+		Keys:     &keys.Manager{Verifier: v, Plans: a.Plans},
+		Plans:    a.Plans,
 		Quota:    quota,
 		Live:     a.Live,
 		Webhooks: manager,

@@ -161,3 +161,20 @@ func TenantSelf() ent.Policy {
 		},
 	}
 }
+
+// PlatformOnly is the policy of platform data (plans): platform admins read and
+// change it; tenant keys neither (the system reads it with SystemContext).
+func PlatformOnly() ent.Policy {
+	return privacy.Policy{
+		Query: privacy.QueryPolicy{
+			DenyIfNoViewer(),
+			AllowIfAdmin(),
+			privacy.AlwaysDenyRule(),
+		},
+		Mutation: privacy.MutationPolicy{
+			DenyIfNoViewer(),
+			AllowIfAdmin(),
+			privacy.AlwaysDenyRule(),
+		},
+	}
+}

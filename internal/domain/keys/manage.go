@@ -160,7 +160,9 @@ func isAdmin(ctx context.Context) bool {
 // committed change so that the change holds from the very next request.
 type Manager struct {
 	Verifier *Verifier
-	Now      func() time.Time
+	// Plans resolves tenants' plans.
+	Plans *plan.Catalog
+	Now   func() time.Time
 }
 
 func (m *Manager) now() time.Time {
@@ -223,23 +225,14 @@ func settingsOf(k *ent.ApiKey) limitSettings {
 	return limitSettings{rate: k.RateLimit, window: k.RateLimitWindowSeconds, quota: k.Quota, period: k.QuotaPeriod}
 }
 
-// in returns the limits in force with these settings on plan planName.
-func (s limitSettings) in(planName string) plan.Limits {
+// in returns the limits in force with these settings on plan p.
+func (s limitSettings) in(p plan.Plan) plan.Limits {
 	var period *string
 	if s.period != nil {
-		p := s.period.String()
-		period = &p
+		ps := s.period.String()
+		period = &ps
 	}
-	return plan.Effective(planName, s.rate, s.window, s.quota, period)
-}
-
-// planOf returns the plan named name, or the default plan for an unknown name.
-func planOf(name string) plan.Plan {
-	p, ok := plan.Get(name)
-	if !ok {
-		p, _ = plan.Get(plan.Default)
-	}
-	return p
+	return p.Effective(s.rate, s.window, s.quota, period)
 }
 
 // checkPlanLimits keeps a tenant key's settings s within the plan tenantPlan: only
@@ -248,12 +241,11 @@ func planOf(name string) plan.Plan {
 // would be in force (settings left nil fall back to the plan's). Quotas compare per
 // month whatever their period: a per-day quota counts 31 days.
 // It returns BAD_USER_INPUT naming rateLimit or quota.
-func checkPlanLimits(ctx context.Context, tenantPlan string, s limitSettings, rate, quota bool) error {
+func checkPlanLimits(ctx context.Context, p plan.Plan, s limitSettings, rate, quota bool) error {
 	if v := viewer.FromContext(ctx); v != nil && v.Admin {
 		return nil
 	}
-	p := planOf(tenantPlan)
-	l, pl := s.in(p.Name), p.Limits()
+	l, pl := s.in(p), p.Limits()
 	if rate && !l.RateWithin(pl) {
 		return fault.BadInput("rateLimit", "the %s plan allows at most %d requests per %d seconds", p.Name, p.RateLimit, p.WindowSeconds)
 	}
@@ -354,17 +346,17 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 		return nil, "", err
 	}
 	settings := limitSettings{rate: p.RateLimit, window: p.RateLimitWindowSeconds, quota: int64p(p.Quota), period: p.QuotaPeriod}
-	if err := checkPlanLimits(ctx, t.Plan, settings, true, true); err != nil {
+	if err := checkPlanLimits(ctx, m.Plans.Resolve(t.Plan), settings, true, true); err != nil {
 		return nil, "", err
 	}
-	b, err := boundOf(ctx, client)
+	b, err := m.boundOf(ctx, client)
 	if err != nil {
 		return nil, "", err
 	}
 	if err := b.checkExpiryBound(p.ExpiresAt, nil, true); err != nil {
 		return nil, "", err
 	}
-	if err := b.checkLimitsBound(settings.in(t.Plan), nil, true, true); err != nil {
+	if err := b.checkLimitsBound(settings.in(m.Plans.Resolve(t.Plan)), nil, true, true); err != nil {
 		return nil, "", err
 	}
 	limitsLocked, expiryLocked, err := resolveLocks(ctx, b, b.limits != nil, b.expiresAt != nil, p.LimitsLocked, p.ExpiryLocked,
@@ -463,7 +455,7 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	}
 	rateChanged := p.RateLimit.Set || p.RateLimitWindowSeconds.Set
 	quotaChanged := p.Quota.Set || p.QuotaPeriod.Set
-	b, err := boundOf(ctx, client)
+	b, err := m.boundOf(ctx, client)
 	if err != nil {
 		return nil, err
 	}
@@ -473,15 +465,15 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 			return nil, err
 		}
 		settings := p.applyTo(settingsOf(k))
-		next := settings.in(t.Plan)
-		if err := checkLocked(ctx, k, t.Plan, next, rateChanged, quotaChanged, p.ExpiresAt.Set, p.ExpiresAt.Value); err != nil {
+		next := settings.in(m.Plans.Resolve(t.Plan))
+		if err := checkLocked(ctx, k, m.Plans.Resolve(t.Plan), next, rateChanged, quotaChanged, p.ExpiresAt.Set, p.ExpiresAt.Value); err != nil {
 			return nil, err
 		}
-		current := LimitsOf(k, t.Plan)
+		current := LimitsOf(k, m.Plans.Resolve(t.Plan))
 		if err := b.checkLimitsBound(next, &current, rateChanged, quotaChanged); err != nil {
 			return nil, err
 		}
-		if err := checkPlanLimits(ctx, t.Plan, settings, rateChanged, quotaChanged); err != nil {
+		if err := checkPlanLimits(ctx, m.Plans.Resolve(t.Plan), settings, rateChanged, quotaChanged); err != nil {
 			return nil, err
 		}
 	}
@@ -584,7 +576,7 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	if old.ExpiresAt != nil && !now.Before(*old.ExpiresAt) {
 		return nil, "", fault.BadInput("id", "key is expired")
 	}
-	b, err := boundOf(ctx, client)
+	b, err := m.boundOf(ctx, client)
 	if err != nil {
 		return nil, "", err
 	}
@@ -600,7 +592,7 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 		if err != nil {
 			return nil, "", err
 		}
-		if l := LimitsOf(old, t.Plan); !l.RateWithin(*b.limits) || !l.QuotaWithin(*b.limits) {
+		if l := LimitsOf(old, m.Plans.Resolve(t.Plan)); !l.RateWithin(*b.limits) || !l.QuotaWithin(*b.limits) {
 			return nil, "", fault.New(fault.Forbidden, "the calling key's limits are locked at "+describeRate(*b.limits)+", quota "+describeQuota(*b.limits)+
 				": it cannot rotate a key limited less than itself")
 		}
@@ -663,10 +655,10 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	return nk, secret, nil
 }
 
-// LimitsOf returns the limits in force for key k of a tenant on plan tenantPlan: the
-// key's own settings over the plan's.
-func LimitsOf(k *ent.ApiKey, tenantPlan string) plan.Limits {
-	return settingsOf(k).in(tenantPlan)
+// LimitsOf returns the limits in force for key k of a tenant on plan p: the key's own
+// settings over the plan's.
+func LimitsOf(k *ent.ApiKey, p plan.Plan) plan.Limits {
+	return settingsOf(k).in(p)
 }
 
 // QuotaKey returns the id under which k's quota is counted: the first key of its

@@ -41,7 +41,7 @@ type bound struct {
 // boundOf reads the calling key afresh (an earlier mutation of the same request may
 // have rotated it) and returns the bound its restrictions put on what it gives.
 // It returns the read's error.
-func boundOf(ctx context.Context, client *ent.Client) (bound, error) {
+func (m *Manager) boundOf(ctx context.Context, client *ent.Client) (bound, error) {
 	v := viewer.FromContext(ctx)
 	var b bound
 	if v == nil || v.APIKeyID == "" {
@@ -65,7 +65,7 @@ func boundOf(ctx context.Context, client *ent.Client) (bound, error) {
 		if err != nil {
 			return b, err
 		}
-		l := LimitsOf(self, t.Plan)
+		l := LimitsOf(self, m.Plans.Resolve(t.Plan))
 		b.limits = &l
 	}
 	return b, nil
@@ -108,7 +108,7 @@ func (b bound) checkLimitsBound(next plan.Limits, current *plan.Limits, rate, qu
 // checkLocked returns BAD_USER_INPUT naming the setting when a tenant key would
 // loosen a locked setting of key k: next are k's limits after the change (rate and
 // quota say which of them change), nextExpiry its expiry when setExpiry.
-func checkLocked(ctx context.Context, k *ent.ApiKey, tenantPlan string, next plan.Limits, rate, quota bool, setExpiry bool, nextExpiry *time.Time) error {
+func checkLocked(ctx context.Context, k *ent.ApiKey, tenantPlan plan.Plan, next plan.Limits, rate, quota bool, setExpiry bool, nextExpiry *time.Time) error {
 	if isAdmin(ctx) {
 		return nil
 	}

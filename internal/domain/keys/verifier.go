@@ -21,6 +21,7 @@ import (
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
+	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
@@ -93,6 +94,8 @@ type Config struct {
 	TouchInterval time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Plans resolves the plans of tenants (the limits of keys without their own).
+	Plans *plan.Catalog
 	// Failures, when set, counts unknown credentials per client (Verify: per IP;
 	// Consumer: per verifying key). A client whose FailureLimit is spent gets a
 	// ThrottledError for any credential that would need a database read, until its
@@ -290,7 +293,7 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		if k.TenantID != nil && k.Edges.Tenant != nil {
 			vw.TenantID, vw.TenantPlan = *k.TenantID, k.Edges.Tenant.Plan
 			e.active = k.Edges.Tenant.Active
-			l := LimitsOf(k, k.Edges.Tenant.Plan)
+			l := LimitsOf(k, v.cfg.Plans.Resolve(k.Edges.Tenant.Plan))
 			vw.RateLimit, vw.RateWindow, vw.Quota, vw.QuotaPeriod = l.RateLimit, l.RateWindow, l.Quota, string(l.QuotaPeriod)
 			vw.QuotaKey = QuotaKey(k)
 		}

@@ -4,12 +4,14 @@ package tenants
 import (
 	"context"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/latchkey/latchkey/ent"
+	entplan "github.com/latchkey/latchkey/ent/plan"
+	"github.com/latchkey/latchkey/ent/schema/rule"
 	enttenant "github.com/latchkey/latchkey/ent/tenant"
-	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -66,12 +68,19 @@ func ValidName(field, name string) (string, error) {
 	return name, nil
 }
 
-func validPlan(p *string) error {
+// validPlan checks that the plan named p exists (in the database: the authority, even
+// on an instance whose plan catalog has not reloaded yet). It returns BAD_USER_INPUT.
+func validPlan(ctx context.Context, client *ent.Client, p *string) error {
 	if p == nil {
 		return nil
 	}
-	if _, ok := plan.Get(*p); !ok {
-		return fault.BadInput("plan", "unknown plan %q (known: %s)", *p, strings.Join(plan.Names(), ", "))
+	names, err := client.Plan.Query().Select(entplan.FieldName).Strings(rule.SystemContext(ctx))
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(names, *p) {
+		slices.Sort(names)
+		return fault.BadInput("plan", "unknown plan %q (known: %s)", *p, strings.Join(names, ", "))
 	}
 	return nil
 }
@@ -88,7 +97,7 @@ func Create(ctx context.Context, client *ent.Client, p CreateParams) (*ent.Tenan
 	if !slugRE.MatchString(p.Slug) {
 		return nil, fault.BadInput("slug", "slug must be 3-63 lowercase letters, digits or dashes, starting and ending with a letter or digit")
 	}
-	if err := validPlan(p.Plan); err != nil {
+	if err := validPlan(ctx, client, p.Plan); err != nil {
 		return nil, err
 	}
 	if err := validKeyPrefix(p.KeyPrefix); err != nil {
@@ -117,7 +126,7 @@ func Update(ctx context.Context, client *ent.Client, id string, p UpdateParams) 
 	if (p.Plan != nil || p.Active != nil) && (v == nil || !v.Admin) {
 		return nil, false, fault.New(fault.Forbidden, "only platform admins can change plan or active")
 	}
-	if err := validPlan(p.Plan); err != nil {
+	if err := validPlan(ctx, client, p.Plan); err != nil {
 		return nil, false, err
 	}
 	if err := validKeyPrefix(p.KeyPrefix); err != nil {

@@ -20,6 +20,8 @@ const (
 	WebhookDelivery = "whd"
 	WebhookAttempt  = "wha"
 	AuditLog        = "aud"
+	Plan            = "pln"
+	Owner           = "own"
 	Event           = "msg"
 )
 
