@@ -22,6 +22,7 @@ var floors = []struct {
 	{"internal/archcheck", 6, "check"},
 	{"internal/app", 6, "wiring"},
 	{"cmd/", 6, "wiring"},
+	{"examples/", 6, "wiring"},
 	{"internal/transport/", 5, "transport"},
 	{"graph", 4, "API"},
 	{"internal/domain/", 3, "domain"},
@@ -85,7 +86,7 @@ func TestFloors(t *testing.T) {
 		}
 		n++
 		if name == "" {
-			t.Errorf("%s is on no floor: place it under internal/{transport,domain,data,platform}, graph, ent, migrate or client", pkg)
+			t.Errorf("%s is on no floor: place it under internal/{transport,domain,data,platform}, graph, ent, migrate, client or examples", pkg)
 			continue
 		}
 		for _, imp := range fields[1:] {
