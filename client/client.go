@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -45,6 +46,7 @@ const maxAnswerBytes = 1 << 20
 // concurrent use; create it once and share it.
 type Client struct {
 	endpoint  string
+	badURL    error // why baseURL is no http(s) URL; reported by every Verify
 	key       string
 	http      *http.Client
 	timeout   time.Duration
@@ -80,7 +82,8 @@ func WithUserAgent(ua string) Option {
 // New returns a Client for the Latchkey server at baseURL (e.g.
 // "https://latchkey.example.com"; a path prefix is kept, a trailing slash dropped)
 // calling it with managementKey, a key of the tenant holding the keys:verify scope.
-// New does not contact the server: a wrong URL or key shows in the first Verify.
+// New does not contact the server: a wrong URL or key shows in the first Verify (a
+// baseURL that is not an http or https URL as an *Error matching no category).
 func New(baseURL, managementKey string, opts ...Option) *Client {
 	c := &Client{
 		endpoint:  strings.TrimRight(baseURL, "/") + "/v1/keys/verify",
@@ -88,6 +91,11 @@ func New(baseURL, managementKey string, opts ...Option) *Client {
 		http:      &http.Client{},
 		timeout:   DefaultTimeout,
 		userAgent: DefaultUserAgent,
+	}
+	if u, err := url.Parse(c.endpoint); err != nil {
+		c.badURL = err
+	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		c.badURL = fmt.Errorf("%q is not an http(s) URL", baseURL)
 	}
 	for _, o := range opts {
 		o(c)
@@ -243,8 +251,13 @@ type verifyRequest struct {
 //     stores are down), could not be reached, timed out, or sent what is not an
 //     answer; the cause, if any, is wrapped (errors.Is(err, context.DeadlineExceeded)).
 //
-// Any other status (a wrong base URL's 404, say) is an *Error matching none of them.
+// Any other status (a wrong base URL's 404, say) is an *Error matching none of them,
+// and so is a base URL that is not an http or https URL: a misconfiguration, never
+// ErrUnavailable, so that failing open does not open an API that was never checked.
 func (c *Client) Verify(ctx context.Context, key string, opts VerifyOptions) (*Result, error) {
+	if c.badURL != nil {
+		return nil, &Error{Message: "invalid Latchkey URL", Err: c.badURL, misconfigured: true}
+	}
 	body, err := json.Marshal(verifyRequest{Key: key, Cost: opts.Cost, Permissions: opts.Permissions, Tag: opts.Tag})
 	if err != nil { // cannot happen for these types
 		return nil, &Error{Err: err}
@@ -255,8 +268,8 @@ func (c *Client) Verify(ctx context.Context, key string, opts VerifyOptions) (*R
 		defer cancel()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
-	if err != nil { // a base URL that does not parse
-		return nil, &Error{Message: "invalid Latchkey URL", Err: err}
+	if err != nil { // cannot happen: the URL parsed in New
+		return nil, &Error{Message: "invalid Latchkey URL", Err: err, misconfigured: true}
 	}
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	req.Header.Set("Content-Type", "application/json")

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -348,5 +349,34 @@ func TestCodeHTTPStatus(t *testing.T) {
 		if got := code.HTTPStatus(); got != want {
 			t.Errorf("%s: %d, want %d", code, got, want)
 		}
+	}
+}
+
+// A base URL that is no http(s) URL is a misconfiguration, not an outage: it matches
+// no category, so that failing open does not open the API.
+func TestVerifyBadBaseURL(t *testing.T) {
+	categories := []error{client.ErrBadRequest, client.ErrUnauthorized, client.ErrForbidden, client.ErrTooManyRequests, client.ErrUnavailable}
+	for _, base := range []string{"", "localhost:8080", "ftp://latchkey.example.com", "http://", "://latchkey"} {
+		t.Run(base, func(t *testing.T) {
+			_, err := client.New(base, mgmtKey).Verify(context.Background(), "k", client.VerifyOptions{})
+			var e *client.Error
+			if !errors.As(err, &e) || e.Err == nil || e.StatusCode != 0 {
+				t.Fatalf("got %#v", err)
+			}
+			for _, c := range categories {
+				if errors.Is(err, c) {
+					t.Errorf("matches %v", c)
+				}
+			}
+			var called atomic.Int32
+			h := client.New(base, mgmtKey).Middleware(client.MiddlewareOptions{FailOpen: true, OnError: func(*http.Request, error) {}})(reached(&called))
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("X-API-Key", consumerKey)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 500 || called.Load() != 0 {
+				t.Errorf("middleware failing open: %d, next called %d times", rec.Code, called.Load())
+			}
+		})
 	}
 }

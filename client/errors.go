@@ -43,8 +43,11 @@ type Error struct {
 	// RetryAfter is the answer's Retry-After; 0 when it had none.
 	RetryAfter time.Duration
 	// Err is the cause when no usable answer arrived (a network error, a timeout,
-	// an answer that does not decode); nil otherwise.
+	// an answer that does not decode, a base URL that is no http(s) URL); nil
+	// otherwise.
 	Err error
+
+	misconfigured bool // the request could not be made: never ErrUnavailable
 }
 
 // Error describes the failure; it never contains a key.
@@ -78,7 +81,7 @@ func (e *Error) Unwrap() error { return e.Err }
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrUnavailable:
-		return e.Err != nil || e.StatusCode >= 500
+		return !e.misconfigured && (e.Err != nil || e.StatusCode >= 500)
 	case ErrBadRequest:
 		return e.Err == nil && e.StatusCode == http.StatusBadRequest
 	case ErrUnauthorized:
