@@ -249,7 +249,8 @@ type verifyRequest struct {
 //     unknown keys lately (Error.RetryAfter says how long to wait);
 //   - ErrUnavailable: no usable answer: Latchkey answered 5xx (503 when its limit
 //     stores are down), could not be reached, timed out, or sent what is not an
-//     answer; the cause, if any, is wrapped (errors.Is(err, context.DeadlineExceeded)).
+//     answer, or ctx ended first; the cause, if any, is wrapped (errors.Is(err,
+//     context.DeadlineExceeded), errors.Is(err, context.Canceled)).
 //
 // Any other status (a wrong base URL's 404, say) is an *Error matching none of them,
 // and so is a base URL that is not an http or https URL: a misconfiguration, never
