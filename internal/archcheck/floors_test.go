@@ -11,7 +11,9 @@ import (
 const module = "github.com/latchkey/latchkey"
 
 // floors maps a package path (relative to the module) to its floor, higher floors
-// first; the first matching prefix wins.
+// first; the first matching prefix wins. The client (floor 0, below everything) is
+// what tenants import into their own backends: it imports no other package of the
+// module, and nothing outside the standard library.
 var floors = []struct {
 	prefix string
 	floor  int
@@ -20,6 +22,7 @@ var floors = []struct {
 	{"internal/archcheck", 6, "check"},
 	{"internal/app", 6, "wiring"},
 	{"cmd/", 6, "wiring"},
+	{"examples/", 6, "wiring"},
 	{"internal/transport/", 5, "transport"},
 	{"graph", 4, "API"},
 	{"internal/domain/", 3, "domain"},
@@ -27,8 +30,11 @@ var floors = []struct {
 	{"ent", 2, "data"},
 	{"migrate", 2, "data"},
 	{"internal/platform/", 1, "platform"},
+	{"client", 0, "client"},
 }
 
+// floorOf returns pkg's floor and its name ("" for a package of the module on no
+// floor), and whether pkg is of the module at all.
 func floorOf(pkg string) (int, string, bool) {
 	rel, ok := strings.CutPrefix(pkg, module)
 	if !ok {
@@ -46,6 +52,13 @@ func floorOf(pkg string) (int, string, bool) {
 	return 0, "", true
 }
 
+// standard reports whether imp is in Go's standard library (its first element has
+// no dot).
+func standard(imp string) bool {
+	first, _, _ := strings.Cut(imp, "/")
+	return !strings.Contains(first, ".")
+}
+
 // entgql reports whether pkg is ent's generated code or schema, which entgql ties to
 // gqlgen by design (Relay connections, filters, node resolution).
 func entgql(pkg string) bool {
@@ -54,7 +67,8 @@ func entgql(pkg string) bool {
 }
 
 // TestFloors fails when a package imports one of a higher floor, when a package below
-// the API floor imports gqlgen or gqlparser, or when a package sits on no floor at all.
+// the API floor imports gqlgen or gqlparser, when the client imports anything but the
+// standard library and itself, or when a package sits on no floor at all.
 func TestFloors(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, module+"/...").Output()
 	if err != nil {
@@ -71,11 +85,14 @@ func TestFloors(t *testing.T) {
 			continue
 		}
 		n++
-		if f == 0 {
-			t.Errorf("%s is on no floor: place it under internal/{transport,domain,data,platform}, graph, ent or migrate", pkg)
+		if name == "" {
+			t.Errorf("%s is on no floor: place it under internal/{transport,domain,data,platform}, graph, ent, migrate, client or examples", pkg)
 			continue
 		}
 		for _, imp := range fields[1:] {
+			if name == "client" && !standard(imp) && !strings.HasPrefix(imp, module+"/") { // the module's own: by floor, next
+				t.Errorf("%s (client) imports %s: the client depends only on the standard library", pkg, imp)
+			}
 			if f <= 3 && !entgql(pkg) && (strings.HasPrefix(imp, "github.com/99designs/gqlgen") || strings.HasPrefix(imp, "github.com/vektah/gqlparser")) {
 				t.Errorf("%s (%s) imports %s: GraphQL belongs to the API floor", pkg, name, imp)
 			}
