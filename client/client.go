@@ -187,6 +187,10 @@ type Result struct {
 	RateLimit *RateLimit `json:"rateLimit"`
 	// Quota is the key's quota after this check; nil as for RateLimit.
 	Quota *Quota `json:"quota"`
+	// RetryAfterSeconds is, for a refusal by a limit, how long until the same
+	// check could pass, as the server computed it (nil otherwise, and from servers
+	// that do not send it).
+	RetryAfterSeconds *int `json:"retryAfterSeconds"`
 }
 
 // RateLimit is a rate limit's state after a verification.
@@ -207,13 +211,15 @@ type Quota struct {
 	ResetAt   time.Time `json:"resetAt"` // the start of the next period
 }
 
-// RetryAfter reports how long after now the limit that refused this key resets:
-// the rate limit's ResetAt for RATE_LIMITED, the quota's for QUOTA_EXCEEDED. It
-// returns false for every other code, and when the answer carries no reset (a cost
-// larger than the whole rate limit, or USAGE_EXCEEDED). The rate limit's ResetAt is
-// when it is full again, so for RATE_LIMITED the wait is an upper bound: a request of
-// cost 1 may pass earlier. The duration is never negative.
+// RetryAfter reports how long after now the check that refused this key could pass:
+// the server's retryAfterSeconds when it sends one, else the rate limit's ResetAt for
+// RATE_LIMITED (when it is full again: an upper bound) or the quota's for
+// QUOTA_EXCEEDED. It returns false for every other code, and when the answer carries
+// no reset. The duration is never negative.
 func (r *Result) RetryAfter(now time.Time) (time.Duration, bool) {
+	if r.RetryAfterSeconds != nil && *r.RetryAfterSeconds > 0 {
+		return time.Duration(*r.RetryAfterSeconds) * time.Second, true
+	}
 	var at time.Time
 	switch {
 	case r.Code == CodeRateLimited && r.RateLimit != nil:

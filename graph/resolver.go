@@ -166,7 +166,7 @@ func mapOrNil(m map[string]any) *map[string]any {
 
 // verifyResult is the GraphQL form of a verification's answer.
 func verifyResult(res *verify.Result) *model.VerifyAPIKeyResult {
-	out := &model.VerifyAPIKeyResult{Valid: res.Valid(), Code: model.VerifyCode(res.Code)}
+	out := &model.VerifyAPIKeyResult{Valid: res.Valid(), Code: model.VerifyCode(res.Code), RetryAfterSeconds: res.RetryAfterSeconds()}
 	if k := res.Key; k != nil {
 		env := k.Environment
 		out.KeyID, out.OwnerID, out.Name, out.Meta, out.Permissions, out.Environment, out.ExpiresAt =

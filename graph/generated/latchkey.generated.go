@@ -2586,6 +2586,29 @@ func (ec *executionContext) fieldContext_VerifyApiKeyResult_quota(_ context.Cont
 	return fc, nil
 }
 
+func (ec *executionContext) _VerifyApiKeyResult_retryAfterSeconds(ctx context.Context, field graphql.CollectedField, obj *model.VerifyAPIKeyResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyApiKeyResult_retryAfterSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RetryAfterSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyApiKeyResult_retryAfterSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyApiKeyResult", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Viewer_apiKey(ctx context.Context, field graphql.CollectedField, obj *viewer.Viewer) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4016,6 +4039,11 @@ func (ec *executionContext) _VerifyApiKeyResult(ctx context.Context, sel ast.Sel
 			}
 		case "quota":
 			out.Values[i] = ec._VerifyApiKeyResult_quota(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "retryAfterSeconds":
+			out.Values[i] = ec._VerifyApiKeyResult_retryAfterSeconds(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}

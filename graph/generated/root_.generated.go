@@ -273,17 +273,18 @@ type ComplexityRoot struct {
 	}
 
 	VerifyApiKeyResult struct {
-		Code        func(childComplexity int) int
-		Environment func(childComplexity int) int
-		ExpiresAt   func(childComplexity int) int
-		KeyID       func(childComplexity int) int
-		Meta        func(childComplexity int) int
-		Name        func(childComplexity int) int
-		OwnerID     func(childComplexity int) int
-		Permissions func(childComplexity int) int
-		Quota       func(childComplexity int) int
-		RateLimit   func(childComplexity int) int
-		Valid       func(childComplexity int) int
+		Code              func(childComplexity int) int
+		Environment       func(childComplexity int) int
+		ExpiresAt         func(childComplexity int) int
+		KeyID             func(childComplexity int) int
+		Meta              func(childComplexity int) int
+		Name              func(childComplexity int) int
+		OwnerID           func(childComplexity int) int
+		Permissions       func(childComplexity int) int
+		Quota             func(childComplexity int) int
+		RateLimit         func(childComplexity int) int
+		RetryAfterSeconds func(childComplexity int) int
+		Valid             func(childComplexity int) int
 	}
 
 	Viewer struct {
@@ -1577,6 +1578,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.VerifyApiKeyResult.RateLimit(childComplexity), true
+	case "VerifyApiKeyResult.retryAfterSeconds":
+		if e.ComplexityRoot.VerifyApiKeyResult.RetryAfterSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.RetryAfterSeconds(childComplexity), true
 	case "VerifyApiKeyResult.valid":
 		if e.ComplexityRoot.VerifyApiKeyResult.Valid == nil {
 			break
@@ -4571,6 +4578,8 @@ type VerifyApiKeyResult {
   expiresAt: Time
   rateLimit: RateLimitState
   quota: QuotaUsage
+  "For a refusal by a limit: how long until the same check could pass."
+  retryAfterSeconds: Int
 }
 
 extend type Mutation {
@@ -4978,6 +4987,8 @@ func (ec *executionContext) childFields_VerifyApiKeyResult(ctx context.Context, 
 		return ec.fieldContext_VerifyApiKeyResult_rateLimit(ctx, field)
 	case "quota":
 		return ec.fieldContext_VerifyApiKeyResult_quota(ctx, field)
+	case "retryAfterSeconds":
+		return ec.fieldContext_VerifyApiKeyResult_retryAfterSeconds(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type VerifyApiKeyResult", field.Name)
 }

@@ -177,6 +177,8 @@ type VerifyAPIKeyResult struct {
 	ExpiresAt   *time.Time          `json:"expiresAt,omitempty"`
 	RateLimit   *RateLimitState     `json:"rateLimit,omitempty"`
 	Quota       *QuotaUsage         `json:"quota,omitempty"`
+	// For a refusal by a limit: how long until the same check could pass.
+	RetryAfterSeconds *int `json:"retryAfterSeconds,omitempty"`
 }
 
 type WebhookWithSecret struct {

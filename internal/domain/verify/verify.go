@@ -123,6 +123,16 @@ type Result struct {
 	RetryAfter time.Duration
 }
 
+// RetryAfterSeconds is RetryAfter rounded up to whole seconds for a refusal by a
+// limit, or nil.
+func (r *Result) RetryAfterSeconds() *int {
+	if r.RetryAfter <= 0 {
+		return nil
+	}
+	secs := int((r.RetryAfter + time.Second - 1) / time.Second)
+	return &secs
+}
+
 // Valid reports whether the key passed every check.
 func (r *Result) Valid() bool { return r.Code == Valid }
 

@@ -43,6 +43,9 @@ type verifyAnswer struct {
 	ExpiresAt   *time.Time          `json:"expiresAt"`
 	RateLimit   *verifyLimit        `json:"rateLimit"`
 	Quota       *verifyQuota        `json:"quota"`
+	// RetryAfterSeconds is, for a refusal by a limit, how long until the same check
+	// could pass (null otherwise).
+	RetryAfterSeconds *int `json:"retryAfterSeconds"`
 }
 
 type verifyLimit struct {
@@ -129,7 +132,7 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 
 // answerOf is the JSON answer of a verification.
 func answerOf(res *verify.Result) verifyAnswer {
-	a := verifyAnswer{Valid: res.Valid(), Code: res.Code}
+	a := verifyAnswer{Valid: res.Valid(), Code: res.Code, RetryAfterSeconds: res.RetryAfterSeconds()}
 	if k := res.Key; k != nil {
 		env := k.Environment
 		a.KeyID, a.OwnerID, a.Name, a.Meta, a.Permissions, a.Environment, a.ExpiresAt =
