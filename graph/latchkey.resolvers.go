@@ -12,19 +12,25 @@ import (
 	"time"
 
 	"entgo.io/contrib/entgql"
+
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
+	"github.com/latchkey/latchkey/ent/owner"
+	entplan "github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/domain/owners"
+	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/domain/tenants"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
@@ -79,6 +85,45 @@ func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*mode
 	}, nil
 }
 
+// Credits is the resolver for the credits field.
+func (r *apiKeyResolver) Credits(ctx context.Context, obj *ent.ApiKey) (*model.Credits, error) {
+	if obj.CreditsRemaining == nil {
+		return nil, nil
+	}
+	remaining := *obj.CreditsRemaining
+	if r.CreditBalances != nil {
+		live, err := r.CreditBalances.Balance(ctx, obj)
+		if err != nil {
+			return nil, err
+		}
+		remaining = live
+	}
+	out := &model.Credits{Remaining: int(remaining), RefillInterval: apikey.CreditsRefillIntervalNever}
+	if obj.CreditsRefillInterval != nil {
+		out.RefillInterval = *obj.CreditsRefillInterval
+	}
+	if obj.CreditsRefillAmount != nil {
+		n := int(*obj.CreditsRefillAmount)
+		out.RefillAmount = &n
+	}
+	if obj.CreditsGranted != nil {
+		out.Granted = int(*obj.CreditsGranted)
+	}
+	return out, nil
+}
+
+// Owner is the resolver for the owner field.
+func (r *apiKeyResolver) Owner(ctx context.Context, obj *ent.ApiKey) (*ent.Owner, error) {
+	if obj.OwnerID == nil || obj.TenantID == nil {
+		return nil, nil
+	}
+	o, err := r.db(ctx).Owner.Query().Where(owner.TenantID(*obj.TenantID), owner.OwnerID(*obj.OwnerID)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	return o, err
+}
+
 // CreateTenant is the resolver for the createTenant field.
 func (r *mutationResolver) CreateTenant(ctx context.Context, input model.CreateTenantInput) (*ent.Tenant, error) {
 	return tenants.Create(ctx, r.db(ctx), tenants.CreateParams{Name: input.Name, Slug: input.Slug, Plan: input.Plan, Active: input.Active, KeyPrefix: input.KeyPrefix})
@@ -112,6 +157,8 @@ func (r *mutationResolver) CreateAPIKey(ctx context.Context, input model.CreateA
 		Meta:                   input.Meta,
 		Permissions:            input.Permissions,
 		Enabled:                input.Enabled,
+		Limits:                 values(input.Limits),
+		Credits:                creditsOf(input.Credits),
 	})
 	if err != nil {
 		return nil, err
@@ -135,6 +182,8 @@ func (r *mutationResolver) UpdateAPIKey(ctx context.Context, id string, input mo
 		Meta:                   keys.Change[map[string]any]{Set: input.Meta.IsSet(), Value: mapOrNil(input.Meta.Value())},
 		Permissions:            input.Permissions,
 		Enabled:                input.Enabled,
+		Limits:                 keys.Change[[]limitspec.Named]{Set: input.Limits.IsSet(), Value: sliceOrNil(values(input.Limits.Value()))},
+		Credits:                keys.Change[keys.Credits]{Set: input.Credits.IsSet(), Value: creditsOf(input.Credits.Value())},
 	})
 }
 
@@ -213,7 +262,7 @@ func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, id stri
 
 // VerifyAPIKey is the resolver for the verifyApiKey field.
 func (r *mutationResolver) VerifyAPIKey(ctx context.Context, input model.VerifyAPIKeyInput) (*model.VerifyAPIKeyResult, error) {
-	req := verify.Request{Key: input.Key, Cost: verify.DefaultCost, Permissions: input.Permissions}
+	req := verify.Request{Key: input.Key, Cost: verify.DefaultCost, Permissions: input.Permissions, Charges: values(input.Charges)}
 	if input.Cost != nil {
 		req.Cost = *input.Cost
 	}
@@ -225,6 +274,40 @@ func (r *mutationResolver) VerifyAPIKey(ctx context.Context, input model.VerifyA
 		return nil, err
 	}
 	return verifyResult(res), nil
+}
+
+// CreatePlan is the resolver for the createPlan field.
+func (r *mutationResolver) CreatePlan(ctx context.Context, input model.CreatePlanInput) (*ent.Plan, error) {
+	return r.Plans.Create(ctx, r.db(ctx), input.Name, plan.Settings{
+		KeyRateLimit: &input.KeyRateLimit, KeyRateLimitWindowSeconds: &input.KeyRateLimitWindowSeconds,
+		KeyQuota: input.KeyQuota, QuotaPeriod: input.QuotaPeriod,
+		TenantRateLimit: input.TenantRateLimit, TenantRateLimitWindowSeconds: input.TenantRateLimitWindowSeconds,
+		TenantQuota: input.TenantQuota, MaxKeys: input.MaxKeys, KeyLimits: values(input.KeyLimits),
+	})
+}
+
+// UpdatePlan is the resolver for the updatePlan field.
+func (r *mutationResolver) UpdatePlan(ctx context.Context, name string, input model.UpdatePlanInput) (*ent.Plan, error) {
+	return r.Plans.Update(ctx, r.db(ctx), name, plan.Settings{
+		KeyRateLimit: input.KeyRateLimit, KeyRateLimitWindowSeconds: input.KeyRateLimitWindowSeconds,
+		KeyQuota: input.KeyQuota, QuotaPeriod: input.QuotaPeriod,
+		TenantRateLimit: input.TenantRateLimit, TenantRateLimitWindowSeconds: input.TenantRateLimitWindowSeconds,
+		TenantQuota: input.TenantQuota, MaxKeys: input.MaxKeys, KeyLimits: values(input.KeyLimits),
+	})
+}
+
+// UpsertOwner is the resolver for the upsertOwner field.
+func (r *mutationResolver) UpsertOwner(ctx context.Context, input model.UpsertOwnerInput) (*ent.Owner, error) {
+	return r.Owners.Upsert(ctx, r.db(ctx), owners.Params{
+		TenantID: input.TenantID, OwnerID: input.OwnerID, Meta: input.Meta,
+		RateLimit: input.RateLimit, RateLimitWindowSeconds: input.RateLimitWindowSeconds,
+		Quota: input.Quota, QuotaPeriod: input.QuotaPeriod,
+	})
+}
+
+// AddCredits is the resolver for the addCredits field.
+func (r *mutationResolver) AddCredits(ctx context.Context, id string, amount int) (*ent.ApiKey, error) {
+	return r.Keys.AddCredits(ctx, r.db(ctx), id, int64(amount))
 }
 
 // Viewer is the resolver for the viewer field.
@@ -292,6 +375,17 @@ func (r *queryResolver) Usage(ctx context.Context, apiKeyID *string, from time.T
 		}
 	}
 	return out, nil
+}
+
+// Plans is the resolver for the plans field.
+func (r *queryResolver) Plans(ctx context.Context) ([]*ent.Plan, error) {
+	return r.Client.Plan.Query().Order(entplan.ByName()).All(ctx)
+}
+
+// Owners is the resolver for the owners field.
+func (r *queryResolver) Owners(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.OwnerOrder, where *ent.OwnerWhereInput) (*ent.OwnerConnection, error) {
+	return r.Client.Owner.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
+		ent.WithOwnerOrder(orderBy), ent.WithOwnerFilter(where.Filter))
 }
 
 // UsageEvents is the resolver for the usageEvents field.

@@ -6,6 +6,8 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/auditlog"
+	"github.com/latchkey/latchkey/ent/owner"
+	entplan "github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
@@ -31,6 +33,10 @@ func nodeType(_ context.Context, id string) (string, error) {
 		return auditlog.Table, nil
 	case ids.WebhookAttempt:
 		return webhookattempt.Table, nil
+	case ids.Plan:
+		return entplan.Table, nil
+	case ids.Owner:
+		return owner.Table, nil
 	}
 	return "", fault.ErrNotFound
 }
@@ -44,7 +50,7 @@ func checkNodeScope(ctx context.Context, n ent.Noder) error {
 		return nil
 	case *ent.Tenant, *ent.AuditLog:
 		scope = viewer.ScopeTenantRead
-	case *ent.ApiKey:
+	case *ent.ApiKey, *ent.Owner:
 		scope = viewer.ScopeKeysRead
 	case *ent.Webhook, *ent.WebhookDelivery, *ent.WebhookAttempt:
 		scope = viewer.ScopeWebhooksRead

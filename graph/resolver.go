@@ -19,6 +19,7 @@ import (
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/domain/owners"
 	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
@@ -38,8 +39,14 @@ type Resolver struct {
 	Webhooks *webhook.Manager
 	// Verify verifies consumer keys.
 	Verify *verify.Service
-	// Plans resolves tenants' plans.
+	// Plans resolves tenants' plans and changes them.
 	Plans *plan.Catalog
+	// Owners changes owner records.
+	Owners *owners.Service
+	// CreditBalances reads live credit balances (nil: the stored ones).
+	CreditBalances interface {
+		Balance(ctx context.Context, k *ent.ApiKey) (int64, error)
+	}
 }
 
 // NewSchema returns the executable schema with its directives.
@@ -180,6 +187,45 @@ func verifyResult(res *verify.Result) *model.VerifyAPIKeyResult {
 			Period: apikey.QuotaPeriod(strings.ToUpper(string(q.Period))), ResetAt: q.ResetAt}
 	}
 	return out
+}
+
+// values copies a list of pointers (gqlgen's input lists) into a list of values; nil
+// stays nil.
+func values[T any](ps []*T) []T {
+	if ps == nil {
+		return nil
+	}
+	out := make([]T, 0, len(ps))
+	for _, p := range ps {
+		if p != nil {
+			out = append(out, *p)
+		}
+	}
+	return out
+}
+
+// sliceOrNil points at l, or is nil for a nil list.
+func sliceOrNil[T any](l []T) *[]T {
+	if l == nil {
+		return nil
+	}
+	return &l
+}
+
+// creditsOf is the domain's credit settings of a CreditsInput (nil for none).
+func creditsOf(in *model.CreditsInput) *keys.Credits {
+	if in == nil {
+		return nil
+	}
+	c := &keys.Credits{Remaining: int64(in.Remaining), RefillInterval: apikey.CreditsRefillIntervalNever}
+	if in.RefillInterval != nil {
+		c.RefillInterval = *in.RefillInterval
+	}
+	if in.RefillAmount != nil {
+		n := int64(*in.RefillAmount)
+		c.RefillAmount = &n
+	}
+	return c
 }
 
 // orZero returns *p, or 0 for nil.

@@ -37,6 +37,10 @@ type MutationResolver interface {
 	SendTestWebhook(ctx context.Context, id string) (*ent.WebhookDelivery, error)
 	RedeliverWebhookDelivery(ctx context.Context, id string) (*ent.WebhookDelivery, error)
 	VerifyAPIKey(ctx context.Context, input model.VerifyAPIKeyInput) (*model.VerifyAPIKeyResult, error)
+	CreatePlan(ctx context.Context, input model.CreatePlanInput) (*ent.Plan, error)
+	UpdatePlan(ctx context.Context, name string, input model.UpdatePlanInput) (*ent.Plan, error)
+	UpsertOwner(ctx context.Context, input model.UpsertOwnerInput) (*ent.Owner, error)
+	AddCredits(ctx context.Context, id string, amount int) (*ent.ApiKey, error)
 }
 type SubscriptionResolver interface {
 	UsageEvents(ctx context.Context, apiKeyID *string) (<-chan *live.Event, error)
@@ -88,12 +92,48 @@ func (ec *executionContext) dir_rateLimit_args(ctx context.Context, rawArgs map[
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_addCredits_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "amount",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["amount"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createApiKey_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.CreateAPIKeyInput, error) {
 			return ec.unmarshalNCreateApiKeyInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCreateAPIKeyInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createPlan_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreatePlanInput, error) {
+			return ec.unmarshalNCreatePlanInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCreatePlanInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -252,6 +292,28 @@ func (ec *executionContext) field_Mutation_updateApiKey_args(ctx context.Context
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_updatePlan_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "name",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["name"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdatePlanInput, error) {
+			return ec.unmarshalNUpdatePlanInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUpdatePlanInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_updateTenant_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -293,6 +355,20 @@ func (ec *executionContext) field_Mutation_updateWebhook_args(ctx context.Contex
 		return nil, err
 	}
 	args["input"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_upsertOwner_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpsertOwnerInput, error) {
+			return ec.unmarshalNUpsertOwnerInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUpsertOwnerInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
 	return args, nil
 }
 
@@ -403,6 +479,98 @@ func (ec *executionContext) _ApiKeyWithSecret_secret(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_ApiKeyWithSecret_secret(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ApiKeyWithSecret", field, false, false, "String")
+}
+
+func (ec *executionContext) _Credits_remaining(ctx context.Context, field graphql.CollectedField, obj *model.Credits) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Credits_remaining(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Remaining, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Credits_remaining(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Credits", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Credits_refillAmount(ctx context.Context, field graphql.CollectedField, obj *model.Credits) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Credits_refillAmount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RefillAmount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Credits_refillAmount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Credits", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Credits_refillInterval(ctx context.Context, field graphql.CollectedField, obj *model.Credits) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Credits_refillInterval(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RefillInterval, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v apikey.CreditsRefillInterval) graphql.Marshaler {
+			return ec.marshalNCreditsRefillInterval2githubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐCreditsRefillInterval(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Credits_refillInterval(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Credits", field, false, false, "CreditsRefillInterval")
+}
+
+func (ec *executionContext) _Credits_granted(ctx context.Context, field graphql.CollectedField, obj *model.Credits) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Credits_granted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Granted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Credits_granted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Credits", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Mutation_createTenant(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -1277,6 +1445,264 @@ func (ec *executionContext) fieldContext_Mutation_verifyApiKey(ctx context.Conte
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_verifyApiKey_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createPlan(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createPlan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreatePlan(ctx, fc.Args["input"].(model.CreatePlanInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				admin, err := ec.unmarshalOBoolean2ᚖbool(ctx, true)
+				if err != nil {
+					var zeroVal *ent.Plan
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *ent.Plan
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, nil, admin)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Plan) graphql.Marshaler {
+			return ec.marshalNPlan2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚐPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createPlan(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Plan(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createPlan_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updatePlan(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updatePlan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdatePlan(ctx, fc.Args["name"].(string), fc.Args["input"].(model.UpdatePlanInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				admin, err := ec.unmarshalOBoolean2ᚖbool(ctx, true)
+				if err != nil {
+					var zeroVal *ent.Plan
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *ent.Plan
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, nil, admin)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Plan) graphql.Marshaler {
+			return ec.marshalNPlan2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚐPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updatePlan(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Plan(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updatePlan_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_upsertOwner(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_upsertOwner(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpsertOwner(ctx, fc.Args["input"].(model.UpsertOwnerInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				scopes, err := ec.unmarshalOString2ᚕstringᚄ(ctx, []any{"keys:write"})
+				if err != nil {
+					var zeroVal *ent.Owner
+					return zeroVal, err
+				}
+				admin, err := ec.unmarshalOBoolean2ᚖbool(ctx, false)
+				if err != nil {
+					var zeroVal *ent.Owner
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *ent.Owner
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, scopes, admin)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Owner) graphql.Marshaler {
+			return ec.marshalNOwner2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚐOwner(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_upsertOwner(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Owner(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_upsertOwner_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_addCredits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_addCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().AddCredits(ctx, fc.Args["id"].(string), fc.Args["amount"].(int))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				scopes, err := ec.unmarshalOString2ᚕstringᚄ(ctx, []any{"keys:write"})
+				if err != nil {
+					var zeroVal *ent.ApiKey
+					return zeroVal, err
+				}
+				admin, err := ec.unmarshalOBoolean2ᚖbool(ctx, false)
+				if err != nil {
+					var zeroVal *ent.ApiKey
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *ent.ApiKey
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, scopes, admin)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ApiKey) graphql.Marshaler {
+			return ec.marshalNApiKey2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚐApiKey(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_addCredits(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ApiKey(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_addCredits_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -2609,6 +3035,75 @@ func (ec *executionContext) fieldContext_VerifyApiKeyResult_retryAfterSeconds(_ 
 	return graphql.NewScalarFieldContext("VerifyApiKeyResult", field, false, false, "Int")
 }
 
+func (ec *executionContext) _VerifyApiKeyResult_limitScope(ctx context.Context, field graphql.CollectedField, obj *model.VerifyAPIKeyResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyApiKeyResult_limitScope(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LimitScope, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyApiKeyResult_limitScope(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyApiKeyResult", field, false, false, "String")
+}
+
+func (ec *executionContext) _VerifyApiKeyResult_credits(ctx context.Context, field graphql.CollectedField, obj *model.VerifyAPIKeyResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyApiKeyResult_credits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Credits, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyApiKeyResult_credits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyApiKeyResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _VerifyApiKeyResult_ownerMeta(ctx context.Context, field graphql.CollectedField, obj *model.VerifyAPIKeyResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyApiKeyResult_ownerMeta(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OwnerMeta, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
+			return ec.marshalOMap2map(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyApiKeyResult_ownerMeta(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyApiKeyResult", field, false, false, "Map")
+}
+
 func (ec *executionContext) _Viewer_apiKey(ctx context.Context, field graphql.CollectedField, obj *viewer.Viewer) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2835,7 +3330,7 @@ func (ec *executionContext) unmarshalInputCreateApiKeyInput(ctx context.Context,
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"tenantID", "name", "scopes", "kind", "environment", "ownerID", "meta", "permissions", "enabled", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt", "limitsLocked", "expiryLocked"}
+	fieldsInOrder := [...]string{"tenantID", "name", "scopes", "kind", "environment", "ownerID", "meta", "permissions", "enabled", "limits", "credits", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt", "limitsLocked", "expiryLocked"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -2905,6 +3400,20 @@ func (ec *executionContext) unmarshalInputCreateApiKeyInput(ctx context.Context,
 				return it, err
 			}
 			it.Enabled = data
+		case "limits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limits"))
+			data, err := ec.unmarshalONamedLimitInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamedᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Limits = data
+		case "credits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credits"))
+			data, err := ec.unmarshalOCreditsInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCreditsInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Credits = data
 		case "rateLimit":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateLimit"))
 			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
@@ -2968,6 +3477,111 @@ func (ec *executionContext) unmarshalInputCreateApiKeyInput(ctx context.Context,
 func UnmarshalCreateApiKeyInput(ctx context.Context, raw any) (model.CreateAPIKeyInput, error) {
 	var out model.CreateAPIKeyInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateApiKeyInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreatePlanInput(ctx context.Context, obj any) (model.CreatePlanInput, error) {
+	var it model.CreatePlanInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "keyRateLimit", "keyRateLimitWindowSeconds", "keyQuota", "quotaPeriod", "tenantRateLimit", "tenantRateLimitWindowSeconds", "tenantQuota", "maxKeys", "keyLimits"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "keyRateLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyRateLimit"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyRateLimit = data
+		case "keyRateLimitWindowSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyRateLimitWindowSeconds"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyRateLimitWindowSeconds = data
+		case "keyQuota":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyQuota"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyQuota = data
+		case "quotaPeriod":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriod"))
+			data, err := ec.unmarshalOPlanQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋplanᚐQuotaPeriod(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriod = data
+		case "tenantRateLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantRateLimit"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TenantRateLimit = data
+		case "tenantRateLimitWindowSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantRateLimitWindowSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TenantRateLimitWindowSeconds = data
+		case "tenantQuota":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantQuota"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TenantQuota = data
+		case "maxKeys":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxKeys"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxKeys = data
+		case "keyLimits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyLimits"))
+			data, err := ec.unmarshalONamedLimitInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamedᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyLimits = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreatePlanInput unmarshals raw into the CreatePlanInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreatePlanInput(ctx context.Context, raw any) (model.CreatePlanInput, error) {
+	var out model.CreatePlanInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreatePlanInput", raw, &out)
 	return out, err
 }
 
@@ -3104,6 +3718,167 @@ func UnmarshalCreateWebhookInput(ctx context.Context, raw any) (model.CreateWebh
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreditsInput(ctx context.Context, obj any) (model.CreditsInput, error) {
+	var it model.CreditsInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"remaining", "refillAmount", "refillInterval"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "remaining":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("remaining"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Remaining = data
+		case "refillAmount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("refillAmount"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RefillAmount = data
+		case "refillInterval":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("refillInterval"))
+			data, err := ec.unmarshalOCreditsRefillInterval2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐCreditsRefillInterval(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RefillInterval = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreditsInput unmarshals raw into the CreditsInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreditsInput(ctx context.Context, raw any) (model.CreditsInput, error) {
+	var out model.CreditsInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreditsInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputNamedChargeInput(ctx context.Context, obj any) (limitspec.Charge, error) {
+	var it limitspec.Charge
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "cost"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "cost":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cost"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Cost = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalNamedChargeInput unmarshals raw into the NamedChargeInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalNamedChargeInput(ctx context.Context, raw any) (limitspec.Charge, error) {
+	var out limitspec.Charge
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "NamedChargeInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputNamedLimitInput(ctx context.Context, obj any) (limitspec.Named, error) {
+	var it limitspec.Named
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "limit", "windowSeconds"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "limit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limit"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Limit = data
+		case "windowSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("windowSeconds"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.WindowSeconds = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalNamedLimitInput unmarshals raw into the NamedLimitInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalNamedLimitInput(ctx context.Context, raw any) (limitspec.Named, error) {
+	var out limitspec.Named
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "NamedLimitInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputUpdateApiKeyInput(ctx context.Context, obj any) (model.UpdateAPIKeyInput, error) {
 	var it model.UpdateAPIKeyInput
 	if obj == nil {
@@ -3115,7 +3890,7 @@ func (ec *executionContext) unmarshalInputUpdateApiKeyInput(ctx context.Context,
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "scopes", "ownerID", "meta", "permissions", "enabled", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt", "limitsLocked", "expiryLocked"}
+	fieldsInOrder := [...]string{"name", "scopes", "limits", "credits", "ownerID", "meta", "permissions", "enabled", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod", "expiresAt", "limitsLocked", "expiryLocked"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -3136,6 +3911,20 @@ func (ec *executionContext) unmarshalInputUpdateApiKeyInput(ctx context.Context,
 				return it, err
 			}
 			it.Scopes = data
+		case "limits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limits"))
+			data, err := ec.unmarshalONamedLimitInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamedᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Limits = graphql.OmittableOf(data)
+		case "credits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credits"))
+			data, err := ec.unmarshalOCreditsInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCreditsInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Credits = graphql.OmittableOf(data)
 		case "ownerID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerID"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -3227,6 +4016,104 @@ func (ec *executionContext) unmarshalInputUpdateApiKeyInput(ctx context.Context,
 func UnmarshalUpdateApiKeyInput(ctx context.Context, raw any) (model.UpdateAPIKeyInput, error) {
 	var out model.UpdateAPIKeyInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateApiKeyInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdatePlanInput(ctx context.Context, obj any) (model.UpdatePlanInput, error) {
+	var it model.UpdatePlanInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"keyRateLimit", "keyRateLimitWindowSeconds", "keyQuota", "quotaPeriod", "tenantRateLimit", "tenantRateLimitWindowSeconds", "tenantQuota", "maxKeys", "keyLimits"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "keyRateLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyRateLimit"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyRateLimit = data
+		case "keyRateLimitWindowSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyRateLimitWindowSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyRateLimitWindowSeconds = data
+		case "keyQuota":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyQuota"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyQuota = data
+		case "quotaPeriod":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriod"))
+			data, err := ec.unmarshalOPlanQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋplanᚐQuotaPeriod(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriod = data
+		case "tenantRateLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantRateLimit"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TenantRateLimit = data
+		case "tenantRateLimitWindowSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantRateLimitWindowSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TenantRateLimitWindowSeconds = data
+		case "tenantQuota":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantQuota"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TenantQuota = data
+		case "maxKeys":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxKeys"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxKeys = data
+		case "keyLimits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keyLimits"))
+			data, err := ec.unmarshalONamedLimitInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamedᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeyLimits = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdatePlanInput unmarshals raw into the UpdatePlanInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdatePlanInput(ctx context.Context, raw any) (model.UpdatePlanInput, error) {
+	var out model.UpdatePlanInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdatePlanInput", raw, &out)
 	return out, err
 }
 
@@ -3356,6 +4243,90 @@ func UnmarshalUpdateWebhookInput(ctx context.Context, raw any) (model.UpdateWebh
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputUpsertOwnerInput(ctx context.Context, obj any) (model.UpsertOwnerInput, error) {
+	var it model.UpsertOwnerInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"tenantID", "ownerID", "meta", "rateLimit", "rateLimitWindowSeconds", "quota", "quotaPeriod"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "tenantID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TenantID = data
+		case "ownerID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerID"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OwnerID = data
+		case "meta":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("meta"))
+			data, err := ec.unmarshalOMap2map(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Meta = data
+		case "rateLimit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateLimit"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateLimit = data
+		case "rateLimitWindowSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rateLimitWindowSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RateLimitWindowSeconds = data
+		case "quota":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quota"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Quota = data
+		case "quotaPeriod":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaPeriod"))
+			data, err := ec.unmarshalOOwnerQuotaPeriod2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋownerᚐQuotaPeriod(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaPeriod = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpsertOwnerInput unmarshals raw into the UpsertOwnerInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpsertOwnerInput(ctx context.Context, raw any) (model.UpsertOwnerInput, error) {
+	var out model.UpsertOwnerInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpsertOwnerInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputVerifyApiKeyInput(ctx context.Context, obj any) (model.VerifyAPIKeyInput, error) {
 	var it model.VerifyAPIKeyInput
 	if obj == nil {
@@ -3371,7 +4342,7 @@ func (ec *executionContext) unmarshalInputVerifyApiKeyInput(ctx context.Context,
 		asMap["cost"] = 1
 	}
 
-	fieldsInOrder := [...]string{"key", "cost", "permissions", "tag"}
+	fieldsInOrder := [...]string{"key", "cost", "permissions", "tag", "charges"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -3406,6 +4377,13 @@ func (ec *executionContext) unmarshalInputVerifyApiKeyInput(ctx context.Context,
 				return it, err
 			}
 			it.Tag = data
+		case "charges":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("charges"))
+			data, err := ec.unmarshalONamedChargeInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐChargeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Charges = data
 		}
 	}
 	return it, nil
@@ -3449,6 +4427,54 @@ func (ec *executionContext) _ApiKeyWithSecret(ctx context.Context, sel ast.Selec
 			}
 		case "secret":
 			out.Values[i] = ec._ApiKeyWithSecret_secret(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditsImplementors = []string{"Credits"}
+
+func (ec *executionContext) _Credits(ctx context.Context, sel ast.SelectionSet, obj *model.Credits) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Credits")
+		case "remaining":
+			out.Values[i] = ec._Credits_remaining(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "refillAmount":
+			out.Values[i] = ec._Credits_refillAmount(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "refillInterval":
+			out.Values[i] = ec._Credits_refillInterval(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "granted":
+			out.Values[i] = ec._Credits_granted(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -3575,6 +4601,34 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "verifyApiKey":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_verifyApiKey(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createPlan":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createPlan(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatePlan":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updatePlan(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "upsertOwner":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_upsertOwner(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "addCredits":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_addCredits(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -4047,6 +5101,21 @@ func (ec *executionContext) _VerifyApiKeyResult(ctx context.Context, sel ast.Sel
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
+		case "limitScope":
+			out.Values[i] = ec._VerifyApiKeyResult_limitScope(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "credits":
+			out.Values[i] = ec._VerifyApiKeyResult_credits(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "ownerMeta":
+			out.Values[i] = ec._VerifyApiKeyResult_ownerMeta(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -4184,6 +5253,11 @@ func (ec *executionContext) unmarshalNCreateApiKeyInput2githubᚗcomᚋlatchkey�
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreatePlanInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCreatePlanInput(ctx context.Context, v any) (model.CreatePlanInput, error) {
+	res, err := ec.unmarshalInputCreatePlanInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNCreateTenantInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCreateTenantInput(ctx context.Context, v any) (model.CreateTenantInput, error) {
 	res, err := ec.unmarshalInputCreateTenantInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -4194,12 +5268,37 @@ func (ec *executionContext) unmarshalNCreateWebhookInput2githubᚗcomᚋlatchkey
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreditsRefillInterval2githubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐCreditsRefillInterval(ctx context.Context, v any) (apikey.CreditsRefillInterval, error) {
+	var res apikey.CreditsRefillInterval
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditsRefillInterval2githubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐCreditsRefillInterval(ctx context.Context, sel ast.SelectionSet, v apikey.CreditsRefillInterval) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNNamedChargeInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐCharge(ctx context.Context, v any) (*limitspec.Charge, error) {
+	res, err := ec.unmarshalInputNamedChargeInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalNNamedLimit2githubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamed(ctx context.Context, sel ast.SelectionSet, v limitspec.Named) graphql.Marshaler {
 	return ec._NamedLimit(ctx, sel, &v)
 }
 
+func (ec *executionContext) unmarshalNNamedLimitInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamed(ctx context.Context, v any) (*limitspec.Named, error) {
+	res, err := ec.unmarshalInputNamedLimitInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNUpdateApiKeyInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUpdateAPIKeyInput(ctx context.Context, v any) (model.UpdateAPIKeyInput, error) {
 	res, err := ec.unmarshalInputUpdateApiKeyInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpdatePlanInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUpdatePlanInput(ctx context.Context, v any) (model.UpdatePlanInput, error) {
+	res, err := ec.unmarshalInputUpdatePlanInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -4210,6 +5309,11 @@ func (ec *executionContext) unmarshalNUpdateTenantInput2githubᚗcomᚋlatchkey�
 
 func (ec *executionContext) unmarshalNUpdateWebhookInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUpdateWebhookInput(ctx context.Context, v any) (model.UpdateWebhookInput, error) {
 	res, err := ec.unmarshalInputUpdateWebhookInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpsertOwnerInput2githubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUpsertOwnerInput(ctx context.Context, v any) (model.UpsertOwnerInput, error) {
+	res, err := ec.unmarshalInputUpsertOwnerInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -4316,6 +5420,54 @@ func (ec *executionContext) marshalNWebhookWithSecret2ᚖgithubᚗcomᚋlatchkey
 	return ec._WebhookWithSecret(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalOCredits2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCredits(ctx context.Context, sel ast.SelectionSet, v *model.Credits) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Credits(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOCreditsInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐCreditsInput(ctx context.Context, v any) (*model.CreditsInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputCreditsInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOCreditsRefillInterval2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐCreditsRefillInterval(ctx context.Context, v any) (*apikey.CreditsRefillInterval, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(apikey.CreditsRefillInterval)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOCreditsRefillInterval2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋentᚋapikeyᚐCreditsRefillInterval(ctx context.Context, sel ast.SelectionSet, v *apikey.CreditsRefillInterval) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalONamedChargeInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐChargeᚄ(ctx context.Context, v any) ([]*limitspec.Charge, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*limitspec.Charge, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNNamedChargeInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐCharge(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
 func (ec *executionContext) marshalONamedLimit2ᚕgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamedᚄ(ctx context.Context, sel ast.SelectionSet, v []limitspec.Named) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -4333,6 +5485,23 @@ func (ec *executionContext) marshalONamedLimit2ᚕgithubᚗcomᚋlatchkeyᚋlatc
 	}
 
 	return ret
+}
+
+func (ec *executionContext) unmarshalONamedLimitInput2ᚕᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamedᚄ(ctx context.Context, v any) ([]*limitspec.Named, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*limitspec.Named, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNNamedLimitInput2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋplatformᚋlimitspecᚐNamed(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 func (ec *executionContext) marshalOQuotaUsage2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐQuotaUsage(ctx context.Context, sel ast.SelectionSet, v *model.QuotaUsage) graphql.Marshaler {

@@ -40,6 +40,7 @@ type DirectiveRoot struct {
 type ComplexityRoot struct {
 	ApiKey struct {
 		CreatedAt                       func(childComplexity int) int
+		Credits                         func(childComplexity int) int
 		EffectiveRateLimit              func(childComplexity int) int
 		EffectiveRateLimitWindowSeconds func(childComplexity int) int
 		Enabled                         func(childComplexity int) int
@@ -53,6 +54,7 @@ type ComplexityRoot struct {
 		LimitsLocked                    func(childComplexity int) int
 		Meta                            func(childComplexity int) int
 		Name                            func(childComplexity int) int
+		Owner                           func(childComplexity int) int
 		OwnerID                         func(childComplexity int) int
 		Permissions                     func(childComplexity int) int
 		Prefix                          func(childComplexity int) int
@@ -112,8 +114,17 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	Credits struct {
+		Granted        func(childComplexity int) int
+		RefillAmount   func(childComplexity int) int
+		RefillInterval func(childComplexity int) int
+		Remaining      func(childComplexity int) int
+	}
+
 	Mutation struct {
+		AddCredits               func(childComplexity int, id string, amount int) int
 		CreateAPIKey             func(childComplexity int, input model.CreateAPIKeyInput) int
+		CreatePlan               func(childComplexity int, input model.CreatePlanInput) int
 		CreateTenant             func(childComplexity int, input model.CreateTenantInput) int
 		CreateWebhook            func(childComplexity int, input model.CreateWebhookInput) int
 		DeleteWebhook            func(childComplexity int, id string) int
@@ -123,8 +134,10 @@ type ComplexityRoot struct {
 		RotateWebhookSecret      func(childComplexity int, id string, gracePeriodSeconds *int) int
 		SendTestWebhook          func(childComplexity int, id string) int
 		UpdateAPIKey             func(childComplexity int, id string, input model.UpdateAPIKeyInput) int
+		UpdatePlan               func(childComplexity int, name string, input model.UpdatePlanInput) int
 		UpdateTenant             func(childComplexity int, id string, input model.UpdateTenantInput) int
 		UpdateWebhook            func(childComplexity int, id string, input model.UpdateWebhookInput) int
+		UpsertOwner              func(childComplexity int, input model.UpsertOwnerInput) int
 		VerifyAPIKey             func(childComplexity int, input model.VerifyAPIKeyInput) int
 	}
 
@@ -186,6 +199,8 @@ type ComplexityRoot struct {
 		AuditLogs         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) int
 		Node              func(childComplexity int, id string) int
 		Nodes             func(childComplexity int, ids []string) int
+		Owners            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.OwnerOrder, where *ent.OwnerWhereInput) int
+		Plans             func(childComplexity int) int
 		Tenants           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TenantOrder, where *ent.TenantWhereInput) int
 		Usage             func(childComplexity int, apiKeyID *string, from time.Time, to time.Time, interval model.UsageInterval) int
 		Viewer            func(childComplexity int) int
@@ -274,12 +289,15 @@ type ComplexityRoot struct {
 
 	VerifyApiKeyResult struct {
 		Code              func(childComplexity int) int
+		Credits           func(childComplexity int) int
 		Environment       func(childComplexity int) int
 		ExpiresAt         func(childComplexity int) int
 		KeyID             func(childComplexity int) int
+		LimitScope        func(childComplexity int) int
 		Meta              func(childComplexity int) int
 		Name              func(childComplexity int) int
 		OwnerID           func(childComplexity int) int
+		OwnerMeta         func(childComplexity int) int
 		Permissions       func(childComplexity int) int
 		Quota             func(childComplexity int) int
 		RateLimit         func(childComplexity int) int
@@ -402,6 +420,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.CreatedAt(childComplexity), true
+	case "ApiKey.credits":
+		if e.ComplexityRoot.ApiKey.Credits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Credits(childComplexity), true
 	case "ApiKey.effectiveRateLimit":
 		if e.ComplexityRoot.ApiKey.EffectiveRateLimit == nil {
 			break
@@ -480,6 +504,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ApiKey.Name(childComplexity), true
+	case "ApiKey.owner":
+		if e.ComplexityRoot.ApiKey.Owner == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Owner(childComplexity), true
 	case "ApiKey.ownerID":
 		if e.ComplexityRoot.ApiKey.OwnerID == nil {
 			break
@@ -721,6 +751,42 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AuditLogEdge.Node(childComplexity), true
 
+	case "Credits.granted":
+		if e.ComplexityRoot.Credits.Granted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Credits.Granted(childComplexity), true
+	case "Credits.refillAmount":
+		if e.ComplexityRoot.Credits.RefillAmount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Credits.RefillAmount(childComplexity), true
+	case "Credits.refillInterval":
+		if e.ComplexityRoot.Credits.RefillInterval == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Credits.RefillInterval(childComplexity), true
+	case "Credits.remaining":
+		if e.ComplexityRoot.Credits.Remaining == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Credits.Remaining(childComplexity), true
+
+	case "Mutation.addCredits":
+		if e.ComplexityRoot.Mutation.AddCredits == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_addCredits_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AddCredits(childComplexity, args["id"].(string), args["amount"].(int)), true
 	case "Mutation.createApiKey":
 		if e.ComplexityRoot.Mutation.CreateAPIKey == nil {
 			break
@@ -732,6 +798,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateAPIKey(childComplexity, args["input"].(model.CreateAPIKeyInput)), true
+	case "Mutation.createPlan":
+		if e.ComplexityRoot.Mutation.CreatePlan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createPlan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreatePlan(childComplexity, args["input"].(model.CreatePlanInput)), true
 	case "Mutation.createTenant":
 		if e.ComplexityRoot.Mutation.CreateTenant == nil {
 			break
@@ -831,6 +908,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateAPIKey(childComplexity, args["id"].(string), args["input"].(model.UpdateAPIKeyInput)), true
+	case "Mutation.updatePlan":
+		if e.ComplexityRoot.Mutation.UpdatePlan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updatePlan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdatePlan(childComplexity, args["name"].(string), args["input"].(model.UpdatePlanInput)), true
 	case "Mutation.updateTenant":
 		if e.ComplexityRoot.Mutation.UpdateTenant == nil {
 			break
@@ -853,6 +941,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateWebhook(childComplexity, args["id"].(string), args["input"].(model.UpdateWebhookInput)), true
+	case "Mutation.upsertOwner":
+		if e.ComplexityRoot.Mutation.UpsertOwner == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_upsertOwner_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpsertOwner(childComplexity, args["input"].(model.UpsertOwnerInput)), true
 	case "Mutation.verifyApiKey":
 		if e.ComplexityRoot.Mutation.VerifyAPIKey == nil {
 			break
@@ -1126,6 +1225,23 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Nodes(childComplexity, args["ids"].([]string)), true
+	case "Query.owners":
+		if e.ComplexityRoot.Query.Owners == nil {
+			break
+		}
+
+		args, err := ec.field_Query_owners_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Owners(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.OwnerOrder), args["where"].(*ent.OwnerWhereInput)), true
+	case "Query.plans":
+		if e.ComplexityRoot.Query.Plans == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Plans(childComplexity), true
 	case "Query.tenants":
 		if e.ComplexityRoot.Query.Tenants == nil {
 			break
@@ -1524,6 +1640,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.VerifyApiKeyResult.Code(childComplexity), true
+	case "VerifyApiKeyResult.credits":
+		if e.ComplexityRoot.VerifyApiKeyResult.Credits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.Credits(childComplexity), true
 	case "VerifyApiKeyResult.environment":
 		if e.ComplexityRoot.VerifyApiKeyResult.Environment == nil {
 			break
@@ -1542,6 +1664,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.VerifyApiKeyResult.KeyID(childComplexity), true
+	case "VerifyApiKeyResult.limitScope":
+		if e.ComplexityRoot.VerifyApiKeyResult.LimitScope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.LimitScope(childComplexity), true
 	case "VerifyApiKeyResult.meta":
 		if e.ComplexityRoot.VerifyApiKeyResult.Meta == nil {
 			break
@@ -1560,6 +1688,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.VerifyApiKeyResult.OwnerID(childComplexity), true
+	case "VerifyApiKeyResult.ownerMeta":
+		if e.ComplexityRoot.VerifyApiKeyResult.OwnerMeta == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyApiKeyResult.OwnerMeta(childComplexity), true
 	case "VerifyApiKeyResult.permissions":
 		if e.ComplexityRoot.VerifyApiKeyResult.Permissions == nil {
 			break
@@ -1987,8 +2121,12 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AuditLogOrder", ec.unmarshalInputAuditLogOrder),
 			graphql.NewInputUnmarshaler("AuditLogWhereInput", ec.unmarshalInputAuditLogWhereInput),
 			graphql.NewInputUnmarshaler("CreateApiKeyInput", ec.unmarshalInputCreateApiKeyInput),
+			graphql.NewInputUnmarshaler("CreatePlanInput", ec.unmarshalInputCreatePlanInput),
 			graphql.NewInputUnmarshaler("CreateTenantInput", ec.unmarshalInputCreateTenantInput),
 			graphql.NewInputUnmarshaler("CreateWebhookInput", ec.unmarshalInputCreateWebhookInput),
+			graphql.NewInputUnmarshaler("CreditsInput", ec.unmarshalInputCreditsInput),
+			graphql.NewInputUnmarshaler("NamedChargeInput", ec.unmarshalInputNamedChargeInput),
+			graphql.NewInputUnmarshaler("NamedLimitInput", ec.unmarshalInputNamedLimitInput),
 			graphql.NewInputUnmarshaler("OwnerOrder", ec.unmarshalInputOwnerOrder),
 			graphql.NewInputUnmarshaler("OwnerWhereInput", ec.unmarshalInputOwnerWhereInput),
 			graphql.NewInputUnmarshaler("PlanOrder", ec.unmarshalInputPlanOrder),
@@ -1996,8 +2134,10 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("TenantOrder", ec.unmarshalInputTenantOrder),
 			graphql.NewInputUnmarshaler("TenantWhereInput", ec.unmarshalInputTenantWhereInput),
 			graphql.NewInputUnmarshaler("UpdateApiKeyInput", ec.unmarshalInputUpdateApiKeyInput),
+			graphql.NewInputUnmarshaler("UpdatePlanInput", ec.unmarshalInputUpdatePlanInput),
 			graphql.NewInputUnmarshaler("UpdateTenantInput", ec.unmarshalInputUpdateTenantInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookInput", ec.unmarshalInputUpdateWebhookInput),
+			graphql.NewInputUnmarshaler("UpsertOwnerInput", ec.unmarshalInputUpsertOwnerInput),
 			graphql.NewInputUnmarshaler("VerifyApiKeyInput", ec.unmarshalInputVerifyApiKeyInput),
 			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
 			graphql.NewInputUnmarshaler("WebhookAttemptWhereInput", ec.unmarshalInputWebhookAttemptWhereInput),
@@ -4309,6 +4449,10 @@ input CreateApiKeyInput {
   permissions: [String!]
   "false creates the key disabled (verifications answer DISABLED); default true."
   enabled: Boolean
+  "Named limits (at most 10), charged by the verifications that name them; null: the plan's."
+  limits: [NamedLimitInput!]
+  "A credit balance each call or verification spends by its cost."
+  credits: CreditsInput
   "Requests per window; null: the tenant plan's default."
   rateLimit: Int
   rateLimitWindowSeconds: Int
@@ -4333,6 +4477,10 @@ input CreateApiKeyInput {
 input UpdateApiKeyInput {
   name: String
   scopes: [String!]
+  "Replaces the named limits; null: back to the plan's."
+  limits: [NamedLimitInput!] @goField(omittable: true)
+  "Replaces the credits; null removes them."
+  credits: CreditsInput @goField(omittable: true)
   "Set null to remove the owner."
   ownerID: String @goField(omittable: true)
   "Set null to remove meta."
@@ -4553,6 +4701,8 @@ input VerifyApiKeyInput {
   permissions: [String!]
   "Names the verification in the usage log (at most 128 printable ASCII characters)."
   tag: String
+  "Named limits of the key to charge besides its rate limit (e.g. tokens 250)."
+  charges: [NamedChargeInput!]
 }
 
 "A rate limit's state after a verification."
@@ -4580,6 +4730,12 @@ type VerifyApiKeyResult {
   quota: QuotaUsage
   "For a refusal by a limit: how long until the same check could pass."
   retryAfterSeconds: Int
+  "The limit that refused the check: key, owner, tenant, credits or named:<name>."
+  limitScope: String
+  "The key's credits after the check (null: none)."
+  credits: Int
+  "The meta of the key's owner record."
+  ownerMeta: Map
 }
 
 extend type Mutation {
@@ -4596,6 +4752,115 @@ type NamedLimit {
   name: String!
   limit: Int!
   windowSeconds: Int!
+}
+
+"A named rate limit: limit units per windowSeconds."
+input NamedLimitInput {
+  "1-32 lowercase letters, digits, dashes or underscores."
+  name: String!
+  limit: Int!
+  windowSeconds: Int!
+}
+
+enum CreditsRefillInterval {
+  NEVER
+  DAILY
+  MONTHLY
+}
+
+"A key's credits: remaining now, refilled to refillAmount at each interval (UTC)."
+input CreditsInput {
+  remaining: Int!
+  refillAmount: Int
+  refillInterval: CreditsRefillInterval
+}
+
+type Credits {
+  "The balance now (live, shared by every instance)."
+  remaining: Int!
+  refillAmount: Int
+  refillInterval: CreditsRefillInterval!
+  "What the 80 % and 100 % warnings count against: the refill amount, or what was set and added."
+  granted: Int!
+}
+
+extend type ApiKey {
+  "The key's credits; null when it has none."
+  credits: Credits
+  "The owner record of the key's ownerID, when the tenant keeps one."
+  owner: Owner
+}
+
+input CreatePlanInput {
+  "Lowercase letters, digits and dashes, 2-32 characters, unique."
+  name: String!
+  keyRateLimit: Int!
+  keyRateLimitWindowSeconds: Int!
+  "0 (default): keys have no quota unless they set one."
+  keyQuota: Int
+  quotaPeriod: PlanQuotaPeriod
+  "Requests per window of all of a tenant's keys together; 0 (default): no cap."
+  tenantRateLimit: Int
+  tenantRateLimitWindowSeconds: Int
+  "Requests per quota period of all of a tenant's keys together; 0 (default): no cap."
+  tenantQuota: Int
+  "Most unrevoked keys per tenant; 0 (default): no limit."
+  maxKeys: Int
+  keyLimits: [NamedLimitInput!]
+}
+
+input UpdatePlanInput {
+  keyRateLimit: Int
+  keyRateLimitWindowSeconds: Int
+  keyQuota: Int
+  quotaPeriod: PlanQuotaPeriod
+  tenantRateLimit: Int
+  tenantRateLimitWindowSeconds: Int
+  tenantQuota: Int
+  maxKeys: Int
+  keyLimits: [NamedLimitInput!]
+}
+
+input UpsertOwnerInput {
+  "Platform admins only (required for them)."
+  tenantID: ID
+  ownerID: String!
+  meta: Map
+  "Requests per window of all the owner's keys together; null: none."
+  rateLimit: Int
+  rateLimitWindowSeconds: Int
+  "Requests per quota period of all the owner's keys together; null: none."
+  quota: Int
+  quotaPeriod: OwnerQuotaPeriod
+}
+
+input NamedChargeInput {
+  name: String!
+  cost: Int!
+}
+
+extend type Query {
+  "Every plan."
+  plans: [Plan!]! @auth(admin: true)
+  "The tenant's owners: its customers with limits shared by their keys."
+  owners(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+    orderBy: OwnerOrder
+    where: OwnerWhereInput
+  ): OwnerConnection! @auth(scopes: ["keys:read"])
+}
+
+extend type Mutation {
+  createPlan(input: CreatePlanInput!): Plan! @auth(admin: true)
+  "Changes the limits of every key of every tenant on the plan, from the next request on."
+  updatePlan(name: String!, input: UpdatePlanInput!): Plan! @auth(admin: true)
+  "Creates or changes the owner record of ownerID: limits shared by all its keys."
+  upsertOwner(input: UpsertOwnerInput!): Owner! @auth(scopes: ["keys:write"])
+  "Adds amount credits to the key's balance (negative takes them away)."
+  addCredits(id: ID!, amount: Int!): ApiKey! @auth(scopes: ["keys:write"])
 }
 `, BuiltIn: false},
 }
@@ -4671,6 +4936,10 @@ func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphq
 		return ec.fieldContext_ApiKey_effectiveRateLimitWindowSeconds(ctx, field)
 	case "quotaUsage":
 		return ec.fieldContext_ApiKey_quotaUsage(ctx, field)
+	case "credits":
+		return ec.fieldContext_ApiKey_credits(ctx, field)
+	case "owner":
+		return ec.fieldContext_ApiKey_owner(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ApiKey", field.Name)
 }
@@ -4753,6 +5022,20 @@ func (ec *executionContext) childFields_AuditLogEdge(ctx context.Context, field 
 	return nil, fmt.Errorf("no field named %q was found under type AuditLogEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_Credits(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "remaining":
+		return ec.fieldContext_Credits_remaining(ctx, field)
+	case "refillAmount":
+		return ec.fieldContext_Credits_refillAmount(ctx, field)
+	case "refillInterval":
+		return ec.fieldContext_Credits_refillInterval(ctx, field)
+	case "granted":
+		return ec.fieldContext_Credits_granted(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Credits", field.Name)
+}
+
 func (ec *executionContext) childFields_NamedLimit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -4791,6 +5074,18 @@ func (ec *executionContext) childFields_Owner(ctx context.Context, field graphql
 	return nil, fmt.Errorf("no field named %q was found under type Owner", field.Name)
 }
 
+func (ec *executionContext) childFields_OwnerConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_OwnerConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_OwnerConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_OwnerConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OwnerConnection", field.Name)
+}
+
 func (ec *executionContext) childFields_OwnerEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "node":
@@ -4813,6 +5108,38 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 		return ec.fieldContext_PageInfo_endCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_Plan(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Plan_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Plan_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Plan_updatedAt(ctx, field)
+	case "name":
+		return ec.fieldContext_Plan_name(ctx, field)
+	case "keyRateLimit":
+		return ec.fieldContext_Plan_keyRateLimit(ctx, field)
+	case "keyRateLimitWindowSeconds":
+		return ec.fieldContext_Plan_keyRateLimitWindowSeconds(ctx, field)
+	case "keyQuota":
+		return ec.fieldContext_Plan_keyQuota(ctx, field)
+	case "quotaPeriod":
+		return ec.fieldContext_Plan_quotaPeriod(ctx, field)
+	case "tenantRateLimit":
+		return ec.fieldContext_Plan_tenantRateLimit(ctx, field)
+	case "tenantRateLimitWindowSeconds":
+		return ec.fieldContext_Plan_tenantRateLimitWindowSeconds(ctx, field)
+	case "tenantQuota":
+		return ec.fieldContext_Plan_tenantQuota(ctx, field)
+	case "maxKeys":
+		return ec.fieldContext_Plan_maxKeys(ctx, field)
+	case "keyLimits":
+		return ec.fieldContext_Plan_keyLimits(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Plan", field.Name)
 }
 
 func (ec *executionContext) childFields_QuotaUsage(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -4989,6 +5316,12 @@ func (ec *executionContext) childFields_VerifyApiKeyResult(ctx context.Context, 
 		return ec.fieldContext_VerifyApiKeyResult_quota(ctx, field)
 	case "retryAfterSeconds":
 		return ec.fieldContext_VerifyApiKeyResult_retryAfterSeconds(ctx, field)
+	case "limitScope":
+		return ec.fieldContext_VerifyApiKeyResult_limitScope(ctx, field)
+	case "credits":
+		return ec.fieldContext_VerifyApiKeyResult_credits(ctx, field)
+	case "ownerMeta":
+		return ec.fieldContext_VerifyApiKeyResult_ownerMeta(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type VerifyApiKeyResult", field.Name)
 }

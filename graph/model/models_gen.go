@@ -12,6 +12,9 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
+	"github.com/latchkey/latchkey/ent/owner"
+	"github.com/latchkey/latchkey/ent/plan"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 )
 
 type APIKeyWithSecret struct {
@@ -39,6 +42,10 @@ type CreateAPIKeyInput struct {
 	Permissions []string `json:"permissions,omitempty"`
 	// false creates the key disabled (verifications answer DISABLED); default true.
 	Enabled *bool `json:"enabled,omitempty"`
+	// Named limits (at most 10), charged by the verifications that name them; null: the plan's.
+	Limits []*limitspec.Named `json:"limits,omitempty"`
+	// A credit balance each call or verification spends by its cost.
+	Credits *CreditsInput `json:"credits,omitempty"`
 	// Requests per window; null: the tenant plan's default.
 	RateLimit              *int `json:"rateLimit,omitempty"`
 	RateLimitWindowSeconds *int `json:"rateLimitWindowSeconds,omitempty"`
@@ -54,6 +61,24 @@ type CreateAPIKeyInput struct {
 	LimitsLocked *bool `json:"limitsLocked,omitempty"`
 	// Platform admins only: as limitsLocked, for expiresAt.
 	ExpiryLocked *bool `json:"expiryLocked,omitempty"`
+}
+
+type CreatePlanInput struct {
+	// Lowercase letters, digits and dashes, 2-32 characters, unique.
+	Name                      string `json:"name"`
+	KeyRateLimit              int    `json:"keyRateLimit"`
+	KeyRateLimitWindowSeconds int    `json:"keyRateLimitWindowSeconds"`
+	// 0 (default): keys have no quota unless they set one.
+	KeyQuota    *int              `json:"keyQuota,omitempty"`
+	QuotaPeriod *plan.QuotaPeriod `json:"quotaPeriod,omitempty"`
+	// Requests per window of all of a tenant's keys together; 0 (default): no cap.
+	TenantRateLimit              *int `json:"tenantRateLimit,omitempty"`
+	TenantRateLimitWindowSeconds *int `json:"tenantRateLimitWindowSeconds,omitempty"`
+	// Requests per quota period of all of a tenant's keys together; 0 (default): no cap.
+	TenantQuota *int `json:"tenantQuota,omitempty"`
+	// Most unrevoked keys per tenant; 0 (default): no limit.
+	MaxKeys   *int               `json:"maxKeys,omitempty"`
+	KeyLimits []*limitspec.Named `json:"keyLimits,omitempty"`
 }
 
 type CreateTenantInput struct {
@@ -75,6 +100,22 @@ type CreateWebhookInput struct {
 	// Event types, or ["*"] (the default) for every event.
 	Events      []string `json:"events,omitempty"`
 	Description *string  `json:"description,omitempty"`
+}
+
+type Credits struct {
+	// The balance now (live, shared by every instance).
+	Remaining      int                          `json:"remaining"`
+	RefillAmount   *int                         `json:"refillAmount,omitempty"`
+	RefillInterval apikey.CreditsRefillInterval `json:"refillInterval"`
+	// What the 80 % and 100 % warnings count against: the refill amount, or what was set and added.
+	Granted int `json:"granted"`
+}
+
+// A key's credits: remaining now, refilled to refillAmount at each interval (UTC).
+type CreditsInput struct {
+	Remaining      int                           `json:"remaining"`
+	RefillAmount   *int                          `json:"refillAmount,omitempty"`
+	RefillInterval *apikey.CreditsRefillInterval `json:"refillInterval,omitempty"`
 }
 
 // A key's request quota in the current calendar period (UTC).
@@ -99,6 +140,10 @@ type Subscription struct {
 type UpdateAPIKeyInput struct {
 	Name   *string  `json:"name,omitempty"`
 	Scopes []string `json:"scopes,omitempty"`
+	// Replaces the named limits; null: back to the plan's.
+	Limits graphql.Omittable[[]*limitspec.Named] `json:"limits,omitempty"`
+	// Replaces the credits; null removes them.
+	Credits graphql.Omittable[*CreditsInput] `json:"credits,omitempty"`
 	// Set null to remove the owner.
 	OwnerID graphql.Omittable[*string] `json:"ownerID,omitempty"`
 	// Set null to remove meta.
@@ -122,6 +167,18 @@ type UpdateAPIKeyInput struct {
 	ExpiryLocked *bool `json:"expiryLocked,omitempty"`
 }
 
+type UpdatePlanInput struct {
+	KeyRateLimit                 *int               `json:"keyRateLimit,omitempty"`
+	KeyRateLimitWindowSeconds    *int               `json:"keyRateLimitWindowSeconds,omitempty"`
+	KeyQuota                     *int               `json:"keyQuota,omitempty"`
+	QuotaPeriod                  *plan.QuotaPeriod  `json:"quotaPeriod,omitempty"`
+	TenantRateLimit              *int               `json:"tenantRateLimit,omitempty"`
+	TenantRateLimitWindowSeconds *int               `json:"tenantRateLimitWindowSeconds,omitempty"`
+	TenantQuota                  *int               `json:"tenantQuota,omitempty"`
+	MaxKeys                      *int               `json:"maxKeys,omitempty"`
+	KeyLimits                    []*limitspec.Named `json:"keyLimits,omitempty"`
+}
+
 type UpdateTenantInput struct {
 	Name *string `json:"name,omitempty"`
 	// Start of keys created from now on (existing keys keep theirs).
@@ -138,6 +195,19 @@ type UpdateWebhookInput struct {
 	Description *string  `json:"description,omitempty"`
 	// Re-activating a disabled endpoint clears disabledReason.
 	Active *bool `json:"active,omitempty"`
+}
+
+type UpsertOwnerInput struct {
+	// Platform admins only (required for them).
+	TenantID *string        `json:"tenantID,omitempty"`
+	OwnerID  string         `json:"ownerID"`
+	Meta     map[string]any `json:"meta,omitempty"`
+	// Requests per window of all the owner's keys together; null: none.
+	RateLimit              *int `json:"rateLimit,omitempty"`
+	RateLimitWindowSeconds *int `json:"rateLimitWindowSeconds,omitempty"`
+	// Requests per quota period of all the owner's keys together; null: none.
+	Quota       *int               `json:"quota,omitempty"`
+	QuotaPeriod *owner.QuotaPeriod `json:"quotaPeriod,omitempty"`
 }
 
 // Usage of one interval, from pre-aggregated rollups.
@@ -161,6 +231,8 @@ type VerifyAPIKeyInput struct {
 	Permissions []string `json:"permissions,omitempty"`
 	// Names the verification in the usage log (at most 128 printable ASCII characters).
 	Tag *string `json:"tag,omitempty"`
+	// Named limits of the key to charge besides its rate limit (e.g. tokens 250).
+	Charges []*limitspec.Charge `json:"charges,omitempty"`
 }
 
 // A consumer key checked for your backend. valid is true only for VALID; another
@@ -179,6 +251,12 @@ type VerifyAPIKeyResult struct {
 	Quota       *QuotaUsage         `json:"quota,omitempty"`
 	// For a refusal by a limit: how long until the same check could pass.
 	RetryAfterSeconds *int `json:"retryAfterSeconds,omitempty"`
+	// The limit that refused the check: key, owner, tenant, credits or named:<name>.
+	LimitScope *string `json:"limitScope,omitempty"`
+	// The key's credits after the check (null: none).
+	Credits *int `json:"credits,omitempty"`
+	// The meta of the key's owner record.
+	OwnerMeta map[string]any `json:"ownerMeta,omitempty"`
 }
 
 type WebhookWithSecret struct {

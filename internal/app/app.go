@@ -26,6 +26,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/audit"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
+	"github.com/latchkey/latchkey/internal/domain/owners"
 	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/domain/verify"
@@ -58,8 +59,8 @@ type App struct {
 	memory      *ratelimit.Memory // in-memory limiter and quota, swept periodically (nil with Redis)
 	memoryQuota *ratelimit.MemoryQuota
 
-	// invalidations and wakes are the bus subscriptions Start follows.
-	invalidations, wakes *pubsub.Subscription
+	// invalidations, wakes and planChanges are the bus subscriptions Start follows.
+	invalidations, wakes, planChanges *pubsub.Subscription
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -157,6 +158,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		Client:   st.Client,
 		Keys:     &keys.Manager{Verifier: v, Plans: a.Plans},
 		Plans:    a.Plans,
+		Owners:   &owners.Service{Verifier: v},
 		Quota:    quota,
 		Live:     a.Live,
 		Webhooks: manager,
@@ -248,6 +250,13 @@ func (a *App) connectBus(ctx context.Context) error {
 		a.Bus = pubsub.NewLocal()
 	}
 	a.invalidations = a.Bus.Subscribe(topicInvalidate, 4096)
+	a.planChanges = a.Bus.Subscribe(topicPlansChanged, 16)
+	// A changed plan changes the limits of every key on it: this instance reloads the
+	// plans and drops its cached keys, and tells the others to do the same.
+	a.Plans.OnChange = func() {
+		a.Verifier.InvalidateLocal("")
+		a.Bus.Publish(topicPlansChanged, nil)
+	}
 	a.Verifier.OnInvalidate = func(hash string) { a.Bus.Publish(topicInvalidate, []byte(hash)) }
 	// Messages missed while the bus was reconnecting may have carried invalidations.
 	a.Bus.OnReconnect(func() { a.Verifier.InvalidateLocal("") })
@@ -259,6 +268,7 @@ const usageBlockTimeout = 100 * time.Millisecond
 
 const (
 	topicInvalidate   = "keys:invalidate"
+	topicPlansChanged = "plans:changed"
 	topicWebhooksWake = "webhooks:wake"
 )
 
@@ -355,6 +365,12 @@ func (a *App) Start(ctx context.Context) {
 	run(a.Verifier.Run)
 	run(func(ctx context.Context) { a.Verifier.Follow(ctx, a.invalidations) })
 	run(func(ctx context.Context) { a.Dispatcher.Follow(ctx, a.wakes) })
+	run(func(ctx context.Context) {
+		follow(ctx, a.planChanges, func() {
+			a.Plans.Reload()
+			a.Verifier.InvalidateLocal("")
+		})
+	})
 	run(func(ctx context.Context) { _ = a.Recorder.Run(ctx) })
 	run(func(ctx context.Context) { _ = a.Dispatcher.Run(ctx) })
 	run(a.LimitEvents.Run)
@@ -451,4 +467,21 @@ func (a *App) ListenAndServe(ctx context.Context, ready func(addr net.Addr)) err
 		_ = metricsSrv.Shutdown(sctx)
 	}
 	return a.Shutdown(sctx)
+}
+
+// follow calls f for every message of sub (and once more after lost messages) until
+// ctx ends or sub closes.
+func follow(ctx context.Context, sub *pubsub.Subscription, f func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-sub.C():
+			if !ok {
+				return
+			}
+			sub.TakeDropped()
+			f()
+		}
+	}
 }

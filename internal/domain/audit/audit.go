@@ -55,6 +55,8 @@ func Register(client *gen.Client) {
 	client.Tenant.Use(Hook("tenant"))
 	client.ApiKey.Use(Hook("api_key"))
 	client.Webhook.Use(Hook("webhook"))
+	client.Plan.Use(Hook("plan"))
+	client.Owner.Use(Hook("owner"))
 }
 
 // Hook writes the audit row of each single-object create, update and delete of an
@@ -89,6 +91,10 @@ func Hook(objectType string) ent.Hook {
 			case *gen.ApiKey:
 				entry.objectID, entry.tenantID = obj.ID, obj.TenantID
 			case *gen.Webhook:
+				entry.objectID, entry.tenantID = obj.ID, &obj.TenantID
+			case *gen.Plan:
+				entry.objectID = obj.ID // platform data: no tenant
+			case *gen.Owner:
 				entry.objectID, entry.tenantID = obj.ID, &obj.TenantID
 			default:
 				idm, ok := m.(interface{ ID() (string, bool) })

@@ -2,6 +2,8 @@ package keys
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/domain/tenants"
 	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
@@ -54,6 +57,82 @@ type CreateParams struct {
 	Permissions []string
 	// Enabled is true by default; a disabled consumer key fails verification.
 	Enabled *bool
+	// Limits are named limits (nil: the plan's); Credits a credit balance (nil: none).
+	Limits  []limitspec.Named
+	Credits *Credits
+}
+
+// Credits are a key's credit settings: Remaining now, refilled to RefillAmount at each
+// RefillInterval (UTC calendar; NEVER: not refilled).
+type Credits struct {
+	Remaining      int64
+	RefillAmount   *int64
+	RefillInterval entapikey.CreditsRefillInterval
+}
+
+// MaxCredits bounds a credit balance.
+const MaxCredits = 1_000_000_000_000
+
+// check validates c. It returns BAD_USER_INPUT naming credits.
+func (c *Credits) check() error {
+	switch {
+	case c == nil:
+		return nil
+	case c.Remaining < 0 || c.Remaining > MaxCredits:
+		return fault.BadInput("credits", "credits.remaining must be between 0 and %d", MaxCredits)
+	case c.RefillAmount != nil && (*c.RefillAmount < 1 || *c.RefillAmount > MaxCredits):
+		return fault.BadInput("credits", "credits.refillAmount must be between 1 and %d", MaxCredits)
+	case c.RefillInterval != entapikey.CreditsRefillIntervalNever && c.RefillAmount == nil:
+		return fault.BadInput("credits", "a refilled balance needs credits.refillAmount")
+	}
+	return nil
+}
+
+// set writes c to a key being created or updated (and clears it when c is nil).
+func (c *Credits) set(m *ent.ApiKeyMutation, now time.Time) {
+	if c == nil {
+		m.ClearCreditsRemaining()
+		m.ClearCreditsRefillAmount()
+		m.ClearCreditsRefillInterval()
+		m.ClearCreditsGranted()
+		m.ClearCreditsPeriodStart()
+		return
+	}
+	granted := c.Remaining
+	if c.RefillAmount != nil {
+		granted = *c.RefillAmount
+		m.SetCreditsRefillAmount(*c.RefillAmount)
+	} else {
+		m.ClearCreditsRefillAmount()
+	}
+	m.SetCreditsRemaining(c.Remaining)
+	m.SetCreditsRefillInterval(c.RefillInterval)
+	m.SetCreditsGranted(granted)
+	m.SetCreditsPeriodStart(CreditsPeriodStart(c.RefillInterval, now))
+}
+
+// CreditsPeriodStart is the start of the refill period of interval that contains now
+// (UTC); the zero time for NEVER.
+func CreditsPeriodStart(interval entapikey.CreditsRefillInterval, now time.Time) time.Time {
+	now = now.UTC()
+	switch interval {
+	case entapikey.CreditsRefillIntervalDaily:
+		return time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	case entapikey.CreditsRefillIntervalMonthly:
+		return time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	}
+	return time.Unix(0, 0).UTC()
+}
+
+// CreditLedger holds the live credit balances (the limit store). A balance set or
+// replaced through the API is dropped from it after the commit, so that it is seeded
+// again from the stored one; AddCredits changes it atomically with concurrent spending.
+type CreditLedger interface {
+	// Forget drops the live balance of k; it returns the store's error.
+	Forget(ctx context.Context, k *ent.ApiKey) error
+	// Add adds delta to the live balance of k (seeding it first) and returns the new
+	// balance; it returns the store's error.
+	Add(ctx context.Context, k *ent.ApiKey, delta int64) (int64, error)
 }
 
 // UpdateParams are the settings to change. Nil pointers leave a setting as it is;
@@ -76,6 +155,10 @@ type UpdateParams struct {
 	Meta        Change[map[string]any]
 	Permissions []string
 	Enabled     *bool
+	// Limits replace the named limits (a nil Value: back to the plan's); Credits
+	// replace the credit settings (a nil Value removes them).
+	Limits  Change[[]limitspec.Named]
+	Credits Change[Credits]
 }
 
 // MaxOwnerIDLen bounds a key's owner id.
@@ -160,6 +243,8 @@ func isAdmin(ctx context.Context) bool {
 // committed change so that the change holds from the very next request.
 type Manager struct {
 	Verifier *Verifier
+	// Credits holds the live credit balances (nil: the stored ones only).
+	Credits CreditLedger
 	// Plans resolves tenants' plans.
 	Plans *plan.Catalog
 	Now   func() time.Time
@@ -330,6 +415,12 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	if err != nil {
 		return nil, "", err
 	}
+	if err := plan.ValidNamedLimits("limits", p.Limits); err != nil {
+		return nil, "", err
+	}
+	if err := p.Credits.check(); err != nil {
+		return nil, "", err
+	}
 	if err := checkLimits(p.RateLimit, p.RateLimitWindowSeconds); err != nil {
 		return nil, "", err
 	}
@@ -383,6 +474,15 @@ func (m *Manager) Create(ctx context.Context, client *ent.Client, p CreateParams
 	}
 	if permissions != nil {
 		create.SetPermissions(permissions)
+	}
+	if p.Limits != nil {
+		create.SetLimits(p.Limits)
+	}
+	if p.Credits != nil {
+		p.Credits.set(create.Mutation(), m.now())
+	}
+	if err := m.checkMaxKeys(ctx, client, tenantID, t.Plan); err != nil {
+		return nil, "", err
 	}
 	k, err := create.
 		SetTenantID(tenantID).
@@ -441,6 +541,19 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 		}
 	}
 	permissions := p.Permissions
+	if p.Limits.Set && p.Limits.Value != nil {
+		if err := plan.ValidNamedLimits("limits", *p.Limits.Value); err != nil {
+			return nil, err
+		}
+	}
+	if p.Credits.Set {
+		if err := p.Credits.Value.check(); err != nil {
+			return nil, err
+		}
+	}
+	if (p.Limits.Set || p.Credits.Set) && k.LimitsLocked && !isAdmin(ctx) {
+		return nil, fault.New(fault.Forbidden, "a platform admin locked this key's limits: only platform admins change its named limits and credits")
+	}
 	if err := checkQuota(p.Quota.Value, p.QuotaPeriod.Value); err != nil {
 		return nil, err
 	}
@@ -516,6 +629,17 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	setOrClear(p.QuotaPeriod, u.SetQuotaPeriod, u.ClearQuotaPeriod)
 	setOrClear(p.ExpiresAt, u.SetExpiresAt, u.ClearExpiresAt)
 	setOrClear(p.OwnerID, u.SetOwnerID, u.ClearOwnerID)
+	setOrClear(p.Limits, u.SetLimits, u.ClearLimits)
+	if p.Credits.Set {
+		p.Credits.Value.set(u.Mutation(), m.now())
+		if m.Credits != nil {
+			txn.AfterCommit(ctx, func() {
+				if err := m.Credits.Forget(context.WithoutCancel(ctx), k); err != nil {
+					slog.Error("credits: forget the live balance", "key", k.ID, "err", err)
+				}
+			})
+		}
+	}
 	setOrClear(p.Meta, u.SetMeta, u.ClearMeta)
 	if p.Permissions != nil {
 		u.SetPermissions(permissions)
@@ -621,6 +745,14 @@ func (m *Manager) Rotate(ctx context.Context, client *ent.Client, id string, gra
 	if old.Permissions != nil {
 		create.SetPermissions(old.Permissions)
 	}
+	if old.Limits != nil {
+		create.SetLimits(old.Limits)
+	}
+	// The successor spends the chain's credit balance (counted, like the quota, under
+	// the first key of the chain): it copies the settings, not a new balance.
+	create.SetNillableCreditsRemaining(old.CreditsRemaining).SetNillableCreditsRefillAmount(old.CreditsRefillAmount).
+		SetNillableCreditsRefillInterval(old.CreditsRefillInterval).SetNillableCreditsGranted(old.CreditsGranted).
+		SetNillableCreditsPeriodStart(old.CreditsPeriodStart)
 	nk, err := create.
 		SetNillableTenantID(old.TenantID).
 		SetName(old.Name).
@@ -675,4 +807,64 @@ func (m *Manager) invalidate(ctx context.Context, hash string) {
 		return
 	}
 	txn.AfterCommit(ctx, func() { m.Verifier.Invalidate(hash) })
+}
+
+// checkMaxKeys refuses a tenant key's new key once the tenant holds as many unrevoked
+// keys as its plan allows (platform admins may go beyond). It returns FORBIDDEN with
+// reason max_keys.
+func (m *Manager) checkMaxKeys(ctx context.Context, client *ent.Client, tenantID, planName string) error {
+	if isAdmin(ctx) {
+		return nil
+	}
+	p := m.Plans.Resolve(planName)
+	if p.MaxKeys <= 0 {
+		return nil
+	}
+	n, err := client.ApiKey.Query().Where(entapikey.TenantID(tenantID), entapikey.RevokedAtIsNil()).Count(ctx)
+	if err != nil {
+		return err
+	}
+	if n >= p.MaxKeys {
+		return fault.New(fault.Forbidden, fmt.Sprintf("the %s plan allows %d keys per tenant: revoke one first", p.Name, p.MaxKeys)).
+			With("reason", "max_keys").With("maxKeys", p.MaxKeys)
+	}
+	return nil
+}
+
+// AddCredits adds amount credits to the balance of the key id (negative takes them
+// away, never below 0). Tenant keys may not add to a key whose limits a platform admin
+// locked. It returns NOT_FOUND for a key the viewer cannot see, BAD_USER_INPUT for a
+// key without credits or an amount out of range, FORBIDDEN for a locked key, or the
+// credit store's error.
+func (m *Manager) AddCredits(ctx context.Context, client *ent.Client, id string, amount int64) (*ent.ApiKey, error) {
+	k, err := client.ApiKey.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case k.CreditsRemaining == nil:
+		return nil, fault.BadInput("id", "the key has no credits: set credits first")
+	case amount == 0 || amount > MaxCredits || amount < -MaxCredits:
+		return nil, fault.BadInput("amount", "amount must be between %d and %d and not 0", -MaxCredits, MaxCredits)
+	case k.RevokedAt != nil:
+		return nil, fault.BadInput("id", "key is revoked")
+	}
+	if err := checkManage(ctx, k); err != nil {
+		return nil, err
+	}
+	if k.LimitsLocked && !isAdmin(ctx) {
+		return nil, fault.New(fault.Forbidden, "a platform admin locked this key's limits: only platform admins change its credits")
+	}
+	remaining := *k.CreditsRemaining + amount
+	if m.Credits != nil {
+		if remaining, err = m.Credits.Add(ctx, k, amount); err != nil {
+			return nil, err
+		}
+	}
+	remaining = max(remaining, 0)
+	u := k.Update().SetCreditsRemaining(remaining)
+	if k.CreditsRefillAmount == nil && amount > 0 {
+		u.SetCreditsGranted(remaining) // a balance that never refills: warnings count against what is there now
+	}
+	return u.Save(audit.WithAction(ctx, "api_key.credits_added"))
 }

@@ -52,6 +52,10 @@ type Catalog struct {
 	client *ent.Client
 	mu     sync.RWMutex
 	plans  map[string]Plan
+	// OnChange, when set, is called after a committed change of a plan (after this
+	// instance reloaded): it tells the other instances and drops cached keys, whose
+	// limits were resolved with the old plan.
+	OnChange func()
 }
 
 // NewCatalog returns an empty catalog reading plans through client; call Load.

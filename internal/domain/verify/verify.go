@@ -22,6 +22,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -66,6 +67,8 @@ type Request struct {
 	// Tag names the verification in the usage log (the operation name), e.g. the
 	// endpoint the backend protects; "" records "verify".
 	Tag string
+	// Charges are the key's named limits to charge besides its rate limit.
+	Charges []limitspec.Charge
 }
 
 // Validate checks the request. It returns a BAD_USER_INPUT error naming the field.
