@@ -9,7 +9,6 @@ import (
 	"context"
 
 	"github.com/99designs/gqlgen/graphql"
-
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/generated"
 )

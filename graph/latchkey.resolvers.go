@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"entgo.io/contrib/entgql"
-
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/owner"

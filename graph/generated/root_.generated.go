@@ -274,6 +274,7 @@ type ComplexityRoot struct {
 		Outcome       func(childComplexity int) int
 		OwnerID       func(childComplexity int) int
 		RootFields    func(childComplexity int) int
+		Warning       func(childComplexity int) int
 	}
 
 	UsageStats struct {
@@ -285,6 +286,15 @@ type ComplexityRoot struct {
 		P99Ms           func(childComplexity int) int
 		RateLimited     func(childComplexity int) int
 		Requests        func(childComplexity int) int
+	}
+
+	UsageWarning struct {
+		Limit     func(childComplexity int) int
+		ResetAt   func(childComplexity int) int
+		Scope     func(childComplexity int) int
+		Threshold func(childComplexity int) int
+		Type      func(childComplexity int) int
+		Used      func(childComplexity int) int
 	}
 
 	VerifyApiKeyResult struct {
@@ -1584,6 +1594,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UsageEvent.RootFields(childComplexity), true
+	case "UsageEvent.warning":
+		if e.ComplexityRoot.UsageEvent.Warning == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageEvent.Warning(childComplexity), true
 
 	case "UsageStats.at":
 		if e.ComplexityRoot.UsageStats.At == nil {
@@ -1633,6 +1649,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UsageStats.Requests(childComplexity), true
+
+	case "UsageWarning.limit":
+		if e.ComplexityRoot.UsageWarning.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageWarning.Limit(childComplexity), true
+	case "UsageWarning.resetAt":
+		if e.ComplexityRoot.UsageWarning.ResetAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageWarning.ResetAt(childComplexity), true
+	case "UsageWarning.scope":
+		if e.ComplexityRoot.UsageWarning.Scope == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageWarning.Scope(childComplexity), true
+	case "UsageWarning.threshold":
+		if e.ComplexityRoot.UsageWarning.Threshold == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageWarning.Threshold(childComplexity), true
+	case "UsageWarning.type":
+		if e.ComplexityRoot.UsageWarning.Type == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageWarning.Type(childComplexity), true
+	case "UsageWarning.used":
+		if e.ComplexityRoot.UsageWarning.Used == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageWarning.Used(childComplexity), true
 
 	case "VerifyApiKeyResult.code":
 		if e.ComplexityRoot.VerifyApiKeyResult.Code == nil {
@@ -4628,6 +4681,8 @@ enum UsageOutcome {
   FORBIDDEN
   RATE_LIMITED
   QUOTA_EXCEEDED
+  "An early warning (operationType warning): see UsageEvent.warning."
+  WARNING
   "The verification outcomes (operationType verify), named as their VerifyCode."
   VALID
   REVOKED
@@ -4653,6 +4708,20 @@ type UsageEvent {
   at: Time!
   "Events this subscriber missed (it was too slow) since its previous message."
   droppedEvents: Int!
+  "Set on early warnings (operationType warning), null on operations."
+  warning: UsageWarning
+}
+
+"A quota or credit balance of a key, its owner or its tenant crossed 80 % or 100 % in its period."
+type UsageWarning {
+  "quota.threshold or credits.threshold (also sent as webhooks)."
+  type: String!
+  "key, owner or tenant."
+  scope: String!
+  threshold: Int!
+  limit: Int!
+  used: Int!
+  resetAt: Time
 }
 
 "Rolling aggregate of the operations of one interval."
@@ -5264,6 +5333,8 @@ func (ec *executionContext) childFields_UsageEvent(ctx context.Context, field gr
 		return ec.fieldContext_UsageEvent_at(ctx, field)
 	case "droppedEvents":
 		return ec.fieldContext_UsageEvent_droppedEvents(ctx, field)
+	case "warning":
+		return ec.fieldContext_UsageEvent_warning(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageEvent", field.Name)
 }
@@ -5288,6 +5359,24 @@ func (ec *executionContext) childFields_UsageStats(ctx context.Context, field gr
 		return ec.fieldContext_UsageStats_droppedEvents(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageStats", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageWarning(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "type":
+		return ec.fieldContext_UsageWarning_type(ctx, field)
+	case "scope":
+		return ec.fieldContext_UsageWarning_scope(ctx, field)
+	case "threshold":
+		return ec.fieldContext_UsageWarning_threshold(ctx, field)
+	case "limit":
+		return ec.fieldContext_UsageWarning_limit(ctx, field)
+	case "used":
+		return ec.fieldContext_UsageWarning_used(ctx, field)
+	case "resetAt":
+		return ec.fieldContext_UsageWarning_resetAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageWarning", field.Name)
 }
 
 func (ec *executionContext) childFields_VerifyApiKeyResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -39,6 +39,44 @@ type Event struct {
 	At            time.Time `json:"at"`
 	// DroppedEvents counts events this subscriber missed since its previous message.
 	DroppedEvents int `json:"-"`
+	// Warning is set on the early warnings streamed beside the operations (their
+	// OperationType is "warning").
+	Warning *Warning `json:"warning,omitempty"`
+}
+
+// Warning is an early warning: a quota or a credit balance of a key, an owner or a
+// tenant crossed Threshold percent (80 or 100) in its period.
+type Warning struct {
+	// Type is the webhook event type: quota.threshold or credits.threshold.
+	Type string `json:"type"`
+	// Scope is key, owner or tenant.
+	Scope     string     `json:"scope"`
+	Threshold int        `json:"threshold"`
+	Limit     int64      `json:"limit"`
+	Used      int64      `json:"used"`
+	ResetAt   *time.Time `json:"resetAt,omitempty"`
+}
+
+// OutcomeWarning is the outcome of the events that carry a Warning.
+const OutcomeWarning Outcome = "warning"
+
+// Warn streams w to the tenant's usageEvents subscribers (from every instance), as an
+// event of type "warning" of the key apiKeyID (and its owner). It never blocks.
+func (h *Hub) Warn(tenantID, apiKeyID, ownerID string, w Warning) {
+	var owner *string
+	if ownerID != "" {
+		owner = &ownerID
+	}
+	b, err := json.Marshal(Event{
+		ID: ids.New("use"), TenantID: tenantID, APIKeyID: apiKeyID, OwnerID: owner,
+		OperationName: w.Type, OperationType: "warning", RootFields: []string{},
+		Outcome: OutcomeWarning, At: time.Now().UTC(), Warning: &w,
+	})
+	if err != nil {
+		slog.Error("live: encode warning", "err", err)
+		return
+	}
+	h.Bus.Publish(topic(tenantID), b)
 }
 
 // Outcome is a usage outcome ("ok", "rate_limited", …); the API floor shows it as the
@@ -345,13 +383,17 @@ func (h *Hub) StatsStream(ctx context.Context, v *viewer.Viewer, tenantID string
 				if !ok {
 					return
 				}
-				cur.Requests++
 				cur.DroppedEvents += ev.DroppedEvents
+				if ev.Warning != nil {
+					continue // not an operation
+				}
+				cur.Requests++
 				switch usage.Outcome(ev.Outcome) {
-				case usage.OutcomeError, usage.OutcomeForbidden:
-					cur.Errors++
-				case usage.OutcomeRateLimited, usage.OutcomeQuotaExceeded:
+				case usage.OutcomeOK, usage.OutcomeValid:
+				case usage.OutcomeRateLimited, usage.OutcomeQuotaExceeded, usage.OutcomeUsageExceeded:
 					cur.RateLimited++
+				default:
+					cur.Errors++
 				}
 				hist.Observe(ev.LatencyMs)
 			case now := <-t.C:

@@ -58,6 +58,10 @@ type Event struct {
 	Outcome       Outcome
 	LatencyMs     int
 	IP            string
+	// Credits, when set, is the credit balance the operation left (the live one):
+	// the recorder writes the last of each batch to the key's row, from where a lost
+	// limit store seeds it again.
+	Credits *CreditsState
 	// Uncharged marks an operation that charged no quota although it was not refused
 	// by a limit: refused before the limits (a revoked or disabled key, missing
 	// permissions, a cost above the whole limit) or while a limit store was down. Quota
@@ -70,6 +74,14 @@ type Event struct {
 	// queued is when Record queued the event, on the recorder's monotonic clock (ns
 	// since Recorder.epoch): flush deadlines and the lag are measured from it.
 	queued int64
+}
+
+// CreditsState is a credit balance after an operation: Remaining in the refill period
+// starting at PeriodStart, kept under the key KeyID (the first key of a rotation chain).
+type CreditsState struct {
+	KeyID       string
+	Remaining   int64
+	PeriodStart time.Time
 }
 
 // Config tunes a Recorder. Zero values take the defaults.

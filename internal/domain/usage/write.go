@@ -13,6 +13,7 @@ import (
 
 	entsql "entgo.io/ent/dialect/sql"
 
+	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
@@ -123,7 +124,32 @@ func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
 	if err = r.w.upsertRollups(ctx, tx, r.st.EntDialect, evs); err != nil {
 		return err
 	}
+	if err = writeCredits(ctx, tx, r.st.EntDialect, evs); err != nil {
+		return err
+	}
 	return tx.Commit()
+}
+
+// writeCredits stores, for each key whose balance the batch changed, the balance its
+// last event left: at most one flush of spending is lost when the limit store is.
+func writeCredits(ctx context.Context, tx *sql.Tx, dialectName string, evs []Event) error {
+	last := map[string]*CreditsState{}
+	for i := range evs {
+		if c := evs[i].Credits; c != nil {
+			last[c.KeyID] = c
+		}
+	}
+	for _, c := range last {
+		query, args := entsql.Dialect(dialectName).Update(apikey.Table).
+			Set(apikey.FieldCreditsRemaining, c.Remaining).
+			Set(apikey.FieldCreditsPeriodStart, c.PeriodStart.UTC()).
+			Where(entsql.EQ(apikey.FieldID, c.KeyID)).
+			Query()
+		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+			return fmt.Errorf("write credits: %w", err)
+		}
+	}
+	return nil
 }
 
 // copyLogs streams the raw rows with COPY ... FROM STDIN (PostgreSQL).

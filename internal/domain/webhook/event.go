@@ -27,14 +27,23 @@ const (
 	EventQuotaExceeded     = "quota.exceeded"
 	EventTenantUpdated     = "tenant.updated"
 	EventWebhookTest       = "webhook.test"
-	AllEvents              = "*" // a subscription to every event type
+	// Early warnings: a quota or a credit balance (of a key, an owner or a tenant)
+	// crossed 80 % or 100 %, once per period.
+	EventQuotaThreshold   = "quota.threshold"
+	EventCreditsThreshold = "credits.threshold"
+	// An endpoint was disabled (410 Gone, or failing for days); a delivery exhausted
+	// its retries.
+	EventWebhookDisabled       = "webhook.disabled"
+	EventWebhookDeliveryFailed = "webhook.delivery_failed"
+	AllEvents                  = "*" // a subscription to every event type
 )
 
 // EventTypes lists every event type a webhook can subscribe to.
 var EventTypes = []string{
 	EventAPIKeyCreated, EventAPIKeyUpdated, EventAPIKeyRevoked, EventAPIKeyRotated,
 	EventAPIKeyExpiring, EventAPIKeyExpired, EventRateLimitExceeded, EventQuotaExceeded,
-	EventTenantUpdated, EventWebhookTest,
+	EventTenantUpdated, EventWebhookTest, EventQuotaThreshold, EventCreditsThreshold,
+	EventWebhookDisabled, EventWebhookDeliveryFailed,
 }
 
 // ValidEventType reports whether t is one of EventTypes.
