@@ -16,16 +16,22 @@ import (
 type harness struct {
 	root string // the repository
 	bin  string // the server binary built for the run
+	self string // this program: the comparison phase starts its stubs from it
 	tmp  string // the run's temporary directory (logs, the SQLite file)
 }
 
-// run builds the server, runs the phases and returns the exit code.
+// run builds the server, runs the phases (1–6, then the comparison) and returns the
+// exit code: the worst of the parts.
 func run(ctx context.Context, o options) int {
 	harnessErr := func(format string, args ...any) int {
 		logf("error: "+format, args...)
 		return exitHarness
 	}
 	root, err := repoRoot(ctx)
+	if err != nil {
+		return harnessErr("%v", err)
+	}
+	self, err := os.Executable()
 	if err != nil {
 		return harnessErr("%v", err)
 	}
@@ -48,9 +54,16 @@ func run(ctx context.Context, o options) int {
 		return harnessErr("%v", err)
 	}
 	logf("built in %s", time.Since(t0).Round(time.Millisecond))
-	h := harness{root: root, bin: bin, tmp: tmp}
+	h := harness{root: root, bin: bin, self: self, tmp: tmp}
 
-	return runPhases(ctx, o, h)
+	code := exitOK
+	if !o.CompareOnly {
+		code = runPhases(ctx, o, h)
+	}
+	if o.Compare && ctx.Err() == nil {
+		code = max(code, runComparison(ctx, o, h))
+	}
+	return code
 }
 
 // runPhases runs phases 1–6 on PostgreSQL + Redis, prints their table and returns the
