@@ -58,23 +58,28 @@ type comparison struct {
 // medians returns the median requests/s, p50 and p99 of rounds (each the median of
 // the per-round figures).
 func medians(rounds []roundResult) (rps float64, p50, p99 time.Duration) {
+	rps = median(rounds, roundResult.RPS)
+	p50 = median(rounds, func(r roundResult) time.Duration { return r.Latency.P50 })
+	p99 = median(rounds, func(r roundResult) time.Duration { return r.Latency.P99 })
+	return rps, p50, p99
+}
+
+// median returns the median of f over rounds (the mean of the middle two for an even
+// count; 0 for none).
+func median[T float64 | time.Duration](rounds []roundResult, f func(roundResult) T) T {
 	if len(rounds) == 0 {
-		return 0, 0, 0
+		return 0
 	}
-	rs := make([]float64, len(rounds))
-	p50s := make([]time.Duration, len(rounds))
-	p99s := make([]time.Duration, len(rounds))
+	vs := make([]T, len(rounds))
 	for i, r := range rounds {
-		rs[i], p50s[i], p99s[i] = r.RPS(), r.Latency.P50, r.Latency.P99
+		vs[i] = f(r)
 	}
-	slices.Sort(rs)
-	slices.Sort(p50s)
-	slices.Sort(p99s)
-	m := len(rounds) / 2
-	if len(rounds)%2 == 0 {
-		return (rs[m-1] + rs[m]) / 2, (p50s[m-1] + p50s[m]) / 2, (p99s[m-1] + p99s[m]) / 2
+	slices.Sort(vs)
+	m := len(vs) / 2
+	if len(vs)%2 == 0 {
+		return (vs[m-1] + vs[m]) / 2
 	}
-	return rs[m], p50s[m], p99s[m]
+	return vs[m]
 }
 
 // Ratio is Latchkey's median requests/s over the stub's (0 without rounds).
@@ -313,6 +318,7 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 	}
 	defer stubProc.stop(5 * time.Second)
 	stub, lk := pairTargets(mode, stubProc.baseURL, srv.baseURL, fx, o.CompareConns)
+	stub.pid, lk.pid = stubProc.cmd.Process.Pid, srv.cmd.Process.Pid
 	defer stub.http.CloseIdleConnections()
 	defer lk.http.CloseIdleConnections()
 
@@ -331,9 +337,9 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 		l := hammer(ctx, lk, o.CompareConns, o.CompareDuration)
 		settle(ctx, srv, adminToken)
 		cmp.Stub, cmp.Latchkey = append(cmp.Stub, s), append(cmp.Latchkey, l)
-		logf("compare %s round %d/%d: %s %.0f/s (p50 %s, p99 %s) · Latchkey %.0f/s (p50 %s, p99 %s) · ratio %.2f",
-			name, i+1, o.CompareRounds, stub.name, s.RPS(), ms(s.Latency.P50), ms(s.Latency.P99),
-			l.RPS(), ms(l.Latency.P50), ms(l.Latency.P99), l.RPS()/math.Max(1, s.RPS()))
+		logf("compare %s round %d/%d: %s %.0f/s (p50 %s, p99 %s, CPU %s/request) · Latchkey %.0f/s (p50 %s, p99 %s, CPU %s/request) · ratio %.2f",
+			name, i+1, o.CompareRounds, stub.name, s.RPS(), ms(s.Latency.P50), ms(s.Latency.P99), us(s.CPUPerRequest()),
+			l.RPS(), ms(l.Latency.P50), ms(l.Latency.P99), us(l.CPUPerRequest()), l.RPS()/math.Max(1, s.RPS()))
 	}
 	if len(cmp.Latchkey) < o.CompareRounds {
 		cmp.Err = fmt.Errorf("%d of %d rounds ran (server alive %v, stub alive %v)", len(cmp.Latchkey), o.CompareRounds, srv.alive(), stubProc.alive())

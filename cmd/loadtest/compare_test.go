@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +127,31 @@ func TestCheckLoopback(t *testing.T) {
 		if checkLoopback(bad) == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+}
+
+func TestProcessCPU(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	before, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+	}
+	after, err := processCPU(os.Getpid())
+	if err != nil || after <= before {
+		t.Fatalf("CPU %v then %v, %v", before, after, err)
+	}
+	if _, err := processCPU(-1); err == nil {
+		t.Fatal("no error for a process that does not exist")
+	}
+	r := roundResult{Requests: 1000, CPU: 50 * time.Millisecond}
+	if got := r.CPUPerRequest(); got != 50*time.Microsecond {
+		t.Fatalf("CPU per request = %v", got)
+	}
+	if got := (roundResult{Requests: 10}).CPUPerRequest(); got != 0 {
+		t.Fatalf("unknown CPU per request = %v", got)
 	}
 }

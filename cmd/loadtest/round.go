@@ -20,6 +20,7 @@ type target struct {
 	body   []byte
 	want   []byte // a good answer is HTTP 200 with a body containing want
 	http   *http.Client
+	pid    int // the process answering, whose CPU time a round measures (0: none)
 }
 
 // roundResult is what one round against one target measured.
@@ -29,7 +30,16 @@ type roundResult struct {
 	Bad      int // answers that are not 200 or lack target.want
 	Errors   int // requests without an answer
 	FirstErr string
-	Latency  summary // of answered requests
+	Latency  summary       // of answered requests
+	CPU      time.Duration // CPU time of the answering process during the round (0: unknown)
+}
+
+// CPUPerRequest is the answering process's CPU time per answered request (0: unknown).
+func (r roundResult) CPUPerRequest() time.Duration {
+	if r.CPU <= 0 || r.Requests == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Requests)
 }
 
 // RPS is answered requests per second.
@@ -42,7 +52,7 @@ func (r roundResult) RPS() float64 {
 
 // hammer runs conns loops sending t's request for d, each waiting for its answer
 // before the next (closed loop: the concurrency is conns). A loop checks the clock
-// only between requests.
+// only between requests. With t.pid, it also measures that process's CPU time.
 func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResult {
 	type worker struct {
 		lat      []time.Duration
@@ -50,6 +60,7 @@ func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResu
 		firstErr string
 	}
 	workers := make([]worker, conns)
+	cpu0, cpuErr := processCPU(t.pid)
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
@@ -87,6 +98,9 @@ func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResu
 	}
 	wg.Wait()
 	res := roundResult{Elapsed: time.Since(start)}
+	if cpu1, err := processCPU(t.pid); t.pid > 0 && cpuErr == nil && err == nil {
+		res.CPU = cpu1 - cpu0
+	}
 	var all []time.Duration
 	for _, w := range workers {
 		all = append(all, w.lat...)
