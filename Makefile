@@ -41,5 +41,5 @@ fuzz: ## Fuzz the key parser, the document budget and the GraphQL endpoint
 migration: ## New versioned migration from the ent schema: make migration NAME=add_x
 	$(GO) run ./migrate/gen -name $(NAME)
 
-load: ## Load harness on PostgreSQL + Redis, then side by side with stubs on SQLite and PG + Redis (about 3 minutes); prints the tables
+load: ## Load harness on PostgreSQL + Redis, then side by side with stubs on SQLite and PG + Redis (2-3 minutes); prints the tables
 	$(GO) run ./cmd/loadtest $(LOADFLAGS)

@@ -41,7 +41,7 @@
 //
 // Run it from the repository with `make load` or `go run ./cmd/loadtest`. It needs
 // PostgreSQL and Redis on 127.0.0.1 (see the README; `-compare-only
-// -compare-setups sqlite` needs neither) and finishes in about three minutes on a
+// -compare-setups sqlite` needs neither) and finishes in two to three minutes on a
 // 2-core machine (phases 1–6 take under one). It exits 1 when a correctness check
 // fails (admitted != limit, stored != served, missing deliveries, a server that does
 // not shut down cleanly, a kill -9 losing more than the bound, a comparison round with
