@@ -3,6 +3,7 @@
 GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 20s
+LOADFLAGS ?=
 
 .PHONY: run build test test-short generate check-generate lint bench fuzz migration load
 
@@ -40,5 +41,5 @@ fuzz: ## Fuzz the key parser, the document budget and the GraphQL endpoint
 migration: ## New versioned migration from the ent schema: make migration NAME=add_x
 	$(GO) run ./migrate/gen -name $(NAME)
 
-load: ## Load harness against PostgreSQL + Redis (under 2 minutes); prints the performance table
-	$(GO) run ./cmd/loadtest
+load: ## Load harness on PostgreSQL + Redis, then side by side with stubs on SQLite and PG + Redis (2-3 minutes); prints the tables
+	$(GO) run ./cmd/loadtest $(LOADFLAGS)

@@ -171,36 +171,17 @@ type fixture struct {
 
 // setup creates the tenant and keys as the platform admin.
 func setup(ctx context.Context, c *client, adminToken string, limit int) (*fixture, error) {
-	slug := "load-" + randomHex(4)
-	var t struct {
-		CreateTenant struct{ ID string } `json:"createTenant"`
+	tenantID, err := createTenant(ctx, c, adminToken)
+	if err != nil {
+		return nil, err
 	}
-	if err := c.call(ctx, adminToken, false, `mutation($name: String!, $slug: String!) { createTenant(input: {name: $name, slug: $slug}) { id } }`,
-		map[string]any{"name": "Load " + slug, "slug": slug}, &t); err != nil {
-		return nil, fmt.Errorf("createTenant: %w", err)
-	}
-	f := &fixture{TenantID: t.CreateTenant.ID}
+	f := &fixture{TenantID: tenantID}
 	create := func(name string, scopes []string, rate int) (id, secret string, err error) {
-		var k struct {
-			CreateAPIKey struct {
-				APIKey struct{ ID string } `json:"apiKey"`
-				Secret string              `json:"secret"`
-			} `json:"createApiKey"`
-		}
-		err = c.call(ctx, adminToken, false, `mutation($in: CreateApiKeyInput!) { createApiKey(input: $in) { apiKey { id } secret } }`,
-			map[string]any{"in": map[string]any{
-				"tenantID": f.TenantID, "name": name, "scopes": scopes,
-				"rateLimit": rate, "rateLimitWindowSeconds": 3600, "quota": 0,
-			}}, &k)
-		if err == nil && k.CreateAPIKey.Secret == "" {
-			err = errors.New("no secret in the response")
-		}
-		if err != nil {
-			return "", "", fmt.Errorf("createApiKey %s: %w", name, err)
-		}
-		return k.CreateAPIKey.APIKey.ID, k.CreateAPIKey.Secret, nil
+		return createKey(ctx, c, adminToken, map[string]any{
+			"tenantID": f.TenantID, "name": name, "scopes": scopes,
+			"rateLimit": rate, "rateLimitWindowSeconds": 3600, "quota": 0,
+		})
 	}
-	var err error
 	if f.FastID, f.Fast, err = create("unlimited", []string{"usage:read", "webhooks:read", "webhooks:write"}, 1_000_000_000); err != nil {
 		return nil, err
 	}
@@ -211,4 +192,38 @@ func setup(ctx context.Context, c *client, adminToken string, limit int) (*fixtu
 		return nil, err
 	}
 	return f, nil
+}
+
+// createTenant creates a tenant with a random slug as the platform admin and returns
+// its id.
+func createTenant(ctx context.Context, c *client, adminToken string) (string, error) {
+	slug := "load-" + randomHex(4)
+	var t struct {
+		CreateTenant struct{ ID string } `json:"createTenant"`
+	}
+	if err := c.call(ctx, adminToken, false, `mutation($name: String!, $slug: String!) { createTenant(input: {name: $name, slug: $slug}) { id } }`,
+		map[string]any{"name": "Load " + slug, "slug": slug}, &t); err != nil {
+		return "", fmt.Errorf("createTenant: %w", err)
+	}
+	return t.CreateTenant.ID, nil
+}
+
+// createKey creates an API key from in (a CreateApiKeyInput) as the platform admin
+// and returns its id and secret.
+func createKey(ctx context.Context, c *client, adminToken string, in map[string]any) (id, secret string, err error) {
+	var k struct {
+		CreateAPIKey struct {
+			APIKey struct{ ID string } `json:"apiKey"`
+			Secret string              `json:"secret"`
+		} `json:"createApiKey"`
+	}
+	err = c.call(ctx, adminToken, false, `mutation($in: CreateApiKeyInput!) { createApiKey(input: $in) { apiKey { id } secret } }`,
+		map[string]any{"in": in}, &k)
+	if err == nil && k.CreateAPIKey.Secret == "" {
+		err = errors.New("no secret in the response")
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("createApiKey %v: %w", in["name"], err)
+	}
+	return k.CreateAPIKey.APIKey.ID, k.CreateAPIKey.Secret, nil
 }

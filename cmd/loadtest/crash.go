@@ -266,22 +266,15 @@ func crashPhase(ctx context.Context, o options, tenantID, adminToken string, db 
 		return nil, nil, fmt.Errorf("start: %w", err)
 	}
 	c := newClient(srv.baseURL, 1, &ledger{})
-	var k struct {
-		CreateAPIKey struct {
-			APIKey struct{ ID string } `json:"apiKey"`
-			Secret string              `json:"secret"`
-		} `json:"createApiKey"`
-	}
-	err = c.call(ctx, adminToken, false, `mutation($in: CreateApiKeyInput!) { createApiKey(input: $in) { apiKey { id } secret } }`,
-		map[string]any{"in": map[string]any{"tenantID": tenantID, "name": "crash", "scopes": []string{},
-			"rateLimit": 1_000_000_000, "rateLimitWindowSeconds": 3600, "quota": 0}}, &k)
+	keyID, key, err := createKey(ctx, c, adminToken, map[string]any{"tenantID": tenantID, "name": "crash", "scopes": []string{},
+		"rateLimit": 1_000_000_000, "rateLimitWindowSeconds": 3600, "quota": 0})
 	c.http.CloseIdleConnections()
 	if err != nil {
 		srv.stop(10 * time.Second)
-		return srv, nil, fmt.Errorf("createApiKey: %w", err)
+		return srv, nil, err
 	}
 	logf("kill -9: %d workers for %s, then SIGKILL while they go on", o.Workers, o.Crash)
-	res, err := runCrash(ctx, srv, db, k.CreateAPIKey.Secret, k.CreateAPIKey.APIKey.ID, adminToken, o.Workers, o.Crash)
+	res, err := runCrash(ctx, srv, db, key, keyID, adminToken, o.Workers, o.Crash)
 	if err != nil {
 		srv.stop(10 * time.Second)
 		return srv, &res, err

@@ -1,4 +1,4 @@
-// Command loadtest measures a real Latchkey server and prints a Markdown table.
+// Command loadtest measures a real Latchkey server and prints Markdown tables.
 //
 // It builds the server binary once, starts it as a separate process against a fresh
 // PostgreSQL database (created for the run and dropped at the end) and Redis, and runs
@@ -21,13 +21,32 @@
 //     answered but not stored must not exceed those answered in the server's stated
 //     bound before the kill (its flush interval plus one batch write, read from its
 //     metrics); the phase prints the loss, the bound and the recorder's largest lag.
+//  7. side by side (DESIGN, "Measuring speed"): on each setup — the embedded default
+//     (a fresh SQLite file, no Redis) and production (a fresh PostgreSQL database and
+//     Redis) — a fresh server process is measured against a stub process with the same
+//     I/O: the authenticated, rate-limited and recorded { viewer { apiKey { id } } }
+//     against bare gqlgen (the project's generated schema, POST transport only)
+//     answering { __typename }, and POST /v1/keys/verify of a valid consumer key against
+//     a plain net/http handler that decodes the same body and writes an answer of the
+//     same bytes. Each pair runs in alternating rounds (stub, Latchkey, stub, …) after
+//     an uncounted warm-up, with the same load generator and connection count; the
+//     phase prints the median requests/s of each side, the ratio, p50/p99 latency and
+//     the targets beside them (reported, not asserted). With -profile DIR the servers
+//     run with PPROF_ADDR, and one more Latchkey round per pair, not counted, is
+//     recorded as a CPU profile in DIR (its top functions go to the log).
+//
+// The stubs are this program's `baseline` subcommand, a process of their own:
+//
+//	go run ./cmd/loadtest baseline -mode graphql|verify -addr 127.0.0.1:0 [-answer JSON]
 //
 // Run it from the repository with `make load` or `go run ./cmd/loadtest`. It needs
-// PostgreSQL and Redis on 127.0.0.1 (see the README) and finishes in under two
-// minutes on a 2-core machine. It exits 1 when a correctness check fails (admitted !=
-// limit, stored != served, missing deliveries, a server that does not shut down
-// cleanly, a kill -9 losing more than the bound), 2 when the harness itself could not run (`go run` reports either as exit
-// status 1).
+// PostgreSQL and Redis on 127.0.0.1 (see the README; `-compare-only
+// -compare-setups sqlite` needs neither) and finishes in two to three minutes on a
+// 2-core machine (phases 1–6 take under one). It exits 1 when a correctness check
+// fails (admitted != limit, stored != served, missing deliveries, a server that does
+// not shut down cleanly, a kill -9 losing more than the bound, a comparison round with
+// errors or wrong answers), 2 when the harness itself could not run (`go run` reports
+// either as exit status 1).
 //
 // Flags (each also read from the environment variable in brackets):
 //
@@ -42,21 +61,17 @@
 //	-instances 1           server processes sharing the database and Redis [LOAD_INSTANCES]
 //	-crash 5s              load before the kill -9; 0 skips phase 6 [LOAD_CRASH]
 //	-flush-interval 0      the servers' USAGE_FLUSH_INTERVAL; 0 keeps their default [LOAD_FLUSH_INTERVAL]
-//	-timeout 115s          hard bound on the whole run [LOAD_TIMEOUT]
-//	-keep                  keep the temporary directory (binary, server log) [LOAD_KEEP]
+//	-compare               run phase 7, the side-by-side comparison (default true) [LOAD_COMPARE]
+//	-compare-only          run only phase 7 [LOAD_COMPARE_ONLY]
+//	-compare-setups sqlite,postgres  the setups of phase 7 [LOAD_COMPARE_SETUPS]
+//	-compare-rounds 3      alternating rounds per side [LOAD_COMPARE_ROUNDS]
+//	-compare-duration 3s   length of one round [LOAD_COMPARE_DURATION]
+//	-compare-conns 32      connections (closed-loop workers) per round [LOAD_COMPARE_CONNS]
+//	-profile DIR           write a CPU profile of each pair's real server into DIR [LOAD_PROFILE]
+//	-timeout 5m            hard bound on the whole run [LOAD_TIMEOUT]
+//	-keep                  keep the temporary directory (binary, server logs) [LOAD_KEEP]
 //
-// With -instances 2 a second process serves the same database and Redis: throughput
-// workers, the rate-limit burst and the webhook mutations alternate between them,
-// subscribers alternate too while the measured operations go to the first (so half
-// the subscribers receive them through PostgreSQL LISTEN/NOTIFY), and both
-// dispatchers share the webhook deliveries. On two cores this measures correctness
-// across instances rather than more throughput.
-//
-// Services: LOAD_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test?sslmode=disable,
-// used only to create and drop the run's database) and LOAD_REDIS_URL (default
-// redis://127.0.0.1:6379/0).
-//
-// A quick smoke run: go run ./cmd/loadtest -duration 2s -subscribers 50 -events 5 -webhooks 100
+// A quick smoke run: go run ./cmd/loadtest -duration 2s -subscribers 50 -events 5 -webhooks 100 -compare-duration 1s
 package main
 
 import (
@@ -93,8 +108,17 @@ type options struct {
 	FlushInterval  time.Duration
 	Timeout        time.Duration
 	Keep           bool
-	PostgresURL    string
-	RedisURL       string
+
+	Compare         bool
+	CompareOnly     bool
+	CompareSetups   []string
+	CompareRounds   int
+	CompareDuration time.Duration
+	CompareConns    int
+	Profile         string // directory of the CPU profiles ("": none)
+
+	PostgresURL string
+	RedisURL    string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -111,9 +135,20 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.Instances, "instances", envInt("LOAD_INSTANCES", 1), "server processes sharing the database and Redis")
 	fs.DurationVar(&o.Crash, "crash", envDuration("LOAD_CRASH", 5*time.Second), "load before the kill -9 (0 skips that phase)")
 	fs.DurationVar(&o.FlushInterval, "flush-interval", envDuration("LOAD_FLUSH_INTERVAL", 0), "the servers' USAGE_FLUSH_INTERVAL (0: their default)")
-	fs.DurationVar(&o.Timeout, "timeout", envDuration("LOAD_TIMEOUT", 115*time.Second), "hard bound on the whole run")
+	fs.BoolVar(&o.Compare, "compare", envBool("LOAD_COMPARE", true), "run phase 7, the side-by-side comparison with the stubs")
+	fs.BoolVar(&o.CompareOnly, "compare-only", envBool("LOAD_COMPARE_ONLY", false), "run only phase 7")
+	setups := fs.String("compare-setups", envString("LOAD_COMPARE_SETUPS", "sqlite,postgres"), "setups of phase 7, comma-separated: sqlite, postgres")
+	fs.IntVar(&o.CompareRounds, "compare-rounds", envInt("LOAD_COMPARE_ROUNDS", 3), "alternating rounds per side in phase 7")
+	fs.DurationVar(&o.CompareDuration, "compare-duration", envDuration("LOAD_COMPARE_DURATION", 3*time.Second), "length of one round in phase 7")
+	fs.IntVar(&o.CompareConns, "compare-conns", envInt("LOAD_COMPARE_CONNS", 32), "connections (closed-loop workers) per round in phase 7")
+	fs.StringVar(&o.Profile, "profile", os.Getenv("LOAD_PROFILE"), "directory for a CPU profile of the real server per pair of phase 7 (off when empty)")
+	fs.DurationVar(&o.Timeout, "timeout", envDuration("LOAD_TIMEOUT", 5*time.Minute), "hard bound on the whole run")
 	fs.BoolVar(&o.Keep, "keep", os.Getenv("LOAD_KEEP") != "", "keep the temporary directory (binary and server log)")
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var err error
+	if o.CompareSetups, err = parseSetups(*setups); err != nil {
 		return o, err
 	}
 	o.PostgresURL = envString("LOAD_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
@@ -131,11 +166,18 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-instances must be between 1 and 4")
 	case o.Subscribers < 1 || o.Events < 1 || o.Webhooks < 1:
 		return o, errors.New("-subscribers, -events and -webhooks must be at least 1")
+	case o.CompareOnly && !o.Compare:
+		return o, errors.New("-compare-only needs -compare")
+	case o.CompareRounds < 1 || o.CompareConns < 1 || o.CompareDuration < 100*time.Millisecond:
+		return o, errors.New("-compare-rounds and -compare-conns must be at least 1, -compare-duration at least 100ms")
 	}
 	return o, nil
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "baseline" {
+		os.Exit(runBaseline(os.Args[2:]))
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -172,6 +214,16 @@ func envInt(name string, def int) int {
 			return n
 		}
 		fmt.Fprintf(os.Stderr, "loadtest: ignoring %s=%q: not an integer\n", name, v)
+	}
+	return def
+}
+
+func envBool(name string, def bool) bool {
+	if v := os.Getenv(name); v != "" {
+		if b, err := strconv.ParseBool(v); err == nil {
+			return b
+		}
+		fmt.Fprintf(os.Stderr, "loadtest: ignoring %s=%q: not true or false\n", name, v)
 	}
 	return def
 }

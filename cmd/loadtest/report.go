@@ -205,3 +205,71 @@ func (r *report) failures() []string {
 	}
 	return fs
 }
+
+// pairNames describe each mode's pair in the comparison table: Latchkey's side, then
+// the stub's.
+var pairNames = map[string]string{
+	modeGraphQL: "GraphQL `{ viewer { apiKey { id } } }` vs bare gqlgen `{ __typename }`",
+	modeVerify:  "`POST /v1/keys/verify`, valid consumer key, vs net/http decoding the same body",
+}
+
+// writeCompareTable prints the comparison phase's Markdown table: per setup and pair,
+// the median requests/s of each side, their ratio beside its target, p50/p99 of each
+// side and every round's figures (to judge the noise).
+func writeCompareTable(w io.Writer, o options, machine string, took time.Duration, cmps []comparison) {
+	fmt.Fprintf(w, "\nSide by side: %d alternating rounds of %s per side (after a warm-up), %d connections, medians; %s; phase took %s.\n\n",
+		o.CompareRounds, o.CompareDuration, o.CompareConns, machine, took.Round(time.Second))
+	fmt.Fprintln(w, "| setup | Latchkey vs stub | stub req/s | Latchkey req/s | ratio | target | stub p50 / p99 | Latchkey p50 / p99 | rounds req/s (stub · Latchkey) | CPU per request (stub · Latchkey) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, c := range cmps {
+		sRPS, sP50, sP99 := medians(c.Stub)
+		lRPS, lP50, lP99 := medians(c.Latchkey)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | **%.2f×** | %s | %s / %s | %s / %s | %s · %s | %s · %s |\n",
+			setupNames[c.Setup], pairNames[c.Mode], grouped(sRPS), grouped(lRPS), c.Ratio(), cell(goalText(c)),
+			ms(sP50), ms(sP99), ms(lP50), ms(lP99), roundRates(c.Stub), roundRates(c.Latchkey),
+			us(median(c.Stub, roundResult.CPUPerRequest)), us(median(c.Latchkey, roundResult.CPUPerRequest)))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "CPU per request: the answering process's CPU time (/proc) over its answers, median of the rounds; the harness, PostgreSQL and Redis are not in it.")
+	for _, c := range cmps {
+		if c.Profile != "" {
+			fmt.Fprintf(w, "- CPU profile of Latchkey, %s %s (an extra round, not counted): %s (`go tool pprof -top -cum %s`)\n", setupNames[c.Setup], c.Mode, c.Profile, c.Profile)
+		}
+	}
+}
+
+// goalText is the target cell: "≥ 0.90×, p99 < 2.00 ms: met" or the goal's note.
+func goalText(c comparison) string {
+	var parts []string
+	if c.Goal.Ratio > 0 {
+		parts = append(parts, fmt.Sprintf("≥ %.1f×", c.Goal.Ratio))
+	}
+	if c.Goal.P99 > 0 {
+		parts = append(parts, "p99 < "+ms(c.Goal.P99))
+	}
+	if len(parts) == 0 {
+		return c.Verdict()
+	}
+	return strings.Join(parts, ", ") + ": " + c.Verdict()
+}
+
+// roundRates lists the rounds' requests/s: "20.1k/19.8k/20.4k".
+func roundRates(rounds []roundResult) string {
+	if len(rounds) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(rounds))
+	for i, r := range rounds {
+		parts[i] = fmt.Sprintf("%.1fk", r.RPS()/1000)
+	}
+	return strings.Join(parts, "/")
+}
+
+// grouped formats v rounded to an integer with thousands separators: 12,345.
+func grouped(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

@@ -12,9 +12,17 @@ import (
 	"time"
 )
 
-// run performs the whole measurement and returns the exit code.
+// harness is what every phase shares.
+type harness struct {
+	root string // the repository
+	bin  string // the server binary built for the run
+	self string // this program: the comparison phase starts its stubs from it
+	tmp  string // the run's temporary directory (logs, the SQLite file)
+}
+
+// run builds the server, runs the phases (1–6, then the comparison) and returns the
+// exit code: the worst of the parts.
 func run(ctx context.Context, o options) int {
-	began := time.Now()
 	harnessErr := func(format string, args ...any) int {
 		logf("error: "+format, args...)
 		return exitHarness
@@ -23,8 +31,9 @@ func run(ctx context.Context, o options) int {
 	if err != nil {
 		return harnessErr("%v", err)
 	}
-	if err := checkRedis(o.RedisURL); err != nil {
-		return harnessErr("%v (start it: see README, Tests)", err)
+	self, err := os.Executable()
+	if err != nil {
+		return harnessErr("%v", err)
 	}
 	tmp, err := os.MkdirTemp("", "latchkey-load-")
 	if err != nil {
@@ -32,7 +41,7 @@ func run(ctx context.Context, o options) int {
 	}
 	defer func() {
 		if o.Keep {
-			logf("kept %s (server binary and log)", tmp)
+			logf("kept %s (server binary and logs)", tmp)
 		} else {
 			os.RemoveAll(tmp)
 		}
@@ -45,7 +54,30 @@ func run(ctx context.Context, o options) int {
 		return harnessErr("%v", err)
 	}
 	logf("built in %s", time.Since(t0).Round(time.Millisecond))
+	h := harness{root: root, bin: bin, self: self, tmp: tmp}
 
+	code := exitOK
+	if !o.CompareOnly {
+		code = runPhases(ctx, o, h)
+	}
+	if o.Compare && ctx.Err() == nil {
+		code = max(code, runComparison(ctx, o, h))
+	}
+	return code
+}
+
+// runPhases runs phases 1–6 on PostgreSQL + Redis, prints their table and returns the
+// exit code.
+func runPhases(ctx context.Context, o options, h harness) int {
+	began := time.Now()
+	harnessErr := func(format string, args ...any) int {
+		logf("error: "+format, args...)
+		return exitHarness
+	}
+	if err := checkRedis(o.RedisURL); err != nil {
+		return harnessErr("%v (start it: see README, Tests)", err)
+	}
+	tmp, bin := h.tmp, h.bin
 	db, err := createDatabase(ctx, o.PostgresURL)
 	if err != nil {
 		return harnessErr("%v", err)
@@ -73,24 +105,19 @@ func run(ctx context.Context, o options) int {
 		if err != nil {
 			return nil, err
 		}
-		settings := []string{
-			"DATABASE_URL=" + db.url,
-			"REDIS_URL=" + o.RedisURL,
-			"ADMIN_TOKEN=" + adminToken,
-			"PORT=" + strconv.Itoa(port),
-			// Bind loopback only: the harness's traffic never leaves the machine.
-			"LISTEN_ADDR=127.0.0.1:" + strconv.Itoa(port),
-			"LOG_FORMAT=json",
+		settings := append(loopbackSettings(port, adminToken),
+			"DATABASE_URL="+db.url,
+			"REDIS_URL="+o.RedisURL,
 			"WEBHOOK_ALLOW_PRIVATE=true",
 			"WEBHOOK_ALLOW_HTTP=true",
-			"MAX_SUBSCRIPTIONS_PER_KEY=" + strconv.Itoa(max(1000, o.Subscribers)),
-		}
+			"MAX_SUBSCRIPTIONS_PER_KEY="+strconv.Itoa(max(1000, o.Subscribers)),
+		)
 		if o.FlushInterval > 0 {
 			settings = append(settings, "USAGE_FLUSH_INTERVAL="+o.FlushInterval.String())
 		}
 		logPath := filepath.Join(tmp, name+".log")
 		t0 := time.Now()
-		srv, err := startServer(ctx, bin, logPath, port, settings)
+		srv, err := startServer(ctx, bin, nil, logPath, port, settings)
 		if err != nil {
 			return nil, err
 		}

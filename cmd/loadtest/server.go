@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -165,6 +166,7 @@ var serverEnvNames = []string{
 	"RATE_LIMIT_FAIL_OPEN", "TRUSTED_PROXIES", "MAX_SUBSCRIPTIONS_PER_KEY",
 	"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_ALLOW_HTTP", "WEBHOOK_RETRY_SCHEDULE",
 	"USAGE_RETENTION", "USAGE_FLUSH_INTERVAL", "LOG_FORMAT", "LOG_LEVEL", "METRICS_ADDR",
+	"PPROF_ADDR", "AUTH_FAILURES_PER_MINUTE", "VERIFY_FAILURES_PER_MINUTE",
 }
 
 // server is one running server process.
@@ -181,9 +183,22 @@ type server struct {
 	stopTook time.Duration
 }
 
-// startServer starts bin with settings (NAME=value) added to the cleaned environment,
-// its output going to logPath, and waits until GET /readyz answers 200.
-func startServer(ctx context.Context, bin, logPath string, port int, settings []string) (*server, error) {
+// loopbackSettings are the settings every server process of the harness gets: its
+// port, bound to loopback only (the harness's traffic never leaves the machine), the
+// admin token and JSON logs.
+func loopbackSettings(port int, adminToken string) []string {
+	return []string{
+		"ADMIN_TOKEN=" + adminToken,
+		"PORT=" + strconv.Itoa(port),
+		"LISTEN_ADDR=127.0.0.1:" + strconv.Itoa(port),
+		"LOG_FORMAT=json",
+	}
+}
+
+// startServer starts bin with args, settings (NAME=value) added to the cleaned
+// environment and its output going to logPath, and waits until GET /readyz on port
+// answers 200. The stubs of the comparison phase start the same way.
+func startServer(ctx context.Context, bin string, args []string, logPath string, port int, settings []string) (*server, error) {
 	env := make([]string, 0, len(os.Environ())+len(settings))
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
@@ -196,7 +211,7 @@ func startServer(ctx context.Context, bin, logPath string, port int, settings []
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile

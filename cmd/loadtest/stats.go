@@ -51,6 +51,14 @@ func ms(d time.Duration) string {
 	}
 }
 
+// us formats d in whole microseconds ("?" for 0: unknown).
+func us(d time.Duration) string {
+	if d <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%d µs", d.Round(time.Microsecond)/time.Microsecond)
+}
+
 // formatStatuses renders HTTP status counts in status order: "200: 10, 429: 2", or
 // "none".
 func formatStatuses(m map[int]int) string {

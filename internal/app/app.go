@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -433,18 +434,31 @@ func (a *App) ListenAndServe(ctx context.Context, ready func(addr net.Addr)) err
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-	var metricsSrv *http.Server
+	var side []*http.Server // the optional listeners of METRICS_ADDR and PPROF_ADDR
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, s := range side {
+			_ = s.Shutdown(sctx)
+		}
+	}()
 	if a.Config.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", a.Config.MetricsAddr)
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
+		s, err := serveSide(a.Config.MetricsAddr, "metrics", mux)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("METRICS_ADDR: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = metricsSrv.Serve(mln) }()
-		slog.Info("metrics listening", "addr", mln.Addr().String())
+		side = append(side, s)
+	}
+	if a.Config.PprofAddr != "" {
+		s, err := serveSide(a.Config.PprofAddr, "pprof", pprofMux())
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("PPROF_ADDR: %w", err)
+		}
+		side = append(side, s)
 	}
 	a.Start(ctx)
 	if ready != nil {
@@ -462,9 +476,6 @@ func (a *App) ListenAndServe(ctx context.Context, ready func(addr net.Addr)) err
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		slog.Error("http shutdown", "err", err)
-	}
-	if metricsSrv != nil {
-		_ = metricsSrv.Shutdown(sctx)
 	}
 	return a.Shutdown(sctx)
 }
@@ -484,4 +495,31 @@ func follow(ctx context.Context, sub *pubsub.Subscription, f func()) {
 			f()
 		}
 	}
+}
+
+// serveSide serves h on its own listener at addr (METRICS_ADDR, PPROF_ADDR): not
+// behind the API's authentication, so meant for loopback or a private network.
+func serveSide(addr, name string, h http.Handler) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	slog.Info(name+" listening", "addr", ln.Addr().String())
+	return srv, nil
+}
+
+// pprofMux serves the runtime profiles of net/http/pprof under /debug/pprof/, e.g.
+// a CPU profile: go tool pprof http://PPROF_ADDR/debug/pprof/profile?seconds=10.
+// (Importing net/http/pprof also registers them on http.DefaultServeMux, which
+// Latchkey never serves.)
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

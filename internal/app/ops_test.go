@@ -57,6 +57,25 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
+// Runtime profiles are served only on PPROF_ADDR's own listener, never on the API's,
+// not even to a platform admin.
+func TestPprofNotOnMainListener(t *testing.T) {
+	e := apptest.New(t, "sqlite", app.Options{}, nil)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/profile?seconds=1", "/debug/pprof/cmdline"} {
+		req, _ := http.NewRequest("GET", e.Server.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+e.AdminToken)
+		resp, err := e.Server.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s on the API: HTTP %d %.200s", path, resp.StatusCode, body)
+		}
+	}
+}
+
 // Every response carries X-Request-ID (a valid incoming one is kept); every log line
 // of a request carries it; logs never contain a key, only its display prefix.
 func TestRequestIDAndLogs(t *testing.T) {

@@ -55,6 +55,10 @@ type Config struct {
 	// MetricsAddr, when set, serves /metrics on its own listener (unauthenticated, for
 	// a private network); unset, /metrics is on the main listener for platform admins.
 	MetricsAddr string
+	// PprofAddr, when set, serves net/http/pprof's runtime profiles (/debug/pprof/) on
+	// its own listener (PPROF_ADDR, unauthenticated: loopback or a private network
+	// only). Unset, the default, no profile is served.
+	PprofAddr string
 	// WebhookRetrySchedule is WEBHOOK_RETRY_SCHEDULE, comma-separated durations
 	// (empty: the Standard Webhooks schedule 5s,5m,30m,2h,5h,10h,10h).
 	WebhookRetrySchedule string
@@ -137,6 +141,7 @@ func parse(get func(string) string) (Config, error) {
 	}
 	c.WebhookRetrySchedule = get("WEBHOOK_RETRY_SCHEDULE")
 	c.LogFormat, c.LogLevel, c.MetricsAddr = get("LOG_FORMAT"), get("LOG_LEVEL"), get("METRICS_ADDR")
+	c.PprofAddr = get("PPROF_ADDR")
 	c.UsageRetention = 30 * 24 * time.Hour
 	if v := get("USAGE_RETENTION"); v != "" {
 		d, err := time.ParseDuration(v)

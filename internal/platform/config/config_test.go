@@ -16,8 +16,10 @@ func TestParse(t *testing.T) {
 		{"defaults", nil, func(c Config) bool {
 			return c.Addr == ":8080" && c.DatabaseURL == "sqlite:latchkey.db" && c.MaxBodyBytes == 1<<20 &&
 				c.MaxQueryDepth == 12 && c.PublicURL == "http://localhost:8080" && !c.RateLimitFailOpen &&
-				c.UsageRetention == 720*time.Hour && c.UsageFlushInterval == 100*time.Millisecond
+				c.UsageRetention == 720*time.Hour && c.UsageFlushInterval == 100*time.Millisecond &&
+				c.PprofAddr == ""
 		}, ""},
+		{"pprof", map[string]string{"PPROF_ADDR": "127.0.0.1:6060"}, func(c Config) bool { return c.PprofAddr == "127.0.0.1:6060" }, ""},
 		{"flush interval", map[string]string{"USAGE_FLUSH_INTERVAL": "250ms"}, func(c Config) bool { return c.UsageFlushInterval == 250*time.Millisecond }, ""},
 		{"bad flush interval", map[string]string{"USAGE_FLUSH_INTERVAL": "1ms"}, nil, "USAGE_FLUSH_INTERVAL"},
 		{"port", map[string]string{"PORT": "9000"}, func(c Config) bool { return c.Addr == ":9000" }, ""},
