@@ -36,17 +36,16 @@ func withRequestID(next http.Handler) http.Handler {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
 			return
 		}
-		attrs := []any{
-			"method", r.Method, "path", r.URL.Path, "status", lw.status,
-			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "bytes", lw.bytes,
-		}
+		var buf [8]slog.Attr // typed attributes in a stack array: no boxing per request
+		attrs := append(buf[:0], slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", lw.status),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000), slog.Int("bytes", lw.bytes))
 		if v := holder.v; v != nil {
-			attrs = append(attrs, "key", v.Actor(), "tenant", v.TenantID)
+			attrs = append(attrs, slog.String("key", v.Actor()), slog.String("tenant", v.TenantID))
 		}
 		if lw.hijacked {
-			attrs = append(attrs, "websocket", true)
+			attrs = append(attrs, slog.Bool("websocket", true))
 		}
-		slog.InfoContext(ctx, "request", attrs...)
+		slog.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 	})
 }
 
