@@ -99,6 +99,10 @@ func parseURL(raw string) (dialectName, dsn string, err error) {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "busy_timeout(5000)")
 		q.Add("_pragma", "synchronous(NORMAL)")
+		// A 64 MiB page cache (the default is 2 MiB): with less, a usage batch evicts
+		// the index pages it is inserting into and rereads them, and half of the
+		// writer's time went to those reads and writes.
+		q.Add("_pragma", "cache_size(-65536)")
 		q.Set("_time_format", "sqlite")
 		return dialect.SQLite, "file:" + path + "?" + q.Encode(), nil
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
