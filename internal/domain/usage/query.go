@@ -197,6 +197,27 @@ func Query(ctx context.Context, client *ent.Client, apiKeyID *string, from, to t
 // rollups, the rest from day rollups. Events still queued in a Recorder are not
 // counted. It returns database errors as is.
 func Used(ctx context.Context, client *ent.Client, apiKeyID string, since time.Time) (int64, error) {
+	return used(ctx, client, usagerollup.APIKeyID(apiKeyID), since)
+}
+
+// TenantUsed is Used for all the keys of tenantID together (a tenant-wide quota).
+func TenantUsed(ctx context.Context, client *ent.Client, tenantID string, since time.Time) (int64, error) {
+	return used(ctx, client, usagerollup.TenantID(tenantID), since)
+}
+
+// OwnerUsed is Used for all the keys of tenantID whose owner is ownerID (an owner's
+// quota). It returns database errors as is.
+func OwnerUsed(ctx context.Context, client *ent.Client, tenantID, ownerID string, since time.Time) (int64, error) {
+	ids, err := client.ApiKey.Query().
+		Where(apikey.TenantID(tenantID), apikey.OwnerID(ownerID)).
+		IDs(rule.SystemContext(ctx))
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	return used(ctx, client, usagerollup.APIKeyIDIn(ids...), since)
+}
+
+func used(ctx context.Context, client *ent.Client, which predicate.UsageRollup, since time.Time) (int64, error) {
 	ctx = rule.SystemContext(ctx)
 	since = ceil(since.UTC(), time.Minute)
 	hour := ceil(since, time.Hour)
@@ -205,7 +226,7 @@ func Used(ctx context.Context, client *ent.Client, apiKeyID string, since time.T
 		Used int64 `sql:"used"`
 	}
 	err := client.UsageRollup.Query().Where(
-		usagerollup.APIKeyID(apiKeyID),
+		which,
 		usagerollup.Or(
 			usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityMinute), usagerollup.BucketStartGTE(since), usagerollup.BucketStartLT(hour)),
 			usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityHour), usagerollup.BucketStartGTE(hour), usagerollup.BucketStartLT(day)),

@@ -8,6 +8,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 )
 
 // Viewer is the authenticated caller: an API key of one tenant, or a platform admin.
@@ -41,6 +43,32 @@ type Viewer struct {
 	// QuotaKey is the id the quota is counted under (the first key of a rotation chain;
 	// the key itself when it was not rotated).
 	QuotaKey string
+	// Consumer is true for a consumer key (only ever verified).
+	Consumer bool
+	// TenantRateLimit requests per TenantRateWindow and TenantQuota per QuotaPeriod
+	// (the tenant plan's caps) bind all the tenant's keys together; 0: no cap.
+	TenantRateLimit  int
+	TenantRateWindow time.Duration
+	TenantQuota      int64
+	// OwnerID is a consumer key's owner; OwnerRateLimit per OwnerRateWindow and
+	// OwnerQuota per OwnerQuotaPeriod are its owner record's limits (0: none), shared
+	// by the owner's keys; OwnerMeta its meta.
+	OwnerID          string
+	OwnerRateLimit   int
+	OwnerRateWindow  time.Duration
+	OwnerQuota       int64
+	OwnerQuotaPeriod string
+	OwnerMeta        map[string]any
+	// Named are the key's named limits (its own, or its plan's).
+	Named []limitspec.Named
+	// CreditsKey is the key whose credit balance this key spends (the first of its
+	// rotation chain; "" when it has no credits); the balance refills to CreditsRefill
+	// each CreditsPeriod ("day", "month" or "" for never); warnings count against
+	// CreditsGranted.
+	CreditsKey     string
+	CreditsRefill  int64
+	CreditsPeriod  string
+	CreditsGranted int64
 }
 
 // Has reports whether the viewer holds scope; admins hold every scope.
