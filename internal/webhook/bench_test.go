@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/webhook"
 )
 
@@ -150,4 +152,144 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 	b.ReportMetric(sumRate/n, "deliveries/s")
 	b.ReportMetric(sumP50/n, "p50_commit_to_attempt_ms")
 	b.ReportMetric(sumP99/n, "p99_commit_to_attempt_ms")
+}
+
+// fairnessScenario is one case of BenchmarkTenantFairness: slowTenants tenants, each
+// with slowHooks endpoints that hold every request until the iteration ends (or the
+// dispatcher's Timeout cuts it), and a backlog of events queued to all of them.
+type fairnessScenario struct {
+	name        string
+	dialect     string
+	cfg         func(*webhook.Config)
+	slowTenants int
+	slowHooks   int // endpoints per slow tenant
+	events      int // events queued per slow tenant (each goes to every one of its endpoints)
+	// saturated is how many of the slow tenants' requests are held once the dispatcher
+	// has taken all it will take for them: the benchmark waits for it before it
+	// queues tenant B's delivery.
+	saturated int
+}
+
+// runFairness runs one iteration of sc and returns how long tenant B's delivery took
+// from its commit to its endpoint receiving it, and how many of the slow tenants'
+// requests were still held at that moment.
+func runFairness(b *testing.B, s *store.Store, sc fairnessScenario) (time.Duration, int64) {
+	c := s.Client
+	hold := make(chan struct{})
+	var held atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body first: the server notices the dispatcher hanging up (its
+		// Timeout) only once the body is consumed.
+		_, _ = io.Copy(io.Discard, r.Body)
+		held.Add(1)
+		defer held.Add(-1)
+		select {
+		case <-hold:
+		case <-r.Context().Done(): // the dispatcher gave up (Timeout)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer slow.Close()
+	arrived := make(chan time.Time, 1)
+	fast := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- time.Now():
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer fast.Close()
+
+	for range sc.slowTenants {
+		tid := newTenant(b, c)
+		for h := range sc.slowHooks {
+			newWebhook(b, c, tid, fmt.Sprintf("%s/%s/%d", slow.URL, tid, h))
+		}
+		tx, err := c.Tx(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for e := range sc.events {
+			if _, err := webhook.Enqueue(context.Background(), tx.Client(),
+				webhook.Event{Type: webhook.EventAPIKeyUpdated, TenantID: tid, Data: map[string]int{"n": e}}, ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tenantB := newTenant(b, c)
+	newWebhook(b, c, tenantB, fast.URL)
+
+	cfg := webhook.Config{Policy: localPolicy}
+	if sc.cfg != nil {
+		sc.cfg(&cfg)
+	}
+	d := webhook.NewDispatcher(c, s.Dialect, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		close(hold)
+		<-done
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for held.Load() < int64(sc.saturated) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: %d slow requests held after 30s, want %d", sc.name, held.Load(), sc.saturated)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let the dispatcher settle into waiting
+
+	b.StartTimer()
+	start := time.Now()
+	if _, err := webhook.Enqueue(context.Background(), c, webhook.Event{Type: webhook.EventWebhookTest, TenantID: tenantB}, ""); err != nil {
+		b.Fatal(err)
+	}
+	d.Wake()
+	var at time.Time
+	select {
+	case at = <-arrived:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("%s: tenant B's delivery not received within 5 minutes", sc.name)
+	}
+	b.StopTimer()
+	return at.Sub(start), held.Load()
+}
+
+// BenchmarkTenantFairness measures how long one tenant's slow endpoints delay another
+// tenant's delivery: the slow tenants' endpoints hold every request (longer than the
+// dispatcher's 15 s Timeout) with a backlog queued, and tenant B's single delivery to a
+// fast endpoint is committed once the dispatcher has taken all it will for them.
+// tenantB_delay_ms is from B's commit to B's endpoint receiving it; held_at_arrival is
+// how many slow requests were still held then.
+//
+// Run: go test -run '^$' -bench BenchmarkTenantFairness -benchtime 1x ./internal/webhook/
+func BenchmarkTenantFairness(b *testing.B) {
+	scenarios := []fairnessScenario{
+		{
+			// The finding: 4 slow endpoints with a backlog, default configuration.
+			name: "one_tenant_4_slow_endpoints", dialect: "postgres",
+			slowTenants: 1, slowHooks: 4, events: 8, saturated: 16,
+		},
+	}
+	for _, sc := range scenarios {
+		b.Run(sc.name+"/"+sc.dialect, func(b *testing.B) {
+			s := openStore(b, sc.dialect)
+			var sum time.Duration
+			var heldSum int64
+			b.StopTimer()
+			for range b.N {
+				delay, held := runFairness(b, s, sc)
+				sum += delay
+				heldSum += held
+			}
+			b.ReportMetric(float64(sum.Microseconds())/1000/float64(b.N), "tenantB_delay_ms")
+			b.ReportMetric(float64(heldSum)/float64(b.N), "held_at_arrival")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }
