@@ -36,7 +36,7 @@ var DefaultSchedule = []time.Duration{
 const (
 	DefaultJitter       = 0.1
 	DefaultTimeout      = 15 * time.Second
-	DefaultWorkers      = 16
+	DefaultWorkers      = 64
 	DefaultPerEndpoint  = 4
 	DefaultPollInterval = 2 * time.Second
 	DefaultDisableAfter = 5 * 24 * time.Hour
@@ -62,11 +62,27 @@ type Config struct {
 	// 2*Timeout+15s; a Lease below Timeout is raised to 2*Timeout). A process killed
 	// mid-delivery leaves the delivery to be retried, with the same id, after the lease.
 	Lease time.Duration
-	// Workers is the number of concurrent sends (default 16).
+	// Workers is the most sends this dispatcher has in flight at once (default 64).
+	// A send is a goroutine waiting on the network, not on the CPU: what Workers bounds
+	// is open connections, memory (tens of KiB per send) and the transactions that
+	// record results. The default is large enough that, after PerTenant and Reserve,
+	// several tenants whose endpoints all hang still leave room for everyone else.
 	Workers int
 	// PerEndpoint is the most concurrent sends to one webhook by this dispatcher
 	// (default 4), so a slow endpoint cannot starve the others.
 	PerEndpoint int
+	// PerTenant is the most concurrent sends to one tenant's webhooks by this
+	// dispatcher, so one tenant's slow or failing endpoints cannot take every worker.
+	// Default Workers/4 (16 with the default Workers), but at least PerEndpoint+1, so
+	// one stuck endpoint never stops its tenant's other endpoints; at most Workers.
+	PerTenant int
+	// Reserve is the number of workers kept for tenants with no send in flight: a
+	// tenant that already has one starts another only while more than Reserve workers
+	// are free. When several tenants' hanging endpoints hold every other worker, a
+	// tenant with nothing in flight still finds one; only Reserve more tenants stuck at
+	// once use them up. Default Workers/8 (at least 1, at most Workers-1); negative:
+	// none.
+	Reserve int
 	// PollInterval is how often the database is polled when nothing wakes the
 	// dispatcher (default 2 s).
 	PollInterval time.Duration
@@ -143,6 +159,11 @@ func ParseSchedule(s string) ([]time.Duration, error) {
 // sends them outside any transaction and records every attempt. Several dispatchers
 // (in one or several processes) may share a database: a delivery is never attempted
 // by two of them at once. Create it with NewDispatcher and start it with Run.
+//
+// Workers are shared fairly across tenants (see Config.PerTenant and Config.Reserve,
+// and claim): one tenant's slow or failing endpoints hold at most PerTenant of them,
+// and a tenant with nothing in flight is served first when a worker frees. The limits
+// are per dispatcher.
 type Dispatcher struct {
 	client   *ent.Client
 	postgres bool
@@ -151,11 +172,12 @@ type Dispatcher struct {
 	wake  chan struct{}
 	freed chan struct{}
 
-	mu       sync.Mutex
-	inflight int
-	perHook  map[string]int
-	nextDue  time.Time // earliest retry scheduled by this dispatcher, not yet due
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	inflight  int
+	perHook   map[string]int
+	perTenant map[string]int
+	nextDue   time.Time // earliest retry scheduled by this dispatcher, not yet due
+	wg        sync.WaitGroup
 
 	// beforeRecord, when set (tests), runs after a send and before its result is
 	// recorded; returning false abandons the result, as a process killed then would.
@@ -194,6 +216,17 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 	if cfg.PerEndpoint <= 0 {
 		cfg.PerEndpoint = DefaultPerEndpoint
 	}
+	if cfg.PerTenant <= 0 {
+		cfg.PerTenant = max(cfg.Workers/4, cfg.PerEndpoint+1)
+	}
+	cfg.PerTenant = min(cfg.PerTenant, cfg.Workers)
+	switch {
+	case cfg.Reserve == 0:
+		cfg.Reserve = max(cfg.Workers/8, 1)
+	case cfg.Reserve < 0:
+		cfg.Reserve = 0
+	}
+	cfg.Reserve = min(cfg.Reserve, cfg.Workers-1)
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
@@ -207,12 +240,13 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		cfg.Now = time.Now
 	}
 	return &Dispatcher{
-		client:   client,
-		postgres: dialect == "postgres",
-		cfg:      cfg,
-		wake:     make(chan struct{}, 1),
-		freed:    make(chan struct{}, 1),
-		perHook:  map[string]int{},
+		client:    client,
+		postgres:  dialect == "postgres",
+		cfg:       cfg,
+		wake:      make(chan struct{}, 1),
+		freed:     make(chan struct{}, 1),
+		perHook:   map[string]int{},
+		perTenant: map[string]int{},
 	}
 }
 
@@ -273,11 +307,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // returns how long to wait before looking again when nothing else wakes the loop.
 func (d *Dispatcher) fill(ctx, sendCtx context.Context) (time.Duration, error) {
 	for ctx.Err() == nil {
-		free, busy := d.capacity()
-		if free == 0 {
+		u := d.usage()
+		if u.free <= 0 {
 			return d.cfg.PollInterval, nil // a finishing send wakes the loop
 		}
-		jobs, dropped, err := d.claim(ctx, free, busy)
+		jobs, more, err := d.claim(ctx, u)
 		if err != nil {
 			return 0, err
 		}
@@ -285,32 +319,73 @@ func (d *Dispatcher) fill(ctx, sendCtx context.Context) (time.Duration, error) {
 			d.wg.Add(1)
 			go d.deliver(sendCtx, j)
 		}
-		if len(jobs) == 0 || (len(jobs) < free && dropped == 0) {
+		if len(jobs) == 0 || !more {
 			break // nothing more is due now
 		}
 	}
 	return d.untilNextDue(ctx)
 }
 
-// capacity returns the number of free workers and the webhooks at their PerEndpoint limit.
-func (d *Dispatcher) capacity() (int, []string) {
+// usage is a snapshot of the dispatcher's workers, from which claims are built.
+type usage struct {
+	free      int      // workers not sending
+	aboveRes  int      // free workers beyond the Reserve
+	busyHooks []string // webhooks at their PerEndpoint limit
+	sending   []string // tenants with sends in flight
+	open      []string // the tenants of sending below their PerTenant limit
+	capped    []string // the others
+}
+
+func (d *Dispatcher) usage() usage {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var busy []string
+	u := usage{free: d.cfg.Workers - d.inflight}
+	u.aboveRes = u.free - d.cfg.Reserve
 	for id, n := range d.perHook {
 		if n >= d.cfg.PerEndpoint {
-			busy = append(busy, id)
+			u.busyHooks = append(u.busyHooks, id)
 		}
 	}
-	return d.cfg.Workers - d.inflight, busy
+	for id, n := range d.perTenant {
+		u.sending = append(u.sending, id)
+		if n < d.cfg.PerTenant {
+			u.open = append(u.open, id)
+		} else {
+			u.capped = append(u.capped, id)
+		}
+	}
+	return u
+}
+
+// take reserves worker slots for rows, in order, within Workers, PerEndpoint, PerTenant
+// and Reserve. It returns the rows it reserved slots for and how many it left.
+func (d *Dispatcher) take(rows []*ent.WebhookDelivery) (kept []*ent.WebhookDelivery, left int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range rows {
+		free, sending := d.cfg.Workers-d.inflight, d.perTenant[r.TenantID]
+		if free > 0 && d.perHook[r.WebhookID] < d.cfg.PerEndpoint && sending < d.cfg.PerTenant &&
+			(sending == 0 || free > d.cfg.Reserve) {
+			d.inflight++
+			d.perHook[r.WebhookID]++
+			d.perTenant[r.TenantID]++
+			kept = append(kept, r)
+		} else {
+			left++
+		}
+	}
+	return kept, left
 }
 
 // release frees the worker slot of a finished send and wakes the loop.
-func (d *Dispatcher) release(webhookID string) {
+func (d *Dispatcher) release(r *ent.WebhookDelivery) {
 	d.mu.Lock()
 	d.inflight--
-	if d.perHook[webhookID]--; d.perHook[webhookID] <= 0 {
-		delete(d.perHook, webhookID)
+	if d.perHook[r.WebhookID]--; d.perHook[r.WebhookID] <= 0 {
+		delete(d.perHook, r.WebhookID)
+	}
+	if d.perTenant[r.TenantID]--; d.perTenant[r.TenantID] <= 0 {
+		delete(d.perTenant, r.TenantID)
 	}
 	d.mu.Unlock()
 	select {
@@ -336,68 +411,89 @@ type job struct {
 	lease time.Time // the next_attempt_at the claim set: the fencing token of the result
 }
 
-// claim selects up to limit due deliveries (skipping rows other workers have locked on
-// PostgreSQL, and webhooks at their PerEndpoint limit), reserves worker slots for those
-// within the limits, moves their next_attempt_at to now+Lease and commits. It returns the
-// claimed jobs and how many due rows were left for lack of per-endpoint capacity.
-func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs []job, dropped int, err error) {
+// due returns the query of the deliveries that are due now, oldest first, to active
+// webhooks.
+func due(c *ent.Client, now time.Time) *ent.WebhookDeliveryQuery {
+	return c.WebhookDelivery.Query().
+		Where(
+			webhookdelivery.StatusEQ(webhookdelivery.StatusPending),
+			webhookdelivery.Or(webhookdelivery.NextAttemptAtIsNil(), webhookdelivery.NextAttemptAtLTE(now)),
+			webhookdelivery.HasWebhookWith(entwebhook.Active(true)),
+		).
+		Order(webhookdelivery.ByNextAttemptAt(), webhookdelivery.ByID())
+}
+
+// claim selects due deliveries within the limits of u (skipping rows other workers
+// have locked on PostgreSQL), reserves worker slots for them, moves their
+// next_attempt_at to now+Lease and commits. It returns the claimed jobs, and more when
+// further deliveries may be due (a query filled its limit, or rows were left for lack
+// of a slot).
+//
+// Fairness across tenants: the first query takes the deliveries of tenants with
+// nothing in flight, so a tenant that is waiting gets the next free worker ahead of
+// one that is already sending, however old the latter's backlog. The second takes
+// those of the tenants already sending, only below their PerTenant limit, never to
+// webhooks at their PerEndpoint limit, and never from the last Reserve free workers.
+// The two sets of tenants are disjoint, so no row is selected twice.
+func (d *Dispatcher) claim(ctx context.Context, u usage) (jobs []job, more bool, err error) {
 	sctx := rule.SystemContext(ctx)
 	now := d.now()
 	lease := now.Add(d.cfg.Lease).Truncate(time.Microsecond)
 	tx, err := d.client.Tx(sctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, false, err
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
 		}
 	}()
-	q := tx.WebhookDelivery.Query().
-		Where(
-			webhookdelivery.StatusEQ(webhookdelivery.StatusPending),
-			webhookdelivery.Or(webhookdelivery.NextAttemptAtIsNil(), webhookdelivery.NextAttemptAtLTE(now)),
-			webhookdelivery.HasWebhookWith(entwebhook.Active(true)),
-		).
-		Order(webhookdelivery.ByNextAttemptAt(), webhookdelivery.ByID()).
-		Limit(limit).
-		Select(
-			webhookdelivery.FieldTenantID, webhookdelivery.FieldWebhookID, webhookdelivery.FieldEventID,
-			webhookdelivery.FieldEventType, webhookdelivery.FieldPayload, webhookdelivery.FieldAttempts,
-		)
-	if len(busy) > 0 {
-		q.Where(webhookdelivery.WebhookIDNotIn(busy...))
+	fields := []string{
+		webhookdelivery.FieldTenantID, webhookdelivery.FieldWebhookID, webhookdelivery.FieldEventID,
+		webhookdelivery.FieldEventType, webhookdelivery.FieldPayload, webhookdelivery.FieldAttempts,
 	}
-	if d.postgres {
-		q.ForUpdate(sql.WithLockAction(sql.SkipLocked))
+	query := func(q *ent.WebhookDeliveryQuery, limit int) ([]*ent.WebhookDelivery, error) {
+		q.Limit(limit).Select(fields...)
+		if d.postgres {
+			q.ForUpdate(sql.WithLockAction(sql.SkipLocked))
+		}
+		rows, err := q.All(sctx)
+		if len(rows) == limit {
+			more = true
+		}
+		return rows, err
 	}
-	rows, err := q.All(sctx)
+
+	// Tenants with nothing in flight.
+	q := due(tx.Client(), now)
+	if len(u.sending) > 0 {
+		q.Where(webhookdelivery.TenantIDNotIn(u.sending...))
+	}
+	rows, err := query(q, u.free)
 	if err != nil {
-		return nil, 0, err
-	}
-	if len(rows) == 0 {
-		return nil, 0, tx.Commit()
+		return nil, false, err
 	}
 	// Reserve slots now, so no other claim of this dispatcher exceeds the limits.
-	var kept []*ent.WebhookDelivery
-	d.mu.Lock()
-	for _, r := range rows {
-		if d.inflight < d.cfg.Workers && d.perHook[r.WebhookID] < d.cfg.PerEndpoint {
-			d.inflight++
-			d.perHook[r.WebhookID]++
-			kept = append(kept, r)
-		} else {
-			dropped++
+	kept, left := d.take(rows)
+	// Tenants already sending, below their limit, beyond the reserve.
+	if n := d.usage().aboveRes; n > 0 && len(u.open) > 0 {
+		q := due(tx.Client(), now).Where(webhookdelivery.TenantIDIn(u.open...))
+		if len(u.busyHooks) > 0 {
+			q.Where(webhookdelivery.WebhookIDNotIn(u.busyHooks...))
 		}
+		rows, err := query(q, n)
+		if err != nil {
+			d.unreserve(kept)
+			return nil, false, err
+		}
+		k, l := d.take(rows)
+		kept, left = append(kept, k...), left+l
 	}
-	d.mu.Unlock()
-	unreserve := func(list []*ent.WebhookDelivery) {
-		for _, r := range list {
-			d.release(r.WebhookID)
-		}
+	if left > 0 {
+		more = true
 	}
 	if len(kept) == 0 {
-		return nil, dropped, tx.Commit()
+		return nil, more, tx.Commit()
 	}
 	ids := make([]string, len(kept))
 	for i, r := range kept {
@@ -407,12 +503,12 @@ func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs 
 		Where(webhookdelivery.IDIn(ids...)).
 		SetNextAttemptAt(lease).
 		Exec(sctx); err != nil {
-		unreserve(kept)
-		return nil, 0, err
+		d.unreserve(kept)
+		return nil, false, err
 	}
 	if err = tx.Commit(); err != nil {
-		unreserve(kept)
-		return nil, 0, err
+		d.unreserve(kept)
+		return nil, false, err
 	}
 	// Load the webhooks after the commit: secrets and URL as they are now.
 	hookIDs := make([]string, 0, len(kept))
@@ -422,8 +518,8 @@ func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs 
 	hooks, herr := d.client.Webhook.Query().Where(entwebhook.IDIn(hookIDs...)).All(sctx)
 	if herr != nil {
 		// The claims stand; the deliveries are retried when their lease expires.
-		unreserve(kept)
-		return nil, dropped, herr
+		d.unreserve(kept)
+		return nil, more, herr
 	}
 	byID := make(map[string]*ent.Webhook, len(hooks))
 	for _, h := range hooks {
@@ -434,12 +530,19 @@ func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs 
 		if h == nil || !h.Active {
 			// Deleted or disabled since the claim: leave it; it is due again after
 			// the lease if the webhook is re-activated.
-			d.release(r.WebhookID)
+			d.release(r)
 			continue
 		}
 		jobs = append(jobs, job{d: r, hook: h, lease: lease})
 	}
-	return jobs, dropped, nil
+	return jobs, more, nil
+}
+
+// unreserve frees the slots take reserved for rows that will not be sent.
+func (d *Dispatcher) unreserve(rows []*ent.WebhookDelivery) {
+	for _, r := range rows {
+		d.release(r)
+	}
 }
 
 // untilNextDue returns how long to sleep before the next delivery is due (at most
@@ -457,7 +560,8 @@ func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	d.mu.Unlock()
-	_, busy := d.capacity()
+	// Only deliveries a claim could take now count: the others wait for a send to
+	// finish, which wakes the loop.
 	q := d.client.WebhookDelivery.Query().
 		Where(
 			webhookdelivery.StatusEQ(webhookdelivery.StatusPending),
@@ -466,8 +570,18 @@ func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 		).
 		Order(webhookdelivery.ByNextAttemptAt()).
 		Select(webhookdelivery.FieldNextAttemptAt)
-	if len(busy) > 0 {
-		q.Where(webhookdelivery.WebhookIDNotIn(busy...))
+	switch u := d.usage(); {
+	case u.free <= 0:
+		return d.cfg.PollInterval, nil // a finishing send wakes the loop
+	case u.aboveRes <= 0 && len(u.sending) > 0:
+		q.Where(webhookdelivery.TenantIDNotIn(u.sending...))
+	case u.aboveRes > 0:
+		if len(u.capped) > 0 {
+			q.Where(webhookdelivery.TenantIDNotIn(u.capped...))
+		}
+		if len(u.busyHooks) > 0 {
+			q.Where(webhookdelivery.WebhookIDNotIn(u.busyHooks...))
+		}
 	}
 	first, err := q.First(rule.SystemContext(ctx))
 	switch {
@@ -488,7 +602,7 @@ func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 // deliver sends one claimed delivery and records the attempt.
 func (d *Dispatcher) deliver(ctx context.Context, j job) {
 	defer d.wg.Done()
-	defer d.release(j.d.WebhookID)
+	defer d.release(j.d)
 	res := d.send(ctx, j)
 	if d.beforeRecord != nil && !d.beforeRecord(j.d.ID) {
 		return
