@@ -177,6 +177,22 @@ type Dispatcher struct {
 	perHook   map[string]int
 	perTenant map[string]int
 	nextDue   time.Time // earliest retry scheduled by this dispatcher, not yet due
+	// idleDirty: deliveries of tenants with nothing in flight may be due that no claim
+	// has looked for since (set by Wake, the loop's timer, a delivery found come due,
+	// and warm tenants the sending tenants' query could not serve). Looking for them
+	// scans past the due rows of the tenants that are sending, so it is done only
+	// then, and at most once per idleAfter.
+	idleDirty bool
+	idleAfter time.Time
+	idleEmpty int // looks in a row that scanned and found nothing
+	// warm holds the tenants whose last send in flight has just finished: their next
+	// due deliveries are looked for with those of the sending tenants (a query that
+	// stops at the first rows it needs), and only if it cannot run, with the idle ones.
+	warm      map[string]bool
+	claimedAt time.Time // the now of the last claim
+	// indexCost is the moving average of untilNextDue's query, which the index
+	// answers without scanning: what a query costs on this database under this load.
+	indexCost time.Duration
 	wg        sync.WaitGroup
 
 	// beforeRecord, when set (tests), runs after a send and before its result is
@@ -247,6 +263,8 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		freed:     make(chan struct{}, 1),
 		perHook:   map[string]int{},
 		perTenant: map[string]int{},
+		warm:      map[string]bool{},
+		idleDirty: true,
 	}
 }
 
@@ -260,6 +278,7 @@ func (d *Dispatcher) Wake() {
 	if d == nil {
 		return
 	}
+	d.markIdleDirty()
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -267,6 +286,48 @@ func (d *Dispatcher) Wake() {
 }
 
 func (d *Dispatcher) now() time.Time { return d.cfg.Now().UTC() }
+
+// markIdleDirty notes that tenants with nothing in flight may have due deliveries.
+func (d *Dispatcher) markIdleDirty() {
+	d.mu.Lock()
+	d.idleDirty = true
+	d.mu.Unlock()
+}
+
+// idleTurn reports whether this claim looks for the deliveries of tenants with nothing
+// in flight, and if so clears idleDirty (a Wake during the claim sets it again).
+func (d *Dispatcher) idleTurn() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.idleDirty || time.Now().Before(d.idleAfter) {
+		return false
+	}
+	d.idleDirty = false
+	return true
+}
+
+// idleDone records an idle query that took took and found found rows; again keeps
+// idleDirty set. The next one waits as long as this one took. A look that finds nothing
+// and takes more than ten indexed queries (indexCost) has scanned a backlog of the
+// tenants that are sending: after three such in a row the next waits nine times as
+// long (at most half a second), so that these scans take at most a tenth of the claim
+// loop until each takes more than 50 ms.
+func (d *Dispatcher) idleDone(took time.Duration, found int, again bool) {
+	d.mu.Lock()
+	if found == 0 && took > 10*d.indexCost {
+		d.idleEmpty++
+	} else {
+		d.idleEmpty = 0
+	}
+	if d.idleEmpty >= 3 {
+		took = min(9*took, 500*time.Millisecond)
+	}
+	d.idleAfter = time.Now().Add(took)
+	if again {
+		d.idleDirty = true
+	}
+	d.mu.Unlock()
+}
 
 // Run claims, sends and records deliveries until ctx is done, then waits for the sends
 // in flight (each bounded by Timeout) and records their results. Call it once per
@@ -299,6 +360,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-d.wake:
 		case <-d.freed:
 		case <-timer.C:
+			d.markIdleDirty() // a delivery may have come due
 		}
 	}
 }
@@ -331,9 +393,9 @@ type usage struct {
 	free      int      // workers not sending
 	aboveRes  int      // free workers beyond the Reserve
 	busyHooks []string // webhooks at their PerEndpoint limit
-	sending   []string // tenants with sends in flight
+	sending   []string // tenants with sends in flight, and the warm ones
 	open      []string // the tenants of sending below their PerTenant limit
-	capped    []string // the others
+	room      int      // how many more sends the open tenants may start together
 }
 
 func (d *Dispatcher) usage() usage {
@@ -350,11 +412,30 @@ func (d *Dispatcher) usage() usage {
 		u.sending = append(u.sending, id)
 		if n < d.cfg.PerTenant {
 			u.open = append(u.open, id)
-		} else {
-			u.capped = append(u.capped, id)
+			u.room += d.cfg.PerTenant - n
 		}
 	}
+	for id := range d.warm {
+		u.sending = append(u.sending, id)
+		u.open = append(u.open, id)
+		u.room += d.cfg.PerTenant
+	}
 	return u
+}
+
+// cool ends the warmth of the tenants of open that got no delivery; if idle, their
+// deliveries are looked for with those of the idle tenants.
+func (d *Dispatcher) cool(open []string, idle bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range open {
+		if d.warm[id] {
+			delete(d.warm, id)
+			if idle {
+				d.idleDirty = true
+			}
+		}
+	}
 }
 
 // take reserves worker slots for rows, in order, within Workers, PerEndpoint, PerTenant
@@ -369,6 +450,7 @@ func (d *Dispatcher) take(rows []*ent.WebhookDelivery) (kept []*ent.WebhookDeliv
 			d.inflight++
 			d.perHook[r.WebhookID]++
 			d.perTenant[r.TenantID]++
+			delete(d.warm, r.TenantID)
 			kept = append(kept, r)
 		} else {
 			left++
@@ -386,6 +468,7 @@ func (d *Dispatcher) release(r *ent.WebhookDelivery) {
 	}
 	if d.perTenant[r.TenantID]--; d.perTenant[r.TenantID] <= 0 {
 		delete(d.perTenant, r.TenantID)
+		d.warm[r.TenantID] = true
 	}
 	d.mu.Unlock()
 	select {
@@ -431,16 +514,28 @@ func due(c *ent.Client, now time.Time) *ent.WebhookDeliveryQuery {
 //
 // Fairness across tenants: the first query takes the deliveries of tenants with
 // nothing in flight, so a tenant that is waiting gets the next free worker ahead of
-// one that is already sending, however old the latter's backlog. The second takes
-// those of the tenants already sending, only below their PerTenant limit, never to
-// webhooks at their PerEndpoint limit, and never from the last Reserve free workers.
-// The two sets of tenants are disjoint, so no row is selected twice.
+// one that is already sending, however old the latter's backlog. It runs when such
+// deliveries may have come due (idleDirty), at most once per idleAfter. The second
+// takes those of the tenants already sending (and the warm ones), only below their
+// PerTenant limit, never to webhooks at their PerEndpoint limit, and never from the
+// last Reserve free workers. The two sets of tenants are disjoint, so no row is
+// selected twice.
 func (d *Dispatcher) claim(ctx context.Context, u usage) (jobs []job, more bool, err error) {
+	idle := d.idleTurn()
+	if u.aboveRes <= 0 {
+		d.cool(u.open, true) // the warm tenants may use the reserve as idle ones
+	}
+	if !idle && (u.aboveRes <= 0 || len(u.open) == 0) {
+		return nil, false, nil // nothing this claim may take
+	}
 	sctx := rule.SystemContext(ctx)
 	now := d.now()
 	lease := now.Add(d.cfg.Lease).Truncate(time.Microsecond)
 	tx, err := d.client.Tx(sctx)
 	if err != nil {
+		if idle {
+			d.markIdleDirty()
+		}
 		return nil, false, err
 	}
 	defer func() {
@@ -464,19 +559,32 @@ func (d *Dispatcher) claim(ctx context.Context, u usage) (jobs []job, more bool,
 		return rows, err
 	}
 
+	d.mu.Lock()
+	d.claimedAt = now
+	d.mu.Unlock()
 	// Tenants with nothing in flight.
-	q := due(tx.Client(), now)
-	if len(u.sending) > 0 {
-		q.Where(webhookdelivery.TenantIDNotIn(u.sending...))
+	var kept []*ent.WebhookDelivery
+	var left int
+	if idle {
+		start := time.Now()
+		q := due(tx.Client(), now)
+		if len(u.sending) > 0 {
+			q.Where(webhookdelivery.TenantIDNotIn(u.sending...))
+		}
+		// One tenant's share per look: a backlog of one tenant fills it, the next look
+		// finds the others behind it.
+		limit := min(u.free, d.cfg.PerTenant)
+		rows, err := query(q, limit)
+		if err != nil {
+			d.idleDone(time.Since(start), 0, true)
+			return nil, false, err
+		}
+		// Reserve slots now, so no other claim of this dispatcher exceeds the limits.
+		kept, left = d.take(rows)
+		d.idleDone(time.Since(start), len(rows), len(rows) == limit)
 	}
-	rows, err := query(q, u.free)
-	if err != nil {
-		return nil, false, err
-	}
-	// Reserve slots now, so no other claim of this dispatcher exceeds the limits.
-	kept, left := d.take(rows)
 	// Tenants already sending, below their limit, beyond the reserve.
-	if n := d.usage().aboveRes; n > 0 && len(u.open) > 0 {
+	if n := min(d.usage().aboveRes, u.room); n > 0 && len(u.open) > 0 {
 		q := due(tx.Client(), now).Where(webhookdelivery.TenantIDIn(u.open...))
 		if len(u.busyHooks) > 0 {
 			q.Where(webhookdelivery.WebhookIDNotIn(u.busyHooks...))
@@ -488,6 +596,11 @@ func (d *Dispatcher) claim(ctx context.Context, u usage) (jobs []job, more bool,
 		}
 		k, l := d.take(rows)
 		kept, left = append(kept, k...), left+l
+		if len(rows) < n {
+			d.cool(u.open, false) // the warm tenants with nothing due
+		}
+	} else if len(u.open) > 0 {
+		d.cool(u.open, true)
 	}
 	if left > 0 {
 		more = true
@@ -545,8 +658,11 @@ func (d *Dispatcher) unreserve(rows []*ent.WebhookDelivery) {
 	}
 }
 
-// untilNextDue returns how long to sleep before the next delivery is due (at most
-// PollInterval).
+// untilNextDue returns how long to sleep before a delivery may be claimable (at most
+// PollInterval). The deliveries already due that the last claim left are waiting for a
+// send to finish, which wakes the loop, or for idleAfter; so only those coming due
+// after that claim are looked up, which the index on (status, next_attempt_at) finds
+// without scanning a backlog.
 func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 	now := d.now()
 	next := now.Add(d.cfg.PollInterval)
@@ -559,44 +675,46 @@ func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 			d.nextDue = time.Time{}
 		}
 	}
+	free, claimedAt, idleAt := d.cfg.Workers-d.inflight, d.claimedAt, now.Add(time.Until(d.idleAfter))
+	wait := next.Sub(now)
+	if d.idleDirty {
+		wait = min(wait, idleAt.Sub(now))
+	}
 	d.mu.Unlock()
-	// Only deliveries a claim could take now count: the others wait for a send to
-	// finish, which wakes the loop.
-	q := d.client.WebhookDelivery.Query().
+	if free <= 0 {
+		return d.cfg.PollInterval, nil // a finishing send wakes the loop
+	}
+	start := time.Now()
+	first, err := d.client.WebhookDelivery.Query().
 		Where(
 			webhookdelivery.StatusEQ(webhookdelivery.StatusPending),
-			webhookdelivery.NextAttemptAtNotNil(),
+			webhookdelivery.NextAttemptAtGT(claimedAt),
 			webhookdelivery.HasWebhookWith(entwebhook.Active(true)),
 		).
 		Order(webhookdelivery.ByNextAttemptAt()).
-		Select(webhookdelivery.FieldNextAttemptAt)
-	switch u := d.usage(); {
-	case u.free <= 0:
-		return d.cfg.PollInterval, nil // a finishing send wakes the loop
-	case u.aboveRes <= 0 && len(u.sending) > 0:
-		q.Where(webhookdelivery.TenantIDNotIn(u.sending...))
-	case u.aboveRes > 0:
-		if len(u.capped) > 0 {
-			q.Where(webhookdelivery.TenantIDNotIn(u.capped...))
-		}
-		if len(u.busyHooks) > 0 {
-			q.Where(webhookdelivery.WebhookIDNotIn(u.busyHooks...))
-		}
-	}
-	first, err := q.First(rule.SystemContext(ctx))
+		Select(webhookdelivery.FieldNextAttemptAt).
+		First(rule.SystemContext(ctx))
+	took := time.Since(start)
+	d.mu.Lock()
+	d.indexCost += (took - d.indexCost) / 8
+	d.mu.Unlock()
 	switch {
 	case ent.IsNotFound(err):
 	case err != nil:
 		return d.cfg.PollInterval, err
-	case first.NextAttemptAt != nil && first.NextAttemptAt.Before(next):
-		next = *first.NextAttemptAt
+	case first.NextAttemptAt != nil:
+		at := *first.NextAttemptAt
+		if !at.After(now) {
+			// Came due since the last claim looked: the next one looks for it (the
+			// sending tenants' are claimed when a send frees a worker).
+			d.markIdleDirty()
+			if idleAt.After(at) {
+				at = idleAt
+			}
+		}
+		wait = min(wait, at.Sub(now))
 	}
-	wait := next.Sub(now)
-	// A due row another instance holds locked is claimed by it in a moment: do not spin.
-	if wait < 20*time.Millisecond {
-		wait = 20 * time.Millisecond
-	}
-	return wait, nil
+	return max(wait, time.Millisecond), nil
 }
 
 // deliver sends one claimed delivery and records the attempt.

@@ -648,14 +648,13 @@ func TestPerEndpointConcurrency(t *testing.T) {
 	})
 }
 
-// gate returns a channel and a function that closes it (once; also at cleanup,
-// before the receivers registered later close).
-func gate(t *testing.T) (<-chan struct{}, func()) {
+// gate returns a channel and a function that closes it, once. Defer the function in
+// the test: deferred calls run before the cleanups that stop the dispatcher and close
+// the receivers, which wait for the requests held on the channel.
+func gate() (<-chan struct{}, func()) {
 	ch := make(chan struct{})
 	var once sync.Once
-	open := func() { once.Do(func() { close(ch) }) }
-	t.Cleanup(open)
-	return ch, open
+	return ch, func() { once.Do(func() { close(ch) }) }
 }
 
 // holder is an endpoint that holds every request until release is closed (or one
@@ -739,7 +738,8 @@ func TestTenantFairness(t *testing.T) {
 		cfg.Timeout = time.Minute
 
 		t.Run("a slow tenant holds at most PerTenant workers", func(t *testing.T) {
-			release, open := gate(t)
+			release, open := gate()
+			defer open()
 			slow := newHolder(t, release, nil)
 			a := slowTenant(t, c, slow, 4, 4) // could keep 4×2 = every worker busy
 			fast := newReceiver(t, nil)
@@ -768,7 +768,8 @@ func TestTenantFairness(t *testing.T) {
 		})
 
 		t.Run("several slow tenants leave the reserve to a tenant with nothing in flight", func(t *testing.T) {
-			release, open := gate(t)
+			release, open := gate()
+			defer open()
 			var slow []*holder
 			var tenants []string
 			for range 3 {
@@ -812,7 +813,8 @@ func TestTenantFairness(t *testing.T) {
 		})
 
 		t.Run("a freed worker goes to a waiting tenant before a backlog", func(t *testing.T) {
-			release, open := gate(t)
+			release, open := gate()
+			defer open()
 			next := make(chan struct{})
 			slow := newHolder(t, release, next)
 			a := slowTenant(t, c, slow, 1, 10)
