@@ -280,11 +280,11 @@ func runFairness(b *testing.B, s *store.Store, sc fairnessScenario) (time.Durati
 //     look for tenants with nothing in flight scans past;
 //   - four_tenants_16_slow: four such tenants; PerTenant holds three at 16, Reserve
 //     stops the fourth at 8 free workers;
-//   - workers16_no_tenant_limits: the finding with the old worker count, PerTenant =
-//     Workers and no Reserve: only the claim order is left, so B waits for the first
-//     of the slow tenant's sends to time out (about 15 s).
+//   - workers16_no_tenant_limits: the finding with 16 workers, PerTenant = Workers and
+//     no Reserve: only the claim order is left, so B waits for the first of the slow
+//     tenant's sends to time out (about 15 s).
 //
-// Run: go test -run '^$' -bench BenchmarkTenantFairness -benchtime 1x ./internal/webhook/
+// Run: go test -run '^$' -bench BenchmarkTenantFairness -benchtime 5x ./internal/webhook/
 func BenchmarkTenantFairness(b *testing.B) {
 	scenarios := []fairnessScenario{
 		{name: "one_tenant_4_slow", dialect: "postgres", slowTenants: 1, slowHooks: 4, events: 8, saturated: 16},

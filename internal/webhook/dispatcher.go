@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,17 +179,18 @@ type Dispatcher struct {
 	perTenant map[string]int
 	nextDue   time.Time // earliest retry scheduled by this dispatcher, not yet due
 	// idleDirty: deliveries of tenants with nothing in flight may be due that no claim
-	// has looked for since (set by Wake, the loop's timer, a delivery found come due,
-	// and warm tenants the sending tenants' query could not serve). Looking for them
-	// scans past the due rows of the tenants that are sending, so it is done only
-	// then, and at most once per idleAfter.
+	// has seen since (set by Wake, the loop's timer and a delivery found come due;
+	// idleGen counts the settings). A claim sees them in its window, or, when the
+	// window is full, by a look that scans past the due rows of the tenants that are
+	// sending; so it looks only when idleDirty, at most once per idleAfter.
 	idleDirty bool
+	idleGen   uint64
 	idleAfter time.Time
 	idleEmpty int // looks in a row that scanned and found nothing
-	// warm holds the tenants whose last send in flight has just finished: their next
-	// due deliveries are looked for with those of the sending tenants (a query that
-	// stops at the first rows it needs), and only if it cannot run, with the idle ones.
-	warm      map[string]bool
+	// warm holds the tenants whose last send in flight finished less than warmFor
+	// ago: claims look for their next deliveries as for those of the sending tenants,
+	// without waiting for idleDirty.
+	warm      map[string]time.Time
 	claimedAt time.Time // the now of the last claim
 	// indexCost is the moving average of untilNextDue's query, which the index
 	// answers without scanning: what a query costs on this database under this load.
@@ -263,7 +265,7 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		freed:     make(chan struct{}, 1),
 		perHook:   map[string]int{},
 		perTenant: map[string]int{},
-		warm:      map[string]bool{},
+		warm:      map[string]time.Time{},
 		idleDirty: true,
 	}
 }
@@ -291,38 +293,52 @@ func (d *Dispatcher) now() time.Time { return d.cfg.Now().UTC() }
 func (d *Dispatcher) markIdleDirty() {
 	d.mu.Lock()
 	d.idleDirty = true
+	d.idleGen++
 	d.mu.Unlock()
 }
 
 // idleTurn reports whether this claim looks for the deliveries of tenants with nothing
-// in flight, and if so clears idleDirty (a Wake during the claim sets it again).
-func (d *Dispatcher) idleTurn() bool {
+// in flight (idle), and if so clears idleDirty. gen identifies the idleDirty seen.
+func (d *Dispatcher) idleTurn() (idle bool, gen uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.idleDirty || time.Now().Before(d.idleAfter) {
-		return false
+		return false, d.idleGen
 	}
 	d.idleDirty = false
-	return true
+	return true, d.idleGen
+}
+
+// idleSeen records that a claim saw every due delivery of the tenants with nothing in
+// flight: idleDirty is cleared unless set again since gen.
+func (d *Dispatcher) idleSeen(gen uint64) {
+	d.mu.Lock()
+	if d.idleGen == gen {
+		d.idleDirty = false
+	}
+	d.idleEmpty = 0
+	d.mu.Unlock()
 }
 
 // idleDone records an idle query that took took and found found rows; again keeps
-// idleDirty set. The next one waits as long as this one took. A look that finds nothing
-// and takes more than ten indexed queries (indexCost) has scanned a backlog of the
-// tenants that are sending: after three such in a row the next waits nine times as
-// long (at most half a second), so that these scans take at most a tenth of the claim
-// loop until each takes more than 50 ms.
+// idleDirty set. A look that finds nothing and takes more than ten indexed queries
+// (indexCost) has scanned a backlog of the tenants that are sending: the next waits as
+// long as it took, and after three such in a row nine times as long (at most half a
+// second), so that these scans take at most a tenth of the claim loop until each takes
+// more than 50 ms. Other looks do not delay the next.
 func (d *Dispatcher) idleDone(took time.Duration, found int, again bool) {
 	d.mu.Lock()
+	var wait time.Duration
 	if found == 0 && took > 10*d.indexCost {
 		d.idleEmpty++
+		wait = took
+		if d.idleEmpty >= 3 {
+			wait = min(9*took, 500*time.Millisecond)
+		}
 	} else {
 		d.idleEmpty = 0
 	}
-	if d.idleEmpty >= 3 {
-		took = min(9*took, 500*time.Millisecond)
-	}
-	d.idleAfter = time.Now().Add(took)
+	d.idleAfter = time.Now().Add(wait)
 	if again {
 		d.idleDirty = true
 	}
@@ -393,8 +409,10 @@ type usage struct {
 	free      int      // workers not sending
 	aboveRes  int      // free workers beyond the Reserve
 	busyHooks []string // webhooks at their PerEndpoint limit
-	sending   []string // tenants with sends in flight, and the warm ones
-	open      []string // the tenants of sending below their PerTenant limit
+	sending   []string // tenants with sends in flight
+	capped    []string // the tenants of sending at their PerTenant limit
+	warm      []string // see Dispatcher.warm
+	open      []string // the tenants of sending below their limit, and the warm ones
 	room      int      // how many more sends the open tenants may start together
 }
 
@@ -413,29 +431,41 @@ func (d *Dispatcher) usage() usage {
 		if n < d.cfg.PerTenant {
 			u.open = append(u.open, id)
 			u.room += d.cfg.PerTenant - n
+		} else {
+			u.capped = append(u.capped, id)
 		}
 	}
-	for id := range d.warm {
-		u.sending = append(u.sending, id)
+	now := time.Now()
+	for id, until := range d.warm {
+		if now.After(until) {
+			delete(d.warm, id)
+			continue
+		}
+		u.warm = append(u.warm, id)
 		u.open = append(u.open, id)
 		u.room += d.cfg.PerTenant
 	}
 	return u
 }
 
-// cool ends the warmth of the tenants of open that got no delivery; if idle, their
-// deliveries are looked for with those of the idle tenants.
-func (d *Dispatcher) cool(open []string, idle bool) {
+// warmFor is how long a tenant stays warm after its last send in flight finished (see
+// Dispatcher.warm): a tenant sending steadily has its next deliveries claimed without
+// waiting for a Wake or a look.
+const warmFor = time.Second
+
+// byIdle splits rows, keeping their order, into those of tenants with nothing in
+// flight and the others.
+func (d *Dispatcher) byIdle(rows []*ent.WebhookDelivery) (idle, busy []*ent.WebhookDelivery) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, id := range open {
-		if d.warm[id] {
-			delete(d.warm, id)
-			if idle {
-				d.idleDirty = true
-			}
+	for _, r := range rows {
+		if d.perTenant[r.TenantID] == 0 {
+			idle = append(idle, r)
+		} else {
+			busy = append(busy, r)
 		}
 	}
+	return idle, busy
 }
 
 // take reserves worker slots for rows, in order, within Workers, PerEndpoint, PerTenant
@@ -468,7 +498,7 @@ func (d *Dispatcher) release(r *ent.WebhookDelivery) {
 	}
 	if d.perTenant[r.TenantID]--; d.perTenant[r.TenantID] <= 0 {
 		delete(d.perTenant, r.TenantID)
-		d.warm[r.TenantID] = true
+		d.warm[r.TenantID] = time.Now().Add(warmFor)
 	}
 	d.mu.Unlock()
 	select {
@@ -512,20 +542,18 @@ func due(c *ent.Client, now time.Time) *ent.WebhookDeliveryQuery {
 // further deliveries may be due (a query filled its limit, or rows were left for lack
 // of a slot).
 //
-// Fairness across tenants: the first query takes the deliveries of tenants with
-// nothing in flight, so a tenant that is waiting gets the next free worker ahead of
-// one that is already sending, however old the latter's backlog. It runs when such
-// deliveries may have come due (idleDirty), at most once per idleAfter. The second
-// takes those of the tenants already sending (and the warm ones), only below their
-// PerTenant limit, never to webhooks at their PerEndpoint limit, and never from the
-// last Reserve free workers. The two sets of tenants are disjoint, so no row is
-// selected twice.
+// Fairness across tenants: the claim reads a window of the oldest due deliveries,
+// leaving out the tenants at their PerTenant limit and the webhooks at their
+// PerEndpoint limit. It takes the rows of tenants with nothing in flight first; when
+// the window is full and such tenants' deliveries may have come due (idleDirty), it
+// looks past the window for them; only then do the tenants already sending take the
+// rest, never the last Reserve free workers. So a waiting tenant gets the next free
+// worker ahead of another's older backlog. The look scans the due rows of the tenants
+// it leaves out, so it runs at most once per idleAfter; it selects no tenant of the
+// window, so no row is selected twice.
 func (d *Dispatcher) claim(ctx context.Context, u usage) (jobs []job, more bool, err error) {
-	idle := d.idleTurn()
-	if u.aboveRes <= 0 {
-		d.cool(u.open, true) // the warm tenants may use the reserve as idle ones
-	}
-	if !idle && (u.aboveRes <= 0 || len(u.open) == 0) {
+	idle, gen := d.idleTurn()
+	if !idle && (len(u.open) == 0 || (u.aboveRes <= 0 && len(u.warm) == 0)) {
 		return nil, false, nil // nothing this claim may take
 	}
 	sctx := rule.SystemContext(ctx)
@@ -562,46 +590,59 @@ func (d *Dispatcher) claim(ctx context.Context, u usage) (jobs []job, more bool,
 	d.mu.Lock()
 	d.claimedAt = now
 	d.mu.Unlock()
-	// Tenants with nothing in flight.
-	var kept []*ent.WebhookDelivery
-	var left int
-	if idle {
-		start := time.Now()
-		q := due(tx.Client(), now)
-		if len(u.sending) > 0 {
-			q.Where(webhookdelivery.TenantIDNotIn(u.sending...))
-		}
-		// One tenant's share per look: a backlog of one tenant fills it, the next look
-		// finds the others behind it.
-		limit := min(u.free, d.cfg.PerTenant)
-		rows, err := query(q, limit)
-		if err != nil {
-			d.idleDone(time.Since(start), 0, true)
-			return nil, false, err
-		}
-		// Reserve slots now, so no other claim of this dispatcher exceeds the limits.
-		kept, left = d.take(rows)
-		d.idleDone(time.Since(start), len(rows), len(rows) == limit)
+	// The window: the oldest due deliveries of the tenants below their limit.
+	limit := u.free
+	if !idle {
+		limit = min(u.free, u.room) // the idle tenants have none that the last claim left
 	}
-	// Tenants already sending, below their limit, beyond the reserve.
-	if n := min(d.usage().aboveRes, u.room); n > 0 && len(u.open) > 0 {
-		q := due(tx.Client(), now).Where(webhookdelivery.TenantIDIn(u.open...))
-		if len(u.busyHooks) > 0 {
-			q.Where(webhookdelivery.WebhookIDNotIn(u.busyHooks...))
+	q := due(tx.Client(), now)
+	if len(u.capped) > 0 {
+		q.Where(webhookdelivery.TenantIDNotIn(u.capped...))
+	}
+	if len(u.busyHooks) > 0 {
+		q.Where(webhookdelivery.WebhookIDNotIn(u.busyHooks...))
+	}
+	rows, err := query(q, limit)
+	if err != nil {
+		if idle {
+			d.markIdleDirty()
 		}
-		rows, err := query(q, n)
+		return nil, false, err
+	}
+	// Reserve slots now, so no other claim of this dispatcher exceeds the limits:
+	// first for the tenants with nothing in flight, then for the others.
+	idleRows, busyRows := d.byIdle(rows)
+	kept, left := d.take(idleRows)
+	switch {
+	case len(rows) < limit:
+		d.idleSeen(gen) // the window held every due delivery of the idle tenants
+	case idle:
+		// Others may wait behind a full window: look past it for the tenants with
+		// nothing in flight that are not in it, before the busy rows take workers.
+		skip := slices.Concat(u.sending, u.warm)
+		for _, r := range rows {
+			skip = append(skip, r.TenantID)
+		}
+		slices.Sort(skip)
+		skip = slices.Compact(skip)
+		lim := min(d.usage().free, d.cfg.PerTenant)
+		if lim <= 0 {
+			d.markIdleDirty() // no worker left: look when one frees
+			break
+		}
+		start := time.Now()
+		rows, err := query(due(tx.Client(), now).Where(webhookdelivery.TenantIDNotIn(skip...)), lim)
 		if err != nil {
 			d.unreserve(kept)
+			d.markIdleDirty()
 			return nil, false, err
 		}
 		k, l := d.take(rows)
 		kept, left = append(kept, k...), left+l
-		if len(rows) < n {
-			d.cool(u.open, false) // the warm tenants with nothing due
-		}
-	} else if len(u.open) > 0 {
-		d.cool(u.open, true)
+		d.idleDone(time.Since(start), len(rows), len(rows) == lim)
 	}
+	k, l := d.take(busyRows)
+	kept, left = append(kept, k...), left+l
 	if left > 0 {
 		more = true
 	}
