@@ -746,8 +746,8 @@ func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 	case first.NextAttemptAt != nil:
 		at := *first.NextAttemptAt
 		if !at.After(now) {
-			// Came due since the last claim looked: the next one looks for it (the
-			// sending tenants' are claimed when a send frees a worker).
+			// Came due since the last claim: the next one takes it, looking past
+			// its window if need be, which may have to wait for idleAfter.
 			d.markIdleDirty()
 			if idleAt.After(at) {
 				at = idleAt
