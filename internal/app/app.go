@@ -283,6 +283,7 @@ func (a *App) webhooks(cfg config.Config) (*webhook.Manager, error) {
 	}
 	policy := webhook.Policy{AllowPrivate: cfg.WebhookAllowPrivate, AllowHTTP: cfg.WebhookAllowHTTP}
 	a.Dispatcher = webhook.NewDispatcher(a.Store.Client, a.Store.Dialect, webhook.Config{Schedule: schedule, Policy: policy,
+		Workers: cfg.WebhookWorkers, PerTenant: cfg.WebhookPerTenant,
 		OnAttempt: func(r webhook.AttemptResult) {
 			a.Metrics.WebhookAttempts.WithLabelValues(string(r.Outcome)).Inc()
 			a.Metrics.WebhookSeconds.Observe(r.Latency.Seconds())

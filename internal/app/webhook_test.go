@@ -308,3 +308,63 @@ func TestWebhookSecretRotation(t *testing.T) {
 	e.MustDo(key, `mutation($id: ID!) { deleteWebhook(id: $id) }`, map[string]any{"id": hookID}, &del)
 	expectCode(t, e.Do(key, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": hookID}), "NOT_FOUND")
 }
+
+// One tenant's hanging endpoints with a backlog do not hold up another tenant's test
+// delivery (WEBHOOK_WORKERS=8: without a per-tenant limit the 4 endpoints, 4 sends
+// each, would take every worker until their 15 s timeout).
+func TestWebhookTenantFairness(t *testing.T) {
+	for _, d := range []string{"sqlite", "postgres"} {
+		t.Run(d, func(t *testing.T) {
+			e := apptest.New(t, d, app.Options{}, func(c *config.Config) {
+				c.WebhookAllowPrivate, c.WebhookAllowHTTP = true, true
+				c.WebhookWorkers = 8 // per tenant: max(8/4, 4+1) = 5
+			})
+			release := make(chan struct{})
+			var once sync.Once
+			open := func() { once.Do(func() { close(release) }) }
+			var mu sync.Mutex
+			held, answered := 0, 0
+			slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				_, _ = io.Copy(io.Discard, req.Body)
+				mu.Lock()
+				held++
+				mu.Unlock()
+				select {
+				case <-release:
+				case <-req.Context().Done():
+				}
+				mu.Lock()
+				held--
+				answered++
+				mu.Unlock()
+			}))
+			defer slow.Close()
+			defer open() // before the server closes: Close waits for its handlers
+			counts := func() (int, int) {
+				mu.Lock()
+				defer mu.Unlock()
+				return held, answered
+			}
+
+			_, keyA := e.Key(e.AdminToken, e.Tenant("slow-a"), "webhooks:write")
+			for i := range 4 {
+				id, _ := createWebhook(t, e, keyA, slow.URL+"/"+string(rune('a'+i)), []string{"webhook.test"})
+				for range 3 {
+					e.MustDo(keyA, `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`, map[string]any{"id": id}, &struct{}{})
+				}
+			}
+			waitFor(t, 10*time.Second, func() bool { h, _ := counts(); return h >= 5 })
+
+			_, keyB := e.Key(e.AdminToken, e.Tenant("fast-b"), "webhooks:write")
+			r := newReceiver(t)
+			idB, secretB := createWebhook(t, e, keyB, r.URL, []string{"webhook.test"})
+			e.MustDo(keyB, `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`, map[string]any{"id": idB}, &struct{}{})
+			verifies(t, secretB, r.next(t, "webhook.test"))
+			if h, a := counts(); h != 5 || a != 0 {
+				t.Fatalf("when B was delivered tenant A had %d requests held and %d answered, want 5 and 0", h, a)
+			}
+			open()
+			waitFor(t, 20*time.Second, func() bool { _, a := counts(); return a >= 12 })
+		})
+	}
+}

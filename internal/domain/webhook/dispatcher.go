@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ var DefaultSchedule = []time.Duration{
 const (
 	DefaultJitter       = 0.1
 	DefaultTimeout      = 15 * time.Second
-	DefaultWorkers      = 16
+	DefaultWorkers      = 64
 	DefaultPerEndpoint  = 4
 	DefaultPollInterval = 2 * time.Second
 	DefaultDisableAfter = 5 * 24 * time.Hour
@@ -63,11 +64,27 @@ type Config struct {
 	// 2*Timeout+15s; a Lease below Timeout is raised to 2*Timeout). A process killed
 	// mid-delivery leaves the delivery to be retried, with the same id, after the lease.
 	Lease time.Duration
-	// Workers is the number of concurrent sends (default 16).
+	// Workers is the most sends this dispatcher has in flight at once (default 64).
+	// A send is a goroutine waiting on the network, not on the CPU: what Workers bounds
+	// is open connections, memory (tens of KiB per send) and the transactions that
+	// record results. The default is large enough that, after PerTenant and Reserve,
+	// several tenants whose endpoints all hang still leave room for everyone else.
 	Workers int
 	// PerEndpoint is the most concurrent sends to one webhook by this dispatcher
 	// (default 4), so a slow endpoint cannot starve the others.
 	PerEndpoint int
+	// PerTenant is the most concurrent sends to one tenant's webhooks by this
+	// dispatcher, so one tenant's slow or failing endpoints cannot take every worker.
+	// Default Workers/4 (16 with the default Workers), but at least PerEndpoint+1, so
+	// one stuck endpoint never stops its tenant's other endpoints; at most Workers.
+	PerTenant int
+	// Reserve is the number of workers kept for tenants with no send in flight: a
+	// tenant that already has one starts another only while more than Reserve workers
+	// are free. When several tenants' hanging endpoints hold every other worker, a
+	// tenant with nothing in flight still finds one; only Reserve more tenants stuck at
+	// once use them up. Default Workers/8 (at least 1, at most Workers-1); negative:
+	// none.
+	Reserve int
 	// PollInterval is how often the database is polled when nothing wakes the
 	// dispatcher (default 2 s).
 	PollInterval time.Duration
@@ -144,6 +161,11 @@ func ParseSchedule(s string) ([]time.Duration, error) {
 // sends them outside any transaction and records every attempt. Several dispatchers
 // (in one or several processes) may share a database: a delivery is never attempted
 // by two of them at once. Create it with NewDispatcher and start it with Run.
+//
+// Workers are shared fairly across tenants (see Config.PerTenant and Config.Reserve,
+// and claim): one tenant's slow or failing endpoints hold at most PerTenant of them,
+// and a tenant with nothing in flight is served first when a worker frees. The limits
+// are per dispatcher.
 type Dispatcher struct {
 	client   *ent.Client
 	postgres bool
@@ -152,11 +174,29 @@ type Dispatcher struct {
 	wake  chan struct{}
 	freed chan struct{}
 
-	mu       sync.Mutex
-	inflight int
-	perHook  map[string]int
-	nextDue  time.Time // earliest retry scheduled by this dispatcher, not yet due
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	inflight  int
+	perHook   map[string]int
+	perTenant map[string]int
+	nextDue   time.Time // earliest retry scheduled by this dispatcher, not yet due
+	// idleDirty: deliveries of tenants with nothing in flight may be due that no claim
+	// has seen since (set by Wake, the loop's timer and a delivery found come due;
+	// idleGen counts the settings). A claim sees them in its window, or, when the
+	// window is full, by a look that scans past the due rows of the tenants that are
+	// sending; so it looks only when idleDirty, at most once per idleAfter.
+	idleDirty bool
+	idleGen   uint64
+	idleAfter time.Time
+	idleEmpty int // looks in a row that scanned and found nothing
+	// warm holds the tenants whose last send in flight finished less than warmFor
+	// ago: claims look for their next deliveries as for those of the sending tenants,
+	// without waiting for idleDirty.
+	warm      map[string]time.Time
+	claimedAt time.Time // the now of the last claim
+	// indexCost is the moving average of untilNextDue's query, which the index
+	// answers without scanning: what a query costs on this database under this load.
+	indexCost time.Duration
+	wg        sync.WaitGroup
 
 	// beforeRecord, when set (tests), runs after a send and before its result is
 	// recorded; returning false abandons the result, as a process killed then would.
@@ -195,6 +235,17 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 	if cfg.PerEndpoint <= 0 {
 		cfg.PerEndpoint = DefaultPerEndpoint
 	}
+	if cfg.PerTenant <= 0 {
+		cfg.PerTenant = max(cfg.Workers/4, cfg.PerEndpoint+1)
+	}
+	cfg.PerTenant = min(cfg.PerTenant, cfg.Workers)
+	switch {
+	case cfg.Reserve == 0:
+		cfg.Reserve = max(cfg.Workers/8, 1)
+	case cfg.Reserve < 0:
+		cfg.Reserve = 0
+	}
+	cfg.Reserve = min(cfg.Reserve, cfg.Workers-1)
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
@@ -208,12 +259,15 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		cfg.Now = time.Now
 	}
 	return &Dispatcher{
-		client:   client,
-		postgres: dialect == "postgres",
-		cfg:      cfg,
-		wake:     make(chan struct{}, 1),
-		freed:    make(chan struct{}, 1),
-		perHook:  map[string]int{},
+		client:    client,
+		postgres:  dialect == "postgres",
+		cfg:       cfg,
+		wake:      make(chan struct{}, 1),
+		freed:     make(chan struct{}, 1),
+		perHook:   map[string]int{},
+		perTenant: map[string]int{},
+		warm:      map[string]time.Time{},
+		idleDirty: true,
 	}
 }
 
@@ -227,6 +281,7 @@ func (d *Dispatcher) Wake() {
 	if d == nil {
 		return
 	}
+	d.markIdleDirty()
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -234,6 +289,62 @@ func (d *Dispatcher) Wake() {
 }
 
 func (d *Dispatcher) now() time.Time { return d.cfg.Now().UTC() }
+
+// markIdleDirty notes that tenants with nothing in flight may have due deliveries.
+func (d *Dispatcher) markIdleDirty() {
+	d.mu.Lock()
+	d.idleDirty = true
+	d.idleGen++
+	d.mu.Unlock()
+}
+
+// idleTurn reports whether this claim looks for the deliveries of tenants with nothing
+// in flight (idle), and if so clears idleDirty. gen identifies the idleDirty seen.
+func (d *Dispatcher) idleTurn() (idle bool, gen uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.idleDirty || time.Now().Before(d.idleAfter) {
+		return false, d.idleGen
+	}
+	d.idleDirty = false
+	return true, d.idleGen
+}
+
+// idleSeen records that a claim saw every due delivery of the tenants with nothing in
+// flight: idleDirty is cleared unless set again since gen.
+func (d *Dispatcher) idleSeen(gen uint64) {
+	d.mu.Lock()
+	if d.idleGen == gen {
+		d.idleDirty = false
+	}
+	d.idleEmpty = 0
+	d.mu.Unlock()
+}
+
+// idleDone records an idle query that took took and found found rows; again keeps
+// idleDirty set. A look that finds nothing and takes more than ten indexed queries
+// (indexCost) has scanned a backlog of the tenants that are sending: the next waits as
+// long as it took, and after three such in a row nine times as long (at most half a
+// second), so that these scans take at most a tenth of the claim loop until each takes
+// more than 50 ms. Other looks do not delay the next.
+func (d *Dispatcher) idleDone(took time.Duration, found int, again bool) {
+	d.mu.Lock()
+	var wait time.Duration
+	if found == 0 && took > 10*d.indexCost {
+		d.idleEmpty++
+		wait = took
+		if d.idleEmpty >= 3 {
+			wait = min(9*took, 500*time.Millisecond)
+		}
+	} else {
+		d.idleEmpty = 0
+	}
+	d.idleAfter = time.Now().Add(wait)
+	if again {
+		d.idleDirty = true
+	}
+	d.mu.Unlock()
+}
 
 // Run claims, sends and records deliveries until ctx is done, then waits for the sends
 // in flight (each bounded by Timeout) and records their results. Call it once per
@@ -266,6 +377,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-d.wake:
 		case <-d.freed:
 		case <-timer.C:
+			d.markIdleDirty() // a delivery may have come due
 		}
 	}
 }
@@ -274,11 +386,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // returns how long to wait before looking again when nothing else wakes the loop.
 func (d *Dispatcher) fill(ctx, sendCtx context.Context) (time.Duration, error) {
 	for ctx.Err() == nil {
-		free, busy := d.capacity()
-		if free == 0 {
+		u := d.usage()
+		if u.free <= 0 {
 			return d.cfg.PollInterval, nil // a finishing send wakes the loop
 		}
-		jobs, dropped, err := d.claim(ctx, free, busy)
+		jobs, more, err := d.claim(ctx, u)
 		if err != nil {
 			return 0, err
 		}
@@ -286,32 +398,108 @@ func (d *Dispatcher) fill(ctx, sendCtx context.Context) (time.Duration, error) {
 			d.wg.Add(1)
 			go d.deliver(sendCtx, j)
 		}
-		if len(jobs) == 0 || (len(jobs) < free && dropped == 0) {
+		if len(jobs) == 0 || !more {
 			break // nothing more is due now
 		}
 	}
 	return d.untilNextDue(ctx)
 }
 
-// capacity returns the number of free workers and the webhooks at their PerEndpoint limit.
-func (d *Dispatcher) capacity() (int, []string) {
+// usage is a snapshot of the dispatcher's workers, from which claims are built.
+type usage struct {
+	free      int      // workers not sending
+	aboveRes  int      // free workers beyond the Reserve
+	busyHooks []string // webhooks at their PerEndpoint limit
+	sending   []string // tenants with sends in flight
+	capped    []string // the tenants of sending at their PerTenant limit
+	warm      []string // see Dispatcher.warm
+	open      []string // the tenants of sending below their limit, and the warm ones
+	room      int      // how many more sends the open tenants may start together
+}
+
+func (d *Dispatcher) usage() usage {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var busy []string
+	u := usage{free: d.cfg.Workers - d.inflight}
+	u.aboveRes = u.free - d.cfg.Reserve
 	for id, n := range d.perHook {
 		if n >= d.cfg.PerEndpoint {
-			busy = append(busy, id)
+			u.busyHooks = append(u.busyHooks, id)
 		}
 	}
-	return d.cfg.Workers - d.inflight, busy
+	for id, n := range d.perTenant {
+		u.sending = append(u.sending, id)
+		if n < d.cfg.PerTenant {
+			u.open = append(u.open, id)
+			u.room += d.cfg.PerTenant - n
+		} else {
+			u.capped = append(u.capped, id)
+		}
+	}
+	now := time.Now()
+	for id, until := range d.warm {
+		if now.After(until) {
+			delete(d.warm, id)
+			continue
+		}
+		u.warm = append(u.warm, id)
+		u.open = append(u.open, id)
+		u.room += d.cfg.PerTenant
+	}
+	return u
+}
+
+// warmFor is how long a tenant stays warm after its last send in flight finished (see
+// Dispatcher.warm): a tenant sending steadily has its next deliveries claimed without
+// waiting for a Wake or a look.
+const warmFor = time.Second
+
+// byIdle splits rows, keeping their order, into those of tenants with nothing in
+// flight and the others.
+func (d *Dispatcher) byIdle(rows []*ent.WebhookDelivery) (idle, busy []*ent.WebhookDelivery) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range rows {
+		if d.perTenant[r.TenantID] == 0 {
+			idle = append(idle, r)
+		} else {
+			busy = append(busy, r)
+		}
+	}
+	return idle, busy
+}
+
+// take reserves worker slots for rows, in order, within Workers, PerEndpoint, PerTenant
+// and Reserve. It returns the rows it reserved slots for and how many it left.
+func (d *Dispatcher) take(rows []*ent.WebhookDelivery) (kept []*ent.WebhookDelivery, left int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range rows {
+		free, sending := d.cfg.Workers-d.inflight, d.perTenant[r.TenantID]
+		if free > 0 && d.perHook[r.WebhookID] < d.cfg.PerEndpoint && sending < d.cfg.PerTenant &&
+			(sending == 0 || free > d.cfg.Reserve) {
+			d.inflight++
+			d.perHook[r.WebhookID]++
+			d.perTenant[r.TenantID]++
+			delete(d.warm, r.TenantID)
+			kept = append(kept, r)
+		} else {
+			left++
+		}
+	}
+	return kept, left
 }
 
 // release frees the worker slot of a finished send and wakes the loop.
-func (d *Dispatcher) release(webhookID string) {
+func (d *Dispatcher) release(r *ent.WebhookDelivery) {
 	d.mu.Lock()
 	d.inflight--
-	if d.perHook[webhookID]--; d.perHook[webhookID] <= 0 {
-		delete(d.perHook, webhookID)
+	if d.perHook[r.WebhookID]--; d.perHook[r.WebhookID] <= 0 {
+		delete(d.perHook, r.WebhookID)
+	}
+	if d.perTenant[r.TenantID]--; d.perTenant[r.TenantID] <= 0 {
+		delete(d.perTenant, r.TenantID)
+		d.warm[r.TenantID] = time.Now().Add(warmFor)
 	}
 	d.mu.Unlock()
 	select {
@@ -337,68 +525,130 @@ type job struct {
 	lease time.Time // the next_attempt_at the claim set: the fencing token of the result
 }
 
-// claim selects up to limit due deliveries (skipping rows other workers have locked on
-// PostgreSQL, and webhooks at their PerEndpoint limit), reserves worker slots for those
-// within the limits, moves their next_attempt_at to now+Lease and commits. It returns the
-// claimed jobs and how many due rows were left for lack of per-endpoint capacity.
-func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs []job, dropped int, err error) {
+// due returns the query of the deliveries that are due now, oldest first, to active
+// webhooks.
+func due(c *ent.Client, now time.Time) *ent.WebhookDeliveryQuery {
+	return c.WebhookDelivery.Query().
+		Where(
+			webhookdelivery.StatusEQ(webhookdelivery.StatusPending),
+			webhookdelivery.Or(webhookdelivery.NextAttemptAtIsNil(), webhookdelivery.NextAttemptAtLTE(now)),
+			webhookdelivery.HasWebhookWith(entwebhook.Active(true)),
+		).
+		Order(webhookdelivery.ByNextAttemptAt(), webhookdelivery.ByID())
+}
+
+// claim selects due deliveries within the limits of u (skipping rows other workers
+// have locked on PostgreSQL), reserves worker slots for them, moves their
+// next_attempt_at to now+Lease and commits. It returns the claimed jobs, and more when
+// further deliveries may be due (a query filled its limit, or rows were left for lack
+// of a slot).
+//
+// Fairness across tenants: the claim reads a window of the oldest due deliveries,
+// leaving out the tenants at their PerTenant limit and the webhooks at their
+// PerEndpoint limit. It takes the rows of tenants with nothing in flight first; when
+// the window is full and such tenants' deliveries may have come due (idleDirty), it
+// looks past the window for them; only then do the tenants already sending take the
+// rest, never the last Reserve free workers. So a waiting tenant gets the next free
+// worker ahead of another's older backlog. The look scans the due rows of the tenants
+// it leaves out, so it runs at most once per idleAfter; it selects no tenant of the
+// window, so no row is selected twice.
+func (d *Dispatcher) claim(ctx context.Context, u usage) (jobs []job, more bool, err error) {
+	idle, gen := d.idleTurn()
+	if !idle && (len(u.open) == 0 || (u.aboveRes <= 0 && len(u.warm) == 0)) {
+		return nil, false, nil // nothing this claim may take
+	}
 	sctx := rule.SystemContext(ctx)
 	now := d.now()
 	lease := now.Add(d.cfg.Lease).Truncate(time.Microsecond)
 	tx, err := d.client.Tx(sctx)
 	if err != nil {
-		return nil, 0, err
+		if idle {
+			d.markIdleDirty()
+		}
+		return nil, false, err
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
 		}
 	}()
-	q := tx.WebhookDelivery.Query().
-		Where(
-			webhookdelivery.StatusEQ(webhookdelivery.StatusPending),
-			webhookdelivery.Or(webhookdelivery.NextAttemptAtIsNil(), webhookdelivery.NextAttemptAtLTE(now)),
-			webhookdelivery.HasWebhookWith(entwebhook.Active(true)),
-		).
-		Order(webhookdelivery.ByNextAttemptAt(), webhookdelivery.ByID()).
-		Limit(limit).
-		Select(
-			webhookdelivery.FieldTenantID, webhookdelivery.FieldWebhookID, webhookdelivery.FieldEventID,
-			webhookdelivery.FieldEventType, webhookdelivery.FieldPayload, webhookdelivery.FieldAttempts,
-		)
-	if len(busy) > 0 {
-		q.Where(webhookdelivery.WebhookIDNotIn(busy...))
+	fields := []string{
+		webhookdelivery.FieldTenantID, webhookdelivery.FieldWebhookID, webhookdelivery.FieldEventID,
+		webhookdelivery.FieldEventType, webhookdelivery.FieldPayload, webhookdelivery.FieldAttempts,
 	}
-	if d.postgres {
-		q.ForUpdate(sql.WithLockAction(sql.SkipLocked))
+	query := func(q *ent.WebhookDeliveryQuery, limit int) ([]*ent.WebhookDelivery, error) {
+		q.Limit(limit).Select(fields...)
+		if d.postgres {
+			q.ForUpdate(sql.WithLockAction(sql.SkipLocked))
+		}
+		rows, err := q.All(sctx)
+		if len(rows) == limit {
+			more = true
+		}
+		return rows, err
 	}
-	rows, err := q.All(sctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	if len(rows) == 0 {
-		return nil, 0, tx.Commit()
-	}
-	// Reserve slots now, so no other claim of this dispatcher exceeds the limits.
-	var kept []*ent.WebhookDelivery
+
 	d.mu.Lock()
-	for _, r := range rows {
-		if d.inflight < d.cfg.Workers && d.perHook[r.WebhookID] < d.cfg.PerEndpoint {
-			d.inflight++
-			d.perHook[r.WebhookID]++
-			kept = append(kept, r)
-		} else {
-			dropped++
-		}
-	}
+	d.claimedAt = now
 	d.mu.Unlock()
-	unreserve := func(list []*ent.WebhookDelivery) {
-		for _, r := range list {
-			d.release(r.WebhookID)
+	// The window: the oldest due deliveries of the tenants below their limit.
+	limit := u.free
+	if !idle {
+		limit = min(u.free, u.room) // the idle tenants have none that the last claim left
+	}
+	q := due(tx.Client(), now)
+	if len(u.capped) > 0 {
+		q.Where(webhookdelivery.TenantIDNotIn(u.capped...))
+	}
+	if len(u.busyHooks) > 0 {
+		q.Where(webhookdelivery.WebhookIDNotIn(u.busyHooks...))
+	}
+	rows, err := query(q, limit)
+	if err != nil {
+		if idle {
+			d.markIdleDirty()
 		}
+		return nil, false, err
+	}
+	// Reserve slots now, so no other claim of this dispatcher exceeds the limits:
+	// first for the tenants with nothing in flight, then for the others.
+	idleRows, busyRows := d.byIdle(rows)
+	kept, left := d.take(idleRows)
+	switch {
+	case len(rows) < limit:
+		d.idleSeen(gen) // the window held every due delivery of the idle tenants
+	case idle:
+		// Others may wait behind a full window: look past it for the tenants with
+		// nothing in flight that are not in it, before the busy rows take workers.
+		skip := slices.Concat(u.sending, u.warm)
+		for _, r := range rows {
+			skip = append(skip, r.TenantID)
+		}
+		slices.Sort(skip)
+		skip = slices.Compact(skip)
+		lim := min(d.usage().free, d.cfg.PerTenant)
+		if lim <= 0 {
+			d.markIdleDirty() // no worker left: look when one frees
+			break
+		}
+		start := time.Now()
+		rows, err := query(due(tx.Client(), now).Where(webhookdelivery.TenantIDNotIn(skip...)), lim)
+		if err != nil {
+			d.unreserve(kept)
+			d.markIdleDirty()
+			return nil, false, err
+		}
+		k, l := d.take(rows)
+		kept, left = append(kept, k...), left+l
+		d.idleDone(time.Since(start), len(rows), len(rows) == lim)
+	}
+	k, l := d.take(busyRows)
+	kept, left = append(kept, k...), left+l
+	if left > 0 {
+		more = true
 	}
 	if len(kept) == 0 {
-		return nil, dropped, tx.Commit()
+		return nil, more, tx.Commit()
 	}
 	ids := make([]string, len(kept))
 	for i, r := range kept {
@@ -408,12 +658,12 @@ func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs 
 		Where(webhookdelivery.IDIn(ids...)).
 		SetNextAttemptAt(lease).
 		Exec(sctx); err != nil {
-		unreserve(kept)
-		return nil, 0, err
+		d.unreserve(kept)
+		return nil, false, err
 	}
 	if err = tx.Commit(); err != nil {
-		unreserve(kept)
-		return nil, 0, err
+		d.unreserve(kept)
+		return nil, false, err
 	}
 	// Load the webhooks after the commit: secrets and URL as they are now.
 	hookIDs := make([]string, 0, len(kept))
@@ -423,8 +673,8 @@ func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs 
 	hooks, herr := d.client.Webhook.Query().Where(entwebhook.IDIn(hookIDs...)).All(sctx)
 	if herr != nil {
 		// The claims stand; the deliveries are retried when their lease expires.
-		unreserve(kept)
-		return nil, dropped, herr
+		d.unreserve(kept)
+		return nil, more, herr
 	}
 	byID := make(map[string]*ent.Webhook, len(hooks))
 	for _, h := range hooks {
@@ -435,16 +685,26 @@ func (d *Dispatcher) claim(ctx context.Context, limit int, busy []string) (jobs 
 		if h == nil || !h.Active {
 			// Deleted or disabled since the claim: leave it; it is due again after
 			// the lease if the webhook is re-activated.
-			d.release(r.WebhookID)
+			d.release(r)
 			continue
 		}
 		jobs = append(jobs, job{d: r, hook: h, lease: lease})
 	}
-	return jobs, dropped, nil
+	return jobs, more, nil
 }
 
-// untilNextDue returns how long to sleep before the next delivery is due (at most
-// PollInterval).
+// unreserve frees the slots take reserved for rows that will not be sent.
+func (d *Dispatcher) unreserve(rows []*ent.WebhookDelivery) {
+	for _, r := range rows {
+		d.release(r)
+	}
+}
+
+// untilNextDue returns how long to sleep before a delivery may be claimable (at most
+// PollInterval). The deliveries already due that the last claim left are waiting for a
+// send to finish, which wakes the loop, or for idleAfter; so only those coming due
+// after that claim are looked up, which the index on (status, next_attempt_at) finds
+// without scanning a backlog.
 func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 	now := d.now()
 	next := now.Add(d.cfg.PollInterval)
@@ -457,39 +717,52 @@ func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
 			d.nextDue = time.Time{}
 		}
 	}
+	free, claimedAt, idleAt := d.cfg.Workers-d.inflight, d.claimedAt, now.Add(time.Until(d.idleAfter))
+	wait := next.Sub(now)
+	if d.idleDirty {
+		wait = min(wait, idleAt.Sub(now))
+	}
 	d.mu.Unlock()
-	_, busy := d.capacity()
-	q := d.client.WebhookDelivery.Query().
+	if free <= 0 {
+		return d.cfg.PollInterval, nil // a finishing send wakes the loop
+	}
+	start := time.Now()
+	first, err := d.client.WebhookDelivery.Query().
 		Where(
 			webhookdelivery.StatusEQ(webhookdelivery.StatusPending),
-			webhookdelivery.NextAttemptAtNotNil(),
+			webhookdelivery.NextAttemptAtGT(claimedAt),
 			webhookdelivery.HasWebhookWith(entwebhook.Active(true)),
 		).
 		Order(webhookdelivery.ByNextAttemptAt()).
-		Select(webhookdelivery.FieldNextAttemptAt)
-	if len(busy) > 0 {
-		q.Where(webhookdelivery.WebhookIDNotIn(busy...))
-	}
-	first, err := q.First(rule.SystemContext(ctx))
+		Select(webhookdelivery.FieldNextAttemptAt).
+		First(rule.SystemContext(ctx))
+	took := time.Since(start)
+	d.mu.Lock()
+	d.indexCost += (took - d.indexCost) / 8
+	d.mu.Unlock()
 	switch {
 	case ent.IsNotFound(err):
 	case err != nil:
 		return d.cfg.PollInterval, err
-	case first.NextAttemptAt != nil && first.NextAttemptAt.Before(next):
-		next = *first.NextAttemptAt
+	case first.NextAttemptAt != nil:
+		at := *first.NextAttemptAt
+		if !at.After(now) {
+			// Came due since the last claim: the next one takes it, looking past
+			// its window if need be, which may have to wait for idleAfter.
+			d.markIdleDirty()
+			if idleAt.After(at) {
+				at = idleAt
+			}
+		}
+		wait = min(wait, at.Sub(now))
 	}
-	wait := next.Sub(now)
-	// A due row another instance holds locked is claimed by it in a moment: do not spin.
-	if wait < 20*time.Millisecond {
-		wait = 20 * time.Millisecond
-	}
-	return wait, nil
+	return max(wait, time.Millisecond), nil
 }
 
 // deliver sends one claimed delivery and records the attempt.
 func (d *Dispatcher) deliver(ctx context.Context, j job) {
 	defer d.wg.Done()
-	defer d.release(j.d.WebhookID)
+	defer d.release(j.d)
 	res := d.send(ctx, j)
 	if d.beforeRecord != nil && !d.beforeRecord(j.d.ID) {
 		return

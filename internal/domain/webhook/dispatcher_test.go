@@ -650,3 +650,199 @@ func TestPerEndpointConcurrency(t *testing.T) {
 		}
 	})
 }
+
+// gate returns a channel and a function that closes it, once. Defer the function in
+// the test: deferred calls run before the cleanups that stop the dispatcher and close
+// the receivers, which wait for the requests held on the channel.
+func gate() (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	return ch, func() { once.Do(func() { close(ch) }) }
+}
+
+// holder is an endpoint that holds every request until release is closed (or one
+// token is sent on next), counting the requests it holds.
+type holder struct {
+	*receiver
+	held, peak atomic.Int64
+}
+
+func newHolder(t *testing.T, release <-chan struct{}, next <-chan struct{}) *holder {
+	h := &holder{}
+	h.receiver = newReceiver(t, func(_ int, r *http.Request) (int, http.Header) {
+		n := h.held.Add(1)
+		for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
+		}
+		defer h.held.Add(-1)
+		select {
+		case <-release:
+		case <-next:
+		case <-r.Context().Done():
+		}
+		return http.StatusOK, nil
+	})
+	return h
+}
+
+// slowTenant creates a tenant with hooks webhooks on h and queues events events to
+// all of them; it returns the tenant.
+func slowTenant(t *testing.T, c *ent.Client, h *holder, hooks, events int) string {
+	t.Helper()
+	tid := newTenant(t, c)
+	for i := range hooks {
+		newWebhook(t, c, tid, h.URL+"/"+tid+"/"+string(rune('a'+i)))
+	}
+	for range events {
+		enqueue(t, c, tid, webhook.EventAPIKeyUpdated, nil)
+	}
+	return tid
+}
+
+// waitAllDelivered waits until every delivery of tenants is DELIVERED, then checks
+// that each was received once by rcs, never twice at the same time, and attempted once.
+func waitAllDelivered(t *testing.T, c *ent.Client, tenants []string, rcs ...*receiver) {
+	t.Helper()
+	ofTenants := webhookdelivery.TenantIDIn(tenants...)
+	total := c.WebhookDelivery.Query().Where(ofTenants).CountX(sysCtx())
+	waitFor(t, 20*time.Second, "every delivery", func() bool {
+		return c.WebhookDelivery.Query().Where(ofTenants, webhookdelivery.StatusEQ(webhookdelivery.StatusDelivered)).CountX(sysCtx()) == total
+	})
+	seen := map[string]int{}
+	for _, rc := range rcs {
+		for _, r := range rc.requests() {
+			seen[r.Path+" "+r.Header.Get("webhook-id")]++
+		}
+		rc.mu.Lock()
+		if rc.overlaps != 0 {
+			t.Errorf("%d concurrent attempts of the same delivery", rc.overlaps)
+		}
+		rc.mu.Unlock()
+	}
+	if len(seen) != total {
+		t.Errorf("%d distinct deliveries received, want %d", len(seen), total)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("%s received %d times", k, n)
+		}
+	}
+	if n := c.WebhookAttempt.Query().Where(webhookattempt.TenantIDIn(tenants...)).CountX(sysCtx()); n != total {
+		t.Errorf("%d attempt rows, want %d", n, total)
+	}
+}
+
+// One tenant's endpoints that hang cannot hold up another tenant's deliveries: the
+// attacker's finding (4 slow endpoints with a backlog) on a small dispatcher.
+func TestTenantFairness(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, s *store.Store) {
+		c := s.Client
+		// Timeout beyond the test: the slow requests end only when released.
+		cfg := testConfig()
+		cfg.Timeout = time.Minute
+
+		t.Run("a slow tenant holds at most PerTenant workers", func(t *testing.T) {
+			release, open := gate()
+			defer open()
+			slow := newHolder(t, release, nil)
+			a := slowTenant(t, c, slow, 4, 4) // could keep 4×2 = every worker busy
+			fast := newReceiver(t, nil)
+			b := newTenant(t, c)
+			newWebhook(t, c, b, fast.URL)
+			cfg := cfg
+			cfg.Workers, cfg.PerEndpoint = 8, 2 // PerTenant: max(8/4, 2+1) = 3
+			d, stop := runDispatcher(t, s, cfg)
+			defer stop()
+			waitFor(t, 10*time.Second, "the slow tenant's sends", func() bool { return slow.held.Load() >= 3 })
+
+			enqueue(t, c, b, webhook.EventWebhookTest, nil)
+			d.Wake()
+			waitFor(t, 10*time.Second, "tenant B's delivery while the slow tenant's requests hang", func() bool { return fast.count() == 1 })
+			if held, done := slow.held.Load(), slow.count()-int(slow.held.Load()); held != 3 || done != 0 {
+				t.Fatalf("when B was delivered the slow tenant had %d requests held and %d answered, want 3 and 0", held, done)
+			}
+			if p := slow.peak.Load(); p > 3 {
+				t.Errorf("%d concurrent sends for one tenant, PerTenant 3", p)
+			}
+			open()
+			waitAllDelivered(t, c, []string{a, b}, slow.receiver, fast)
+			if p := slow.peak.Load(); p > 3 {
+				t.Errorf("%d concurrent sends for one tenant, PerTenant 3", p)
+			}
+		})
+
+		t.Run("several slow tenants leave the reserve to a tenant with nothing in flight", func(t *testing.T) {
+			release, open := gate()
+			defer open()
+			var slow []*holder
+			var tenants []string
+			for range 3 {
+				h := newHolder(t, release, nil)
+				tenants = append(tenants, slowTenant(t, c, h, 4, 2))
+				slow = append(slow, h)
+			}
+			fast := newReceiver(t, nil)
+			b := newTenant(t, c)
+			newWebhook(t, c, b, fast.URL)
+			cfg := cfg
+			cfg.Workers, cfg.PerEndpoint = 8, 2 // PerTenant 3, Reserve 1
+			heldAll := func() (n int64) {
+				for _, h := range slow {
+					n += h.held.Load()
+				}
+				return n
+			}
+			d, stop := runDispatcher(t, s, cfg)
+			defer stop()
+			// 3 + 3, then the third tenant takes one worker and leaves the last one.
+			waitFor(t, 10*time.Second, "the slow tenants' sends", func() bool { return heldAll() >= 7 })
+
+			enqueue(t, c, b, webhook.EventWebhookTest, nil)
+			d.Wake()
+			waitFor(t, 10*time.Second, "tenant B's delivery while three tenants' requests hang", func() bool { return fast.count() == 1 })
+			if n := heldAll(); n != 7 {
+				t.Fatalf("when B was delivered %d slow requests were held, want 7", n)
+			}
+			for i, h := range slow {
+				if p := h.peak.Load(); p > 3 {
+					t.Errorf("slow tenant %d had %d concurrent sends, PerTenant 3", i, p)
+				}
+			}
+			open()
+			rcs := []*receiver{fast}
+			for _, h := range slow {
+				rcs = append(rcs, h.receiver)
+			}
+			waitAllDelivered(t, c, append(tenants, b), rcs...)
+		})
+
+		t.Run("a freed worker goes to a waiting tenant before a backlog", func(t *testing.T) {
+			release, open := gate()
+			defer open()
+			next := make(chan struct{})
+			slow := newHolder(t, release, next)
+			a := slowTenant(t, c, slow, 1, 10)
+			var slowAtB atomic.Int64
+			fast := newReceiver(t, func(int, *http.Request) (int, http.Header) {
+				slowAtB.Store(int64(slow.count()))
+				return http.StatusOK, nil
+			})
+			b := newTenant(t, c)
+			newWebhook(t, c, b, fast.URL)
+			// Only the claim order decides: no tenant limit, no reserve.
+			cfg := cfg
+			cfg.Workers, cfg.PerEndpoint, cfg.PerTenant, cfg.Reserve = 4, 4, 4, -1
+			d, stop := runDispatcher(t, s, cfg)
+			defer stop()
+			waitFor(t, 10*time.Second, "every worker busy", func() bool { return slow.held.Load() == 4 })
+			enqueue(t, c, b, webhook.EventWebhookTest, nil) // older slow deliveries are due too
+			d.Wake()
+			next <- struct{}{} // one slow request answers: one worker frees
+			waitFor(t, 10*time.Second, "tenant B's delivery", func() bool { return fast.count() == 1 })
+			if n := slowAtB.Load(); n != 4 {
+				t.Errorf("the slow tenant had received %d requests when B was delivered, want 4 (B first)", n)
+			}
+			open()
+			waitAllDelivered(t, c, []string{a, b}, slow.receiver, fast)
+		})
+	})
+}

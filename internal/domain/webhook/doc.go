@@ -15,7 +15,9 @@
 //   - Dispatcher: claims due deliveries with a lease (FOR UPDATE SKIP LOCKED on
 //     PostgreSQL), sends them outside the transaction, records every attempt as a
 //     WebhookAttempt and retries on the Standard Webhooks schedule. Delivery is
-//     at-least-once with the same webhook-id on every attempt.
+//     at-least-once with the same webhook-id on every attempt. Workers are shared
+//     fairly: limits per endpoint and per tenant, a reserve for tenants with nothing
+//     in flight, and those tenants first when a worker frees.
 //   - Manager: create, update, delete, rotate secrets, send tests and redeliver, under
 //     the caller's privacy rules.
 package webhook

@@ -19,9 +19,9 @@ func SetBeforeRecord(d *Dispatcher, f func(deliveryID string) bool) { d.beforeRe
 // ClaimAndAbandon claims due deliveries as Run would and then forgets them, as a process
 // killed right after its claim committed would. It returns the number claimed.
 func ClaimAndAbandon(ctx context.Context, d *Dispatcher) (int, error) {
-	jobs, _, err := d.claim(ctx, d.cfg.Workers, nil)
+	jobs, _, err := d.claim(ctx, d.usage())
 	for _, j := range jobs {
-		d.release(j.d.WebhookID)
+		d.release(j.d)
 	}
 	return len(jobs), err
 }

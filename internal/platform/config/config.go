@@ -62,6 +62,13 @@ type Config struct {
 	// WebhookRetrySchedule is WEBHOOK_RETRY_SCHEDULE, comma-separated durations
 	// (empty: the Standard Webhooks schedule 5s,5m,30m,2h,5h,10h,10h).
 	WebhookRetrySchedule string
+	// WebhookWorkers is WEBHOOK_WORKERS, the most concurrent webhook sends per instance
+	// (0: the dispatcher's default, 64).
+	WebhookWorkers int
+	// WebhookPerTenant is WEBHOOK_PER_TENANT, the most concurrent webhook sends to one
+	// tenant's endpoints per instance (0: the dispatcher's default, a quarter of the
+	// workers).
+	WebhookPerTenant int
 }
 
 // FromEnv reads the configuration from environment variables.
@@ -140,6 +147,18 @@ func parse(get func(string) string) (Config, error) {
 		return c, err
 	}
 	c.WebhookRetrySchedule = get("WEBHOOK_RETRY_SCHEDULE")
+	workers, err := intVar(get, "WEBHOOK_WORKERS", 0)
+	if err != nil {
+		return c, err
+	}
+	perTenant, err := intVar(get, "WEBHOOK_PER_TENANT", 0)
+	if err != nil {
+		return c, err
+	}
+	if workers > 100_000 || perTenant > 100_000 {
+		return c, fmt.Errorf("config: WEBHOOK_WORKERS and WEBHOOK_PER_TENANT must be at most 100000")
+	}
+	c.WebhookWorkers, c.WebhookPerTenant = int(workers), int(perTenant)
 	c.LogFormat, c.LogLevel, c.MetricsAddr = get("LOG_FORMAT"), get("LOG_LEVEL"), get("METRICS_ADDR")
 	c.PprofAddr = get("PPROF_ADDR")
 	c.UsageRetention = 30 * 24 * time.Hour

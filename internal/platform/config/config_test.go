@@ -34,6 +34,12 @@ func TestParse(t *testing.T) {
 		{"bad bool", map[string]string{"RATE_LIMIT_FAIL_OPEN": "maybe"}, nil, "RATE_LIMIT_FAIL_OPEN"},
 		{"bad retention", map[string]string{"USAGE_RETENTION": "5m"}, nil, "USAGE_RETENTION"},
 		{"bad redis", map[string]string{"REDIS_URL": "localhost:6379"}, nil, "REDIS_URL"},
+		{"webhook workers", map[string]string{"WEBHOOK_WORKERS": "128", "WEBHOOK_PER_TENANT": "8"}, func(c Config) bool {
+			return c.WebhookWorkers == 128 && c.WebhookPerTenant == 8
+		}, ""},
+		{"webhook workers default", nil, func(c Config) bool { return c.WebhookWorkers == 0 && c.WebhookPerTenant == 0 }, ""},
+		{"bad webhook workers", map[string]string{"WEBHOOK_WORKERS": "0"}, nil, "WEBHOOK_WORKERS"},
+		{"bad webhook per tenant", map[string]string{"WEBHOOK_PER_TENANT": "lots"}, nil, "WEBHOOK_PER_TENANT"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
