@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -177,10 +178,11 @@ func planCounters(dst []plan, group string, counters []Counter) ([]plan, error) 
 	if err := checkGroup(group); err != nil {
 		return nil, err
 	}
+	n := len(dst)
+	dst = slices.Grow(dst, len(counters))[:n+len(counters)]
 	for i := range counters {
 		c := &counters[i]
-		p, err := planCounter(c)
-		if err != nil {
+		if err := planCounter(&dst[n+i], c); err != nil {
 			return nil, fmt.Errorf("counter %d (%q): %w", i, c.Key, err)
 		}
 		for j := range i {
@@ -188,7 +190,6 @@ func planCounters(dst []plan, group string, counters []Counter) ([]plan, error) 
 				return nil, fmt.Errorf("%w: counter %q appears twice in one check", ErrInvalidLimit, c.Key)
 			}
 		}
-		dst = append(dst, p)
 	}
 	return dst, nil
 }
@@ -211,42 +212,42 @@ func checkGroup(group string) error {
 	return nil
 }
 
-// planCounter validates one counter.
-func planCounter(c *Counter) (plan, error) {
+// planCounter validates counter c into p (written in place: a check plans on its stack).
+func planCounter(p *plan, c *Counter) error {
 	if c.Key == "" {
-		return plan{}, fmt.Errorf("%w: empty counter key", ErrInvalidLimit)
+		return fmt.Errorf("%w: empty counter key", ErrInvalidLimit)
 	}
 	if c.Cost < 0 || c.Cost > maxUnits {
-		return plan{}, fmt.Errorf("%w: cost %d outside 0..%d", ErrInvalidLimit, c.Cost, maxUnits)
+		return fmt.Errorf("%w: cost %d outside 0..%d", ErrInvalidLimit, c.Cost, maxUnits)
 	}
-	p := plan{kind: c.Kind, cost: c.Cost, test: max(c.Cost, 1), advisory: c.Advisory}
+	p.kind, p.cost, p.test, p.advisory = c.Kind, c.Cost, max(c.Cost, 1), c.Advisory
 	switch c.Kind {
 	case RateKind:
 		g, err := c.Limit.params(0)
 		if err != nil {
-			return plan{}, err
+			return err
 		}
-		p.g = g
+		p.g, p.limit, p.period = g, 0, ""
 	case QuotaKind:
 		if !c.Period.Valid() {
-			return plan{}, fmt.Errorf("%w: unknown quota period %q", ErrInvalidLimit, string(c.Period))
+			return fmt.Errorf("%w: unknown quota period %q", ErrInvalidLimit, string(c.Period))
 		}
 		if c.Quota <= 0 || c.Quota > maxUnits {
-			return plan{}, fmt.Errorf("%w: quota %d outside 1..%d", ErrInvalidLimit, c.Quota, maxUnits)
+			return fmt.Errorf("%w: quota %d outside 1..%d", ErrInvalidLimit, c.Quota, maxUnits)
 		}
-		p.limit, p.period = c.Quota, c.Period
+		p.g, p.limit, p.period = gcra{}, c.Quota, c.Period
 	case CreditsKind:
 		if c.Period != "" && !c.Period.Valid() {
-			return plan{}, fmt.Errorf("%w: unknown refill period %q", ErrInvalidLimit, string(c.Period))
+			return fmt.Errorf("%w: unknown refill period %q", ErrInvalidLimit, string(c.Period))
 		}
 		if c.Refill < 0 || c.Refill > maxUnits {
-			return plan{}, fmt.Errorf("%w: refill %d outside 0..%d", ErrInvalidLimit, c.Refill, maxUnits)
+			return fmt.Errorf("%w: refill %d outside 0..%d", ErrInvalidLimit, c.Refill, maxUnits)
 		}
-		p.limit, p.period = c.Refill, c.Period
+		p.g, p.limit, p.period = gcra{}, c.Refill, c.Period
 	default:
-		return plan{}, fmt.Errorf("%w: unknown counter kind %d", ErrInvalidLimit, c.Kind)
+		return fmt.Errorf("%w: unknown counter kind %d", ErrInvalidLimit, c.Kind)
 	}
-	return p, nil
+	return nil
 }
 
 // adjustPlan validates an Adjust and returns it as the plan of an advisory charge of
@@ -263,8 +264,8 @@ func adjustPlan(group string, c *Counter, delta int64) (plan, error) {
 	}
 	cc := *c
 	cc.Cost, cc.Advisory = 0, true
-	p, err := planCounter(&cc)
-	if err != nil {
+	var p plan
+	if err := planCounter(&p, &cc); err != nil {
 		return plan{}, err
 	}
 	p.cost = -delta
@@ -322,12 +323,11 @@ func (p *plan) seedValue(n int64, err error) (int64, error) {
 	return max(n, 0), nil
 }
 
-// result builds p's CounterResult: v and w are its state before and after the check,
-// fits its own verdict, now the time of the check and end its period's end (Unix ns
-// both; end is 0 without a period).
-func (p *plan) result(v, w int64, fits bool, now, end int64) CounterResult {
-	var r CounterResult
-	r.Allowed = fits
+// result writes p's CounterResult to r: v and w are its state before and after the
+// check, fits its own verdict, now the time of the check and end its period's end (Unix
+// ns both; end is 0 without a period).
+func (p *plan) result(r *CounterResult, v, w int64, fits bool, now, end int64) {
+	*r = CounterResult{Allowed: fits}
 	switch p.kind {
 	case RateKind:
 		g := &p.g
@@ -341,7 +341,7 @@ func (p *plan) result(v, w int64, fits bool, now, end int64) CounterResult {
 				r.RetryAfter = time.Duration(max(w+p.test*g.interval-g.tolerance, 0))
 			}
 		}
-		return r
+		return
 	case QuotaKind:
 		r.Limit, r.Used, r.Remaining = p.limit, w, max(p.limit-w, 0)
 	default:
@@ -354,7 +354,6 @@ func (p *plan) result(v, w int64, fits bool, now, end int64) CounterResult {
 			r.RetryAfter = r.ResetAfter
 		}
 	}
-	return r
 }
 
 // decide fills d from the counters' results.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -24,13 +25,15 @@ const maxInline = 8
 const creditIdle = 24 * time.Hour
 
 // MemoryChecker is an in-memory [Checker] for a single server instance. It is safe for
-// concurrent use. A check locks the shard of its group once and evaluates and charges
-// all its counters under that lock; with at most 8 counters and every counter present
-// it does not allocate (pass a reused dst). Each counter costs one map entry, kept until
-// [MemoryChecker.Sweep] finds it idle.
+// concurrent use. A check locks the shard of its group once, finds the group's counters
+// with one lookup, and evaluates and charges all its counters under that lock; with at
+// most 8 counters and every counter present it does not allocate (pass a reused dst).
+// Each counter costs one map entry, kept until [MemoryChecker.Sweep] finds it idle.
 type MemoryChecker struct {
 	now     func() time.Time // nil: time.Now (rate limits on the monotonic clock)
 	base    time.Time        // TATs are ns since base
+	wallOff atomic.Int64     // with now nil: wall clock (Unix ns) minus ns since base
+	wallAt  atomic.Int64     // with now nil: ns since base when wallOff is read again
 	seed    Seeder
 	hseed   maphash.Seed
 	periods periodCache
@@ -38,15 +41,22 @@ type MemoryChecker struct {
 }
 
 type checkShard struct {
-	mu   sync.Mutex
-	m    map[checkKey]*checkEntry
-	peak int      // largest len(m) since m was last rebuilt
-	_    [40]byte // keep shards on separate cache lines
+	mu     sync.Mutex
+	groups map[string]*groupCounters
+	peak   int      // largest len(groups) since the map was last rebuilt
+	_      [40]byte // keep shards on separate cache lines
 }
 
-type checkKey struct {
-	group, key string
-	class      uint8 // kind and period: see counterClass
+// groupCounters holds the counters of one group.
+type groupCounters struct {
+	m    map[counterID]*checkEntry
+	peak int // largest len(m) since m was last rebuilt
+}
+
+// counterID names a counter within its group.
+type counterID struct {
+	key   string
+	class uint8 // kind and period: see counterClass
 }
 
 // counterClass packs a counter's kind and period into the byte that tells apart the
@@ -96,7 +106,7 @@ func NewMemoryChecker(now func() time.Time, seed Seeder) *MemoryChecker {
 		m.base = now()
 	}
 	for i := range m.shards {
-		m.shards[i].m = make(map[checkKey]*checkEntry)
+		m.shards[i].groups = make(map[string]*groupCounters)
 	}
 	return m
 }
@@ -107,20 +117,45 @@ type instant struct {
 	ns, unix int64
 }
 
+// clock reads the clock; the wall clock only when wall is set.
+//
+// Reading the wall clock costs as much again as the monotonic one, so the wall clock is
+// derived from the monotonic one and read again once a second: a step of the system
+// clock moves the calendar periods at most a second late.
 func (m *MemoryChecker) clock(wall bool) instant {
 	if m.now != nil {
 		t := m.now()
 		return instant{int64(t.Sub(m.base)), t.UnixNano()}
 	}
+	ns := int64(time.Since(m.base))
 	if !wall {
-		return instant{ns: int64(time.Since(m.base))}
+		return instant{ns: ns}
+	}
+	if ns < m.wallAt.Load() {
+		return instant{ns, ns + m.wallOff.Load()}
 	}
 	t := time.Now()
-	return instant{int64(t.Sub(m.base)), t.UnixNano()}
+	ns = int64(t.Sub(m.base))
+	m.wallOff.Store(t.UnixNano() - ns)
+	m.wallAt.Store(ns + int64(time.Second))
+	return instant{ns, t.UnixNano()}
 }
 
 func (m *MemoryChecker) shard(group string) *checkShard {
 	return &m.shards[maphash.String(m.hseed, group)&(checkShards-1)]
+}
+
+// group returns the counters of group, created if need be, with sh locked. The group
+// string is cloned: the caller's may point into a larger buffer (a request) that the
+// map would otherwise keep alive.
+func (sh *checkShard) group(group string) *groupCounters {
+	g := sh.groups[group]
+	if g == nil {
+		g = &groupCounters{m: make(map[counterID]*checkEntry)}
+		sh.groups[strings.Clone(group)] = g
+		sh.peak = max(sh.peak, len(sh.groups))
+	}
+	return g
 }
 
 // scratch is a check's working space: on the stack for up to maxInline counters. It is
@@ -128,9 +163,14 @@ func (m *MemoryChecker) shard(group string) *checkShard {
 type scratch struct {
 	plans   []plan
 	entries []*checkEntry
-	keys    []checkKey
 	state   []int64
 	ends    []int64
+}
+
+// id is the counterID of counter i.
+func (s scratch) id(counters []Counter, i int) counterID {
+	p := &s.plans[i]
+	return counterID{key: counters[i].Key, class: counterClass(p.kind, p.period)}
 }
 
 // Check evaluates counters of group under one lock and charges them all only when every
@@ -142,17 +182,14 @@ func (m *MemoryChecker) Check(ctx context.Context, group string, counters []Coun
 	var (
 		pb [maxInline]plan
 		eb [maxInline]*checkEntry
-		kb [maxInline]checkKey
 		sb [maxInline]int64
 		nb [maxInline]int64
 	)
-	s := scratch{pb[:0], eb[:0], kb[:0], sb[:0], nb[:0]}
-	plans, err := planCounters(s.plans, group, counters)
+	plans, err := planCounters(pb[:0], group, counters)
 	if err != nil {
 		return Decision{}, err
 	}
-	s.plans = plans
-	return m.check(ctx, group, counters, s, dst, false)
+	return m.check(ctx, group, counters, scratch{plans, eb[:0], sb[:0], nb[:0]}, dst, false)
 }
 
 // Adjust adds delta units to the credits counter c of group (a top-up; a negative delta
@@ -165,13 +202,11 @@ func (m *MemoryChecker) Adjust(ctx context.Context, group string, c Counter, del
 	}
 	var (
 		eb [1]*checkEntry
-		kb [1]checkKey
 		sb [1]int64
 		nb [1]int64
 		rb [1]CounterResult
 	)
-	s := scratch{[]plan{p}, eb[:0], kb[:0], sb[:0], nb[:0]}
-	d, err := m.check(ctx, group, []Counter{c}, s, rb[:0], true)
+	d, err := m.check(ctx, group, []Counter{c}, scratch{[]plan{p}, eb[:0], sb[:0], nb[:0]}, rb[:0], true)
 	if err != nil {
 		return CounterResult{}, err
 	}
@@ -181,26 +216,28 @@ func (m *MemoryChecker) Adjust(ctx context.Context, group string, c Counter, del
 func (m *MemoryChecker) check(ctx context.Context, group string, counters []Counter, s scratch, dst []CounterResult, adjust bool) (Decision, error) {
 	n := len(s.plans)
 	s.entries = slices.Grow(s.entries, n)[:n]
-	s.keys = slices.Grow(s.keys, n)[:n]
 	s.state = slices.Grow(s.state, n)[:n]
 	s.ends = slices.Grow(s.ends, n)[:n]
 	wall := false
 	for i := range s.plans {
-		p := &s.plans[i]
-		s.keys[i] = checkKey{group: group, key: counters[i].Key, class: counterClass(p.kind, p.period)}
-		wall = wall || p.periodic()
+		wall = wall || s.plans[i].periodic()
 	}
 	sh := m.shard(group)
 	sh.mu.Lock()
-	var now instant
+	var (
+		g   *groupCounters
+		now instant
+	)
 	for {
+		// Looked up again after a seed: Sweep may have dropped the group meanwhile.
+		g = sh.group(group)
 		now = m.clock(wall)
-		i, start := m.lookup(sh, s, now)
+		i, start := m.lookup(g, counters, s, now)
 		if i < 0 {
 			break
 		}
 		// Unlocks sh; locks it again unless it fails.
-		if err := m.seedEntry(ctx, sh, s.keys[i], &counters[i], &s.plans[i], start, now); err != nil {
+		if err := m.seedEntry(ctx, sh, g, group, &counters[i], s.id(counters, i), &s.plans[i], start, now); err != nil {
 			return Decision{}, err
 		}
 	}
@@ -212,13 +249,21 @@ func (m *MemoryChecker) check(ctx context.Context, group string, counters []Coun
 		w := v
 		if allowed && p.cost != 0 {
 			w = p.after(v)
-			m.store(sh, s, i, w, now)
+			e := s.entries[i]
+			if e == nil { // a rate limit's first charge
+				e = g.insert(s.id(counters, i))
+			}
+			if p.kind == RateKind {
+				e.v = now.ns + w
+			} else {
+				e.v, e.touched = w, now.ns
+			}
 		}
 		fits := p.fits(v)
 		if adjust {
 			fits = w >= 1
 		}
-		res[i] = p.result(v, w, fits, now.unix, s.ends[i])
+		p.result(&res[i], v, w, fits, now.unix, s.ends[i])
 	}
 	sh.mu.Unlock()
 	d := Decision{Results: res}
@@ -226,13 +271,14 @@ func (m *MemoryChecker) check(ctx context.Context, group string, counters []Coun
 	return d, nil
 }
 
-// lookup finds the entries and states of s's counters at now, with sh locked. It
-// returns the index of a counter that must be seeded first, and the start of its
-// period, or -1 when every state is known.
-func (m *MemoryChecker) lookup(sh *checkShard, s scratch, now instant) (int, int64) {
+// lookup finds the entries and states of the counters in g at now, with g's shard
+// locked. It returns the index of a counter that must be seeded first, and the start of
+// its period, or -1 when every state is known.
+func (m *MemoryChecker) lookup(g *groupCounters, counters []Counter, s scratch, now instant) (int, int64) {
 	for i := range s.plans {
 		p := &s.plans[i]
-		e := sh.m[s.keys[i]]
+		id := s.id(counters, i)
+		e := g.m[id]
 		s.entries[i], s.ends[i] = e, 0
 		if p.kind == RateKind {
 			s.state[i] = 0
@@ -251,7 +297,7 @@ func (m *MemoryChecker) lookup(sh *checkShard, s scratch, now instant) (int, int
 			}
 			// Nothing to seed from: a quota starts from 0, a balance from its Refill.
 			if e == nil {
-				e = m.insert(sh, s.keys[i])
+				e = g.insert(id)
 			}
 			e.start, e.ready, e.touched = start, true, now.ns
 			e.v = 0
@@ -265,35 +311,20 @@ func (m *MemoryChecker) lookup(sh *checkShard, s scratch, now instant) (int, int
 	return -1, 0
 }
 
-// store writes state w of counter i.
-func (m *MemoryChecker) store(sh *checkShard, s scratch, i int, w int64, now instant) {
-	e := s.entries[i]
-	if e == nil { // a rate limit's first charge
-		e = m.insert(sh, s.keys[i])
-		s.entries[i] = e
-	}
-	if s.plans[i].kind == RateKind {
-		e.v = now.ns + w
-		return
-	}
-	e.v, e.touched = w, now.ns
-}
-
-// insert adds an empty entry for k. The strings are cloned: the caller's may point into
-// a larger buffer (a request) that the map would otherwise keep alive.
-func (m *MemoryChecker) insert(sh *checkShard, k checkKey) *checkEntry {
+// insert adds an empty entry for id. The key is cloned: the caller's may point into a
+// larger buffer (a request) that the map would otherwise keep alive.
+func (g *groupCounters) insert(id counterID) *checkEntry {
 	e := &checkEntry{}
-	k.group, k.key = strings.Clone(k.group), strings.Clone(k.key)
-	sh.m[k] = e
-	sh.peak = max(sh.peak, len(sh.m))
+	g.m[counterID{strings.Clone(id.key), id.class}] = e
+	g.peak = max(g.peak, len(g.m))
 	return e
 }
 
-// seedEntry seeds counter k for the period starting at start (Unix ns), or waits for
-// the caller seeding it. It is called with sh locked and returns with sh locked, unless
-// it returns an error.
-func (m *MemoryChecker) seedEntry(ctx context.Context, sh *checkShard, k checkKey, c *Counter, p *plan, start int64, now instant) error {
-	e := sh.m[k]
+// seedEntry seeds counter c (id in g) for the period starting at start (Unix ns), or
+// waits for the caller seeding it. It is called with sh locked and returns with sh
+// locked, unless it returns an error.
+func (m *MemoryChecker) seedEntry(ctx context.Context, sh *checkShard, g *groupCounters, group string, c *Counter, id counterID, p *plan, start int64, now instant) error {
+	e := g.m[id]
 	if e != nil && e.loading != nil {
 		ch := e.loading
 		sh.mu.Unlock()
@@ -306,8 +337,9 @@ func (m *MemoryChecker) seedEntry(ctx context.Context, sh *checkShard, k checkKe
 		return nil
 	}
 	if e == nil {
-		e = m.insert(sh, k)
+		e = g.insert(id)
 	}
+	// While loading is set, Sweep keeps e, and so its group.
 	ch := make(chan struct{})
 	e.loading, e.ready, e.start = ch, false, start
 	sh.mu.Unlock()
@@ -315,13 +347,13 @@ func (m *MemoryChecker) seedEntry(ctx context.Context, sh *checkShard, k checkKe
 	if start != 0 {
 		periodStart = time.Unix(0, start).UTC()
 	}
-	v, err := p.seedValue(m.seed(ctx, k.group, *c, periodStart))
+	v, err := p.seedValue(m.seed(ctx, group, *c, periodStart))
 	sh.mu.Lock()
 	e.loading = nil
 	close(ch)
 	if err != nil {
 		sh.mu.Unlock()
-		return fmt.Errorf("%w: seed counter %q of group %q: %w", ErrUnavailable, k.key, k.group, err)
+		return fmt.Errorf("%w: seed counter %q of group %q: %w", ErrUnavailable, c.Key, group, err)
 	}
 	// e.start cannot have changed while loading was set.
 	e.v, e.ready, e.touched = v, true, now.ns
@@ -330,35 +362,38 @@ func (m *MemoryChecker) seedEntry(ctx context.Context, sh *checkShard, k checkKe
 
 // Sweep drops the entries whose loss changes no result: rate limits whose bucket is
 // full again, quota and credits counters of periods that have ended, and, when a Seeder
-// can rebuild them, balances that never refill left unchanged for a day. It takes O(n)
-// for n entries, one shard lock at a time; call it periodically (for example every
-// minute). Maps that shrank a lot are rebuilt so their memory is returned. It cannot
-// fail.
+// can rebuild them, balances that never refill left unchanged for a day; and groups
+// left without counters. It takes O(n) for n entries, one shard lock at a time; call it
+// periodically (for example every minute). Maps that shrank a lot are rebuilt so their
+// memory is returned. It cannot fail.
 func (m *MemoryChecker) Sweep() {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
 		now := m.clock(true)
-		for k, e := range sh.m {
-			if m.idle(k, e, now) {
-				delete(sh.m, k)
+		for name, g := range sh.groups {
+			for id, e := range g.m {
+				if m.idle(id, e, now) {
+					delete(g.m, id)
+				}
+			}
+			if len(g.m) == 0 {
+				delete(sh.groups, name)
+			} else if n := len(g.m); g.peak > 64 && n < g.peak/4 {
+				g.m, g.peak = maps.Clone(g.m), n
 			}
 		}
-		if n := len(sh.m); sh.peak > 64 && n < sh.peak/4 {
-			fresh := make(map[checkKey]*checkEntry, n)
-			for k, v := range sh.m {
-				fresh[k] = v
-			}
-			sh.m, sh.peak = fresh, n
+		if n := len(sh.groups); sh.peak > 64 && n < sh.peak/4 {
+			sh.groups, sh.peak = maps.Clone(sh.groups), n
 		}
 		sh.mu.Unlock()
 	}
 }
 
-// idle reports whether entry e of k can be forgotten at now.
-func (m *MemoryChecker) idle(k checkKey, e *checkEntry, now instant) bool {
-	switch period := classPeriod(k.class); {
-	case classKind(k.class) == RateKind:
+// idle reports whether entry e of counter id can be forgotten at now.
+func (m *MemoryChecker) idle(id counterID, e *checkEntry, now instant) bool {
+	switch period := classPeriod(id.class); {
+	case classKind(id.class) == RateKind:
 		return e.v <= now.ns
 	case e.loading != nil:
 		return false
@@ -378,7 +413,9 @@ func (m *MemoryChecker) Len() int {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		for _, g := range sh.groups {
+			n += len(g.m)
+		}
 		sh.mu.Unlock()
 	}
 	return n

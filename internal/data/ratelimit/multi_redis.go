@@ -310,7 +310,7 @@ func (r *RedisChecker) check(ctx context.Context, group string, counters []Count
 		if adjust {
 			fits = w >= 1
 		}
-		res[i] = p.result(v, w, fits, now, cl.ends[i])
+		p.result(&res[i], v, w, fits, now, cl.ends[i])
 	}
 	d := Decision{Results: res}
 	decide(&d, plans)
