@@ -127,8 +127,8 @@ func (d Decision) Denied(counters []Counter, i int) bool {
 
 // Checker checks several limits of one group atomically.
 type Checker interface {
-	// Check evaluates counters of group (a tenant id: non-empty, no braces) atomically
-	// and charges them all only when every non-advisory one allows. The results are
+	// Check evaluates counters of group (a tenant id: non-empty, no braces; at most 64
+	// counters) atomically and charges them all only when every non-advisory one allows. The results are
 	// appended to dst[:0] (pass a reused slice to avoid an allocation). A denial is not
 	// an error. It returns an error wrapping [ErrInvalidLimit] for an invalid group or
 	// counter (nothing is read or charged), one wrapping [ErrUnavailable] when the store
@@ -155,6 +155,9 @@ type Seeder func(ctx context.Context, group string, c Counter, periodStart time.
 // holds no balance for: the counter starts from its Refill.
 var ErrNoBalance = errors.New("ratelimit: no stored balance")
 
+// maxCounters bounds the counters of one check (a Lua script unpacks their keys).
+const maxCounters = 64
+
 // maxUnits bounds costs, quotas, balances and deltas so that every count stays exact in
 // Lua (doubles are exact below 2^53) with room for sums.
 const maxUnits = int64(1) << 50
@@ -177,6 +180,9 @@ func (p *plan) periodic() bool { return p.kind != RateKind && p.period != "" }
 func planCounters(dst []plan, group string, counters []Counter) ([]plan, error) {
 	if err := checkGroup(group); err != nil {
 		return nil, err
+	}
+	if len(counters) > maxCounters {
+		return nil, fmt.Errorf("%w: %d counters in one check, at most %d", ErrInvalidLimit, len(counters), maxCounters)
 	}
 	n := len(dst)
 	dst = slices.Grow(dst, len(counters))[:n+len(counters)]

@@ -17,14 +17,14 @@ import (
 // but in tests), the margin in seconds a period's counter outlives the period, 1 when a
 // missing quota or credits counter must be seeded by the caller (0: it starts from 0 or
 // from its refill), and the idle expiry in seconds of a balance that never refills (0:
-// none). Then 7 arguments per counter: kind (1 rate, 2 quota, 3 credits), cost, the
-// units that must fit (max(cost, 1)), advisory (0 or 1), and
+// none). Then 5 arguments per counter (counter i's at 5i+1..5i+5): flags (2 × kind, 0
+// rate, 1 quota, 2 credits, + 1 if advisory), cost, and
 //
 //	rate:    interval T (ns), burst, tolerance (ns)
 //	quota:   quota, period start, period end (Unix s)
 //	credits: refill, period start, period end (Unix s; 0, 0 for never)
 //
-// Replies:
+// The units that must fit are max(cost, 1). Replies:
 //
 //	{-2, sec, nsec}   the Redis clock is outside a counter's period: the caller chose
 //	                  the period with its own clock, and must choose again with this one
@@ -38,39 +38,35 @@ import (
 // The evaluation mirrors plan.fits and plan.after in multi.go. Counts are exact below
 // 2^53; TATs are stored as in gcraScript (Unix ns as a decimal string, offsets from now
 // only are computed with), and numbers are written with string.format('%d') so that
-// large ones are not written in exponent form.
+// large ones are not written in exponent form. The script converts ARGV in place and
+// reads all keys with one MGET: the Redis CPU a check costs is mostly its writes.
 const checkScript = `
 redis.replicate_commands()
 local t = redis.call('TIME')
-local sec = tonumber(t[1]) + tonumber(ARGV[1])
-local nsec = tonumber(t[2]) * 1000 + tonumber(ARGV[2])
+local A = ARGV
+local sec = tonumber(t[1]) + tonumber(A[1])
+local nsec = tonumber(t[2]) * 1000 + tonumber(A[2])
 if nsec >= 1000000000 then
   sec = sec + 1
   nsec = nsec - 1000000000
 end
-local margin = tonumber(ARGV[3])
-local idle = tonumber(ARGV[5])
 local n = #KEYS
-local kind, cost, test, adv, a, b, c = {}, {}, {}, {}, {}, {}, {}
-for i = 1, n do
-  local o = 5 + (i - 1) * 7
-  kind[i] = tonumber(ARGV[o + 1])
-  cost[i] = tonumber(ARGV[o + 2])
-  test[i] = tonumber(ARGV[o + 3])
-  adv[i] = ARGV[o + 4] == '1'
-  a[i] = tonumber(ARGV[o + 5])
-  b[i] = tonumber(ARGV[o + 6])
-  c[i] = tonumber(ARGV[o + 7])
-  if kind[i] ~= 1 and c[i] > 0 and (sec < b[i] or sec >= c[i]) then
+for j = 6, 5 + 5 * n do
+  A[j] = tonumber(A[j])
+end
+for o = 5, 5 * n, 5 do
+  local e = A[o + 5]
+  if A[o + 1] >= 2 and e > 0 and (sec < A[o + 4] or sec >= e) then
     return {-2, sec, nsec}
   end
 end
 
-local v = {}
+local v = redis.call('MGET', unpack(KEYS))
 local missing
 for i = 1, n do
-  local s = redis.call('GET', KEYS[i])
-  if kind[i] == 1 then
+  local o = 5 * i
+  local s = v[i]
+  if A[o + 1] < 2 then
     local ahead = 0
     if s then
       local l = string.len(s)
@@ -86,13 +82,13 @@ for i = 1, n do
     v[i] = ahead
   elseif s then
     v[i] = tonumber(s) or 0
-  elseif ARGV[4] == '1' then
+  elseif A[4] == '1' then
     missing = missing or {-1}
     missing[#missing + 1] = i
-  elseif kind[i] == 2 then
+  elseif A[o + 1] < 4 then
     v[i] = 0
   else
-    v[i] = a[i]
+    v[i] = A[o + 3]
   end
 end
 if missing then
@@ -101,14 +97,20 @@ end
 
 local ok = 1
 for i = 1, n do
-  if not adv[i] then
+  local o = 5 * i
+  local f = A[o + 1]
+  if f % 2 == 0 then
+    local x = v[i]
+    local cost = A[o + 2]
+    local test = cost
+    if test < 1 then test = 1 end
     local fits
-    if kind[i] == 1 then
-      fits = test[i] <= b[i] and v[i] + test[i] * a[i] <= c[i]
-    elseif kind[i] == 2 then
-      fits = test[i] <= a[i] - v[i]
+    if f < 2 then
+      fits = test <= A[o + 4] and x + test * A[o + 3] <= A[o + 5]
+    elseif f < 4 then
+      fits = test <= A[o + 3] - x
     else
-      fits = test[i] <= v[i]
+      fits = test <= x
     end
     if not fits then
       ok = 0
@@ -118,15 +120,21 @@ for i = 1, n do
 end
 
 if ok == 1 then
+  local margin = tonumber(A[3])
+  local idle = tonumber(A[5])
   for i = 1, n do
-    if cost[i] ~= 0 then
-      if kind[i] == 1 then
-        local step = cost[i] * a[i]
+    local o = 5 * i
+    local cost = A[o + 2]
+    if cost ~= 0 then
+      local f = A[o + 1]
+      local x = v[i]
+      if f < 2 then
+        local step = cost * A[o + 3]
         local w
-        if step <= c[i] - v[i] then
-          w = v[i] + step
+        if step <= A[o + 5] - x then
+          w = x + step
         else
-          w = math.max(v[i], c[i])
+          w = math.max(x, A[o + 5])
         end
         local ns = nsec + w
         local s = sec + math.floor(ns / 1000000000)
@@ -134,14 +142,15 @@ if ok == 1 then
         redis.call('SET', KEYS[i], string.format('%d%09d', s, ns), 'PX', math.ceil(w / 1000000))
       else
         local w
-        if kind[i] == 2 then
-          w = v[i] + cost[i]
+        if f < 4 then
+          w = x + cost
         else
-          w = v[i] - cost[i]
-          if cost[i] > 0 and w < 0 then w = 0 end
+          w = x - cost
+          if cost > 0 and w < 0 then w = 0 end
         end
-        if c[i] > 0 then
-          redis.call('SET', KEYS[i], string.format('%d', w), 'EX', c[i] - sec + margin)
+        local e = A[o + 5]
+        if e > 0 then
+          redis.call('SET', KEYS[i], string.format('%d', w), 'EX', e - sec + margin)
         elseif idle > 0 then
           redis.call('SET', KEYS[i], string.format('%d', w), 'EX', idle)
         else
@@ -152,11 +161,10 @@ if ok == 1 then
   end
 end
 
-local reply = {ok, sec, nsec}
-for i = 1, n do
-  reply[3 + i] = v[i]
-end
-return reply
+table.insert(v, 1, nsec)
+table.insert(v, 1, sec)
+table.insert(v, 1, ok)
+return v
 `
 
 var checkLua = redis.NewScript(checkScript)
@@ -328,7 +336,7 @@ func (r *RedisChecker) build(cl *call, group string, counters []Counter, plans [
 	cl.ends = cl.ends[:0]
 	cl.ttls = cl.ttls[:0]
 	if cl.args == nil {
-		cl.args = make([]any, 0, 5+7*n)
+		cl.args = make([]any, 0, 5+5*n)
 	}
 	cl.args = cl.args[:0]
 	seed, idle := 0, int64(0)
@@ -357,11 +365,11 @@ func (r *RedisChecker) build(cl *call, group string, counters []Counter, plans [
 			ttl = creditIdle
 		}
 		cl.ttls = append(cl.ttls, ttl)
-		advisory := 0
+		flags := 2 * (int(p.kind) - int(RateKind))
 		if p.advisory {
-			advisory = 1
+			flags++
 		}
-		cl.args = append(cl.args, int(p.kind), p.cost, p.test, advisory)
+		cl.args = append(cl.args, flags, p.cost)
 		switch p.kind {
 		case RateKind:
 			cl.args = append(cl.args, p.g.interval, p.g.burst, p.g.tolerance)

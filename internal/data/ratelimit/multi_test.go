@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,6 +60,10 @@ func TestCheckAdjust(t *testing.T) {
 func TestCheckInvalid(t *testing.T) {
 	ctx := context.Background()
 	ok := rateC("ok", 1, time.Second, 1)
+	tooMany := make([]Counter, maxCounters+1)
+	for i := range tooMany {
+		tooMany[i] = rateC("r"+strconv.Itoa(i), 1, time.Second, 1)
+	}
 	cases := []struct {
 		name     string
 		group    string
@@ -81,6 +86,7 @@ func TestCheckInvalid(t *testing.T) {
 		{"the same counter twice", "g", []Counter{ok, ok}},
 		{"the same quota twice", "g", []Counter{kQuota, with(kQuota, 2)}},
 		{"one invalid among valid ones", "g", []Counter{ok, kQuota, quotaC("q", -5, PeriodDay, 1)}},
+		{"too many counters", "g", tooMany},
 	}
 	client := newRedisClient(t)
 	hook := &countHook{}
