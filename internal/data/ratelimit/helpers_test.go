@@ -112,9 +112,10 @@ func deadClient(tb testing.TB) *redis.Client {
 
 // countHook counts the commands and pipelines a client sends.
 type countHook struct {
-	n     atomic.Int64
-	mu    sync.Mutex
-	names []string
+	n        atomic.Int64
+	mu       sync.Mutex
+	names    []string
+	lastKeys []string // the keys of the last EVALSHA or EVAL
 }
 
 func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -124,6 +125,15 @@ func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		h.n.Add(1)
 		h.mu.Lock()
 		h.names = append(h.names, cmd.Name())
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			args := cmd.Args() // name, script, numkeys, keys..., args...
+			n, _ := args[2].(int)
+			h.lastKeys = h.lastKeys[:0]
+			for _, k := range args[3 : 3+n] {
+				s, _ := k.(string)
+				h.lastKeys = append(h.lastKeys, s)
+			}
+		}
 		h.mu.Unlock()
 		return next(ctx, cmd)
 	}

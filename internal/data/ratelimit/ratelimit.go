@@ -14,6 +14,10 @@
 // yet written (one flush interval of the usage recorder), never the whole period. The
 // Redis mechanism (seed.go) serves any counter a database can rebuild.
 //
+// A [Checker] ([NewMemoryChecker], [NewRedisChecker]) checks several limits of one group
+// (a tenant) at once: rate limits, quotas and credit balances, charged all together or
+// not at all, in one critical section in memory or one Lua script in Redis (multi.go).
+//
 // GCRA in short: a key limited to Rate per Period has an emission interval
 // T = Period/Rate (truncated to a whole nanosecond) and a tolerance of Burst*T. A request
 // of cost c at time now is admitted when max(TAT, now) + c*T - now <= Burst*T, and then

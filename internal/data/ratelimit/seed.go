@@ -19,10 +19,12 @@ type Loader func(ctx context.Context, key string, periodStart time.Time) (int64,
 //
 // A counter script never treats a missing counter key as zero: it changes nothing and
 // replies {scriptMissing, i}, i being the 1-based index in KEYS of the first missing
-// counter. The caller (seeder.run) then reads the counter's value from the database
-// and writes it with SET NX and the counter's expiry, so that when several callers or
-// instances seed at once the first write wins and every one of them goes on counting
-// on that same key; then it runs the script again. The steady state (counter present)
+// counter (the check script of multi_redis.go lists every missing one: {scriptMissing,
+// i, j, ...}, so that one round seeds them all). The caller (seeder.run, or
+// RedisChecker.Check through seeder.seed) then reads the counter's value from the
+// database and writes it with SET NX and the counter's expiry, so that when several
+// callers or instances seed at once the first write wins and every one of them goes on
+// counting on that same key; then it runs the script again. The steady state (counter present)
 // costs the script's round trip and nothing else. What the database does not hold yet
 // (usage recorded but not written, at most one flush interval of it) is lost once,
 // when the counter is rebuilt.

@@ -1,0 +1,128 @@
+package ratelimit
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// benchRate never denies in a benchmark: one unit occupies 1 ns.
+var benchRate = Limit{Rate: 1_000_000_000, Period: time.Second}
+
+// benchOne is a check of one rate limit.
+func benchOne() []Counter {
+	return []Counter{{Kind: RateKind, Key: "key:key_1", Limit: benchRate, Cost: 1}}
+}
+
+// benchFive is a check of three named rate limits of a key, the tenant's rate limit and
+// the tenant's quota.
+func benchFive() []Counter {
+	return []Counter{
+		{Kind: RateKind, Key: "named:key_1:requests", Limit: benchRate, Cost: 1},
+		{Kind: RateKind, Key: "named:key_1:writes", Limit: benchRate, Cost: 1},
+		{Kind: RateKind, Key: "named:key_1:search", Limit: benchRate, Cost: 1},
+		{Kind: RateKind, Key: "tenant", Limit: benchRate, Cost: 1},
+		{Kind: QuotaKind, Key: "tenant", Quota: maxUnits, Period: PeriodMonth, Cost: 1},
+	}
+}
+
+// benchCheck runs checks of counters for 1024 groups (tenants) in turn.
+func benchCheck(b *testing.B, c Checker, counters []Counter) {
+	ctx := context.Background()
+	groups := benchKeys(1024)
+	dst := make([]CounterResult, 0, len(counters))
+	for _, g := range groups { // every counter present: the steady state
+		if _, err := c.Check(ctx, g, counters, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d, err := c.Check(ctx, groups[i&1023], counters, dst)
+		if err != nil || !d.Allowed {
+			b.Fatalf("%+v, %v", d, err)
+		}
+		dst = d.Results
+		i++
+	}
+}
+
+// BenchmarkCheck compares a check of one rate limit with a check of five counters
+// (three named rate limits, the tenant's rate limit and quota), in memory and in Redis
+// (one round trip each). The target is the five within 2x of the one.
+func BenchmarkCheck(b *testing.B) {
+	b.Run("memory/1-rate", func(b *testing.B) { benchCheck(b, NewMemoryChecker(nil, nil), benchOne()) })
+	b.Run("memory/5-counters", func(b *testing.B) { benchCheck(b, NewMemoryChecker(nil, nil), benchFive()) })
+	client := newRedisClient(b)
+	redisChecker := func() *RedisChecker {
+		r, err := NewRedisChecker(client, testPrefix(b, client), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r
+	}
+	b.Run("redis/1-rate", func(b *testing.B) { benchCheck(b, redisChecker(), benchOne()) })
+	b.Run("redis/5-counters", func(b *testing.B) { benchCheck(b, redisChecker(), benchFive()) })
+}
+
+// BenchmarkCheckRatio measures the same two checks alternately, in blocks, so that a
+// change in the machine's load between them does not skew their ratio: it reports the
+// ns of each and five/one, the ratio with the target of at most 2.
+func BenchmarkCheckRatio(b *testing.B) {
+	client := newRedisClient(b)
+	impls := []struct {
+		name  string
+		new   func() Checker
+		block int
+	}{
+		{"memory", func() Checker { return NewMemoryChecker(nil, nil) }, 256},
+		{"redis", func() Checker {
+			r, err := NewRedisChecker(client, testPrefix(b, client), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return r
+		}, 4},
+	}
+	for _, impl := range impls {
+		b.Run(impl.name, func(b *testing.B) {
+			ctx := context.Background()
+			groups := benchKeys(1024)
+			one, five := impl.new(), impl.new()
+			oneC, fiveC := benchOne(), benchFive()
+			dst := make([]CounterResult, 0, len(fiveC))
+			for _, g := range groups {
+				if _, err := one.Check(ctx, g, oneC, dst); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := five.Check(ctx, g, fiveC, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var tOne, tFive time.Duration
+			i := 0
+			run := func(c Checker, counters []Counter) time.Duration {
+				start := time.Now()
+				for range impl.block {
+					d, err := c.Check(ctx, groups[i&1023], counters, dst)
+					if err != nil || !d.Allowed {
+						b.Fatalf("%+v, %v", d, err)
+					}
+					dst = d.Results
+					i++
+				}
+				return time.Since(start)
+			}
+			n := 0
+			for b.Loop() {
+				tOne += run(one, oneC)
+				tFive += run(five, fiveC)
+				n += impl.block
+			}
+			b.ReportMetric(float64(tOne.Nanoseconds())/float64(n), "ns/check-1")
+			b.ReportMetric(float64(tFive.Nanoseconds())/float64(n), "ns/check-5")
+			b.ReportMetric(float64(tFive)/float64(tOne), "ratio-5/1")
+		})
+	}
+}
