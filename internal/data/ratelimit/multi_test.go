@@ -214,9 +214,22 @@ func TestCheckSeeding(t *testing.T) {
 			if d, err := c.Check(ctx, "g", counters, nil); err != nil || d.Results[1].Used != 5 {
 				t.Fatalf("second check: %+v, %v", d, err)
 			}
+			// The next day: the day's quota is a new counter, seeded again; the month's
+			// balance goes on (1 left: the check is denied, nothing charged).
+			next := 9*time.Hour + time.Minute
+			clock.Advance(next)
+			if r, ok := c.(*RedisChecker); ok {
+				r.shift += next
+			}
+			d, err = c.Check(ctx, "g", counters, nil)
+			clock.Advance(-next)
+			if err != nil || d.Allowed || d.Binding != 2 || d.Results[1].Used != 3 || d.Results[2].Remaining != 1 {
+				t.Fatalf("next day: %+v, %v", d, err)
+			}
 			mu.Lock()
 			want := map[string]int{
 				"g/key:k1@2026-03-14T00:00:00Z":     1,
+				"g/key:k1@2026-03-15T00:00:00Z":     1,
 				"g/credits:k1@2026-03-01T00:00:00Z": 1,
 				"g/credits:k2@0001-01-01T00:00:00Z": 1,
 				"g/credits:k3@0001-01-01T00:00:00Z": 1,
