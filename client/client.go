@@ -24,6 +24,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 )
@@ -114,6 +115,10 @@ type VerifyOptions struct {
 	// (at most 128 printable ASCII characters); "" records "verify". Prefer a route
 	// to a path with IDs in it: the tag is a dimension of the usage breakdowns.
 	Tag string
+	// Charges are named limits of the key to charge besides its rate limit, e.g.
+	// {"tokens": 250} for a key with a "tokens" limit (at most 10; an unknown name or a
+	// charge above the limit is ErrBadRequest).
+	Charges map[string]int
 }
 
 // Cost returns a pointer to n, for VerifyOptions.Cost: Cost(0) checks without
@@ -191,6 +196,15 @@ type Result struct {
 	// check could pass, as the server computed it (nil otherwise, and from servers
 	// that do not send it).
 	RetryAfterSeconds *int `json:"retryAfterSeconds"`
+	// LimitScope names the limit that refused the check: "key", "owner" (the limits
+	// shared by the owner's keys), "tenant" (the tenant's plan caps), "credits" or
+	// "named:<name>"; "" otherwise.
+	LimitScope string `json:"limitScope"`
+	// Credits is the key's credit balance after this check (nil for a key without
+	// credits); a spent balance refuses with USAGE_EXCEEDED.
+	Credits *int64 `json:"credits"`
+	// OwnerMeta is the meta of the key owner's record, kept by the tenant (nil if none).
+	OwnerMeta map[string]any `json:"ownerMeta"`
 }
 
 // RateLimit is a rate limit's state after a verification.
@@ -238,6 +252,25 @@ type verifyRequest struct {
 	Cost        *int     `json:"cost,omitempty"`
 	Permissions []string `json:"permissions,omitempty"`
 	Tag         string   `json:"tag,omitempty"`
+	Charges     []charge `json:"charges,omitempty"`
+}
+
+type charge struct {
+	Name string `json:"name"`
+	Cost int    `json:"cost"`
+}
+
+// chargesOf lists m in name order (a stable request body).
+func chargesOf(m map[string]int) []charge {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]charge, 0, len(m))
+	for name, cost := range m {
+		out = append(out, charge{name, cost})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // Verify asks Latchkey about key: is it a valid consumer key of this tenant, does it
@@ -265,7 +298,7 @@ func (c *Client) Verify(ctx context.Context, key string, opts VerifyOptions) (*R
 	if c.badURL != nil {
 		return nil, &Error{Message: "invalid Latchkey URL", Err: c.badURL, misconfigured: true}
 	}
-	body, err := json.Marshal(verifyRequest{Key: key, Cost: opts.Cost, Permissions: opts.Permissions, Tag: opts.Tag})
+	body, err := json.Marshal(verifyRequest{Key: key, Cost: opts.Cost, Permissions: opts.Permissions, Tag: opts.Tag, Charges: chargesOf(opts.Charges)})
 	if err != nil { // cannot happen for these types
 		return nil, &Error{Err: err}
 	}

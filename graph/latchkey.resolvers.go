@@ -68,10 +68,10 @@ func (r *apiKeyResolver) EffectiveRateLimitWindowSeconds(ctx context.Context, ob
 // QuotaUsage is the resolver for the quotaUsage field.
 func (r *apiKeyResolver) QuotaUsage(ctx context.Context, obj *ent.ApiKey) (*model.QuotaUsage, error) {
 	l, err := r.limitsOf(ctx, obj)
-	if err != nil || l.Quota == 0 || r.Quota == nil {
+	if err != nil || l.Quota == 0 || r.Admission == nil || obj.TenantID == nil {
 		return nil, err
 	}
-	q, err := r.Quota.Peek(ctx, keys.QuotaKey(obj), l.Quota, l.QuotaPeriod)
+	q, err := r.Admission.KeyQuota(ctx, *obj.TenantID, keys.QuotaKey(obj), l.Quota, l.QuotaPeriod)
 	if err != nil {
 		return nil, err
 	}
@@ -90,8 +90,8 @@ func (r *apiKeyResolver) Credits(ctx context.Context, obj *ent.ApiKey) (*model.C
 		return nil, nil
 	}
 	remaining := *obj.CreditsRemaining
-	if r.CreditBalances != nil {
-		live, err := r.CreditBalances.Balance(ctx, obj)
+	if r.Admission != nil {
+		live, err := r.Admission.Balance(ctx, obj)
 		if err != nil {
 			return nil, err
 		}

@@ -16,7 +16,7 @@ import (
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/graph/model"
-	"github.com/latchkey/latchkey/internal/data/ratelimit"
+	"github.com/latchkey/latchkey/internal/domain/admission"
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/owners"
@@ -31,8 +31,9 @@ import (
 type Resolver struct {
 	Client *ent.Client
 	Keys   *keys.Manager
-	// Quota reports quota usage on keys (nil: quotaUsage is null).
-	Quota ratelimit.Quota
+	// Admission reports keys' quotas and credit balances as the limit store holds them
+	// (nil: quotaUsage is null, credits are the stored ones).
+	Admission *admission.Service
 	// Live serves the usage subscriptions.
 	Live *live.Hub
 	// Webhooks manages webhook endpoints (and wakes the dispatchers after commits).
@@ -43,10 +44,6 @@ type Resolver struct {
 	Plans *plan.Catalog
 	// Owners changes owner records.
 	Owners *owners.Service
-	// CreditBalances reads live credit balances (nil: the stored ones).
-	CreditBalances interface {
-		Balance(ctx context.Context, k *ent.ApiKey) (int64, error)
-	}
 }
 
 // NewSchema returns the executable schema with its directives.
@@ -173,7 +170,14 @@ func mapOrNil(m map[string]any) *map[string]any {
 
 // verifyResult is the GraphQL form of a verification's answer.
 func verifyResult(res *verify.Result) *model.VerifyAPIKeyResult {
-	out := &model.VerifyAPIKeyResult{Valid: res.Valid(), Code: model.VerifyCode(res.Code), RetryAfterSeconds: res.RetryAfterSeconds()}
+	out := &model.VerifyAPIKeyResult{Valid: res.Valid(), Code: model.VerifyCode(res.Code), RetryAfterSeconds: res.RetryAfterSeconds(), OwnerMeta: res.OwnerMeta}
+	if res.Scope != "" {
+		out.LimitScope = &res.Scope
+	}
+	if res.Credits != nil {
+		c := int(*res.Credits)
+		out.Credits = &c
+	}
 	if k := res.Key; k != nil {
 		env := k.Environment
 		out.KeyID, out.OwnerID, out.Name, out.Meta, out.Permissions, out.Environment, out.ExpiresAt =

@@ -56,9 +56,9 @@ type App struct {
 	LimitEvents *webhook.LimitEvents
 	Expiry      *webhook.ExpiryScanner
 
-	redis       *redis.Client
-	memory      *ratelimit.Memory // in-memory limiter and quota, swept periodically (nil with Redis)
-	memoryQuota *ratelimit.MemoryQuota
+	redis         *redis.Client
+	memory        *ratelimit.Memory        // in-memory failure throttle, swept periodically (nil with Redis)
+	memoryChecker *ratelimit.MemoryChecker // in-memory limits, swept periodically (nil with Redis)
 
 	// invalidations, wakes and planChanges are the bus subscriptions Start follows.
 	invalidations, wakes, planChanges *pubsub.Subscription
@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 			return nil, err
 		}
 	}
-	limiter, quota, err := a.limiters(cfg)
+	limiter, checker, err := a.limiters(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -151,19 +151,19 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	a.Conns = &httpapi.Conns{}
 	var adm *admission.Service
 	if !opts.DisableGuard {
-		adm = &admission.Service{Limiter: limiter, Quota: quota, FailOpen: cfg.RateLimitFailOpen,
-			Recorder: a.Recorder, Metrics: a.Metrics, Events: a.LimitEvents}
+		adm = &admission.Service{Checker: checker, FailOpen: cfg.RateLimitFailOpen,
+			Recorder: a.Recorder, Metrics: a.Metrics, Events: a.LimitEvents, Live: a.Live}
 	}
 	verifications := &verify.Service{Keys: v, Admission: adm, Metrics: a.Metrics}
 	schema := graph.NewSchema(&graph.Resolver{
-		Client:   st.Client,
-		Keys:     &keys.Manager{Verifier: v, Plans: a.Plans},
-		Plans:    a.Plans,
-		Owners:   &owners.Service{Verifier: v},
-		Quota:    quota,
-		Live:     a.Live,
-		Webhooks: manager,
-		Verify:   verifications,
+		Client:    st.Client,
+		Keys:      &keys.Manager{Verifier: v, Plans: a.Plans, Credits: ledger(adm)},
+		Plans:     a.Plans,
+		Owners:    &owners.Service{Verifier: v},
+		Admission: adm,
+		Live:      a.Live,
+		Webhooks:  manager,
+		Verify:    verifications,
 	})
 	a.registerMetrics()
 	a.Handler = httpapi.New(httpapi.Options{
@@ -302,15 +302,16 @@ func (a *App) wakeWebhooks() {
 	a.Bus.Publish(topicWebhooksWake, nil)
 }
 
-// limiters builds the rate limiter and the quota store: in Redis when REDIS_URL is set
-// (shared by every instance), in memory otherwise. Either way a quota counter that is
-// missing (after a restart of this process, or of a Redis without persistence) is
-// seeded from the stored usage before it counts.
-func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, error) {
+// limiters builds the failed-credential throttle and the limit store: in Redis when
+// REDIS_URL is set (shared by every instance), in memory otherwise. Either way a quota
+// or credit counter that is missing (after a restart of this process, or of a Redis
+// without persistence) is seeded from the database before it counts.
+func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Checker, error) {
+	seed := admission.Seeder(a.Store.Client)
 	if cfg.RedisURL == "" {
 		a.memory = ratelimit.NewMemory(nil)
-		a.memoryQuota = ratelimit.NewMemoryQuota(nil, a.quotaUsed)
-		return a.memory, a.memoryQuota, nil
+		a.memoryChecker = ratelimit.NewMemoryChecker(nil, seed)
+		return a.memory, a.memoryChecker, nil
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -321,15 +322,21 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Quota, e
 	opt.WriteTimeout = time.Second
 	opt.MaxRetries = 1
 	a.redis = redis.NewClient(opt)
+	checker, err := ratelimit.NewRedisChecker(a.redis, "lk:c:", seed)
+	if err != nil {
+		return nil, nil, err
+	}
 	// The admission service decides what an unreachable Redis means (RATE_LIMIT_FAIL_OPEN).
-	limiter := &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:")}
-	return limiter, ratelimit.NewRedisQuota(a.redis, "lk:q:", nil, a.quotaUsed), nil
+	return &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:")}, checker, nil
 }
 
-// quotaUsed seeds a quota counter that memory or Redis no longer holds: what the
-// key's rotation chain used this period, from the stored usage.
-func (a *App) quotaUsed(ctx context.Context, key string, start time.Time) (int64, error) {
-	return usage.ChainUsed(ctx, a.Store.Client, key, start)
+// ledger is the credit ledger of the key manager: the limit store's balances (nil
+// without admission: the stored balances only).
+func ledger(adm *admission.Service) keys.CreditLedger {
+	if adm == nil {
+		return nil
+	}
+	return adm
 }
 
 // bootstrapAdmin creates an admin key when none exists and prints it once to out.
@@ -387,7 +394,7 @@ func (a *App) Start(ctx context.Context) {
 					return
 				case <-t.C:
 					a.memory.Sweep()
-					a.memoryQuota.Sweep() // counters of ended periods
+					a.memoryChecker.Sweep() // idle buckets, counters of ended periods
 				}
 			}
 		})

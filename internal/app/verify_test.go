@@ -65,12 +65,17 @@ type verifyResult struct {
 		Limit, Remaining int
 		ResetAt          time.Time
 	}
-	Quota *struct{ Limit, Used, Remaining int }
+	Quota             *struct{ Limit, Used, Remaining int }
+	RetryAfterSeconds int
+	LimitScope        *string
+	Credits           *int
+	OwnerMeta         map[string]any
 }
 
 const verifyMutation = `mutation($in: VerifyApiKeyInput!) { verifyApiKey(input: $in) {
 	valid code keyID ownerID name meta permissions environment expiresAt
-	rateLimit { limit remaining resetAt } quota { limit used remaining } } }`
+	rateLimit { limit remaining resetAt } quota { limit used remaining }
+	retryAfterSeconds limitScope credits ownerMeta } }`
 
 // verifyGQL verifies key through GraphQL as caller.
 func (c *consumerEnv) verifyGQL(t *testing.T, caller string, in map[string]any) (verifyResult, *apptest.Response) {
@@ -326,8 +331,9 @@ func TestVerifyAccounting(t *testing.T) {
 		step(11, "RATE_LIMITED", 2, 2) // more than the whole limit: never admitted, not charged
 		step(1, "VALID", 1, 3)
 		step(1, "VALID", 0, 4)
-		// Both limits are spent now: a check of cost 0 says so (the rate limit first).
-		if v, r := c.verifyGQL(t, c.verifier, map[string]any{"key": k.Secret, "cost": 0}); v.Code != "RATE_LIMITED" {
+		// Both limits are spent now: a check of cost 0 names the one that resets latest
+		// (the month's quota), so that its retry time is the true one.
+		if v, r := c.verifyGQL(t, c.verifier, map[string]any{"key": k.Secret, "cost": 0}); v.Code != "QUOTA_EXCEEDED" || v.RetryAfterSeconds < 3600 {
 			t.Fatalf("limits spent: %s", r.Raw)
 		}
 		// A quota alone: one verification, then QUOTA_EXCEEDED with its reset.
@@ -365,7 +371,7 @@ func TestVerifyAccounting(t *testing.T) {
 			logs = append(logs, l)
 		}
 		rows.Close()
-		want := []string{"valid", "valid", "valid", "rate_limited", "rate_limited", "valid", "valid", "rate_limited"}
+		want := []string{"valid", "valid", "valid", "rate_limited", "rate_limited", "valid", "valid", "quota_exceeded"}
 		if len(logs) != len(want) {
 			t.Fatalf("%d usage rows for the consumer key, want %d: %+v", len(logs), len(want), logs)
 		}

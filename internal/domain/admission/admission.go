@@ -11,40 +11,50 @@ package admission
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"time"
 
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
+	"github.com/latchkey/latchkey/internal/domain/live"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
 	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
-// Events is told about refusals by limit (limit webhooks). Implementations must not block.
+// Events is told about refusals by a limit and about quotas and balances crossing 80 %
+// and 100 % (the limit webhooks). Implementations must not block.
 type Events interface {
-	RateLimited(v *viewer.Viewer, retryAfter time.Duration)
-	QuotaExceeded(v *viewer.Viewer, resetAt time.Time)
+	RateLimited(v *viewer.Viewer, scope string, limit int, window, retryAfter time.Duration)
+	QuotaExceeded(v *viewer.Viewer, scope string, quota int64, period ratelimit.Period, resetAt time.Time)
+	Threshold(v *viewer.Viewer, typ, scope string, percent int, limit, used int64, periodStart, resetAt time.Time)
+}
+
+// Warner streams early warnings to live subscribers (live.Hub).
+type Warner interface {
+	Warn(tenantID, apiKeyID, ownerID string, w live.Warning)
 }
 
 // Service admits operations. Its fields are set once, before use.
 type Service struct {
-	// Limiter and Quota hold the counters (memory or Redis); nil disables them.
-	Limiter ratelimit.Limiter
-	Quota   ratelimit.Quota
-	// FailOpen admits operations when the limiter or the quota store cannot be
-	// reached (RATE_LIMIT_FAIL_OPEN); otherwise they are refused with INTERNAL
-	// (reason rate_limiter_unavailable or quota_unavailable).
+	// Checker holds every limit's counter (memory or Redis) and checks all the limits
+	// of an operation at once; nil: nothing is limited.
+	Checker ratelimit.Checker
+	// FailOpen admits operations when the limit store cannot be reached
+	// (RATE_LIMIT_FAIL_OPEN); otherwise they are refused with INTERNAL (reason
+	// rate_limiter_unavailable).
 	FailOpen bool
 	// Recorder stores the usage events (nil: nothing is recorded).
 	Recorder *usage.Recorder
 	// Metrics, when set, counts operations and refusals.
 	Metrics *metrics.Metrics
-	// Events, when set, is told about refusals by limit.
+	// Events, when set, is told about refusals and thresholds (webhooks); Live about
+	// thresholds (live subscribers).
 	Events Events
+	Live   Warner
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -52,11 +62,13 @@ type Service struct {
 // Request is one operation to admit.
 type Request struct {
 	Viewer *viewer.Viewer
-	// Cost is what the operation charges the rate limit (at least 1); a quota
-	// counts 1 per operation.
+	// Cost is what the operation charges the rate limits and the credits (at least
+	// 1); a quota counts 1 per operation.
 	Cost int
 	// CheckOnly checks the limits without charging them (a verification of cost 0).
 	CheckOnly bool
+	// Charges are named limits of the key to charge too (verifications).
+	Charges []limitspec.Charge
 	// Event describes the operation for its usage event (name, type, root fields);
 	// Admit fills in the caller, the client IP and the time.
 	Event usage.Event
@@ -65,16 +77,28 @@ type Request struct {
 // Decision is the answer to one Request. Call Done once the operation has ended.
 type Decision struct {
 	// Err is nil when the operation may run; otherwise it is the refusal to answer
-	// with: RATE_LIMITED or QUOTA_EXCEEDED (with retryAfterSeconds), BAD_USER_INPUT
-	// (reason cost_exceeds_limit: more than the whole limit), INTERNAL (reason
-	// rate_limiter_unavailable or quota_unavailable, when failing closed).
+	// with, with extensions.limitScope naming the limit (key, owner, tenant,
+	// named:<name>, credits): RATE_LIMITED or QUOTA_EXCEEDED (reason credits for a
+	// spent balance) with retryAfterSeconds, BAD_USER_INPUT (reason
+	// cost_exceeds_limit: more than a whole limit, or an unknown named limit), INTERNAL
+	// (reason rate_limiter_unavailable, when failing closed).
 	Err *fault.Error
-	// Limit is the rate limit that applied, for the RateLimit headers (nil: none).
+	// Scope names the limit that refused (with Err) and Outcome is what was recorded.
+	Scope   string
+	Outcome usage.Outcome
+	// RetryAfter is how long until the refused operation could pass (0: unknown, or
+	// never for a balance that does not refill).
+	RetryAfter time.Duration
+	// Limit is the rate limit with the least remaining, for the RateLimit headers
+	// (nil: none applied).
 	Limit *reqctx.Limit
-	// Quota is the quota state after the operation (nil: no quota applied).
-	Quota *ratelimit.QuotaResult
-	// QuotaLimit is the quota's size per period (with Quota).
-	QuotaLimit int64
+	// Quota is the quota with the least remaining after the operation (nil: none
+	// applied), QuotaLimit its size and QuotaPeriod its period.
+	Quota       *ratelimit.QuotaResult
+	QuotaLimit  int64
+	QuotaPeriod ratelimit.Period
+	// Credits is the key's balance after the operation (nil: no credits).
+	Credits *int64
 
 	svc      *Service
 	ev       usage.Event
@@ -93,9 +117,10 @@ func (s *Service) now() time.Time {
 	return time.Now()
 }
 
-// Admit checks req against its caller's rate limit and quota. A refused operation is
-// recorded at once (Done does nothing more for it); nothing is charged for it. It
-// never returns nil.
+// Admit checks req against every limit of its caller at once: the key's rate limit
+// and quota, its owner's, its tenant's, the named limits it charges and its credits.
+// Nothing is charged unless every enforced limit has room. A refused operation is
+// recorded at once (Done does nothing more for it). It never returns nil.
 func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 	d := &Decision{svc: s, start: s.now()}
 	v := req.Viewer
@@ -104,94 +129,163 @@ func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 		return d
 	}
 	d.ev = req.Event
-	d.ev.TenantID, d.ev.APIKeyID, d.ev.IP, d.ev.At = v.TenantID, v.APIKeyID, reqctx.ClientIP(ctx), d.start
+	d.ev.TenantID, d.ev.APIKeyID, d.ev.OwnerID, d.ev.IP, d.ev.At = v.TenantID, v.APIKeyID, v.OwnerID, reqctx.ClientIP(ctx), d.start
 	d.ev.Uncharged = req.CheckOnly
-	cost := max(req.Cost, 1)
-	if req.CheckOnly {
-		cost = 0
+	if s.Checker == nil {
+		return d
 	}
-	if err, outcome := s.check(ctx, v, cost, d); err != nil {
-		d.Err = err
-		d.ev.Uncharged = d.ev.Uncharged || outcome == usage.OutcomeError // refused before any limit charged
-		d.Done(outcome)
+	cost, quotaCost := int64(max(req.Cost, 1)), int64(1)
+	if req.CheckOnly {
+		cost, quotaCost = 0, 0
+	}
+	c, err := countersOf(&req, cost, quotaCost)
+	if err != nil {
+		var fe *fault.Error
+		errors.As(err, &fe)
+		d.Err, d.ev.Uncharged = fe, true
+		d.Done(usage.OutcomeError)
+		return d
+	}
+	if len(c.list) == 0 {
+		return d
+	}
+	var buf [8]ratelimit.CounterResult
+	dec, err := s.Checker.Check(ctx, v.TenantID, c.list, buf[:0])
+	if err != nil && !errors.Is(err, ratelimit.ErrInvalidLimit) && s.FailOpen {
+		slog.WarnContext(ctx, "limit store unavailable, admitting (fail open)", "err", err)
+		return d
+	}
+	if err != nil {
+		slog.ErrorContext(ctx, "limit store unavailable", "err", err)
+		d.Err, d.ev.Uncharged = fault.New(fault.Internal, "rate limiter unavailable, try again").With("reason", "rate_limiter_unavailable"), true
+		d.Done(usage.OutcomeError)
+		return d
+	}
+	d.report(c, dec)
+	if !dec.Allowed {
+		i := dec.Binding
+		d.Err, d.Outcome = refusal(c, i, dec, cost)
+		d.Scope, d.RetryAfter = c.scopes[i], dec.RetryAfter
+		s.announceRefusal(v, c, i, dec)
+		d.Done(d.Outcome)
+		return d
+	}
+	if !req.CheckOnly {
+		s.announceThresholds(v, c, dec, quotaCost, cost)
+		if v.CreditsKey != "" && d.Credits != nil {
+			d.ev.Credits = &usage.CreditsState{KeyID: v.CreditsKey, Remaining: *d.Credits,
+				PeriodStart: creditsPeriodStart(ratelimit.Period(v.CreditsPeriod), d.start)}
+		}
 	}
 	return d
+}
+
+// report fills the limit states of d from a check: the rate limit and the quota with
+// the least remaining, and the credits.
+func (d *Decision) report(c *counters, dec ratelimit.Decision) {
+	for i, ctr := range c.list {
+		r := dec.Results[i]
+		switch ctr.Kind {
+		case ratelimit.RateKind:
+			if d.Limit == nil || r.Remaining < int64(d.Limit.Remaining) {
+				name := c.scopes[i]
+				if name == "key" {
+					name = "default"
+				}
+				d.Limit = &reqctx.Limit{Name: name, Quota: ctr.Limit.Rate, Window: ctr.Limit.Period, Remaining: int(max(r.Remaining, 0)), Reset: r.ResetAfter}
+			}
+		case ratelimit.QuotaKind:
+			if d.Quota == nil || r.Remaining < d.Quota.Remaining {
+				d.Quota = &ratelimit.QuotaResult{Allowed: r.Allowed, Used: r.Used, Remaining: max(r.Remaining, 0), ResetAt: r.ResetAt}
+				d.QuotaLimit, d.QuotaPeriod = ctr.Quota, ctr.Period
+			}
+		case ratelimit.CreditsKind:
+			rem := max(r.Remaining, 0)
+			d.Credits = &rem
+		}
+	}
+}
+
+// announceRefusal fires the limit webhook of the counter that refused.
+func (s *Service) announceRefusal(v *viewer.Viewer, c *counters, i int, dec ratelimit.Decision) {
+	if s.Events == nil {
+		return
+	}
+	ctr := c.list[i]
+	switch ctr.Kind {
+	case ratelimit.RateKind:
+		s.Events.RateLimited(v, c.scopes[i], ctr.Limit.Rate, ctr.Limit.Period, dec.RetryAfter)
+	case ratelimit.QuotaKind:
+		s.Events.QuotaExceeded(v, c.scopes[i], ctr.Quota, ctr.Period, dec.Results[i].ResetAt)
+	case ratelimit.CreditsKind:
+		s.Events.QuotaExceeded(v, c.scopes[i], v.CreditsGranted, ratelimit.Period(v.CreditsPeriod), dec.Results[i].ResetAt)
+	}
+}
+
+// thresholds are the percentages of a quota or a balance that are announced.
+var thresholds = [...]int{80, 100}
+
+// announceThresholds tells Events and Live about every quota and balance this charge
+// took across 80 % or 100 % (each once per period: Events deduplicates).
+func (s *Service) announceThresholds(v *viewer.Viewer, c *counters, dec ratelimit.Decision, quotaCost, cost int64) {
+	if s.Events == nil && s.Live == nil {
+		return
+	}
+	for i, ctr := range c.list {
+		r := dec.Results[i]
+		var typ string
+		var limit, charged int64
+		switch ctr.Kind {
+		case ratelimit.QuotaKind:
+			typ, limit, charged = "quota.threshold", ctr.Quota, quotaCost
+		case ratelimit.CreditsKind:
+			typ, limit, charged = "credits.threshold", v.CreditsGranted, cost
+		default:
+			continue
+		}
+		if limit <= 0 || charged <= 0 {
+			continue
+		}
+		before := r.Used - charged
+		for _, pct := range thresholds {
+			mark := int64(pct) * limit
+			if before*100 < mark && r.Used*100 >= mark {
+				start := creditsPeriodStart(ctr.Period, s.now())
+				if ctr.Kind == ratelimit.QuotaKind {
+					start, _ = ratelimit.PeriodBounds(ctr.Period, s.now())
+				}
+				if s.Events != nil {
+					s.Events.Threshold(v, typ, c.scopes[i], pct, limit, r.Used, start, r.ResetAt)
+				}
+				if s.Live != nil {
+					var reset *time.Time
+					if !r.ResetAt.IsZero() {
+						reset = &r.ResetAt
+					}
+					s.Live.Warn(v.TenantID, v.APIKeyID, v.OwnerID, live.Warning{Type: typ, Scope: c.scopes[i], Threshold: pct, Limit: limit, Used: r.Used, ResetAt: reset})
+				}
+			}
+		}
+	}
+}
+
+// creditsPeriodStart is the start of the refill period p containing now (UTC): the
+// Unix epoch for a balance that never refills.
+func creditsPeriodStart(p ratelimit.Period, now time.Time) time.Time {
+	if !p.Valid() {
+		return time.Unix(0, 0).UTC()
+	}
+	start, _ := ratelimit.PeriodBounds(p, now)
+	return start
 }
 
 // Record records one operation of v that was decided without Admit (a verification
 // refused before its limits): its usage event with outcome, charging nothing.
 func (s *Service) Record(ctx context.Context, v *viewer.Viewer, ev usage.Event, outcome usage.Outcome) {
 	d := &Decision{svc: s, start: s.now(), ev: ev}
-	d.ev.TenantID, d.ev.APIKeyID, d.ev.IP, d.ev.At = v.TenantID, v.APIKeyID, reqctx.ClientIP(ctx), d.start
+	d.ev.TenantID, d.ev.APIKeyID, d.ev.OwnerID, d.ev.IP, d.ev.At = v.TenantID, v.APIKeyID, v.OwnerID, reqctx.ClientIP(ctx), d.start
 	d.ev.Uncharged = true
 	d.Done(outcome)
-}
-
-// check applies the rate limit and the quota; it returns the refusal and its outcome.
-func (s *Service) check(ctx context.Context, v *viewer.Viewer, cost int, d *Decision) (*fault.Error, usage.Outcome) {
-	if s.Limiter != nil && v.RateLimit > 0 {
-		limit := ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}
-		if cost > v.RateLimit && cost > 0 {
-			// More than the whole burst: no wait would ever admit it, so it is the
-			// request that is wrong, not its timing. Nothing is charged; the state
-			// is reported all the same.
-			if res, err := s.Limiter.Allow(ctx, v.APIKeyID, limit, 0); err == nil {
-				d.Limit = &reqctx.Limit{Name: "default", Quota: limit.Rate, Window: limit.Period, Remaining: max(res.Remaining, 0), Reset: res.ResetAfter}
-			}
-			return fault.New(fault.BadUserInput, fmt.Sprintf("operation cost %d exceeds the key's limit of %d requests per %s: split it", cost, limit.Rate, limit.Period)).
-				With("reason", "cost_exceeds_limit").With("cost", cost).With("limit", limit.Rate), usage.OutcomeRateLimited
-		}
-		res, err := s.Limiter.Allow(ctx, v.APIKeyID, limit, cost)
-		switch {
-		case err != nil && !errors.Is(err, ratelimit.ErrInvalidLimit) && s.FailOpen:
-			slog.WarnContext(ctx, "rate limiter unavailable, admitting (fail open)", "err", err)
-		case err != nil:
-			slog.ErrorContext(ctx, "rate limiter unavailable", "err", err)
-			return fault.New(fault.Internal, "rate limiter unavailable, try again").With("reason", "rate_limiter_unavailable"), usage.OutcomeError
-		default:
-			d.Limit = &reqctx.Limit{Name: "default", Quota: limit.Rate, Window: limit.Period, Remaining: max(res.Remaining, 0), Reset: res.ResetAfter}
-			if cost == 0 && res.Remaining < 1 {
-				// A check without charging answers whether one unit would pass now.
-				interval := limit.Period / time.Duration(limit.Rate)
-				res.Allowed, res.RetryAfter = false, max(res.ResetAfter+interval-time.Duration(limit.Rate)*interval, interval)
-			}
-			if !res.Allowed {
-				secs := ceilSeconds(res.RetryAfter)
-				if s.Events != nil {
-					s.Events.RateLimited(v, res.RetryAfter)
-				}
-				return fault.New(fault.RateLimited, fmt.Sprintf("rate limit of %d requests per %s exceeded (operation cost %d)", limit.Rate, limit.Period, cost)).
-					With("retryAfterSeconds", secs).With("cost", cost), usage.OutcomeRateLimited
-			}
-		}
-	}
-	if s.Quota != nil && v.Quota > 0 {
-		var res ratelimit.QuotaResult
-		var err error
-		if cost == 0 {
-			res, err = s.Quota.Peek(ctx, v.QuotaKey, v.Quota, ratelimit.Period(v.QuotaPeriod))
-		} else {
-			res, err = s.Quota.Consume(ctx, v.QuotaKey, v.Quota, ratelimit.Period(v.QuotaPeriod), 1)
-		}
-		if err == nil {
-			d.Quota, d.QuotaLimit = &res, v.Quota
-		}
-		switch {
-		case err != nil && s.FailOpen:
-			slog.WarnContext(ctx, "quota store unavailable, admitting (fail open)", "err", err)
-		case err != nil:
-			slog.ErrorContext(ctx, "quota store unavailable", "err", err)
-			return fault.New(fault.Internal, "quota store unavailable, try again").With("reason", "quota_unavailable"), usage.OutcomeError
-		case !res.Allowed:
-			secs := ceilSeconds(res.ResetAt.Sub(s.now()))
-			if s.Events != nil {
-				s.Events.QuotaExceeded(v, res.ResetAt)
-			}
-			return fault.New(fault.QuotaExceeded, fmt.Sprintf("quota of %d requests per %s exhausted", v.Quota, v.QuotaPeriod)).
-				With("retryAfterSeconds", secs).With("resetAt", res.ResetAt.UTC().Format(time.RFC3339)), usage.OutcomeQuotaExceeded
-		}
-	}
-	return nil, ""
 }
 
 // Done records the operation's usage event with outcome and the time since Admit. Only

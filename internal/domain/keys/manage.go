@@ -125,14 +125,30 @@ func CreditsPeriodStart(interval entapikey.CreditsRefillInterval, now time.Time)
 }
 
 // CreditLedger holds the live credit balances (the limit store). A balance set or
-// replaced through the API is dropped from it after the commit, so that it is seeded
-// again from the stored one; AddCredits changes it atomically with concurrent spending.
+// replaced through the API is set there after the commit; AddCredits changes it
+// atomically with concurrent spending.
 type CreditLedger interface {
-	// Forget drops the live balance of k; it returns the store's error.
-	Forget(ctx context.Context, k *ent.ApiKey) error
+	// Set makes the live balance of k balance; it returns the store's error.
+	Set(ctx context.Context, k *ent.ApiKey, balance int64) error
 	// Add adds delta to the live balance of k (seeding it first) and returns the new
 	// balance; it returns the store's error.
 	Add(ctx context.Context, k *ent.ApiKey, delta int64) (int64, error)
+}
+
+// CreditsOf describes k's credit balance for the limit store: the key it is counted
+// under (the first key of k's rotation chain), the balance at the start of each refill
+// period (or, for a balance that never refills, the balance granted), the refill
+// period ("day", "month" or "" for never) and the balance warnings count against. ok
+// is false when k has no credits.
+func CreditsOf(k *ent.ApiKey) (key string, refill int64, period string, granted int64, ok bool) {
+	if k.CreditsRemaining == nil {
+		return "", 0, "", 0, false
+	}
+	period, refill, granted = creditsPeriod(k.CreditsRefillInterval), deref64(k.CreditsRefillAmount), deref64(k.CreditsGranted)
+	if refill == 0 {
+		refill = granted // where an unknown balance starts
+	}
+	return QuotaKey(k), refill, period, granted, true
 }
 
 // UpdateParams are the settings to change. Nil pointers leave a setting as it is;
@@ -632,10 +648,11 @@ func (m *Manager) Update(ctx context.Context, client *ent.Client, id string, p U
 	setOrClear(p.Limits, u.SetLimits, u.ClearLimits)
 	if p.Credits.Set {
 		p.Credits.Value.set(u.Mutation(), m.now())
-		if m.Credits != nil {
+		if m.Credits != nil && p.Credits.Value != nil {
+			balance := p.Credits.Value.Remaining
 			txn.AfterCommit(ctx, func() {
-				if err := m.Credits.Forget(context.WithoutCancel(ctx), k); err != nil {
-					slog.Error("credits: forget the live balance", "key", k.ID, "err", err)
+				if err := m.Credits.Set(context.WithoutCancel(ctx), k, balance); err != nil {
+					slog.Error("credits: set the live balance", "key", k.ID, "err", err)
 				}
 			})
 		}

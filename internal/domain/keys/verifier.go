@@ -18,6 +18,7 @@ import (
 
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
+	entowner "github.com/latchkey/latchkey/ent/owner"
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
@@ -293,14 +294,28 @@ func (v *Verifier) load(ctx context.Context, h [sha256.Size]byte, now time.Time)
 		if k.TenantID != nil && k.Edges.Tenant != nil {
 			vw.TenantID, vw.TenantPlan = *k.TenantID, k.Edges.Tenant.Plan
 			e.active = k.Edges.Tenant.Active
-			l := LimitsOf(k, v.cfg.Plans.Resolve(k.Edges.Tenant.Plan))
+			p := v.cfg.Plans.Resolve(k.Edges.Tenant.Plan)
+			l := LimitsOf(k, p)
 			vw.RateLimit, vw.RateWindow, vw.Quota, vw.QuotaPeriod = l.RateLimit, l.RateWindow, l.Quota, string(l.QuotaPeriod)
 			vw.QuotaKey = QuotaKey(k)
+			vw.TenantRateLimit, vw.TenantRateWindow, vw.TenantQuota = p.TenantRateLimit, time.Duration(p.TenantWindowSeconds)*time.Second, p.TenantQuota
+			vw.Named = k.Limits
+			if vw.Named == nil {
+				vw.Named = p.KeyLimits
+			}
+			vw.CreditsKey, vw.CreditsRefill, vw.CreditsPeriod, vw.CreditsGranted, _ = CreditsOf(k)
+			if k.OwnerID != nil {
+				vw.OwnerID = *k.OwnerID
+				if err := v.loadOwner(ctx, vw); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if vw.Admin {
 			vw.Scopes = viewer.AllScopes
 		}
 		if e.consumer {
+			vw.Consumer = true
 			vw.Scopes = nil // a consumer key holds no Latchkey scope
 		}
 		e.v, e.rec = vw, &rec
@@ -479,3 +494,49 @@ func (v *Verifier) Consumer(ctx context.Context, key, callerKeyID string) (*Cons
 
 // Touch records that the key keyID was used now (last_used_at, written in batches).
 func (v *Verifier) Touch(keyID string) { v.touch(keyID) }
+
+// loadOwner adds the limits and meta of vw's owner record, if the tenant keeps one.
+// It returns the database's error.
+func (v *Verifier) loadOwner(ctx context.Context, vw *viewer.Viewer) error {
+	o, err := v.client.Owner.Query().
+		Where(entowner.TenantID(vw.TenantID), entowner.OwnerID(vw.OwnerID)).
+		Only(rule.SystemContext(ctx))
+	switch {
+	case ent.IsNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	vw.OwnerMeta = o.Meta
+	if o.RateLimit != nil && o.RateLimitWindowSeconds != nil {
+		vw.OwnerRateLimit, vw.OwnerRateWindow = *o.RateLimit, time.Duration(*o.RateLimitWindowSeconds)*time.Second
+	}
+	if o.Quota != nil {
+		vw.OwnerQuota, vw.OwnerQuotaPeriod = *o.Quota, "month"
+		if o.QuotaPeriod != nil && *o.QuotaPeriod == entowner.QuotaPeriodDay {
+			vw.OwnerQuotaPeriod = "day"
+		}
+	}
+	return nil
+}
+
+// creditsPeriod is the refill period of a credits interval ("day", "month", or "" for
+// never), as the limit store names periods.
+func creditsPeriod(i *entapikey.CreditsRefillInterval) string {
+	switch {
+	case i == nil:
+		return ""
+	case *i == entapikey.CreditsRefillIntervalDaily:
+		return "day"
+	case *i == entapikey.CreditsRefillIntervalMonthly:
+		return "month"
+	}
+	return ""
+}
+
+func deref64(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}

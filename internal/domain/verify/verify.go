@@ -20,6 +20,7 @@ import (
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
 	"github.com/latchkey/latchkey/internal/domain/admission"
 	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/domain/plan"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/limitspec"
@@ -84,6 +85,15 @@ func (r Request) Validate() *fault.Error {
 		return fault.BadInput("permissions", "at most %d permissions", keys.MaxPermissions)
 	case len(r.Tag) > MaxTagLen:
 		return fault.BadInput("tag", "tag must be at most %d characters", MaxTagLen)
+	case len(r.Charges) > plan.MaxNamedLimits:
+		return fault.BadInput("charges", "at most %d charges", plan.MaxNamedLimits)
+	}
+	for i, c := range r.Charges {
+		for _, prev := range r.Charges[:i] {
+			if prev.Name == c.Name {
+				return fault.BadInput("charges", "the limit %q is charged twice", c.Name)
+			}
+		}
 	}
 	for _, p := range r.Permissions {
 		if err := keys.ValidPermission(p); err != nil {
@@ -124,6 +134,12 @@ type Result struct {
 	// RetryAfter is how long until a refused check (RATE_LIMITED, QUOTA_EXCEEDED) may
 	// pass; 0 when unknown or never.
 	RetryAfter time.Duration
+	// Scope names the limit that refused: key, owner, tenant, credits, named:<name>.
+	Scope string
+	// Credits is the key's credit balance after the check (nil: no credits).
+	Credits *int64
+	// OwnerMeta is the meta of the key's owner record (nil: none). Read-only.
+	OwnerMeta map[string]any
 }
 
 // RetryAfterSeconds is RetryAfter rounded up to whole seconds for a refusal by a
@@ -185,7 +201,7 @@ func (s *Service) Verify(ctx context.Context, caller *viewer.Viewer, req Request
 		adm = &admission.Service{} // no limits, nothing recorded (benchmarks of the path alone)
 	}
 	k := c.Key
-	res := &Result{Key: k}
+	res := &Result{Key: k, OwnerMeta: c.Viewer.OwnerMeta}
 	ev := usage.Event{OperationType: "verify", OperationName: req.Tag, OwnerID: deref(k.OwnerID)}
 	if ev.OperationName == "" {
 		ev.OperationName = defaultOperationNm
@@ -208,26 +224,30 @@ func (s *Service) Verify(ctx context.Context, caller *viewer.Viewer, req Request
 		adm.Record(ctx, c.Viewer, ev, outcomeOf(res.Code))
 		return res, nil
 	}
-	d := adm.Admit(ctx, admission.Request{Viewer: c.Viewer, Cost: req.Cost, CheckOnly: req.Cost == 0, Event: ev})
+	d := adm.Admit(ctx, admission.Request{Viewer: c.Viewer, Cost: req.Cost, CheckOnly: req.Cost == 0, Charges: req.Charges, Event: ev})
 	if d.Limit != nil {
 		res.RateLimit = &Limit{Limit: d.Limit.Quota, Remaining: d.Limit.Remaining, ResetAt: now.Add(d.Limit.Reset)}
 	}
 	if d.Quota != nil {
 		res.Quota = &Quota{Limit: d.QuotaLimit, Used: d.Quota.Used, Remaining: d.Quota.Remaining,
-			Period: ratelimit.Period(c.Viewer.QuotaPeriod), ResetAt: d.Quota.ResetAt}
+			Period: d.QuotaPeriod, ResetAt: d.Quota.ResetAt}
 	}
+	res.Credits, res.Scope = d.Credits, d.Scope
 	switch {
 	case d.Err == nil:
 		res.Code = Valid
 		d.Done(usage.OutcomeValid)
 		s.Keys.Touch(k.ID)
-	case d.Err.Code == fault.RateLimited, d.Err.Code == fault.BadUserInput: // a cost above the whole limit
+	case d.Outcome == usage.OutcomeUsageExceeded:
+		res.Code = UsageExceeded
+		res.RetryAfter = d.RetryAfter
+	case d.Outcome == usage.OutcomeRateLimited: // also a cost above a whole limit
 		res.Code = RateLimited
-		res.RetryAfter = retryAfter(d.Err)
-	case d.Err.Code == fault.QuotaExceeded:
+		res.RetryAfter = d.RetryAfter
+	case d.Outcome == usage.OutcomeQuotaExceeded:
 		res.Code = QuotaExceeded
-		res.RetryAfter = retryAfter(d.Err)
-	default: // the limit stores are down and admission fails closed
+		res.RetryAfter = d.RetryAfter
+	default: // a bad charge (BAD_USER_INPUT), or the limit store down and failing closed
 		return nil, d.Err
 	}
 	s.count(res.Code)

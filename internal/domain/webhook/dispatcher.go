@@ -24,6 +24,7 @@ import (
 	entwebhook "github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/internal/data/pubsub"
+	"github.com/latchkey/latchkey/internal/data/txn"
 	"github.com/latchkey/latchkey/internal/domain/audit"
 )
 
@@ -1037,6 +1038,9 @@ func (d *Dispatcher) record(ctx context.Context, j job, res *sent) {
 				return err
 			}
 		}
+		if err := d.announce(sctx, tx, j, res, disableReason); err != nil {
+			return err
+		}
 		return tx.Commit()
 	}()
 	switch {
@@ -1053,6 +1057,41 @@ func (d *Dispatcher) record(ctx context.Context, j job, res *sent) {
 }
 
 var errLeaseLost = errors.New("webhook: lease lost")
+
+// announce enqueues, in the attempt's transaction, webhook.delivery_failed when the
+// delivery failed for good and webhook.disabled when this attempt disabled its
+// endpoint: the tenant's other endpoints learn of it (a disabled endpoint receives
+// nothing). A failed delivery of one of these two events announces nothing, so an
+// endpoint that fails them cannot feed a loop. The event ids derive from the delivery
+// and the endpoint, so a retried transaction writes them once.
+func (d *Dispatcher) announce(ctx context.Context, tx *ent.Tx, j job, res *sent, disableReason string) error {
+	client := tx.Client()
+	if res.Outcome != OutcomeFailed || j.d.EventType == EventWebhookDeliveryFailed || j.d.EventType == EventWebhookDisabled {
+		return nil
+	}
+	hook := map[string]any{"id": j.hook.ID, "url": j.hook.URL}
+	data := map[string]any{"webhook": hook, "delivery": map[string]any{
+		"id": j.d.ID, "eventID": j.d.EventID, "eventType": j.d.EventType, "attempts": res.Attempt,
+		"responseStatus": res.StatusCode, "error": res.Error,
+	}}
+	n, err := Enqueue(ctx, client, Event{Type: EventWebhookDeliveryFailed, TenantID: j.d.TenantID, Data: data, At: res.At}, "msg_whfail_"+j.d.ID)
+	if err != nil {
+		return err
+	}
+	if res.Disabled {
+		data := map[string]any{"webhook": map[string]any{"id": j.hook.ID, "url": j.hook.URL, "disabledReason": disableReason}}
+		m, err := Enqueue(ctx, client, Event{Type: EventWebhookDisabled, TenantID: j.d.TenantID, Data: data, At: res.At},
+			fmt.Sprintf("msg_whdis_%s_%d", j.hook.ID, res.At.Unix()))
+		if err != nil {
+			return err
+		}
+		n += m
+	}
+	if n > 0 {
+		txn.OnCommit(tx, d.Wake)
+	}
+	return nil
+}
 
 // formatDuration prints d in days when it is a whole number of days ("5 days").
 func formatDuration(d time.Duration) string {

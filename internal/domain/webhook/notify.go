@@ -60,58 +60,116 @@ func (l *LimitEvents) init() {
 	})
 }
 
-// Denied reports a denied operation of key keyID in tenantID. kind is
-// "rate_limit.exceeded" or "quota.exceeded"; window is the rate-limit window or the
-// quota period's remaining time; details go into the event's data. It never blocks:
-// when the queue is full the event is dropped and logged.
-func (l *LimitEvents) Denied(kind, tenantID, keyID, keyPrefix string, windowStart time.Time, window time.Duration, details map[string]any) {
+// notify queues event typ of tenantID for the worker, at most once per dedupe until
+// the time until; id is its deterministic event id (the same on every instance, so a
+// webhook gets it once however many instances saw it). It never blocks: when the queue
+// is full the event is dropped and logged.
+func (l *LimitEvents) notify(typ, tenantID, dedupe, id string, until time.Time, data map[string]any) {
 	l.init()
-	dedupe := fmt.Sprintf("%s:%s:%d", kind, keyID, windowStart.Unix())
 	now := time.Now()
 	l.mu.Lock()
-	if until, ok := l.sent[dedupe]; ok && now.Before(until) {
+	if u, ok := l.sent[dedupe]; ok && now.Before(u) {
 		l.mu.Unlock()
 		return
 	}
-	l.sent[dedupe] = now.Add(window)
+	l.sent[dedupe] = until
 	if len(l.sent) > 10000 {
-		for k, until := range l.sent {
-			if now.After(until) {
+		for k, u := range l.sent {
+			if now.After(u) {
 				delete(l.sent, k)
 			}
 		}
 	}
 	l.mu.Unlock()
-	data := map[string]any{"apiKey": map[string]any{"id": keyID, "prefix": keyPrefix, "tenantID": tenantID}}
-	for k, v := range details {
-		data[k] = v
-	}
-	tag := "rl"
-	if kind == EventQuotaExceeded {
-		tag = "quota"
-	}
 	select {
-	case l.queue <- limitEvent{Event{Type: kind, TenantID: tenantID, Data: data, At: now}, fmt.Sprintf("msg_%s_%s_%d", tag, keyID, windowStart.Unix())}:
+	case l.queue <- limitEvent{Event{Type: typ, TenantID: tenantID, Data: data, At: now}, id}:
 	default:
-		slog.Warn("webhook: limit event queue full, event dropped", "type", kind, "key", keyPrefix)
+		slog.Warn("webhook: limit event queue full, event dropped", "type", typ, "tenant", tenantID)
 	}
 }
 
-// RateLimited reports a refusal by v's rate limit: a rate_limit.exceeded event, at most
-// once per key per window. It never blocks.
-func (l *LimitEvents) RateLimited(v *viewer.Viewer, retryAfter time.Duration) {
-	now := time.Now().UTC()
-	l.Denied(EventRateLimitExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, now.Truncate(v.RateWindow), v.RateWindow,
-		map[string]any{"limit": v.RateLimit, "windowSeconds": int(v.RateWindow / time.Second), "retryAfterSeconds": int(math.Ceil(retryAfter.Seconds()))})
+// subject is the "data" part naming the key (and the limit's scope) of a limit event.
+func subject(v *viewer.Viewer, scope string) map[string]any {
+	data := map[string]any{"apiKey": map[string]any{"id": v.APIKeyID, "prefix": v.KeyPrefix, "tenantID": v.TenantID}, "scope": scope}
+	if v.OwnerID != "" {
+		data["ownerID"] = v.OwnerID
+	}
+	return data
 }
 
-// QuotaExceeded reports a refusal by v's quota: a quota.exceeded event, at most once per
-// key per period. It never blocks.
-func (l *LimitEvents) QuotaExceeded(v *viewer.Viewer, resetAt time.Time) {
+// whose names the holder of a scope's counter for dedupe keys and event ids.
+func whose(v *viewer.Viewer, scope string) string {
+	switch scope {
+	case "tenant":
+		return v.TenantID
+	case "owner":
+		return v.TenantID + "_" + v.OwnerID
+	}
+	return v.APIKeyID
+}
+
+// RateLimited reports a refusal by a rate limit of scope (key, owner, tenant or
+// named:<name>) of limit per window: a rate_limit.exceeded event, at most once per
+// limit per window. It never blocks.
+func (l *LimitEvents) RateLimited(v *viewer.Viewer, scope string, limit int, window, retryAfter time.Duration) {
 	now := time.Now().UTC()
-	start, end := ratelimit.PeriodBounds(ratelimit.Period(v.QuotaPeriod), now)
-	l.Denied(EventQuotaExceeded, v.TenantID, v.APIKeyID, v.KeyPrefix, start, end.Sub(now),
-		map[string]any{"quota": v.Quota, "period": strings.ToUpper(v.QuotaPeriod), "resetAt": end})
+	start := now.Truncate(window)
+	data := subject(v, scope)
+	data["limit"], data["windowSeconds"], data["retryAfterSeconds"] = limit, int(window/time.Second), int(math.Ceil(retryAfter.Seconds()))
+	who := whose(v, scope)
+	l.notify(EventRateLimitExceeded, v.TenantID, fmt.Sprintf("rl:%s:%s:%d", scope, who, start.Unix()),
+		fmt.Sprintf("msg_rl_%s_%s_%d", idSafe(scope), idSafe(who), start.Unix()), start.Add(window), data)
+}
+
+// QuotaExceeded reports a refusal by a quota of scope (key, owner or tenant) of quota
+// per period, or by a credit balance (scope credits): a quota.exceeded event, at most
+// once per limit per period. It never blocks.
+func (l *LimitEvents) QuotaExceeded(v *viewer.Viewer, scope string, quota int64, period ratelimit.Period, resetAt time.Time) {
+	now := time.Now().UTC()
+	start, end := now, resetAt
+	if period.Valid() {
+		start, end = ratelimit.PeriodBounds(period, now)
+	}
+	if end.IsZero() {
+		end = now.Add(24 * time.Hour)
+	}
+	data := subject(v, scope)
+	data["quota"], data["period"], data["resetAt"] = quota, strings.ToUpper(string(period)), end
+	who := whose(v, scope)
+	l.notify(EventQuotaExceeded, v.TenantID, fmt.Sprintf("quota:%s:%s:%d", scope, who, start.Unix()),
+		fmt.Sprintf("msg_quota_%s_%s_%d", idSafe(scope), idSafe(who), start.Unix()), end, data)
+}
+
+// Threshold reports that a quota (typ quota.threshold) or a credit balance
+// (credits.threshold) of scope crossed percent (80 or 100) of limit in the period
+// starting at periodStart: once per limit, threshold and period. It never blocks.
+func (l *LimitEvents) Threshold(v *viewer.Viewer, typ, scope string, percent int, limit, used int64, periodStart, resetAt time.Time) {
+	data := subject(v, scope)
+	data["threshold"], data["limit"], data["used"] = percent, limit, used
+	if !resetAt.IsZero() {
+		data["resetAt"] = resetAt
+	}
+	until := resetAt
+	if until.IsZero() {
+		until = time.Now().Add(24 * time.Hour)
+	}
+	who := whose(v, scope)
+	kind := "qt"
+	if typ == EventCreditsThreshold {
+		kind = "ct"
+	}
+	l.notify(typ, v.TenantID, fmt.Sprintf("%s:%s:%s:%d:%d", kind, scope, who, periodStart.Unix(), percent),
+		fmt.Sprintf("msg_%s_%s_%s_%d_%d", kind, idSafe(scope), idSafe(who), periodStart.Unix(), percent), until, data)
+}
+
+// idSafe keeps letters, digits and underscores of s for an event id.
+func idSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
 }
 
 // Run writes queued limit events until ctx ends. The deterministic event ids make an

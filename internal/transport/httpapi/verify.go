@@ -14,6 +14,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/keys"
 	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/limitspec"
 	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
@@ -28,6 +29,8 @@ type verifyBody struct {
 	Cost        *int     `json:"cost"`
 	Permissions []string `json:"permissions"`
 	Tag         *string  `json:"tag"`
+	// Charges are named limits to charge: [{"name": "tokens", "cost": 250}].
+	Charges []limitspec.Charge `json:"charges"`
 }
 
 // verifyAnswer is its JSON answer (the names are part of the public contract).
@@ -46,6 +49,12 @@ type verifyAnswer struct {
 	// RetryAfterSeconds is, for a refusal by a limit, how long until the same check
 	// could pass (null otherwise).
 	RetryAfterSeconds *int `json:"retryAfterSeconds"`
+	// LimitScope names the limit that refused (key, owner, tenant, credits,
+	// named:<name>); Credits is the key's balance after the check; OwnerMeta the meta
+	// of the key's owner record.
+	LimitScope *string        `json:"limitScope"`
+	Credits    *int64         `json:"credits"`
+	OwnerMeta  map[string]any `json:"ownerMeta"`
 }
 
 type verifyLimit struct {
@@ -108,14 +117,14 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil || dec.More() {
-		writeRESTError(w, fault.New(fault.BadUserInput, "the body must be one JSON object with key, cost, permissions and tag"+jsonDetail(err)).With("reason", "json"))
+		writeRESTError(w, fault.New(fault.BadUserInput, "the body must be one JSON object with key, cost, permissions, tag and charges"+jsonDetail(err)).With("reason", "json"))
 		return
 	}
 	if in.Key == nil {
 		writeRESTError(w, fault.BadInput("key", "key is required"))
 		return
 	}
-	req := verify.Request{Key: *in.Key, Cost: verify.DefaultCost, Permissions: in.Permissions}
+	req := verify.Request{Key: *in.Key, Cost: verify.DefaultCost, Permissions: in.Permissions, Charges: in.Charges}
 	if in.Cost != nil {
 		req.Cost = *in.Cost
 	}
@@ -132,7 +141,10 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 
 // answerOf is the JSON answer of a verification.
 func answerOf(res *verify.Result) verifyAnswer {
-	a := verifyAnswer{Valid: res.Valid(), Code: res.Code, RetryAfterSeconds: res.RetryAfterSeconds()}
+	a := verifyAnswer{Valid: res.Valid(), Code: res.Code, RetryAfterSeconds: res.RetryAfterSeconds(), Credits: res.Credits, OwnerMeta: res.OwnerMeta}
+	if res.Scope != "" {
+		a.LimitScope = &res.Scope
+	}
 	if k := res.Key; k != nil {
 		env := k.Environment
 		a.KeyID, a.OwnerID, a.Name, a.Meta, a.Permissions, a.Environment, a.ExpiresAt =
