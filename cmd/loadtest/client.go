@@ -194,14 +194,19 @@ func setup(ctx context.Context, c *client, adminToken string, limit int) (*fixtu
 	return f, nil
 }
 
-// createTenant creates a tenant with a random slug as the platform admin and returns
-// its id.
+// createTenant creates a tenant with a random slug as the platform admin, on a plan of
+// its own without tenant-wide caps (the seeded plans cap a tenant's consumer traffic,
+// which would measure the cap, not the server), and returns its id.
 func createTenant(ctx context.Context, c *client, adminToken string) (string, error) {
 	slug := "load-" + randomHex(4)
+	if err := c.call(ctx, adminToken, false, `mutation($name: String!) { createPlan(input: {name: $name, keyRateLimit: 1000000000, keyRateLimitWindowSeconds: 3600}) { name } }`,
+		map[string]any{"name": slug}, nil); err != nil {
+		return "", fmt.Errorf("createPlan: %w", err)
+	}
 	var t struct {
 		CreateTenant struct{ ID string } `json:"createTenant"`
 	}
-	if err := c.call(ctx, adminToken, false, `mutation($name: String!, $slug: String!) { createTenant(input: {name: $name, slug: $slug}) { id } }`,
+	if err := c.call(ctx, adminToken, false, `mutation($name: String!, $slug: String!) { createTenant(input: {name: $name, slug: $slug, plan: $slug}) { id } }`,
 		map[string]any{"name": "Load " + slug, "slug": slug}, &t); err != nil {
 		return "", fmt.Errorf("createTenant: %w", err)
 	}

@@ -4926,7 +4926,7 @@ extend type Mutation {
   createPlan(input: CreatePlanInput!): Plan! @auth(admin: true)
   "Changes the limits of every key of every tenant on the plan, from the next request on."
   updatePlan(name: String!, input: UpdatePlanInput!): Plan! @auth(admin: true)
-  "Creates or changes the owner record of ownerID: limits shared by all its keys."
+  "Creates or replaces the owner record of ownerID (fields left out are cleared): limits shared by all its keys, and meta."
   upsertOwner(input: UpsertOwnerInput!): Owner! @auth(scopes: ["keys:write"])
   "Adds amount credits to the key's balance (negative takes them away)."
   addCredits(id: ID!, amount: Int!): ApiKey! @auth(scopes: ["keys:write"])

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,15 +21,17 @@ import (
 // The limits of one check, as counters of the limit store. A counter's Key says whose
 // limit it is; Scope is what a refusal names (extensions.limitScope).
 //
-//	key:<id>            the key's rate limit                 scope key
+//	key:<id>@<def>      the key's rate limit                 scope key
 //	quota:<quota key>   the key's quota (its rotation chain)  scope key
-//	owner:<owner id>    the owner's rate limit               scope owner
+//	owner:<owner>@<def> the owner's rate limit               scope owner
 //	ownerq:<owner id>   the owner's quota                    scope owner
-//	tenant, tenantq     the tenant's rate limit and quota     scope tenant
-//	named:<id>:<name>   a named limit of the key             scope named:<name>
+//	tenant@<def>        the tenant's rate limit              scope tenant
+//	tenantq             the tenant's quota                   scope tenant
+//	named:<id>:<name>@<def> a named limit of the key         scope named:<name>
 //	credits:<key>       the credit balance (its chain)        scope credits
 //
-// Every key of a check belongs to the tenant's group (one Redis Cluster slot).
+// <def> is the rate limit's definition (rate/window in ms): see rateKey. Every key of
+// a check belongs to the tenant's group (one Redis Cluster slot).
 type counters struct {
 	list   []ratelimit.Counter
 	scopes []string
@@ -46,7 +49,7 @@ func countersOf(req *Request, cost int64, quotaCost int64) (*counters, error) {
 	v := req.Viewer
 	c := &counters{list: make([]ratelimit.Counter, 0, 8), scopes: make([]string, 0, 8)}
 	if v.RateLimit > 0 {
-		c.add("key", ratelimit.Counter{Kind: ratelimit.RateKind, Key: "key:" + v.APIKeyID,
+		c.add("key", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("key:"+v.APIKeyID, v.RateLimit, v.RateWindow),
 			Limit: ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}, Cost: cost})
 	}
 	if v.Quota > 0 {
@@ -54,7 +57,7 @@ func countersOf(req *Request, cost int64, quotaCost int64) (*counters, error) {
 			Quota: v.Quota, Period: ratelimit.Period(v.QuotaPeriod), Cost: quotaCost})
 	}
 	if v.OwnerID != "" && v.OwnerRateLimit > 0 {
-		c.add("owner", ratelimit.Counter{Kind: ratelimit.RateKind, Key: "owner:" + v.OwnerID,
+		c.add("owner", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("owner:"+v.OwnerID, v.OwnerRateLimit, v.OwnerRateWindow),
 			Limit: ratelimit.Limit{Rate: v.OwnerRateLimit, Period: v.OwnerRateWindow}, Cost: cost})
 	}
 	if v.OwnerID != "" && v.OwnerQuota > 0 {
@@ -63,7 +66,7 @@ func countersOf(req *Request, cost int64, quotaCost int64) (*counters, error) {
 	}
 	advisory := !v.Consumer
 	if v.TenantRateLimit > 0 {
-		c.add("tenant", ratelimit.Counter{Kind: ratelimit.RateKind, Key: "tenant",
+		c.add("tenant", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("tenant", v.TenantRateLimit, v.TenantRateWindow),
 			Limit: ratelimit.Limit{Rate: v.TenantRateLimit, Period: v.TenantRateWindow}, Cost: cost, Advisory: advisory})
 	}
 	if v.TenantQuota > 0 {
@@ -82,13 +85,22 @@ func countersOf(req *Request, cost int64, quotaCost int64) (*counters, error) {
 		if ch.Cost < 0 || ch.Cost > n.Limit {
 			return nil, fault.BadInput("charges", "the charge of %q must be between 0 and its limit %d", ch.Name, n.Limit)
 		}
-		c.add("named:"+ch.Name, ratelimit.Counter{Kind: ratelimit.RateKind, Key: "named:" + v.APIKeyID + ":" + ch.Name,
-			Limit: ratelimit.Limit{Rate: n.Limit, Period: time.Duration(n.WindowSeconds) * time.Second}, Cost: int64(ch.Cost)})
+		window := time.Duration(n.WindowSeconds) * time.Second
+		c.add("named:"+ch.Name, ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("named:"+v.APIKeyID+":"+ch.Name, n.Limit, window),
+			Limit: ratelimit.Limit{Rate: n.Limit, Period: window}, Cost: int64(ch.Cost)})
 	}
 	if v.CreditsKey != "" {
 		c.add("credits", creditsCounter(v, cost))
 	}
 	return c, nil
+}
+
+// rateKey names a rate limit's counter after its holder and its definition: a changed
+// limit (a key's, an owner's, a plan's) starts a fresh window at once instead of
+// carrying the old limit's debt over (3 used of 3 per hour would otherwise block a
+// limit raised to 100 per hour for a whole interval).
+func rateKey(holder string, rate int, window time.Duration) string {
+	return holder + "@" + strconv.Itoa(rate) + "/" + strconv.FormatInt(int64(window/time.Millisecond), 10)
 }
 
 func creditsCounter(v *viewer.Viewer, cost int64) ratelimit.Counter {

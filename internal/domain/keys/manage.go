@@ -9,6 +9,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"entgo.io/ent/dialect"
+
+	enttenant "github.com/latchkey/latchkey/ent/tenant"
+
 	"github.com/latchkey/latchkey/ent"
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/internal/data/txn"
@@ -836,6 +840,14 @@ func (m *Manager) checkMaxKeys(ctx context.Context, client *ent.Client, tenantID
 	p := m.Plans.Resolve(planName)
 	if p.MaxKeys <= 0 {
 		return nil
+	}
+	// On PostgreSQL concurrent creations of one tenant wait for each other (the
+	// tenant's row is locked until the transaction ends), so that the count holds; on
+	// SQLite writers are serialized already.
+	if m.Verifier != nil && m.Verifier.dialect == dialect.Postgres {
+		if _, err := client.Tenant.Query().Where(enttenant.ID(tenantID)).ForUpdate().IDs(ctx); err != nil {
+			return err
+		}
 	}
 	n, err := client.ApiKey.Query().Where(entapikey.TenantID(tenantID), entapikey.RevokedAtIsNil()).Count(ctx)
 	if err != nil {

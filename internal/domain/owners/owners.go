@@ -91,11 +91,23 @@ func (s *Service) Upsert(ctx context.Context, client *ent.Client, p Params) (*en
 		}
 		o, err = c.Save(ctx)
 	case err == nil:
-		u := o.Update().ClearRateLimit().ClearRateLimitWindowSeconds().ClearQuota().ClearQuotaPeriod().ClearMeta().
-			SetNillableRateLimit(p.RateLimit).SetNillableRateLimitWindowSeconds(p.RateLimitWindowSeconds).
-			SetNillableQuota(quota).SetNillableQuotaPeriod(period)
+		// Every setting is either set or cleared (never both: PostgreSQL refuses two
+		// assignments to one column).
+		u := o.Update()
+		if p.RateLimit != nil {
+			u.SetRateLimit(*p.RateLimit).SetRateLimitWindowSeconds(*p.RateLimitWindowSeconds)
+		} else {
+			u.ClearRateLimit().ClearRateLimitWindowSeconds()
+		}
+		if quota != nil {
+			u.SetQuota(*quota).SetQuotaPeriod(*period)
+		} else {
+			u.ClearQuota().ClearQuotaPeriod()
+		}
 		if p.Meta != nil {
 			u.SetMeta(p.Meta)
+		} else {
+			u.ClearMeta()
 		}
 		o, err = u.Save(ctx)
 	}
