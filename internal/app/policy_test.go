@@ -300,7 +300,9 @@ func TestOwnerSharedLimits(t *testing.T) {
 			t.Fatalf("empty ownerID: %s", r.Raw)
 		}
 		var audit struct {
-			AuditLogs struct{ Edges []struct{ Node struct{ Action string } } }
+			AuditLogs struct {
+				Edges []struct{ Node struct{ Action string } }
+			}
 		}
 		e.MustDo(p.mgmt, `{ auditLogs(first: 10, where: {objectType: "owner"}) { edges { node { action } } } }`, nil, &audit)
 		if len(audit.AuditLogs.Edges) != 2 || audit.AuditLogs.Edges[0].Node.Action == audit.AuditLogs.Edges[1].Node.Action {
