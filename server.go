@@ -2,10 +2,17 @@
 //
 // Configuration comes from the environment (see the README). With nothing set it
 // serves on :8080 with an embedded SQLite database in ./latchkey.db.
+//
+//	latchkey                          serve
+//	latchkey admin-key [-name NAME]   mint a new platform admin key in the configured
+//	                                  database, print it once (audited), and exit
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -40,6 +47,9 @@ func run() int {
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 {
+		os.Exit(command(ctx, cfg, os.Args[1], os.Args[2:]))
+	}
 	a, err := app.New(ctx, cfg, app.Options{Out: os.Stdout})
 	if err != nil {
 		slog.Error("start", "err", err)
@@ -54,4 +64,33 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// command runs a subcommand and returns the process's exit code.
+func command(ctx context.Context, cfg config.Config, name string, args []string) int {
+	switch name {
+	case "admin-key":
+		fs := flag.NewFlagSet("latchkey admin-key", flag.ContinueOnError)
+		keyName := fs.String("name", "recovered admin", "name of the new key (as listed by apiKeys)")
+		fs.Usage = func() {
+			fmt.Fprintln(fs.Output(), "usage: latchkey admin-key [-name NAME]\n\nMints a new platform admin key in the database of DATABASE_URL, prints it once\nand records it in the audit log. Other keys are not changed.")
+			fs.PrintDefaults()
+		}
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if err := app.MintAdminKey(ctx, cfg, *keyName, os.Stdout); err != nil {
+			slog.Error("admin-key", "err", err)
+			return 1
+		}
+		return 0
+	case "-h", "-help", "--help", "help":
+		fmt.Println("usage: latchkey               serve (configuration from the environment, see the README)\n       latchkey admin-key     mint a new platform admin key (latchkey admin-key -h)")
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "latchkey: unknown command %q (try latchkey help)\n", name)
+	return 2
 }

@@ -10,6 +10,7 @@ import (
 	"reflect"
 
 	"github.com/latchkey/latchkey/ent/migrate"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect"
@@ -1092,7 +1093,7 @@ func (c *UsageLogClient) UpdateOne(_m *UsageLog) *UsageLogUpdateOne {
 }
 
 // UpdateOneID returns an update builder for the given id.
-func (c *UsageLogClient) UpdateOneID(id int64) *UsageLogUpdateOne {
+func (c *UsageLogClient) UpdateOneID(id logid.ID) *UsageLogUpdateOne {
 	mutation := newUsageLogMutation(c.config, OpUpdateOne, withUsageLogID(id))
 	return &UsageLogUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
 }
@@ -1109,7 +1110,7 @@ func (c *UsageLogClient) DeleteOne(_m *UsageLog) *UsageLogDeleteOne {
 }
 
 // DeleteOneID returns a builder for deleting the given entity by its id.
-func (c *UsageLogClient) DeleteOneID(id int64) *UsageLogDeleteOne {
+func (c *UsageLogClient) DeleteOneID(id logid.ID) *UsageLogDeleteOne {
 	builder := c.Delete().Where(usagelog.ID(id))
 	builder.mutation.id = &id
 	builder.mutation.op = OpDeleteOne
@@ -1126,12 +1127,12 @@ func (c *UsageLogClient) Query() *UsageLogQuery {
 }
 
 // Get returns a UsageLog entity by its id.
-func (c *UsageLogClient) Get(ctx context.Context, id int64) (*UsageLog, error) {
+func (c *UsageLogClient) Get(ctx context.Context, id logid.ID) (*UsageLog, error) {
 	return c.Query().Where(usagelog.ID(id)).Only(ctx)
 }
 
 // GetX is like Get, but panics if an error occurs.
-func (c *UsageLogClient) GetX(ctx context.Context, id int64) *UsageLog {
+func (c *UsageLogClient) GetX(ctx context.Context, id logid.ID) *UsageLog {
 	obj, err := c.Get(ctx, id)
 	if err != nil {
 		panic(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/latchkey/latchkey/ent/owner"
 	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
@@ -957,6 +958,140 @@ func newTenantPaginateArgs(rv map[string]any) *tenantPaginateArgs {
 	}
 	if v, ok := rv[whereField].(*TenantWhereInput); ok {
 		args.opts = append(args.opts, WithTenantFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *UsageLogQuery) CollectFields(ctx context.Context, satisfies ...string) (*UsageLogQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *UsageLogQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(usagelog.Columns))
+		selectedFields = []string{usagelog.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "tenantID":
+			if _, ok := fieldSeen[usagelog.FieldTenantID]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldTenantID)
+				fieldSeen[usagelog.FieldTenantID] = struct{}{}
+			}
+		case "apiKeyID":
+			if _, ok := fieldSeen[usagelog.FieldAPIKeyID]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldAPIKeyID)
+				fieldSeen[usagelog.FieldAPIKeyID] = struct{}{}
+			}
+		case "ownerID":
+			if _, ok := fieldSeen[usagelog.FieldOwnerID]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldOwnerID)
+				fieldSeen[usagelog.FieldOwnerID] = struct{}{}
+			}
+		case "operationName":
+			if _, ok := fieldSeen[usagelog.FieldOperationName]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldOperationName)
+				fieldSeen[usagelog.FieldOperationName] = struct{}{}
+			}
+		case "operationType":
+			if _, ok := fieldSeen[usagelog.FieldOperationType]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldOperationType)
+				fieldSeen[usagelog.FieldOperationType] = struct{}{}
+			}
+		case "rootFields":
+			if _, ok := fieldSeen[usagelog.FieldRootFields]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldRootFields)
+				fieldSeen[usagelog.FieldRootFields] = struct{}{}
+			}
+		case "outcome":
+			if _, ok := fieldSeen[usagelog.FieldOutcome]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldOutcome)
+				fieldSeen[usagelog.FieldOutcome] = struct{}{}
+			}
+		case "latencyMs":
+			if _, ok := fieldSeen[usagelog.FieldLatencyMs]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldLatencyMs)
+				fieldSeen[usagelog.FieldLatencyMs] = struct{}{}
+			}
+		case "ip":
+			if _, ok := fieldSeen[usagelog.FieldIP]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldIP)
+				fieldSeen[usagelog.FieldIP] = struct{}{}
+			}
+		case "at":
+			if _, ok := fieldSeen[usagelog.FieldAt]; !ok {
+				selectedFields = append(selectedFields, usagelog.FieldAt)
+				fieldSeen[usagelog.FieldAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type usagelogPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []UsageLogPaginateOption
+}
+
+func newUsageLogPaginateArgs(rv map[string]any) *usagelogPaginateArgs {
+	args := &usagelogPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &UsageLogOrder{Field: &UsageLogOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithUsageLogOrder(order))
+			}
+		case *UsageLogOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithUsageLogOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*UsageLogWhereInput); ok {
+		args.opts = append(args.opts, WithUsageLogFilter(v.Filter))
 	}
 	return args
 }

@@ -3,6 +3,7 @@
 package ent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -14,9 +15,11 @@ import (
 	"github.com/latchkey/latchkey/ent/owner"
 	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 // Noder wraps the basic Node method.
@@ -48,6 +51,17 @@ var tenantImplementors = []string{"Tenant", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*Tenant) IsNode() {}
+
+var usagelogImplementors = []string{"UsageLog", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*UsageLog) IsNode() {}
+
+func (_m UsageLog) marshalID() string {
+	var buf bytes.Buffer
+	_m.ID.MarshalGQL(&buf)
+	return buf.String()
+}
 
 var webhookImplementors = []string{"Webhook", "Node"}
 
@@ -163,6 +177,19 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			Where(tenant.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, tenantImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case usagelog.Table:
+		var uid logid.ID
+		if err := uid.UnmarshalGQL(id); err != nil {
+			return nil, err
+		}
+		query := c.UsageLog.Query().
+			Where(usagelog.ID(uid))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, usagelogImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -344,6 +371,28 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 		}
 		for _, node := range nodes {
 			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case usagelog.Table:
+		uids := make([]logid.ID, len(ids))
+		for i, id := range ids {
+			if err := uids[i].UnmarshalGQL(id); err != nil {
+				return nil, err
+			}
+		}
+		query := c.UsageLog.Query().
+			Where(usagelog.IDIn(uids...))
+		query, err := query.CollectFields(ctx, usagelogImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.marshalID()] {
 				*noder = node
 			}
 		}

@@ -13,9 +13,11 @@ import (
 	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 // ApiKeyWhereInput represents a where input for filtering ApiKey queries.
@@ -2907,6 +2909,584 @@ func (i *TenantWhereInput) P() (predicate.Tenant, error) {
 		return predicates[0], nil
 	default:
 		return tenant.And(predicates...), nil
+	}
+}
+
+// UsageLogWhereInput represents a where input for filtering UsageLog queries.
+type UsageLogWhereInput struct {
+	Predicates []predicate.UsageLog  `json:"-"`
+	Not        *UsageLogWhereInput   `json:"not,omitempty"`
+	Or         []*UsageLogWhereInput `json:"or,omitempty"`
+	And        []*UsageLogWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID      *logid.ID  `json:"id,omitempty"`
+	IDNEQ   *logid.ID  `json:"idNEQ,omitempty"`
+	IDIn    []logid.ID `json:"idIn,omitempty"`
+	IDNotIn []logid.ID `json:"idNotIn,omitempty"`
+	IDGT    *logid.ID  `json:"idGT,omitempty"`
+	IDGTE   *logid.ID  `json:"idGTE,omitempty"`
+	IDLT    *logid.ID  `json:"idLT,omitempty"`
+	IDLTE   *logid.ID  `json:"idLTE,omitempty"`
+
+	// "tenant_id" field predicates.
+	TenantID             *string  `json:"tenantID,omitempty"`
+	TenantIDNEQ          *string  `json:"tenantIDNEQ,omitempty"`
+	TenantIDIn           []string `json:"tenantIDIn,omitempty"`
+	TenantIDNotIn        []string `json:"tenantIDNotIn,omitempty"`
+	TenantIDGT           *string  `json:"tenantIDGT,omitempty"`
+	TenantIDGTE          *string  `json:"tenantIDGTE,omitempty"`
+	TenantIDLT           *string  `json:"tenantIDLT,omitempty"`
+	TenantIDLTE          *string  `json:"tenantIDLTE,omitempty"`
+	TenantIDContains     *string  `json:"tenantIDContains,omitempty"`
+	TenantIDHasPrefix    *string  `json:"tenantIDHasPrefix,omitempty"`
+	TenantIDHasSuffix    *string  `json:"tenantIDHasSuffix,omitempty"`
+	TenantIDEqualFold    *string  `json:"tenantIDEqualFold,omitempty"`
+	TenantIDContainsFold *string  `json:"tenantIDContainsFold,omitempty"`
+
+	// "api_key_id" field predicates.
+	APIKeyID             *string  `json:"apiKeyID,omitempty"`
+	APIKeyIDNEQ          *string  `json:"apiKeyIDNEQ,omitempty"`
+	APIKeyIDIn           []string `json:"apiKeyIDIn,omitempty"`
+	APIKeyIDNotIn        []string `json:"apiKeyIDNotIn,omitempty"`
+	APIKeyIDGT           *string  `json:"apiKeyIDGT,omitempty"`
+	APIKeyIDGTE          *string  `json:"apiKeyIDGTE,omitempty"`
+	APIKeyIDLT           *string  `json:"apiKeyIDLT,omitempty"`
+	APIKeyIDLTE          *string  `json:"apiKeyIDLTE,omitempty"`
+	APIKeyIDContains     *string  `json:"apiKeyIDContains,omitempty"`
+	APIKeyIDHasPrefix    *string  `json:"apiKeyIDHasPrefix,omitempty"`
+	APIKeyIDHasSuffix    *string  `json:"apiKeyIDHasSuffix,omitempty"`
+	APIKeyIDEqualFold    *string  `json:"apiKeyIDEqualFold,omitempty"`
+	APIKeyIDContainsFold *string  `json:"apiKeyIDContainsFold,omitempty"`
+
+	// "owner_id" field predicates.
+	OwnerID             *string  `json:"ownerID,omitempty"`
+	OwnerIDNEQ          *string  `json:"ownerIDNEQ,omitempty"`
+	OwnerIDIn           []string `json:"ownerIDIn,omitempty"`
+	OwnerIDNotIn        []string `json:"ownerIDNotIn,omitempty"`
+	OwnerIDGT           *string  `json:"ownerIDGT,omitempty"`
+	OwnerIDGTE          *string  `json:"ownerIDGTE,omitempty"`
+	OwnerIDLT           *string  `json:"ownerIDLT,omitempty"`
+	OwnerIDLTE          *string  `json:"ownerIDLTE,omitempty"`
+	OwnerIDContains     *string  `json:"ownerIDContains,omitempty"`
+	OwnerIDHasPrefix    *string  `json:"ownerIDHasPrefix,omitempty"`
+	OwnerIDHasSuffix    *string  `json:"ownerIDHasSuffix,omitempty"`
+	OwnerIDIsNil        bool     `json:"ownerIDIsNil,omitempty"`
+	OwnerIDNotNil       bool     `json:"ownerIDNotNil,omitempty"`
+	OwnerIDEqualFold    *string  `json:"ownerIDEqualFold,omitempty"`
+	OwnerIDContainsFold *string  `json:"ownerIDContainsFold,omitempty"`
+
+	// "operation_name" field predicates.
+	OperationName             *string  `json:"operationName,omitempty"`
+	OperationNameNEQ          *string  `json:"operationNameNEQ,omitempty"`
+	OperationNameIn           []string `json:"operationNameIn,omitempty"`
+	OperationNameNotIn        []string `json:"operationNameNotIn,omitempty"`
+	OperationNameGT           *string  `json:"operationNameGT,omitempty"`
+	OperationNameGTE          *string  `json:"operationNameGTE,omitempty"`
+	OperationNameLT           *string  `json:"operationNameLT,omitempty"`
+	OperationNameLTE          *string  `json:"operationNameLTE,omitempty"`
+	OperationNameContains     *string  `json:"operationNameContains,omitempty"`
+	OperationNameHasPrefix    *string  `json:"operationNameHasPrefix,omitempty"`
+	OperationNameHasSuffix    *string  `json:"operationNameHasSuffix,omitempty"`
+	OperationNameEqualFold    *string  `json:"operationNameEqualFold,omitempty"`
+	OperationNameContainsFold *string  `json:"operationNameContainsFold,omitempty"`
+
+	// "operation_type" field predicates.
+	OperationType             *string  `json:"operationType,omitempty"`
+	OperationTypeNEQ          *string  `json:"operationTypeNEQ,omitempty"`
+	OperationTypeIn           []string `json:"operationTypeIn,omitempty"`
+	OperationTypeNotIn        []string `json:"operationTypeNotIn,omitempty"`
+	OperationTypeGT           *string  `json:"operationTypeGT,omitempty"`
+	OperationTypeGTE          *string  `json:"operationTypeGTE,omitempty"`
+	OperationTypeLT           *string  `json:"operationTypeLT,omitempty"`
+	OperationTypeLTE          *string  `json:"operationTypeLTE,omitempty"`
+	OperationTypeContains     *string  `json:"operationTypeContains,omitempty"`
+	OperationTypeHasPrefix    *string  `json:"operationTypeHasPrefix,omitempty"`
+	OperationTypeHasSuffix    *string  `json:"operationTypeHasSuffix,omitempty"`
+	OperationTypeEqualFold    *string  `json:"operationTypeEqualFold,omitempty"`
+	OperationTypeContainsFold *string  `json:"operationTypeContainsFold,omitempty"`
+
+	// "outcome" field predicates.
+	Outcome             *string  `json:"outcome,omitempty"`
+	OutcomeNEQ          *string  `json:"outcomeNEQ,omitempty"`
+	OutcomeIn           []string `json:"outcomeIn,omitempty"`
+	OutcomeNotIn        []string `json:"outcomeNotIn,omitempty"`
+	OutcomeGT           *string  `json:"outcomeGT,omitempty"`
+	OutcomeGTE          *string  `json:"outcomeGTE,omitempty"`
+	OutcomeLT           *string  `json:"outcomeLT,omitempty"`
+	OutcomeLTE          *string  `json:"outcomeLTE,omitempty"`
+	OutcomeContains     *string  `json:"outcomeContains,omitempty"`
+	OutcomeHasPrefix    *string  `json:"outcomeHasPrefix,omitempty"`
+	OutcomeHasSuffix    *string  `json:"outcomeHasSuffix,omitempty"`
+	OutcomeEqualFold    *string  `json:"outcomeEqualFold,omitempty"`
+	OutcomeContainsFold *string  `json:"outcomeContainsFold,omitempty"`
+
+	// "latency_ms" field predicates.
+	LatencyMs      *int  `json:"latencyMs,omitempty"`
+	LatencyMsNEQ   *int  `json:"latencyMsNEQ,omitempty"`
+	LatencyMsIn    []int `json:"latencyMsIn,omitempty"`
+	LatencyMsNotIn []int `json:"latencyMsNotIn,omitempty"`
+	LatencyMsGT    *int  `json:"latencyMsGT,omitempty"`
+	LatencyMsGTE   *int  `json:"latencyMsGTE,omitempty"`
+	LatencyMsLT    *int  `json:"latencyMsLT,omitempty"`
+	LatencyMsLTE   *int  `json:"latencyMsLTE,omitempty"`
+
+	// "ip" field predicates.
+	IP             *string  `json:"ip,omitempty"`
+	IPNEQ          *string  `json:"ipNEQ,omitempty"`
+	IPIn           []string `json:"ipIn,omitempty"`
+	IPNotIn        []string `json:"ipNotIn,omitempty"`
+	IPGT           *string  `json:"ipGT,omitempty"`
+	IPGTE          *string  `json:"ipGTE,omitempty"`
+	IPLT           *string  `json:"ipLT,omitempty"`
+	IPLTE          *string  `json:"ipLTE,omitempty"`
+	IPContains     *string  `json:"ipContains,omitempty"`
+	IPHasPrefix    *string  `json:"ipHasPrefix,omitempty"`
+	IPHasSuffix    *string  `json:"ipHasSuffix,omitempty"`
+	IPEqualFold    *string  `json:"ipEqualFold,omitempty"`
+	IPContainsFold *string  `json:"ipContainsFold,omitempty"`
+
+	// "at" field predicates.
+	At      *time.Time  `json:"at,omitempty"`
+	AtNEQ   *time.Time  `json:"atNEQ,omitempty"`
+	AtIn    []time.Time `json:"atIn,omitempty"`
+	AtNotIn []time.Time `json:"atNotIn,omitempty"`
+	AtGT    *time.Time  `json:"atGT,omitempty"`
+	AtGTE   *time.Time  `json:"atGTE,omitempty"`
+	AtLT    *time.Time  `json:"atLT,omitempty"`
+	AtLTE   *time.Time  `json:"atLTE,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *UsageLogWhereInput) AddPredicates(predicates ...predicate.UsageLog) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the UsageLogWhereInput filter on the UsageLogQuery builder.
+func (i *UsageLogWhereInput) Filter(q *UsageLogQuery) (*UsageLogQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyUsageLogWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyUsageLogWhereInput is returned in case the UsageLogWhereInput is empty.
+var ErrEmptyUsageLogWhereInput = errors.New("ent: empty predicate UsageLogWhereInput")
+
+// P returns a predicate for filtering usagelogs.
+// An error is returned if the input is empty or invalid.
+func (i *UsageLogWhereInput) P() (predicate.UsageLog, error) {
+	var predicates []predicate.UsageLog
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, usagelog.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.UsageLog, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, usagelog.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.UsageLog, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, usagelog.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, usagelog.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, usagelog.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, usagelog.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, usagelog.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, usagelog.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, usagelog.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, usagelog.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, usagelog.IDLTE(*i.IDLTE))
+	}
+	if i.TenantID != nil {
+		predicates = append(predicates, usagelog.TenantIDEQ(*i.TenantID))
+	}
+	if i.TenantIDNEQ != nil {
+		predicates = append(predicates, usagelog.TenantIDNEQ(*i.TenantIDNEQ))
+	}
+	if len(i.TenantIDIn) > 0 {
+		predicates = append(predicates, usagelog.TenantIDIn(i.TenantIDIn...))
+	}
+	if len(i.TenantIDNotIn) > 0 {
+		predicates = append(predicates, usagelog.TenantIDNotIn(i.TenantIDNotIn...))
+	}
+	if i.TenantIDGT != nil {
+		predicates = append(predicates, usagelog.TenantIDGT(*i.TenantIDGT))
+	}
+	if i.TenantIDGTE != nil {
+		predicates = append(predicates, usagelog.TenantIDGTE(*i.TenantIDGTE))
+	}
+	if i.TenantIDLT != nil {
+		predicates = append(predicates, usagelog.TenantIDLT(*i.TenantIDLT))
+	}
+	if i.TenantIDLTE != nil {
+		predicates = append(predicates, usagelog.TenantIDLTE(*i.TenantIDLTE))
+	}
+	if i.TenantIDContains != nil {
+		predicates = append(predicates, usagelog.TenantIDContains(*i.TenantIDContains))
+	}
+	if i.TenantIDHasPrefix != nil {
+		predicates = append(predicates, usagelog.TenantIDHasPrefix(*i.TenantIDHasPrefix))
+	}
+	if i.TenantIDHasSuffix != nil {
+		predicates = append(predicates, usagelog.TenantIDHasSuffix(*i.TenantIDHasSuffix))
+	}
+	if i.TenantIDEqualFold != nil {
+		predicates = append(predicates, usagelog.TenantIDEqualFold(*i.TenantIDEqualFold))
+	}
+	if i.TenantIDContainsFold != nil {
+		predicates = append(predicates, usagelog.TenantIDContainsFold(*i.TenantIDContainsFold))
+	}
+	if i.APIKeyID != nil {
+		predicates = append(predicates, usagelog.APIKeyIDEQ(*i.APIKeyID))
+	}
+	if i.APIKeyIDNEQ != nil {
+		predicates = append(predicates, usagelog.APIKeyIDNEQ(*i.APIKeyIDNEQ))
+	}
+	if len(i.APIKeyIDIn) > 0 {
+		predicates = append(predicates, usagelog.APIKeyIDIn(i.APIKeyIDIn...))
+	}
+	if len(i.APIKeyIDNotIn) > 0 {
+		predicates = append(predicates, usagelog.APIKeyIDNotIn(i.APIKeyIDNotIn...))
+	}
+	if i.APIKeyIDGT != nil {
+		predicates = append(predicates, usagelog.APIKeyIDGT(*i.APIKeyIDGT))
+	}
+	if i.APIKeyIDGTE != nil {
+		predicates = append(predicates, usagelog.APIKeyIDGTE(*i.APIKeyIDGTE))
+	}
+	if i.APIKeyIDLT != nil {
+		predicates = append(predicates, usagelog.APIKeyIDLT(*i.APIKeyIDLT))
+	}
+	if i.APIKeyIDLTE != nil {
+		predicates = append(predicates, usagelog.APIKeyIDLTE(*i.APIKeyIDLTE))
+	}
+	if i.APIKeyIDContains != nil {
+		predicates = append(predicates, usagelog.APIKeyIDContains(*i.APIKeyIDContains))
+	}
+	if i.APIKeyIDHasPrefix != nil {
+		predicates = append(predicates, usagelog.APIKeyIDHasPrefix(*i.APIKeyIDHasPrefix))
+	}
+	if i.APIKeyIDHasSuffix != nil {
+		predicates = append(predicates, usagelog.APIKeyIDHasSuffix(*i.APIKeyIDHasSuffix))
+	}
+	if i.APIKeyIDEqualFold != nil {
+		predicates = append(predicates, usagelog.APIKeyIDEqualFold(*i.APIKeyIDEqualFold))
+	}
+	if i.APIKeyIDContainsFold != nil {
+		predicates = append(predicates, usagelog.APIKeyIDContainsFold(*i.APIKeyIDContainsFold))
+	}
+	if i.OwnerID != nil {
+		predicates = append(predicates, usagelog.OwnerIDEQ(*i.OwnerID))
+	}
+	if i.OwnerIDNEQ != nil {
+		predicates = append(predicates, usagelog.OwnerIDNEQ(*i.OwnerIDNEQ))
+	}
+	if len(i.OwnerIDIn) > 0 {
+		predicates = append(predicates, usagelog.OwnerIDIn(i.OwnerIDIn...))
+	}
+	if len(i.OwnerIDNotIn) > 0 {
+		predicates = append(predicates, usagelog.OwnerIDNotIn(i.OwnerIDNotIn...))
+	}
+	if i.OwnerIDGT != nil {
+		predicates = append(predicates, usagelog.OwnerIDGT(*i.OwnerIDGT))
+	}
+	if i.OwnerIDGTE != nil {
+		predicates = append(predicates, usagelog.OwnerIDGTE(*i.OwnerIDGTE))
+	}
+	if i.OwnerIDLT != nil {
+		predicates = append(predicates, usagelog.OwnerIDLT(*i.OwnerIDLT))
+	}
+	if i.OwnerIDLTE != nil {
+		predicates = append(predicates, usagelog.OwnerIDLTE(*i.OwnerIDLTE))
+	}
+	if i.OwnerIDContains != nil {
+		predicates = append(predicates, usagelog.OwnerIDContains(*i.OwnerIDContains))
+	}
+	if i.OwnerIDHasPrefix != nil {
+		predicates = append(predicates, usagelog.OwnerIDHasPrefix(*i.OwnerIDHasPrefix))
+	}
+	if i.OwnerIDHasSuffix != nil {
+		predicates = append(predicates, usagelog.OwnerIDHasSuffix(*i.OwnerIDHasSuffix))
+	}
+	if i.OwnerIDIsNil {
+		predicates = append(predicates, usagelog.OwnerIDIsNil())
+	}
+	if i.OwnerIDNotNil {
+		predicates = append(predicates, usagelog.OwnerIDNotNil())
+	}
+	if i.OwnerIDEqualFold != nil {
+		predicates = append(predicates, usagelog.OwnerIDEqualFold(*i.OwnerIDEqualFold))
+	}
+	if i.OwnerIDContainsFold != nil {
+		predicates = append(predicates, usagelog.OwnerIDContainsFold(*i.OwnerIDContainsFold))
+	}
+	if i.OperationName != nil {
+		predicates = append(predicates, usagelog.OperationNameEQ(*i.OperationName))
+	}
+	if i.OperationNameNEQ != nil {
+		predicates = append(predicates, usagelog.OperationNameNEQ(*i.OperationNameNEQ))
+	}
+	if len(i.OperationNameIn) > 0 {
+		predicates = append(predicates, usagelog.OperationNameIn(i.OperationNameIn...))
+	}
+	if len(i.OperationNameNotIn) > 0 {
+		predicates = append(predicates, usagelog.OperationNameNotIn(i.OperationNameNotIn...))
+	}
+	if i.OperationNameGT != nil {
+		predicates = append(predicates, usagelog.OperationNameGT(*i.OperationNameGT))
+	}
+	if i.OperationNameGTE != nil {
+		predicates = append(predicates, usagelog.OperationNameGTE(*i.OperationNameGTE))
+	}
+	if i.OperationNameLT != nil {
+		predicates = append(predicates, usagelog.OperationNameLT(*i.OperationNameLT))
+	}
+	if i.OperationNameLTE != nil {
+		predicates = append(predicates, usagelog.OperationNameLTE(*i.OperationNameLTE))
+	}
+	if i.OperationNameContains != nil {
+		predicates = append(predicates, usagelog.OperationNameContains(*i.OperationNameContains))
+	}
+	if i.OperationNameHasPrefix != nil {
+		predicates = append(predicates, usagelog.OperationNameHasPrefix(*i.OperationNameHasPrefix))
+	}
+	if i.OperationNameHasSuffix != nil {
+		predicates = append(predicates, usagelog.OperationNameHasSuffix(*i.OperationNameHasSuffix))
+	}
+	if i.OperationNameEqualFold != nil {
+		predicates = append(predicates, usagelog.OperationNameEqualFold(*i.OperationNameEqualFold))
+	}
+	if i.OperationNameContainsFold != nil {
+		predicates = append(predicates, usagelog.OperationNameContainsFold(*i.OperationNameContainsFold))
+	}
+	if i.OperationType != nil {
+		predicates = append(predicates, usagelog.OperationTypeEQ(*i.OperationType))
+	}
+	if i.OperationTypeNEQ != nil {
+		predicates = append(predicates, usagelog.OperationTypeNEQ(*i.OperationTypeNEQ))
+	}
+	if len(i.OperationTypeIn) > 0 {
+		predicates = append(predicates, usagelog.OperationTypeIn(i.OperationTypeIn...))
+	}
+	if len(i.OperationTypeNotIn) > 0 {
+		predicates = append(predicates, usagelog.OperationTypeNotIn(i.OperationTypeNotIn...))
+	}
+	if i.OperationTypeGT != nil {
+		predicates = append(predicates, usagelog.OperationTypeGT(*i.OperationTypeGT))
+	}
+	if i.OperationTypeGTE != nil {
+		predicates = append(predicates, usagelog.OperationTypeGTE(*i.OperationTypeGTE))
+	}
+	if i.OperationTypeLT != nil {
+		predicates = append(predicates, usagelog.OperationTypeLT(*i.OperationTypeLT))
+	}
+	if i.OperationTypeLTE != nil {
+		predicates = append(predicates, usagelog.OperationTypeLTE(*i.OperationTypeLTE))
+	}
+	if i.OperationTypeContains != nil {
+		predicates = append(predicates, usagelog.OperationTypeContains(*i.OperationTypeContains))
+	}
+	if i.OperationTypeHasPrefix != nil {
+		predicates = append(predicates, usagelog.OperationTypeHasPrefix(*i.OperationTypeHasPrefix))
+	}
+	if i.OperationTypeHasSuffix != nil {
+		predicates = append(predicates, usagelog.OperationTypeHasSuffix(*i.OperationTypeHasSuffix))
+	}
+	if i.OperationTypeEqualFold != nil {
+		predicates = append(predicates, usagelog.OperationTypeEqualFold(*i.OperationTypeEqualFold))
+	}
+	if i.OperationTypeContainsFold != nil {
+		predicates = append(predicates, usagelog.OperationTypeContainsFold(*i.OperationTypeContainsFold))
+	}
+	if i.Outcome != nil {
+		predicates = append(predicates, usagelog.OutcomeEQ(*i.Outcome))
+	}
+	if i.OutcomeNEQ != nil {
+		predicates = append(predicates, usagelog.OutcomeNEQ(*i.OutcomeNEQ))
+	}
+	if len(i.OutcomeIn) > 0 {
+		predicates = append(predicates, usagelog.OutcomeIn(i.OutcomeIn...))
+	}
+	if len(i.OutcomeNotIn) > 0 {
+		predicates = append(predicates, usagelog.OutcomeNotIn(i.OutcomeNotIn...))
+	}
+	if i.OutcomeGT != nil {
+		predicates = append(predicates, usagelog.OutcomeGT(*i.OutcomeGT))
+	}
+	if i.OutcomeGTE != nil {
+		predicates = append(predicates, usagelog.OutcomeGTE(*i.OutcomeGTE))
+	}
+	if i.OutcomeLT != nil {
+		predicates = append(predicates, usagelog.OutcomeLT(*i.OutcomeLT))
+	}
+	if i.OutcomeLTE != nil {
+		predicates = append(predicates, usagelog.OutcomeLTE(*i.OutcomeLTE))
+	}
+	if i.OutcomeContains != nil {
+		predicates = append(predicates, usagelog.OutcomeContains(*i.OutcomeContains))
+	}
+	if i.OutcomeHasPrefix != nil {
+		predicates = append(predicates, usagelog.OutcomeHasPrefix(*i.OutcomeHasPrefix))
+	}
+	if i.OutcomeHasSuffix != nil {
+		predicates = append(predicates, usagelog.OutcomeHasSuffix(*i.OutcomeHasSuffix))
+	}
+	if i.OutcomeEqualFold != nil {
+		predicates = append(predicates, usagelog.OutcomeEqualFold(*i.OutcomeEqualFold))
+	}
+	if i.OutcomeContainsFold != nil {
+		predicates = append(predicates, usagelog.OutcomeContainsFold(*i.OutcomeContainsFold))
+	}
+	if i.LatencyMs != nil {
+		predicates = append(predicates, usagelog.LatencyMsEQ(*i.LatencyMs))
+	}
+	if i.LatencyMsNEQ != nil {
+		predicates = append(predicates, usagelog.LatencyMsNEQ(*i.LatencyMsNEQ))
+	}
+	if len(i.LatencyMsIn) > 0 {
+		predicates = append(predicates, usagelog.LatencyMsIn(i.LatencyMsIn...))
+	}
+	if len(i.LatencyMsNotIn) > 0 {
+		predicates = append(predicates, usagelog.LatencyMsNotIn(i.LatencyMsNotIn...))
+	}
+	if i.LatencyMsGT != nil {
+		predicates = append(predicates, usagelog.LatencyMsGT(*i.LatencyMsGT))
+	}
+	if i.LatencyMsGTE != nil {
+		predicates = append(predicates, usagelog.LatencyMsGTE(*i.LatencyMsGTE))
+	}
+	if i.LatencyMsLT != nil {
+		predicates = append(predicates, usagelog.LatencyMsLT(*i.LatencyMsLT))
+	}
+	if i.LatencyMsLTE != nil {
+		predicates = append(predicates, usagelog.LatencyMsLTE(*i.LatencyMsLTE))
+	}
+	if i.IP != nil {
+		predicates = append(predicates, usagelog.IPEQ(*i.IP))
+	}
+	if i.IPNEQ != nil {
+		predicates = append(predicates, usagelog.IPNEQ(*i.IPNEQ))
+	}
+	if len(i.IPIn) > 0 {
+		predicates = append(predicates, usagelog.IPIn(i.IPIn...))
+	}
+	if len(i.IPNotIn) > 0 {
+		predicates = append(predicates, usagelog.IPNotIn(i.IPNotIn...))
+	}
+	if i.IPGT != nil {
+		predicates = append(predicates, usagelog.IPGT(*i.IPGT))
+	}
+	if i.IPGTE != nil {
+		predicates = append(predicates, usagelog.IPGTE(*i.IPGTE))
+	}
+	if i.IPLT != nil {
+		predicates = append(predicates, usagelog.IPLT(*i.IPLT))
+	}
+	if i.IPLTE != nil {
+		predicates = append(predicates, usagelog.IPLTE(*i.IPLTE))
+	}
+	if i.IPContains != nil {
+		predicates = append(predicates, usagelog.IPContains(*i.IPContains))
+	}
+	if i.IPHasPrefix != nil {
+		predicates = append(predicates, usagelog.IPHasPrefix(*i.IPHasPrefix))
+	}
+	if i.IPHasSuffix != nil {
+		predicates = append(predicates, usagelog.IPHasSuffix(*i.IPHasSuffix))
+	}
+	if i.IPEqualFold != nil {
+		predicates = append(predicates, usagelog.IPEqualFold(*i.IPEqualFold))
+	}
+	if i.IPContainsFold != nil {
+		predicates = append(predicates, usagelog.IPContainsFold(*i.IPContainsFold))
+	}
+	if i.At != nil {
+		predicates = append(predicates, usagelog.AtEQ(*i.At))
+	}
+	if i.AtNEQ != nil {
+		predicates = append(predicates, usagelog.AtNEQ(*i.AtNEQ))
+	}
+	if len(i.AtIn) > 0 {
+		predicates = append(predicates, usagelog.AtIn(i.AtIn...))
+	}
+	if len(i.AtNotIn) > 0 {
+		predicates = append(predicates, usagelog.AtNotIn(i.AtNotIn...))
+	}
+	if i.AtGT != nil {
+		predicates = append(predicates, usagelog.AtGT(*i.AtGT))
+	}
+	if i.AtGTE != nil {
+		predicates = append(predicates, usagelog.AtGTE(*i.AtGTE))
+	}
+	if i.AtLT != nil {
+		predicates = append(predicates, usagelog.AtLT(*i.AtLT))
+	}
+	if i.AtLTE != nil {
+		predicates = append(predicates, usagelog.AtLTE(*i.AtLTE))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyUsageLogWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return usagelog.And(predicates...), nil
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/internal/platform/limitspec"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 const (
@@ -6667,7 +6668,7 @@ type UsageLogMutation struct {
 	config
 	op                Op
 	typ               string
-	id                *int64
+	id                *logid.ID
 	tenant_id         *string
 	api_key_id        *string
 	owner_id          *string
@@ -6706,7 +6707,7 @@ func newUsageLogMutation(c config, op Op, opts ...usagelogOption) *UsageLogMutat
 }
 
 // withUsageLogID sets the ID field of the mutation.
-func withUsageLogID(id int64) usagelogOption {
+func withUsageLogID(id logid.ID) usagelogOption {
 	return func(m *UsageLogMutation) {
 		var (
 			err   error
@@ -6758,13 +6759,13 @@ func (m UsageLogMutation) Tx() (*Tx, error) {
 
 // SetID sets the value of the id field. Note that this
 // operation is only accepted on creation of UsageLog entities.
-func (m *UsageLogMutation) SetID(id int64) {
+func (m *UsageLogMutation) SetID(id logid.ID) {
 	m.id = &id
 }
 
 // ID returns the ID value in the mutation. Note that the ID is only available
 // if it was provided to the builder or after it was returned from the database.
-func (m *UsageLogMutation) ID() (id int64, exists bool) {
+func (m *UsageLogMutation) ID() (id logid.ID, exists bool) {
 	if m.id == nil {
 		return
 	}
@@ -6775,12 +6776,12 @@ func (m *UsageLogMutation) ID() (id int64, exists bool) {
 // That means, if the mutation is applied within a transaction with an isolation level such
 // as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
 // or updated by the mutation.
-func (m *UsageLogMutation) IDs(ctx context.Context) ([]int64, error) {
+func (m *UsageLogMutation) IDs(ctx context.Context) ([]logid.ID, error) {
 	switch {
 	case m.op.Is(OpUpdateOne | OpDeleteOne):
 		id, exists := m.ID()
 		if exists {
-			return []int64{id}, nil
+			return []logid.ID{id}, nil
 		}
 		fallthrough
 	case m.op.Is(OpUpdate | OpDelete):

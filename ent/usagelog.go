@@ -11,30 +11,31 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 // UsageLog is the model entity for the UsageLog schema.
 type UsageLog struct {
 	config `json:"-"`
 	// ID of the ent.
-	ID int64 `json:"id,omitempty"`
+	ID logid.ID `json:"id,omitempty"`
 	// TenantID holds the value of the "tenant_id" field.
 	TenantID string `json:"tenant_id,omitempty"`
 	// APIKeyID holds the value of the "api_key_id" field.
 	APIKeyID string `json:"api_key_id,omitempty"`
 	// the owner of a consumer key (verifications), for the request log and breakdowns
 	OwnerID *string `json:"owner_id,omitempty"`
-	// OperationName holds the value of the "operation_name" field.
+	// the GraphQL operation's name, or a verification's tag
 	OperationName string `json:"operation_name,omitempty"`
-	// OperationType holds the value of the "operation_type" field.
+	// query, mutation, subscription or verify
 	OperationType string `json:"operation_type,omitempty"`
 	// RootFields holds the value of the "root_fields" field.
 	RootFields []string `json:"root_fields,omitempty"`
-	// Outcome holds the value of the "outcome" field.
+	// how it ended: OK, ERROR, FORBIDDEN, RATE_LIMITED, QUOTA_EXCEEDED, or a verification's code (VALID, REVOKED, ...); stored in lower case
 	Outcome string `json:"outcome,omitempty"`
 	// LatencyMs holds the value of the "latency_ms" field.
 	LatencyMs int `json:"latency_ms,omitempty"`
-	// IP holds the value of the "ip" field.
+	// the client IP the request came from
 	IP string `json:"ip,omitempty"`
 	// At holds the value of the "at" field.
 	At           time.Time `json:"at,omitempty"`
@@ -70,11 +71,11 @@ func (_m *UsageLog) assignValues(columns []string, values []any) error {
 	for i := range columns {
 		switch columns[i] {
 		case usagelog.FieldID:
-			value, ok := values[i].(*sql.NullInt64)
-			if !ok {
-				return fmt.Errorf("unexpected type %T for field id", value)
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field id", values[i])
+			} else if value.Valid {
+				_m.ID = logid.ID(value.Int64)
 			}
-			_m.ID = int64(value.Int64)
 		case usagelog.FieldTenantID:
 			if value, ok := values[i].(*sql.NullString); !ok {
 				return fmt.Errorf("unexpected type %T for field tenant_id", values[i])

@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 // UsageLogCreate is the builder for creating a UsageLog entity.
@@ -107,7 +108,7 @@ func (_c *UsageLogCreate) SetAt(v time.Time) *UsageLogCreate {
 }
 
 // SetID sets the "id" field.
-func (_c *UsageLogCreate) SetID(v int64) *UsageLogCreate {
+func (_c *UsageLogCreate) SetID(v logid.ID) *UsageLogCreate {
 	_c.mutation.SetID(v)
 	return _c
 }
@@ -202,7 +203,7 @@ func (_c *UsageLogCreate) sqlSave(ctx context.Context) (*UsageLog, error) {
 	}
 	if _spec.ID.Value != _node.ID {
 		id := _spec.ID.Value.(int64)
-		_node.ID = int64(id)
+		_node.ID = logid.ID(id)
 	}
 	_c.mutation.id = &_node.ID
 	_c.mutation.done = true
@@ -405,7 +406,7 @@ func (u *UsageLogUpsertOne) ExecX(ctx context.Context) {
 }
 
 // Exec executes the UPSERT query and returns the inserted/updated ID.
-func (u *UsageLogUpsertOne) ID(ctx context.Context) (id int64, err error) {
+func (u *UsageLogUpsertOne) ID(ctx context.Context) (id logid.ID, err error) {
 	node, err := u.create.Save(ctx)
 	if err != nil {
 		return id, err
@@ -414,7 +415,7 @@ func (u *UsageLogUpsertOne) ID(ctx context.Context) (id int64, err error) {
 }
 
 // IDX is like ID, but panics if an error occurs.
-func (u *UsageLogUpsertOne) IDX(ctx context.Context) int64 {
+func (u *UsageLogUpsertOne) IDX(ctx context.Context) logid.ID {
 	id, err := u.ID(ctx)
 	if err != nil {
 		panic(err)
@@ -471,7 +472,7 @@ func (_c *UsageLogCreateBulk) Save(ctx context.Context) ([]*UsageLog, error) {
 				mutation.id = &nodes[i].ID
 				if specs[i].ID.Value != nil && nodes[i].ID == 0 {
 					id := specs[i].ID.Value.(int64)
-					nodes[i].ID = int64(id)
+					nodes[i].ID = logid.ID(id)
 				}
 				mutation.done = true
 				return nodes[i], nil

@@ -15,6 +15,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/usagelog"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 // UsageLogQuery is the builder for querying UsageLog entities.
@@ -86,8 +87,8 @@ func (_q *UsageLogQuery) FirstX(ctx context.Context) *UsageLog {
 
 // FirstID returns the first UsageLog ID from the query.
 // Returns a *NotFoundError when no UsageLog ID was found.
-func (_q *UsageLogQuery) FirstID(ctx context.Context) (id int64, err error) {
-	var ids []int64
+func (_q *UsageLogQuery) FirstID(ctx context.Context) (id logid.ID, err error) {
+	var ids []logid.ID
 	if ids, err = _q.Limit(1).IDs(setContextOp(ctx, _q.ctx, ent.OpQueryFirstID)); err != nil {
 		return
 	}
@@ -99,7 +100,7 @@ func (_q *UsageLogQuery) FirstID(ctx context.Context) (id int64, err error) {
 }
 
 // FirstIDX is like FirstID, but panics if an error occurs.
-func (_q *UsageLogQuery) FirstIDX(ctx context.Context) int64 {
+func (_q *UsageLogQuery) FirstIDX(ctx context.Context) logid.ID {
 	id, err := _q.FirstID(ctx)
 	if err != nil && !IsNotFound(err) {
 		panic(err)
@@ -137,8 +138,8 @@ func (_q *UsageLogQuery) OnlyX(ctx context.Context) *UsageLog {
 // OnlyID is like Only, but returns the only UsageLog ID in the query.
 // Returns a *NotSingularError when more than one UsageLog ID is found.
 // Returns a *NotFoundError when no entities are found.
-func (_q *UsageLogQuery) OnlyID(ctx context.Context) (id int64, err error) {
-	var ids []int64
+func (_q *UsageLogQuery) OnlyID(ctx context.Context) (id logid.ID, err error) {
+	var ids []logid.ID
 	if ids, err = _q.Limit(2).IDs(setContextOp(ctx, _q.ctx, ent.OpQueryOnlyID)); err != nil {
 		return
 	}
@@ -154,7 +155,7 @@ func (_q *UsageLogQuery) OnlyID(ctx context.Context) (id int64, err error) {
 }
 
 // OnlyIDX is like OnlyID, but panics if an error occurs.
-func (_q *UsageLogQuery) OnlyIDX(ctx context.Context) int64 {
+func (_q *UsageLogQuery) OnlyIDX(ctx context.Context) logid.ID {
 	id, err := _q.OnlyID(ctx)
 	if err != nil {
 		panic(err)
@@ -182,7 +183,7 @@ func (_q *UsageLogQuery) AllX(ctx context.Context) []*UsageLog {
 }
 
 // IDs executes the query and returns a list of UsageLog IDs.
-func (_q *UsageLogQuery) IDs(ctx context.Context) (ids []int64, err error) {
+func (_q *UsageLogQuery) IDs(ctx context.Context) (ids []logid.ID, err error) {
 	if _q.ctx.Unique == nil && _q.path != nil {
 		_q.Unique(true)
 	}
@@ -194,7 +195,7 @@ func (_q *UsageLogQuery) IDs(ctx context.Context) (ids []int64, err error) {
 }
 
 // IDsX is like IDs, but panics if an error occurs.
-func (_q *UsageLogQuery) IDsX(ctx context.Context) []int64 {
+func (_q *UsageLogQuery) IDsX(ctx context.Context) []logid.ID {
 	ids, err := _q.IDs(ctx)
 	if err != nil {
 		panic(err)

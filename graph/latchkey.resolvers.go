@@ -356,8 +356,12 @@ func (r *queryResolver) AuditLogs(ctx context.Context, after *entgql.Cursor[stri
 }
 
 // Usage is the resolver for the usage field.
-func (r *queryResolver) Usage(ctx context.Context, apiKeyID *string, from time.Time, to time.Time, interval model.UsageInterval) ([]*model.UsageBucket, error) {
-	buckets, err := usage.Query(ctx, r.Client, apiKeyID, from, to, usage.Interval(interval))
+func (r *queryResolver) Usage(ctx context.Context, apiKeyID *string, from time.Time, to time.Time, interval model.UsageInterval, groupBy *model.UsageGroupBy) ([]*model.UsageBucket, error) {
+	group := usage.GroupNone
+	if groupBy != nil {
+		group = usage.GroupBy(*groupBy)
+	}
+	buckets, err := usage.QueryGrouped(ctx, r.Client, r.Dialect, apiKeyID, from, to, usage.Interval(interval), group)
 	var qe *usage.QueryError
 	if errors.As(err, &qe) {
 		return nil, fault.BadInput(qe.Field, "%s", qe.Message)
@@ -372,8 +376,29 @@ func (r *queryResolver) Usage(ctx context.Context, apiKeyID *string, from time.T
 			RateLimited: int(b.RateLimited), QuotaExceeded: int(b.QuotaExceeded),
 			P50Ms: b.P50Ms, P95Ms: b.P95Ms, P99Ms: b.P99Ms,
 		}
+		switch group {
+		case usage.GroupKey:
+			out[i].APIKeyID = &b.APIKeyID
+		case usage.GroupOperation:
+			out[i].OperationType, out[i].OperationName = &b.OperationType, &b.OperationName
+		}
 	}
 	return out, nil
+}
+
+// UsageLogs is the resolver for the usageLogs field.
+func (r *queryResolver) UsageLogs(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UsageLogOrder, where *ent.UsageLogWhereInput) (*ent.UsageLogConnection, error) {
+	if orderBy == nil {
+		orderBy = &ent.UsageLogOrder{Field: ent.UsageLogOrderFieldAt, Direction: entgql.OrderDirectionDesc}
+	}
+	if err := logCursor(after); err != nil {
+		return nil, err
+	}
+	if err := logCursor(before); err != nil {
+		return nil, err
+	}
+	return r.Client.UsageLog.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
+		ent.WithUsageLogOrder(orderBy), ent.WithUsageLogFilter(where.Filter))
 }
 
 // Plans is the resolver for the plans field.

@@ -9,11 +9,13 @@ import (
 	"github.com/latchkey/latchkey/ent/owner"
 	entplan "github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/webhook"
 	"github.com/latchkey/latchkey/ent/webhookattempt"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/ids"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
@@ -37,6 +39,11 @@ func nodeType(_ context.Context, id string) (string, error) {
 		return entplan.Table, nil
 	case ids.Owner:
 		return owner.Table, nil
+	case logid.Prefix:
+		if _, err := logid.Parse(id); err != nil {
+			return "", fault.ErrNotFound
+		}
+		return usagelog.Table, nil
 	}
 	return "", fault.ErrNotFound
 }
@@ -54,6 +61,8 @@ func checkNodeScope(ctx context.Context, n ent.Noder) error {
 		scope = viewer.ScopeKeysRead
 	case *ent.Webhook, *ent.WebhookDelivery, *ent.WebhookAttempt:
 		scope = viewer.ScopeWebhooksRead
+	case *ent.UsageLog:
+		scope = viewer.ScopeUsageRead
 	}
 	if v := viewer.FromContext(ctx); scope != "" && !v.Has(scope) {
 		return fault.New(fault.Forbidden, "missing scope "+scope).With("requiredScopes", []string{scope})

@@ -6,8 +6,10 @@ package graph
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 
+	"entgo.io/contrib/entgql"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 
@@ -24,13 +26,17 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/verify"
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/fault"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // Resolver is the dependency root of the resolvers.
 type Resolver struct {
 	Client *ent.Client
-	Keys   *keys.Manager
+	// Dialect is the database's ("sqlite" or "postgres"), for the few queries that
+	// group by an expression.
+	Dialect string
+	Keys    *keys.Manager
 	// Admission reports keys' quotas and credit balances as the limit store holds them
 	// (nil: quotaUsage is null, credits are the stored ones).
 	Admission *admission.Service
@@ -248,4 +254,19 @@ func defaultFirst(first, last *int) *int {
 		return &n
 	}
 	return first
+}
+
+// logCursor turns the row ID inside a request-log cursor ("log_123", as written by the
+// connection) back into the number the database compares (a nil cursor is left alone).
+// It returns BAD_USER_INPUT for a cursor whose ID is no request-log ID.
+func logCursor(c *entgql.Cursor[string]) error {
+	if c == nil {
+		return nil
+	}
+	id, err := logid.Parse(strings.Trim(c.ID, `"`))
+	if err != nil {
+		return fault.BadInput("after", "not a cursor of the request log")
+	}
+	c.ID = strconv.FormatInt(int64(id), 10)
+	return nil
 }

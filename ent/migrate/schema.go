@@ -211,6 +211,11 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{UsageLogsColumns[10]},
 			},
+			{
+				Name:    "usagelog_tenant_id_at",
+				Unique:  false,
+				Columns: []*schema.Column{UsageLogsColumns[1], UsageLogsColumns[10]},
+			},
 		},
 	}
 	// UsageRollupsColumns holds the columns for the "usage_rollups" table.

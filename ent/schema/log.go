@@ -10,6 +10,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/latchkey/latchkey/internal/platform/ids"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 // AuditLog records one change: who (the key), what (the action), which object, when.
@@ -47,8 +48,9 @@ func (AuditLog) Annotations() []schema.Annotation {
 	return []schema.Annotation{entgql.RelayConnection()}
 }
 
-// UsageLog is one authenticated operation. Rows are written in batches by the usage
-// recorder, never on the request path; they are not exposed as GraphQL objects.
+// UsageLog is one authenticated operation or verification. Rows are written in batches
+// by the usage recorder, never on the request path; GraphQL reads them as the request
+// log (usageLogs), tenant-isolated by the privacy policy like every other entity.
 type UsageLog struct{ ent.Schema }
 
 // Mixin of the UsageLog.
@@ -59,28 +61,40 @@ func (UsageLog) Mixin() []ent.Mixin {
 // Fields of the UsageLog.
 func (UsageLog) Fields() []ent.Field {
 	return []ent.Field{
-		field.Int64("id"),
-		field.String("api_key_id").Immutable(),
+		field.Int64("id").GoType(logid.ID(0)),
+		field.String("api_key_id").Immutable().Annotations(entgql.Type("ID")),
 		field.String("owner_id").Optional().Nillable().Immutable().
 			Comment("the owner of a consumer key (verifications), for the request log and breakdowns"),
-		field.String("operation_name").Default("").Immutable(),
-		field.String("operation_type").Immutable(),
+		field.String("operation_name").Default("").Immutable().
+			Comment("the GraphQL operation's name, or a verification's tag"),
+		field.String("operation_type").Immutable().
+			Comment("query, mutation, subscription or verify"),
 		field.Strings("root_fields").Optional().Immutable(),
-		field.String("outcome").Immutable(),
+		field.String("outcome").Immutable().
+			Comment("how it ended: OK, ERROR, FORBIDDEN, RATE_LIMITED, QUOTA_EXCEEDED, or a verification's code (VALID, REVOKED, ...); stored in lower case").
+			Annotations(entgql.Type("UsageOutcome")),
 		field.Int("latency_ms").Immutable(),
-		field.String("ip").Default("").Immutable(),
-		field.Time("at").Immutable(),
+		field.String("ip").Default("").Immutable().
+			Comment("the client IP the request came from"),
+		field.Time("at").Immutable().
+			Annotations(entgql.OrderField("AT")),
 	}
 }
 
 // Indexes of the UsageLog.
 func (UsageLog) Indexes() []ent.Index {
-	return []ent.Index{index.Fields("api_key_id", "at"), index.Fields("at")}
+	return []ent.Index{
+		index.Fields("api_key_id", "at"),
+		index.Fields("at"),
+		// The request log of a tenant, newest first.
+		index.Fields("tenant_id", "at"),
+	}
 }
 
-// Annotations of the UsageLog.
+// Annotations of the UsageLog: a Relay connection with where filters (the request log);
+// no mutations, the recorder writes the rows.
 func (UsageLog) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.Skip()}
+	return []schema.Annotation{entgql.RelayConnection()}
 }
 
 // UsageRollup is the pre-aggregated usage of one key over one bucket (a minute, hour or

@@ -7,50 +7,51 @@ import (
 
 	"entgo.io/ent/dialect/sql"
 	"github.com/latchkey/latchkey/ent/predicate"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 // ID filters vertices based on their ID field.
-func ID(id int64) predicate.UsageLog {
+func ID(id logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldEQ(FieldID, id))
 }
 
 // IDEQ applies the EQ predicate on the ID field.
-func IDEQ(id int64) predicate.UsageLog {
+func IDEQ(id logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldEQ(FieldID, id))
 }
 
 // IDNEQ applies the NEQ predicate on the ID field.
-func IDNEQ(id int64) predicate.UsageLog {
+func IDNEQ(id logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldNEQ(FieldID, id))
 }
 
 // IDIn applies the In predicate on the ID field.
-func IDIn(ids ...int64) predicate.UsageLog {
+func IDIn(ids ...logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldIn(FieldID, ids...))
 }
 
 // IDNotIn applies the NotIn predicate on the ID field.
-func IDNotIn(ids ...int64) predicate.UsageLog {
+func IDNotIn(ids ...logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldNotIn(FieldID, ids...))
 }
 
 // IDGT applies the GT predicate on the ID field.
-func IDGT(id int64) predicate.UsageLog {
+func IDGT(id logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldGT(FieldID, id))
 }
 
 // IDGTE applies the GTE predicate on the ID field.
-func IDGTE(id int64) predicate.UsageLog {
+func IDGTE(id logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldGTE(FieldID, id))
 }
 
 // IDLT applies the LT predicate on the ID field.
-func IDLT(id int64) predicate.UsageLog {
+func IDLT(id logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldLT(FieldID, id))
 }
 
 // IDLTE applies the LTE predicate on the ID field.
-func IDLTE(id int64) predicate.UsageLog {
+func IDLTE(id logid.ID) predicate.UsageLog {
 	return predicate.UsageLog(sql.FieldLTE(FieldID, id))
 }
 

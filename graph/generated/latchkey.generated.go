@@ -2143,6 +2143,75 @@ func (ec *executionContext) fieldContext_UsageBucket_start(_ context.Context, fi
 	return graphql.NewScalarFieldContext("UsageBucket", field, false, false, "Time")
 }
 
+func (ec *executionContext) _UsageBucket_apiKeyID(ctx context.Context, field graphql.CollectedField, obj *model.UsageBucket) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageBucket_apiKeyID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.APIKeyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_UsageBucket_apiKeyID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageBucket", field, false, false, "ID")
+}
+
+func (ec *executionContext) _UsageBucket_operationType(ctx context.Context, field graphql.CollectedField, obj *model.UsageBucket) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageBucket_operationType(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OperationType, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_UsageBucket_operationType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageBucket", field, false, false, "String")
+}
+
+func (ec *executionContext) _UsageBucket_operationName(ctx context.Context, field graphql.CollectedField, obj *model.UsageBucket) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageBucket_operationName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OperationName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_UsageBucket_operationName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageBucket", field, false, false, "String")
+}
+
 func (ec *executionContext) _UsageBucket_requests(ctx context.Context, field graphql.CollectedField, obj *model.UsageBucket) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4997,6 +5066,21 @@ func (ec *executionContext) _UsageBucket(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "apiKeyID":
+			out.Values[i] = ec._UsageBucket_apiKeyID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "operationType":
+			out.Values[i] = ec._UsageBucket_operationType(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "operationName":
+			out.Values[i] = ec._UsageBucket_operationName(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		case "requests":
 			out.Values[i] = ec._UsageBucket_requests(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -5606,6 +5690,20 @@ func (ec *executionContext) marshalNUsageOutcome2githubᚗcomᚋlatchkeyᚋlatch
 	return res
 }
 
+func (ec *executionContext) unmarshalNUsageOutcome2string(ctx context.Context, v any) (string, error) {
+	res, err := gqlenum.UnmarshalUsageOutcomeString(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNUsageOutcome2string(ctx context.Context, sel ast.SelectionSet, v string) graphql.Marshaler {
+	_ = sel
+	res := gqlenum.MarshalUsageOutcomeString(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "UsageOutcome!")
+	}
+	return res
+}
+
 func (ec *executionContext) marshalNUsageStats2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐStats(ctx context.Context, sel ast.SelectionSet, v *live.Stats) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "UsageStats!")
@@ -5749,6 +5847,76 @@ func (ec *executionContext) marshalORateLimitState2ᚖgithubᚗcomᚋlatchkeyᚋ
 		return graphql.Null
 	}
 	return ec._RateLimitState(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOUsageGroupBy2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUsageGroupBy(ctx context.Context, v any) (*model.UsageGroupBy, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.UsageGroupBy)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOUsageGroupBy2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋgraphᚋmodelᚐUsageGroupBy(ctx context.Context, sel ast.SelectionSet, v *model.UsageGroupBy) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOUsageOutcome2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNUsageOutcome2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOUsageOutcome2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNUsageOutcome2string(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOUsageOutcome2ᚖstring(ctx context.Context, v any) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := gqlenum.UnmarshalUsageOutcomeString(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOUsageOutcome2ᚖstring(ctx context.Context, sel ast.SelectionSet, v *string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := gqlenum.MarshalUsageOutcomeString(*v)
+	return res
 }
 
 func (ec *executionContext) marshalOUsageWarning2ᚖgithubᚗcomᚋlatchkeyᚋlatchkeyᚋinternalᚋdomainᚋliveᚐWarning(ctx context.Context, sel ast.SelectionSet, v *live.Warning) graphql.Marshaler {

@@ -202,7 +202,8 @@ type ComplexityRoot struct {
 		Owners            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.OwnerOrder, where *ent.OwnerWhereInput) int
 		Plans             func(childComplexity int) int
 		Tenants           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.TenantOrder, where *ent.TenantWhereInput) int
-		Usage             func(childComplexity int, apiKeyID *string, from time.Time, to time.Time, interval model.UsageInterval) int
+		Usage             func(childComplexity int, apiKeyID *string, from time.Time, to time.Time, interval model.UsageInterval, groupBy *model.UsageGroupBy) int
+		UsageLogs         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UsageLogOrder, where *ent.UsageLogWhereInput) int
 		Viewer            func(childComplexity int) int
 		WebhookDeliveries func(childComplexity int, webhookID *string, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) int
 		Webhooks          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookOrder, where *ent.WebhookWhereInput) int
@@ -252,7 +253,10 @@ type ComplexityRoot struct {
 	}
 
 	UsageBucket struct {
+		APIKeyID      func(childComplexity int) int
 		Errors        func(childComplexity int) int
+		OperationName func(childComplexity int) int
+		OperationType func(childComplexity int) int
 		P50Ms         func(childComplexity int) int
 		P95Ms         func(childComplexity int) int
 		P99Ms         func(childComplexity int) int
@@ -275,6 +279,31 @@ type ComplexityRoot struct {
 		OwnerID       func(childComplexity int) int
 		RootFields    func(childComplexity int) int
 		Warning       func(childComplexity int) int
+	}
+
+	UsageLog struct {
+		APIKeyID      func(childComplexity int) int
+		At            func(childComplexity int) int
+		ID            func(childComplexity int) int
+		IP            func(childComplexity int) int
+		LatencyMs     func(childComplexity int) int
+		OperationName func(childComplexity int) int
+		OperationType func(childComplexity int) int
+		Outcome       func(childComplexity int) int
+		OwnerID       func(childComplexity int) int
+		RootFields    func(childComplexity int) int
+		TenantID      func(childComplexity int) int
+	}
+
+	UsageLogConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	UsageLogEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
 	}
 
 	UsageStats struct {
@@ -1273,7 +1302,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Query.Usage(childComplexity, args["apiKeyID"].(*string), args["from"].(time.Time), args["to"].(time.Time), args["interval"].(model.UsageInterval)), true
+		return e.ComplexityRoot.Query.Usage(childComplexity, args["apiKeyID"].(*string), args["from"].(time.Time), args["to"].(time.Time), args["interval"].(model.UsageInterval), args["groupBy"].(*model.UsageGroupBy)), true
+	case "Query.usageLogs":
+		if e.ComplexityRoot.Query.UsageLogs == nil {
+			break
+		}
+
+		args, err := ec.field_Query_usageLogs_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.UsageLogs(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.UsageLogOrder), args["where"].(*ent.UsageLogWhereInput)), true
 	case "Query.viewer":
 		if e.ComplexityRoot.Query.Viewer == nil {
 			break
@@ -1479,12 +1519,30 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.TenantEdge.Node(childComplexity), true
 
+	case "UsageBucket.apiKeyID":
+		if e.ComplexityRoot.UsageBucket.APIKeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.APIKeyID(childComplexity), true
 	case "UsageBucket.errors":
 		if e.ComplexityRoot.UsageBucket.Errors == nil {
 			break
 		}
 
 		return e.ComplexityRoot.UsageBucket.Errors(childComplexity), true
+	case "UsageBucket.operationName":
+		if e.ComplexityRoot.UsageBucket.OperationName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.OperationName(childComplexity), true
+	case "UsageBucket.operationType":
+		if e.ComplexityRoot.UsageBucket.OperationType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageBucket.OperationType(childComplexity), true
 	case "UsageBucket.p50Ms":
 		if e.ComplexityRoot.UsageBucket.P50Ms == nil {
 			break
@@ -1600,6 +1658,105 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UsageEvent.Warning(childComplexity), true
+
+	case "UsageLog.apiKeyID":
+		if e.ComplexityRoot.UsageLog.APIKeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.APIKeyID(childComplexity), true
+	case "UsageLog.at":
+		if e.ComplexityRoot.UsageLog.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.At(childComplexity), true
+	case "UsageLog.id":
+		if e.ComplexityRoot.UsageLog.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.ID(childComplexity), true
+	case "UsageLog.ip":
+		if e.ComplexityRoot.UsageLog.IP == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.IP(childComplexity), true
+	case "UsageLog.latencyMs":
+		if e.ComplexityRoot.UsageLog.LatencyMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.LatencyMs(childComplexity), true
+	case "UsageLog.operationName":
+		if e.ComplexityRoot.UsageLog.OperationName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.OperationName(childComplexity), true
+	case "UsageLog.operationType":
+		if e.ComplexityRoot.UsageLog.OperationType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.OperationType(childComplexity), true
+	case "UsageLog.outcome":
+		if e.ComplexityRoot.UsageLog.Outcome == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.Outcome(childComplexity), true
+	case "UsageLog.ownerID":
+		if e.ComplexityRoot.UsageLog.OwnerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.OwnerID(childComplexity), true
+	case "UsageLog.rootFields":
+		if e.ComplexityRoot.UsageLog.RootFields == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.RootFields(childComplexity), true
+	case "UsageLog.tenantID":
+		if e.ComplexityRoot.UsageLog.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLog.TenantID(childComplexity), true
+
+	case "UsageLogConnection.edges":
+		if e.ComplexityRoot.UsageLogConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLogConnection.Edges(childComplexity), true
+	case "UsageLogConnection.pageInfo":
+		if e.ComplexityRoot.UsageLogConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLogConnection.PageInfo(childComplexity), true
+	case "UsageLogConnection.totalCount":
+		if e.ComplexityRoot.UsageLogConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLogConnection.TotalCount(childComplexity), true
+
+	case "UsageLogEdge.cursor":
+		if e.ComplexityRoot.UsageLogEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLogEdge.Cursor(childComplexity), true
+	case "UsageLogEdge.node":
+		if e.ComplexityRoot.UsageLogEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageLogEdge.Node(childComplexity), true
 
 	case "UsageStats.at":
 		if e.ComplexityRoot.UsageStats.At == nil {
@@ -2191,6 +2348,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("UpdateTenantInput", ec.unmarshalInputUpdateTenantInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookInput", ec.unmarshalInputUpdateWebhookInput),
 			graphql.NewInputUnmarshaler("UpsertOwnerInput", ec.unmarshalInputUpsertOwnerInput),
+			graphql.NewInputUnmarshaler("UsageLogOrder", ec.unmarshalInputUsageLogOrder),
+			graphql.NewInputUnmarshaler("UsageLogWhereInput", ec.unmarshalInputUsageLogWhereInput),
 			graphql.NewInputUnmarshaler("VerifyApiKeyInput", ec.unmarshalInputVerifyApiKeyInput),
 			graphql.NewInputUnmarshaler("WebhookAttemptOrder", ec.unmarshalInputWebhookAttemptOrder),
 			graphql.NewInputUnmarshaler("WebhookAttemptWhereInput", ec.unmarshalInputWebhookAttemptWhereInput),
@@ -3647,6 +3806,239 @@ input TenantWhereInput {
 The builtin Time type
 """
 scalar Time
+type UsageLog implements Node {
+  id: ID!
+  tenantID: ID!
+  apiKeyID: ID!
+  """
+  the owner of a consumer key (verifications), for the request log and breakdowns
+  """
+  ownerID: String
+  """
+  the GraphQL operation's name, or a verification's tag
+  """
+  operationName: String!
+  """
+  query, mutation, subscription or verify
+  """
+  operationType: String!
+  rootFields: [String!]
+  """
+  how it ended: OK, ERROR, FORBIDDEN, RATE_LIMITED, QUOTA_EXCEEDED, or a verification's code (VALID, REVOKED, ...); stored in lower case
+  """
+  outcome: UsageOutcome!
+  latencyMs: Int!
+  """
+  the client IP the request came from
+  """
+  ip: String!
+  at: Time!
+}
+"""
+A connection to a list of items.
+"""
+type UsageLogConnection {
+  """
+  A list of edges.
+  """
+  edges: [UsageLogEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type UsageLogEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: UsageLog
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for UsageLog connections
+"""
+input UsageLogOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order UsageLogs.
+  """
+  field: UsageLogOrderField!
+}
+"""
+Properties by which UsageLog connections can be ordered.
+"""
+enum UsageLogOrderField {
+  AT
+}
+"""
+UsageLogWhereInput is used for filtering UsageLog objects.
+Input was generated by ent.
+"""
+input UsageLogWhereInput {
+  not: UsageLogWhereInput
+  and: [UsageLogWhereInput!]
+  or: [UsageLogWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  """
+  tenant_id field predicates
+  """
+  tenantID: ID
+  tenantIDNEQ: ID
+  tenantIDIn: [ID!]
+  tenantIDNotIn: [ID!]
+  tenantIDGT: ID
+  tenantIDGTE: ID
+  tenantIDLT: ID
+  tenantIDLTE: ID
+  tenantIDContains: ID
+  tenantIDHasPrefix: ID
+  tenantIDHasSuffix: ID
+  tenantIDEqualFold: ID
+  tenantIDContainsFold: ID
+  """
+  api_key_id field predicates
+  """
+  apiKeyID: ID
+  apiKeyIDNEQ: ID
+  apiKeyIDIn: [ID!]
+  apiKeyIDNotIn: [ID!]
+  apiKeyIDGT: ID
+  apiKeyIDGTE: ID
+  apiKeyIDLT: ID
+  apiKeyIDLTE: ID
+  apiKeyIDContains: ID
+  apiKeyIDHasPrefix: ID
+  apiKeyIDHasSuffix: ID
+  apiKeyIDEqualFold: ID
+  apiKeyIDContainsFold: ID
+  """
+  owner_id field predicates
+  """
+  ownerID: String
+  ownerIDNEQ: String
+  ownerIDIn: [String!]
+  ownerIDNotIn: [String!]
+  ownerIDGT: String
+  ownerIDGTE: String
+  ownerIDLT: String
+  ownerIDLTE: String
+  ownerIDContains: String
+  ownerIDHasPrefix: String
+  ownerIDHasSuffix: String
+  ownerIDIsNil: Boolean
+  ownerIDNotNil: Boolean
+  ownerIDEqualFold: String
+  ownerIDContainsFold: String
+  """
+  operation_name field predicates
+  """
+  operationName: String
+  operationNameNEQ: String
+  operationNameIn: [String!]
+  operationNameNotIn: [String!]
+  operationNameGT: String
+  operationNameGTE: String
+  operationNameLT: String
+  operationNameLTE: String
+  operationNameContains: String
+  operationNameHasPrefix: String
+  operationNameHasSuffix: String
+  operationNameEqualFold: String
+  operationNameContainsFold: String
+  """
+  operation_type field predicates
+  """
+  operationType: String
+  operationTypeNEQ: String
+  operationTypeIn: [String!]
+  operationTypeNotIn: [String!]
+  operationTypeGT: String
+  operationTypeGTE: String
+  operationTypeLT: String
+  operationTypeLTE: String
+  operationTypeContains: String
+  operationTypeHasPrefix: String
+  operationTypeHasSuffix: String
+  operationTypeEqualFold: String
+  operationTypeContainsFold: String
+  """
+  outcome field predicates
+  """
+  outcome: UsageOutcome
+  outcomeNEQ: UsageOutcome
+  outcomeIn: [UsageOutcome!]
+  outcomeNotIn: [UsageOutcome!]
+  outcomeGT: UsageOutcome
+  outcomeGTE: UsageOutcome
+  outcomeLT: UsageOutcome
+  outcomeLTE: UsageOutcome
+  outcomeContains: UsageOutcome
+  outcomeHasPrefix: UsageOutcome
+  outcomeHasSuffix: UsageOutcome
+  outcomeEqualFold: UsageOutcome
+  outcomeContainsFold: UsageOutcome
+  """
+  latency_ms field predicates
+  """
+  latencyMs: Int
+  latencyMsNEQ: Int
+  latencyMsIn: [Int!]
+  latencyMsNotIn: [Int!]
+  latencyMsGT: Int
+  latencyMsGTE: Int
+  latencyMsLT: Int
+  latencyMsLTE: Int
+  """
+  ip field predicates
+  """
+  ip: String
+  ipNEQ: String
+  ipIn: [String!]
+  ipNotIn: [String!]
+  ipGT: String
+  ipGTE: String
+  ipLT: String
+  ipLTE: String
+  ipContains: String
+  ipHasPrefix: String
+  ipHasSuffix: String
+  ipEqualFold: String
+  ipContainsFold: String
+  """
+  at field predicates
+  """
+  at: Time
+  atNEQ: Time
+  atIn: [Time!]
+  atNotIn: [Time!]
+  atGT: Time
+  atGTE: Time
+  atLT: Time
+  atLTE: Time
+}
 type Webhook implements Node {
   id: ID!
   createdAt: Time!
@@ -4445,6 +4837,12 @@ enum UsageInterval {
 "Usage of one interval, from pre-aggregated rollups."
 type UsageBucket {
   start: Time!
+  "The key of this bucket (groupBy: KEY)."
+  apiKeyID: ID
+  "The operation type of this bucket (groupBy: OPERATION): query, mutation, subscription or verify."
+  operationType: String
+  "The operation name or verification tag of this bucket (groupBy: OPERATION); empty for anonymous operations."
+  operationName: String
   requests: Int!
   errors: Int!
   rateLimited: Int!
@@ -4613,8 +5011,38 @@ extend type Query {
   Usage buckets in [from, to) for one key or, without apiKeyID, the whole tenant
   (platform admins: every tenant). Served from rollups; at most 10,000 buckets.
   """
-  usage(apiKeyID: ID, from: Time!, to: Time!, interval: UsageInterval!): [UsageBucket!]!
+  usage(apiKeyID: ID, from: Time!, to: Time!, interval: UsageInterval!, groupBy: UsageGroupBy = NONE): [UsageBucket!]!
     @auth(scopes: ["usage:read"]) @rateLimit(cost: 5)
+
+  """
+  The request log: the stored usage events (one per operation or verification) of the
+  viewer's tenant (platform admins: every tenant), newest first unless orderBy says
+  otherwise. Filter with where: apiKeyID, ownerID, outcome, operationType,
+  operationName (a verification's tag), ip, and a time range (atGTE, atLT). Rows are
+  kept for USAGE_RETENTION (30 days by default) and appear within USAGE_FLUSH_INTERVAL
+  of the call.
+  """
+  usageLogs(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+    orderBy: UsageLogOrder
+    where: UsageLogWhereInput
+  ): UsageLogConnection! @auth(scopes: ["usage:read"])
+}
+
+"How usage buckets are split besides time."
+enum UsageGroupBy {
+  "One bucket per interval step (the default)."
+  NONE
+  "One bucket per interval step and key (apiKeyID set), from the rollups."
+  KEY
+  """
+  One bucket per interval step, operation type and operation name (a verification's
+  tag), from the stored usage events: at most the retention period back.
+  """
+  OPERATION
 }
 
 type WebhookWithSecret {
@@ -5291,6 +5719,12 @@ func (ec *executionContext) childFields_UsageBucket(ctx context.Context, field g
 	switch field.Name {
 	case "start":
 		return ec.fieldContext_UsageBucket_start(ctx, field)
+	case "apiKeyID":
+		return ec.fieldContext_UsageBucket_apiKeyID(ctx, field)
+	case "operationType":
+		return ec.fieldContext_UsageBucket_operationType(ctx, field)
+	case "operationName":
+		return ec.fieldContext_UsageBucket_operationName(ctx, field)
 	case "requests":
 		return ec.fieldContext_UsageBucket_requests(ctx, field)
 	case "errors":
@@ -5337,6 +5771,56 @@ func (ec *executionContext) childFields_UsageEvent(ctx context.Context, field gr
 		return ec.fieldContext_UsageEvent_warning(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageLog(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_UsageLog_id(ctx, field)
+	case "tenantID":
+		return ec.fieldContext_UsageLog_tenantID(ctx, field)
+	case "apiKeyID":
+		return ec.fieldContext_UsageLog_apiKeyID(ctx, field)
+	case "ownerID":
+		return ec.fieldContext_UsageLog_ownerID(ctx, field)
+	case "operationName":
+		return ec.fieldContext_UsageLog_operationName(ctx, field)
+	case "operationType":
+		return ec.fieldContext_UsageLog_operationType(ctx, field)
+	case "rootFields":
+		return ec.fieldContext_UsageLog_rootFields(ctx, field)
+	case "outcome":
+		return ec.fieldContext_UsageLog_outcome(ctx, field)
+	case "latencyMs":
+		return ec.fieldContext_UsageLog_latencyMs(ctx, field)
+	case "ip":
+		return ec.fieldContext_UsageLog_ip(ctx, field)
+	case "at":
+		return ec.fieldContext_UsageLog_at(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageLog", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageLogConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_UsageLogConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_UsageLogConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_UsageLogConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageLogConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageLogEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_UsageLogEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_UsageLogEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageLogEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_UsageStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -30,3 +30,16 @@ func UnmarshalUsageOutcome(v any) (live.Outcome, error) {
 	}
 	return live.Outcome(strings.ToLower(s)), nil
 }
+
+// MarshalUsageOutcomeString writes a stored outcome (the request log's outcome column,
+// lower case) as the enum value of UsageOutcome.
+func MarshalUsageOutcomeString(o string) graphql.Marshaler {
+	return MarshalUsageOutcome(live.Outcome(o))
+}
+
+// UnmarshalUsageOutcomeString reads an enum value of UsageOutcome as the stored, lower
+// case outcome (for the request log's where filters).
+func UnmarshalUsageOutcomeString(v any) (string, error) {
+	o, err := UnmarshalUsageOutcome(v)
+	return string(o), err
+}

@@ -212,14 +212,20 @@ type UpsertOwnerInput struct {
 
 // Usage of one interval, from pre-aggregated rollups.
 type UsageBucket struct {
-	Start         time.Time `json:"start"`
-	Requests      int       `json:"requests"`
-	Errors        int       `json:"errors"`
-	RateLimited   int       `json:"rateLimited"`
-	QuotaExceeded int       `json:"quotaExceeded"`
-	P50Ms         float64   `json:"p50Ms"`
-	P95Ms         float64   `json:"p95Ms"`
-	P99Ms         float64   `json:"p99Ms"`
+	Start time.Time `json:"start"`
+	// The key of this bucket (groupBy: KEY).
+	APIKeyID *string `json:"apiKeyID,omitempty"`
+	// The operation type of this bucket (groupBy: OPERATION): query, mutation, subscription or verify.
+	OperationType *string `json:"operationType,omitempty"`
+	// The operation name or verification tag of this bucket (groupBy: OPERATION); empty for anonymous operations.
+	OperationName *string `json:"operationName,omitempty"`
+	Requests      int     `json:"requests"`
+	Errors        int     `json:"errors"`
+	RateLimited   int     `json:"rateLimited"`
+	QuotaExceeded int     `json:"quotaExceeded"`
+	P50Ms         float64 `json:"p50Ms"`
+	P95Ms         float64 `json:"p95Ms"`
+	P99Ms         float64 `json:"p99Ms"`
 }
 
 type VerifyAPIKeyInput struct {
@@ -322,6 +328,68 @@ func (e *APIKeyStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e APIKeyStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// How usage buckets are split besides time.
+type UsageGroupBy string
+
+const (
+	// One bucket per interval step (the default).
+	UsageGroupByNone UsageGroupBy = "NONE"
+	// One bucket per interval step and key (apiKeyID set), from the rollups.
+	UsageGroupByKey UsageGroupBy = "KEY"
+	// One bucket per interval step, operation type and operation name (a verification's
+	// tag), from the stored usage events: at most the retention period back.
+	UsageGroupByOperation UsageGroupBy = "OPERATION"
+)
+
+var AllUsageGroupBy = []UsageGroupBy{
+	UsageGroupByNone,
+	UsageGroupByKey,
+	UsageGroupByOperation,
+}
+
+func (e UsageGroupBy) IsValid() bool {
+	switch e {
+	case UsageGroupByNone, UsageGroupByKey, UsageGroupByOperation:
+		return true
+	}
+	return false
+}
+
+func (e UsageGroupBy) String() string {
+	return string(e)
+}
+
+func (e *UsageGroupBy) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = UsageGroupBy(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid UsageGroupBy", str)
+	}
+	return nil
+}
+
+func (e UsageGroupBy) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *UsageGroupBy) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e UsageGroupBy) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -157,6 +157,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	verifications := &verify.Service{Keys: v, Admission: adm, Metrics: a.Metrics}
 	schema := graph.NewSchema(&graph.Resolver{
 		Client:    st.Client,
+		Dialect:   st.Dialect,
 		Keys:      &keys.Manager{Verifier: v, Plans: a.Plans, Credits: ledger(adm)},
 		Plans:     a.Plans,
 		Owners:    &owners.Service{Verifier: v},

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"strings"
@@ -12,7 +13,7 @@ import (
 
 // tenantFixture is one tenant with a full-scope key and one object of every type.
 type tenantFixture struct {
-	tenantID, keyID, key, webhookID, deliveryID, auditID string
+	tenantID, keyID, key, webhookID, deliveryID, auditID, logID string
 }
 
 func newFixture(t *testing.T, e *apptest.Env, slug string) tenantFixture {
@@ -35,6 +36,19 @@ func newFixture(t *testing.T, e *apptest.Env, slug string) tenantFixture {
 		t.Fatal("tenant has no audit log entry")
 	}
 	f.auditID = logs.AuditLogs.Edges[0].Node.ID
+	if err := e.App.Recorder.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var reqs struct {
+		UsageLogs struct {
+			Edges []struct{ Node struct{ ID string } }
+		}
+	}
+	e.MustDo(f.key, `{ usageLogs(first: 1) { edges { node { id } } } }`, nil, &reqs)
+	if len(reqs.UsageLogs.Edges) == 0 {
+		t.Fatal("tenant has no request log entry")
+	}
+	f.logID = reqs.UsageLogs.Edges[0].Node.ID
 	return f
 }
 
@@ -60,11 +74,14 @@ func TestIsolationMatrix(t *testing.T) {
 		b := newFixture(t, e, "tenant-b")
 		before := snapshot(t, e.App.Store.Client, a)
 
-		for _, id := range []string{a.tenantID, a.keyID, a.webhookID, a.deliveryID, a.auditID} {
+		for _, id := range []string{a.tenantID, a.keyID, a.webhookID, a.deliveryID, a.auditID, a.logID} {
 			t.Run("node "+strings.SplitN(id, "_", 2)[0], func(t *testing.T) {
 				r := e.Do(b.key, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": id})
 				expectCode(t, r, "NOT_FOUND")
 				unknownID := strings.SplitN(id, "_", 2)[0] + "_01zzzzzzzzzzzzzzzzzzzzzzzz"
+				if strings.HasPrefix(id, "log_") { // request log rows are numbered
+					unknownID = "log_999999999"
+				}
 				unknown := e.Do(b.key, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": unknownID})
 				expectCode(t, unknown, "NOT_FOUND")
 				if strings.ReplaceAll(r.Errors[0].Message, id, "ID") != strings.ReplaceAll(unknown.Errors[0].Message, unknownID, "ID") {
@@ -85,6 +102,11 @@ func TestIsolationMatrix(t *testing.T) {
 			{"auditLogs", `{ auditLogs { edges { node { id tenantID objectID } } } }`},
 			{"apiKeys where tenantID", `{ apiKeys(where: {tenantID: "` + a.tenantID + `"}) { edges { node { id } } } }`},
 			{"viewer tenant edges", `{ viewer { tenant { id apiKeys { edges { node { id } } } webhooks { edges { node { id } } } } } }`},
+			{"usageLogs", `{ usageLogs { edges { node { id apiKeyID } } } }`},
+			{"usageLogs where A's key", `{ usageLogs(where: {apiKeyID: "` + a.keyID + `"}) { totalCount edges { node { id } } } }`},
+			{"usageLogs where A's tenant", `{ usageLogs(where: {tenantID: "` + a.tenantID + `"}) { totalCount edges { node { id } } } }`},
+			{"usage by key", `{ usage(from: "2020-01-01T00:00:00Z", to: "2040-01-01T00:00:00Z", interval: DAY, groupBy: KEY) { apiKeyID requests } }`},
+			{"usage of A's key by operation", `{ usage(apiKeyID: "` + a.keyID + `", from: "2020-01-01T00:00:00Z", to: "2040-01-01T00:00:00Z", interval: DAY, groupBy: OPERATION) { operationName requests } }`},
 		}
 		for _, l := range lists {
 			t.Run("list "+l.name, func(t *testing.T) {
@@ -92,7 +114,7 @@ func TestIsolationMatrix(t *testing.T) {
 				if r.Code() != "" {
 					t.Fatalf("error: %s", r.Raw)
 				}
-				for _, id := range []string{a.tenantID, a.keyID, a.webhookID, a.deliveryID, a.auditID} {
+				for _, id := range []string{a.tenantID, a.keyID, a.webhookID, a.deliveryID, a.auditID, `"` + a.logID + `"`} {
 					if strings.Contains(r.Raw, id) {
 						t.Fatalf("B sees A's %s: %s", id, r.Raw)
 					}

@@ -8,6 +8,8 @@ import (
 	entapikey "github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/internal/data/txn"
+	"github.com/latchkey/latchkey/internal/domain/tenants"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
 // bootstrapLock is the PostgreSQL advisory lock that makes instances starting together
@@ -35,6 +37,42 @@ func Bootstrap(ctx context.Context, client *ent.Client, dialect string) (string,
 		}
 		return tx.ApiKey.Create().
 			SetName("bootstrap admin").
+			SetAdmin(true).
+			SetPrefix(DisplayPrefix(secret)).
+			SetHash(HashHex(secret)).
+			SetScopes([]string{}).
+			Exec(ctx)
+	})
+	if err != nil {
+		return "", fmt.Errorf("create admin key: %w", err)
+	}
+	return secret, nil
+}
+
+// MintAdmin always creates a new platform admin key named name (for `latchkey
+// admin-key`, when the admin keys are lost) and returns its secret, shown once; only
+// its hash is stored. The creation is audited (api_key.created) with actor as the
+// actor, e.g. "latchkey admin-key". Existing admin keys are left as they are: revoke a
+// lost one with the new key (revokeApiKey), which every instance honours at once.
+// It returns the database's error.
+func MintAdmin(ctx context.Context, client *ent.Client, name, actor string) (string, error) {
+	if name == "" {
+		name = "admin"
+	}
+	name, err := tenants.ValidName("name", name)
+	if err != nil {
+		return "", err
+	}
+	secret, err := Generate(KindAdmin)
+	if err != nil {
+		return "", err
+	}
+	// The audit hook names the actor from the viewer; the write itself bypasses the
+	// privacy rules like Bootstrap, since no key exists to act with.
+	ctx = viewer.NewContext(rule.SystemContext(ctx), &viewer.Viewer{Admin: true, KeyPrefix: actor, Scopes: viewer.AllScopes})
+	err = txn.WithTx(ctx, client, func(ctx context.Context, tx *ent.Client) error {
+		return tx.ApiKey.Create().
+			SetName(name).
 			SetAdmin(true).
 			SetPrefix(DisplayPrefix(secret)).
 			SetHash(HashHex(secret)).

@@ -44,7 +44,12 @@ func (i Interval) granularity() (usagerollup.Granularity, time.Duration, bool) {
 
 // Bucket is the usage of one interval step.
 type Bucket struct {
-	Start                                        time.Time // UTC
+	Start time.Time // UTC
+	// APIKeyID is the key of the bucket when grouped by key (QueryGrouped).
+	APIKeyID string
+	// OperationType and OperationName are the operation of the bucket when grouped
+	// by operation (QueryGrouped).
+	OperationType, OperationName                 string
 	Requests, Errors, RateLimited, QuotaExceeded int64
 	// P50Ms, P95Ms and P99Ms are latency percentiles interpolated from Histogram.
 	P50Ms, P95Ms, P99Ms float64
