@@ -1060,8 +1060,7 @@ var errLeaseLost = errors.New("webhook: lease lost")
 
 // announce enqueues, in the attempt's transaction, webhook.delivery_failed when the
 // delivery failed for good and webhook.disabled when this attempt disabled its
-// endpoint: the tenant's other endpoints learn of it (a disabled endpoint receives
-// nothing). A failed delivery of one of these two events announces nothing, so an
+// endpoint: the tenant's other endpoints learn of it (never the failing one). A failed delivery of one of these two events announces nothing, so an
 // endpoint that fails them cannot feed a loop. The event ids derive from the delivery
 // and the endpoint, so a retried transaction writes them once.
 func (d *Dispatcher) announce(ctx context.Context, tx *ent.Tx, j job, res *sent, disableReason string) error {
@@ -1074,14 +1073,14 @@ func (d *Dispatcher) announce(ctx context.Context, tx *ent.Tx, j job, res *sent,
 		"id": j.d.ID, "eventID": j.d.EventID, "eventType": j.d.EventType, "attempts": res.Attempt,
 		"responseStatus": res.StatusCode, "error": res.Error,
 	}}
-	n, err := Enqueue(ctx, client, Event{Type: EventWebhookDeliveryFailed, TenantID: j.d.TenantID, Data: data, At: res.At}, "msg_whfail_"+j.d.ID)
+	n, err := enqueue(ctx, client, Event{Type: EventWebhookDeliveryFailed, TenantID: j.d.TenantID, Data: data, At: res.At}, "msg_whfail_"+j.d.ID, j.hook.ID)
 	if err != nil {
 		return err
 	}
 	if res.Disabled {
 		data := map[string]any{"webhook": map[string]any{"id": j.hook.ID, "url": j.hook.URL, "disabledReason": disableReason}}
-		m, err := Enqueue(ctx, client, Event{Type: EventWebhookDisabled, TenantID: j.d.TenantID, Data: data, At: res.At},
-			fmt.Sprintf("msg_whdis_%s_%d", j.hook.ID, res.At.Unix()))
+		m, err := enqueue(ctx, client, Event{Type: EventWebhookDisabled, TenantID: j.d.TenantID, Data: data, At: res.At},
+			fmt.Sprintf("msg_whdis_%s_%d", j.hook.ID, res.At.Unix()), j.hook.ID)
 		if err != nil {
 			return err
 		}

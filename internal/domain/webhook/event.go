@@ -106,6 +106,11 @@ func subscribes(events []string, eventType string) bool {
 // It returns the number of deliveries written, or an error for an event without type or
 // tenant, data that does not marshal to JSON, or a database error.
 func Enqueue(ctx context.Context, client *ent.Client, e Event, eventID string) (int, error) {
+	return enqueue(ctx, client, e, eventID, "")
+}
+
+// enqueue is Enqueue for every webhook but the one with id except ("" for none).
+func enqueue(ctx context.Context, client *ent.Client, e Event, eventID, except string) (int, error) {
 	if e.Type == "" || e.TenantID == "" {
 		return 0, errors.New("webhook: event needs a type and a tenant")
 	}
@@ -119,7 +124,7 @@ func Enqueue(ctx context.Context, client *ent.Client, e Event, eventID string) (
 	}
 	targets := make([]string, 0, len(hooks))
 	for _, h := range hooks {
-		if subscribes(h.Events, e.Type) {
+		if h.ID != except && subscribes(h.Events, e.Type) {
 			targets = append(targets, h.ID)
 		}
 	}
