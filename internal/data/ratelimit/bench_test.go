@@ -51,21 +51,6 @@ func BenchmarkMemoryAllowParallel(b *testing.B) {
 	})
 }
 
-func BenchmarkMemoryQuotaConsume(b *testing.B) {
-	q := NewMemoryQuota(nil, nil)
-	ctx := context.Background()
-	keys := benchKeys(1024)
-	for _, k := range keys {
-		q.Consume(ctx, k, 1<<62, PeriodDay, 1)
-	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		q.Consume(ctx, keys[i&1023], 1<<62, PeriodDay, 1)
-		i++
-	}
-}
-
 func BenchmarkRedisAllow(b *testing.B) {
 	client := newRedisClient(b)
 	rl := NewRedis(client, testPrefix(b, client))
@@ -104,17 +89,4 @@ func BenchmarkRedisAllowParallel(b *testing.B) {
 			i++
 		}
 	})
-}
-
-func BenchmarkRedisQuotaConsume(b *testing.B) {
-	client := newRedisClient(b)
-	q := NewRedisQuota(client, testPrefix(b, client), nil, nil)
-	ctx := context.Background()
-	keys := benchKeys(1024)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		if _, err := q.Consume(ctx, keys[i&1023], 1<<50, PeriodDay, 1); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

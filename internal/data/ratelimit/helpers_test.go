@@ -157,3 +157,12 @@ func (h *countHook) reset() []string {
 	h.n.Store(0)
 	return names
 }
+
+// utc parses an RFC 3339 time (tests only: it panics on a bad one).
+func utc(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}

@@ -1,16 +1,16 @@
-// Package ratelimit limits request rates with GCRA (the generic cell rate algorithm) and
-// counts calendar quotas (requests per UTC day or month).
+// Package ratelimit limits request rates with GCRA (the generic cell rate algorithm),
+// counts calendar quotas (requests per UTC day or month) and keeps credit balances.
 //
-// Both exist in memory (one server instance: [NewMemory], [NewMemoryQuota]) and in Redis
-// (several instances share one exact limit: [NewRedis], [NewRedisQuota]). The memory and
+// A [Limiter] checks one rate limit, in memory (one server instance: [NewMemory]) or in
+// Redis (several instances share one exact limit: [NewRedis]). The memory and
 // Redis limiters compute the same results for the same sequence of requests: both keep a
 // theoretical arrival time (TAT) per key in integer nanoseconds and apply the same integer
 // arithmetic, the Redis one inside a Lua script that reads the Redis server clock so that
 // every instance agrees on the time.
 //
-// Quota counters are durable through the database: a counter that memory or Redis does
-// not hold (after a restart, or a restart of a Redis without persistence) is seeded by a
-// [Loader] from the stored usage before it counts, so it loses at most the usage not
+// Quota and credit counters are durable through the database: a counter that memory or
+// Redis does not hold (after a restart, or a restart of a Redis without persistence) is
+// seeded by a [Seeder] from the stored usage before it counts, so it loses at most the usage not
 // yet written (one flush interval of the usage recorder), never the whole period. The
 // Redis mechanism (seed.go) serves any counter a database can rebuild.
 //

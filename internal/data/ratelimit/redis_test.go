@@ -119,13 +119,9 @@ func TestRedisOneRoundTrip(t *testing.T) {
 	client.AddHook(hook)
 	ctx := context.Background()
 	rl := NewRedis(client, prefix)
-	q := NewRedisQuota(client, prefix+"q:", nil, nil)
 	limit := Limit{Rate: 5, Period: time.Minute}
 	// Warm up: the first call may also open a connection and load the script.
 	if _, err := rl.Allow(ctx, "warm", limit, 1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.Consume(ctx, "warm", 10, PeriodDay, 1); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -136,9 +132,6 @@ func TestRedisOneRoundTrip(t *testing.T) {
 		{"allow admitted", func() error { _, err := rl.Allow(ctx, "a", limit, 1); return err }, "evalsha"},
 		{"allow denied", func() error { _, err := rl.Allow(ctx, "a", limit, 50); return err }, "evalsha"},
 		{"allow peek", func() error { _, err := rl.Allow(ctx, "a", limit, 0); return err }, "evalsha"},
-		{"quota consume", func() error { _, err := q.Consume(ctx, "a", 10, PeriodDay, 1); return err }, "evalsha"},
-		{"quota denied", func() error { _, err := q.Consume(ctx, "a", 10, PeriodMonth, 11); return err }, "evalsha"},
-		{"quota peek", func() error { _, err := q.Peek(ctx, "a", 10, PeriodDay); return err }, "get"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -208,11 +201,6 @@ func TestRedisUnavailable(t *testing.T) {
 			_, err := NewRedis(dead, "x:").Allow(ctx, "k", Limit{Rate: 1, Period: time.Second}, 1)
 			return err
 		}},
-		{"quota consume", func() error {
-			_, err := NewRedisQuota(dead, "x:", nil, nil).Consume(ctx, "k", 1, PeriodDay, 1)
-			return err
-		}},
-		{"quota peek", func() error { _, err := NewRedisQuota(dead, "x:", nil, nil).Peek(ctx, "k", 1, PeriodDay); return err }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

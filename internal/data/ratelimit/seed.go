@@ -9,19 +9,12 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// Loader returns what key used since periodStart according to the stored usage: the
-// seed of a counter that memory or Redis no longer holds (after a restart of the
-// process, or of a Redis without persistence, or an eviction). Its error is returned,
-// wrapped in [ErrUnavailable], by the check that needed the seed.
-type Loader func(ctx context.Context, key string, periodStart time.Time) (int64, error)
-
 // Redis counters that a database can rebuild.
 //
 // A counter script never treats a missing counter key as zero: it changes nothing and
-// replies {scriptMissing, i}, i being the 1-based index in KEYS of the first missing
-// counter (the check script of multi_redis.go lists every missing one: {scriptMissing,
-// i, j, ...}, so that one round seeds them all). The caller (seeder.run, or
-// RedisChecker.Check through seeder.seed) then reads the counter's value from the
+// replies {scriptMissing, i, j, ...}, the 1-based indexes in KEYS of every missing
+// counter, so that one round seeds them all. The caller (RedisChecker.Check through
+// seeder.seed) then reads the counter's value from the
 // database and writes it with SET NX and the counter's expiry, so that when several
 // callers or instances seed at once the first write wins and every one of them goes on
 // counting on that same key; then it runs the script again. The steady state (counter present)
@@ -53,32 +46,6 @@ type counterSeed struct {
 // seeded reads nothing. The zero value is ready to use.
 type seeder struct {
 	flight singleflight.Group
-}
-
-// run calls eval until its reply does not report a missing counter, seeding the
-// missing one of counters in between. It returns eval's reply, eval's error, or an
-// error wrapping [ErrUnavailable] when seeding failed (the database or Redis) or the
-// counter was still missing after maxSeedRounds seeds, or ctx's error.
-func (s *seeder) run(ctx context.Context, client redis.UniversalClient, counters []counterSeed, eval func() ([]int64, error)) ([]int64, error) {
-	for round := 0; ; round++ {
-		reply, err := eval()
-		if err != nil {
-			return nil, err
-		}
-		if len(reply) == 0 || reply[0] != scriptMissing {
-			return reply, nil
-		}
-		if len(reply) != 2 || reply[1] < 1 || int(reply[1]) > len(counters) {
-			return nil, fmt.Errorf("%w: unexpected script reply %v", ErrUnavailable, reply)
-		}
-		c := counters[reply[1]-1]
-		if round == maxSeedRounds {
-			return nil, fmt.Errorf("%w: counter %s still missing after %d seeds", ErrUnavailable, c.key, round)
-		}
-		if err := s.seed(ctx, client, c); err != nil {
-			return nil, err
-		}
-	}
 }
 
 // seed writes c's value from the database with SET NX, sharing the work with the
@@ -114,3 +81,7 @@ func (s *seeder) seed(ctx context.Context, client redis.UniversalClient, c count
 		return ctx.Err()
 	}
 }
+
+// quotaMargin is how long a Redis quota counter outlives its period, so that instances
+// whose clocks are slightly behind still find it.
+const quotaMargin = time.Hour
