@@ -1,5 +1,6 @@
 # Latchkey developer commands. `make run` and `make test` are all a new machine needs
-# (make test also needs PostgreSQL and Redis on 127.0.0.1, see README).
+# (make test also needs PostgreSQL and Redis on 127.0.0.1 and Chromium, see README;
+# the browser tests save screenshots of failures under test-output/).
 GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 20s
@@ -13,8 +14,9 @@ run: ## Serve on :8080 with an embedded SQLite file (latchkey.db), text logs
 build:
 	$(GO) build -o bin/latchkey .
 
-test: ## Every test, with the race detector, on SQLite and PostgreSQL; then the memory tests without it
-	$(GO) test -race -count=1 $(PKGS)
+test: ## Every test, with the race detector, on SQLite and PostgreSQL and in Chromium; then the memory tests without it
+	@mkdir -p test-output
+	$(GO) test -race -count=1 -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
 	$(GO) test -count=1 -run 'Memory' ./internal/transport/wsgorilla/
 
 generate: ## Regenerate ent, entgql and gqlgen code

@@ -1,5 +1,6 @@
 // Package httpapi serves Latchkey over HTTP: GraphQL on /query (GET and POST, per
 // the GraphQL-over-HTTP spec, with automatic persisted queries), the playground on /,
+// the console on /console,
 // health on /healthz and readiness on /readyz, behind body-size, CORS and
 // authentication middleware.
 package httpapi
@@ -36,6 +37,7 @@ import (
 	"github.com/latchkey/latchkey/internal/platform/metrics"
 	"github.com/latchkey/latchkey/internal/platform/reqctx"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
+	"github.com/latchkey/latchkey/internal/transport/console"
 	"github.com/latchkey/latchkey/internal/transport/playground"
 )
 
@@ -136,6 +138,7 @@ func New(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	playground.Register(mux, "Latchkey", "/query")
+	console.Register(mux, "/query")
 
 	c := cors.New(cors.Options{
 		AllowedOrigins:   o.AllowedOrigins,

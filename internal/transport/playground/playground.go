@@ -26,6 +26,16 @@ import (
 	"time"
 )
 
+// Asset returns the embedded file name (e.g. "gqlws.js") and whether it exists; the
+// console serves the WebSocket client from here too.
+func Asset(name string) ([]byte, bool) {
+	a, ok := loadAssets().byName[name]
+	if !ok {
+		return nil, false
+	}
+	return a.body, true
+}
+
 // AssetPrefix is the URL path under which Register serves the embedded assets.
 const AssetPrefix = "/playground/assets/"
 
@@ -43,6 +53,14 @@ const DefaultQuery = `# Welcome to the Latchkey GraphQL playground.
 # key and which scopes it has:
 
 { viewer { isAdmin scopes } }
+
+# The Headers tab is kept in this browser tab's
+# session storage: the key is forgotten when the
+# tab closes. Subscriptions run over WebSocket;
+# a refused key stops them at once (no retries).
+# Switching playground tabs ends a running
+# subscription: watch it in its own browser tab,
+# or in the console at /console.
 `
 
 // DefaultHeaders is the content of the headers editor on a first visit.
