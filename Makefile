@@ -8,8 +8,9 @@ LOADFLAGS ?=
 
 .PHONY: run build test test-short generate check-generate lint bench fuzz migration load
 
-run: ## Serve on :8080 with an embedded SQLite file (latchkey.db), text logs
-	LOG_FORMAT=$${LOG_FORMAT:-text} $(GO) run .
+run: ## Build (with progress: the first build takes minutes) and serve on :8080 with an embedded SQLite file (latchkey.db), text logs
+	@GO=$(GO) ./scripts/build.sh
+	LOG_FORMAT=$${LOG_FORMAT:-text} ./bin/latchkey
 
 build:
 	$(GO) build -o bin/latchkey .
