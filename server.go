@@ -47,7 +47,8 @@ func main() {
 		os.Exit(1)
 	}
 	err = a.ListenAndServe(ctx, func(addr net.Addr) {
-		slog.Info("latchkey listening", "addr", addr.String(), "playground", cfg.PublicURL+"/", "database", a.Store.Dialect)
+		slog.Info("latchkey listening", "addr", addr.String(), "playground", cfg.PublicURL+"/", "console", cfg.PublicURL+"/console",
+			"database", a.Store.Dialect, "tracing", a.Tracing != nil)
 	})
 	if err != nil {
 		slog.Error("serve", "err", err)

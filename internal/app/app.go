@@ -364,9 +364,11 @@ func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
       %s
 
   Playground:  %s/   (paste the key into the Headers tab as {"X-API-Key": "..."})
+  Console:     %s/console   (paste the key to sign in)
   Try it:      curl -s %s/query -H 'X-API-Key: %s' -H 'Content-Type: application/json' -d '{"query":"{ viewer { isAdmin } }"}'
+  Lost it?     latchkey admin-key (or go run . admin-key) mints another one.
 
-`, secret, a.Config.PublicURL, a.Config.PublicURL, secret)
+`, secret, a.Config.PublicURL, a.Config.PublicURL, a.Config.PublicURL, secret)
 	return nil
 }
 
