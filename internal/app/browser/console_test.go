@@ -139,6 +139,8 @@ func TestConsole(t *testing.T) {
 		if took := time.Since(start); took > time.Second {
 			t.Fatalf("the live event arrived after %v, want within a second", took)
 		}
+		// usageStats counts it in its next aggregate (one a second).
+		b.waitJS("the call in the stats", `document.querySelectorAll('.tile-value')[1].textContent !== '0' && !!document.querySelector('svg.chart polyline.s-requests, svg.chart circle.series.s-requests')`, 4*time.Second)
 		if shots != "" {
 			b.screenshot(shots, "live-1280")
 		}
@@ -274,5 +276,6 @@ func narrowScreenshots(b *browser, base, key, dir string) {
 		b.waitJS(view.hash, view.ready, 10*time.Second)
 		time.Sleep(200 * time.Millisecond)
 		b.screenshot(dir, view.hash+"-390")
+		b.screenshotViewport(dir, view.hash+"-390-screen")
 	}
 }
