@@ -8,9 +8,8 @@ LOADFLAGS ?=
 
 .PHONY: run build test test-short generate check-generate lint bench fuzz migration load
 
-run: ## Serve on :8080 with an embedded SQLite file (latchkey.db), text logs
-	@echo "make run: building bin/latchkey (the first build downloads modules and compiles for several minutes; each package is listed as it compiles; later builds take seconds)"
-	$(GO) build -v -o bin/latchkey .
+run: ## Build (with progress: the first build takes minutes) and serve on :8080 with an embedded SQLite file (latchkey.db), text logs
+	@GO=$(GO) ./scripts/build.sh
 	LOG_FORMAT=$${LOG_FORMAT:-text} ./bin/latchkey
 
 build:

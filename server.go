@@ -56,7 +56,8 @@ func run() int {
 		return 1
 	}
 	err = a.ListenAndServe(ctx, func(addr net.Addr) {
-		slog.Info("latchkey listening", "addr", addr.String(), "playground", cfg.PublicURL+"/", "database", a.Store.Dialect)
+		slog.Info("latchkey listening", "addr", addr.String(), "playground", cfg.PublicURL+"/", "console", cfg.PublicURL+"/console",
+			"database", a.Store.Dialect, "tracing", a.Tracing != nil)
 		_ = logs.Flush() // the start is worth seeing at once
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/graph/gqlerr"
@@ -42,6 +43,9 @@ type Config struct {
 	Client *ent.Client
 	// NoTx names mutation fields that run without a transaction of their own.
 	NoTx []string
+	// Tracer, when set, gives operations and resolvers spans (nil: no tracing, at
+	// no cost).
+	Tracer trace.Tracer
 }
 
 // New returns the executor of cfg.Schema without transports.
@@ -58,6 +62,11 @@ func New(cfg Config) *handler.Server {
 		}
 	}
 	srv := handler.New(cfg.Schema)
+	if cfg.Tracer != nil {
+		// First, so that the operation span covers the other interceptors (limits,
+		// admission) and is the parent of the resolvers' and the database's spans.
+		srv.Use(tracing{tr: cfg.Tracer})
+	}
 	cache := newDocCache(1000)
 	srv.SetQueryCache(cache)
 	srv.SetDisableSuggestion(true)

@@ -34,6 +34,7 @@ import (
 	"github.com/latchkey/latchkey/internal/domain/webhook"
 	"github.com/latchkey/latchkey/internal/platform/config"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
+	"github.com/latchkey/latchkey/internal/platform/tracing"
 	"github.com/latchkey/latchkey/internal/transport/httpapi"
 )
 
@@ -55,6 +56,8 @@ type App struct {
 	Dispatcher  *webhook.Dispatcher
 	LimitEvents *webhook.LimitEvents
 	Expiry      *webhook.ExpiryScanner
+	// Tracing exports spans when the OTEL_* variables ask for it (nil: off).
+	Tracing *tracing.Provider
 
 	redis         *redis.Client
 	memory        *ratelimit.Memory        // in-memory failure throttle, swept periodically (nil with Redis)
@@ -81,6 +84,9 @@ type Options struct {
 	// WebSocketInitTimeout is how long a WebSocket client may take to send
 	// connection_init (default 10 s; tests shorten it).
 	WebSocketInitTimeout time.Duration
+	// Tracing overrides the tracing that the OTEL_* variables configure (tests:
+	// an SDK provider with an in-memory exporter).
+	Tracing *tracing.Provider
 }
 
 // New opens the store (applying migrations), creates the first admin key when needed
@@ -90,17 +96,25 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, opts.EntOptions...)
+	tp := opts.Tracing
+	if tp == nil {
+		if tp, err = tracing.FromEnv(ctx); err != nil {
+			return nil, err
+		}
+	}
+	st, err := store.OpenWith(ctx, cfg.DatabaseURL, store.Options{EntOptions: opts.EntOptions, Tracer: tp.Tracer()})
 	if err != nil {
+		_ = tp.Shutdown(ctx)
 		return nil, err
 	}
 	audit.Register(st.Client) // every change of a tenant, key or webhook, in its transaction
 	if st.Applied > 0 {
 		slog.Info("applied migrations", "count", st.Applied, "dialect", st.Dialect)
 	}
-	a := &App{Config: cfg, Store: st, Metrics: metrics.New()}
+	a := &App{Config: cfg, Store: st, Metrics: metrics.New(), Tracing: tp}
 	defer func() {
 		if err != nil { // release what was opened so far
+			_ = tp.Shutdown(ctx)
 			if a.Bus != nil {
 				_ = a.Bus.Close()
 			}
@@ -178,6 +192,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 			Client:        st.Client,
 			NoTx:          []string{"verifyApiKey"}, // the hot path: no transaction, no write
 			OnRefused:     func(e *keys.AuthError) { a.Metrics.AuthFailures.WithLabelValues(e.Reason).Inc() },
+			Tracer:        tp.Tracer(),
 		}),
 		Verifier:       v,
 		Verifications:  verifications,
@@ -189,6 +204,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		Metrics:        a.Metrics,
 		Conns:          a.Conns,
 		MetricsOnMain:  cfg.MetricsAddr == "",
+		Tracing:        tp,
 
 		WebSocketInitTimeout: opts.WebSocketInitTimeout,
 	})
@@ -288,6 +304,7 @@ func (a *App) webhooks(cfg config.Config) (*webhook.Manager, error) {
 		OnAttempt: func(r webhook.AttemptResult) {
 			a.Metrics.WebhookAttempts.WithLabelValues(string(r.Outcome)).Inc()
 			a.Metrics.WebhookSeconds.Observe(r.Latency.Seconds())
+			traceAttempt(a.Tracing.Tracer(), r)
 		}})
 	outbox := &webhook.Outbox{Wake: a.wakeWebhooks}
 	outbox.Register(a.Store.Client)
@@ -355,9 +372,11 @@ func (a *App) bootstrapAdmin(ctx context.Context, out io.Writer) error {
       %s
 
   Playground:  %s/   (paste the key into the Headers tab as {"X-API-Key": "..."})
+  Console:     %s/console   (paste the key to sign in)
   Try it:      curl -s %s/query -H 'X-API-Key: %s' -H 'Content-Type: application/json' -d '{"query":"{ viewer { isAdmin } }"}'
+  Lost it?     latchkey admin-key (or go run . admin-key) mints another one.
 
-`, secret, a.Config.PublicURL, a.Config.PublicURL, secret)
+`, secret, a.Config.PublicURL, a.Config.PublicURL, a.Config.PublicURL, secret)
 	return nil
 }
 
@@ -425,6 +444,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if err := a.Bus.Close(); err != nil {
 		slog.Warn("message bus close", "err", err)
+	}
+	if err := a.Tracing.Shutdown(ctx); err != nil {
+		slog.Warn("trace export at shutdown", "err", err)
 	}
 	return a.Store.Close()
 }

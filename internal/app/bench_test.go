@@ -2,13 +2,19 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"os"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/platform/tracing"
 )
 
 // BenchmarkViewerHTTP compares `{ viewer { apiKey { id } } }` over real HTTP in one
@@ -17,10 +23,24 @@ import (
 // rate limit and quota check, and the usage event recorded (and written in batches by
 // the recorder on the same cores). With auth disabled apiKey is null; with auth it is the
 // verifier's cached record, so neither case reads the database on the request path.
+//
+// "full" has tracing off, as without OTEL_* variables: no instrumentation is
+// installed. "full-noop-tracer" installs every span (HTTP, operation, resolvers,
+// database) on OpenTelemetry's no-op provider; "full-traced" records and exports
+// (to a discarding exporter, in batches) every span of every request.
 func BenchmarkViewerHTTP(b *testing.B) {
-	for _, mode := range []string{"noauth", "auth", "full"} {
+	for _, mode := range []string{"noauth", "auth", "full", "full-noop-tracer", "full-traced"} {
 		b.Run(mode, func(b *testing.B) {
-			e := apptest.New(b, benchDialect(), app.Options{DisableAuth: mode == "noauth", DisableGuard: mode == "auth"}, nil)
+			opts := app.Options{DisableAuth: mode == "noauth", DisableGuard: mode == "auth"}
+			switch mode {
+			case "full-noop-tracer":
+				opts.Tracing = tracing.WithProvider(noop.NewTracerProvider())
+			case "full-traced":
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				opts.Tracing = tracing.WithProvider(tp)
+			}
+			e := apptest.New(b, benchDialect(), opts, nil)
 			key := ""
 			if mode != "noauth" {
 				var out struct {

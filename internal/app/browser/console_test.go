@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/app/apptest"
@@ -90,7 +91,11 @@ func TestConsole(t *testing.T) {
 	}
 
 	b := newBrowser(t, 1280, 900)
-	signIn(b, base, c.key)
+	// Keyboard only: the key field has the focus, Enter signs in.
+	b.do("open the console", chromedp.Navigate(base+"/console"), chromedp.WaitVisible(chromedp.ID("key")))
+	b.waitJS("the focus in the key field", `document.activeElement && document.activeElement.id === 'key'`, 5*time.Second)
+	b.do("type the key and Enter", chromedp.KeyEvent(c.key), chromedp.KeyEvent(kb.Enter))
+	b.waitJS("the console after sign-in", `!document.getElementById('nav').hidden`, 10*time.Second)
 	if got := eval[string](b, `sessionStorage.getItem('latchkey.console.key') || ''`); got != c.key {
 		t.Fatal("the key is not in sessionStorage")
 	}
@@ -134,6 +139,8 @@ func TestConsole(t *testing.T) {
 		if took := time.Since(start); took > time.Second {
 			t.Fatalf("the live event arrived after %v, want within a second", took)
 		}
+		// usageStats counts it in its next aggregate (one a second).
+		b.waitJS("the call in the stats", `document.querySelectorAll('.tile-value')[1].textContent !== '0' && !!document.querySelector('svg.chart polyline.s-requests, svg.chart circle.series.s-requests')`, 4*time.Second)
 		if shots != "" {
 			b.screenshot(shots, "live-1280")
 		}
@@ -160,6 +167,13 @@ func TestConsole(t *testing.T) {
 		}
 		b.do("close the secret", chromedp.Click(chromedp.CSS(`dialog .actions button:last-child`)))
 		b.waitJS("the new key in the list", `[...document.querySelectorAll('table.keys .key-name')].some(n => n.textContent === 'browser-made')`, 5*time.Second)
+		// Escape cancels the confirmation and nothing happens.
+		b.do("start revoking", chromedp.Click(chromedp.CSS(`button[aria-label="Revoke browser-made"]`)), chromedp.WaitVisible(chromedp.CSS(`dialog`)))
+		b.do("cancel with Escape", chromedp.KeyEvent(kb.Escape))
+		b.waitJS("the dialog closed", `!document.querySelector('dialog')`, 5*time.Second)
+		if r := c.Do(secret, `{ viewer { isAdmin } }`, nil); r.Status != http.StatusOK {
+			t.Fatalf("cancelled revocation revoked the key: HTTP %d", r.Status)
+		}
 		b.do("revoke it", chromedp.Click(chromedp.CSS(`button[aria-label="Revoke browser-made"]`)), chromedp.WaitVisible(chromedp.CSS(`dialog`)))
 		if msg := b.text("dialog p"); !strings.Contains(msg, "browser-made") {
 			t.Fatalf("the confirmation does not name the key: %q", msg)
@@ -262,5 +276,6 @@ func narrowScreenshots(b *browser, base, key, dir string) {
 		b.waitJS(view.hash, view.ready, 10*time.Second)
 		time.Sleep(200 * time.Millisecond)
 		b.screenshot(dir, view.hash+"-390")
+		b.screenshotViewport(dir, view.hash+"-390-screen")
 	}
 }

@@ -139,10 +139,17 @@ func (b *browser) text(sel string) string {
 }
 
 // screenshot saves a PNG of the whole page as DIR/<test>-<label>.png.
-func (b *browser) screenshot(dir, label string) {
+func (b *browser) screenshot(dir, label string) { b.capture(dir, label, chromedp.FullScreenshot(100)) } // quality 100 is a PNG
+
+// screenshotViewport saves what a screen of the viewport's size shows.
+func (b *browser) screenshotViewport(dir, label string) {
+	b.capture(dir, label, chromedp.CaptureScreenshot())
+}
+
+func (b *browser) capture(dir, label string, shot chromedp.Action[[]byte]) {
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 is a PNG
+	buf, err := chromedp.Run(ctx, shot)
 	if err != nil {
 		b.t.Logf("screenshot %s: %v", label, err)
 		return

@@ -17,7 +17,8 @@ import (
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
-	_ "github.com/lib/pq"  // PostgreSQL driver
+	_ "github.com/lib/pq" // PostgreSQL driver
+	"go.opentelemetry.io/otel/trace"
 	_ "modernc.org/sqlite" // SQLite driver (pure Go)
 
 	"github.com/latchkey/latchkey/ent"
@@ -44,6 +45,20 @@ type Store struct {
 // migration.
 // Extra ent options (e.g. ent.Debug for query logging in tests) are passed to the client.
 func Open(ctx context.Context, databaseURL string, opts ...ent.Option) (*Store, error) {
+	return OpenWith(ctx, databaseURL, Options{EntOptions: opts})
+}
+
+// Options change how OpenWith opens the store.
+type Options struct {
+	// EntOptions are passed to the ent client.
+	EntOptions []ent.Option
+	// Tracer, when set, gives every statement sent through the ent client a span.
+	Tracer trace.Tracer
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, databaseURL string, o Options) (*Store, error) {
+	opts := o.EntOptions
 	dialectName, dsn, err := parseURL(databaseURL)
 	if err != nil {
 		return nil, err
@@ -73,7 +88,12 @@ func Open(ctx context.Context, databaseURL string, opts ...ent.Option) (*Store, 
 		db.Close()
 		return nil, err
 	}
-	client := ent.NewClient(append([]ent.Option{ent.Driver(entsql.OpenDB(dialectName, db))}, opts...)...)
+	var drv dialect.Driver = entsql.OpenDB(dialectName, db)
+	if o.Tracer != nil {
+		system := map[string]string{dialect.SQLite: "sqlite", dialect.Postgres: "postgresql"}[dialectName]
+		drv = &tracedDriver{Driver: drv, tr: o.Tracer, system: system}
+	}
+	client := ent.NewClient(append([]ent.Option{ent.Driver(drv)}, opts...)...)
 	return &Store{Client: client, DB: db, Dialect: name, EntDialect: dialectName, Applied: applied, DSN: dsn}, nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/cors"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/graph/gqlserver"
@@ -36,6 +37,7 @@ import (
 	"github.com/latchkey/latchkey/internal/platform/fault"
 	"github.com/latchkey/latchkey/internal/platform/metrics"
 	"github.com/latchkey/latchkey/internal/platform/reqctx"
+	"github.com/latchkey/latchkey/internal/platform/tracing"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 	"github.com/latchkey/latchkey/internal/transport/console"
 	"github.com/latchkey/latchkey/internal/transport/playground"
@@ -69,6 +71,9 @@ type Options struct {
 	MetricsOnMain bool
 	// WebSocketInitTimeout bounds the wait for connection_init (default 10 s).
 	WebSocketInitTimeout time.Duration
+	// Tracing, when set, gives every request but the health checks a server span,
+	// continuing the caller's W3C trace context (nil: no tracing, at no cost).
+	Tracing *tracing.Provider
 }
 
 // verify authenticates cred, counting refusals by reason and logging the database
@@ -151,10 +156,31 @@ func New(o Options) http.Handler {
 	if o.Metrics != nil && o.MetricsOnMain {
 		mux.Handle("GET /metrics", o.adminOnly(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})))
 	}
-	if len(o.AllowedOrigins) == 0 {
-		return withRequestID(mux)
+	var h http.Handler = mux
+	if len(o.AllowedOrigins) > 0 {
+		h = c.Handler(mux)
 	}
-	return withRequestID(c.Handler(mux))
+	return o.traced(withRequestID(h))
+}
+
+// traced wraps h in the server span of each request when tracing is on.
+func (o Options) traced(h http.Handler) http.Handler {
+	if o.Tracing == nil {
+		return h
+	}
+	return otelhttp.NewHandler(h, "latchkey",
+		otelhttp.WithTracerProvider(o.Tracing.TracerProvider),
+		otelhttp.WithPropagators(o.Tracing.Propagator),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+			if strings.HasPrefix(r.URL.Path, console.AssetPrefix) || strings.HasPrefix(r.URL.Path, playground.AssetPrefix) {
+				return r.Method + " assets" // one name for every hashed asset URL
+			}
+			return r.Method + " " + r.URL.Path
+		}),
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			return r.URL.Path != "/healthz" && r.URL.Path != "/readyz"
+		}),
+	)
 }
 
 func (o Options) graphqlHandler() http.Handler {

@@ -89,9 +89,13 @@ window.addEventListener('hashchange', route);
 
 const key = savedKey();
 if (key) {
-  signIn(key, !!localStorage.getItem('latchkey.console.key')).catch(() => {
+  signIn(key, !!localStorage.getItem('latchkey.console.key')).catch((e) => {
     forgetKey();
     $('signin').hidden = false;
+    const err = $('signin-error');
+    err.textContent = 'The saved key no longer works (' + (e.code || e.message) + '): paste a key to sign in.';
+    err.hidden = false;
+    $('key').focus();
   });
 } else {
   $('key').focus();

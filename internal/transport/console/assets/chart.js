@@ -21,9 +21,10 @@ function niceStep(range, n) {
 // timeSteps are the spacings of time ticks, in ms: round seconds, minutes, hours, days.
 const timeSteps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800].map((s) => s * 1000);
 
-// timeTicks returns round times between t0 and t1, at most about n of them.
+// timeTicks returns round times between t0 and t1, at most about n of them (n + 1
+// when the range is a little more than n steps, as a range floored to its interval is).
 function timeTicks(t0, t1, n) {
-  const step = timeSteps.find((s) => (t1 - t0) / s <= n) || timeSteps[timeSteps.length - 1];
+  const step = timeSteps.find((s) => (t1 - t0) / s <= n + 0.5) || timeSteps[timeSteps.length - 1];
   const out = [];
   for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) out.push(t);
   return out;
@@ -84,12 +85,14 @@ function drawChart(series, t0, t1, opts, W) {
     grid.append(svg('line', {x1: m.l, x2: W - m.r, y1: y(v), y2: y(v)}));
     grid.append(svg('text', {x: m.l - 6, y: y(v) + 4, 'text-anchor': 'end'}, fmtV(v)));
   }
-  const ticks = timeTicks(t0, t1, Math.max(2, Math.floor(iw / 110)));
+  // Labels are up to ~90 px wide: a tick every 130 px or more, none so close to an
+  // edge that its centred label would be cut.
+  const ticks = timeTicks(t0, t1, Math.max(2, Math.floor(iw / 130)));
   for (const t of ticks) {
     const px = x(t);
+    if (px - m.l < 40 || W - m.r - px < 40) continue;
     grid.append(svg('line', {x1: px, x2: px, y1: m.t + ih, y2: m.t + ih + 4}));
-    const anchor = px - m.l < 30 ? 'start' : W - m.r - px < 30 ? 'end' : 'middle';
-    grid.append(svg('text', {x: px, y: H - 6, 'text-anchor': anchor}, opts.fmtTime ? opts.fmtTime(new Date(t)) : new Date(t).toISOString()));
+    grid.append(svg('text', {x: px, y: H - 6, 'text-anchor': 'middle'}, opts.fmtTime ? opts.fmtTime(new Date(t)) : new Date(t).toISOString()));
   }
   root.append(grid);
   for (const s of series) {
