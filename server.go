@@ -48,7 +48,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) > 1 {
-		os.Exit(command(ctx, cfg, os.Args[1], os.Args[2:]))
+		return command(ctx, cfg, os.Args[1], os.Args[2:]) // returns: the deferred Close writes its log lines
 	}
 	a, err := app.New(ctx, cfg, app.Options{Out: os.Stdout})
 	if err != nil {
