@@ -14,20 +14,18 @@ package console
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
 	"html/template"
 	"io/fs"
 	"net/http"
-	"path"
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/latchkey/latchkey/internal/transport/playground"
+	"github.com/latchkey/latchkey/internal/transport/webasset"
 )
 
 // Path is where the console is served.
@@ -53,22 +51,10 @@ var assetFS embed.FS
 //go:embed page.html
 var pageTemplate string
 
-var contentTypes = map[string]string{
-	".js":  "text/javascript; charset=utf-8",
-	".css": "text/css; charset=utf-8",
-	".svg": "image/svg+xml",
-}
-
-type asset struct {
-	contentType string
-	body        []byte
-	gzipped     []byte // nil when not worth it
-}
-
 // bundle is every file of the console with the hash that names this version.
 type bundle struct {
 	hash  string
-	files map[string]*asset
+	files map[string]*webasset.File
 }
 
 // load reads the embedded files, and the WebSocket client the playground embeds,
@@ -97,24 +83,12 @@ var load = sync.OnceValue(func() *bundle {
 	}
 	sort.Strings(names)
 	h := sha256.New()
-	b := &bundle{files: map[string]*asset{}}
+	b := &bundle{files: map[string]*webasset.File{}}
 	for _, n := range names {
 		h.Write([]byte(n))
 		h.Write([]byte{0})
 		h.Write(files[n])
-		ct, ok := contentTypes[path.Ext(n)]
-		if !ok {
-			ct = "text/plain; charset=utf-8"
-		}
-		a := &asset{contentType: ct, body: files[n]}
-		if len(a.body) >= 1024 {
-			var buf bytes.Buffer
-			zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-			zw.Write(a.body)
-			zw.Close()
-			a.gzipped = buf.Bytes()
-		}
-		b.files[n] = a
+		b.files[n] = webasset.NewFile(n, files[n])
 	}
 	b.hash = hex.EncodeToString(h.Sum(nil)[:8])
 	return b
@@ -138,40 +112,16 @@ func Register(mux *http.ServeMux, endpoint string) {
 	if err != nil {
 		panic("console: rendering page: " + err.Error())
 	}
-	body := page.Bytes()
-	sum := sha256.Sum256(body)
-	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
-	servePage := func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("ETag", etag)
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
-	}
+	servePage := webasset.Page(page.Bytes(), contentSecurityPolicy)
 	mux.HandleFunc("GET "+Path, servePage)
 	mux.HandleFunc("GET "+Path+"/{$}", servePage)
 	mux.HandleFunc("GET "+AssetPrefix, func(w http.ResponseWriter, r *http.Request) {
 		rest, ok := strings.CutPrefix(r.URL.Path, AssetPrefix+b.hash+"/")
-		a := b.files[rest]
-		if !ok || a == nil {
+		f := b.files[rest]
+		if !ok || f == nil {
 			http.NotFound(w, r)
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Type", a.contentType)
-		h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		h.Set("X-Content-Type-Options", "nosniff")
-		body := a.body
-		if a.gzipped != nil {
-			h.Add("Vary", "Accept-Encoding")
-			if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
-				body = a.gzipped
-				h.Set("Content-Encoding", "gzip")
-			}
-		}
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+		f.ServeHTTP(w, r)
 	})
 }

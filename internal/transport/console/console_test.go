@@ -58,7 +58,7 @@ func TestPageAndAssets(t *testing.T) {
 	imports := regexp.MustCompile(`(?m)^import .*'\./([a-z]+\.js)';$|from '\./([a-z]+\.js)';$`)
 	for name, a := range load().files {
 		resp, body := get(t, srv.URL+AssetPrefix+load().hash+"/"+name)
-		if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" || body != string(a.body) {
+		if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" || body != string(a.Body) {
 			t.Fatalf("GET %s: %d %q", name, resp.StatusCode, resp.Header.Get("Cache-Control"))
 		}
 		for _, m := range imports.FindAllStringSubmatch(body, -1) {
@@ -80,5 +80,36 @@ func TestPageAndAssets(t *testing.T) {
 	}
 	if resp, _ := get(t, srv.URL+AssetPrefix+load().hash+"/nope.js"); resp.StatusCode != 404 {
 		t.Fatalf("unknown file: %d", resp.StatusCode)
+	}
+}
+
+// Assets are gzipped only for a client that accepts gzip (not with q=0), and carry
+// an ETag that a revalidation answers with 304.
+func TestAssetEncodingAndRevalidation(t *testing.T) {
+	srv := serve(t)
+	url := srv.URL + AssetPrefix + load().hash + "/console.css"
+	do := func(h http.Header) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header = h
+		resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for ae, want := range map[string]string{"gzip": "gzip", "br, gzip;q=0.8": "gzip", "gzip;q=0": "", "identity": "", "": ""} {
+		resp := do(http.Header{"Accept-Encoding": {ae}})
+		if got := resp.Header.Get("Content-Encoding"); got != want {
+			t.Errorf("Accept-Encoding %q: Content-Encoding %q, want %q", ae, got, want)
+		}
+		etag := resp.Header.Get("ETag")
+		if etag == "" {
+			t.Fatalf("Accept-Encoding %q: no ETag", ae)
+		}
+		if resp := do(http.Header{"Accept-Encoding": {ae}, "If-None-Match": {etag}}); resp.StatusCode != http.StatusNotModified {
+			t.Errorf("Accept-Encoding %q, If-None-Match %s: %d, want 304", ae, etag, resp.StatusCode)
+		}
 	}
 }

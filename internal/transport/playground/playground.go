@@ -11,19 +11,15 @@ package playground
 
 import (
 	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
-	"path"
-	"strconv"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/latchkey/latchkey/internal/transport/webasset"
 )
 
 // Asset returns the embedded file name (e.g. "gqlws.js") and whether it exists; the
@@ -33,7 +29,7 @@ func Asset(name string) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	return a.body, true
+	return a.Body, true
 }
 
 // AssetPrefix is the URL path under which Register serves the embedded assets.
@@ -85,21 +81,10 @@ var assetFS embed.FS
 //go:embed page.html
 var pageTemplate string
 
-// contentTypes maps asset file extensions to Content-Type; any other file
-// (LICENSE.*, VERSIONS) is served as plain text.
-var contentTypes = map[string]string{
-	".js":  "text/javascript; charset=utf-8",
-	".css": "text/css; charset=utf-8",
-	".svg": "image/svg+xml",
-}
-
-// asset is one embedded file, ready to serve.
+// asset is one embedded file and the URL it is served at.
 type asset struct {
-	url         string // full URL path, with content hash
-	contentType string
-	etag        string
-	body        []byte
-	gzipped     func() []byte // lazily compressed body; nil if not worth it
+	url string // full URL path, with content hash
+	*webasset.File
 }
 
 // assetTable holds the embedded assets by URL path and by file name.
@@ -120,21 +105,7 @@ var loadAssets = sync.OnceValue(func() *assetTable {
 			return err
 		}
 		name := strings.TrimPrefix(p, "assets/")
-		sum := sha256.Sum256(body)
-		hash := hex.EncodeToString(sum[:8])
-		ct, ok := contentTypes[path.Ext(name)]
-		if !ok {
-			ct = "text/plain; charset=utf-8"
-		}
-		a := &asset{
-			url:         AssetPrefix + hash + "/" + name,
-			contentType: ct,
-			etag:        `"` + hash + `"`,
-			body:        body,
-		}
-		if len(body) >= 1024 {
-			a.gzipped = sync.OnceValue(func() []byte { return gzipBytes(body) })
-		}
+		a := &asset{url: AssetPrefix + webasset.Hash(body) + "/" + name, File: webasset.NewFile(name, body)}
 		t.byURL[a.url] = a
 		t.byName[name] = a
 		return nil
@@ -144,14 +115,6 @@ var loadAssets = sync.OnceValue(func() *assetTable {
 	}
 	return t
 })
-
-func gzipBytes(b []byte) []byte {
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression) // level is valid
-	zw.Write(b)                                              // writes to a bytes.Buffer cannot fail
-	zw.Close()
-	return buf.Bytes()
-}
 
 // pageConfig is rendered as JSON into the page and read by assets/boot.js.
 type pageConfig struct {
@@ -203,19 +166,7 @@ func Register(mux *http.ServeMux, title, endpoint string) {
 	if err != nil {
 		panic("playground: rendering page: " + err.Error())
 	}
-	sum := sha256.Sum256(page)
-	pageETag := `"` + hex.EncodeToString(sum[:8]) + `"`
-
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("ETag", pageETag)
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(page))
-	})
+	mux.HandleFunc("GET /{$}", webasset.Page(page, contentSecurityPolicy))
 	mux.Handle("GET "+AssetPrefix, serveAsset(assets))
 }
 
@@ -228,42 +179,6 @@ func serveAsset(assets *assetTable) http.HandlerFunc {
 			http.NotFound(w, r)
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Type", a.contentType)
-		h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		h.Set("X-Content-Type-Options", "nosniff")
-		body, etag := a.body, a.etag
-		if a.gzipped != nil {
-			h.Add("Vary", "Accept-Encoding")
-			if acceptsGzip(r) {
-				body = a.gzipped()
-				etag = strings.TrimSuffix(etag, `"`) + `.gz"`
-				h.Set("Content-Encoding", "gzip")
-			}
-		}
-		h.Set("ETag", etag)
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+		a.ServeHTTP(w, r)
 	}
-}
-
-// acceptsGzip reports whether the request's Accept-Encoding allows gzip
-// (listed, and not with q=0).
-func acceptsGzip(r *http.Request) bool {
-	for _, v := range r.Header.Values("Accept-Encoding") {
-		for part := range strings.SplitSeq(v, ",") {
-			coding, params, _ := strings.Cut(part, ";")
-			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
-				continue
-			}
-			for p := range strings.SplitSeq(params, ";") {
-				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
-				if strings.EqualFold(k, "q") {
-					q, err := strconv.ParseFloat(val, 64)
-					return err == nil && q > 0
-				}
-			}
-			return true
-		}
-	}
-	return false
 }

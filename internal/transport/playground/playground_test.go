@@ -331,7 +331,7 @@ func TestAssetGzip(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if !bytes.Equal(body, a.body) {
+			if !bytes.Equal(body, a.Body) {
 				t.Errorf("decoded body differs from embedded file")
 			}
 		})
