@@ -122,37 +122,34 @@ func (t *tracedTx) QueryContext(ctx context.Context, query string, args ...any) 
 	return r, err
 }
 
-// spanName is "<VERB> <table>" of a statement ("SELECT api_keys"), or its verb.
+// spanName is "<VERB> <table>" of a statement ("SELECT api_keys"), or its verb. It
+// reads the statement's words one at a time and stops at the table: a batch INSERT
+// of thousands of values is not split into a slice of words for its first three.
 func spanName(query string) string {
-	fields := strings.Fields(query)
-	if len(fields) == 0 {
-		return "db"
-	}
-	verb := strings.ToUpper(fields[0])
-	var after string
-	switch verb {
-	case "SELECT", "DELETE":
-		after = "FROM"
-	case "INSERT":
-		after = "INTO"
-	case "UPDATE":
-		return verb + " " + unquote(at(fields, 1))
-	default:
-		return verb
-	}
-	for i, f := range fields {
-		if strings.EqualFold(f, after) {
-			return verb + " " + unquote(at(fields, i+1))
+	var verb, after string
+	table := false // the next word is the table
+	for f := range strings.FieldsSeq(query) {
+		switch {
+		case verb == "":
+			verb = strings.ToUpper(f)
+			switch verb {
+			case "SELECT", "DELETE":
+				after = "FROM"
+			case "INSERT":
+				after = "INTO"
+			case "UPDATE":
+				table = true
+			default:
+				return verb
+			}
+		case table:
+			return verb + " " + strings.Trim(f, "`\"()")
+		case strings.EqualFold(f, after):
+			table = true
 		}
+	}
+	if verb == "" {
+		return "db"
 	}
 	return verb
 }
-
-func at(fields []string, i int) string {
-	if i < len(fields) {
-		return fields[i]
-	}
-	return ""
-}
-
-func unquote(s string) string { return strings.Trim(s, "`\"()") }
