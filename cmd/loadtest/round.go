@@ -50,62 +50,91 @@ func (r roundResult) RPS() float64 {
 	return float64(r.Requests) / r.Elapsed.Seconds()
 }
 
-// hammer runs conns loops sending t's request for d, each waiting for its answer
-// before the next (closed loop: the concurrency is conns). A loop checks the clock
-// only between requests. With t.pid, it also measures that process's CPU time.
+// hammer runs conns loops sending t's request for d (see closedLoop). With t.pid, it
+// also measures that process's CPU time.
 func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResult {
-	type worker struct {
-		lat      []time.Duration
-		bad, err int
-		firstErr string
+	type tally struct {
+		bad   int
+		first string
 	}
-	workers := make([]worker, conns)
+	tallies := make([]tally, conns)
 	cpu0, cpuErr := processCPU(t.pid)
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := &workers[i]
-			w.lat = make([]time.Duration, 0, 8192)
-			note := func(format string, args ...any) {
-				if w.firstErr == "" {
-					w.firstErr = fmt.Sprintf(format, args...)
+	l := closedLoop(ctx, conns, d, func(ctx context.Context, _ int) (int, []byte, error) { return t.send(ctx) },
+		func(w, status int, body []byte) {
+			if status != http.StatusOK || !bytes.Contains(body, t.want) {
+				if tallies[w].bad++; tallies[w].first == "" {
+					tallies[w].first = fmt.Sprintf("HTTP %d: %.300s", status, body)
 				}
 			}
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				status, body, err := t.send(ctx)
-				lat := time.Since(t0)
-				if err != nil {
-					w.err++
-					note("%v", err)
-					if w.err >= 100 {
-						return // the process is gone: stop hammering a closed port
-					}
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				w.lat = append(w.lat, lat)
-				if status != http.StatusOK || !bytes.Contains(body, t.want) {
-					w.bad++
-					note("HTTP %d: %.300s", status, body)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	res := roundResult{Elapsed: time.Since(start)}
+		})
+	res := roundResult{Elapsed: l.Elapsed, Requests: l.Requests, Errors: l.Errors, FirstErr: l.FirstErr, Latency: l.Latency}
 	if cpu1, err := processCPU(t.pid); t.pid > 0 && cpuErr == nil && err == nil {
 		res.CPU = cpu1 - cpu0
 	}
+	for _, t := range tallies {
+		res.Bad += t.bad
+		if res.FirstErr == "" {
+			res.FirstErr = t.first
+		}
+	}
+	return res
+}
+
+// loopResult is what closedLoop measured.
+type loopResult struct {
+	Elapsed  time.Duration
+	Requests int // answered requests (any status)
+	Errors   int // requests without an answer
+	FirstErr string
+	Latency  summary // of answered requests
+}
+
+// closedLoop runs workers loops that send for d, each waiting for its answer before
+// it sends again (closed loop: the concurrency is workers). A loop checks the clock
+// only between requests: a request is never abandoned half-way, so that every request
+// the server served was also counted here. send returns the status and body of an
+// answer, or an error when none came; a loop stops after 100 errors in a row (the
+// process is gone: no hammering of a closed port). answer sees each answer of worker
+// w, on w's goroutine, after its latency was taken.
+func closedLoop(ctx context.Context, workers int, d time.Duration,
+	send func(ctx context.Context, w int) (int, []byte, error), answer func(w, status int, body []byte)) loopResult {
+	type worker struct {
+		lat      []time.Duration
+		errors   int
+		firstErr string
+	}
+	ws := make([]worker, workers)
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for i := range ws {
+		wg.Go(func() {
+			w := &ws[i]
+			w.lat = make([]time.Duration, 0, 8192)
+			for inARow := 0; inARow < 100 && time.Now().Before(deadline) && ctx.Err() == nil; {
+				t0 := time.Now()
+				status, body, err := send(ctx, i)
+				lat := time.Since(t0)
+				if err != nil {
+					if w.errors++; w.firstErr == "" {
+						w.firstErr = err.Error()
+					}
+					inARow++
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				inARow = 0
+				w.lat = append(w.lat, lat)
+				answer(i, status, body)
+			}
+		})
+	}
+	wg.Wait()
+	res := loopResult{Elapsed: time.Since(start)}
 	var all []time.Duration
-	for _, w := range workers {
+	for _, w := range ws {
 		all = append(all, w.lat...)
-		res.Bad += w.bad
-		res.Errors += w.err
+		res.Errors += w.errors
 		if res.FirstErr == "" {
 			res.FirstErr = w.firstErr
 		}

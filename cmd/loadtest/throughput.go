@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -32,75 +31,46 @@ func (r throughputResult) RPS() float64 {
 	return float64(r.Requests) / r.Elapsed.Seconds()
 }
 
-// runThroughput runs workers loops posting the viewer query with key for d, worker w
-// to instance w mod len(clients). A loop checks the clock only between requests: a
-// request is never abandoned half-way, so that every request the server recorded was
-// also counted here.
+// runThroughput runs workers loops posting the viewer query with key for d (see
+// closedLoop), worker w to instance w mod len(clients).
 func runThroughput(ctx context.Context, clients []*client, key string, workers int, d time.Duration) throughputResult {
 	body := requestBody(viewerQuery, nil)
-	type workerResult struct {
-		lat       []time.Duration
+	type tally struct {
 		statuses  map[int]int
 		gqlErrors int
-		transport int
-		firstErr  string
+		first     string
 	}
-	results := make([]workerResult, workers)
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := &results[w]
-			c := clients[w%len(clients)]
-			r.lat = make([]time.Duration, 0, 16384)
-			r.statuses = map[int]int{}
-			consecutive := 0
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				resp, err := c.post(ctx, key, true, body)
-				lat := time.Since(t0)
-				if err != nil {
-					r.transport++
-					if r.firstErr == "" {
-						r.firstErr = err.Error()
-					}
-					if consecutive++; consecutive >= 100 {
-						return // the server is gone: stop hammering a closed port
-					}
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				consecutive = 0
-				r.lat = append(r.lat, lat)
-				r.statuses[resp.Status]++
-				if resp.Status == http.StatusOK && bytes.Contains(resp.Body, []byte(`"errors"`)) {
-					if r.gqlErrors++; r.firstErr == "" {
-						r.firstErr = fmt.Sprintf("HTTP 200 with errors: %.300s", resp.Body)
-					}
-				} else if resp.Status != http.StatusOK && r.firstErr == "" {
-					r.firstErr = fmt.Sprintf("HTTP %d: %.300s", resp.Status, resp.Body)
-				}
+	tallies := make([]tally, workers)
+	l := closedLoop(ctx, workers, d, func(ctx context.Context, w int) (int, []byte, error) {
+		resp, err := clients[w%len(clients)].post(ctx, key, true, body)
+		if err != nil {
+			return 0, nil, err
+		}
+		return resp.Status, resp.Body, nil
+	}, func(w, status int, body []byte) {
+		t := &tallies[w]
+		if t.statuses == nil {
+			t.statuses = map[int]int{}
+		}
+		t.statuses[status]++
+		if status == http.StatusOK && bytes.Contains(body, []byte(`"errors"`)) {
+			if t.gqlErrors++; t.first == "" {
+				t.first = fmt.Sprintf("HTTP 200 with errors: %.300s", body)
 			}
-		}()
-	}
-	wg.Wait()
-	res := throughputResult{Workers: workers, Elapsed: time.Since(start), Statuses: map[int]int{}}
-	var all []time.Duration
-	for _, r := range results {
-		all = append(all, r.lat...)
-		for s, n := range r.statuses {
+		} else if status != http.StatusOK && t.first == "" {
+			t.first = fmt.Sprintf("HTTP %d: %.300s", status, body)
+		}
+	})
+	res := throughputResult{Workers: workers, Elapsed: l.Elapsed, Requests: l.Requests, Statuses: map[int]int{},
+		Transport: l.Errors, FirstErr: l.FirstErr, Latency: l.Latency}
+	for _, t := range tallies {
+		for s, n := range t.statuses {
 			res.Statuses[s] += n
 		}
-		res.GQLErrors += r.gqlErrors
-		res.Transport += r.transport
+		res.GQLErrors += t.gqlErrors
 		if res.FirstErr == "" {
-			res.FirstErr = r.firstErr
+			res.FirstErr = t.first
 		}
 	}
-	res.Requests = len(all)
-	res.Latency = summarize(all)
 	return res
 }
