@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/domain/keys"
+	"github.com/latchkey/latchkey/internal/platform/config"
 	"github.com/latchkey/latchkey/internal/platform/logging"
 )
 
@@ -109,5 +112,36 @@ func TestRequestIDAndLogs(t *testing.T) {
 		if strings.Contains(line, `"msg":"request"`) && !strings.Contains(line, `"request_id"`) {
 			t.Fatalf("request line without id: %s", line)
 		}
+	}
+}
+
+// /metrics spends the failure budget of the client that sent the unknown credentials,
+// like /query: one client's guesses do not lock out a platform admin elsewhere.
+func TestMetricsFailureBudgetPerClient(t *testing.T) {
+	e := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) {
+		c.AuthFailuresPerMinute = 5
+		c.TrustedProxies = "127.0.0.1/32"
+	})
+	admin, err := keys.MintAdmin(context.Background(), e.App.Store.Client, "scraper", "test") // not cached yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(cred, from string) int {
+		req, _ := http.NewRequest("GET", e.Server.URL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+cred)
+		req.Header.Set("X-Forwarded-For", from)
+		resp, err := e.Server.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 7 {
+		fake, _ := keys.Generate(keys.KindLive) // valid checksum, unknown: a database read
+		get(fake, "203.0.113.1")
+	}
+	if status := get(admin, "203.0.113.2"); status != http.StatusOK {
+		t.Fatalf("an admin key from another client after 7 guesses from one: HTTP %d", status)
 	}
 }

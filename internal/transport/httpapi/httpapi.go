@@ -100,11 +100,13 @@ func (o Options) refused(ae *keys.AuthError) {
 	}
 }
 
-// adminOnly serves h to platform-admin credentials only (401 otherwise).
+// adminOnly serves h to platform-admin credentials only (401 otherwise). An unknown
+// credential spends its client's failure budget, as on /query.
 func (o Options) adminOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := reqctx.WithClientIP(r.Context(), o.TrustedProxies.clientIP(r))
 		cred := keys.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization"))
-		v, err := o.Verifier.Verify(r.Context(), cred)
+		v, err := o.Verifier.Verify(ctx, cred)
 		if err != nil || !v.Admin {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
 			http.Error(w, "metrics require a platform admin credential", http.StatusUnauthorized)
