@@ -39,7 +39,7 @@ const AssetPrefix = "/console/assets/"
 const contentSecurityPolicy = "default-src 'none'; " +
 	"script-src 'self'; " +
 	"style-src 'self'; " +
-	"connect-src 'self' ws: wss:; " +
+	"connect-src 'self'; " + // CSP 3: 'self' covers ws:// and wss:// to this host
 	"img-src 'self' data:; " +
 	"base-uri 'none'; " +
 	"form-action 'none'; " +

@@ -68,7 +68,7 @@ const DefaultHeaders = `{"X-API-Key": ""}`
 const contentSecurityPolicy = "default-src 'none'; " +
 	"script-src 'self'; " +
 	"style-src 'self'; " +
-	"connect-src 'self' ws: wss:; " +
+	"connect-src 'self'; " + // CSP 3: 'self' covers ws:// and wss:// to this host
 	"img-src 'self' data:; " +
 	"font-src 'self' data:; " +
 	"base-uri 'none'; " +
