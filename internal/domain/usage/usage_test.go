@@ -810,3 +810,4 @@ func TestConcurrentRecorders(t *testing.T) {
 		})
 	}
 }
+

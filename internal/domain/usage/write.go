@@ -51,10 +51,10 @@ var rollupColumns = append([]string{
 }, counterColumns...)
 
 const (
-	// sqliteLogRows rows of 9 columns per INSERT stay well under SQLite's limit of 32766
-	// bound variables.
+	// sqliteLogRows rows of 10 columns per INSERT stay well under SQLite's limit of
+	// 32766 bound variables.
 	sqliteLogRows = 1000
-	// rollupRows rows of 25 columns per upsert: 25,000 variables, under SQLite's 32766
+	// rollupRows rows of 26 columns per upsert: 26,000 variables, under SQLite's 32766
 	// and PostgreSQL's 65535.
 	rollupRows = 1000
 	// maxNameLen caps client-chosen strings (the operation name, root fields).
@@ -294,6 +294,7 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 		apiKeyID := clean(ev.APIKeyID)
 		sec := ev.At.Unix()
 		bucket := bucketOf(ev.LatencyMs)
+		counts := countAs(ev.Outcome)
 		for g, gr := range granularities {
 			k := rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: sec - ((sec%gr.secs)+gr.secs)%gr.secs}
 			j, ok := w.index[k]
@@ -304,19 +305,18 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 			}
 			a := &aggs[j]
 			a.requests++
-			switch ev.Outcome {
-			case OutcomeError, OutcomeForbidden:
-				a.errors++
-			case OutcomeRateLimited:
+			switch counts {
+			case countRateLimited:
 				a.rateLimited++
-			case OutcomeQuotaExceeded, OutcomeUsageExceeded:
+			case countQuotaExceeded:
 				a.quotaExc++
-			case OutcomeOK, OutcomeValid:
-			default: // the refusals of a verification before its limits
+			case countError:
 				a.errors++
-			}
-			if ev.Uncharged && !limitRefusal(ev.Outcome) {
-				a.uncharged++ // limit refusals are left out of quotas already
+				fallthrough
+			case countOK:
+				if ev.Uncharged {
+					a.uncharged++ // limit refusals are left out of quotas already
+				}
 			}
 			a.latencySum += int64(ev.LatencyMs)
 			a.hist[bucket]++
@@ -375,9 +375,4 @@ func orNull(s string) any {
 		return nil
 	}
 	return s
-}
-
-// limitRefusal reports whether o is a refusal by a limit (counted on its own).
-func limitRefusal(o Outcome) bool {
-	return o == OutcomeRateLimited || o == OutcomeQuotaExceeded || o == OutcomeUsageExceeded
 }
