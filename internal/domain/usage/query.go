@@ -333,16 +333,8 @@ func ChainUsed(ctx context.Context, client *ent.Client, quotaKey string, start t
 	ids, err := client.ApiKey.Query().
 		Where(apikey.Or(apikey.ID(quotaKey), apikey.QuotaKey(quotaKey))).
 		IDs(rule.SystemContext(ctx))
-	if err != nil {
+	if err != nil || len(ids) == 0 {
 		return 0, err
 	}
-	var total int64
-	for _, id := range ids {
-		n, err := Used(ctx, client, id, start)
-		if err != nil {
-			return 0, err
-		}
-		total += n
-	}
-	return total, nil
+	return used(ctx, client, usagerollup.APIKeyIDIn(ids...), start)
 }
