@@ -133,9 +133,12 @@ func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
 // writeCredits stores, for each key whose balance the batch changed, the balance its
 // last event left: at most one flush of spending is lost when the limit store is.
 func writeCredits(ctx context.Context, tx *sql.Tx, dialectName string, evs []Event) error {
-	last := map[string]*CreditsState{}
+	var last map[string]*CreditsState // most batches hold no credits: no map
 	for i := range evs {
 		if c := evs[i].Credits; c != nil {
+			if last == nil {
+				last = map[string]*CreditsState{}
+			}
 			last[c.KeyID] = c
 		}
 	}
@@ -160,10 +163,11 @@ func (w *writer) copyLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
 	}
 	defer stmt.Close()
 	for i := range evs {
-		ev := &evs[i]
-		if _, err := stmt.ExecContext(ctx, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
-			clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
-			int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At)); err != nil {
+		args := w.appendRow(w.args[:0], &evs[i])
+		_, err := stmt.ExecContext(ctx, args...)
+		clear(args)
+		w.args = args[:0]
+		if err != nil {
 			return fmt.Errorf("copy usage_logs: %w", err)
 		}
 	}
@@ -189,10 +193,7 @@ func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error 
 		}
 		args := w.args[:0]
 		for i := range part {
-			ev := &part[i]
-			args = append(args, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
-				clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
-				int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At))
+			args = w.appendRow(args, &part[i])
 		}
 		_, err := tx.ExecContext(ctx, query, args...)
 		clear(args)
@@ -202,6 +203,14 @@ func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error 
 		}
 	}
 	return nil
+}
+
+// appendRow appends the values of ev's usage_logs row, in the order of logColumns,
+// made storable.
+func (w *writer) appendRow(args []any, ev *Event) []any {
+	return append(args, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
+		clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
+		int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At))
 }
 
 // storedTime is t as stored: UTC, at PostgreSQL's microsecond precision on both
