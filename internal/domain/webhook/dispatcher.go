@@ -226,7 +226,7 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = 2*cfg.Timeout + 15*time.Second
+		cfg.Lease = defaultLease(cfg.Timeout)
 	}
 	if cfg.Lease < cfg.Timeout {
 		cfg.Lease = 2 * cfg.Timeout
@@ -272,6 +272,9 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		idleDirty: true,
 	}
 }
+
+// defaultLease is the lease of claimed deliveries when Config.Lease is unset.
+func defaultLease(timeout time.Duration) time.Duration { return 2*timeout + 15*time.Second }
 
 // Lease returns the configured lease of claimed deliveries.
 func (d *Dispatcher) Lease() time.Duration { return d.cfg.Lease }
