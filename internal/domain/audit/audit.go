@@ -31,20 +31,11 @@ func WithAction(ctx context.Context, action string) context.Context {
 	return context.WithValue(ctx, actionKey{}, &action)
 }
 
-// ActionFrom returns the action set by WithAction and whether one was set.
-func ActionFrom(ctx context.Context) (string, bool) {
-	a, ok := ctx.Value(actionKey{}).(*string)
-	if !ok {
-		return "", false
-	}
-	return *a, true
-}
-
-// Action returns the action a mutation m of objectType (run with ctx) is audited as,
-// or "" when it is not audited.
+// Action returns the action a mutation m of objectType (run with ctx) is audited as:
+// the one WithAction set, or "<objectType>.<verb>"; "" when it is not audited.
 func Action(ctx context.Context, m ent.Mutation, objectType string) string {
-	if action, overridden := ActionFrom(ctx); overridden {
-		return action
+	if action, ok := ctx.Value(actionKey{}).(*string); ok {
+		return *action
 	}
 	return objectType + "." + verb(m)
 }

@@ -63,20 +63,14 @@ const OutcomeWarning Outcome = "warning"
 // Warn streams w to the tenant's usageEvents subscribers (from every instance), as an
 // event of type "warning" of the key apiKeyID (and its owner). It never blocks.
 func (h *Hub) Warn(tenantID, apiKeyID, ownerID string, w Warning) {
-	var owner *string
-	if ownerID != "" {
-		owner = &ownerID
+	if !h.wanted(tenantID) {
+		return
 	}
-	b, err := json.Marshal(Event{
-		ID: ids.New("use"), TenantID: tenantID, APIKeyID: apiKeyID, OwnerID: owner,
+	h.publish(&Event{
+		TenantID: tenantID, APIKeyID: apiKeyID, OwnerID: optional(ownerID),
 		OperationName: w.Type, OperationType: "warning", RootFields: []string{},
 		Outcome: OutcomeWarning, At: time.Now().UTC(), Warning: &w,
 	})
-	if err != nil {
-		slog.Error("live: encode warning", "err", err)
-		return
-	}
-	h.Bus.Publish(topic(tenantID), b)
 }
 
 // Outcome is a usage outcome ("ok", "rate_limited", …); the API floor shows it as the
@@ -125,7 +119,7 @@ type Hub struct {
 	// moment it subscribes.
 	SingleInstance bool
 
-	mu     sync.Mutex
+	mu     sync.RWMutex // read-locked only by publish (on the request path)
 	perKey map[string]int
 	feeds  map[string]*feed // tenant → its bus subscription and streams
 	done   chan struct{}
@@ -175,32 +169,46 @@ func (h *Hub) init() {
 // usage recorder's OnEvent hook and never blocks. Subscriptions starting are stored
 // usage but not streamed: with many dashboards open they would mostly stream each other.
 func (h *Hub) Publish(ev usage.Event) {
-	if ev.OperationType == "subscription" {
+	if ev.OperationType == "subscription" || !h.wanted(ev.TenantID) {
 		return
 	}
-	if h.SingleInstance {
-		h.init()
-		h.mu.Lock()
-		_, watched := h.feeds[ev.TenantID]
-		h.mu.Unlock()
-		if !watched {
-			return
-		}
-	}
-	var owner *string
-	if ev.OwnerID != "" {
-		owner = &ev.OwnerID
-	}
-	b, err := json.Marshal(Event{
-		ID: ids.New("use"), TenantID: ev.TenantID, APIKeyID: ev.APIKeyID, OwnerID: owner,
+	h.publish(&Event{
+		TenantID: ev.TenantID, APIKeyID: ev.APIKeyID, OwnerID: optional(ev.OwnerID),
 		OperationName: ev.OperationName, OperationType: ev.OperationType, RootFields: ev.RootFields,
 		Outcome: Outcome(ev.Outcome), LatencyMs: ev.LatencyMs, IP: ev.IP, At: ev.At.UTC(),
 	})
+}
+
+// wanted reports whether events of tenantID are published: always on a shared bus;
+// with SingleInstance, only while this instance has streams of the tenant.
+func (h *Hub) wanted(tenantID string) bool {
+	if !h.SingleInstance {
+		return true
+	}
+	h.init()
+	h.mu.RLock()
+	_, watched := h.feeds[tenantID]
+	h.mu.RUnlock()
+	return watched
+}
+
+// publish gives ev an id, encodes it and sends it on its tenant's topic.
+func (h *Hub) publish(ev *Event) {
+	ev.ID = ids.New("use")
+	b, err := json.Marshal(ev)
 	if err != nil {
-		slog.Error("live: encode usage event", "err", err)
+		slog.Error("live: encode usage event", "type", ev.OperationType, "err", err)
 		return
 	}
 	h.Bus.Publish(topic(ev.TenantID), b)
+}
+
+// optional is s as an optional field: nil when empty.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // open registers a new stream. It returns ErrTooManySubscriptions at the per-key

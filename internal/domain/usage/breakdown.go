@@ -12,7 +12,6 @@ import (
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/usagelog"
-	"github.com/latchkey/latchkey/ent/usagerollup"
 )
 
 // GroupBy splits usage buckets besides time (the GraphQL enum UsageGroupBy).
@@ -31,71 +30,25 @@ const (
 // request log), grouped in the database by time bucket, operation, outcome and
 // latency bucket: it answers only for the retention period (USAGE_RETENTION) and its
 // cost grows with the number of events in the range (see the README for figures).
-// Buckets are ordered by Start, then key or operation. Errors are Query's.
+// Buckets are ordered by Start, then key or operation. Errors are Query's, and a
+// *QueryError for an unknown groupBy.
 func QueryGrouped(ctx context.Context, client *ent.Client, dialect string, apiKeyID *string, from, to time.Time, interval Interval, groupBy GroupBy) ([]Bucket, error) {
 	switch groupBy {
-	case "", GroupNone:
-		return Query(ctx, client, apiKeyID, from, to, interval)
-	case GroupKey, GroupOperation:
+	case "", GroupNone, GroupKey, GroupOperation:
 	default:
 		return nil, &QueryError{Field: "groupBy", Message: fmt.Sprintf("unknown grouping %q: want NONE, KEY or OPERATION", string(groupBy))}
 	}
-	gran, step, ok := interval.granularity()
-	if !ok {
-		return nil, &QueryError{Field: "interval", Message: fmt.Sprintf("unknown interval %q: want MINUTE, HOUR or DAY", string(interval))}
-	}
-	from, to = from.UTC(), to.UTC()
-	if !to.After(from) {
-		return nil, &QueryError{Field: "to", Message: "must be after from"}
-	}
-	start := from.Truncate(step)
-	if to.Sub(start) > step*MaxBuckets {
-		return nil, &QueryError{Field: "to", Message: fmt.Sprintf("the range spans more than %d %s buckets; shorten it or use a wider interval", MaxBuckets, strings.ToLower(string(interval)))}
-	}
-	if groupBy == GroupKey {
-		return byKey(ctx, client, apiKeyID, gran, start, to)
-	}
-	return byOperation(ctx, client, dialect, apiKeyID, step, start, to)
-}
-
-// byKey sums the rollups per bucket and key.
-func byKey(ctx context.Context, client *ent.Client, apiKeyID *string, gran usagerollup.Granularity, start, to time.Time) ([]Bucket, error) {
-	preds := []predicate.UsageRollup{
-		usagerollup.GranularityEQ(gran),
-		usagerollup.BucketStartGTE(start),
-		usagerollup.BucketStartLT(to),
-	}
-	if apiKeyID != nil {
-		preds = append(preds, usagerollup.APIKeyID(*apiKeyID))
-	}
-	var rows []keyRollupSum
-	err := client.UsageRollup.Query().Where(preds...).Modify(func(s *entsql.Selector) {
-		cols := []string{s.C(usagerollup.FieldBucketStart), s.C(usagerollup.FieldAPIKeyID)}
-		for _, c := range counterColumns {
-			if c == usagerollup.FieldLatencySumMs {
-				continue
-			}
-			cols = append(cols, entsql.As(entsql.Sum(s.C(c)), c))
-		}
-		s.Select(cols...).
-			GroupBy(s.C(usagerollup.FieldBucketStart), s.C(usagerollup.FieldAPIKeyID)).
-			OrderBy(s.C(usagerollup.FieldBucketStart), s.C(usagerollup.FieldAPIKeyID))
-	}).Scan(ctx, &rows)
+	gran, step, start, to, err := window(from, to, interval)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Bucket, len(rows))
-	for i := range rows {
-		r := &rows[i]
-		b := Bucket{
-			Start: r.BucketStart.Time, APIKeyID: r.APIKeyID,
-			Requests: r.Requests, Errors: r.Errors, RateLimited: r.RateLimited, QuotaExceeded: r.QuotaExceeded,
-			Histogram: r.histogram(),
-		}
-		b.percentiles()
-		out[i] = b
+	switch groupBy {
+	case GroupKey:
+		return rollups(ctx, client, apiKeyID, gran, start, to, true)
+	case GroupOperation:
+		return byOperation(ctx, client, dialect, apiKeyID, step, start, to)
 	}
-	return out, nil
+	return rollups(ctx, client, apiKeyID, gran, start, to, false)
 }
 
 // latencyCase is the SQL expression of the histogram bucket of latency_ms, the
@@ -195,7 +148,8 @@ func byOperation(ctx context.Context, client *ent.Client, dialect string, apiKey
 	return out, nil
 }
 
-// How an outcome counts in a bucket (as the rollups count it, see writer.aggregate).
+// How an outcome counts in a bucket: in the rollups (writer.aggregate) and in the
+// breakdown by operation alike.
 const (
 	countOK = iota
 	countError
@@ -203,7 +157,8 @@ const (
 	countQuotaExceeded
 )
 
-// countAs classifies an outcome the way the rollups do.
+// countAs classifies an outcome: error, forbidden and the refusals of a verification
+// before its limits are errors.
 func countAs(o Outcome) int {
 	switch o {
 	case OutcomeRateLimited:
@@ -221,37 +176,4 @@ func (b *Bucket) percentiles() {
 	b.P50Ms = b.Histogram.Quantile(0.50)
 	b.P95Ms = b.Histogram.Quantile(0.95)
 	b.P99Ms = b.Histogram.Quantile(0.99)
-}
-
-// keyRollupSum is one row of the rollups summed per bucket and key (ent's scan takes
-// no embedded structs, so it repeats rollupSum's fields).
-type keyRollupSum struct {
-	APIKeyID      string `sql:"api_key_id"`
-	BucketStart   dbTime `sql:"bucket_start"`
-	Requests      int64  `sql:"requests"`
-	Errors        int64  `sql:"errors"`
-	RateLimited   int64  `sql:"rate_limited"`
-	QuotaExceeded int64  `sql:"quota_exceeded"`
-	Uncharged     int64  `sql:"uncharged"`
-	LatA          int64  `sql:"lat_a"`
-	LatB          int64  `sql:"lat_b"`
-	LatC          int64  `sql:"lat_c"`
-	LatD          int64  `sql:"lat_d"`
-	LatE          int64  `sql:"lat_e"`
-	LatF          int64  `sql:"lat_f"`
-	LatG          int64  `sql:"lat_g"`
-	LatH          int64  `sql:"lat_h"`
-	LatI          int64  `sql:"lat_i"`
-	LatJ          int64  `sql:"lat_j"`
-	LatK          int64  `sql:"lat_k"`
-	LatL          int64  `sql:"lat_l"`
-	LatM          int64  `sql:"lat_m"`
-	LatN          int64  `sql:"lat_n"`
-	LatO          int64  `sql:"lat_o"`
-	LatP          int64  `sql:"lat_p"`
-}
-
-func (s *keyRollupSum) histogram() Histogram {
-	return Histogram{s.LatA, s.LatB, s.LatC, s.LatD, s.LatE, s.LatF, s.LatG, s.LatH,
-		s.LatI, s.LatJ, s.LatK, s.LatL, s.LatM, s.LatN, s.LatO, s.LatP}
 }

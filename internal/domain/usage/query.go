@@ -65,8 +65,10 @@ type QueryError struct {
 // Error returns "usage: <field>: <message>".
 func (e *QueryError) Error() string { return "usage: " + e.Field + ": " + e.Message }
 
-// rollupSum is one row of the aggregated rollup query.
+// rollupSum is one row of the rollups summed per bucket (and per key when grouped by
+// key: api_key_id is selected only then).
 type rollupSum struct {
+	APIKeyID      string `sql:"api_key_id"`
 	BucketStart   dbTime `sql:"bucket_start"`
 	Requests      int64  `sql:"requests"`
 	Errors        int64  `sql:"errors"`
@@ -143,18 +145,36 @@ func (t *dbTime) parse(s string) error {
 // It returns a *QueryError for to <= from, a range of more than MaxBuckets steps or an
 // unknown interval; the privacy error when ctx has no viewer; database errors as is.
 func Query(ctx context.Context, client *ent.Client, apiKeyID *string, from, to time.Time, interval Interval) ([]Bucket, error) {
+	gran, _, start, to, err := window(from, to, interval)
+	if err != nil {
+		return nil, err
+	}
+	return rollups(ctx, client, apiKeyID, gran, start, to, false)
+}
+
+// window checks the range and interval of a usage query and returns the rollup level,
+// the step, and the range in UTC from the start of the step containing from. It
+// returns a *QueryError for an unknown interval, to <= from or more than MaxBuckets
+// steps.
+func window(from, to time.Time, interval Interval) (gran usagerollup.Granularity, step time.Duration, start, end time.Time, err error) {
 	gran, step, ok := interval.granularity()
 	if !ok {
-		return nil, &QueryError{Field: "interval", Message: fmt.Sprintf("unknown interval %q: want MINUTE, HOUR or DAY", string(interval))}
+		return "", 0, start, end, &QueryError{Field: "interval", Message: fmt.Sprintf("unknown interval %q: want MINUTE, HOUR or DAY", string(interval))}
 	}
 	from, to = from.UTC(), to.UTC()
 	if !to.After(from) {
-		return nil, &QueryError{Field: "to", Message: "must be after from"}
+		return "", 0, start, end, &QueryError{Field: "to", Message: "must be after from"}
 	}
-	start := from.Truncate(step)
+	start = from.Truncate(step)
 	if to.Sub(start) > step*MaxBuckets {
-		return nil, &QueryError{Field: "to", Message: fmt.Sprintf("the range spans more than %d %s buckets; shorten it or use a wider interval", MaxBuckets, strings.ToLower(string(interval)))}
+		return "", 0, start, end, &QueryError{Field: "to", Message: fmt.Sprintf("the range spans more than %d %s buckets; shorten it or use a wider interval", MaxBuckets, strings.ToLower(string(interval)))}
 	}
+	return gran, step, start, to, nil
+}
+
+// rollups sums the rollups of gran in [start, to) per bucket, and per key too when
+// perKey, ordered by bucket (then key).
+func rollups(ctx context.Context, client *ent.Client, apiKeyID *string, gran usagerollup.Granularity, start, to time.Time, perKey bool) ([]Bucket, error) {
 	preds := []predicate.UsageRollup{
 		usagerollup.GranularityEQ(gran),
 		usagerollup.BucketStartGTE(start),
@@ -165,15 +185,18 @@ func Query(ctx context.Context, client *ent.Client, apiKeyID *string, from, to t
 	}
 	var rows []rollupSum
 	err := client.UsageRollup.Query().Where(preds...).Modify(func(s *entsql.Selector) {
-		cols := make([]string, 0, 1+len(counterColumns))
-		cols = append(cols, s.C(usagerollup.FieldBucketStart))
+		group := []string{s.C(usagerollup.FieldBucketStart)}
+		if perKey {
+			group = append(group, s.C(usagerollup.FieldAPIKeyID))
+		}
+		cols := append(make([]string, 0, len(group)+len(counterColumns)), group...)
 		for _, c := range counterColumns {
 			if c == usagerollup.FieldLatencySumMs {
 				continue
 			}
 			cols = append(cols, entsql.As(entsql.Sum(s.C(c)), c))
 		}
-		s.Select(cols...).GroupBy(s.C(usagerollup.FieldBucketStart)).OrderBy(s.C(usagerollup.FieldBucketStart))
+		s.Select(cols...).GroupBy(group...).OrderBy(group...)
 	}).Scan(ctx, &rows)
 	if err != nil {
 		return nil, err
@@ -181,15 +204,12 @@ func Query(ctx context.Context, client *ent.Client, apiKeyID *string, from, to t
 	out := make([]Bucket, len(rows))
 	for i := range rows {
 		r := &rows[i]
-		b := Bucket{
-			Start:    r.BucketStart.Time,
+		out[i] = Bucket{
+			Start: r.BucketStart.Time, APIKeyID: r.APIKeyID,
 			Requests: r.Requests, Errors: r.Errors, RateLimited: r.RateLimited, QuotaExceeded: r.QuotaExceeded,
 			Histogram: r.histogram(),
 		}
-		b.P50Ms = b.Histogram.Quantile(0.50)
-		b.P95Ms = b.Histogram.Quantile(0.95)
-		b.P99Ms = b.Histogram.Quantile(0.99)
-		out[i] = b
+		out[i].percentiles()
 	}
 	return out, nil
 }
@@ -313,16 +333,8 @@ func ChainUsed(ctx context.Context, client *ent.Client, quotaKey string, start t
 	ids, err := client.ApiKey.Query().
 		Where(apikey.Or(apikey.ID(quotaKey), apikey.QuotaKey(quotaKey))).
 		IDs(rule.SystemContext(ctx))
-	if err != nil {
+	if err != nil || len(ids) == 0 {
 		return 0, err
 	}
-	var total int64
-	for _, id := range ids {
-		n, err := Used(ctx, client, id, start)
-		if err != nil {
-			return 0, err
-		}
-		total += n
-	}
-	return total, nil
+	return used(ctx, client, usagerollup.APIKeyIDIn(ids...), start)
 }

@@ -810,3 +810,39 @@ func TestConcurrentRecorders(t *testing.T) {
 		})
 	}
 }
+
+// ChainUsed counts the usage of a rotation chain: the first key and the keys whose
+// quota it counts, not the tenant's other keys.
+func TestChainUsed(t *testing.T) {
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			st := openStore(t, d)
+			sys := rule.SystemContext(context.Background())
+			ten := st.Client.Tenant.Create().SetName("chain").SetSlug("chain-" + d).SaveX(sys)
+			newKey := func(name string, quotaKey *string) string {
+				return st.Client.ApiKey.Create().SetTenantID(ten.ID).SetName(name).
+					SetPrefix("lk_live_" + name).SetHash(fmt.Sprintf("%064x", len(name))).SetScopes([]string{}).
+					SetNillableQuotaKey(quotaKey).SaveX(sys).ID
+			}
+			first := newKey("a", nil)
+			next := newKey("bb", &first)
+			other := newKey("ccc", nil)
+			since := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+			r := usage.NewRecorder(st, usage.Config{})
+			for i, id := range []string{first, next, next, other, other, other} {
+				r.Record(usage.Event{TenantID: ten.ID, APIKeyID: id, OperationType: "query", Outcome: usage.OutcomeOK, At: since.Add(time.Duration(i) * time.Hour)})
+			}
+			r.Record(usage.Event{TenantID: ten.ID, APIKeyID: next, OperationType: "query", Outcome: usage.OutcomeOK, At: since.Add(-time.Hour)})
+			if err := r.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got, err := usage.ChainUsed(context.Background(), st.Client, first, since)
+			if err != nil || got != 3 {
+				t.Errorf("ChainUsed = %d, %v; want 3", got, err)
+			}
+			if got, err := usage.ChainUsed(context.Background(), st.Client, "key_none", since); err != nil || got != 0 {
+				t.Errorf("ChainUsed of an unknown key = %d, %v; want 0", got, err)
+			}
+		})
+	}
+}

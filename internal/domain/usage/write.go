@@ -51,10 +51,10 @@ var rollupColumns = append([]string{
 }, counterColumns...)
 
 const (
-	// sqliteLogRows rows of 9 columns per INSERT stay well under SQLite's limit of 32766
-	// bound variables.
+	// sqliteLogRows rows of 10 columns per INSERT stay well under SQLite's limit of
+	// 32766 bound variables.
 	sqliteLogRows = 1000
-	// rollupRows rows of 25 columns per upsert: 25,000 variables, under SQLite's 32766
+	// rollupRows rows of 26 columns per upsert: 26,000 variables, under SQLite's 32766
 	// and PostgreSQL's 65535.
 	rollupRows = 1000
 	// maxNameLen caps client-chosen strings (the operation name, root fields).
@@ -133,9 +133,12 @@ func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
 // writeCredits stores, for each key whose balance the batch changed, the balance its
 // last event left: at most one flush of spending is lost when the limit store is.
 func writeCredits(ctx context.Context, tx *sql.Tx, dialectName string, evs []Event) error {
-	last := map[string]*CreditsState{}
+	var last map[string]*CreditsState // most batches hold no credits: no map
 	for i := range evs {
 		if c := evs[i].Credits; c != nil {
+			if last == nil {
+				last = map[string]*CreditsState{}
+			}
 			last[c.KeyID] = c
 		}
 	}
@@ -160,10 +163,11 @@ func (w *writer) copyLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
 	}
 	defer stmt.Close()
 	for i := range evs {
-		ev := &evs[i]
-		if _, err := stmt.ExecContext(ctx, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
-			clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
-			int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At)); err != nil {
+		args := w.appendRow(w.args[:0], &evs[i])
+		_, err := stmt.ExecContext(ctx, args...)
+		clear(args)
+		w.args = args[:0]
+		if err != nil {
 			return fmt.Errorf("copy usage_logs: %w", err)
 		}
 	}
@@ -189,10 +193,7 @@ func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error 
 		}
 		args := w.args[:0]
 		for i := range part {
-			ev := &part[i]
-			args = append(args, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
-				clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
-				int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At))
+			args = w.appendRow(args, &part[i])
 		}
 		_, err := tx.ExecContext(ctx, query, args...)
 		clear(args)
@@ -202,6 +203,14 @@ func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error 
 		}
 	}
 	return nil
+}
+
+// appendRow appends the values of ev's usage_logs row, in the order of logColumns,
+// made storable.
+func (w *writer) appendRow(args []any, ev *Event) []any {
+	return append(args, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
+		clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
+		int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At))
 }
 
 // storedTime is t as stored: UTC, at PostgreSQL's microsecond precision on both
@@ -294,6 +303,7 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 		apiKeyID := clean(ev.APIKeyID)
 		sec := ev.At.Unix()
 		bucket := bucketOf(ev.LatencyMs)
+		counts := countAs(ev.Outcome)
 		for g, gr := range granularities {
 			k := rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: sec - ((sec%gr.secs)+gr.secs)%gr.secs}
 			j, ok := w.index[k]
@@ -304,19 +314,18 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 			}
 			a := &aggs[j]
 			a.requests++
-			switch ev.Outcome {
-			case OutcomeError, OutcomeForbidden:
-				a.errors++
-			case OutcomeRateLimited:
+			switch counts {
+			case countRateLimited:
 				a.rateLimited++
-			case OutcomeQuotaExceeded, OutcomeUsageExceeded:
+			case countQuotaExceeded:
 				a.quotaExc++
-			case OutcomeOK, OutcomeValid:
-			default: // the refusals of a verification before its limits
+			case countError:
 				a.errors++
-			}
-			if ev.Uncharged && !limitRefusal(ev.Outcome) {
-				a.uncharged++ // limit refusals are left out of quotas already
+				fallthrough
+			case countOK:
+				if ev.Uncharged {
+					a.uncharged++ // limit refusals are left out of quotas already
+				}
 			}
 			a.latencySum += int64(ev.LatencyMs)
 			a.hist[bucket]++
@@ -375,9 +384,4 @@ func orNull(s string) any {
 		return nil
 	}
 	return s
-}
-
-// limitRefusal reports whether o is a refusal by a limit (counted on its own).
-func limitRefusal(o Outcome) bool {
-	return o == OutcomeRateLimited || o == OutcomeQuotaExceeded || o == OutcomeUsageExceeded
 }

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,10 +19,17 @@ func TestFailureAnnouncements(t *testing.T) {
 	cases := []struct {
 		name     string
 		status   int
+		cfg      func(*webhook.Config)
 		wantType []string
 	}{
-		{"retries exhausted", http.StatusInternalServerError, []string{webhook.EventWebhookDeliveryFailed}},
-		{"410 Gone disables", http.StatusGone, []string{webhook.EventWebhookDeliveryFailed, webhook.EventWebhookDisabled}},
+		{"retries exhausted", http.StatusInternalServerError, nil, []string{webhook.EventWebhookDeliveryFailed}},
+		{"410 Gone disables", http.StatusGone, nil, []string{webhook.EventWebhookDeliveryFailed, webhook.EventWebhookDisabled}},
+		// Disabled for failing continuously while the delivery still had retries
+		// left: the endpoint is announced as disabled, the delivery is not failed.
+		{"DisableAfter disables mid-schedule", http.StatusBadGateway, func(c *webhook.Config) {
+			c.Schedule = slices.Repeat([]time.Duration{40 * time.Millisecond}, 50)
+			c.DisableAfter = 300 * time.Millisecond
+		}, []string{webhook.EventWebhookDisabled}},
 	}
 	forEachDialect(t, func(t *testing.T, s *store.Store) {
 		for _, tc := range cases {
@@ -32,7 +40,11 @@ func TestFailureAnnouncements(t *testing.T) {
 				good := newReceiver(t, nil)
 				failing, _ := newWebhook(t, c, tid, bad.URL+"/bad") // every event, announcements too
 				newWebhook(t, c, tid, good.URL+"/watch", webhook.EventWebhookDeliveryFailed, webhook.EventWebhookDisabled)
-				runDispatcher(t, s, testConfig())
+				cfg := testConfig()
+				if tc.cfg != nil {
+					tc.cfg(&cfg)
+				}
+				runDispatcher(t, s, cfg)
 				if n := enqueue(t, c, tid, webhook.EventAPIKeyCreated, map[string]any{"apiKey": map[string]any{"id": "key_1"}}); n != 1 {
 					t.Fatalf("enqueued %d deliveries, want 1", n)
 				}
@@ -62,9 +74,11 @@ func TestFailureAnnouncements(t *testing.T) {
 						t.Errorf("%s names webhook %v, want %s", typ, data["webhook"], failing.ID)
 					}
 				}
-				d, _ := seen[webhook.EventWebhookDeliveryFailed]["delivery"].(map[string]any)
-				if d["eventType"] != webhook.EventAPIKeyCreated || d["attempts"] == nil {
-					t.Errorf("delivery_failed data: %v", d)
+				if data, ok := seen[webhook.EventWebhookDeliveryFailed]; ok {
+					d, _ := data["delivery"].(map[string]any)
+					if d["eventType"] != webhook.EventAPIKeyCreated || d["attempts"] == nil {
+						t.Errorf("delivery_failed data: %v", d)
+					}
 				}
 				// The failing endpoint was sent nothing about itself.
 				if n := c.WebhookDelivery.Query().Where(webhookdelivery.WebhookID(failing.ID)).CountX(sysCtx()); n != 1 {

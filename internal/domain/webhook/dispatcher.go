@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"entgo.io/ent/dialect/sql"
 
@@ -225,7 +226,7 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = 2*cfg.Timeout + 15*time.Second
+		cfg.Lease = defaultLease(cfg.Timeout)
 	}
 	if cfg.Lease < cfg.Timeout {
 		cfg.Lease = 2 * cfg.Timeout
@@ -271,6 +272,9 @@ func NewDispatcher(client *ent.Client, dialect string, cfg Config) *Dispatcher {
 		idleDirty: true,
 	}
 }
+
+// defaultLease is the lease of claimed deliveries when Config.Lease is unset.
+func defaultLease(timeout time.Duration) time.Duration { return 2*timeout + 15*time.Second }
 
 // Lease returns the configured lease of claimed deliveries.
 func (d *Dispatcher) Lease() time.Duration { return d.cfg.Lease }
@@ -867,13 +871,11 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && !utf8RuneStart(s[n]) {
+	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
 	return s[:n] + "…"
 }
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
 // parseRetryAfter reads a Retry-After header (delay in seconds or an HTTP date),
 // capped at maxRetryAfter; 0 when absent or invalid.
@@ -1060,22 +1062,27 @@ var errLeaseLost = errors.New("webhook: lease lost")
 
 // announce enqueues, in the attempt's transaction, webhook.delivery_failed when the
 // delivery failed for good and webhook.disabled when this attempt disabled its
-// endpoint: the tenant's other endpoints learn of it (never the failing one). A failed delivery of one of these two events announces nothing, so an
-// endpoint that fails them cannot feed a loop. The event ids derive from the delivery
-// and the endpoint, so a retried transaction writes them once.
+// endpoint (by 410 Gone, or failing for DisableAfter while retries were left): the
+// tenant's other endpoints learn of it (never the failing one). A failed delivery of
+// one of these two events announces nothing, so an endpoint that fails them cannot
+// feed a loop. The event ids derive from the delivery and the endpoint, so a retried
+// transaction writes them once.
 func (d *Dispatcher) announce(ctx context.Context, tx *ent.Tx, j job, res *sent, disableReason string) error {
-	client := tx.Client()
-	if res.Outcome != OutcomeFailed || j.d.EventType == EventWebhookDeliveryFailed || j.d.EventType == EventWebhookDisabled {
+	if j.d.EventType == EventWebhookDeliveryFailed || j.d.EventType == EventWebhookDisabled {
 		return nil
 	}
-	hook := map[string]any{"id": j.hook.ID, "url": j.hook.URL}
-	data := map[string]any{"webhook": hook, "delivery": map[string]any{
-		"id": j.d.ID, "eventID": j.d.EventID, "eventType": j.d.EventType, "attempts": res.Attempt,
-		"responseStatus": res.StatusCode, "error": res.Error,
-	}}
-	n, err := enqueue(ctx, client, Event{Type: EventWebhookDeliveryFailed, TenantID: j.d.TenantID, Data: data, At: res.At}, "msg_whfail_"+j.d.ID, j.hook.ID)
-	if err != nil {
-		return err
+	client := tx.Client()
+	var n int
+	if res.Outcome == OutcomeFailed {
+		data := map[string]any{"webhook": map[string]any{"id": j.hook.ID, "url": j.hook.URL}, "delivery": map[string]any{
+			"id": j.d.ID, "eventID": j.d.EventID, "eventType": j.d.EventType, "attempts": res.Attempt,
+			"responseStatus": res.StatusCode, "error": res.Error,
+		}}
+		m, err := enqueue(ctx, client, Event{Type: EventWebhookDeliveryFailed, TenantID: j.d.TenantID, Data: data, At: res.At}, "msg_whfail_"+j.d.ID, j.hook.ID)
+		if err != nil {
+			return err
+		}
+		n += m
 	}
 	if res.Disabled {
 		data := map[string]any{"webhook": map[string]any{"id": j.hook.ID, "url": j.hook.URL, "disabledReason": disableReason}}

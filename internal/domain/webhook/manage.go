@@ -264,7 +264,7 @@ func (m *Manager) Redeliver(ctx context.Context, client *ent.Client, deliveryID 
 	now := time.Now().UTC()
 	switch d.Status {
 	case webhookdelivery.StatusPending:
-		lease := 2*DefaultTimeout + 15*time.Second
+		lease := defaultLease(DefaultTimeout)
 		if m.Dispatcher != nil {
 			lease = m.Dispatcher.Lease()
 		}

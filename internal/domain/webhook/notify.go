@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,10 +43,34 @@ type LimitEvents struct {
 	// Outbox writes the events and wakes the dispatchers.
 	Outbox *Outbox
 
-	mu    sync.Mutex
-	sent  map[string]time.Time // dedupe key → until when it is not sent again
-	queue chan limitEvent
-	once  sync.Once
+	mu      sync.Mutex
+	sent    map[limitKey]time.Time // → until when it is not sent again
+	sweepAt int                    // the size of sent that sweeps out expired entries
+	queue   chan limitEvent
+	once    sync.Once
+}
+
+// minSweep is the smallest size of LimitEvents.sent that is swept.
+const minSweep = 10000
+
+// limitKey names one limit event: its kind (rl, quota, qt, ct), the scope and holder
+// of the limit, the start of its window or period (Unix seconds) and, for a threshold,
+// its percentage. Comparable, so that a repeated denial is deduplicated without
+// building its event.
+type limitKey struct {
+	kind, scope, who string
+	start            int64
+	percent          int
+}
+
+// id is the deterministic event id of k, the same on every instance, so a webhook
+// gets the event once however many instances saw it.
+func (k limitKey) id() string {
+	id := fmt.Sprintf("msg_%s_%s_%s_%d", k.kind, idSafe(k.scope), idSafe(k.who), k.start)
+	if k.percent != 0 {
+		id += "_" + strconv.Itoa(k.percent)
+	}
+	return id
 }
 
 type limitEvent struct {
@@ -55,34 +80,39 @@ type limitEvent struct {
 
 func (l *LimitEvents) init() {
 	l.once.Do(func() {
-		l.sent = map[string]time.Time{}
+		l.sent = map[limitKey]time.Time{}
+		l.sweepAt = minSweep
 		l.queue = make(chan limitEvent, 1024)
 	})
 }
 
-// notify queues event typ of tenantID for the worker, at most once per dedupe until
-// the time until; id is its deterministic event id (the same on every instance, so a
-// webhook gets it once however many instances saw it). It never blocks: when the queue
-// is full the event is dropped and logged.
-func (l *LimitEvents) notify(typ, tenantID, dedupe, id string, until time.Time, data map[string]any) {
+// first reports whether k is due (not sent, or its dedupe ended) and, if so, marks it
+// sent until the time until. Expired entries are swept when the map has doubled since
+// the last sweep, so each call costs O(1) amortized however many limits are hit.
+func (l *LimitEvents) first(k limitKey, now, until time.Time) bool {
 	l.init()
-	now := time.Now()
 	l.mu.Lock()
-	if u, ok := l.sent[dedupe]; ok && now.Before(u) {
-		l.mu.Unlock()
-		return
+	defer l.mu.Unlock()
+	if u, ok := l.sent[k]; ok && now.Before(u) {
+		return false
 	}
-	l.sent[dedupe] = until
-	if len(l.sent) > 10000 {
+	l.sent[k] = until
+	if len(l.sent) > l.sweepAt {
 		for k, u := range l.sent {
 			if now.After(u) {
 				delete(l.sent, k)
 			}
 		}
+		l.sweepAt = max(minSweep, 2*len(l.sent))
 	}
-	l.mu.Unlock()
+	return true
+}
+
+// notify queues event typ of tenantID for the worker under the id of k (first has
+// claimed k). It never blocks: when the queue is full the event is dropped and logged.
+func (l *LimitEvents) notify(typ, tenantID string, k limitKey, at time.Time, data map[string]any) {
 	select {
-	case l.queue <- limitEvent{Event{Type: typ, TenantID: tenantID, Data: data, At: now}, id}:
+	case l.queue <- limitEvent{Event{Type: typ, TenantID: tenantID, Data: data, At: at}, k.id()}:
 	default:
 		slog.Warn("webhook: limit event queue full, event dropped", "type", typ, "tenant", tenantID)
 	}
@@ -114,11 +144,13 @@ func whose(v *viewer.Viewer, scope string) string {
 func (l *LimitEvents) RateLimited(v *viewer.Viewer, scope string, limit int, window, retryAfter time.Duration) {
 	now := time.Now().UTC()
 	start := now.Truncate(window)
+	k := limitKey{kind: "rl", scope: scope, who: whose(v, scope), start: start.Unix()}
+	if !l.first(k, now, start.Add(window)) {
+		return
+	}
 	data := subject(v, scope)
 	data["limit"], data["windowSeconds"], data["retryAfterSeconds"] = limit, int(window/time.Second), int(math.Ceil(retryAfter.Seconds()))
-	who := whose(v, scope)
-	l.notify(EventRateLimitExceeded, v.TenantID, fmt.Sprintf("rl:%s:%s:%d", scope, who, start.Unix()),
-		fmt.Sprintf("msg_rl_%s_%s_%d", idSafe(scope), idSafe(who), start.Unix()), start.Add(window), data)
+	l.notify(EventRateLimitExceeded, v.TenantID, k, now, data)
 }
 
 // QuotaExceeded reports a refusal by a quota of scope (key, owner or tenant) of quota
@@ -133,33 +165,38 @@ func (l *LimitEvents) QuotaExceeded(v *viewer.Viewer, scope string, quota int64,
 	if end.IsZero() {
 		end = now.Add(24 * time.Hour)
 	}
+	k := limitKey{kind: "quota", scope: scope, who: whose(v, scope), start: start.Unix()}
+	if !l.first(k, now, end) {
+		return
+	}
 	data := subject(v, scope)
 	data["quota"], data["period"], data["resetAt"] = quota, strings.ToUpper(string(period)), end
-	who := whose(v, scope)
-	l.notify(EventQuotaExceeded, v.TenantID, fmt.Sprintf("quota:%s:%s:%d", scope, who, start.Unix()),
-		fmt.Sprintf("msg_quota_%s_%s_%d", idSafe(scope), idSafe(who), start.Unix()), end, data)
+	l.notify(EventQuotaExceeded, v.TenantID, k, now, data)
 }
 
 // Threshold reports that a quota (typ quota.threshold) or a credit balance
 // (credits.threshold) of scope crossed percent (80 or 100) of limit in the period
 // starting at periodStart: once per limit, threshold and period. It never blocks.
 func (l *LimitEvents) Threshold(v *viewer.Viewer, typ, scope string, percent int, limit, used int64, periodStart, resetAt time.Time) {
+	now := time.Now()
+	until := resetAt
+	if until.IsZero() {
+		until = now.Add(24 * time.Hour)
+	}
+	kind := "qt"
+	if typ == EventCreditsThreshold {
+		kind = "ct"
+	}
+	k := limitKey{kind: kind, scope: scope, who: whose(v, scope), start: periodStart.Unix(), percent: percent}
+	if !l.first(k, now, until) {
+		return
+	}
 	data := subject(v, scope)
 	data["threshold"], data["limit"], data["used"] = percent, limit, used
 	if !resetAt.IsZero() {
 		data["resetAt"] = resetAt
 	}
-	until := resetAt
-	if until.IsZero() {
-		until = time.Now().Add(24 * time.Hour)
-	}
-	who := whose(v, scope)
-	kind := "qt"
-	if typ == EventCreditsThreshold {
-		kind = "ct"
-	}
-	l.notify(typ, v.TenantID, fmt.Sprintf("%s:%s:%s:%d:%d", kind, scope, who, periodStart.Unix(), percent),
-		fmt.Sprintf("msg_%s_%s_%s_%d_%d", kind, idSafe(scope), idSafe(who), periodStart.Unix(), percent), until, data)
+	l.notify(typ, v.TenantID, k, now, data)
 }
 
 // idSafe keeps letters, digits and underscores of s for an event id.
