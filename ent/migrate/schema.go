@@ -197,11 +197,6 @@ var (
 		PrimaryKey: []*schema.Column{UsageLogsColumns[0]},
 		Indexes: []*schema.Index{
 			{
-				Name:    "usagelog_tenant_id",
-				Unique:  false,
-				Columns: []*schema.Column{UsageLogsColumns[1]},
-			},
-			{
 				Name:    "usagelog_api_key_id_at",
 				Unique:  false,
 				Columns: []*schema.Column{UsageLogsColumns[2], UsageLogsColumns[10]},

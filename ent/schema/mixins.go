@@ -53,6 +53,10 @@ type TenantMixin struct {
 	mixin.Schema
 	// Optional allows rows without a tenant (platform admin keys, platform audit entries).
 	Optional bool
+	// NoIndex leaves out the index on tenant_id alone, for an entity whose own indexes
+	// start with tenant_id (a second index with the same prefix only costs writes and
+	// disk).
+	NoIndex bool
 }
 
 // Fields of the TenantMixin.
@@ -65,6 +69,9 @@ func (m TenantMixin) Fields() []ent.Field {
 }
 
 // Indexes of the TenantMixin.
-func (TenantMixin) Indexes() []ent.Index {
+func (m TenantMixin) Indexes() []ent.Index {
+	if m.NoIndex {
+		return nil
+	}
 	return []ent.Index{index.Fields("tenant_id")}
 }
