@@ -6,6 +6,11 @@
 // temporary database on the PostgreSQL server at DEV_POSTGRES_URL) and writes the
 // difference to the ent schema as golang-migrate files. With no difference it writes
 // nothing. Run it from the repository root.
+//
+// After adding or editing a hand-written migration (Atlas cannot write everything, e.g.
+// PostgreSQL partitions), recompute the atlas.sum files that the generator checks:
+//
+//	go run ./migrate/gen -sum
 package main
 
 import (
@@ -16,6 +21,7 @@ import (
 	"log"
 	"os"
 
+	atlasmigrate "ariga.io/atlas/sql/migrate"
 	"ariga.io/atlas/sql/sqltool"
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
@@ -25,11 +31,21 @@ import (
 
 	entmigrate "github.com/latchkey/latchkey/ent/migrate"
 	"github.com/latchkey/latchkey/internal/data/testdb"
+	"github.com/latchkey/latchkey/migrate"
 )
 
 func main() {
 	name := flag.String("name", "", "name of the migration (required)")
+	sum := flag.Bool("sum", false, "only recompute atlas.sum after a hand-written migration")
 	flag.Parse()
+	if *sum {
+		for _, path := range []string{"migrate/sqlite", "migrate/postgres"} {
+			if err := writeSum(path); err != nil {
+				log.Fatalf("%s: %v", path, err)
+			}
+		}
+		return
+	}
 	if *name == "" {
 		log.Fatal("usage: go run ./migrate/gen -name NAME")
 	}
@@ -59,6 +75,19 @@ func main() {
 	}
 }
 
+// writeSum recomputes the atlas.sum file of the migration directory path.
+func writeSum(path string) error {
+	dir, err := sqltool.NewGolangMigrateDir(path)
+	if err != nil {
+		return err
+	}
+	sum, err := dir.Checksum()
+	if err != nil {
+		return err
+	}
+	return atlasmigrate.WriteSumFile(dir, sum)
+}
+
 func diff(ctx context.Context, drv *entsql.Driver, dialectName, path, name string) error {
 	dir, err := sqltool.NewGolangMigrateDir(path)
 	if err != nil {
@@ -71,6 +100,8 @@ func diff(ctx context.Context, drv *entsql.Driver, dialectName, path, name strin
 		schema.WithFormatter(sqltool.GolangMigrateFormatter),
 		schema.WithDropColumn(true),
 		schema.WithDropIndex(true),
+		// The hand-written partitioning of usage_logs (PostgreSQL) is no difference.
+		migrate.IgnorePartitions(),
 	)
 	if err != nil {
 		return err

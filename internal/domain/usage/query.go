@@ -2,6 +2,7 @@ package usage
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/latchkey/latchkey/ent/schema/rule"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
+	"github.com/latchkey/latchkey/internal/data/usagepart"
 )
 
 // Interval is the width of the buckets a usage query returns.
@@ -284,25 +286,23 @@ const pruneChunk = 5000
 
 // Prune deletes raw usage_logs older than now - Retention and minute rollups older than
 // now - 2×Retention, in chunks of at most 5000 rows, with the system context; hour and
-// day rollups are kept. Run calls it about once an hour. It returns the numbers of rows
-// deleted and the first database error (or ctx's).
+// day rollups are kept. On PostgreSQL, where usage_logs is partitioned by day, it
+// deletes no raw row: it prepares the coming days' partitions and drops the partitions
+// whose whole day is older than now - Retention (so a raw row is kept up to a day
+// longer), and the count of raw rows is the planner's estimate (see usagepart). Run
+// calls it about once an hour. It returns the numbers of rows deleted and the first
+// database error (or ctx's).
 func (r *Recorder) Prune(ctx context.Context, now time.Time) (logs, rollups int64, err error) {
 	ctx = rule.SystemContext(ctx)
 	client := r.st.Client
 	cutoff := now.UTC().Add(-r.cfg.Retention)
-	for {
-		n, err := client.UsageLog.Delete().Where(func(s *entsql.Selector) {
-			sub := entsql.Select(usagelog.FieldID).From(entsql.Table(usagelog.Table)).
-				Where(entsql.LT(usagelog.FieldAt, cutoff)).Limit(pruneChunk)
-			s.Where(entsql.In(s.C(usagelog.FieldID), sub))
-		}).Exec(ctx)
-		logs += int64(n)
-		if err != nil {
-			return logs, rollups, err
-		}
-		if n < pruneChunk {
-			break
-		}
+	if r.st.Dialect == "postgres" {
+		logs, err = prunePartitions(ctx, r.st.DB, now, cutoff)
+	} else {
+		logs, err = pruneRows(ctx, client, cutoff)
+	}
+	if err != nil {
+		return logs, 0, err
 	}
 	cutoff = now.UTC().Add(-2 * r.cfg.Retention)
 	for {
@@ -323,6 +323,30 @@ func (r *Recorder) Prune(ctx context.Context, now time.Time) (logs, rollups int6
 		}
 	}
 	return logs, rollups, nil
+}
+
+// prunePartitions prepares the coming days' partitions of usage_logs and drops those
+// whose whole day is before cutoff (PostgreSQL).
+func prunePartitions(ctx context.Context, db *sql.DB, now, cutoff time.Time) (int64, error) {
+	if _, err := usagepart.Ensure(ctx, db, now, usagepart.DefaultAhead); err != nil {
+		return 0, err
+	}
+	return usagepart.DropBefore(ctx, db, cutoff)
+}
+
+// pruneRows deletes the usage_logs rows older than cutoff in chunks (SQLite).
+func pruneRows(ctx context.Context, client *ent.Client, cutoff time.Time) (logs int64, err error) {
+	for {
+		n, err := client.UsageLog.Delete().Where(func(s *entsql.Selector) {
+			sub := entsql.Select(usagelog.FieldID).From(entsql.Table(usagelog.Table)).
+				Where(entsql.LT(usagelog.FieldAt, cutoff)).Limit(pruneChunk)
+			s.Where(entsql.In(s.C(usagelog.FieldID), sub))
+		}).Exec(ctx)
+		logs += int64(n)
+		if err != nil || n < pruneChunk {
+			return logs, err
+		}
+	}
 }
 
 // ChainUsed returns what the keys of a rotation chain used since start, from the

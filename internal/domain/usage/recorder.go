@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/internal/data/store"
+	"github.com/latchkey/latchkey/internal/data/usagepart"
 )
 
 // Outcome is how an operation ended.
@@ -498,8 +499,14 @@ func (r *Recorder) writeBatch(ctx, wctx context.Context, evs []Event, attempts i
 }
 
 // pruneLoop prunes expired usage shortly after start and then every pruneEvery until
-// ctx is done.
+// ctx is done. On PostgreSQL it first prepares the partitions of the coming days (Prune
+// does it again every time).
 func (r *Recorder) pruneLoop(ctx context.Context) {
+	if r.st.Dialect == "postgres" {
+		if _, err := usagepart.Ensure(ctx, r.st.DB, r.now(), usagepart.DefaultAhead); err != nil && !errors.Is(err, context.Canceled) {
+			slog.Error("usage: preparing partitions failed", "err", err)
+		}
+	}
 	t := time.NewTimer(r.firstPrune)
 	defer t.Stop()
 	for {
