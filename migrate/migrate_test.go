@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	gm "github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
@@ -168,5 +171,157 @@ func TestLockBackfill(t *testing.T) {
 				t.Fatalf("up again: %v", err)
 			}
 		})
+	}
+}
+
+// The migration that partitions usage_logs (PostgreSQL) moves every row intact, each
+// into its day's partition, and carries the id sequence on (ids of deleted rows are
+// not reused); its down migration gives the same rows back in a plain table.
+func TestUsageLogsPartitioned(t *testing.T) {
+	db, err := sql.Open("postgres", testdb.URL(t, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	drv, err := postgres.WithInstance(db, &postgres.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := iofs.New(os.DirFS("."), "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := gm.NewWithInstance("iofs", src, "postgres", drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join("postgres", "*_usage_logs_partitioned.up.sql"))
+	if len(files) != 1 {
+		t.Fatalf("usage_logs_partitioned migration: %v", files)
+	}
+	version, _ := strconv.ParseUint(strings.SplitN(filepath.Base(files[0]), "_", 2)[0], 10, 64)
+	prev, err := src.Prev(uint(version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Migrate(prev); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Exec(q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO usage_logs (id, tenant_id, api_key_id, owner_id, operation_name, operation_type, root_fields, outcome, latency_ms, ip, at) VALUES
+		(1, 'ten_1', 'key_1', NULL, 'Op', 'query', '["viewer","node"]', 'ok', 12, '10.0.0.1', '2019-03-01T23:59:59.999999Z'),
+		(2, 'ten_1', 'key_1', 'cust_1', 'GET /x', 'verify', NULL, 'valid', 0, '', '2019-03-02T00:00:00Z'),
+		(7, 'ten_2', 'key_2', NULL, '', 'mutation', '[]', 'error', 99999, '::1', '2019-03-02T13:14:15.5Z'),
+		(40, 'ten_2', 'key_2', NULL, 'Now', 'query', '["viewer"]', 'rate_limited', 3, '192.0.2.1', now())`)
+	exec(`SELECT setval(pg_get_serial_sequence('usage_logs', 'id'), 50)`) // rows up to 50 were written, some pruned
+	const dump = `SELECT id, tenant_id, api_key_id, coalesce(owner_id, '<nil>'), operation_name, operation_type,
+		coalesce(root_fields::text, '<nil>'), outcome, latency_ms, ip, at FROM usage_logs ORDER BY id`
+	read := func() []string {
+		t.Helper()
+		rows, err := db.Query(dump)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			v := make([]any, 11)
+			p := make([]any, 11)
+			for i := range v {
+				p[i] = &v[i]
+			}
+			if err := rows.Scan(p...); err != nil {
+				t.Fatal(err)
+			}
+			s := ""
+			for _, x := range v {
+				if tm, ok := x.(time.Time); ok {
+					x = tm.UTC().Format(time.RFC3339Nano)
+				}
+				s += fmt.Sprintf("%v|", x)
+			}
+			out = append(out, s)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	kind := func() string {
+		t.Helper()
+		var k string
+		if err := db.QueryRow(`SELECT relkind FROM pg_class WHERE oid = 'usage_logs'::regclass`).Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	nextID := func() int64 {
+		t.Helper()
+		var id int64
+		if err := db.QueryRow(`INSERT INTO usage_logs (tenant_id, api_key_id, operation_type, outcome, latency_ms, at) VALUES ('ten_1', 'key_1', 'query', 'ok', 1, now()) RETURNING id`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		exec(`DELETE FROM usage_logs WHERE id = $1`, id)
+		return id
+	}
+	before := read()
+
+	if err := m.Migrate(uint(version)); err != nil {
+		t.Fatal(err)
+	}
+	if k := kind(); k != "p" {
+		t.Fatalf("usage_logs relkind %q after the migration, want p (partitioned)", k)
+	}
+	if got := read(); !slices.Equal(got, before) {
+		t.Fatalf("rows changed by the migration:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(before, "\n"))
+	}
+	parts := map[int64]string{}
+	rows, err := db.Query(`SELECT id, tableoid::regclass::text FROM usage_logs`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		var p string
+		if err := rows.Scan(&id, &p); err != nil {
+			t.Fatal(err)
+		}
+		parts[id] = p
+	}
+	rows.Close()
+	today := "usage_logs_p" + time.Now().UTC().Format("20060102")
+	if want := map[int64]string{1: "usage_logs_p20190301", 2: "usage_logs_p20190302", 7: "usage_logs_p20190302", 40: today}; !maps.Equal(parts, want) {
+		t.Fatalf("partitions %v, want %v", parts, want)
+	}
+	var ahead bool
+	if err := db.QueryRow(`SELECT to_regclass($1) IS NOT NULL`, "usage_logs_p"+time.Now().UTC().Add(7*24*time.Hour).Format("20060102")).Scan(&ahead); err != nil || !ahead {
+		t.Fatalf("no partition a week ahead: %v", err)
+	}
+	if id := nextID(); id != 51 {
+		t.Fatalf("next id %d after the migration, want 51", id)
+	}
+
+	if err := m.Steps(-1); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if k := kind(); k != "r" {
+		t.Fatalf("usage_logs relkind %q after the down migration, want r", k)
+	}
+	if got := read(); !slices.Equal(got, before) {
+		t.Fatalf("rows changed by the down migration:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(before, "\n"))
+	}
+	if id := nextID(); id != 52 {
+		t.Fatalf("next id %d after the down migration, want 52", id)
+	}
+	if err := m.Up(); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if got := read(); !slices.Equal(got, before) {
+		t.Fatal("rows changed by migrating up again")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/latchkey/latchkey/internal/app/apptest"
+	"github.com/latchkey/latchkey/internal/domain/usage"
+	"github.com/latchkey/latchkey/internal/platform/logid"
 )
 
 type logNode struct {
@@ -195,4 +197,84 @@ func TestUsageLogs(t *testing.T) {
 			t.Fatalf("by operation: %v", ops)
 		}
 	})
+}
+
+// The request log reads across the daily partitions of PostgreSQL (and the default
+// partition, for rows outside them) as across one table: newest first with ties broken
+// by id, pages of 2 without gaps or repeats, time filters on partition boundaries.
+func TestUsageLogsAcrossPartitions(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, e *apptest.Env) {
+		c := newConsumerEnv(t, e, "reqlogparts")
+		const key = "key_partitions"
+		today := time.Now().UTC().Truncate(24 * time.Hour)
+		ats := []time.Time{
+			today.Add(-48 * time.Hour), // the day before yesterday: no partition, the default one
+			today.Add(-time.Microsecond),
+			today, today, // a tie: id decides
+			today.Add(time.Microsecond),
+			today.Add(24*time.Hour - time.Microsecond),
+			today.Add(24 * time.Hour),
+			today.Add(30 * 24 * time.Hour), // beyond the partitions made ahead: the default one
+		}
+		for _, at := range ats {
+			e.App.Recorder.Record(usage.Event{TenantID: c.tid, APIKeyID: key, OperationType: "query", OperationName: "Parts", Outcome: usage.OutcomeOK, At: at})
+		}
+		if err := e.App.Recorder.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		walk := func(where map[string]any) []logNode {
+			t.Helper()
+			var all []logNode
+			var after any
+			for page := 0; ; page++ {
+				var p logPage
+				e.MustDo(c.mgmt, usageLogsQ, map[string]any{"first": 2, "after": after, "where": where}, &p)
+				all = append(all, p.nodes()...)
+				if !p.UsageLogs.PageInfo.HasNextPage {
+					return all
+				}
+				after = *p.UsageLogs.PageInfo.EndCursor
+				if page > 20 {
+					t.Fatal("paging does not end")
+				}
+			}
+		}
+		got := walk(map[string]any{"apiKeyID": key})
+		if len(got) != len(ats) {
+			t.Fatalf("%d rows, want %d: %+v", len(got), len(ats), got)
+		}
+		for i, n := range got {
+			if want := ats[len(ats)-1-i]; !n.At.Equal(want) {
+				t.Fatalf("row %d at %v, want %v", i, n.At, want)
+			}
+			if i > 0 && n.At.Equal(got[i-1].At) && logNum(t, n.ID) >= logNum(t, got[i-1].ID) {
+				t.Fatalf("tie not broken by id, newest first: %s after %s", n.ID, got[i-1].ID)
+			}
+		}
+		ranged := walk(map[string]any{"apiKeyID": key, "atGTE": today.Format(time.RFC3339Nano), "atLT": today.Add(24 * time.Hour).Format(time.RFC3339Nano)})
+		if len(ranged) != 4 {
+			t.Fatalf("today's rows: %+v", ranged)
+		}
+		for _, n := range ranged {
+			if n.At.Before(today) || !n.At.Before(today.Add(24*time.Hour)) {
+				t.Fatalf("row out of range: %+v", n)
+			}
+		}
+		var node struct{ Node *struct{ ID string } }
+		for _, n := range []logNode{got[0], got[len(got)-1], got[3]} {
+			e.MustDo(c.mgmt, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": n.ID}, &node)
+			if node.Node == nil || node.Node.ID != n.ID {
+				t.Fatalf("node(%s) = %+v", n.ID, node.Node)
+			}
+		}
+	})
+}
+
+func logNum(t *testing.T, id string) int64 {
+	t.Helper()
+	n, err := logid.Parse(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(n)
 }
