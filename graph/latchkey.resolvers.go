@@ -397,7 +397,7 @@ func (r *queryResolver) UsageLogs(ctx context.Context, after *entgql.Cursor[stri
 	if err := logCursor(before); err != nil {
 		return nil, err
 	}
-	return r.Client.UsageLog.Query().Paginate(ctx, after, defaultFirst(first, last), before, last,
+	return r.Client.UsageLog.Query().Paginate(countOnlyIfAsked(ctx), after, defaultFirst(first, last), before, last,
 		ent.WithUsageLogOrder(orderBy), ent.WithUsageLogFilter(where.Filter))
 }
 

@@ -6,12 +6,14 @@ package graph
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
 	"entgo.io/contrib/entgql"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/latchkey/latchkey/ent"
 	"github.com/latchkey/latchkey/ent/apikey"
@@ -269,4 +271,30 @@ func logCursor(c *entgql.Cursor[string]) error {
 	}
 	c.ID = strconv.FormatInt(int64(id), 10)
 	return nil
+}
+
+// countOnlyIfAsked returns the context to give an entgql Paginate so that it counts
+// the whole connection only when the query selects totalCount. entgql also counts
+// whenever pageInfo is selected, although it builds pageInfo from the page itself
+// (one row more than asked); on the request log, whose rows grow by millions a day,
+// that count was almost all of a page's cost (see README, Performance). The copy of
+// the field context leaves pageInfo out of the selections Paginate looks at; gqlgen
+// still resolves pageInfo from the real one. A pageInfo selected through a fragment
+// is not seen, and then counts as before.
+func countOnlyIfAsked(ctx context.Context) context.Context {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return ctx
+	}
+	for _, f := range graphql.CollectFieldsCtx(ctx, nil) {
+		if f.Name == "totalCount" {
+			return ctx
+		}
+	}
+	c := *fc
+	c.Field.Selections = slices.DeleteFunc(slices.Clone(fc.Field.Selections), func(s ast.Selection) bool {
+		f, ok := s.(*ast.Field)
+		return ok && f.Name == "pageInfo"
+	})
+	return graphql.WithFieldContext(ctx, &c)
 }

@@ -2,10 +2,14 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/app/apptest"
 	"github.com/latchkey/latchkey/internal/domain/usage"
 	"github.com/latchkey/latchkey/internal/platform/logid"
@@ -277,4 +281,54 @@ func logNum(t *testing.T, id string) int64 {
 		t.Fatal(err)
 	}
 	return int64(n)
+}
+
+// A page of the request log counts the whole log only when totalCount is asked for:
+// pageInfo comes from the page itself.
+func TestUsageLogsCountOnlyWhenAsked(t *testing.T) {
+	var mu sync.Mutex
+	var counts int
+	logSQL := ent.Log(func(a ...any) {
+		if s := fmt.Sprint(a...); strings.Contains(s, "COUNT(") && strings.Contains(s, "usage_logs") {
+			mu.Lock()
+			counts++
+			mu.Unlock()
+		}
+	})
+	e := apptest.New(t, "sqlite", app.Options{EntOptions: []ent.Option{ent.Debug(), logSQL}}, nil)
+	c := newConsumerEnv(t, e, "reqlogcount")
+	for range 3 {
+		e.App.Recorder.Record(usage.Event{TenantID: c.tid, APIKeyID: "key_count", OperationType: "query", Outcome: usage.OutcomeOK})
+	}
+	if err := e.App.Recorder.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	counted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := counts
+		counts = 0
+		return n
+	}
+	where := map[string]any{"apiKeyID": "key_count"}
+	var p logPage
+	counted()
+	e.MustDo(c.mgmt, `query($w: UsageLogWhereInput, $after: Cursor) { usageLogs(first: 2, after: $after, where: $w) { pageInfo { hasNextPage endCursor } edges { node { id } } } }`,
+		map[string]any{"w": where}, &p)
+	if n := counted(); n != 0 {
+		t.Fatalf("a page without totalCount counted %d times", n)
+	}
+	if len(p.UsageLogs.Edges) != 2 || !p.UsageLogs.PageInfo.HasNextPage {
+		t.Fatalf("first page: %+v", p.UsageLogs)
+	}
+	var p2 logPage
+	e.MustDo(c.mgmt, `query($w: UsageLogWhereInput, $after: Cursor) { usageLogs(first: 2, after: $after, where: $w) { pageInfo { hasNextPage } edges { node { id } } } }`,
+		map[string]any{"w": where, "after": *p.UsageLogs.PageInfo.EndCursor}, &p2)
+	if len(p2.UsageLogs.Edges) != 1 || p2.UsageLogs.PageInfo.HasNextPage {
+		t.Fatalf("second page: %+v", p2.UsageLogs)
+	}
+	e.MustDo(c.mgmt, usageLogsQ, map[string]any{"first": 2, "where": where}, &p)
+	if n := counted(); n == 0 || p.UsageLogs.TotalCount != 3 {
+		t.Fatalf("with totalCount: %d counts, totalCount %d", n, p.UsageLogs.TotalCount)
+	}
 }
