@@ -5,8 +5,9 @@ GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 20s
 LOADFLAGS ?=
+SCALEFLAGS ?=
 
-.PHONY: run build test test-short generate check-generate lint bench fuzz migration load
+.PHONY: run build test test-short generate check-generate lint bench fuzz migration load bench-scale
 
 run: ## Build (with progress: the first build takes minutes) and serve on :8080 with an embedded SQLite file (latchkey.db), text logs
 	@GO=$(GO) ./scripts/build.sh
@@ -43,6 +44,9 @@ fuzz: ## Fuzz the key parser, the document budget and the GraphQL endpoint
 
 migration: ## New versioned migration from the ent schema: make migration NAME=add_x
 	$(GO) run ./migrate/gen -name $(NAME)
+
+bench-scale: ## Usage storage at scale on PostgreSQL: 50M stored rows vs 100k, side by side (about 15 minutes, ~20 GB of disk while it runs); SCALEFLAGS="-rows N" for fewer
+	$(GO) run ./cmd/benchscale $(SCALEFLAGS)
 
 load: ## Load harness on PostgreSQL + Redis, then side by side with stubs on SQLite and PG + Redis (2-3 minutes); prints the tables
 	$(GO) run ./cmd/loadtest $(LOADFLAGS)
