@@ -325,3 +325,30 @@ func TestUsageLogsPartitioned(t *testing.T) {
 		t.Fatal("rows changed by migrating up again")
 	}
 }
+
+// The drift check ignores the partitioning of usage_logs and nothing else: another
+// difference in that very table is still reported, the primary key is not.
+func TestIgnorePartitionsOnlyPartitions(t *testing.T) {
+	ctx := context.Background()
+	s, err := store.Open(ctx, testdb.URL(t, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, q := range []string{`DROP INDEX usagelog_at`, `ALTER TABLE usage_logs DROP COLUMN ip`} {
+		if _, err := s.DB.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := s.Client.Schema.WriteTo(ctx, &buf, migrate.IgnorePartitions()); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, `"usagelog_at"`) || !strings.Contains(out, `ADD COLUMN "ip"`) {
+		t.Fatalf("the index and column differences are not reported:\n%s", out)
+	}
+	if strings.Contains(strings.ToUpper(out), "PRIMARY KEY") || strings.Contains(out, "PARTITION") {
+		t.Fatalf("the partitioning is reported:\n%s", out)
+	}
+}

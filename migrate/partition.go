@@ -8,81 +8,84 @@ import (
 	"entgo.io/ent/dialect/sql/schema"
 )
 
-// partitioned are the tables that hand-written PostgreSQL migrations partition, by
-// name. Neither ent nor Atlas models partitions.
-var partitioned = map[string]bool{"usage_logs": true}
+// partitioned maps the tables that hand-written PostgreSQL migrations partition to
+// their partition key column. Neither ent nor Atlas models partitions (and Atlas
+// names the key's column wrongly once a column before it was dropped, so the name is
+// given here).
+var partitioned = map[string]string{"usage_logs": "at"}
 
 // IgnorePartitions is the schema option that makes a diff against the ent schema
 // ignore the native partitioning of the tables the PostgreSQL migrations partition by
-// hand, and only that: the partition key, the partition key's columns added to the
-// primary key (PostgreSQL requires them there). Atlas does not inspect the partitions
-// themselves. Any other difference, in those tables too, is still
-// reported. The migration generator and the schema-drift test use it; it changes
-// nothing on SQLite. The option itself returns no error; the diff returns Atlas's.
+// hand, and only that: the partition key, and the partition key's columns added to
+// the primary key (PostgreSQL requires them there). Atlas does not inspect the
+// partitions themselves. Any other difference, in those tables too, is still
+// reported, a primary key that differs otherwise included. The migration generator
+// and the schema-drift test use it; it changes nothing on SQLite. The option itself
+// returns no error; the diff returns Atlas's.
 func IgnorePartitions() schema.MigrateOption {
 	return schema.WithDiffHook(func(next schema.Differ) schema.Differ {
 		return schema.DiffFunc(func(current, desired *atlas.Schema) ([]atlas.Change, error) {
 			if current != nil && desired != nil {
-				current = withoutPartitioning(current, desired)
+				desired = withPartitioning(current, desired)
 			}
 			return next.Diff(current, desired)
 		})
 	})
 }
 
-// withoutPartitioning returns a copy of current (the database) where each partitioned
-// table of the list looks as ent describes it: no partition key, and the primary key
-// without the partition columns that ent's does not have.
-func withoutPartitioning(current, desired *atlas.Schema) *atlas.Schema {
-	out := *current
-	out.Tables = nil
-	for _, t := range current.Tables {
-		var p postgres.Partition
-		if !partitioned[t.Name] || !hasPartition(t.Attrs, &p) {
-			out.Tables = append(out.Tables, t)
+// withPartitioning returns a copy of desired (the ent schema) where each partitioned
+// table of the list is partitioned as in current (the database), and has current's
+// primary key when that key is desired's plus partition key columns.
+func withPartitioning(current, desired *atlas.Schema) *atlas.Schema {
+	out := *desired
+	out.Tables = slices.Clone(desired.Tables)
+	for i, want := range out.Tables {
+		have, ok := current.Table(want.Name)
+		var p *postgres.Partition
+		if ok {
+			p = partitionOf(have.Attrs)
+		}
+		key := partitioned[want.Name]
+		if key == "" || p == nil || partitionOf(want.Attrs) != nil {
 			continue
 		}
-		want, ok := desired.Table(t.Name)
-		if !ok {
-			out.Tables = append(out.Tables, t)
-			continue
+		t := *want
+		t.Attrs = append(slices.Clone(want.Attrs), p)
+		if samePrimaryKey(have.PrimaryKey, want.PrimaryKey, key) {
+			t.PrimaryKey = have.PrimaryKey
 		}
-		c := *t
-		c.Attrs = slices.DeleteFunc(slices.Clone(t.Attrs), func(a atlas.Attr) bool {
-			_, ok := a.(*postgres.Partition)
-			return ok
-		})
-		if c.PrimaryKey != nil && want.PrimaryKey != nil {
-			keyCols := map[string]bool{}
-			for _, part := range p.Parts {
-				if part.C != nil {
-					keyCols[part.C.Name] = true
-				}
-			}
-			wantCols := map[string]bool{}
-			for _, part := range want.PrimaryKey.Parts {
-				if part.C != nil {
-					wantCols[part.C.Name] = true
-				}
-			}
-			pk := *c.PrimaryKey
-			pk.Parts = slices.DeleteFunc(slices.Clone(pk.Parts), func(ip *atlas.IndexPart) bool {
-				return ip.C != nil && keyCols[ip.C.Name] && !wantCols[ip.C.Name]
-			})
-			c.PrimaryKey = &pk
-		}
-		out.Tables = append(out.Tables, &c)
+		out.Tables[i] = &t
 	}
 	return &out
 }
 
-// hasPartition reports whether attrs hold a partition key, and copies it into p.
-func hasPartition(attrs []atlas.Attr, p *postgres.Partition) bool {
+// samePrimaryKey reports whether have is want with the partition key column added.
+func samePrimaryKey(have, want *atlas.Index, key string) bool {
+	if have == nil || want == nil {
+		return false
+	}
+	cols := func(ix *atlas.Index) []string {
+		var out []string
+		for _, part := range ix.Parts {
+			if part.C == nil {
+				return nil
+			}
+			if part.C.Name != key {
+				out = append(out, part.C.Name)
+			}
+		}
+		return out
+	}
+	rest, wanted := cols(have), cols(want)
+	return len(rest) > 0 && slices.Equal(rest, wanted) && len(have.Parts) == len(rest)+1
+}
+
+// partitionOf returns the partition key among attrs, or nil.
+func partitionOf(attrs []atlas.Attr) *postgres.Partition {
 	for _, a := range attrs {
-		if v, ok := a.(*postgres.Partition); ok {
-			*p = *v
-			return true
+		if p, ok := a.(*postgres.Partition); ok {
+			return p
 		}
 	}
-	return false
+	return nil
 }
