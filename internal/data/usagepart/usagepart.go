@@ -156,21 +156,23 @@ func create(ctx context.Context, db *sql.DB, d time.Time) (bool, error) {
 		if exists {
 			return nil
 		}
-		// PostgreSQL refuses a new partition while the default one holds rows of its
-		// range: set them aside, create the partition, put them back through the parent.
-		moved, err := tx.ExecContext(ctx, `CREATE TEMP TABLE usage_logs_moving ON COMMIT DROP AS
-			WITH m AS (DELETE FROM `+pq.QuoteIdentifier(DefaultPartition)+` WHERE at >= $1 AND at < $2 RETURNING *) SELECT * FROM m`, lo, hi)
-		if err != nil {
+		// The partition is made as a table of its own, given the default partition's
+		// rows of its day (ATTACH refuses a range for which the default partition
+		// still holds rows), then attached. ATTACH locks usage_logs only against other
+		// schema changes, so the recorder's inserts go on (CREATE TABLE ... PARTITION
+		// OF would lock them out); reads wait for the moment it holds the default
+		// partition, which it checks while empty.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS)`,
+			pq.QuoteIdentifier(name), pq.QuoteIdentifier(Table))); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)`,
-			pq.QuoteIdentifier(name), pq.QuoteIdentifier(Table), pq.QuoteLiteral(lo), pq.QuoteLiteral(hi))); err != nil {
+		if _, err := tx.ExecContext(ctx, `WITH m AS (DELETE FROM `+pq.QuoteIdentifier(DefaultPartition)+` WHERE at >= $1 AND at < $2 RETURNING *)
+			INSERT INTO `+pq.QuoteIdentifier(name)+` SELECT * FROM m`, lo, hi); err != nil {
 			return err
 		}
-		if n, _ := moved.RowsAffected(); n > 0 {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO `+pq.QuoteIdentifier(Table)+` SELECT * FROM usage_logs_moving`); err != nil {
-				return err
-			}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)`,
+			pq.QuoteIdentifier(Table), pq.QuoteIdentifier(name), pq.QuoteLiteral(lo), pq.QuoteLiteral(hi))); err != nil {
+			return err
 		}
 		created = true
 		return nil
