@@ -161,3 +161,30 @@ func TestPartitions(t *testing.T) {
 		t.Fatalf("a day later the old row should be gone: %+v", got)
 	}
 }
+
+// Several instances preparing partitions at once create each one exactly once, and
+// none of them fails.
+func TestPartitionsConcurrentEnsure(t *testing.T) {
+	st := openStore(t, "postgres")
+	later := time.Now().UTC().Add(40 * day)
+	const instances = 4
+	created := make(chan int, instances)
+	errs := make(chan error, instances)
+	for range instances {
+		go func() {
+			n, err := usagepart.Ensure(context.Background(), st.DB, later, 5)
+			created <- n
+			errs <- err
+		}()
+	}
+	total := 0
+	for range instances {
+		total += <-created
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if total != 7 { // later's yesterday, its day and 5 after
+		t.Fatalf("%d partitions created in all, want 7", total)
+	}
+}
