@@ -96,7 +96,7 @@ func TestRateLimitBurstHeadersAndDenial(t *testing.T) {
 }
 
 // An operation costs the sum of its root fields (1 each unless marked) plus marked
-// nested fields; usage costs 5.
+// nested fields; usage costs 5, usageLogs 10.
 func TestRateLimitCost(t *testing.T) {
 	e := apptest.New(t, "sqlite", app.Options{}, nil)
 	tid := e.Tenant("cost")
@@ -114,6 +114,10 @@ func TestRateLimitCost(t *testing.T) {
 	}
 	if r := e.Do(key, viewerQ, nil); r.Status != 200 {
 		t.Fatalf("cost 1 with 3 left: HTTP %d %s", r.Status, r.Raw)
+	}
+	// The request log costs 10.
+	if r := e.Do(key, `{ usageLogs(first: 1) { totalCount } }`, nil); r.Status != 429 || r.Errors[0].Extensions["cost"] != float64(10) {
+		t.Fatalf("usageLogs with a limit of 10 and 2 left: HTTP %d %s", r.Status, r.Raw)
 	}
 }
 
