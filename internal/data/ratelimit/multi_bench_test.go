@@ -126,3 +126,39 @@ func BenchmarkCheckRatio(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheckConcurrent runs Redis checks from 32 goroutines (as 32 connections of
+// the load harness would on this 2-core machine), each check alone in its round trip
+// ("solo") against checks that arrive while one is in flight sharing the next
+// ("coalesced"). Run both in one invocation and compare them, not absolute figures.
+func BenchmarkCheckConcurrent(b *testing.B) {
+	client := newRedisClient(b)
+	for _, solo := range []bool{true, false} {
+		name := "coalesced"
+		if solo {
+			name = "solo"
+		}
+		b.Run(name, func(b *testing.B) {
+			rc, err := NewRedisChecker(client, testPrefix(b, client), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rc.solo = solo
+			groups := benchKeys(64)
+			counters := benchFive()
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				dst := make([]CounterResult, 0, len(counters))
+				for i := 0; pb.Next(); i++ {
+					d, err := rc.Check(ctx, groups[i&63], counters, dst)
+					if err != nil || !d.Allowed {
+						b.Fatalf("%+v, %v", d, err)
+					}
+					dst = d.Results
+				}
+			})
+		})
+	}
+}
