@@ -198,6 +198,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		Verifications:  verifications,
 		Ready:          st.Ping,
 		AllowedOrigins: cfg.AllowedOrigins,
+		AccessLog:      cfg.AccessLog,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		DisableAuth:    opts.DisableAuth,
 		TrustedProxies: trusted,

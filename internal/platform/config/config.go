@@ -52,6 +52,10 @@ type Config struct {
 	WebhookAllowHTTP bool
 	// LogFormat is "json" (default) or "text"; LogLevel debug, info (default), warn, error.
 	LogFormat, LogLevel string
+	// AccessLog says which requests get an access log line (ACCESS_LOG): "errors" (the
+	// default: status 400 and above, and WebSocket connections), "all", or "off". Every
+	// authenticated operation and verification is in the request log (usageLogs) anyway.
+	AccessLog string
 	// MetricsAddr, when set, serves /metrics on its own listener (unauthenticated, for
 	// a private network); unset, /metrics is on the main listener for platform admins.
 	MetricsAddr string
@@ -161,6 +165,13 @@ func parse(get func(string) string) (Config, error) {
 	c.WebhookWorkers, c.WebhookPerTenant = int(workers), int(perTenant)
 	c.LogFormat, c.LogLevel, c.MetricsAddr = get("LOG_FORMAT"), get("LOG_LEVEL"), get("METRICS_ADDR")
 	c.PprofAddr = get("PPROF_ADDR")
+	switch c.AccessLog = get("ACCESS_LOG"); c.AccessLog {
+	case "":
+		c.AccessLog = "errors"
+	case "errors", "all", "off":
+	default:
+		return c, fmt.Errorf("config: ACCESS_LOG must be errors, all or off, got %q", c.AccessLog)
+	}
 	c.UsageRetention = 30 * 24 * time.Hour
 	if v := get("USAGE_RETENTION"); v != "" {
 		d, err := time.ParseDuration(v)

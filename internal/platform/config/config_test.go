@@ -17,8 +17,10 @@ func TestParse(t *testing.T) {
 			return c.Addr == ":8080" && c.DatabaseURL == "sqlite:latchkey.db" && c.MaxBodyBytes == 1<<20 &&
 				c.MaxQueryDepth == 12 && c.PublicURL == "http://localhost:8080" && !c.RateLimitFailOpen &&
 				c.UsageRetention == 720*time.Hour && c.UsageFlushInterval == 100*time.Millisecond &&
-				c.PprofAddr == ""
+				c.PprofAddr == "" && c.AccessLog == "errors"
 		}, ""},
+		{"access log", map[string]string{"ACCESS_LOG": "all"}, func(c Config) bool { return c.AccessLog == "all" }, ""},
+		{"bad access log", map[string]string{"ACCESS_LOG": "some"}, nil, "ACCESS_LOG"},
 		{"pprof", map[string]string{"PPROF_ADDR": "127.0.0.1:6060"}, func(c Config) bool { return c.PprofAddr == "127.0.0.1:6060" }, ""},
 		{"flush interval", map[string]string{"USAGE_FLUSH_INTERVAL": "250ms"}, func(c Config) bool { return c.UsageFlushInterval == 250*time.Millisecond }, ""},
 		{"bad flush interval", map[string]string{"USAGE_FLUSH_INTERVAL": "1ms"}, nil, "USAGE_FLUSH_INTERVAL"},
