@@ -75,11 +75,11 @@ var granularities = [...]struct {
 
 // writer holds buffers reused across batches; only the holder of Recorder.sem uses it.
 type writer struct {
-	stmts     [len(sqliteChunks)]*sql.Stmt // SQLite: the prepared INSERTs, see prepared
-	args      []any
-	json      []byte
-	index     map[rollupKey]int
-	aggs      []rollupAgg
+	stmts [len(sqliteChunks)]*sql.Stmt // SQLite: the prepared INSERTs, see prepare
+	args  []any
+	json  []byte
+	index map[rollupKey]int
+	aggs  []rollupAgg
 }
 
 type rollupKey struct {
