@@ -54,11 +54,24 @@ func clusterTenants(t *testing.T, client *redis.ClusterClient, prefix string, pe
 	return groups, master
 }
 
+// countOf is how many of names are name.
+func countOf(names []string, name string) int {
+	n := 0
+	for _, s := range names {
+		if s == name {
+			n++
+		}
+	}
+	return n
+}
+
 // TestClusterCheckExact: three instances (clients of their own) check the limits of
 // six tenants, two on each master, concurrently. Every tenant's totals are exact, its
 // counters (seeded from the "database" on first use) all sit on the master that owns
-// its hash tag, and none elsewhere. After SCRIPT FLUSH on every node, each node answers
-// NOSCRIPT once and the checks go on (EVAL, then EVALSHA again).
+// its hash tag, and none elsewhere. The checks start after SCRIPT FLUSH, and many are
+// coalesced into pipelines that the cluster client splits by node. After another
+// flush, checked one at a time, each node answers NOSCRIPT once and the checks go on
+// (EVAL, then EVALSHA again).
 func TestClusterCheckExact(t *testing.T) {
 	ctx := context.Background()
 	clients := []*redis.ClusterClient{newRedisClusterClient(t), newRedisClusterClient(t), newRedisClusterClient(t)}
@@ -86,7 +99,17 @@ func TestClusterCheckExact(t *testing.T) {
 	counters := func(key string, cost int64) []Counter {
 		return []Counter{rateC("key:"+key, 60, time.Hour, cost), quotaC("tenant", 100, PeriodMonth, cost)}
 	}
-	const attempts = 100  // per key
+	// The checks start with no script on any node: the first of each node's calls,
+	// alone or in a coalesced pipeline (split by node), falls back to EVAL.
+	if err := clients[0].ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pipelines := &countHook{}
+	for _, c := range clients {
+		c.AddHook(pipelines)
+	}
+	const attempts = 100 // per key
+
 	var admitted sync.Map // group/key → *atomic.Int64
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
@@ -116,6 +139,12 @@ func TestClusterCheckExact(t *testing.T) {
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
+	}
+	cmds := pipelines.reset()
+	if n := countOf(cmds, "pipeline"); n == 0 {
+		t.Errorf("no check was coalesced into a pipeline: %d commands", len(cmds))
+	} else {
+		t.Logf("%d commands, %d of them pipelines, %d EVAL", len(cmds), n, countOf(cmds, "eval"))
 	}
 	for _, g := range groups {
 		var total int64
