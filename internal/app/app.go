@@ -59,7 +59,7 @@ type App struct {
 	// Tracing exports spans when the OTEL_* variables ask for it (nil: off).
 	Tracing *tracing.Provider
 
-	redis         *redis.Client
+	redis         redis.UniversalClient    // REDIS_URL's server or REDIS_CLUSTER_URL's cluster (nil: memory)
 	memory        *ratelimit.Memory        // in-memory failure throttle, swept periodically (nil with Redis)
 	memoryChecker *ratelimit.MemoryChecker // in-memory limits, swept periodically (nil with Redis)
 
@@ -322,31 +322,60 @@ func (a *App) wakeWebhooks() {
 }
 
 // limiters builds the failed-credential throttle and the limit store: in Redis when
-// REDIS_URL is set (shared by every instance), in memory otherwise. Either way a quota
-// or credit counter that is missing (after a restart of this process, or of a Redis
-// without persistence) is seeded from the database before it counts.
+// REDIS_URL or REDIS_CLUSTER_URL is set (shared by every instance), in memory otherwise.
+// Either way a quota or credit counter that is missing (after a restart of this
+// process, or of a Redis without persistence) is seeded from the database before it
+// counts. In a Redis Cluster every script call names keys of one slot: a check's
+// counters carry its tenant as their hash tag (see ratelimit.RedisChecker), and the
+// throttle's scripts name one key each.
 func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Checker, error) {
 	seed := admission.Seeder(a.Store.Client)
-	if cfg.RedisURL == "" {
+	client, err := redisClient(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if client == nil {
 		a.memory = ratelimit.NewMemory(nil)
 		a.memoryChecker = ratelimit.NewMemoryChecker(nil, seed)
 		return a.memory, a.memoryChecker, nil
 	}
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	opt.DialTimeout = 2 * time.Second
-	opt.ReadTimeout = time.Second
-	opt.WriteTimeout = time.Second
-	opt.MaxRetries = 1
-	a.redis = redis.NewClient(opt)
+	a.redis = client
 	checker, err := ratelimit.NewRedisChecker(a.redis, "lk:c:", seed)
 	if err != nil {
 		return nil, nil, err
 	}
 	// The admission service decides what an unreachable Redis means (RATE_LIMIT_FAIL_OPEN).
 	return &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:")}, checker, nil
+}
+
+// redisClient connects to REDIS_URL's server or REDIS_CLUSTER_URL's cluster (nil, nil
+// when neither is set). It returns an error when both are set or a URL is invalid.
+// Connections are made lazily: an unreachable Redis shows in the first check.
+func redisClient(cfg config.Config) (redis.UniversalClient, error) {
+	const (
+		dialTimeout = 2 * time.Second
+		ioTimeout   = time.Second
+		maxRetries  = 1
+	)
+	switch {
+	case cfg.RedisURL != "" && cfg.RedisClusterURL != "":
+		return nil, errors.New("REDIS_URL and REDIS_CLUSTER_URL are both set; set one")
+	case cfg.RedisClusterURL != "":
+		opt, err := redis.ParseClusterURL(cfg.RedisClusterURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_CLUSTER_URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dialTimeout, ioTimeout, ioTimeout, maxRetries
+		return redis.NewClusterClient(opt), nil
+	case cfg.RedisURL != "":
+		opt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dialTimeout, ioTimeout, ioTimeout, maxRetries
+		return redis.NewClient(opt), nil
+	}
+	return nil, nil
 }
 
 // ledger is the credit ledger of the key manager: the limit store's balances (nil
