@@ -235,8 +235,7 @@ func TestPack(t *testing.T) {
 	if MaxPayload != 5845 {
 		t.Errorf("MaxPayload = %d; update its documentation", MaxPayload)
 	}
-	b := &pgBus{cfg: PostgresConfig{InstanceID: strings.Repeat("i", maxInstanceID)}}
-	b.headerMax = 1 + uvarintLen(maxInstanceID) + maxInstanceID + 10
+	b := newOutbox(&counters{}, strings.Repeat("i", maxInstanceID), time.Second, 1, MaxPayload, maxFrame, maxChunksPerStatement, nil)
 	b.seq = 1 << 62 // the longest seq
 	msg := func(topicLen, payloadLen int) outMsg {
 		return outMsg{topic: strings.Repeat("t", topicLen), payload: bytes.Repeat([]byte{0xff}, payloadLen)}
@@ -264,7 +263,11 @@ func TestPack(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			chunks, n := b.pack(tt.msgs)
+			frames, n := b.pack(tt.msgs)
+			chunks := make([]string, len(frames))
+			for i, f := range frames {
+				chunks[i] = base64.StdEncoding.EncodeToString(f)
+			}
 			if len(chunks) != tt.wantChunks || n != tt.wantN {
 				t.Fatalf("pack: %d chunks holding %d messages, want %d holding %d", len(chunks), n, tt.wantChunks, tt.wantN)
 			}
@@ -273,8 +276,8 @@ func TestPack(t *testing.T) {
 				if len(c) > notifyLimit {
 					t.Fatalf("chunk of %d bytes, limit %d", len(c), notifyLimit)
 				}
-				inst, msgs, err := decodeFrame(c, "self")
-				if err != nil || inst != b.cfg.InstanceID {
+				inst, msgs, err := decodeNotification(c, "self")
+				if err != nil || inst != b.instanceID {
 					t.Fatalf("decodeFrame: %q, %v", inst, err)
 				}
 				got = append(got, msgs...)
@@ -309,13 +312,13 @@ func TestDecodeFrameMalformed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, msgs, err := decodeFrame(tt.in, "self"); err == nil {
+			if _, msgs, err := decodeNotification(tt.in, "self"); err == nil {
 				t.Fatalf("decodeFrame(%q) = %v, want an error", tt.in, msgs)
 			}
 		})
 	}
 	// A frame from self is recognized before its messages are decoded.
-	if inst, msgs, err := decodeFrame(enc(1, 4, 's', 'e', 'l', 'f', 1, 1), "self"); err != nil || inst != "self" || msgs != nil {
+	if inst, msgs, err := decodeNotification(enc(1, 4, 's', 'e', 'l', 'f', 1, 1), "self"); err != nil || inst != "self" || msgs != nil {
 		t.Fatalf("own frame: %q %v %v", inst, msgs, err)
 	}
 }
@@ -329,6 +332,15 @@ func TestPostgresMalformedNotification(t *testing.T) {
 	}
 	waitFor(t, func() bool { return b.Stats().Malformed == 1 })
 	expectNone(t, sub, 0)
+}
+
+// decodeNotification decodes a NOTIFY payload: a base64-encoded frame.
+func decodeNotification(s, self string) (instance string, msgs []inMsg, err error) {
+	buf, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return "", nil, errMalformed
+	}
+	return decodeFrame(buf, self)
 }
 
 // waitFor fails the test unless cond becomes true within 2 seconds.
