@@ -254,18 +254,23 @@ func (a *App) webhookBacklog() (int, time.Duration) {
 	return pending, oldest
 }
 
-// connectBus joins the instances' message bus: PostgreSQL LISTEN/NOTIFY when the store
-// is PostgreSQL, in-process otherwise. Key cache invalidations travel on it, so a
-// revocation on one instance holds on every instance.
+// connectBus joins the instances' message bus: with a PostgreSQL store, Redis pub/sub
+// when Redis is configured and LISTEN/NOTIFY otherwise; in-process with SQLite (one
+// instance). Key cache invalidations travel on it, so a revocation on one instance
+// holds on every instance.
 func (a *App) connectBus(ctx context.Context) error {
-	if a.Store.Dialect == "postgres" {
-		bus, err := pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
-		if err != nil {
-			return fmt.Errorf("message bus: %w", err)
-		}
-		a.Bus = bus
-	} else {
+	var err error
+	switch {
+	case a.Store.Dialect != "postgres":
 		a.Bus = pubsub.NewLocal()
+	case a.redis != nil:
+		a.Bus, err = pubsub.NewRedis(ctx, a.redis, pubsub.RedisConfig{})
+	default:
+		a.Bus, err = pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
+	}
+	if err != nil {
+		a.Bus = nil
+		return fmt.Errorf("message bus: %w", err)
 	}
 	a.invalidations = a.Bus.Subscribe(topicInvalidate, 4096)
 	a.planChanges = a.Bus.Subscribe(topicPlansChanged, 16)
@@ -439,11 +444,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if err := a.Bus.Close(); err != nil { // before Redis: it may carry the bus
+		slog.Warn("message bus close", "err", err)
+	}
 	if a.redis != nil {
 		_ = a.redis.Close()
-	}
-	if err := a.Bus.Close(); err != nil {
-		slog.Warn("message bus close", "err", err)
 	}
 	if err := a.Tracing.Shutdown(ctx); err != nil {
 		slog.Warn("trace export at shutdown", "err", err)
