@@ -235,6 +235,9 @@ func (a *App) registerMetrics() {
 	m.Gauge("latchkey_websocket_connections", "Open GraphQL WebSocket connections.", func() float64 { return float64(a.Conns.Len()) })
 	m.Counter("latchkey_bus_published_total", "Messages published on the instance bus.", func() float64 { return float64(a.Bus.Stats().Published) })
 	m.Counter("latchkey_bus_dropped_total", "Bus messages dropped for slow subscribers.", func() float64 { return float64(a.Bus.Stats().Dropped) })
+	m.Counter("latchkey_bus_sent_total", "Frames (NOTIFYs or PUBLISHes, each a batch of messages) sent to other instances.", func() float64 { return float64(a.Bus.Stats().Notifications) })
+	m.Counter("latchkey_live_events_suppressed_total", "Usage events not sent to other instances because no instance watched their tenant.", func() float64 { return float64(a.Live.WatchStats().Suppressed) })
+	m.Counter("latchkey_live_events_replayed_total", "Suppressed usage events sent later, to a watch that had just started on another instance.", func() float64 { return float64(a.Live.WatchStats().Replayed) })
 	m.Gauge("latchkey_webhook_queue_oldest_seconds", "Age of the oldest due, undelivered webhook delivery.", func() float64 {
 		_, oldest := a.webhookBacklog()
 		return oldest.Seconds()
