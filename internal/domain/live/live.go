@@ -1,7 +1,9 @@
 // Package live streams usage as it happens: every recorded usage event is published
 // on the bus (pubsub) under its tenant's topic, and GraphQL subscriptions read from
-// it — events one by one (Events) or as rolling aggregates (Stats). With the
-// PostgreSQL bus, a dashboard on one instance sees requests served by every instance.
+// it — events one by one (Events) or as rolling aggregates (Stats). With a shared bus
+// (Redis or PostgreSQL), a dashboard on one instance sees requests served by every
+// instance; events are sent across instances only for tenants that some instance
+// watches (the watch registry, watch.go).
 //
 // Streams are bounded: a slow subscriber never blocks publishers or other subscribers;
 // what it cannot take is dropped and reported in the next message's droppedEvents.
