@@ -194,7 +194,11 @@ func redisEnv(t *testing.T, newClient func(t *testing.T) redis.UniversalClient) 
 			return b, func() { killPubSubConns(t, own, channel) }
 		},
 		inject: func(t *testing.T, raw string) {
-			if err := client.Publish(context.Background(), channel, raw).Err(); err != nil {
+			publish := client.Publish
+			if _, sharded := client.(*redis.ClusterClient); sharded {
+				publish = client.SPublish
+			}
+			if err := publish(context.Background(), channel, raw).Err(); err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -203,7 +207,7 @@ func redisEnv(t *testing.T, newClient func(t *testing.T) redis.UniversalClient) 
 }
 
 // killPubSubConns kills the connections of client (by its ClientName) that are
-// subscribed to channel, on every node.
+// subscribed to channel (classic or sharded), on every node.
 func killPubSubConns(t *testing.T, client redis.UniversalClient, channel string) {
 	t.Helper()
 	ctx := context.Background()
@@ -235,7 +239,8 @@ func killPubSubConns(t *testing.T, client redis.UniversalClient, channel string)
 				k, v, _ := strings.Cut(kv, "=")
 				f[k] = v
 			}
-			if f["name"] != name || f["sub"] == "0" || f["sub"] == "" {
+			subscribed := (f["sub"] != "" && f["sub"] != "0") || (f["ssub"] != "" && f["ssub"] != "0")
+			if f["name"] != name || !subscribed {
 				continue
 			}
 			if err := n.Do(ctx, "CLIENT", "KILL", "ID", f["id"]).Err(); err != nil {

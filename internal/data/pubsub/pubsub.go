@@ -6,9 +6,9 @@
 //
 //   - [NewLocal]: in-process only, for SQLite (single-instance) deployments.
 //   - [NewRedis]: local subscribers are served in-process as with NewLocal, and
-//     messages are also carried to every other instance on the same Redis (or Redis
-//     Cluster) with classic pub/sub on one channel. The server uses it whenever Redis
-//     is configured.
+//     messages are also carried to every other instance on the same Redis (classic
+//     pub/sub) or Redis Cluster (sharded pub/sub) on one channel. The server uses it
+//     whenever Redis is configured.
 //   - [NewPostgres]: the same, carried with PostgreSQL LISTEN/NOTIFY
 //     (github.com/lib/pq's pq.Listener), for PostgreSQL deployments without Redis.
 //     A NOTIFY payload is limited to 8000 bytes of text, so a message larger than

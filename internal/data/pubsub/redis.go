@@ -79,10 +79,13 @@ func (c *RedisConfig) setDefaults() error {
 
 // NewRedis returns a bus whose local subscribers are served in-process and whose
 // messages reach every other instance subscribed to the same channel of client's
-// Redis, through classic pub/sub (PUBLISH and SUBSCRIBE on one channel). client may
-// be a *redis.Client or a *redis.ClusterClient (a cluster relays classic pub/sub
-// messages to every node; at one batched message per tick and instance that costs
-// little). The bus does not close client: close the bus first.
+// Redis. With a *redis.ClusterClient it uses sharded pub/sub (SPUBLISH and
+// SSUBSCRIBE, Redis 7+): every message of the channel goes through the master of the
+// channel's slot, which keeps one instance's messages in order (a classic PUBLISH
+// would go to any node and be relayed over the cluster bus, in no particular order)
+// and keeps them off the other shards. With any other client (a *redis.Client, a
+// *redis.Ring) it uses classic pub/sub (PUBLISH and SUBSCRIBE), which any Redis
+// version has. The bus does not close client: close the bus first.
 //
 // ctx bounds only the start: NewRedis returns an error when the subscription cannot
 // be established (Redis unreachable, authentication refused) before ctx ends, or for
@@ -108,10 +111,17 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, cfg RedisConfig
 	b.out = newOutbox(&b.stats, cfg.InstanceID, cfg.Tick, cfg.QueueSize, cfg.MaxPayload, maxFrame, redisFramesPerSend, b.publish)
 	b.out.sendTimeout, b.out.closeTimeout = redisSendTimeout, redisCloseTimeout
 
-	b.ps = client.Subscribe(ctx)
-	if err := b.ps.Subscribe(ctx, cfg.Channel); err != nil {
+	var err error
+	if _, b.sharded = client.(*redis.ClusterClient); b.sharded {
+		b.ps = client.SSubscribe(ctx)
+		err = b.ps.SSubscribe(ctx, cfg.Channel)
+	} else {
+		b.ps = client.Subscribe(ctx)
+		err = b.ps.Subscribe(ctx, cfg.Channel)
+	}
+	if err != nil {
 		_ = b.ps.Close()
-		return nil, fmt.Errorf("pubsub: NewRedis: SUBSCRIBE %s: %w", cfg.Channel, err)
+		return nil, fmt.Errorf("pubsub: NewRedis: subscribe to %s: %w", cfg.Channel, err)
 	}
 	msgs := b.ps.ChannelWithSubscriptions(
 		redis.WithChannelSize(redisChannelBuffer),
@@ -124,19 +134,20 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, cfg RedisConfig
 		b.closing.Store(true)
 		_ = b.ps.Close()
 		<-b.dispatchDone
-		return nil, fmt.Errorf("pubsub: NewRedis: SUBSCRIBE %s: no confirmation: %w", cfg.Channel, ctx.Err())
+		return nil, fmt.Errorf("pubsub: NewRedis: subscribe to %s: no confirmation: %w", cfg.Channel, ctx.Err())
 	}
 	go b.out.run()
 	return b, nil
 }
 
 type redisBus struct {
-	cfg    RedisConfig
-	client redis.UniversalClient
-	ps     *redis.PubSub
-	stats  counters
-	hub    *hub
-	out    *outbox
+	cfg     RedisConfig
+	client  redis.UniversalClient
+	sharded bool // SPUBLISH/SSUBSCRIBE rather than PUBLISH/SUBSCRIBE
+	ps      *redis.PubSub
+	stats   counters
+	hub     *hub
+	out     *outbox
 
 	closeOnce sync.Once
 	closeErr  error
@@ -158,15 +169,21 @@ func (b *redisBus) Publish(topic string, payload []byte) {
 	b.out.enqueue(topic, payload)
 }
 
-// publish sends frames as PUBLISHes in one pipeline. A failed pipeline is sent again
-// whole, so other instances may get some of its frames twice.
+// publish sends frames as (S)PUBLISHes in one pipeline. A failed pipeline is sent
+// again whole, so other instances may get some of its frames twice.
 func (b *redisBus) publish(ctx context.Context, frames [][]byte) error {
+	pub := func(c redis.Cmdable, f []byte) *redis.IntCmd {
+		if b.sharded {
+			return c.SPublish(ctx, b.cfg.Channel, f)
+		}
+		return c.Publish(ctx, b.cfg.Channel, f)
+	}
 	if len(frames) == 1 {
-		return b.client.Publish(ctx, b.cfg.Channel, frames[0]).Err()
+		return pub(b.client, frames[0]).Err()
 	}
 	_, err := b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, f := range frames {
-			p.Publish(ctx, b.cfg.Channel, f)
+			pub(p, f)
 		}
 		return nil
 	})
@@ -208,7 +225,7 @@ func (b *redisBus) dispatch(msgs <-chan any) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *redis.Subscription:
-			if m.Kind != "subscribe" || m.Channel != b.cfg.Channel {
+			if (m.Kind != "subscribe" && m.Kind != "ssubscribe") || m.Channel != b.cfg.Channel {
 				continue
 			}
 			if !confirmed {
