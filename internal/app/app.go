@@ -236,6 +236,9 @@ func (a *App) registerMetrics() {
 	m.Gauge("latchkey_websocket_connections", "Open GraphQL WebSocket connections.", func() float64 { return float64(a.Conns.Len()) })
 	m.Counter("latchkey_bus_published_total", "Messages published on the instance bus.", func() float64 { return float64(a.Bus.Stats().Published) })
 	m.Counter("latchkey_bus_dropped_total", "Bus messages dropped for slow subscribers.", func() float64 { return float64(a.Bus.Stats().Dropped) })
+	m.Counter("latchkey_bus_sent_total", "Frames (NOTIFYs or PUBLISHes, each a batch of messages) sent to other instances.", func() float64 { return float64(a.Bus.Stats().Notifications) })
+	m.Counter("latchkey_live_events_suppressed_total", "Usage events not sent to other instances because no instance watched their tenant.", func() float64 { return float64(a.Live.WatchStats().Suppressed) })
+	m.Counter("latchkey_live_events_replayed_total", "Suppressed usage events sent later, to a watch that had just started on another instance.", func() float64 { return float64(a.Live.WatchStats().Replayed) })
 	m.Gauge("latchkey_webhook_queue_oldest_seconds", "Age of the oldest due, undelivered webhook delivery.", func() float64 {
 		_, oldest := a.webhookBacklog()
 		return oldest.Seconds()
@@ -255,18 +258,23 @@ func (a *App) webhookBacklog() (int, time.Duration) {
 	return pending, oldest
 }
 
-// connectBus joins the instances' message bus: PostgreSQL LISTEN/NOTIFY when the store
-// is PostgreSQL, in-process otherwise. Key cache invalidations travel on it, so a
-// revocation on one instance holds on every instance.
+// connectBus joins the instances' message bus: with a PostgreSQL store, Redis pub/sub
+// when Redis is configured and LISTEN/NOTIFY otherwise; in-process with SQLite (one
+// instance). Key cache invalidations travel on it, so a revocation on one instance
+// holds on every instance.
 func (a *App) connectBus(ctx context.Context) error {
-	if a.Store.Dialect == "postgres" {
-		bus, err := pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
-		if err != nil {
-			return fmt.Errorf("message bus: %w", err)
-		}
-		a.Bus = bus
-	} else {
+	var err error
+	switch {
+	case a.Store.Dialect != "postgres":
 		a.Bus = pubsub.NewLocal()
+	case a.redis != nil:
+		a.Bus, err = pubsub.NewRedis(ctx, a.redis, pubsub.RedisConfig{})
+	default:
+		a.Bus, err = pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
+	}
+	if err != nil {
+		a.Bus = nil
+		return fmt.Errorf("message bus: %w", err)
 	}
 	a.invalidations = a.Bus.Subscribe(topicInvalidate, 4096)
 	a.planChanges = a.Bus.Subscribe(topicPlansChanged, 16)
@@ -469,11 +477,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if err := a.Bus.Close(); err != nil { // before Redis: it may carry the bus
+		slog.Warn("message bus close", "err", err)
+	}
 	if a.redis != nil {
 		_ = a.redis.Close()
-	}
-	if err := a.Bus.Close(); err != nil {
-		slog.Warn("message bus close", "err", err)
 	}
 	if err := a.Tracing.Shutdown(ctx); err != nil {
 		slog.Warn("trace export at shutdown", "err", err)
