@@ -1,5 +1,6 @@
 # Latchkey developer commands. `make run` and `make test` are all a new machine needs
-# (make test also needs PostgreSQL and Redis on 127.0.0.1 and Chromium, see README;
+# (make test also needs PostgreSQL, Redis and a Redis Cluster on 127.0.0.1 and
+# Chromium, see README; `make redis-cluster` starts the cluster;
 # the browser tests save screenshots of failures under test-output/).
 GO        ?= go
 PKGS      := ./...
@@ -7,7 +8,7 @@ FUZZTIME  ?= 20s
 LOADFLAGS ?=
 SCALEFLAGS ?=
 
-.PHONY: run build test test-short generate check-generate lint bench fuzz migration load bench-scale
+.PHONY: run build test test-short generate check-generate lint bench fuzz migration load redis-cluster bench-scale
 
 run: ## Build (with progress: the first build takes minutes) and serve on :8080 with an embedded SQLite file (latchkey.db), text logs
 	@GO=$(GO) ./scripts/build.sh
@@ -20,6 +21,9 @@ test: ## Every test, with the race detector, on SQLite and PostgreSQL and in Chr
 	@mkdir -p test-output
 	$(GO) test -race -count=1 -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
 	$(GO) test -count=1 -run 'Memory' ./internal/transport/wsgorilla/
+
+redis-cluster: ## Start the test Redis Cluster (three masters on 127.0.0.1:7000-7002) unless one answers there
+	./scripts/redis-cluster.sh start
 
 generate: ## Regenerate ent, entgql and gqlgen code
 	cd ent && $(GO) run -mod=mod entc.go

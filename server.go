@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -30,6 +31,12 @@ func main() { os.Exit(run()) }
 // run serves until SIGINT or SIGTERM and returns the exit code: 2 for a configuration
 // error, 1 for a failure to start or serve.
 func run() int {
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small (caches, the usage queue), so the default target of
+		// 100 % ran a collection every few thousand requests: 400 % halves the CPU the
+		// collector takes for tens of MB more memory (see README, Performance).
+		debug.SetGCPercent(400)
+	}
 	cfg, err := config.FromEnv()
 	if err != nil {
 		slog.Error("configuration", "err", err)

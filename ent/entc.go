@@ -5,12 +5,15 @@
 package main
 
 import (
+	"fmt"
 	"log"
 	"os"
+	"strings"
 
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent/entc"
 	"entgo.io/ent/entc/gen"
+	"github.com/vektah/gqlparser/v2/ast"
 )
 
 func main() {
@@ -23,6 +26,7 @@ func main() {
 		entgql.WithConfigPath("gqlgen.yml"),
 		entgql.WithWhereInputs(true),
 		entgql.WithRelaySpec(true),
+		entgql.WithSchemaHook(pruneLogFilters),
 	)
 	if err != nil {
 		log.Fatalf("entgql: %v", err)
@@ -45,4 +49,39 @@ func main() {
 	if err != nil {
 		log.Fatalf("entc: %v", err)
 	}
+}
+
+// costlyLogFilters are the operators that the request log's where input does not offer:
+// on the largest table, substring, suffix and case-folding matches cannot use an index
+// and make every call scan a tenant's whole retention; range comparisons of strings
+// serve no question a user of the log asks.
+var costlyLogFilters = []string{"Contains", "ContainsFold", "EqualFold", "HasSuffix", "GT", "GTE", "LT", "LTE"}
+
+// pruneLogFilters removes costlyLogFilters on the text fields (strings, ids, the outcome) of UsageLogWhereInput
+// (ranges of numbers, times and the log's id stay). It returns an error when the input type is missing.
+func pruneLogFilters(_ *gen.Graph, s *ast.Schema) error {
+	in := s.Types["UsageLogWhereInput"]
+	if in == nil {
+		return fmt.Errorf("UsageLogWhereInput is not in the schema")
+	}
+	kept := in.Fields[:0]
+	for _, f := range in.Fields {
+		if !costly(f) {
+			kept = append(kept, f)
+		}
+	}
+	in.Fields = kept
+	return nil
+}
+
+func costly(f *ast.FieldDefinition) bool {
+	if t := f.Type.Name(); t == "Int" || t == "Time" || strings.HasPrefix(f.Name, "id") {
+		return false // numbers, times and the log's own id keep their ranges
+	}
+	for _, op := range costlyLogFilters {
+		if strings.HasSuffix(f.Name, op) {
+			return true
+		}
+	}
+	return false
 }

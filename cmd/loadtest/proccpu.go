@@ -37,3 +37,39 @@ func processCPU(pid int) (time.Duration, error) {
 	}
 	return time.Duration(utime+stime) * time.Second / userHZ, nil
 }
+
+// backingCPU returns the CPU time used so far by the processes of the stores Latchkey
+// talks to on this machine: every PostgreSQL process and the Redis server listening on
+// port 6379 (not the cluster's). ok is false where there is no /proc. The harness reads
+// it before and after a round; other users of those servers at the same time are
+// counted too, so it is an upper bound.
+func backingCPU() (total time.Duration, ok bool) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, false
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			continue
+		}
+		switch strings.TrimSpace(string(comm)) {
+		case "postgres":
+		case "redis-server":
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if !strings.Contains(string(cmdline), ":6379") {
+				continue
+			}
+		default:
+			continue
+		}
+		if cpu, err := processCPU(pid); err == nil {
+			total += cpu
+		}
+	}
+	return total, true
+}

@@ -219,18 +219,22 @@ var pairNames = map[string]string{
 func writeCompareTable(w io.Writer, o options, machine string, took time.Duration, cmps []comparison) {
 	fmt.Fprintf(w, "\nSide by side: %d alternating rounds of %s per side (after a warm-up), %d connections, medians; %s; phase took %s.\n\n",
 		o.CompareRounds, o.CompareDuration, o.CompareConns, machine, took.Round(time.Second))
-	fmt.Fprintln(w, "| setup | Latchkey vs stub | stub req/s | Latchkey req/s | ratio | target | stub p50 / p99 | Latchkey p50 / p99 | rounds req/s (stub · Latchkey) | CPU per request (stub · Latchkey) |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| setup | Latchkey vs stub | stub req/s | Latchkey req/s | ratio | target | stub p50 / p99 | Latchkey p50 / p99 | rounds req/s (stub · Latchkey) | CPU per request (stub · Latchkey) | PostgreSQL + Redis CPU per Latchkey request |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cmps {
 		sRPS, sP50, sP99 := medians(c.Stub)
 		lRPS, lP50, lP99 := medians(c.Latchkey)
-		fmt.Fprintf(w, "| %s | %s | %s | %s | **%.2f×** | %s | %s / %s | %s / %s | %s · %s | %s · %s |\n",
+		back := "–"
+		if c.Setup != setupSQLite {
+			back = us(median(c.Latchkey, roundResult.BackingPerRequest))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | **%.2f×** | %s | %s / %s | %s / %s | %s · %s | %s · %s | %s |\n",
 			setupNames[c.Setup], pairNames[c.Mode], grouped(sRPS), grouped(lRPS), c.Ratio(), cell(goalText(c)),
 			ms(sP50), ms(sP99), ms(lP50), ms(lP99), roundRates(c.Stub), roundRates(c.Latchkey),
-			us(median(c.Stub, roundResult.CPUPerRequest)), us(median(c.Latchkey, roundResult.CPUPerRequest)))
+			us(median(c.Stub, roundResult.CPUPerRequest)), us(median(c.Latchkey, roundResult.CPUPerRequest)), back)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "CPU per request: the answering process's CPU time (/proc) over its answers, median of the rounds; the harness, PostgreSQL and Redis are not in it.")
+	fmt.Fprintln(w, "CPU per request: the answering process's CPU time (/proc) over its answers, median of the rounds; the harness, PostgreSQL and Redis are not in it. PostgreSQL + Redis: the CPU of every postgres process and of the Redis server on port 6379 over the Latchkey rounds, per answer (an upper bound: other users of those servers count too).")
 	for _, c := range cmps {
 		if c.Profile != "" {
 			fmt.Fprintf(w, "- CPU profile of Latchkey, %s %s (an extra round, not counted): %s (`go tool pprof -top -cum %s`)\n", setupNames[c.Setup], c.Mode, c.Profile, c.Profile)

@@ -32,6 +32,17 @@ type roundResult struct {
 	FirstErr string
 	Latency  summary       // of answered requests
 	CPU      time.Duration // CPU time of the answering process during the round (0: unknown)
+	// Backing is the CPU time PostgreSQL and Redis used during the round (see
+	// backingCPU; 0: unknown or not measured).
+	Backing time.Duration
+}
+
+// BackingPerRequest is PostgreSQL's and Redis's CPU time per answered request (0: unknown).
+func (r roundResult) BackingPerRequest() time.Duration {
+	if r.Backing <= 0 || r.Requests == 0 {
+		return 0
+	}
+	return r.Backing / time.Duration(r.Requests)
 }
 
 // CPUPerRequest is the answering process's CPU time per answered request (0: unknown).
@@ -59,6 +70,7 @@ func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResu
 	}
 	tallies := make([]tally, conns)
 	cpu0, cpuErr := processCPU(t.pid)
+	back0, backOK := backingCPU()
 	l := closedLoop(ctx, conns, d, func(ctx context.Context, _ int) (int, []byte, error) { return t.send(ctx) },
 		func(w, status int, body []byte) {
 			if status != http.StatusOK || !bytes.Contains(body, t.want) {
@@ -70,6 +82,9 @@ func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResu
 	res := roundResult{Elapsed: l.Elapsed, Requests: l.Requests, Errors: l.Errors, FirstErr: l.FirstErr, Latency: l.Latency}
 	if cpu1, err := processCPU(t.pid); t.pid > 0 && cpuErr == nil && err == nil {
 		res.CPU = cpu1 - cpu0
+	}
+	if back1, ok := backingCPU(); backOK && ok {
+		res.Backing = back1 - back0
 	}
 	for _, t := range tallies {
 		res.Bad += t.bad

@@ -3433,8 +3433,20 @@ func (ec *executionContext) _Query_usageLogs(ctx context.Context, field graphql.
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, scopes, admin)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				cost, err := ec.unmarshalOInt2ᚖint(ctx, 10)
+				if err != nil {
+					var zeroVal *ent.UsageLogConnection
+					return zeroVal, err
+				}
+				if ec.Directives.RateLimit == nil {
+					var zeroVal *ent.UsageLogConnection
+					return zeroVal, errors.New("directive rateLimit is not implemented")
+				}
+				return ec.Directives.RateLimit(ctx, nil, directive1, cost)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.UsageLogConnection) graphql.Marshaler {
@@ -10503,7 +10515,7 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "tenantID", "tenantIDNEQ", "tenantIDIn", "tenantIDNotIn", "tenantIDGT", "tenantIDGTE", "tenantIDLT", "tenantIDLTE", "tenantIDContains", "tenantIDHasPrefix", "tenantIDHasSuffix", "tenantIDEqualFold", "tenantIDContainsFold", "apiKeyID", "apiKeyIDNEQ", "apiKeyIDIn", "apiKeyIDNotIn", "apiKeyIDGT", "apiKeyIDGTE", "apiKeyIDLT", "apiKeyIDLTE", "apiKeyIDContains", "apiKeyIDHasPrefix", "apiKeyIDHasSuffix", "apiKeyIDEqualFold", "apiKeyIDContainsFold", "ownerID", "ownerIDNEQ", "ownerIDIn", "ownerIDNotIn", "ownerIDGT", "ownerIDGTE", "ownerIDLT", "ownerIDLTE", "ownerIDContains", "ownerIDHasPrefix", "ownerIDHasSuffix", "ownerIDIsNil", "ownerIDNotNil", "ownerIDEqualFold", "ownerIDContainsFold", "operationName", "operationNameNEQ", "operationNameIn", "operationNameNotIn", "operationNameGT", "operationNameGTE", "operationNameLT", "operationNameLTE", "operationNameContains", "operationNameHasPrefix", "operationNameHasSuffix", "operationNameEqualFold", "operationNameContainsFold", "operationType", "operationTypeNEQ", "operationTypeIn", "operationTypeNotIn", "operationTypeGT", "operationTypeGTE", "operationTypeLT", "operationTypeLTE", "operationTypeContains", "operationTypeHasPrefix", "operationTypeHasSuffix", "operationTypeEqualFold", "operationTypeContainsFold", "outcome", "outcomeNEQ", "outcomeIn", "outcomeNotIn", "outcomeGT", "outcomeGTE", "outcomeLT", "outcomeLTE", "outcomeContains", "outcomeHasPrefix", "outcomeHasSuffix", "outcomeEqualFold", "outcomeContainsFold", "latencyMs", "latencyMsNEQ", "latencyMsIn", "latencyMsNotIn", "latencyMsGT", "latencyMsGTE", "latencyMsLT", "latencyMsLTE", "ip", "ipNEQ", "ipIn", "ipNotIn", "ipGT", "ipGTE", "ipLT", "ipLTE", "ipContains", "ipHasPrefix", "ipHasSuffix", "ipEqualFold", "ipContainsFold", "at", "atNEQ", "atIn", "atNotIn", "atGT", "atGTE", "atLT", "atLTE"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "tenantID", "tenantIDNEQ", "tenantIDIn", "tenantIDNotIn", "tenantIDHasPrefix", "apiKeyID", "apiKeyIDNEQ", "apiKeyIDIn", "apiKeyIDNotIn", "apiKeyIDHasPrefix", "ownerID", "ownerIDNEQ", "ownerIDIn", "ownerIDNotIn", "ownerIDHasPrefix", "ownerIDIsNil", "ownerIDNotNil", "operationName", "operationNameNEQ", "operationNameIn", "operationNameNotIn", "operationNameHasPrefix", "operationType", "operationTypeNEQ", "operationTypeIn", "operationTypeNotIn", "operationTypeHasPrefix", "outcome", "outcomeNEQ", "outcomeIn", "outcomeNotIn", "outcomeHasPrefix", "latencyMs", "latencyMsNEQ", "latencyMsIn", "latencyMsNotIn", "latencyMsGT", "latencyMsGTE", "latencyMsLT", "latencyMsLTE", "ip", "ipNEQ", "ipIn", "ipNotIn", "ipHasPrefix", "at", "atNEQ", "atIn", "atNotIn", "atGT", "atGTE", "atLT", "atLTE"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -10615,41 +10627,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.TenantIDNotIn = data
-		case "tenantIDGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDGT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDGT = data
-		case "tenantIDGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDGTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDGTE = data
-		case "tenantIDLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDLT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDLT = data
-		case "tenantIDLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDLTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDLTE = data
-		case "tenantIDContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDContains"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDContains = data
 		case "tenantIDHasPrefix":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDHasPrefix"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -10657,27 +10634,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.TenantIDHasPrefix = data
-		case "tenantIDHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDHasSuffix"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDHasSuffix = data
-		case "tenantIDEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDEqualFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDEqualFold = data
-		case "tenantIDContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tenantIDContainsFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TenantIDContainsFold = data
 		case "apiKeyID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -10706,41 +10662,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.APIKeyIDNotIn = data
-		case "apiKeyIDGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDGT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDGT = data
-		case "apiKeyIDGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDGTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDGTE = data
-		case "apiKeyIDLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDLT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDLT = data
-		case "apiKeyIDLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDLTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDLTE = data
-		case "apiKeyIDContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDContains"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDContains = data
 		case "apiKeyIDHasPrefix":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDHasPrefix"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -10748,27 +10669,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.APIKeyIDHasPrefix = data
-		case "apiKeyIDHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDHasSuffix"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDHasSuffix = data
-		case "apiKeyIDEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDEqualFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDEqualFold = data
-		case "apiKeyIDContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiKeyIDContainsFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIKeyIDContainsFold = data
 		case "ownerID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerID"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -10797,41 +10697,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OwnerIDNotIn = data
-		case "ownerIDGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDGT = data
-		case "ownerIDGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDGTE = data
-		case "ownerIDLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDLT = data
-		case "ownerIDLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDLTE = data
-		case "ownerIDContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDContains = data
 		case "ownerIDHasPrefix":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDHasPrefix"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -10839,13 +10704,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OwnerIDHasPrefix = data
-		case "ownerIDHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDHasSuffix = data
 		case "ownerIDIsNil":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDIsNil"))
 			data, err := ec.unmarshalOBoolean2bool(ctx, v)
@@ -10860,20 +10718,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OwnerIDNotNil = data
-		case "ownerIDEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDEqualFold = data
-		case "ownerIDContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ownerIDContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OwnerIDContainsFold = data
 		case "operationName":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationName"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -10902,41 +10746,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OperationNameNotIn = data
-		case "operationNameGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameGT = data
-		case "operationNameGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameGTE = data
-		case "operationNameLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameLT = data
-		case "operationNameLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameLTE = data
-		case "operationNameContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameContains = data
 		case "operationNameHasPrefix":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameHasPrefix"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -10944,27 +10753,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OperationNameHasPrefix = data
-		case "operationNameHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameHasSuffix = data
-		case "operationNameEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameEqualFold = data
-		case "operationNameContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationNameContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationNameContainsFold = data
 		case "operationType":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationType"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -10993,41 +10781,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OperationTypeNotIn = data
-		case "operationTypeGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeGT = data
-		case "operationTypeGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeGTE = data
-		case "operationTypeLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeLT = data
-		case "operationTypeLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeLTE = data
-		case "operationTypeContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeContains = data
 		case "operationTypeHasPrefix":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeHasPrefix"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -11035,27 +10788,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OperationTypeHasPrefix = data
-		case "operationTypeHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeHasSuffix = data
-		case "operationTypeEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeEqualFold = data
-		case "operationTypeContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("operationTypeContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OperationTypeContainsFold = data
 		case "outcome":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcome"))
 			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
@@ -11084,41 +10816,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OutcomeNotIn = data
-		case "outcomeGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeGT"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeGT = data
-		case "outcomeGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeGTE"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeGTE = data
-		case "outcomeLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeLT"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeLT = data
-		case "outcomeLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeLTE"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeLTE = data
-		case "outcomeContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeContains"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeContains = data
 		case "outcomeHasPrefix":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeHasPrefix"))
 			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
@@ -11126,27 +10823,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.OutcomeHasPrefix = data
-		case "outcomeHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeHasSuffix"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeHasSuffix = data
-		case "outcomeEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeEqualFold"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeEqualFold = data
-		case "outcomeContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcomeContainsFold"))
-			data, err := ec.unmarshalOUsageOutcome2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.OutcomeContainsFold = data
 		case "latencyMs":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("latencyMs"))
 			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
@@ -11231,41 +10907,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.IPNotIn = data
-		case "ipGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPGT = data
-		case "ipGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPGTE = data
-		case "ipLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPLT = data
-		case "ipLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPLTE = data
-		case "ipContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPContains = data
 		case "ipHasPrefix":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipHasPrefix"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -11273,27 +10914,6 @@ func (ec *executionContext) unmarshalInputUsageLogWhereInput(ctx context.Context
 				return it, err
 			}
 			it.IPHasPrefix = data
-		case "ipHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPHasSuffix = data
-		case "ipEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPEqualFold = data
-		case "ipContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ipContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IPContainsFold = data
 		case "at":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("at"))
 			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)

@@ -3909,15 +3909,7 @@ input UsageLogWhereInput {
   tenantIDNEQ: ID
   tenantIDIn: [ID!]
   tenantIDNotIn: [ID!]
-  tenantIDGT: ID
-  tenantIDGTE: ID
-  tenantIDLT: ID
-  tenantIDLTE: ID
-  tenantIDContains: ID
   tenantIDHasPrefix: ID
-  tenantIDHasSuffix: ID
-  tenantIDEqualFold: ID
-  tenantIDContainsFold: ID
   """
   api_key_id field predicates
   """
@@ -3925,15 +3917,7 @@ input UsageLogWhereInput {
   apiKeyIDNEQ: ID
   apiKeyIDIn: [ID!]
   apiKeyIDNotIn: [ID!]
-  apiKeyIDGT: ID
-  apiKeyIDGTE: ID
-  apiKeyIDLT: ID
-  apiKeyIDLTE: ID
-  apiKeyIDContains: ID
   apiKeyIDHasPrefix: ID
-  apiKeyIDHasSuffix: ID
-  apiKeyIDEqualFold: ID
-  apiKeyIDContainsFold: ID
   """
   owner_id field predicates
   """
@@ -3941,17 +3925,9 @@ input UsageLogWhereInput {
   ownerIDNEQ: String
   ownerIDIn: [String!]
   ownerIDNotIn: [String!]
-  ownerIDGT: String
-  ownerIDGTE: String
-  ownerIDLT: String
-  ownerIDLTE: String
-  ownerIDContains: String
   ownerIDHasPrefix: String
-  ownerIDHasSuffix: String
   ownerIDIsNil: Boolean
   ownerIDNotNil: Boolean
-  ownerIDEqualFold: String
-  ownerIDContainsFold: String
   """
   operation_name field predicates
   """
@@ -3959,15 +3935,7 @@ input UsageLogWhereInput {
   operationNameNEQ: String
   operationNameIn: [String!]
   operationNameNotIn: [String!]
-  operationNameGT: String
-  operationNameGTE: String
-  operationNameLT: String
-  operationNameLTE: String
-  operationNameContains: String
   operationNameHasPrefix: String
-  operationNameHasSuffix: String
-  operationNameEqualFold: String
-  operationNameContainsFold: String
   """
   operation_type field predicates
   """
@@ -3975,15 +3943,7 @@ input UsageLogWhereInput {
   operationTypeNEQ: String
   operationTypeIn: [String!]
   operationTypeNotIn: [String!]
-  operationTypeGT: String
-  operationTypeGTE: String
-  operationTypeLT: String
-  operationTypeLTE: String
-  operationTypeContains: String
   operationTypeHasPrefix: String
-  operationTypeHasSuffix: String
-  operationTypeEqualFold: String
-  operationTypeContainsFold: String
   """
   outcome field predicates
   """
@@ -3991,15 +3951,7 @@ input UsageLogWhereInput {
   outcomeNEQ: UsageOutcome
   outcomeIn: [UsageOutcome!]
   outcomeNotIn: [UsageOutcome!]
-  outcomeGT: UsageOutcome
-  outcomeGTE: UsageOutcome
-  outcomeLT: UsageOutcome
-  outcomeLTE: UsageOutcome
-  outcomeContains: UsageOutcome
   outcomeHasPrefix: UsageOutcome
-  outcomeHasSuffix: UsageOutcome
-  outcomeEqualFold: UsageOutcome
-  outcomeContainsFold: UsageOutcome
   """
   latency_ms field predicates
   """
@@ -4018,15 +3970,7 @@ input UsageLogWhereInput {
   ipNEQ: String
   ipIn: [String!]
   ipNotIn: [String!]
-  ipGT: String
-  ipGTE: String
-  ipLT: String
-  ipLTE: String
-  ipContains: String
   ipHasPrefix: String
-  ipHasSuffix: String
-  ipEqualFold: String
-  ipContainsFold: String
   """
   at field predicates
   """
@@ -5018,9 +4962,10 @@ extend type Query {
   The request log: the stored usage events (one per operation or verification) of the
   viewer's tenant (platform admins: every tenant), newest first unless orderBy says
   otherwise. Filter with where: apiKeyID, ownerID, outcome, operationType,
-  operationName (a verification's tag), ip, and a time range (atGTE, atLT). Rows are
-  kept for USAGE_RETENTION (30 days by default) and appear within USAGE_FLUSH_INTERVAL
-  of the call.
+  operationName (a verification's tag), ip (exact, in a list, or by prefix), latency
+  and a time range (atGTE, atLT); substring and case-folding matches are not offered,
+  since they would scan every stored row. Rows are kept for USAGE_RETENTION (30 days by
+  default) and appear within USAGE_FLUSH_INTERVAL of the call. Costs 10.
   """
   usageLogs(
     after: Cursor
@@ -5029,7 +4974,7 @@ extend type Query {
     last: Int
     orderBy: UsageLogOrder
     where: UsageLogWhereInput
-  ): UsageLogConnection! @auth(scopes: ["usage:read"])
+  ): UsageLogConnection! @auth(scopes: ["usage:read"]) @rateLimit(cost: 10)
 }
 
 "How usage buckets are split besides time."

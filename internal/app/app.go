@@ -59,7 +59,7 @@ type App struct {
 	// Tracing exports spans when the OTEL_* variables ask for it (nil: off).
 	Tracing *tracing.Provider
 
-	redis         *redis.Client
+	redis         redis.UniversalClient    // REDIS_URL's server or REDIS_CLUSTER_URL's cluster (nil: memory)
 	memory        *ratelimit.Memory        // in-memory failure throttle, swept periodically (nil with Redis)
 	memoryChecker *ratelimit.MemoryChecker // in-memory limits, swept periodically (nil with Redis)
 
@@ -198,6 +198,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *App, err erro
 		Verifications:  verifications,
 		Ready:          st.Ping,
 		AllowedOrigins: cfg.AllowedOrigins,
+		AccessLog:      cfg.AccessLog,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		DisableAuth:    opts.DisableAuth,
 		TrustedProxies: trusted,
@@ -235,6 +236,9 @@ func (a *App) registerMetrics() {
 	m.Gauge("latchkey_websocket_connections", "Open GraphQL WebSocket connections.", func() float64 { return float64(a.Conns.Len()) })
 	m.Counter("latchkey_bus_published_total", "Messages published on the instance bus.", func() float64 { return float64(a.Bus.Stats().Published) })
 	m.Counter("latchkey_bus_dropped_total", "Bus messages dropped for slow subscribers.", func() float64 { return float64(a.Bus.Stats().Dropped) })
+	m.Counter("latchkey_bus_sent_total", "Frames (NOTIFYs or PUBLISHes, each a batch of messages) sent to other instances.", func() float64 { return float64(a.Bus.Stats().Notifications) })
+	m.Counter("latchkey_live_events_suppressed_total", "Usage events not sent to other instances because no instance watched their tenant.", func() float64 { return float64(a.Live.WatchStats().Suppressed) })
+	m.Counter("latchkey_live_events_replayed_total", "Suppressed usage events sent later, to a watch that had just started on another instance.", func() float64 { return float64(a.Live.WatchStats().Replayed) })
 	m.Gauge("latchkey_webhook_queue_oldest_seconds", "Age of the oldest due, undelivered webhook delivery.", func() float64 {
 		_, oldest := a.webhookBacklog()
 		return oldest.Seconds()
@@ -254,18 +258,23 @@ func (a *App) webhookBacklog() (int, time.Duration) {
 	return pending, oldest
 }
 
-// connectBus joins the instances' message bus: PostgreSQL LISTEN/NOTIFY when the store
-// is PostgreSQL, in-process otherwise. Key cache invalidations travel on it, so a
-// revocation on one instance holds on every instance.
+// connectBus joins the instances' message bus: with a PostgreSQL store, Redis pub/sub
+// when Redis is configured and LISTEN/NOTIFY otherwise; in-process with SQLite (one
+// instance). Key cache invalidations travel on it, so a revocation on one instance
+// holds on every instance.
 func (a *App) connectBus(ctx context.Context) error {
-	if a.Store.Dialect == "postgres" {
-		bus, err := pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
-		if err != nil {
-			return fmt.Errorf("message bus: %w", err)
-		}
-		a.Bus = bus
-	} else {
+	var err error
+	switch {
+	case a.Store.Dialect != "postgres":
 		a.Bus = pubsub.NewLocal()
+	case a.redis != nil:
+		a.Bus, err = pubsub.NewRedis(ctx, a.redis, pubsub.RedisConfig{})
+	default:
+		a.Bus, err = pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
+	}
+	if err != nil {
+		a.Bus = nil
+		return fmt.Errorf("message bus: %w", err)
 	}
 	a.invalidations = a.Bus.Subscribe(topicInvalidate, 4096)
 	a.planChanges = a.Bus.Subscribe(topicPlansChanged, 16)
@@ -321,31 +330,60 @@ func (a *App) wakeWebhooks() {
 }
 
 // limiters builds the failed-credential throttle and the limit store: in Redis when
-// REDIS_URL is set (shared by every instance), in memory otherwise. Either way a quota
-// or credit counter that is missing (after a restart of this process, or of a Redis
-// without persistence) is seeded from the database before it counts.
+// REDIS_URL or REDIS_CLUSTER_URL is set (shared by every instance), in memory otherwise.
+// Either way a quota or credit counter that is missing (after a restart of this
+// process, or of a Redis without persistence) is seeded from the database before it
+// counts. In a Redis Cluster every script call names keys of one slot: a check's
+// counters carry its tenant as their hash tag (see ratelimit.RedisChecker), and the
+// throttle's scripts name one key each.
 func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Checker, error) {
 	seed := admission.Seeder(a.Store.Client)
-	if cfg.RedisURL == "" {
+	client, err := redisClient(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if client == nil {
 		a.memory = ratelimit.NewMemory(nil)
 		a.memoryChecker = ratelimit.NewMemoryChecker(nil, seed)
 		return a.memory, a.memoryChecker, nil
 	}
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	opt.DialTimeout = 2 * time.Second
-	opt.ReadTimeout = time.Second
-	opt.WriteTimeout = time.Second
-	opt.MaxRetries = 1
-	a.redis = redis.NewClient(opt)
+	a.redis = client
 	checker, err := ratelimit.NewRedisChecker(a.redis, "lk:c:", seed)
 	if err != nil {
 		return nil, nil, err
 	}
 	// The admission service decides what an unreachable Redis means (RATE_LIMIT_FAIL_OPEN).
 	return &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:")}, checker, nil
+}
+
+// redisClient connects to REDIS_URL's server or REDIS_CLUSTER_URL's cluster (nil, nil
+// when neither is set). It returns an error when both are set or a URL is invalid.
+// Connections are made lazily: an unreachable Redis shows in the first check.
+func redisClient(cfg config.Config) (redis.UniversalClient, error) {
+	const (
+		dialTimeout = 2 * time.Second
+		ioTimeout   = time.Second
+		maxRetries  = 1
+	)
+	switch {
+	case cfg.RedisURL != "" && cfg.RedisClusterURL != "":
+		return nil, errors.New("REDIS_URL and REDIS_CLUSTER_URL are both set; set one")
+	case cfg.RedisClusterURL != "":
+		opt, err := redis.ParseClusterURL(cfg.RedisClusterURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_CLUSTER_URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dialTimeout, ioTimeout, ioTimeout, maxRetries
+		return redis.NewClusterClient(opt), nil
+	case cfg.RedisURL != "":
+		opt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dialTimeout, ioTimeout, ioTimeout, maxRetries
+		return redis.NewClient(opt), nil
+	}
+	return nil, nil
 }
 
 // ledger is the credit ledger of the key manager: the limit store's balances (nil
@@ -439,11 +477,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if err := a.Bus.Close(); err != nil { // before Redis: it may carry the bus
+		slog.Warn("message bus close", "err", err)
+	}
 	if a.redis != nil {
 		_ = a.redis.Close()
-	}
-	if err := a.Bus.Close(); err != nil {
-		slog.Warn("message bus close", "err", err)
 	}
 	if err := a.Tracing.Shutdown(ctx); err != nil {
 		slog.Warn("trace export at shutdown", "err", err)

@@ -90,3 +90,43 @@ func benchQuery(b *testing.B, e *apptest.Env, key, body string) {
 		}
 	})
 }
+
+// BenchmarkVerifyHTTP is POST /v1/keys/verify of a valid consumer key over real HTTP
+// in one process: authentication of the verifying key, the consumer key's lookup,
+// its rate limit and quota, the usage event recorded and written in batches.
+func BenchmarkVerifyHTTP(b *testing.B) {
+	e := apptest.New(b, benchDialect(), app.Options{}, nil)
+	var tenant struct{ CreateTenant struct{ ID string } }
+	e.MustDo(e.AdminToken, `mutation { createPlan(input: {name: "bench", keyRateLimit: 1000000000, keyRateLimitWindowSeconds: 3600}) { name } }`, nil, &struct{}{})
+	e.MustDo(e.AdminToken, `mutation { createTenant(input: {name: "bench", slug: "bench", plan: "bench"}) { id } }`, nil, &tenant)
+	tid := tenant.CreateTenant.ID // a plan without tenant-wide caps
+	_, verifier := e.Key(e.AdminToken, tid, "keys:verify")
+	var out struct {
+		CreateApiKey struct{ Secret string }
+	}
+	e.MustDo(e.AdminToken, `mutation($t: ID!) { createApiKey(input: {tenantID: $t, name: "customer", kind: CONSUMER, scopes: [], rateLimit: 1000000000, rateLimitWindowSeconds: 3600, quota: 1000000000000, quotaPeriod: MONTH}) { secret } }`,
+		map[string]any{"t": tid}, &out)
+	payload := []byte(`{"key":"` + out.CreateApiKey.Secret + `","permissions":[],"tag":"bench"}`)
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	client := &http.Client{Transport: tr}
+	defer tr.CloseIdleConnections()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, e.Server.URL+"/v1/keys/verify", bytes.NewReader(payload))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+verifier)
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"code":"VALID"`)) {
+				b.Fatalf("HTTP %d %s", resp.StatusCode, body)
+			}
+		}
+	})
+}

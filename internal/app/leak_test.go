@@ -21,15 +21,13 @@ import (
 func TestShutdownLeavesNoGoroutines(t *testing.T) {
 	for _, tc := range []struct {
 		dialect string
-		redis   bool
-	}{{"sqlite", false}, {"postgres", true}} {
-		t.Run(tc.dialect, func(t *testing.T) {
+		limits  string // where the limits live: memory, redis or cluster
+	}{{"sqlite", "memory"}, {"postgres", "redis"}, {"postgres", "cluster"}} {
+		t.Run(tc.dialect+"/"+tc.limits, func(t *testing.T) {
 			url := testdb.URL(t, tc.dialect) // created before the snapshot: its pool is the test's
 			cfg := config.Config{DatabaseURL: url, AdminToken: "admin-leak-test-token-0123456789", PublicURL: "http://localhost",
 				MaxBodyBytes: 1 << 20, MaxQueryDepth: 12, MaxQueryComplexity: 5000, MaxSubscriptionsPerKey: 20}
-			if tc.redis {
-				cfg.RedisURL = redisURL()
-			}
+			useRedis(t, tc.limits)(&cfg)
 			before := goleak.IgnoreCurrent()
 			a, err := app.New(context.Background(), cfg, app.Options{})
 			if err != nil {

@@ -88,7 +88,7 @@ func TestRequestIDAndLogs(t *testing.T) {
 	slog.SetDefault(logger)
 	defer slog.SetDefault(prev)
 
-	e := apptest.New(t, "sqlite", app.Options{}, nil)
+	e := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) { c.AccessLog = "all" })
 	_, key := e.Key(e.AdminToken, e.Tenant("logs"), "keys:read")
 	req, _ := http.NewRequest("POST", e.Server.URL+"/query", strings.NewReader(`{"query":"{ viewer { isAdmin } }"}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -112,6 +112,34 @@ func TestRequestIDAndLogs(t *testing.T) {
 		if strings.Contains(line, `"msg":"request"`) && !strings.Contains(line, `"request_id"`) {
 			t.Fatalf("request line without id: %s", line)
 		}
+	}
+}
+
+// The default access log (ACCESS_LOG=errors) has a line for each failed request and
+// none for a served one: those are in the request log already.
+func TestAccessLogErrorsOnly(t *testing.T) {
+	var buf bytes.Buffer
+	logger, _ := logging.New(&syncWriter{w: &buf}, "json", "info")
+	prev := slog.Default()
+	slog.SetDefault(logger)
+	defer slog.SetDefault(prev)
+
+	e := apptest.New(t, "sqlite", app.Options{}, nil)
+	_, key := e.Key(e.AdminToken, e.Tenant("quiet"), "keys:read")
+	if r := e.Do(key, viewerQ, nil); r.Status != 200 {
+		t.Fatalf("HTTP %d %s", r.Status, r.Raw)
+	}
+	if r := e.Do("lk_live_notakey", viewerQ, nil); r.Status != 401 {
+		t.Fatalf("HTTP %d %s", r.Status, r.Raw)
+	}
+	var lines []string
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if strings.Contains(line, `"msg":"request"`) {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], `"status":401`) {
+		t.Fatalf("access log lines %q, want only the 401", lines)
 	}
 }
 

@@ -529,11 +529,17 @@ func TestLiveWarnings(t *testing.T) {
 	}
 }
 
-// Two instances sharing PostgreSQL and Redis keep one tenant cap and one credit
-// balance exactly.
+// Two instances sharing PostgreSQL and Redis (one server, or a cluster) keep one
+// tenant cap and one credit balance exactly.
 func TestPolicyAcrossInstances(t *testing.T) {
+	for _, mode := range redisModes {
+		t.Run(mode, func(t *testing.T) { testPolicyAcrossInstances(t, useRedis(t, mode)) })
+	}
+}
+
+func testPolicyAcrossInstances(t *testing.T, store func(*config.Config)) {
 	dbURL := testdb.URL(t, "postgres")
-	share := func(c *config.Config) { c.DatabaseURL = dbURL; c.RedisURL = redisURL() }
+	share := func(c *config.Config) { c.DatabaseURL = dbURL; store(c) }
 	a := apptest.New(t, "postgres", app.Options{}, share)
 	b := apptest.New(t, "postgres", app.Options{}, func(c *config.Config) { share(c); c.AdminToken = a.AdminToken })
 	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)

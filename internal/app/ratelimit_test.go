@@ -30,6 +30,28 @@ func redisURL() string {
 	return "redis://127.0.0.1:6379/0"
 }
 
+// redisModes are the shared limit stores the Redis tests of the app run on: one Redis
+// server (TEST_REDIS_URL) and a Redis Cluster (TEST_REDIS_CLUSTER_URL, see
+// scripts/redis-cluster.sh).
+var redisModes = []string{"redis", "cluster"}
+
+// useRedis returns a config change that keeps the limits in mode's store: "redis",
+// "cluster" or "memory" (no change). A cluster that cannot be reached fails the test.
+func useRedis(t testing.TB, mode string) func(*config.Config) {
+	t.Helper()
+	switch mode {
+	case "redis":
+		return func(c *config.Config) { c.RedisURL = redisURL() }
+	case "cluster":
+		u := testdb.RedisClusterURL(t)
+		return func(c *config.Config) { c.RedisClusterURL = u }
+	case "memory":
+		return func(*config.Config) {}
+	}
+	t.Fatalf("unknown limit store %q", mode)
+	return nil
+}
+
 // limitedKey creates a key limited to rate per window seconds and returns its id and secret.
 func limitedKey(t *testing.T, e *apptest.Env, tid string, rate, window int, extra string) (string, string) {
 	t.Helper()
@@ -45,13 +67,9 @@ func limitedKey(t *testing.T, e *apptest.Env, tid string, rate, window int, extr
 }
 
 func TestRateLimitBurstHeadersAndDenial(t *testing.T) {
-	for _, mode := range []string{"memory", "redis"} {
+	for _, mode := range append([]string{"memory"}, redisModes...) {
 		t.Run(mode, func(t *testing.T) {
-			e := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) {
-				if mode == "redis" {
-					c.RedisURL = redisURL()
-				}
-			})
+			e := apptest.New(t, "sqlite", app.Options{}, useRedis(t, mode))
 			tid := e.Tenant("limited")
 			id, key := limitedKey(t, e, tid, 5, 60, "")
 			for i := range 5 {
@@ -96,7 +114,7 @@ func TestRateLimitBurstHeadersAndDenial(t *testing.T) {
 }
 
 // An operation costs the sum of its root fields (1 each unless marked) plus marked
-// nested fields; usage costs 5.
+// nested fields; usage costs 5, usageLogs 10.
 func TestRateLimitCost(t *testing.T) {
 	e := apptest.New(t, "sqlite", app.Options{}, nil)
 	tid := e.Tenant("cost")
@@ -114,6 +132,10 @@ func TestRateLimitCost(t *testing.T) {
 	}
 	if r := e.Do(key, viewerQ, nil); r.Status != 200 {
 		t.Fatalf("cost 1 with 3 left: HTTP %d %s", r.Status, r.Raw)
+	}
+	// The request log costs 10.
+	if r := e.Do(key, `{ usageLogs(first: 1) { totalCount } }`, nil); r.Status != 429 || r.Errors[0].Extensions["cost"] != float64(10) {
+		t.Fatalf("usageLogs with a limit of 10 and 2 left: HTTP %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -151,10 +173,17 @@ func TestQuota(t *testing.T) {
 	})
 }
 
-// Two instances sharing PostgreSQL and Redis admit exactly N of M > N concurrent requests.
+// Two instances sharing PostgreSQL and Redis (one server, or a cluster) admit exactly N
+// of M > N concurrent requests.
 func TestSharedLimitAcrossInstances(t *testing.T) {
+	for _, mode := range redisModes {
+		t.Run(mode, func(t *testing.T) { testSharedLimitAcrossInstances(t, useRedis(t, mode)) })
+	}
+}
+
+func testSharedLimitAcrossInstances(t *testing.T, store func(*config.Config)) {
 	dbURL := testdb.URL(t, "postgres")
-	share := func(c *config.Config) { c.DatabaseURL = dbURL; c.RedisURL = redisURL() }
+	share := func(c *config.Config) { c.DatabaseURL = dbURL; store(c) }
 	a := apptest.New(t, "sqlite", app.Options{}, share)
 	b := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) { share(c); c.AdminToken = a.AdminToken })
 	_, key := limitedKey(t, a, a.Tenant("shared"), 40, 3600, "")
@@ -182,12 +211,21 @@ func TestSharedLimitAcrossInstances(t *testing.T) {
 
 func TestRedisUnavailable(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := "redis://" + ln.Addr().String() + "/0"
+	dead := "redis://" + ln.Addr().String()
 	ln.Close()
-	for _, failOpen := range []bool{false, true} {
-		t.Run("failOpen="+strconv.FormatBool(failOpen), func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		failOpen bool
+		cluster  bool
+	}{{"failOpen=false", false, false}, {"failOpen=true", true, false}, {"cluster/failOpen=false", false, true}, {"cluster/failOpen=true", true, true}} {
+		failOpen := tc.failOpen
+		t.Run(tc.name, func(t *testing.T) {
 			e := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) {
-				c.RedisURL = dead
+				if tc.cluster {
+					c.RedisClusterURL = dead
+				} else {
+					c.RedisURL = dead + "/0"
+				}
 				c.RateLimitFailOpen = failOpen
 			})
 			_, key := limitedKey(t, e, e.Tenant("deadredis"), 5, 60, `, quota: 0`)
@@ -390,13 +428,9 @@ func createKeyOver(t *testing.T, base, admin string) string {
 
 // Rotating a key does not refill its quota: the new key counts on the same quota.
 func TestQuotaSurvivesRotation(t *testing.T) {
-	for _, mode := range []string{"memory", "redis"} {
+	for _, mode := range append([]string{"memory"}, redisModes...) {
 		t.Run(mode, func(t *testing.T) {
-			e := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) {
-				if mode == "redis" {
-					c.RedisURL = redisURL()
-				}
-			})
+			e := apptest.New(t, "sqlite", app.Options{}, useRedis(t, mode))
 			id, key := limitedKey(t, e, e.Tenant("rotquota"), 1000, 60, `, quota: 3, quotaPeriod: DAY`)
 			for range 2 {
 				e.MustDo(key, viewerQ, nil, &struct{}{})
@@ -412,33 +446,52 @@ func TestQuotaSurvivesRotation(t *testing.T) {
 	}
 }
 
-// forgetRedisKeys deletes every Redis key that names one of ids, as a restart of a
-// Redis without persistence would (only this test's keys: other tests share the
-// server). It returns how many it deleted.
-func forgetRedisKeys(t *testing.T, ids ...string) int {
+// forgetRedisKeys deletes every Redis key that names one of ids from the store of cfg
+// (one server, or every master of a cluster), as a restart of a Redis without
+// persistence would (only this test's keys: other tests share the server). It returns
+// how many it deleted.
+func forgetRedisKeys(t *testing.T, cfg config.Config, ids ...string) int {
 	t.Helper()
-	opt, err := redis.ParseURL(redisURL())
+	ctx := context.Background()
+	var deleted atomic.Int64
+	forget := func(ctx context.Context, client *redis.Client) error {
+		for _, id := range ids {
+			iter := client.Scan(ctx, 0, "*"+id+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				n, err := client.Del(ctx, iter.Val()).Result()
+				if err != nil {
+					return err
+				}
+				deleted.Add(n)
+			}
+			if err := iter.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if cfg.RedisClusterURL != "" {
+		opt, err := redis.ParseClusterURL(cfg.RedisClusterURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := redis.NewClusterClient(opt)
+		defer client.Close()
+		if err := client.ForEachMaster(ctx, forget); err != nil {
+			t.Fatal(err)
+		}
+		return int(deleted.Load())
+	}
+	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := redis.NewClient(opt)
 	defer client.Close()
-	ctx := context.Background()
-	deleted := 0
-	for _, id := range ids {
-		iter := client.Scan(ctx, 0, "*"+id+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			n, err := client.Del(ctx, iter.Val()).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			deleted += int(n)
-		}
-		if err := iter.Err(); err != nil {
-			t.Fatal(err)
-		}
+	if err := forget(ctx, client); err != nil {
+		t.Fatal(err)
 	}
-	return deleted
+	return int(deleted.Load())
 }
 
 // The quota counters in Redis are lost when a Redis without persistence restarts:
@@ -446,52 +499,113 @@ func forgetRedisKeys(t *testing.T, ids ...string) int {
 // quota goes on counting what was used instead of starting again from zero.
 func TestQuotaSurvivesRedisRestart(t *testing.T) {
 	for _, d := range testdb.Dialects {
-		t.Run(d, func(t *testing.T) {
-			e := apptest.New(t, d, app.Options{}, func(c *config.Config) { c.RedisURL = redisURL() })
-			id, key := limitedKey(t, e, e.Tenant("redisrestart"), 1000, 60, `, quota: 5, quotaPeriod: DAY`)
-			for i := range 2 {
-				if r := e.Do(key, viewerQ, nil); r.Status != 200 {
-					t.Fatalf("request %d: HTTP %d %s", i+1, r.Status, r.Raw)
+		for _, mode := range redisModes {
+			t.Run(d+"/"+mode, func(t *testing.T) { testQuotaSurvivesRedisRestart(t, d, useRedis(t, mode)) })
+		}
+	}
+}
+
+func testQuotaSurvivesRedisRestart(t *testing.T, d string, store func(*config.Config)) {
+	e := apptest.New(t, d, app.Options{}, store)
+	id, key := limitedKey(t, e, e.Tenant("redisrestart"), 1000, 60, `, quota: 5, quotaPeriod: DAY`)
+	for i := range 2 {
+		if r := e.Do(key, viewerQ, nil); r.Status != 200 {
+			t.Fatalf("request %d: HTTP %d %s", i+1, r.Status, r.Raw)
+		}
+	}
+	var rot struct {
+		RotateApiKey struct {
+			Secret string
+			APIKey struct{ ID string } `json:"apiKey"`
+		}
+	}
+	e.MustDo(e.AdminToken, `mutation($id: ID!) { rotateApiKey(id: $id) { secret apiKey { id } } }`, map[string]any{"id": id}, &rot)
+	next, nextID := rot.RotateApiKey.Secret, rot.RotateApiKey.APIKey.ID
+	if r := e.Do(next, viewerQ, nil); r.Status != 200 {
+		t.Fatalf("request 3 (rotated key): HTTP %d %s", r.Status, r.Raw)
+	}
+	// The usage batch is written (within a flush interval), then Redis loses
+	// everything about these keys.
+	if err := e.App.Recorder.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := forgetRedisKeys(t, e.App.Config, id, nextID); n == 0 {
+		t.Fatal("no Redis key named the keys: the test does not simulate the loss")
+	}
+	for i := range 2 {
+		if r := e.Do(next, viewerQ, nil); r.Status != 200 {
+			t.Fatalf("request %d after the loss: HTTP %d %s", 4+i, r.Status, r.Raw)
+		}
+	}
+	if r := e.Do(next, viewerQ, nil); r.Status != 429 || r.Code() != "QUOTA_EXCEEDED" {
+		t.Fatalf("6th request against a quota of 5, after Redis lost its counter: HTTP %d %s", r.Status, r.Raw)
+	}
+	// quotaUsage reads the counter too, and seeds it when it is missing.
+	if err := e.App.Recorder.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	forgetRedisKeys(t, e.App.Config, id, nextID)
+	var out struct {
+		Node struct{ QuotaUsage struct{ Used, Remaining int } }
+	}
+	e.MustDo(e.AdminToken, `query($id: ID!) { node(id: $id) { ... on ApiKey { quotaUsage { used remaining } } } }`, map[string]any{"id": nextID}, &out)
+	if q := out.Node.QuotaUsage; q.Used != 5 || q.Remaining != 0 {
+		t.Fatalf("quotaUsage after another loss = %+v, want 5 used", q)
+	}
+}
+
+// REDIS_URL and REDIS_CLUSTER_URL together: the server does not start (config.FromEnv
+// refuses them too).
+func TestRedisAndRedisClusterRefused(t *testing.T) {
+	cfg := config.Config{DatabaseURL: testdb.URL(t, "sqlite"), AdminToken: "admin-token-for-two-redis-urls",
+		RedisURL: "redis://127.0.0.1:6379/0", RedisClusterURL: testdb.DefaultRedisClusterURL}
+	a, err := app.New(context.Background(), cfg, app.Options{})
+	if err == nil {
+		_ = a.Shutdown(context.Background())
+		t.Fatal("app.New accepted REDIS_URL and REDIS_CLUSTER_URL together")
+	}
+	if !strings.Contains(err.Error(), "REDIS_URL and REDIS_CLUSTER_URL") {
+		t.Fatalf("err = %v, want it to name both variables", err)
+	}
+}
+
+// The failed-credential throttle is shared by the instances of one Redis or cluster:
+// each client spends one budget of unknown credentials wherever its requests land
+// (in a cluster the clients' budgets sit on different nodes), then gets 429.
+func TestFailedCredentialBudgetAcrossInstances(t *testing.T) {
+	for _, mode := range redisModes {
+		t.Run(mode, func(t *testing.T) {
+			dbURL := testdb.URL(t, "postgres")
+			share := func(c *config.Config) {
+				c.DatabaseURL = dbURL
+				useRedis(t, mode)(c)
+				c.AuthFailuresPerMinute = 5
+				c.TrustedProxies = "127.0.0.1/32"
+			}
+			a := apptest.New(t, "sqlite", app.Options{}, share)
+			b := apptest.New(t, "sqlite", app.Options{}, func(c *config.Config) { share(c); c.AdminToken = a.AdminToken })
+			guess := func(e *apptest.Env, from string) *apptest.Response {
+				req, _ := http.NewRequest("POST", e.Server.URL+"/query", strings.NewReader(`{"query":"{ viewer { isAdmin } }"}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("X-API-Key", mustGenerate()) // valid checksum, unknown: a database read
+				req.Header.Set("X-Forwarded-For", from)
+				return e.Send(req)
+			}
+			// Fresh clients (benchmarking addresses, random per run: the budgets of
+			// other runs on the same Redis are not these).
+			seed := time.Now().UnixNano()
+			for c := range 6 {
+				from := "198.18." + strconv.Itoa(int(seed>>8+int64(c))%256) + "." + strconv.Itoa(int(seed+int64(c)*37)%256)
+				for i := range 5 {
+					if r := guess([]*apptest.Env{a, b}[i%2], from); r.Status != http.StatusUnauthorized {
+						t.Fatalf("client %s, unknown key %d: HTTP %d %s", from, i+1, r.Status, r.Raw)
+					}
 				}
-			}
-			var rot struct {
-				RotateApiKey struct {
-					Secret string
-					APIKey struct{ ID string } `json:"apiKey"`
+				for _, e := range []*apptest.Env{a, b} {
+					if r := guess(e, from); r.Status != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+						t.Fatalf("client %s after 5 unknown keys on two instances: HTTP %d %s", from, r.Status, r.Raw)
+					}
 				}
-			}
-			e.MustDo(e.AdminToken, `mutation($id: ID!) { rotateApiKey(id: $id) { secret apiKey { id } } }`, map[string]any{"id": id}, &rot)
-			next, nextID := rot.RotateApiKey.Secret, rot.RotateApiKey.APIKey.ID
-			if r := e.Do(next, viewerQ, nil); r.Status != 200 {
-				t.Fatalf("request 3 (rotated key): HTTP %d %s", r.Status, r.Raw)
-			}
-			// The usage batch is written (within a flush interval), then Redis loses
-			// everything about these keys.
-			if err := e.App.Recorder.Flush(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if n := forgetRedisKeys(t, id, nextID); n == 0 {
-				t.Fatal("no Redis key named the keys: the test does not simulate the loss")
-			}
-			for i := range 2 {
-				if r := e.Do(next, viewerQ, nil); r.Status != 200 {
-					t.Fatalf("request %d after the loss: HTTP %d %s", 4+i, r.Status, r.Raw)
-				}
-			}
-			if r := e.Do(next, viewerQ, nil); r.Status != 429 || r.Code() != "QUOTA_EXCEEDED" {
-				t.Fatalf("6th request against a quota of 5, after Redis lost its counter: HTTP %d %s", r.Status, r.Raw)
-			}
-			// quotaUsage reads the counter too, and seeds it when it is missing.
-			if err := e.App.Recorder.Flush(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			forgetRedisKeys(t, id, nextID)
-			var out struct {
-				Node struct{ QuotaUsage struct{ Used, Remaining int } }
-			}
-			e.MustDo(e.AdminToken, `query($id: ID!) { node(id: $id) { ... on ApiKey { quotaUsage { used remaining } } } }`, map[string]any{"id": nextID}, &out)
-			if q := out.Node.QuotaUsage; q.Used != 5 || q.Remaining != 0 {
-				t.Fatalf("quotaUsage after another loss = %+v, want 5 used", q)
 			}
 		})
 	}

@@ -106,6 +106,7 @@ func TestUsageLogs(t *testing.T) {
 				return n.OwnerID != nil && *n.OwnerID == "cust_1" && n.APIKeyID == ck.ID && n.Outcome == "VALID"
 			}, 1},
 			{"by tag", map[string]any{"operationType": "verify", "operationName": "GET /documents"}, func(n logNode) bool { return n.APIKeyID == ck.ID }, 1},
+			{"by tag prefix", map[string]any{"operationNameHasPrefix": "GET /doc"}, func(n logNode) bool { return n.APIKeyID == ck.ID }, 1},
 			{"by ip", map[string]any{"ip": "127.0.0.1", "apiKeyID": mgmtID}, func(n logNode) bool { return n.APIKeyID == mgmtID }, -1},
 			{"by outcomes", map[string]any{"outcomeIn": []string{"OK", "VALID"}, "apiKeyIDNEQ": mgmtID}, func(n logNode) bool { return n.Outcome != "FORBIDDEN" }, 2},
 			{"future", map[string]any{"atGTE": time.Now().Add(time.Hour).Format(time.RFC3339)}, nil, 0},
@@ -148,6 +149,10 @@ func TestUsageLogs(t *testing.T) {
 			t.Fatalf("paged %d rows, listed %d", len(seen), len(nodes))
 		}
 		expectCode(t, e.Do(c.mgmt, usageLogsQ, map[string]any{"after": "bm90IGEgY3Vyc29y"}), "BAD_USER_INPUT")
+		// Matches that no index serves are not in the schema: they would scan every row.
+		for _, op := range []string{"operationNameContainsFold", "ipContains", "ownerIDEqualFold", "apiKeyIDHasSuffix", "outcomeContains", "ipGT"} {
+			expectCode(t, e.Do(c.mgmt, usageLogsQ, map[string]any{"where": map[string]any{op: "x"}}), "GRAPHQL_VALIDATION_FAILED")
+		}
 
 		var node struct{ Node *struct{ ID, Outcome string } }
 		e.MustDo(c.mgmt, `query($id: ID!) { node(id: $id) { id ... on UsageLog { outcome } } }`, map[string]any{"id": nodes[0].ID}, &node)

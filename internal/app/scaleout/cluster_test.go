@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -173,10 +174,13 @@ func freePort(t *testing.T) string {
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
-// cluster is two server processes sharing one database and one Redis, and the
+// instances is how many server processes the test runs.
+const instances = 3
+
+// cluster is the server processes sharing one database and one Redis, and the
 // client state of the test that drives them.
 type cluster struct {
-	admin   string // ADMIN_TOKEN of both processes
+	admin   string // ADMIN_TOKEN of every process
 	dbURL   string
 	servers []*server
 	client  *http.Client
@@ -186,7 +190,7 @@ type cluster struct {
 	ops atomic.Int64
 }
 
-// newCluster creates a fresh database, checks Redis and starts two ready servers.
+// newCluster creates a fresh database, checks Redis and starts the ready servers.
 // Everything is stopped and removed at the end of the test.
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
@@ -222,9 +226,9 @@ func newCluster(t *testing.T) *cluster {
 		"WEBHOOK_ALLOW_HTTP=true",
 		"WEBHOOK_RETRY_SCHEDULE=200ms,500ms",
 	}
-	// Both start at once on the empty database: migrations must serialize themselves.
-	for _, name := range []string{"process-1", "process-2"} {
-		c.servers = append(c.servers, startServer(t, name, env))
+	// All start at once on the empty database: migrations must serialize themselves.
+	for i := range instances {
+		c.servers = append(c.servers, startServer(t, fmt.Sprintf("process-%d", i+1), env))
 	}
 	errs := make(chan error, len(c.servers))
 	for _, s := range c.servers {
@@ -396,4 +400,35 @@ func postgresDSN(dbURL string) (string, error) {
 		}
 	}
 	return u.String(), nil
+}
+
+// metric returns the value of a counter or gauge without labels on s's /metrics
+// (platform admins only).
+func (c *cluster) metric(t *testing.T, s *server, name string) float64 {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.base+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-API-Key", c.admin)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s: GET /metrics: %v", s.name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: GET /metrics: HTTP %d %v", s.name, resp.StatusCode, err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: metric %s: %q", s.name, name, v)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s: no metric %s", s.name, name)
+	return 0
 }

@@ -21,14 +21,15 @@ import (
 // viewerQuery is the cheapest authenticated operation.
 const viewerQuery = `{ viewer { isAdmin } }`
 
-// TestScaleOut runs two server processes on one database and one Redis and checks,
+// TestScaleOut runs three server processes on one database and one Redis and checks,
 // through the public API only, that they share rate limits, live usage, webhook work
 // and revocations, and that SIGTERM loses no usage. The subtests run in order on the
-// same two processes; the last one stops them.
+// same processes; the last one stops them.
 func TestScaleOut(t *testing.T) {
 	began := time.Now()
 	c := newCluster(t)
-	t.Logf("two servers ready in %v", time.Since(began).Round(time.Millisecond))
+	ready := time.Now()
+	t.Logf("%d servers ready in %v", len(c.servers), ready.Sub(began).Round(time.Millisecond))
 	tenant := c.createTenant(t, "Scale-out", "scale-out")
 	// One unlimited key drives the live-usage and webhook checks.
 	_, key := c.createKey(t, tenant, "unlimited", 1_000_000, 60)
@@ -39,15 +40,17 @@ func TestScaleOut(t *testing.T) {
 		t.Logf("%s: %v", name, time.Since(start).Round(time.Millisecond))
 	}
 	phase("SharedRateLimit", func(t *testing.T) { testSharedRateLimit(t, c, tenant) })
-	phase("SharedLiveUsage", func(t *testing.T) { testSharedLiveUsage(t, c, key) })
+	// Within the start-up window every instance still publishes every usage event.
+	phase("SharedLiveUsage", func(t *testing.T) { testSharedLiveUsage(t, c, 0, key) })
 	phase("SharedWebhookWork", func(t *testing.T) { testSharedWebhookWork(t, c, key) })
-	phase("RevocationHonouredByBoth", func(t *testing.T) { testRevocation(t, c, tenant) })
-	phase("VerificationChangesHonouredByBoth", func(t *testing.T) { testVerificationPropagation(t, c, tenant) })
+	phase("RevocationHonouredByAll", func(t *testing.T) { testRevocation(t, c, tenant) })
+	phase("VerificationChangesHonouredByAll", func(t *testing.T) { testVerificationPropagation(t, c, tenant) })
+	phase("LiveUsageWatchedOnly", func(t *testing.T) { testWatchedOnly(t, c, ready) })
 	phase("GracefulShutdownKeepsUsage", func(t *testing.T) { testGracefulShutdown(t, c) })
 }
 
 // testSharedRateLimit fires 90 concurrent requests of a key limited to 30 per hour,
-// alternating between the processes: exactly 30 are admitted in total.
+// spread over the processes in turn: exactly 30 are admitted in total.
 func testSharedRateLimit(t *testing.T, c *cluster, tenant string) {
 	const (
 		limit = 30
@@ -66,7 +69,7 @@ func testSharedRateLimit(t *testing.T, c *cluster, tenant string) {
 		go func() {
 			defer wg.Done()
 			<-gate
-			responses[i], errs[i] = c.query(ctx, c.servers[i%2], key, viewerQuery, nil)
+			responses[i], errs[i] = c.query(ctx, c.servers[i%len(c.servers)], key, viewerQuery, nil)
 		}()
 	}
 	close(gate)
@@ -75,7 +78,7 @@ func testSharedRateLimit(t *testing.T, c *cluster, tenant string) {
 	byStatus := map[int]int{}
 	perServer := map[string]map[int]int{}
 	for i, r := range responses {
-		s := c.servers[i%2]
+		s := c.servers[i%len(c.servers)]
 		if errs[i] != nil {
 			t.Errorf("request %d: %v", i, errs[i])
 			continue
@@ -106,7 +109,7 @@ func testSharedRateLimit(t *testing.T, c *cluster, tenant string) {
 	t.Logf("statuses by process: %v", perServer)
 	want := map[int]int{http.StatusOK: limit, http.StatusTooManyRequests: total - limit}
 	if fmt.Sprint(byStatus) != fmt.Sprint(want) {
-		t.Errorf("%d concurrent requests over both processes: statuses %v, want %v", total, byStatus, want)
+		t.Errorf("%d concurrent requests over %d processes: statuses %v, want %v", total, len(c.servers), byStatus, want)
 	}
 }
 
@@ -149,15 +152,16 @@ func awaitOperation(ctx context.Context, ws *wsClient, id, name string) error {
 	}
 }
 
-// testSharedLiveUsage subscribes to usage on process 1 and checks that it sees an
-// operation served by process 2.
-func testSharedLiveUsage(t *testing.T, c *cluster, key string) {
-	p1, p2 := c.servers[0], c.servers[1]
+// testSharedLiveUsage subscribes to usage on process sub and checks that it sees an
+// operation served by every other process, sent as soon as the subscription streams
+// operations of its own process.
+func testSharedLiveUsage(t *testing.T, c *cluster, sub int, key string) {
+	p := c.servers[sub]
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	ws, err := dialWS(ctx, p1.base, key)
+	ws, err := dialWS(ctx, p.base, key)
 	if err != nil {
-		t.Fatalf("%s: %v", p1.name, err)
+		t.Fatalf("%s: %v", p.name, err)
 	}
 	defer ws.Close()
 	if err := ws.subscribe("1", `subscription { usageEvents { operationName } }`); err != nil {
@@ -168,30 +172,69 @@ func testSharedLiveUsage(t *testing.T, c *cluster, key string) {
 	// operation served by its own process before measuring the cross-process path.
 	live := false
 	for attempt := 0; attempt < 20 && !live; attempt++ {
-		c.mustQuery(t, p1, key, `query ProbeOne { viewer { isAdmin } }`, nil, nil)
+		c.mustQuery(t, p, key, `query ProbeOwn { viewer { isAdmin } }`, nil, nil)
 		probeCtx, probeCancel := context.WithTimeout(ctx, 250*time.Millisecond)
-		err := awaitOperation(probeCtx, ws, "1", "ProbeOne")
+		err := awaitOperation(probeCtx, ws, "1", "ProbeOwn")
 		probeCancel()
 		switch {
 		case err == nil:
 			live = true
 		case !errors.Is(err, context.DeadlineExceeded):
-			t.Fatalf("%s: %v", p1.name, err)
+			t.Fatalf("%s: %v", p.name, err)
 		}
 	}
 	if !live {
-		t.Fatalf("%s: the usageEvents subscription never streamed an operation served by its own process", p1.name)
+		t.Fatalf("%s: the usageEvents subscription never streamed an operation served by its own process", p.name)
 	}
 	c.ops.Add(1) // the subscription itself, recorded when it started
 
-	sent := time.Now()
-	c.mustQuery(t, p2, key, `query FromTwo { viewer { isAdmin } }`, nil, nil)
-	waitCtx, waitCancel := context.WithDeadline(ctx, sent.Add(2*time.Second))
-	defer waitCancel()
-	if err := awaitOperation(waitCtx, ws, "1", "FromTwo"); err != nil {
-		t.Fatalf("subscriber on %s, operation on %s: %v", p1.name, p2.name, err)
+	for i, other := range c.servers {
+		if i == sub {
+			continue
+		}
+		name := fmt.Sprintf("FromProcess%d", i+1)
+		sent := time.Now()
+		c.mustQuery(t, other, key, `query `+name+` { viewer { isAdmin } }`, nil, nil)
+		waitCtx, waitCancel := context.WithDeadline(ctx, sent.Add(2*time.Second))
+		err := awaitOperation(waitCtx, ws, "1", name)
+		waitCancel()
+		if err != nil {
+			t.Fatalf("subscriber on %s, operation on %s: %v", p.name, other.name, err)
+		}
+		t.Logf("operation served by %s reached the subscriber on %s in %v", other.name, p.name, time.Since(sent).Round(time.Millisecond))
 	}
-	t.Logf("operation served by %s reached the subscriber on %s in %v", p2.name, p1.name, time.Since(sent).Round(time.Millisecond))
+}
+
+// testWatchedOnly waits until every process has left its start-up window (in which
+// it publishes every usage event), checks that an operation of a tenant nobody
+// watches is not sent to the other instances, and that a subscription on the last
+// process then still sees operations served by the others right after it streams.
+func testWatchedOnly(t *testing.T, c *cluster, ready time.Time) {
+	// The window is 1.5 watch refreshes (7.5 s) from a process's first operation.
+	if d := time.Until(ready.Add(9 * time.Second)); d > 0 {
+		t.Logf("waiting %v for the start-up window to end", d.Round(time.Millisecond))
+		time.Sleep(d)
+	}
+	tenant := c.createTenant(t, "Watched only", "watched-only")
+	_, key := c.createKey(t, tenant, "watched", 1_000_000, 60)
+	first := c.servers[0]
+	suppressed := c.metric(t, first, "latchkey_live_events_suppressed_total")
+	sent := c.metric(t, first, "latchkey_bus_sent_total")
+	c.mustQuery(t, first, key, `query Unwatched { viewer { isAdmin } }`, nil, nil)
+	if got := c.metric(t, first, "latchkey_live_events_suppressed_total") - suppressed; got != 1 {
+		t.Fatalf("%s: %v usage events suppressed for a tenant nobody watches, want 1", first.name, got)
+	}
+	// The operation's usage event was not sent: nothing else is (no change, no webhook).
+	time.Sleep(100 * time.Millisecond)
+	if got := c.metric(t, first, "latchkey_bus_sent_total") - sent; got != 0 {
+		t.Errorf("%s: %v frames sent to other instances after an unwatched operation, want 0", first.name, got)
+	}
+	testSharedLiveUsage(t, c, len(c.servers)-1, key)
+	replayed := 0.0
+	for _, s := range c.servers {
+		replayed += c.metric(t, s, "latchkey_live_events_replayed_total")
+	}
+	t.Logf("usage events replayed to the new watch: %v", replayed)
 }
 
 // receiver is a webhook endpoint that records the webhook-id of every request.
@@ -219,7 +262,7 @@ func (r *receiver) snapshot() map[string]int {
 	return m
 }
 
-// testSharedWebhookWork queues 40 test deliveries through both processes while both
+// testSharedWebhookWork queues 40 test deliveries through every process while all
 // dispatchers run: each arrives exactly once.
 func testSharedWebhookWork(t *testing.T, c *cluster, key string) {
 	const (
@@ -251,7 +294,7 @@ func testSharedWebhookWork(t *testing.T, c *cluster, key string) {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				s := c.servers[i%2]
+				s := c.servers[i%len(c.servers)]
 				r, err := c.query(ctx, s, key, `mutation($id: ID!) { sendTestWebhook(id: $id) { id eventID } }`, map[string]any{"id": hook})
 				if err == nil && (r.Status != http.StatusOK || len(r.Errors) > 0) {
 					err = fmt.Errorf("%s: sendTestWebhook: HTTP %d %s", s.name, r.Status, r.Body)
@@ -361,23 +404,24 @@ func testSharedWebhookWork(t *testing.T, c *cluster, key string) {
 	}
 }
 
-// testRevocation revokes a key that both processes have cached, on process 1: the
-// process that revoked it refuses it on the next request, the other within a second.
+// testRevocation revokes a key that every process has cached, on process 1: the
+// process that revoked it refuses it on the next request, the others within a second.
 func testRevocation(t *testing.T, c *cluster, tenant string) {
 	id, key := c.createKey(t, tenant, "to-revoke", 1_000_000, 60)
 	for _, s := range c.servers {
-		c.mustQuery(t, s, key, viewerQuery, nil, nil) // now cached by both
+		c.mustQuery(t, s, key, viewerQuery, nil, nil) // now cached by every process
 	}
 	c.mustQuery(t, c.servers[0], c.admin, `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, map[string]any{"id": id}, nil)
 	revoked := time.Now()
 
-	cases := []struct {
+	type revCase struct {
 		name   string
 		server *server
 		within time.Duration // 0: the very next request
-	}{
-		{"same process", c.servers[0], 0},
-		{"other process", c.servers[1], time.Second},
+	}
+	cases := []revCase{{"same process", c.servers[0], 0}}
+	for _, s := range c.servers[1:] {
+		cases = append(cases, revCase{"other process " + s.name, s, time.Second})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -409,10 +453,10 @@ func testRevocation(t *testing.T, c *cluster, tenant string) {
 	}
 }
 
-// testVerificationPropagation verifies a consumer key on both processes (cached by
-// both), then disables, re-enables and revokes it on process 1: each change holds on
+// testVerificationPropagation verifies a consumer key on every process (cached by
+// all), then disables, re-enables and revokes it on process 1: each change holds on
 // process 1 from the very next verification and on process 2 within a second. The
-// key's rate limit is shared exactly: 20 verifications spread over both admit 10.
+// key's rate limit is shared exactly: 20 verifications spread over all admit 10.
 func testVerificationPropagation(t *testing.T, c *cluster, tenant string) {
 	var v struct{ CreateApiKey struct{ Secret string } }
 	c.mustQuery(t, c.servers[0], c.admin, `mutation($t: ID!) { createApiKey(input: {tenantID: $t, name: "verifier", scopes: ["keys:verify"]}) { secret } }`, map[string]any{"t": tenant}, &v)
@@ -438,12 +482,12 @@ func testVerificationPropagation(t *testing.T, c *cluster, tenant string) {
 	// Shared limit: 20 verifications of cost 1, alternating, admit exactly 10.
 	admitted := 0
 	for i := 0; i < 20; i++ {
-		if code(c.servers[i%2], 1) == "VALID" {
+		if code(c.servers[i%len(c.servers)], 1) == "VALID" {
 			admitted++
 		}
 	}
 	if admitted != 10 {
-		t.Fatalf("%d of 20 verifications admitted across both processes, want 10", admitted)
+		t.Fatalf("%d of 20 verifications admitted across %d processes, want 10", admitted, len(c.servers))
 	}
 	for _, step := range []struct {
 		mutation, want string
@@ -457,21 +501,23 @@ func testVerificationPropagation(t *testing.T, c *cluster, tenant string) {
 		if got := code(c.servers[0], 0); got != step.want {
 			t.Fatalf("same process after %q: %s, want %s", step.mutation, got, step.want)
 		}
-		for {
-			got := code(c.servers[1], 0)
-			if got == step.want {
-				t.Logf("other process answered %s %v after the change", got, time.Since(changed).Round(time.Millisecond))
-				break
+		for _, other := range c.servers[1:] {
+			for {
+				got := code(other, 0)
+				if got == step.want {
+					t.Logf("%s answered %s %v after the change", other.name, got, time.Since(changed).Round(time.Millisecond))
+					break
+				}
+				if time.Since(changed) > time.Second {
+					t.Fatalf("%s still answers %s %v after %q", other.name, got, time.Since(changed).Round(time.Millisecond), step.mutation)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			if time.Since(changed) > time.Second {
-				t.Fatalf("other process still answers %s %v after %q", got, time.Since(changed).Round(time.Millisecond), step.mutation)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }
 
-// testGracefulShutdown sends SIGTERM to both processes, which must exit 0, and then
+// testGracefulShutdown sends SIGTERM to every process, which must exit 0, and then
 // counts the stored usage rows: one per operation answered.
 func testGracefulShutdown(t *testing.T, c *cluster) {
 	start := time.Now()
@@ -488,7 +534,7 @@ func testGracefulShutdown(t *testing.T, c *cluster) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("both processes exited 0 %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	t.Logf("%d processes exited 0 %v after SIGTERM", len(c.servers), time.Since(start).Round(time.Millisecond))
 
 	dsn, err := postgresDSN(c.dbURL)
 	if err != nil {

@@ -52,7 +52,14 @@ func drain(s *Subscription) [][]byte {
 	}
 }
 
-func TestLocalFanOutAndIsolation(t *testing.T) {
+// The tests below are the contract of every Bus, run against each implementation
+// (see implementations): what a single instance's subscribers see.
+
+func TestFanOutAndIsolation(t *testing.T) {
+	forEachBus(t, testFanOutAndIsolation)
+}
+
+func testFanOutAndIsolation(t *testing.T, newBus func(t *testing.T) Bus) {
 	tests := []struct {
 		name      string
 		subs      map[string]int // topic -> number of subscribers
@@ -86,7 +93,7 @@ func TestLocalFanOutAndIsolation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			bus := NewLocal()
+			bus := newBus(t)
 			defer bus.Close()
 			subs := map[string][]*Subscription{}
 			for topic, n := range tt.subs {
@@ -129,9 +136,13 @@ func TestLocalFanOutAndIsolation(t *testing.T) {
 	}
 }
 
-func TestLocalSlowSubscriber(t *testing.T) {
+func TestSlowSubscriber(t *testing.T) {
+	forEachBus(t, testSlowSubscriber)
+}
+
+func testSlowSubscriber(t *testing.T, newBus func(t *testing.T) Bus) {
 	const n = 10_000
-	bus := NewLocal()
+	bus := newBus(t)
 	defer bus.Close()
 	slow := bus.Subscribe("t", 1) // never read
 	fast := bus.Subscribe("t", 64)
@@ -202,9 +213,13 @@ func TestLocalSlowSubscriber(t *testing.T) {
 	}
 }
 
-func TestLocalClose(t *testing.T) {
+func TestClose(t *testing.T) {
+	forEachBus(t, testClose)
+}
+
+func testClose(t *testing.T, newBus func(t *testing.T) Bus) {
 	check := leakCheck(t)
-	bus := NewLocal()
+	bus := newBus(t)
 	a := bus.Subscribe("a", 4)
 	b := bus.Subscribe("b", 4)
 	c := bus.Subscribe("a", 4)
@@ -254,12 +269,16 @@ func TestLocalClose(t *testing.T) {
 	check()
 }
 
-// TestLocalConcurrent publishes, subscribes, unsubscribes and closes the bus all at
+// TestConcurrent publishes, subscribes, unsubscribes and closes the bus all at
 // once (under the race detector in CI). It checks the contract: nothing panics or
 // blocks, every message received was one published, every subscription's channel ends
 // closed once the bus is, and nothing is delivered after Close.
-func TestLocalConcurrent(t *testing.T) {
-	bus := NewLocal()
+func TestConcurrent(t *testing.T) {
+	forEachBus(t, testConcurrent)
+}
+
+func testConcurrent(t *testing.T, newBus func(t *testing.T) Bus) {
+	bus := newBus(t)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	var received, bogus atomic.Int64

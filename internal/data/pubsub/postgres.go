@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,29 +25,16 @@ import (
 // in Stats.Oversize and logged (at most once per 10 s).
 const MaxPayload = maxFrame - maxHeader - 2*2 // two length prefixes, 2-byte uvarints below 16384
 
-// Wire format. Each NOTIFY payload is the standard base64 encoding of one frame:
-//
-//	frame   = version(1 byte, 1) uvarint(len(instance)) instance uvarint(seq) message+
-//	message = uvarint(len(topic)) topic uvarint(len(payload)) payload
-//
-// which is the envelope {instance, msgs: [{t: topic, p: payload}]} in a compact form.
+// Each NOTIFY payload is the standard base64 encoding of one frame (see remote.go).
 // Base64 keeps the text valid in any server encoding (NOTIFY payloads are text, so NUL
 // bytes and invalid UTF-8 are not allowed) and makes a frame's size exact, so MaxPayload
-// is a hard guarantee rather than depending on how a payload escapes. seq numbers
-// frames per instance; it also keeps two identical frames sent in one transaction
-// from being merged by PostgreSQL.
+// is a hard guarantee rather than depending on how a payload escapes.
 
 const (
-	frameVersion = 1
-
 	// notifyLimit is the largest NOTIFY payload sent, below PostgreSQL's 8000 bytes.
 	notifyLimit = 7900
 	// maxFrame is the largest frame whose base64 encoding fits in notifyLimit.
 	maxFrame = notifyLimit / 4 * 3
-	// maxInstanceID is the longest PostgresConfig.InstanceID accepted.
-	maxInstanceID = 64
-	// maxHeader bounds a frame's header: version, instance ID and seq.
-	maxHeader = 1 + 1 + maxInstanceID + binary.MaxVarintLen64
 
 	// maxChunksPerStatement bounds how many notifications one pg_notify statement sends (~500 KB).
 	maxChunksPerStatement = 64
@@ -58,9 +44,6 @@ const (
 const (
 	flushTimeout      = 5 * time.Second // one pg_notify statement
 	closeFlushTimeout = 2 * time.Second // Close's final flush, in total
-	maxRetryDelay     = time.Second     // backoff cap after failed NOTIFYs
-	logInterval       = 10 * time.Second
-	defaultQueueSize  = 100_000
 	defaultChannel    = "latchkey_bus"
 )
 
@@ -145,21 +128,16 @@ func NewPostgres(ctx context.Context, dsn string, db *sql.DB, cfg PostgresConfig
 	b := &pgBus{
 		cfg:          cfg,
 		db:           db,
-		headerMax:    1 + uvarintLen(uint64(len(cfg.InstanceID))) + len(cfg.InstanceID) + binary.MaxVarintLen64,
 		runCtx:       runCtx,
 		cancelRun:    cancelRun,
-		wake:         make(chan struct{}, 1),
-		stop:         make(chan struct{}),
-		flusherDone:  make(chan struct{}),
 		dispatchDone: make(chan struct{}),
 		startFailed:  make(chan error, 1),
-		oversizeLog:  logLimiter{interval: logInterval},
-		queueLog:     logLimiter{interval: logInterval},
-		notifyLog:    logLimiter{interval: logInterval},
 		malformedLog: logLimiter{interval: logInterval},
 		connLog:      logLimiter{interval: logInterval},
 	}
 	b.hub = newHub(&b.stats)
+	b.out = newOutbox(&b.stats, cfg.InstanceID, cfg.Tick, cfg.QueueSize, MaxPayload, maxFrame, maxChunksPerStatement, b.notify)
+	b.out.sendTimeout, b.out.closeTimeout, b.out.runCtx = flushTimeout, closeFlushTimeout, runCtx
 
 	// The dialer closes the listener's connections when runCtx is cancelled, so that
 	// a dial or handshake that hangs cannot hold up Close (pq.Listener holds its lock
@@ -199,18 +177,18 @@ func NewPostgres(ctx context.Context, dsn string, db *sql.DB, cfg PostgresConfig
 	}
 	b.started.Store(true)
 
-	go b.flushLoop()
+	go b.out.run()
 	return b, nil
 }
 
 type pgBus struct {
-	cfg       PostgresConfig
-	db        *sql.DB
-	listener  *pq.Listener
-	dialer    *ctxDialer
-	headerMax int
-	stats     counters
-	hub       *hub
+	cfg      PostgresConfig
+	db       *sql.DB
+	listener *pq.Listener
+	dialer   *ctxDialer
+	stats    counters
+	hub      *hub
+	out      *outbox
 
 	runCtx    context.Context // cancelled at the end of Close (or Close's flush deadline)
 	cancelRun context.CancelFunc
@@ -220,65 +198,30 @@ type pgBus struct {
 	closing   atomic.Bool
 	started   atomic.Bool
 
-	// Outgoing queue: Publish appends; the flusher sends a prefix and then removes it,
-	// so messages stay queued until a NOTIFY succeeded.
-	qmu     sync.Mutex
-	q       []outMsg
-	qClosed bool
-	wake    chan struct{} // signalled when q becomes non-empty
-	seq     uint64        // frame sequence number, flusher only
-
-	stop         chan struct{} // closed by Close
-	flusherDone  chan struct{}
 	dispatchDone chan struct{}
 	startFailed  chan error
 
 	cbMu      sync.Mutex
 	callbacks []func()
 
-	oversizeLog, queueLog, notifyLog, malformedLog, connLog logLimiter
-}
-
-type outMsg struct {
-	topic   string
-	payload []byte
+	malformedLog, connLog logLimiter
 }
 
 func (b *pgBus) Publish(topic string, payload []byte) {
 	if b.closing.Load() || !b.hub.publish(topic, payload) {
 		return
 	}
-	if len(topic)+len(payload) > MaxPayload {
-		b.stats.oversize.Add(1)
-		b.oversizeLog.warn("pubsub: message too large for other instances, delivered locally only",
-			"topic", topic, "size", len(topic)+len(payload), "max", MaxPayload)
-		return
-	}
-	b.qmu.Lock()
-	if b.qClosed {
-		b.qmu.Unlock()
-		return
-	}
-	if len(b.q) >= b.cfg.QueueSize {
-		b.qmu.Unlock()
-		b.stats.queueDropped.Add(1)
-		b.queueLog.warn("pubsub: outgoing queue full, message delivered locally only",
-			"topic", topic, "queue_size", b.cfg.QueueSize)
-		return
-	}
-	wasEmpty := len(b.q) == 0
-	b.q = append(b.q, outMsg{topic: topic, payload: payload})
-	b.qmu.Unlock()
-	if wasEmpty {
-		b.signalWake()
-	}
+	b.out.enqueue(topic, payload)
 }
 
-func (b *pgBus) signalWake() {
-	select {
-	case b.wake <- struct{}{}:
-	default:
+// notify sends frames as one pg_notify statement (all or none).
+func (b *pgBus) notify(ctx context.Context, frames [][]byte) error {
+	chunks := make([]string, len(frames))
+	for i, f := range frames {
+		chunks[i] = base64.StdEncoding.EncodeToString(f)
 	}
+	_, err := b.db.ExecContext(ctx, notifySQL, b.cfg.Channel, pq.StringArray(chunks))
+	return err
 }
 
 func (b *pgBus) Subscribe(topic string, buf int) *Subscription {
@@ -299,10 +242,9 @@ func (b *pgBus) Stats() Stats { return b.stats.snapshot() }
 func (b *pgBus) Close() error {
 	b.closeOnce.Do(func() {
 		b.closing.Store(true)
-		close(b.stop)
 		// The final flush (and a flush in progress) get closeFlushTimeout in total.
 		t := time.AfterFunc(closeFlushTimeout, b.cancelRun)
-		<-b.flusherDone
+		b.closeErr = b.out.close()
 		t.Stop()
 		b.cancelRun()
 		_ = b.listener.Close() // only fails when already closed
@@ -310,186 +252,6 @@ func (b *pgBus) Close() error {
 		b.hub.close()
 	})
 	return b.closeErr
-}
-
-// flushLoop sends queued messages: when the queue becomes non-empty it waits until
-// one Tick has passed since the previous flush, then sends everything queued.
-func (b *pgBus) flushLoop() {
-	defer close(b.flusherDone)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	var last time.Time
-	delay := b.cfg.Tick // time between flushes; grows after failures
-	for {
-		select {
-		case <-b.stop:
-			b.finalFlush()
-			return
-		case <-b.wake:
-		}
-		if d := time.Until(last.Add(delay)); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-b.stop:
-				timer.Stop()
-				b.finalFlush()
-				return
-			case <-timer.C:
-			}
-		}
-		last = time.Now()
-		ctx, cancel := context.WithTimeout(b.runCtx, flushTimeout)
-		more, err := b.flush(ctx)
-		cancel()
-		if err != nil {
-			delay = min(max(2*delay, b.cfg.Tick), max(maxRetryDelay, b.cfg.Tick))
-			b.stats.notifyErr.Add(1)
-			b.notifyLog.warn("pubsub: NOTIFY failed, will retry", "err", err, "retry_in", delay)
-		} else {
-			delay = b.cfg.Tick
-		}
-		if err != nil || more {
-			b.signalWake()
-		}
-	}
-}
-
-func (b *pgBus) finalFlush() {
-	b.qmu.Lock()
-	b.qClosed = true
-	b.qmu.Unlock()
-	ctx, cancel := context.WithTimeout(b.runCtx, closeFlushTimeout)
-	defer cancel()
-	if _, err := b.flush(ctx); err != nil {
-		b.stats.notifyErr.Add(1)
-		b.qmu.Lock()
-		n := len(b.q)
-		b.q = nil
-		b.qmu.Unlock()
-		b.closeErr = fmt.Errorf("pubsub: close: %d queued messages were not sent to other instances: %w", n, err)
-	}
-}
-
-// flush sends the messages queued when it starts, removing each statement's messages
-// from the queue once sent. It reports whether more messages were queued meanwhile.
-func (b *pgBus) flush(ctx context.Context) (more bool, err error) {
-	b.qmu.Lock()
-	pending := b.q // Publish only appends beyond len(pending): reading it unlocked is safe
-	b.qmu.Unlock()
-	for len(pending) > 0 {
-		chunks, n := b.pack(pending)
-		if _, err := b.db.ExecContext(ctx, notifySQL, b.cfg.Channel, pq.StringArray(chunks)); err != nil {
-			return false, err
-		}
-		b.stats.notifications.Add(uint64(len(chunks)))
-		pending = pending[n:]
-		b.qmu.Lock()
-		clear(b.q[:n]) // release the payloads
-		b.q = b.q[n:]
-		if len(b.q) == 0 {
-			b.q = nil
-		}
-		more = len(b.q) > len(pending)
-		b.qmu.Unlock()
-	}
-	return more, nil
-}
-
-// pack encodes a prefix of msgs as at most maxChunksPerStatement notifications of at
-// most notifyLimit bytes each and returns them and the number of messages they hold.
-// Every queued message fits in a notification on its own (see MaxPayload).
-func (b *pgBus) pack(msgs []outMsg) (chunks []string, n int) {
-	frame := make([]byte, 0, maxFrame)
-	for n < len(msgs) && len(chunks) < maxChunksPerStatement {
-		b.seq++
-		frame = append(frame[:0], frameVersion)
-		frame = binary.AppendUvarint(frame, uint64(len(b.cfg.InstanceID)))
-		frame = append(frame, b.cfg.InstanceID...)
-		frame = binary.AppendUvarint(frame, b.seq)
-		size, start := b.headerMax, n
-		for n < len(msgs) {
-			m := msgs[n]
-			sz := messageSize(m.topic, m.payload)
-			if size+sz > maxFrame && n > start {
-				break
-			}
-			frame = binary.AppendUvarint(frame, uint64(len(m.topic)))
-			frame = append(frame, m.topic...)
-			frame = binary.AppendUvarint(frame, uint64(len(m.payload)))
-			frame = append(frame, m.payload...)
-			size += sz
-			n++
-		}
-		chunks = append(chunks, base64.StdEncoding.EncodeToString(frame))
-	}
-	return chunks, n
-}
-
-func messageSize(topic string, payload []byte) int {
-	return uvarintLen(uint64(len(topic))) + len(topic) + uvarintLen(uint64(len(payload))) + len(payload)
-}
-
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
-
-type inMsg struct {
-	topic   string
-	payload []byte
-}
-
-var errMalformed = errors.New("malformed frame")
-
-// decodeFrame decodes a notification payload. It returns the sender's instance ID and,
-// unless the sender is self, the messages. Payloads share one buffer, each capped so
-// that appending to one cannot overwrite the next.
-func decodeFrame(s, self string) (instance string, msgs []inMsg, err error) {
-	buf, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return "", nil, errMalformed
-	}
-	if len(buf) == 0 || buf[0] != frameVersion {
-		return "", nil, errMalformed
-	}
-	buf = buf[1:]
-	next := func() ([]byte, bool) {
-		l, k := binary.Uvarint(buf)
-		if k <= 0 || l > uint64(len(buf)-k) {
-			return nil, false
-		}
-		v := buf[k : k+int(l) : k+int(l)]
-		buf = buf[k+int(l):]
-		return v, true
-	}
-	inst, ok := next()
-	if !ok {
-		return "", nil, errMalformed
-	}
-	if string(inst) == self {
-		return self, nil, nil
-	}
-	_, k := binary.Uvarint(buf) // seq
-	if k <= 0 {
-		return "", nil, errMalformed
-	}
-	buf = buf[k:]
-	for len(buf) > 0 {
-		topic, ok1 := next()
-		payload, ok2 := next()
-		if !ok1 || !ok2 {
-			return "", nil, errMalformed
-		}
-		msgs = append(msgs, inMsg{topic: string(topic), payload: payload})
-	}
-	if len(msgs) == 0 {
-		return "", nil, errMalformed
-	}
-	return string(inst), msgs, nil
 }
 
 // dispatch receives notifications until the listener is closed and delivers other
@@ -514,19 +276,11 @@ func (b *pgBus) dispatch() {
 		if n.Channel != b.cfg.Channel {
 			continue
 		}
-		inst, msgs, err := decodeFrame(n.Extra, b.cfg.InstanceID)
+		buf, err := base64.StdEncoding.DecodeString(n.Extra)
 		if err != nil {
-			b.stats.malformed.Add(1)
-			b.malformedLog.warn("pubsub: ignoring malformed notification", "channel", n.Channel, "size", len(n.Extra))
-			continue
+			buf = nil // malformed
 		}
-		if inst == b.cfg.InstanceID {
-			continue
-		}
-		b.stats.received.Add(uint64(len(msgs)))
-		for _, m := range msgs {
-			b.hub.deliver(m.topic, m.payload)
-		}
+		receive(b.hub, &b.stats, b.cfg.InstanceID, buf, &b.malformedLog, "notification on "+n.Channel)
 	}
 }
 

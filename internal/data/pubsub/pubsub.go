@@ -2,21 +2,31 @@
 // subscriptions and cache invalidations (a revoked key must be rejected by every
 // instance within a second).
 //
-// Two implementations share one interface, [Bus]:
+// Three implementations share one interface, [Bus]:
 //
 //   - [NewLocal]: in-process only, for SQLite (single-instance) deployments.
-//   - [NewPostgres]: local subscribers are served in-process as with NewLocal, and
-//     messages are also carried to every other instance sharing the PostgreSQL
-//     database with LISTEN/NOTIFY (github.com/lib/pq's pq.Listener).
+//   - [NewRedis]: local subscribers are served in-process as with NewLocal, and
+//     messages are also carried to every other instance on the same Redis (classic
+//     pub/sub) or Redis Cluster (sharded pub/sub) on one channel. The server uses it
+//     whenever Redis is configured.
+//   - [NewPostgres]: the same, carried with PostgreSQL LISTEN/NOTIFY
+//     (github.com/lib/pq's pq.Listener), for PostgreSQL deployments without Redis.
+//     A NOTIFY payload is limited to 8000 bytes of text, so a message larger than
+//     [MaxPayload] stays local; every NOTIFY also takes PostgreSQL's global notification
+//     queue lock at commit, which is why Redis is preferred when it is there.
+//
+// Both remote buses batch: messages published within one Tick (50 ms) leave in as
+// few frames as fit (one NOTIFY of up to 7.9 KB, or one PUBLISH of up to 1 MiB),
+// so the cost on the transport grows with ticks, not with messages.
 //
 // Delivery is best effort and never blocks publishers: a subscriber that does not
 // keep up loses messages (counted per subscription, see [Subscription.Dropped]),
-// and after a lost database connection other instances' messages may have been
+// and after a lost connection other instances' messages may have been
 // missed (see OnReconnect in [Bus]). Consumers that must not act on stale data,
 // such as caches, purge themselves in an OnReconnect callback and bound their
 // entries' lifetime. Messages from one instance arrive on the others in the order
-// they were published; a failed NOTIFY is retried, so in the rare case where it failed
-// (timed out) after PostgreSQL had sent it, other instances get its messages twice.
+// they were published; a failed send is retried, so in the rare case where it failed
+// (timed out) after the transport had sent it, other instances get its messages twice.
 package pubsub
 
 import (
@@ -27,7 +37,8 @@ import (
 )
 
 // Bus publishes payloads on topics to every subscriber of the topic, on this instance
-// and (for the PostgreSQL bus) on every other instance sharing the database.
+// and (for the PostgreSQL and Redis buses) on every other instance sharing the
+// database or the Redis channel.
 //
 // All methods are safe for concurrent use.
 type Bus interface {
@@ -35,8 +46,9 @@ type Bus interface {
 	// other instances get it within one Tick. The payload must not be modified afterwards.
 	//
 	// Every subscriber receives the same slice: subscribers must not modify it either.
-	// Publish after Close does nothing. Publish reports no error: on the PostgreSQL bus a
-	// message whose topic and payload exceed MaxPayload bytes, or that finds the outgoing
+	// Publish after Close does nothing. Publish reports no error: on the remote buses a
+	// message whose topic and payload exceed the transport's limit (MaxPayload on
+	// PostgreSQL, RedisConfig.MaxPayload on Redis), or that finds the outgoing
 	// queue full, still reaches local subscribers but not other instances; it is counted
 	// in Stats (Oversize, QueueDropped) and logged (at most once per 10 s per cause).
 	Publish(topic string, payload []byte)
@@ -51,7 +63,7 @@ type Bus interface {
 	// Close stops the bus (flushing pending outgoing notifications first, within a short timeout)
 	// and closes every subscription's channel. It waits for the bus's goroutines to exit.
 	//
-	// Close returns an error only for the PostgreSQL bus, when the final flush failed or
+	// Close returns an error only for the remote buses, when the final flush failed or
 	// timed out (the error says how many messages did not reach other instances).
 	// Calling Close again returns the same result.
 	Close() error
@@ -81,8 +93,8 @@ type Stats struct {
 
 	// The counters below stay zero on the local bus.
 
-	// Notifications counts NOTIFYs sent (one per notification, even when several are
-	// sent in one statement).
+	// Notifications counts frames sent to other instances: NOTIFYs (one per
+	// notification, even when several are sent in one statement) or PUBLISHes.
 	Notifications uint64
 	// Oversize counts messages not sent to other instances because their topic and
 	// payload together exceed MaxPayload bytes.
@@ -90,13 +102,15 @@ type Stats struct {
 	// QueueDropped counts messages not sent to other instances because the outgoing
 	// queue was full (the database was too slow or unreachable).
 	QueueDropped uint64
-	// NotifyErrors counts failed NOTIFY statements; their messages stay queued and are retried.
+	// NotifyErrors counts failed sends (NOTIFY statements, PUBLISH pipelines); their
+	// messages stay queued and are retried.
 	NotifyErrors uint64
 	// Received counts messages received from other instances.
 	Received uint64
-	// Malformed counts notifications on the channel that could not be decoded (ignored).
+	// Malformed counts messages on the channel that could not be decoded (ignored).
 	Malformed uint64
-	// Reconnects counts re-established listener connections (each calls the OnReconnect callbacks).
+	// Reconnects counts re-established receiving connections (each calls the
+	// OnReconnect callbacks).
 	Reconnects uint64
 }
 
@@ -154,7 +168,7 @@ func (c *counters) snapshot() Stats {
 	}
 }
 
-// hub is the in-process fan-out shared by both implementations.
+// hub is the in-process fan-out shared by every implementation.
 //
 // Sends are non-blocking and happen under the read lock; Subscribe, Subscription.Close
 // and close take the write lock, so a channel is never closed while a send to it is in

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/latchkey/latchkey/internal/data/testdb"
 )
 
 // fakeClock is a settable clock for the memory implementations.
@@ -70,7 +72,34 @@ func newRedisClient(tb testing.TB) *redis.Client {
 	return client
 }
 
-// testPrefix returns a random key prefix and deletes every key under it when the test ends.
+// newRedisClusterClient connects to the test Redis Cluster (TEST_REDIS_CLUSTER_URL,
+// default three masters on 127.0.0.1:7000-7002, see scripts/redis-cluster.sh) and
+// fails the test when it cannot be reached.
+func newRedisClusterClient(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	return testdb.RedisClusterClient(tb)
+}
+
+// forEachRedis runs f as subtests "redis" (one server) and "cluster" (the test Redis
+// Cluster: every script call must name keys of one slot).
+func forEachRedis(t *testing.T, f func(t *testing.T, client redis.UniversalClient)) {
+	t.Helper()
+	t.Run("redis", func(t *testing.T) { f(t, newRedisClient(t)) })
+	t.Run("cluster", func(t *testing.T) { f(t, newRedisClusterClient(t)) })
+}
+
+// anotherClient returns a second client of client's kind (one server or the cluster):
+// another server instance.
+func anotherClient(tb testing.TB, client redis.UniversalClient) redis.UniversalClient {
+	tb.Helper()
+	if _, ok := client.(*redis.ClusterClient); ok {
+		return newRedisClusterClient(tb)
+	}
+	return newRedisClient(tb)
+}
+
+// testPrefix returns a random key prefix and deletes every key under it when the test
+// ends (on every master of a cluster).
 func testPrefix(tb testing.TB, client redis.UniversalClient) string {
 	tb.Helper()
 	b := make([]byte, 8)
@@ -79,22 +108,39 @@ func testPrefix(tb testing.TB, client redis.UniversalClient) string {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
+		var err error
+		if cc, ok := client.(*redis.ClusterClient); ok {
+			err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+				return deleteKeys(ctx, node, prefix)
+			})
+		} else {
+			err = deleteKeys(ctx, client, prefix)
 		}
-		if err := iter.Err(); err != nil {
+		if err != nil {
 			tb.Errorf("clean up %s*: %v", prefix, err)
-			return
-		}
-		if len(keys) > 0 {
-			if err := client.Del(ctx, keys...).Err(); err != nil {
-				tb.Errorf("clean up %s*: %v", prefix, err)
-			}
 		}
 	})
 	return prefix
+}
+
+// deleteKeys deletes the keys under prefix on one server, one DEL each (a cluster
+// node refuses a DEL of keys in several slots).
+func deleteKeys(ctx context.Context, client redis.UniversalClient, prefix string) error {
+	iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil || len(keys) == 0 {
+		return err
+	}
+	_, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Del(ctx, k)
+		}
+		return nil
+	})
+	return err
 }
 
 // deadClient returns a client for a closed port that fails fast.

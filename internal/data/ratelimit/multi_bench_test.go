@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // benchRate never denies in a benchmark: one unit occupies 1 ns.
@@ -125,4 +127,105 @@ func BenchmarkCheckRatio(b *testing.B) {
 			b.ReportMetric(float64(tFive)/float64(tOne), "ratio-5/1")
 		})
 	}
+}
+
+// BenchmarkCheckConcurrent runs Redis checks from 32 goroutines (as 32 connections of
+// the load harness would on this 2-core machine), each check alone in its round trip
+// ("solo") against checks that arrive while one is in flight sharing the next
+// ("coalesced"), on one Redis server and on the test Redis Cluster (where a pipeline
+// is split by node). Run them in one invocation and compare them, not absolute figures.
+func BenchmarkCheckConcurrent(b *testing.B) {
+	for _, store := range []string{"redis", "cluster"} {
+		var client redis.UniversalClient
+		if store == "cluster" {
+			client = newRedisClusterClient(b)
+		} else {
+			client = newRedisClient(b)
+		}
+		for _, solo := range []bool{true, false} {
+			name := store + "/coalesced"
+			if solo {
+				name = store + "/solo"
+			}
+			benchCheckConcurrent(b, name, client, solo)
+		}
+	}
+}
+
+// benchCheckConcurrent runs the concurrent five-counter check on client as benchmark name.
+func benchCheckConcurrent(b *testing.B, name string, client redis.UniversalClient, solo bool) {
+	b.Run(name, func(b *testing.B) {
+		rc, err := NewRedisChecker(client, testPrefix(b, client), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rc.solo = solo
+		groups := benchKeys(64)
+		counters := benchFive()
+		b.ReportAllocs()
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			dst := make([]CounterResult, 0, len(counters))
+			for i := 0; pb.Next(); i++ {
+				d, err := rc.Check(ctx, groups[i&63], counters, dst)
+				if err != nil || !d.Allowed {
+					b.Fatalf("%+v, %v", d, err)
+				}
+				dst = d.Results
+			}
+		})
+	})
+}
+
+// BenchmarkCheckCluster measures the five-counter check on one Redis server and on the
+// test Redis Cluster alternately, in blocks, so that a change in the machine's load
+// between them does not skew their ratio: it reports the ns of each and cluster/redis.
+// Both are one EVALSHA round trip; the cluster client also picks the node that owns the
+// check's slot.
+func BenchmarkCheckCluster(b *testing.B) {
+	ctx := context.Background()
+	single, cluster := newRedisClient(b), newRedisClusterClient(b)
+	onSingle, err := NewRedisChecker(single, testPrefix(b, single), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	onCluster, err := NewRedisChecker(cluster, testPrefix(b, cluster), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	groups := benchKeys(1024)
+	counters := benchFive()
+	dst := make([]CounterResult, 0, len(counters))
+	for _, g := range groups { // every counter present: the steady state
+		for _, c := range []Checker{onSingle, onCluster} {
+			if _, err := c.Check(ctx, g, counters, dst); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	const block = 4
+	var tSingle, tCluster time.Duration
+	i := 0
+	run := func(c Checker) time.Duration {
+		start := time.Now()
+		for range block {
+			d, err := c.Check(ctx, groups[i&1023], counters, dst)
+			if err != nil || !d.Allowed {
+				b.Fatalf("%+v, %v", d, err)
+			}
+			dst = d.Results
+			i++
+		}
+		return time.Since(start)
+	}
+	n := 0
+	for b.Loop() {
+		tSingle += run(onSingle)
+		tCluster += run(onCluster)
+		n += block
+	}
+	b.ReportMetric(float64(tSingle.Nanoseconds())/float64(n), "ns/check-redis")
+	b.ReportMetric(float64(tCluster.Nanoseconds())/float64(n), "ns/check-cluster")
+	b.ReportMetric(float64(tCluster)/float64(tSingle), "ratio-cluster/redis")
 }

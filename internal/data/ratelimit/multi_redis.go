@@ -182,7 +182,8 @@ const maxPeriodRounds = 3
 // RedisChecker is a [Checker] whose counters live in Redis, shared by every server
 // instance; it is safe for concurrent use. A check is one Lua script (EVALSHA; EVAL only
 // when the server does not know it yet) that reads the Redis server's clock and
-// evaluates and charges every counter in one round trip.
+// evaluates and charges every counter in one round trip. Checks that arrive while a
+// round trip is in flight go together in the next one, as a pipeline (see coalescer).
 //
 // Counter c of group g is the Redis key prefix + "{" + g + "}:" + c.Key, followed for a
 // quota or a refilling balance by ":" + the start of its period ("2026-03-14" for a day,
@@ -199,6 +200,8 @@ const maxPeriodRounds = 3
 // of one process share one seed read (see seed.go).
 type RedisChecker struct {
 	client redis.UniversalClient
+	co     coalescer // concurrent checks share round trips
+	solo   bool      // benchmarks: one round trip per check, no coalescing
 	prefix string
 	seed   Seeder
 	seeder seeder
@@ -218,7 +221,7 @@ func NewRedisChecker(client redis.UniversalClient, prefix string, seed Seeder) (
 	if strings.ContainsAny(prefix, "{}") {
 		return nil, fmt.Errorf("ratelimit: key prefix %q must not contain braces", prefix)
 	}
-	return &RedisChecker{client: client, prefix: prefix, seed: seed}, nil
+	return &RedisChecker{client: client, co: coalescer{client: client, script: checkLua}, prefix: prefix, seed: seed}, nil
 }
 
 // clock is this instance's idea of the Redis clock.
@@ -277,7 +280,11 @@ func (r *RedisChecker) check(ctx context.Context, group string, counters []Count
 	var reply []int64
 	for periods, seeds := 0, 0; ; {
 		var err error
-		reply, err = checkLua.Run(ctx, r.client, cl.keys, cl.args...).Int64Slice()
+		if r.solo {
+			reply, err = checkLua.Run(ctx, r.client, cl.keys, cl.args...).Int64Slice()
+		} else {
+			reply, err = r.co.run(ctx, cl.keys, cl.args)
+		}
 		if err != nil {
 			return Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}

@@ -9,18 +9,23 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
-// checkers returns a memory checker on clock and a Redis checker whose clock is moved
-// to the same instant, both with seed.
+// checkers returns a memory checker on clock and Redis checkers (one server, the test
+// cluster) whose clocks are moved to the same instant, all with seed.
 func checkers(t *testing.T, clock *fakeClock, seed Seeder) map[string]Checker {
-	client := newRedisClient(t)
-	r, err := NewRedisChecker(client, testPrefix(t, client), seed)
-	if err != nil {
-		t.Fatal(err)
+	impls := map[string]Checker{"memory": NewMemoryChecker(clock.Now, seed)}
+	for name, client := range map[string]redis.UniversalClient{"redis": newRedisClient(t), "cluster": newRedisClusterClient(t)} {
+		r, err := NewRedisChecker(client, testPrefix(t, client), seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.shift = time.Until(clock.Now())
+		impls[name] = r
 	}
-	r.shift = time.Until(clock.Now())
-	return map[string]Checker{"memory": NewMemoryChecker(clock.Now, seed), "redis": r}
+	return impls
 }
 
 func TestCheckAdjust(t *testing.T) {
@@ -128,9 +133,14 @@ func TestCheckConcurrentExact(t *testing.T) {
 	prefix := testPrefix(t, client)
 	r1, _ := NewRedisChecker(client, prefix, nil)
 	r2, _ := NewRedisChecker(other, prefix, nil)
+	cluster, otherCluster := newRedisClusterClient(t), newRedisClusterClient(t)
+	clusterPrefix := testPrefix(t, cluster)
+	c1, _ := NewRedisChecker(cluster, clusterPrefix, nil)
+	c2, _ := NewRedisChecker(otherCluster, clusterPrefix, nil)
 	cases := map[string][]Checker{
-		"memory": {NewMemoryChecker(nil, nil)},
-		"redis":  {r1, r2},
+		"memory":  {NewMemoryChecker(nil, nil)},
+		"redis":   {r1, r2},
+		"cluster": {c1, c2},
 	}
 	const workers = 500
 	for name, impls := range cases {
@@ -287,6 +297,10 @@ func TestCheckConcurrentSeed(t *testing.T) {
 	}
 	r1, _ := NewRedisChecker(client, prefix, seed)
 	r2, _ := NewRedisChecker(other, prefix, seed)
+	cluster, otherCluster := newRedisClusterClient(t), newRedisClusterClient(t)
+	clusterPrefix := testPrefix(t, cluster)
+	c1, _ := NewRedisChecker(cluster, clusterPrefix, seed)
+	c2, _ := NewRedisChecker(otherCluster, clusterPrefix, seed)
 	cases := []struct {
 		name      string
 		impls     []Checker
@@ -294,6 +308,7 @@ func TestCheckConcurrentSeed(t *testing.T) {
 	}{
 		{"memory", []Checker{NewMemoryChecker(nil, seed)}, 1},
 		{"redis", []Checker{r1, r2}, 2},
+		{"cluster", []Checker{c1, c2}, 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,52 +8,55 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRedisMatchesMemory runs every scenario against Memory (fake clock, exact) and Redis
 // (the Redis server's clock, real sleeps): the decisions and Remaining must be equal, and
 // the durations equal within a tolerance for the time that really passes.
 func TestRedisMatchesMemory(t *testing.T) {
-	client := newRedisClient(t)
-	prefix := testPrefix(t, client)
-	const slack = 50 * time.Millisecond
-	ctx := context.Background()
-	// Load the script so that no step pays for EVAL.
-	if _, err := NewRedis(client, prefix).Allow(ctx, "warmup", Limit{Rate: 1, Period: time.Second}, 0); err != nil {
-		t.Fatal(err)
-	}
-	for i, sc := range scenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			t.Parallel()
-			clock := newFakeClock(epoch)
-			mem := NewMemory(clock.Now)
-			rl := NewRedis(client, prefix)
-			key := "scenario" + strconv.Itoa(i)
-			start := time.Now()
-			for j, s := range sc.steps {
-				clock.Set(epoch.Add(s.at))
-				want, err := mem.Allow(ctx, key, sc.limit, s.cost)
-				if err != nil {
-					t.Fatal(err)
+	forEachRedis(t, func(t *testing.T, client redis.UniversalClient) {
+		prefix := testPrefix(t, client)
+		const slack = 50 * time.Millisecond
+		ctx := context.Background()
+		// Load the script so that no step pays for EVAL.
+		if _, err := NewRedis(client, prefix).Allow(ctx, "warmup", Limit{Rate: 1, Period: time.Second}, 0); err != nil {
+			t.Fatal(err)
+		}
+		for i, sc := range scenarios {
+			t.Run(sc.name, func(t *testing.T) {
+				t.Parallel()
+				clock := newFakeClock(epoch)
+				mem := NewMemory(clock.Now)
+				rl := NewRedis(client, prefix)
+				key := "scenario" + strconv.Itoa(i)
+				start := time.Now()
+				for j, s := range sc.steps {
+					clock.Set(epoch.Add(s.at))
+					want, err := mem.Allow(ctx, key, sc.limit, s.cost)
+					if err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(time.Until(start.Add(s.at)))
+					got, err := rl.Allow(ctx, key, sc.limit, s.cost)
+					// Redis reads its own clock: on a busy machine the call runs late,
+					// and the durations it reports are shorter by that much.
+					late := max(time.Since(start.Add(s.at)), 0)
+					if err != nil {
+						t.Fatalf("step %d: %v", j, err)
+					}
+					if want != s.want {
+						t.Errorf("step %d: memory %+v, scenario says %+v", j, want, s.want)
+					}
+					if got.Allowed != want.Allowed || got.Limit != want.Limit || got.Remaining != want.Remaining ||
+						!nearLate(got.RetryAfter, want.RetryAfter, slack, late) || !nearLate(got.ResetAfter, want.ResetAfter, slack, late) {
+						t.Errorf("step %d (at %v, cost %d):\nredis  %+v\nmemory %+v", j, s.at, s.cost, got, want)
+					}
 				}
-				time.Sleep(time.Until(start.Add(s.at)))
-				got, err := rl.Allow(ctx, key, sc.limit, s.cost)
-				// Redis reads its own clock: on a busy machine the call runs late,
-				// and the durations it reports are shorter by that much.
-				late := max(time.Since(start.Add(s.at)), 0)
-				if err != nil {
-					t.Fatalf("step %d: %v", j, err)
-				}
-				if want != s.want {
-					t.Errorf("step %d: memory %+v, scenario says %+v", j, want, s.want)
-				}
-				if got.Allowed != want.Allowed || got.Limit != want.Limit || got.Remaining != want.Remaining ||
-					!nearLate(got.RetryAfter, want.RetryAfter, slack, late) || !nearLate(got.ResetAfter, want.ResetAfter, slack, late) {
-					t.Errorf("step %d (at %v, cost %d):\nredis  %+v\nmemory %+v", j, s.at, s.cost, got, want)
-				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // nearLate is near for a measurement taken up to late after the instant b describes:
@@ -151,42 +154,44 @@ func TestRedisOneRoundTrip(t *testing.T) {
 // TestRedisTwoInstances has two limiters with their own clients share one limit: of 400
 // concurrent requests against 100 per minute exactly 100 are admitted.
 func TestRedisTwoInstances(t *testing.T) {
-	a, b := newRedisClient(t), newRedisClient(t)
-	prefix := testPrefix(t, a)
-	limiters := []Limiter{NewRedis(a, prefix), NewRedis(b, prefix)}
-	const n, workers = 100, 400
-	limit := Limit{Rate: n, Period: time.Minute}
-	var admitted, failed atomic.Int64
-	var perInstance [2]atomic.Int64
-	var wg sync.WaitGroup
-	startGate := make(chan struct{})
-	for i := range workers {
-		wg.Go(func() {
-			<-startGate
-			r, err := limiters[i%2].Allow(context.Background(), "shared", limit, 1)
-			if err != nil {
-				failed.Add(1)
-				t.Error(err)
-				return
-			}
-			if r.Allowed {
-				admitted.Add(1)
-				perInstance[i%2].Add(1)
-			} else if r.RetryAfter <= 0 || r.RetryAfter > time.Minute/n {
-				t.Errorf("denied with RetryAfter %v", r.RetryAfter)
-			}
-		})
-	}
-	close(startGate)
-	wg.Wait()
-	got := admitted.Load()
-	t.Logf("admitted %d (instance A %d, B %d), errors %d", got, perInstance[0].Load(), perInstance[1].Load(), failed.Load())
-	if got < n || got > n+n/100 {
-		t.Fatalf("admitted %d of %d, want %d (at most 1%% over)", got, workers, n)
-	}
-	if perInstance[0].Load() == 0 || perInstance[1].Load() == 0 {
-		t.Errorf("one instance admitted nothing: the test did not share the limit")
-	}
+	forEachRedis(t, func(t *testing.T, a redis.UniversalClient) {
+		b := anotherClient(t, a)
+		prefix := testPrefix(t, a)
+		limiters := []Limiter{NewRedis(a, prefix), NewRedis(b, prefix)}
+		const n, workers = 100, 400
+		limit := Limit{Rate: n, Period: time.Minute}
+		var admitted, failed atomic.Int64
+		var perInstance [2]atomic.Int64
+		var wg sync.WaitGroup
+		startGate := make(chan struct{})
+		for i := range workers {
+			wg.Go(func() {
+				<-startGate
+				r, err := limiters[i%2].Allow(context.Background(), "shared", limit, 1)
+				if err != nil {
+					failed.Add(1)
+					t.Error(err)
+					return
+				}
+				if r.Allowed {
+					admitted.Add(1)
+					perInstance[i%2].Add(1)
+				} else if r.RetryAfter <= 0 || r.RetryAfter > time.Minute/n {
+					t.Errorf("denied with RetryAfter %v", r.RetryAfter)
+				}
+			})
+		}
+		close(startGate)
+		wg.Wait()
+		got := admitted.Load()
+		t.Logf("admitted %d (instance A %d, B %d), errors %d", got, perInstance[0].Load(), perInstance[1].Load(), failed.Load())
+		if got < n || got > n+n/100 {
+			t.Fatalf("admitted %d of %d, want %d (at most 1%% over)", got, workers, n)
+		}
+		if perInstance[0].Load() == 0 || perInstance[1].Load() == 0 {
+			t.Errorf("one instance admitted nothing: the test did not share the limit")
+		}
+	})
 }
 
 // TestRedisUnavailable: a Redis that cannot be reached gives ErrUnavailable, quickly.

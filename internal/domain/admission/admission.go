@@ -138,8 +138,10 @@ func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 	if req.CheckOnly {
 		cost, quotaCost = 0, 0
 	}
-	c, err := countersOf(&req, cost, quotaCost)
-	if err != nil {
+	sc := getScratch()
+	defer sc.put()
+	c := &sc.c
+	if err := countersOf(c, &req, cost, quotaCost); err != nil {
 		var fe *fault.Error
 		errors.As(err, &fe)
 		d.Err, d.ev.Uncharged = fe, true
@@ -149,8 +151,7 @@ func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 	if len(c.list) == 0 {
 		return d
 	}
-	var buf [8]ratelimit.CounterResult
-	dec, err := s.Checker.Check(ctx, v.TenantID, c.list, buf[:0])
+	dec, err := s.Checker.Check(ctx, v.TenantID, c.list, sc.res[:0])
 	if err != nil && !errors.Is(err, ratelimit.ErrInvalidLimit) && s.FailOpen {
 		slog.WarnContext(ctx, "limit store unavailable, admitting (fail open)", "err", err)
 		return d

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/latchkey/latchkey/ent"
@@ -37,17 +38,43 @@ type counters struct {
 	scopes []string
 }
 
+// scratch is the working memory of one check, pooled: the counters and their results
+// escape to the limit store's interface, so on the stack they would be allocated on
+// every request. Nothing refers to it once Admit returns.
+type scratch struct {
+	c      counters
+	list   [8]ratelimit.Counter
+	scopes [8]string
+	res    [8]ratelimit.CounterResult
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch {
+	s := scratchPool.Get().(*scratch)
+	s.c = counters{list: s.list[:0], scopes: s.scopes[:0]}
+	return s
+}
+
+// put returns s to the pool, dropping its references (key strings) first.
+func (s *scratch) put() {
+	clear(s.c.list)
+	clear(s.c.scopes)
+	s.c = counters{}
+	scratchPool.Put(s)
+}
+
 func (c *counters) add(scope string, ctr ratelimit.Counter) {
 	c.list = append(c.list, ctr)
 	c.scopes = append(c.scopes, scope)
 }
 
-// countersOf lists the limits that req charges. Tenant caps are advisory for a
+// countersOf appends to c the limits that req charges. Tenant caps are advisory for a
 // management key (its calls count against them but are never refused by them: a
-// tenant can always revoke).
-func countersOf(req *Request, cost int64, quotaCost int64) (*counters, error) {
+// tenant can always revoke). It returns a BAD_USER_INPUT fault for a charge of a named
+// limit the key does not have, or out of its range.
+func countersOf(c *counters, req *Request, cost int64, quotaCost int64) error {
 	v := req.Viewer
-	c := &counters{list: make([]ratelimit.Counter, 0, 8), scopes: make([]string, 0, 8)}
 	if v.RateLimit > 0 {
 		c.add("key", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("key:"+v.APIKeyID, v.RateLimit, v.RateWindow),
 			Limit: ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}, Cost: cost})
@@ -80,10 +107,10 @@ func countersOf(req *Request, cost int64, quotaCost int64) (*counters, error) {
 	for _, ch := range req.Charges {
 		n := namedLimit(v.Named, ch.Name)
 		if n == nil {
-			return nil, fault.BadInput("charges", "the key has no limit named %q", ch.Name)
+			return fault.BadInput("charges", "the key has no limit named %q", ch.Name)
 		}
 		if ch.Cost < 0 || ch.Cost > n.Limit {
-			return nil, fault.BadInput("charges", "the charge of %q must be between 0 and its limit %d", ch.Name, n.Limit)
+			return fault.BadInput("charges", "the charge of %q must be between 0 and its limit %d", ch.Name, n.Limit)
 		}
 		window := time.Duration(n.WindowSeconds) * time.Second
 		c.add("named:"+ch.Name, ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("named:"+v.APIKeyID+":"+ch.Name, n.Limit, window),
@@ -92,7 +119,7 @@ func countersOf(req *Request, cost int64, quotaCost int64) (*counters, error) {
 	if v.CreditsKey != "" {
 		c.add("credits", creditsCounter(v, cost))
 	}
-	return c, nil
+	return nil
 }
 
 // rateKey names a rate limit's counter after its holder and its definition: a changed

@@ -1,7 +1,9 @@
 // Package live streams usage as it happens: every recorded usage event is published
 // on the bus (pubsub) under its tenant's topic, and GraphQL subscriptions read from
-// it — events one by one (Events) or as rolling aggregates (Stats). With the
-// PostgreSQL bus, a dashboard on one instance sees requests served by every instance.
+// it — events one by one (Events) or as rolling aggregates (Stats). With a shared bus
+// (Redis or PostgreSQL), a dashboard on one instance sees requests served by every
+// instance; events are sent across instances only for tenants that some instance
+// watches (the watch registry, watch.go).
 //
 // Streams are bounded: a slow subscriber never blocks publishers or other subscribers;
 // what it cannot take is dropped and reported in the next message's droppedEvents.
@@ -63,7 +65,7 @@ const OutcomeWarning Outcome = "warning"
 // Warn streams w to the tenant's usageEvents subscribers (from every instance), as an
 // event of type "warning" of the key apiKeyID (and its owner). It never blocks.
 func (h *Hub) Warn(tenantID, apiKeyID, ownerID string, w Warning) {
-	if !h.wanted(tenantID) {
+	if !h.wantedTenant(tenantID) {
 		return
 	}
 	h.publish(&Event{
@@ -114,16 +116,21 @@ type Hub struct {
 	// RecheckInterval is how often streams re-validate their keys (default 500ms).
 	RecheckInterval time.Duration
 	// SingleInstance says the bus reaches no other instance (SQLite): events of
-	// tenants nobody watches here are then not even encoded. With a shared bus every
-	// event is published, so a dashboard on another instance misses nothing from the
-	// moment it subscribes.
+	// tenants nobody watches here are then not even encoded. With a shared bus they
+	// are published only for tenants that some instance watches, as the instances
+	// tell each other (see watch.go): a dashboard on another instance still receives
+	// every operation that started after it subscribed.
 	SingleInstance bool
+	// WatchRefresh is how often an instance re-announces the tenants it watches on a
+	// shared bus (default 5 s); an announcement holds for three refreshes.
+	WatchRefresh time.Duration
 
 	mu     sync.RWMutex // read-locked only by publish (on the request path)
 	perKey map[string]int
 	feeds  map[string]*feed // tenant → its bus subscription and streams
 	done   chan struct{}
 	once   sync.Once
+	reg    *registry      // nil with SingleInstance
 	wg     sync.WaitGroup // open streams
 }
 
@@ -162,6 +169,22 @@ func (h *Hub) init() {
 			h.RecheckInterval = 500 * time.Millisecond
 		}
 		go h.recheckLoop()
+		if !h.SingleInstance {
+			if h.WatchRefresh <= 0 {
+				h.WatchRefresh = defaultWatchRefresh
+			}
+			h.reg = newRegistry(h.WatchRefresh)
+			sub := h.Bus.Subscribe(topicWatch, 1024)
+			reg := h.reg
+			h.Bus.OnReconnect(func() {
+				reg.openAll()
+				select {
+				case reg.reconnect <- struct{}{}:
+				default:
+				}
+			})
+			go h.watchLoop(sub)
+		}
 	})
 }
 
@@ -169,22 +192,38 @@ func (h *Hub) init() {
 // usage recorder's OnEvent hook and never blocks. Subscriptions starting are stored
 // usage but not streamed: with many dashboards open they would mostly stream each other.
 func (h *Hub) Publish(ev usage.Event) {
-	if ev.OperationType == "subscription" || !h.wanted(ev.TenantID) {
+	if ev.OperationType == "subscription" || !h.wanted(&ev) {
 		return
 	}
-	h.publish(&Event{
+	h.publish(h.event(ev))
+}
+
+// event is ev as streamed.
+func (h *Hub) event(ev usage.Event) *Event {
+	return &Event{
 		TenantID: ev.TenantID, APIKeyID: ev.APIKeyID, OwnerID: optional(ev.OwnerID),
 		OperationName: ev.OperationName, OperationType: ev.OperationType, RootFields: ev.RootFields,
 		Outcome: Outcome(ev.Outcome), LatencyMs: ev.LatencyMs, IP: ev.IP, At: ev.At.UTC(),
-	})
+	}
 }
 
-// wanted reports whether events of tenantID are published: always on a shared bus;
-// with SingleInstance, only while this instance has streams of the tenant.
-func (h *Hub) wanted(tenantID string) bool {
-	if !h.SingleInstance {
+// wanted reports whether ev is published: when this instance watches its tenant, or
+// (on a shared bus) when another instance may; an event not published is kept for a
+// replay to a watch that starts elsewhere (see registry.admit).
+func (h *Hub) wanted(ev *usage.Event) bool {
+	if h.watchedHere(ev.TenantID) {
 		return true
 	}
+	return h.reg != nil && h.reg.admit(ev)
+}
+
+// wantedTenant is wanted for a message that is never replayed (warnings).
+func (h *Hub) wantedTenant(tenantID string) bool {
+	return h.watchedHere(tenantID) || (h.reg != nil && h.reg.watched(tenantID))
+}
+
+// watchedHere reports whether this instance has streams of tenantID.
+func (h *Hub) watchedHere(tenantID string) bool {
 	h.init()
 	h.mu.RLock()
 	_, watched := h.feeds[tenantID]
@@ -240,6 +279,9 @@ func (h *Hub) open(ctx context.Context, v *viewer.Viewer, tenantID string, apiKe
 		f = &feed{sub: h.Bus.Subscribe(topic(tenantID), 4096), streams: map[*stream]struct{}{}}
 		h.feeds[tenantID] = f
 		go h.pump(tenantID, f)
+		if h.reg != nil {
+			h.announce([]string{tenantID}, time.Now().UnixNano())
+		}
 	}
 	f.streams[s] = struct{}{}
 	// The stream ends with its operation (client stop, connection closed).

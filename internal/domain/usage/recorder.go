@@ -312,6 +312,7 @@ func (r *Recorder) FlushInterval() time.Duration { return r.cfg.FlushInterval }
 func (r *Recorder) Run(ctx context.Context) error {
 	r.sem <- struct{}{}
 	defer func() { <-r.sem }()
+	defer r.w.close() // after the last write, before giving up the writer
 	wctx := context.WithoutCancel(ctx)
 
 	var pruneWG sync.WaitGroup

@@ -51,15 +51,17 @@ var rollupColumns = append([]string{
 }, counterColumns...)
 
 const (
-	// sqliteLogRows rows of 10 columns per INSERT stay well under SQLite's limit of
-	// 32766 bound variables.
-	sqliteLogRows = 1000
 	// rollupRows rows of 26 columns per upsert: 26,000 variables, under SQLite's 32766
 	// and PostgreSQL's 65535.
 	rollupRows = 1000
 	// maxNameLen caps client-chosen strings (the operation name, root fields).
 	maxNameLen = 256
 )
+
+// sqliteChunks are the row counts of the prepared INSERTs a batch is cut into on
+// SQLite, largest first (256 rows of 10 columns stay well under SQLite's limit of 32766
+// bound variables); the last must be 1.
+var sqliteChunks = [...]int{256, 16, 1}
 
 // granularities are the rollup levels: the stored enum value and the bucket width.
 var granularities = [...]struct {
@@ -73,11 +75,11 @@ var granularities = [...]struct {
 
 // writer holds buffers reused across batches; only the holder of Recorder.sem uses it.
 type writer struct {
-	insertSQL string // cached INSERT for a full chunk of sqliteLogRows rows
-	args      []any
-	json      []byte
-	index     map[rollupKey]int
-	aggs      []rollupAgg
+	stmts [len(sqliteChunks)]*sql.Stmt // SQLite: the prepared INSERTs, see prepare
+	args  []any
+	json  []byte
+	index map[rollupKey]int
+	aggs  []rollupAgg
 }
 
 type rollupKey struct {
@@ -99,6 +101,11 @@ type rollupAgg struct {
 // It returns the database error, the transaction rolled back.
 func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
 	ctx = rule.SystemContext(ctx)
+	if r.st.Dialect != "postgres" {
+		if err := r.w.prepare(ctx, r.st.DB); err != nil {
+			return err
+		}
+	}
 	tx, err := r.st.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -179,23 +186,22 @@ func (w *writer) copyLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
 
 // insertLogs inserts the raw rows with multi-row INSERTs (SQLite).
 func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
+	var inTx [len(sqliteChunks)]*sql.Stmt
 	for len(evs) > 0 {
-		part := evs[:min(len(evs), sqliteLogRows)]
+		c := 0
+		for sqliteChunks[c] > len(evs) {
+			c++
+		}
+		part := evs[:sqliteChunks[c]]
 		evs = evs[len(part):]
-		var query string
-		if len(part) == sqliteLogRows {
-			if w.insertSQL == "" {
-				w.insertSQL = insertLogsSQL(sqliteLogRows)
-			}
-			query = w.insertSQL
-		} else {
-			query = insertLogsSQL(len(part))
+		if inTx[c] == nil {
+			inTx[c] = tx.StmtContext(ctx, w.stmts[c])
 		}
 		args := w.args[:0]
 		for i := range part {
 			args = w.appendRow(args, &part[i])
 		}
-		_, err := tx.ExecContext(ctx, query, args...)
+		_, err := inTx[c].ExecContext(ctx, args...)
 		clear(args)
 		w.args = args[:0]
 		if err != nil {
@@ -203,6 +209,32 @@ func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error 
 		}
 	}
 	return nil
+}
+
+// prepare prepares the INSERTs of sqliteChunks rows on db once (SQLite compiles a
+// statement of hundreds of rows in about the time it takes to run it). It must run
+// outside a transaction: the store may have a single connection.
+func (w *writer) prepare(ctx context.Context, db *sql.DB) error {
+	for c, rows := range sqliteChunks {
+		if w.stmts[c] == nil {
+			stmt, err := db.PrepareContext(ctx, insertLogsSQL(rows))
+			if err != nil {
+				return fmt.Errorf("prepare the usage_logs insert: %w", err)
+			}
+			w.stmts[c] = stmt
+		}
+	}
+	return nil
+}
+
+// close releases the prepared statements.
+func (w *writer) close() {
+	for i, stmt := range w.stmts {
+		if stmt != nil {
+			_ = stmt.Close()
+			w.stmts[i] = nil
+		}
+	}
 }
 
 // appendRow appends the values of ev's usage_logs row, in the order of logColumns,

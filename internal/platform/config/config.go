@@ -2,11 +2,15 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Config is the server configuration. See the README's configuration table.
@@ -15,8 +19,12 @@ type Config struct {
 	Addr string
 	// DatabaseURL selects the store: sqlite:PATH (default sqlite:latchkey.db) or postgres://...
 	DatabaseURL string
-	// RedisURL, when set, holds shared rate-limit state.
+	// RedisURL, when set, holds shared rate-limit state in one Redis server.
 	RedisURL string
+	// RedisClusterURL, when set, holds it in a Redis Cluster instead: go-redis' cluster
+	// URL form, redis://h1:p1?addr=h2:p2&addr=h3:p3 (REDIS_CLUSTER_URL). At most one of
+	// RedisURL and RedisClusterURL is set.
+	RedisClusterURL string
 	// AdminToken, when set, is a platform-admin credential.
 	AdminToken string
 	// AllowedOrigins are the CORS origins allowed for browser dashboards.
@@ -52,6 +60,10 @@ type Config struct {
 	WebhookAllowHTTP bool
 	// LogFormat is "json" (default) or "text"; LogLevel debug, info (default), warn, error.
 	LogFormat, LogLevel string
+	// AccessLog says which requests get an access log line (ACCESS_LOG): "errors" (the
+	// default: status 400 and above, and WebSocket connections), "all", or "off". Every
+	// authenticated operation and verification is in the request log (usageLogs) anyway.
+	AccessLog string
 	// MetricsAddr, when set, serves /metrics on its own listener (unauthenticated, for
 	// a private network); unset, /metrics is on the main listener for platform admins.
 	MetricsAddr string
@@ -79,10 +91,11 @@ func FromEnv() (Config, error) {
 
 func parse(get func(string) string) (Config, error) {
 	c := Config{
-		DatabaseURL: get("DATABASE_URL"),
-		RedisURL:    get("REDIS_URL"),
-		AdminToken:  get("ADMIN_TOKEN"),
-		PublicURL:   get("PUBLIC_URL"),
+		DatabaseURL:     get("DATABASE_URL"),
+		RedisURL:        get("REDIS_URL"),
+		RedisClusterURL: get("REDIS_CLUSTER_URL"),
+		AdminToken:      get("ADMIN_TOKEN"),
+		PublicURL:       get("PUBLIC_URL"),
 	}
 	port := get("PORT")
 	if port == "" {
@@ -161,6 +174,13 @@ func parse(get func(string) string) (Config, error) {
 	c.WebhookWorkers, c.WebhookPerTenant = int(workers), int(perTenant)
 	c.LogFormat, c.LogLevel, c.MetricsAddr = get("LOG_FORMAT"), get("LOG_LEVEL"), get("METRICS_ADDR")
 	c.PprofAddr = get("PPROF_ADDR")
+	switch c.AccessLog = get("ACCESS_LOG"); c.AccessLog {
+	case "":
+		c.AccessLog = "errors"
+	case "errors", "all", "off":
+	default:
+		return c, fmt.Errorf("config: ACCESS_LOG must be errors, all or off, got %q", c.AccessLog)
+	}
 	c.UsageRetention = 30 * 24 * time.Hour
 	if v := get("USAGE_RETENTION"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -180,7 +200,32 @@ func parse(get func(string) string) (Config, error) {
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		return c, fmt.Errorf("config: REDIS_URL must start with redis:// or rediss://")
 	}
+	if err := checkRedisCluster(c.RedisURL, c.RedisClusterURL); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// checkRedisCluster validates REDIS_CLUSTER_URL: go-redis' cluster URL form, and never
+// together with REDIS_URL (which of the two would hold the limits?).
+func checkRedisCluster(single, cluster string) error {
+	if cluster == "" {
+		return nil
+	}
+	if single != "" {
+		return fmt.Errorf("config: REDIS_URL and REDIS_CLUSTER_URL are both set; set REDIS_URL for one Redis server or REDIS_CLUSTER_URL for a Redis Cluster, not both")
+	}
+	if !strings.HasPrefix(cluster, "redis://") && !strings.HasPrefix(cluster, "rediss://") {
+		return fmt.Errorf("config: REDIS_CLUSTER_URL must start with redis:// or rediss:// (redis://h1:p1?addr=h2:p2&addr=h3:p3)")
+	}
+	if _, err := redis.ParseClusterURL(cluster); err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // without the URL, which may hold a password
+		}
+		return fmt.Errorf("config: REDIS_CLUSTER_URL (redis://h1:p1?addr=h2:p2&addr=h3:p3): %w", err)
+	}
+	return nil
 }
 
 func boolVar(get func(string) string, name string) (bool, error) {

@@ -17,8 +17,10 @@ func TestParse(t *testing.T) {
 			return c.Addr == ":8080" && c.DatabaseURL == "sqlite:latchkey.db" && c.MaxBodyBytes == 1<<20 &&
 				c.MaxQueryDepth == 12 && c.PublicURL == "http://localhost:8080" && !c.RateLimitFailOpen &&
 				c.UsageRetention == 720*time.Hour && c.UsageFlushInterval == 100*time.Millisecond &&
-				c.PprofAddr == ""
+				c.PprofAddr == "" && c.AccessLog == "errors"
 		}, ""},
+		{"access log", map[string]string{"ACCESS_LOG": "all"}, func(c Config) bool { return c.AccessLog == "all" }, ""},
+		{"bad access log", map[string]string{"ACCESS_LOG": "some"}, nil, "ACCESS_LOG"},
 		{"pprof", map[string]string{"PPROF_ADDR": "127.0.0.1:6060"}, func(c Config) bool { return c.PprofAddr == "127.0.0.1:6060" }, ""},
 		{"flush interval", map[string]string{"USAGE_FLUSH_INTERVAL": "250ms"}, func(c Config) bool { return c.UsageFlushInterval == 250*time.Millisecond }, ""},
 		{"bad flush interval", map[string]string{"USAGE_FLUSH_INTERVAL": "1ms"}, nil, "USAGE_FLUSH_INTERVAL"},
@@ -34,6 +36,18 @@ func TestParse(t *testing.T) {
 		{"bad bool", map[string]string{"RATE_LIMIT_FAIL_OPEN": "maybe"}, nil, "RATE_LIMIT_FAIL_OPEN"},
 		{"bad retention", map[string]string{"USAGE_RETENTION": "5m"}, nil, "USAGE_RETENTION"},
 		{"bad redis", map[string]string{"REDIS_URL": "localhost:6379"}, nil, "REDIS_URL"},
+		{"redis cluster", map[string]string{"REDIS_CLUSTER_URL": "redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002"}, func(c Config) bool {
+			return c.RedisClusterURL == "redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002" && c.RedisURL == ""
+		}, ""},
+		{"redis cluster, one seed node", map[string]string{"REDIS_CLUSTER_URL": "rediss://user:secret@redis.internal:6379"}, func(c Config) bool {
+			return c.RedisClusterURL != ""
+		}, ""},
+		{"redis and redis cluster", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_CLUSTER_URL": "redis://127.0.0.1:7000"}, nil,
+			"REDIS_URL and REDIS_CLUSTER_URL are both set"},
+		{"redis cluster without scheme", map[string]string{"REDIS_CLUSTER_URL": "127.0.0.1:7000"}, nil, "REDIS_CLUSTER_URL must start with redis://"},
+		{"redis cluster, unknown option", map[string]string{"REDIS_CLUSTER_URL": "redis://127.0.0.1:7000?adr=127.0.0.1:7001"}, nil, "REDIS_CLUSTER_URL"},
+		{"redis cluster, bad option", map[string]string{"REDIS_CLUSTER_URL": "redis://127.0.0.1:7000?dial_timeout=soon"}, nil, "REDIS_CLUSTER_URL"},
+		{"redis cluster, bad URL hides the password", map[string]string{"REDIS_CLUSTER_URL": "redis://u:hunter2@127.0.0.1:70 00"}, nil, "REDIS_CLUSTER_URL ("},
 		{"webhook workers", map[string]string{"WEBHOOK_WORKERS": "128", "WEBHOOK_PER_TENANT": "8"}, func(c Config) bool {
 			return c.WebhookWorkers == 128 && c.WebhookPerTenant == 8
 		}, ""},
@@ -47,6 +61,9 @@ func TestParse(t *testing.T) {
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want mention of %s", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Fatalf("err = %v shows the password", err)
 				}
 				return
 			}

@@ -14,8 +14,11 @@ import (
 
 // withRequestID gives every request an id (a valid incoming X-Request-ID, or a new
 // one), returns it in X-Request-ID, puts it on every log line of the request, and
-// writes one access log line per request (never a key: only its display prefix).
-func withRequestID(next http.Handler) http.Handler {
+// writes one access log line per request that mode selects ("errors" or "": status 400
+// and above and WebSocket connections; "all"; "off"), never with a key: only its display
+// prefix.
+func withRequestID(next http.Handler, mode string) http.Handler {
+	errorsOnly := mode == "errors" || mode == ""
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-ID")
@@ -24,7 +27,7 @@ func withRequestID(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-ID", id)
 		ctx := logging.WithRequestID(r.Context(), id)
-		if !slog.Default().Enabled(ctx, slog.LevelInfo) {
+		if mode == "off" || !slog.Default().Enabled(ctx, slog.LevelInfo) {
 			// No access log at this level: skip its bookkeeping.
 			next.ServeHTTP(w, r.WithContext(ctx))
 			return
@@ -33,7 +36,8 @@ func withRequestID(next http.Handler) http.Handler {
 		holder := &viewerHolder{}
 		ctx = context.WithValue(ctx, holderKey{}, holder)
 		next.ServeHTTP(lw, r.WithContext(ctx))
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" ||
+			errorsOnly && lw.status < 400 && !lw.hijacked {
 			return
 		}
 		var buf [8]slog.Attr // typed attributes in a stack array: no boxing per request

@@ -45,6 +45,9 @@ import (
 
 // Options configure the HTTP API. Zero values pick the defaults.
 type Options struct {
+	// AccessLog is which requests get an access log line: "errors" (status 400 and above,
+	// and WebSocket connections), "all", or "off"; "" is "errors".
+	AccessLog string
 	// GraphQL is the executor of the API floor (graph/gqlserver) without transports.
 	GraphQL *handler.Server
 	// Verifier authenticates credentials.
@@ -162,7 +165,7 @@ func New(o Options) http.Handler {
 	if len(o.AllowedOrigins) > 0 {
 		h = c.Handler(mux)
 	}
-	return o.traced(withRequestID(h))
+	return o.traced(withRequestID(h, o.AccessLog))
 }
 
 // traced wraps h in the server span of each request when tracing is on.

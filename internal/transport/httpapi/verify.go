@@ -104,7 +104,7 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 		writeRESTError(w, fault.New(fault.BadUserInput, "Content-Type must be application/json").With("reason", "content_type"))
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxVerifyBody+1))
+	body, err := readBody(r, maxVerifyBody)
 	if err != nil {
 		writeRESTError(w, fault.New(fault.BadUserInput, "could not read the request body"))
 		return
@@ -200,4 +200,18 @@ func jsonDetail(err error) string {
 		return ": " + strings.TrimPrefix(err.Error(), "json: ")
 	}
 	return ": malformed JSON"
+}
+
+// readBody reads r's body up to limit+1 bytes (more means too large), in one
+// allocation of the announced size when the client sent Content-Length.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= limit {
+		body := make([]byte, n+1) // one spare byte tells a body longer than announced
+		m, err := io.ReadFull(r.Body, body)
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			err = nil
+		}
+		return body[:m], err
+	}
+	return io.ReadAll(io.LimitReader(r.Body, limit+1))
 }

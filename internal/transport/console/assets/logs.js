@@ -17,7 +17,7 @@ export function render(root, session) {
   const key = el('select', {id: 'log-key'}, el('option', {value: ''}, 'Any key'));
   const owner = el('input', {id: 'log-owner', value: f.owner, placeholder: 'cust_…'});
   const outcome = el('select', {id: 'log-outcome'}, el('option', {value: ''}, 'Any outcome'), outcomes.map((o) => el('option', {value: o, selected: o === f.outcome}, o)));
-  const op = el('input', {id: 'log-operation', value: f.operation, placeholder: 'name or tag'});
+  const op = el('input', {id: 'log-operation', value: f.operation, placeholder: 'name or tag (prefix)'});
   const ip = el('input', {id: 'log-ip', value: f.ip, placeholder: '203.0.113.'});
   const from = el('input', {id: 'log-from', type: 'datetime-local', value: f.from});
   const to = el('input', {id: 'log-to', type: 'datetime-local', value: f.to});
@@ -47,7 +47,7 @@ export function render(root, session) {
     if (f.key) w.apiKeyID = f.key;
     if (f.owner) w.ownerID = f.owner;
     if (f.outcome) w.outcome = f.outcome;
-    if (f.operation) w.or = [{operationName: f.operation}, {operationNameContainsFold: f.operation}];
+    if (f.operation) w.operationNameHasPrefix = f.operation;
     if (f.ip) w.ipHasPrefix = f.ip;
     if (f.from) w.atGTE = new Date(f.from).toISOString();
     if (f.to) w.atLT = new Date(f.to).toISOString();

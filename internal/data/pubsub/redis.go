@@ -1,0 +1,254 @@
+package pubsub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MaxRedisPayload is the default RedisConfig.MaxPayload: the largest
+// len(topic)+len(payload), in bytes, that the Redis bus carries to other instances.
+const MaxRedisPayload = 1 << 20
+
+// Defaults of the Redis bus.
+const (
+	defaultRedisChannel = "latchkey:bus"
+	redisSendTimeout    = 5 * time.Second // one pipeline of PUBLISHes
+	redisCloseTimeout   = 2 * time.Second // Close's final flush
+	redisFramesPerSend  = 16
+	redisChannelBuffer  = 1024 // go-redis' channel of received messages
+)
+
+// RedisConfig configures NewRedis. The zero value uses the defaults.
+type RedisConfig struct {
+	Channel    string        // pub/sub channel (default "latchkey:bus")
+	Tick       time.Duration // outgoing batching interval (default 50ms): at most one PUBLISH per instance per tick, unless a batch must be split
+	InstanceID string        // default random; messages from this instance are not delivered twice. At most 64 bytes
+	// QueueSize bounds the messages waiting to be sent to other instances (default
+	// 100,000). When it is full, messages are not sent to other instances and are
+	// counted in Stats.QueueDropped.
+	QueueSize int
+	// MaxPayload is the largest len(topic)+len(payload) sent to other instances
+	// (default MaxRedisPayload); larger messages reach local subscribers only and are
+	// counted in Stats.Oversize.
+	MaxPayload int
+	// HealthCheck is how often an idle subscription connection is pinged (default 3s);
+	// a ping unanswered within 5 s re-establishes the connection (and calls the
+	// OnReconnect callbacks).
+	HealthCheck time.Duration
+}
+
+func (c *RedisConfig) setDefaults() error {
+	if c.Channel == "" {
+		c.Channel = defaultRedisChannel
+	}
+	if c.Tick == 0 {
+		c.Tick = 50 * time.Millisecond
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = defaultQueueSize
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = MaxRedisPayload
+	}
+	if c.HealthCheck == 0 {
+		c.HealthCheck = 3 * time.Second
+	}
+	if c.InstanceID == "" {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b) // never fails (crypto/rand.Read panics instead)
+		c.InstanceID = hex.EncodeToString(b)
+	}
+	switch {
+	case len(c.InstanceID) > maxInstanceID:
+		return fmt.Errorf("instance ID is longer than %d bytes", maxInstanceID)
+	case c.Tick < 0 || c.QueueSize < 0 || c.MaxPayload < 0 || c.HealthCheck < 0:
+		return errors.New("durations, QueueSize and MaxPayload must not be negative")
+	}
+	return nil
+}
+
+// NewRedis returns a bus whose local subscribers are served in-process and whose
+// messages reach every other instance subscribed to the same channel of client's
+// Redis. With a *redis.ClusterClient it uses sharded pub/sub (SPUBLISH and
+// SSUBSCRIBE, Redis 7+): every message of the channel goes through the master of the
+// channel's slot, which keeps one instance's messages in order (a classic PUBLISH
+// would go to any node and be relayed over the cluster bus, in no particular order)
+// and keeps them off the other shards. With any other client (a *redis.Client, a
+// *redis.Ring) it uses classic pub/sub (PUBLISH and SUBSCRIBE), which any Redis
+// version has. The bus does not close client: close the bus first.
+//
+// ctx bounds only the start: NewRedis returns an error when the subscription cannot
+// be established (Redis unreachable, authentication refused) before ctx ends, or for
+// a nil client or an invalid cfg (instance ID too long, a negative value). Afterwards
+// go-redis re-establishes a lost subscription on its own and the bus calls the
+// OnReconnect callbacks. On error no goroutine is left behind.
+func NewRedis(ctx context.Context, client redis.UniversalClient, cfg RedisConfig) (Bus, error) {
+	if client == nil {
+		return nil, errors.New("pubsub: NewRedis: client is nil")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("pubsub: NewRedis: %w", err)
+	}
+	b := &redisBus{
+		cfg:          cfg,
+		client:       client,
+		dispatchDone: make(chan struct{}),
+		started:      make(chan struct{}),
+		malformedLog: logLimiter{interval: logInterval},
+	}
+	b.hub = newHub(&b.stats)
+	maxFrame := maxHeader + 2*binary.MaxVarintLen32 + cfg.MaxPayload
+	b.out = newOutbox(&b.stats, cfg.InstanceID, cfg.Tick, cfg.QueueSize, cfg.MaxPayload, maxFrame, redisFramesPerSend, b.publish)
+	b.out.sendTimeout, b.out.closeTimeout = redisSendTimeout, redisCloseTimeout
+
+	var err error
+	if _, b.sharded = client.(*redis.ClusterClient); b.sharded {
+		b.ps = client.SSubscribe(ctx)
+		err = b.ps.SSubscribe(ctx, cfg.Channel)
+	} else {
+		b.ps = client.Subscribe(ctx)
+		err = b.ps.Subscribe(ctx, cfg.Channel)
+	}
+	if err != nil {
+		_ = b.ps.Close()
+		return nil, fmt.Errorf("pubsub: NewRedis: subscribe to %s: %w", cfg.Channel, err)
+	}
+	msgs := b.ps.ChannelWithSubscriptions(
+		redis.WithChannelSize(redisChannelBuffer),
+		redis.WithChannelHealthCheckInterval(cfg.HealthCheck),
+	)
+	go b.dispatch(msgs)
+	select {
+	case <-b.started:
+	case <-ctx.Done():
+		b.closing.Store(true)
+		_ = b.ps.Close()
+		<-b.dispatchDone
+		return nil, fmt.Errorf("pubsub: NewRedis: subscribe to %s: no confirmation: %w", cfg.Channel, ctx.Err())
+	}
+	go b.out.run()
+	return b, nil
+}
+
+type redisBus struct {
+	cfg     RedisConfig
+	client  redis.UniversalClient
+	sharded bool // SPUBLISH/SSUBSCRIBE rather than PUBLISH/SUBSCRIBE
+	ps      *redis.PubSub
+	stats   counters
+	hub     *hub
+	out     *outbox
+
+	closeOnce sync.Once
+	closeErr  error
+	closing   atomic.Bool
+
+	started      chan struct{} // closed at the first subscription confirmation
+	dispatchDone chan struct{}
+
+	cbMu      sync.Mutex
+	callbacks []func()
+
+	malformedLog logLimiter
+}
+
+func (b *redisBus) Publish(topic string, payload []byte) {
+	if b.closing.Load() || !b.hub.publish(topic, payload) {
+		return
+	}
+	b.out.enqueue(topic, payload)
+}
+
+// publish sends frames as (S)PUBLISHes in one pipeline. A failed pipeline is sent
+// again whole, so other instances may get some of its frames twice.
+func (b *redisBus) publish(ctx context.Context, frames [][]byte) error {
+	pub := func(c redis.Cmdable, f []byte) *redis.IntCmd {
+		if b.sharded {
+			return c.SPublish(ctx, b.cfg.Channel, f)
+		}
+		return c.Publish(ctx, b.cfg.Channel, f)
+	}
+	if len(frames) == 1 {
+		return pub(b.client, frames[0]).Err()
+	}
+	_, err := b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, f := range frames {
+			pub(p, f)
+		}
+		return nil
+	})
+	return err
+}
+
+func (b *redisBus) Subscribe(topic string, buf int) *Subscription {
+	return b.hub.subscribe(topic, buf)
+}
+
+func (b *redisBus) OnReconnect(f func()) {
+	if f == nil {
+		return
+	}
+	b.cbMu.Lock()
+	b.callbacks = append(b.callbacks, f)
+	b.cbMu.Unlock()
+}
+
+func (b *redisBus) Stats() Stats { return b.stats.snapshot() }
+
+func (b *redisBus) Close() error {
+	b.closeOnce.Do(func() {
+		b.closing.Store(true)
+		b.closeErr = b.out.close()
+		_ = b.ps.Close() // only fails when already closed
+		<-b.dispatchDone
+		b.hub.close()
+	})
+	return b.closeErr
+}
+
+// dispatch reads go-redis' channel until the PubSub is closed: subscription
+// confirmations (the first one starts the bus; later ones follow a reconnection)
+// and other instances' frames, delivered to local subscribers.
+func (b *redisBus) dispatch(msgs <-chan any) {
+	defer close(b.dispatchDone)
+	confirmed := false
+	for m := range msgs {
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if (m.Kind != "subscribe" && m.Kind != "ssubscribe") || m.Channel != b.cfg.Channel {
+				continue
+			}
+			if !confirmed {
+				confirmed = true
+				close(b.started)
+				continue
+			}
+			if b.closing.Load() {
+				continue
+			}
+			b.stats.reconnects.Add(1)
+			slog.Info("pubsub: Redis subscription re-established; messages sent meanwhile were missed")
+			b.cbMu.Lock()
+			cbs := b.callbacks[:len(b.callbacks):len(b.callbacks)]
+			b.cbMu.Unlock()
+			for _, f := range cbs {
+				f()
+			}
+		case *redis.Message:
+			if m.Channel != b.cfg.Channel {
+				continue
+			}
+			receive(b.hub, &b.stats, b.cfg.InstanceID, []byte(m.Payload), &b.malformedLog, "redis channel "+m.Channel)
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// gateHook holds the first command a client sends until release is closed, and notes
+// the scripts sent: "evalsha" alone, "pipeline of N" for N in one pipeline.
+type gateHook struct {
+	once    sync.Once
+	held    chan struct{} // closed when the first command is being held
+	release chan struct{}
+	mu      sync.Mutex
+	sent    []string
+}
+
+func (h *gateHook) note(s string) {
+	h.mu.Lock()
+	h.sent = append(h.sent, s)
+	h.mu.Unlock()
+}
+
+func (h *gateHook) taken() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.sent
+	h.sent = nil
+	return s
+}
+
+func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		first := false
+		h.once.Do(func() { first = true })
+		if first {
+			close(h.held)
+			<-h.release
+		}
+		if cmd.Name() == "evalsha" {
+			h.note("evalsha")
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "evalsha" { // not a new connection's HELLO
+			h.note(fmt.Sprintf("pipeline of %d", len(cmds)))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// queued waits until n checks wait behind the round trip in flight.
+func queued(t *testing.T, c *coalescer, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		got := len(c.pending)
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+	}
+	t.Fatalf("%d checks never queued", n)
+}
+
+// TestRedisCheckCoalesced: checks that arrive while a round trip is in flight go out
+// together as one pipeline, each still exact; a check whose context ends while it is
+// queued leaves the queue uncharged, and the checker goes on.
+func TestRedisCheckCoalesced(t *testing.T) {
+	client := newRedisClient(t)
+	ctx := context.Background()
+	if err := checkLua.Load(ctx, client).Err(); err != nil {
+		t.Fatal(err)
+	}
+	gate := &gateHook{held: make(chan struct{}), release: make(chan struct{})}
+	client.AddHook(gate)
+	rc := newTestRedisChecker(t, client, nil)
+	limit := []Counter{rateC("key:k", 5, time.Hour, 1)}
+
+	results := make(chan Decision, 10)
+	check := func(ctx context.Context) error {
+		d, err := rc.Check(ctx, "ten_1", limit, nil)
+		if err == nil {
+			results <- d
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = check(ctx) }) // the first: sent alone, held by the gate
+	<-gate.held
+	for range 6 {
+		wg.Go(func() { _ = check(ctx) })
+	}
+	queued(t, &rc.co, 6)
+	gone, cancel := context.WithCancel(ctx)
+	cancelled := make(chan error, 1)
+	go func() { cancelled <- check(gone) }()
+	queued(t, &rc.co, 7)
+	cancel()
+	if err := <-cancelled; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a check whose context ended while queued: %v", err)
+	}
+	queued(t, &rc.co, 6)
+	close(gate.release)
+	wg.Wait()
+	close(results)
+	allowed := 0
+	for d := range results {
+		if d.Allowed {
+			allowed++
+		}
+	}
+	if allowed != 5 {
+		t.Fatalf("7 checks of a limit of 5: %d allowed", allowed)
+	}
+	if got := gate.taken(); !slices.Equal(got, []string{"evalsha", "pipeline of 6"}) {
+		t.Fatalf("round trips %v, want one check alone and the six queued behind it in one pipeline", got)
+	}
+	if d, err := rc.Check(ctx, "ten_1", []Counter{rateC("key:k", 5, time.Hour, 0)}, nil); err != nil || d.Results[0].Remaining != 0 {
+		t.Fatalf("after the batch: %+v, %v", d, err)
+	}
+	if got := gate.taken(); !slices.Equal(got, []string{"evalsha"}) {
+		t.Fatalf("a check alone: %v", got)
+	}
+}
+
+// TestRedisCheckCoalescedNoScript: a pipeline that finds the script unknown (a Redis
+// restart, SCRIPT FLUSH) loads it and still answers every check.
+func TestRedisCheckCoalescedNoScript(t *testing.T) {
+	client := newRedisClient(t)
+	ctx := context.Background()
+	rc := newTestRedisChecker(t, client, nil)
+	// The same script under another digest: unknown to the server, whatever ran before
+	// (flushing the server's scripts would disturb tests running beside this one).
+	rc.co.script = redis.NewScript(checkScript + "-- " + testPrefix(t, client) + "\n")
+	batch := make([]*scriptCall, 3)
+	counters := []Counter{rateC("key:k", 10, time.Hour, 1)}
+	for i := range batch {
+		var cl call
+		rc.build(&cl, "ten_ns", counters, mustPlans(t, "ten_ns", counters...), time.Now())
+		batch[i] = &scriptCall{keys: cl.keys, args: cl.args, done: make(chan struct{})}
+	}
+	rc.co.send(ctx, batch)
+	for i, call := range batch {
+		// reply[3]: how far the bucket was ahead of now, i checks of a tenth of an hour
+		if step := int64(time.Hour / 10); call.err != nil || len(call.reply) != 4 || call.reply[0] != 1 ||
+			call.reply[3] > int64(i)*step || call.reply[3] < int64(i)*step-int64(time.Second) {
+			t.Fatalf("call %d: %v, %v", i, call.reply, call.err)
+		}
+	}
+}
+
+func mustPlans(t *testing.T, group string, counters ...Counter) []plan {
+	t.Helper()
+	plans, err := planCounters(nil, group, counters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plans
+}
