@@ -423,9 +423,9 @@ func (r *subscriptionResolver) UsageEvents(ctx context.Context, apiKeyID *string
 	if err != nil {
 		return nil, err
 	}
-	// Every subscriber of the tenant receives the same *live.Event (a copy when it
-	// carries the subscriber's droppedEvents): encoded once per query shape.
-	return fanout.Share(ctx, ch), nil
+	// Every subscriber of the tenant receives the same *live.Event, encoded once per
+	// query shape; a copy carrying this subscriber's droppedEvents is its own.
+	return fanout.Share(ctx, ch, func(ev *live.Event) bool { return ev.DroppedEvents > 0 }), nil
 }
 
 // UsageStats is the resolver for the usageStats field.

@@ -21,6 +21,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -49,8 +50,8 @@ type tapKey struct{}
 
 // tap carries a subscription's event channel from its resolver (Share) to Exec.
 type tap struct {
-	// next receives the next event: its identity and ok=false once the source closed
-	// or ctx ended.
+	// next receives the next event: its identity (nil when it is the subscriber's
+	// own) and ok=false once the source closed or ctx ended.
 	next func(ctx context.Context) (key any, ok bool)
 	// feed hands the event last received to gqlgen's executor, end closes its channel.
 	feed func()
@@ -60,8 +61,11 @@ type tap struct {
 // Share returns the channel the resolver should give gqlgen instead of src: when the
 // operation runs under Schema, events are encoded once per query shape. T must be a
 // pointer (or another comparable type whose equal values encode equally). Call it
-// only on the resolver's successful path, with the channel it returns.
-func Share[T comparable](ctx context.Context, src <-chan T) <-chan T {
+// only on the resolver's successful path, with the channel it returns. own, when set,
+// tells the events made for this subscriber alone (such as a copy carrying its count
+// of dropped events): they are encoded without looking for or leaving a shared
+// encoding.
+func Share[T comparable](ctx context.Context, src <-chan T, own func(T) bool) <-chan T {
 	t, _ := ctx.Value(tapKey{}).(*tap)
 	if t == nil || t.next != nil {
 		return src
@@ -72,7 +76,10 @@ func Share[T comparable](ctx context.Context, src <-chan T) <-chan T {
 		select {
 		case v, ok := <-src:
 			last = v
-			return v, ok
+			if !ok || (own != nil && own(v)) {
+				return nil, ok
+			}
+			return v, true
 		case <-ctx.Done():
 			return nil, false
 		}
@@ -109,6 +116,10 @@ func (s *Schema) Exec(ctx context.Context) graphql.ResponseHandler {
 			ended = true
 			t.end()
 			return inner(ctx) // nil; gqlgen sends the stream's error or complete
+		}
+		if key == nil {
+			t.feed()
+			return inner(ctx)
 		}
 		e, first := r.entry(key)
 		if !first {
@@ -163,6 +174,7 @@ func (c *cache) ring(k shape) *ring {
 
 // ring is the last few events of one shape and their encodings.
 type ring struct {
+	last    atomic.Pointer[entry] // the newest entry: most subscribers look for it
 	mu      sync.Mutex
 	entries [recent]*entry
 	next    int
@@ -179,6 +191,9 @@ type entry struct {
 // entry returns the entry of key, and first=true when the caller created it and must
 // encode the event, set data and close done.
 func (r *ring) entry(key any) (e *entry, first bool) {
+	if e := r.last.Load(); e != nil && e.key == key {
+		return e, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, e := range r.entries {
@@ -189,5 +204,6 @@ func (r *ring) entry(key any) (e *entry, first bool) {
 	e = &entry{key: key, done: make(chan struct{})}
 	r.entries[r.next] = e
 	r.next = (r.next + 1) % recent
+	r.last.Store(e)
 	return e, true
 }
