@@ -10,7 +10,8 @@
 // that encoding. The first subscription to receive an event encodes it through
 // gqlgen as before; the ones that receive the same value (the same pointer: a stream's
 // own copy, such as one carrying its droppedEvents count, is encoded on its own)
-// reuse it. A response with errors or extensions is never shared.
+// reuse it. A response with errors or extensions (in the response or recorded in its
+// context while encoding) is never shared.
 //
 // Only what the event and the query decide may be in the encoding: a field that
 // depends on the subscriber (its viewer, its context) must not be selectable under a
@@ -136,12 +137,25 @@ func (s *Schema) Exec(ctx context.Context) graphql.ResponseHandler {
 		defer close(e.done) // also when encoding panics: the others encode themselves
 		t.feed()
 		resp := inner(ctx)
-		if resp != nil && len(resp.Errors) == 0 && len(resp.Extensions) == 0 && resp.Data != nil {
+		if resp != nil && len(resp.Errors) == 0 && len(resp.Extensions) == 0 && resp.Data != nil && clean(ctx) {
 			// gqlgen reuses its buffer for the next event: keep a copy.
 			e.data = append(json.RawMessage(nil), resp.Data...)
 		}
 		return resp
 	}
+}
+
+// clean reports whether the event's response context holds no error and no extension:
+// gqlgen's executor adds those to the response after the handler returns (a field
+// that failed while encoding records its error there). Without a response context it
+// reports false.
+func clean(ctx context.Context) (ok bool) {
+	defer func() {
+		if recover() != nil { // gqlgen panics without a response context
+			ok = false
+		}
+	}()
+	return len(graphql.GetErrors(ctx)) == 0 && len(graphql.GetExtensions(ctx)) == 0
 }
 
 // shape is what decides an encoding besides the event.
