@@ -20,7 +20,7 @@ build:
 test: ## Every test, with the race detector, on SQLite and PostgreSQL and in Chromium; then the memory tests without it
 	@mkdir -p test-output
 	$(GO) test -race -count=1 -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
-	$(GO) test -count=1 -run 'Memory' ./internal/transport/wsgorilla/
+	$(GO) test -count=1 -run 'Memory' ./internal/transport/wsgorilla/ ./internal/app/
 
 redis-cluster: ## Start the test Redis Cluster (three masters on 127.0.0.1:7000-7002) unless one answers there
 	./scripts/redis-cluster.sh start

@@ -17,6 +17,7 @@ import (
 	"github.com/latchkey/latchkey/ent/owner"
 	entplan "github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/webhookdelivery"
+	"github.com/latchkey/latchkey/graph/fanout"
 	"github.com/latchkey/latchkey/graph/generated"
 	"github.com/latchkey/latchkey/graph/model"
 	"github.com/latchkey/latchkey/internal/data/txn"
@@ -418,7 +419,13 @@ func (r *subscriptionResolver) UsageEvents(ctx context.Context, apiKeyID *string
 	if err != nil {
 		return nil, err
 	}
-	return r.Live.Events(ctx, v, tenantID, apiKeyID, func(err error) { endStream(ctx, err) })
+	ch, err := r.Live.Events(ctx, v, tenantID, apiKeyID, func(err error) { endStream(ctx, err) })
+	if err != nil {
+		return nil, err
+	}
+	// Every subscriber of the tenant receives the same *live.Event, encoded once per
+	// query shape; a copy carrying this subscriber's droppedEvents is its own.
+	return fanout.Share(ctx, ch, func(ev *live.Event) bool { return ev.DroppedEvents > 0 }), nil
 }
 
 // UsageStats is the resolver for the usageStats field.

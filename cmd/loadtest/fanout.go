@@ -36,6 +36,15 @@ type fanoutResult struct {
 	Problems    []string // connect failures, subscription errors, server closes
 }
 
+// fanoutHooks are optional callbacks of runFanout.
+type fanoutHooks struct {
+	// Idle runs once every subscription is live and idle, with their number.
+	Idle func(ready int)
+	// Events runs just before the measured events; the function it returns runs
+	// after the last delivery (or timeout).
+	Events func() (wait func())
+}
+
 // subscriber is one WebSocket connection with one usageEvents subscription.
 type subscriber struct {
 	conn *websocket.Conn
@@ -213,7 +222,12 @@ func (s *subscriber) close() {
 // With several instances, the subscribers of the others receive the events through
 // the bus. Admitted subscriptions are added to the ledger (the server records each as
 // one operation).
-func runFanout(ctx context.Context, clients []*client, subKey, opKey string, n, events int) (fanoutResult, error) {
+//
+// hooks, when set, run while every subscription is idle (Idle: after the warm-up,
+// before the measured events) and around the measured events (Events, started before
+// the first and waited for after the last delivery): the fanout subcommand reads the
+// server's memory and CPU profile there.
+func runFanout(ctx context.Context, clients []*client, subKey, opKey string, n, events int, hooks fanoutHooks) (fanoutResult, error) {
 	res := fanoutResult{Subscribers: n, Events: events}
 	problem := func(format string, args ...any) {
 		if len(res.Problems) < 10 {
@@ -317,6 +331,13 @@ func runFanout(ctx context.Context, clients []*client, subKey, opKey string, n, 
 	res.Ready = len(ready)
 	res.Expected = res.Ready * events
 	logf("fan-out: %d subscriptions live after %s of warm-up; sending %d events 200 ms apart", res.Ready, res.WarmTook.Round(time.Millisecond), events)
+	if hooks.Idle != nil {
+		hooks.Idle(res.Ready)
+	}
+	eventsDone := func() {}
+	if hooks.Events != nil {
+		eventsDone = hooks.Events()
+	}
 
 	// The measured events.
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -343,6 +364,7 @@ func runFanout(ctx context.Context, clients []*client, subKey, opKey string, n, 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	eventsDone()
 
 	var delays []time.Duration
 	for _, s := range ready {

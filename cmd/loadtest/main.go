@@ -39,6 +39,13 @@
 //
 //	go run ./cmd/loadtest baseline -mode graphql|verify -addr 127.0.0.1:0 [-answer JSON]
 //
+// The fan-out phase alone, on a fresh server process per round, with the server's
+// memory per idle subscription (heap and stacks after a GC, from its pprof heap
+// profile; and RSS) and CPU per delivery, optionally side by side with a server built
+// from another git revision (`git archive`), in alternating rounds:
+//
+//	go run ./cmd/loadtest fanout [-subscribers 5000] [-events 20] [-rounds 2] [-against main] [-setup postgres|sqlite] [-profile DIR]
+//
 // Run it from the repository with `make load` or `go run ./cmd/loadtest`. It needs
 // PostgreSQL and Redis on 127.0.0.1 (see the README; `-compare-only
 // -compare-setups sqlite` needs neither) and finishes in two to three minutes on a
@@ -177,6 +184,9 @@ func parseFlags(args []string) (options, error) {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "baseline" {
 		os.Exit(runBaseline(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "fanout" {
+		os.Exit(runFanoutCommand(os.Args[2:]))
 	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {

@@ -180,7 +180,7 @@ func runPhases(ctx context.Context, o options, h harness) int {
 	// Phase 3: subscription fan-out.
 	if ctx.Err() == nil && alive() {
 		logf("fan-out: opening %d WebSocket subscribers", o.Subscribers)
-		fo, err := runFanout(ctx, clients, fx.Subscriber, fx.Fast, o.Subscribers, o.Events)
+		fo, err := runFanout(ctx, clients, fx.Subscriber, fx.Fast, o.Subscribers, o.Events, fanoutHooks{})
 		rep.fanout, rep.fanoutErr = &fo, err
 		logf("fan-out: %d/%d deliveries, p50 %s, p99 %s, max %s, droppedEvents %d",
 			fo.Delivered, fo.Expected, ms(fo.Latency.P50), ms(fo.Latency.P99), ms(fo.Latency.Max), fo.Dropped)

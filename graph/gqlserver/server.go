@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/latchkey/latchkey/ent"
+	"github.com/latchkey/latchkey/graph/fanout"
 	"github.com/latchkey/latchkey/graph/gqlerr"
 	"github.com/latchkey/latchkey/internal/domain/admission"
 	"github.com/latchkey/latchkey/internal/domain/keys"
@@ -61,7 +62,9 @@ func New(cfg Config) *handler.Server {
 			cfg.OnRefused(e)
 		}
 	}
-	srv := handler.New(cfg.Schema)
+	// Subscriptions whose resolvers use fanout.Share encode each event once per
+	// query shape, not once per subscriber.
+	srv := handler.New(fanout.Wrap(cfg.Schema))
 	if cfg.Tracer != nil {
 		// First, so that the operation span covers the other interceptors (limits,
 		// admission) and is the parent of the resolvers' and the database's spans.
