@@ -136,7 +136,8 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 		writeRESTError(w, credentialError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, answerOf(res))
+	a := answerOf(res)
+	writeAnswer(w, &a)
 }
 
 // answerOf is the JSON answer of a verification.
