@@ -64,6 +64,16 @@ func benchDialect() string {
 }
 
 func benchQuery(b *testing.B, e *apptest.Env, key, body string) {
+	var header [][2]string
+	if key != "" {
+		header = append(header, [2]string{"X-API-Key", key})
+	}
+	benchPost(b, e, "/query", header, body, nil)
+}
+
+// benchPost sends body to path from 8 goroutines per core until b is done; every
+// answer must be 200 and contain want (if set).
+func benchPost(b *testing.B, e *apptest.Env, path string, header [][2]string, body string, want []byte) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	client := &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
@@ -73,19 +83,19 @@ func benchQuery(b *testing.B, e *apptest.Env, key, body string) {
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req, _ := http.NewRequest(http.MethodPost, e.Server.URL+"/query", bytes.NewReader(payload))
+			req, _ := http.NewRequest(http.MethodPost, e.Server.URL+path, bytes.NewReader(payload))
 			req.Header.Set("Content-Type", "application/json")
-			if key != "" {
-				req.Header.Set("X-API-Key", key)
+			for _, h := range header {
+				req.Header.Set(h[0], h[1])
 			}
 			resp, err := client.Do(req)
 			if err != nil {
 				b.Fatal(err)
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
+			got, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				b.Fatalf("HTTP %d", resp.StatusCode)
+			if resp.StatusCode != 200 || want != nil && !bytes.Contains(got, want) {
+				b.Fatalf("HTTP %d %s", resp.StatusCode, got)
 			}
 		}
 	})
@@ -106,27 +116,6 @@ func BenchmarkVerifyHTTP(b *testing.B) {
 	}
 	e.MustDo(e.AdminToken, `mutation($t: ID!) { createApiKey(input: {tenantID: $t, name: "customer", kind: CONSUMER, scopes: [], rateLimit: 1000000000, rateLimitWindowSeconds: 3600, quota: 1000000000000, quotaPeriod: MONTH}) { secret } }`,
 		map[string]any{"t": tid}, &out)
-	payload := []byte(`{"key":"` + out.CreateApiKey.Secret + `","permissions":[],"tag":"bench"}`)
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	client := &http.Client{Transport: tr}
-	defer tr.CloseIdleConnections()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.SetParallelism(8)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			req, _ := http.NewRequest(http.MethodPost, e.Server.URL+"/v1/keys/verify", bytes.NewReader(payload))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+verifier)
-			resp, err := client.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"code":"VALID"`)) {
-				b.Fatalf("HTTP %d %s", resp.StatusCode, body)
-			}
-		}
-	})
+	benchPost(b, e, "/v1/keys/verify", [][2]string{{"Authorization", "Bearer " + verifier}},
+		`{"key":"`+out.CreateApiKey.Secret+`","permissions":[],"tag":"bench"}`, []byte(`"code":"VALID"`))
 }
