@@ -550,8 +550,16 @@ func testPolicyAcrossInstances(t *testing.T, store func(*config.Config)) {
 	p.update(t, map[string]any{"tenantRateLimit": 30, "tenantRateLimitWindowSeconds": 3600})
 	// The other instance learns of the plan over the bus.
 	awaitLimit(t, pb, plain.Secret, func(v verifyResult) bool { return v.RateLimit != nil && v.RateLimit.Limit == 30 })
+	// Seed the balance into the limit store first: otherwise every check of the
+	// credited key in the burst waits for the seed while the plain key's checks take
+	// the whole tenant cap, and no credit is spent at all.
+	for _, c := range []*consumerEnv{p.consumerEnv, pb} {
+		if v := c.verify(t, credited.Secret, map[string]any{"cost": 0}); v.Credits == nil || *v.Credits != 20 {
+			t.Fatalf("the balance before the burst: %+v", v)
+		}
+	}
 	var codes sync.Map
-	var valid atomic.Int64
+	var valid, validCredited atomic.Int64
 	var wg sync.WaitGroup
 	for i := range 60 {
 		wg.Add(1)
@@ -568,6 +576,9 @@ func testPolicyAcrossInstances(t *testing.T, store func(*config.Config)) {
 			n.(*atomic.Int64).Add(1)
 			if v.Code == "VALID" {
 				valid.Add(1)
+				if k == credited {
+					validCredited.Add(1)
+				}
 			}
 		}()
 	}
@@ -591,8 +602,8 @@ func testPolicyAcrossInstances(t *testing.T, store func(*config.Config)) {
 			t.Fatalf("the instances disagree on the balance")
 		}
 	}
-	if spent < 1 || spent > 20 {
-		t.Fatalf("spent %d", spent)
+	if spent < 1 || spent > 20 || int64(spent) != validCredited.Load() {
+		t.Fatalf("spent %d credits, %d verifications of the credited key admitted", spent, validCredited.Load())
 	}
 	// A plan change made on one instance holds on the other.
 	p.update(t, map[string]any{"keyQuota": 77, "quotaPeriod": "DAY"})
