@@ -25,10 +25,11 @@ import (
 const (
 	setupSQLite   = "sqlite"   // the embedded default: SQLite file, no Redis
 	setupPostgres = "postgres" // production: PostgreSQL + Redis
+	setupCluster  = "cluster"  // past one Redis: PostgreSQL + a Redis Cluster
 )
 
 // setupNames are the setups as the table names them.
-var setupNames = map[string]string{setupSQLite: "SQLite", setupPostgres: "PostgreSQL + Redis"}
+var setupNames = map[string]string{setupSQLite: "SQLite", setupPostgres: "PostgreSQL + Redis", setupCluster: "PostgreSQL + Redis Cluster"}
 
 // goal is a target printed beside a measured ratio; it is reported, not asserted.
 type goal struct {
@@ -43,6 +44,8 @@ var goals = map[[2]string]goal{
 	{setupPostgres, modeGraphQL}: {Ratio: 0.8},
 	{setupSQLite, modeVerify}:    {Ratio: 0.9, P99: 2 * time.Millisecond},
 	{setupPostgres, modeVerify}:  {Note: "none: reported beside SQLite's"},
+	{setupCluster, modeGraphQL}:  {Ratio: 0.8},
+	{setupCluster, modeVerify}:   {Note: "none: reported beside SQLite's"},
 }
 
 // comparison is one stub/Latchkey pair on one setup.
@@ -244,6 +247,20 @@ func compareSetup(ctx context.Context, o options, h harness, setup string) ([]co
 			}
 		}()
 		settings = append(settings, "DATABASE_URL="+db.url, "REDIS_URL="+o.RedisURL)
+	case setupCluster:
+		if err := checkRedis(o.RedisClusterURL); err != nil {
+			return nil, fmt.Errorf("%v (start it: make redis-cluster)", err)
+		}
+		db, err := createDatabase(ctx, o.PostgresURL)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := db.drop(); err != nil {
+				logf("warning: could not drop database %s: %v", db.name, err)
+			}
+		}()
+		settings = append(settings, "DATABASE_URL="+db.url, "REDIS_CLUSTER_URL="+o.RedisClusterURL)
 	}
 	port, err := freePort()
 	if err != nil {
@@ -461,17 +478,17 @@ func parseSetups(s string) ([]string, error) {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case setupSQLite, setupPostgres:
+		case setupSQLite, setupPostgres, setupCluster:
 			if !slices.Contains(out, p) {
 				out = append(out, p)
 			}
 		case "":
 		default:
-			return nil, fmt.Errorf("-compare-setups: unknown setup %q (want sqlite, postgres)", p)
+			return nil, fmt.Errorf("-compare-setups: unknown setup %q (want sqlite, postgres, cluster)", p)
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("-compare-setups: name at least one of sqlite, postgres")
+		return nil, errors.New("-compare-setups: name at least one of sqlite, postgres, cluster")
 	}
 	return out, nil
 }

@@ -70,7 +70,9 @@
 //	-flush-interval 0      the servers' USAGE_FLUSH_INTERVAL; 0 keeps their default [LOAD_FLUSH_INTERVAL]
 //	-compare               run phase 7, the side-by-side comparison (default true) [LOAD_COMPARE]
 //	-compare-only          run only phase 7 [LOAD_COMPARE_ONLY]
-//	-compare-setups sqlite,postgres  the setups of phase 7 [LOAD_COMPARE_SETUPS]
+//	-compare-setups sqlite,postgres  the setups of phase 7; also cluster: PostgreSQL and
+//	                       the Redis Cluster of LOAD_REDIS_CLUSTER_URL (default the test
+//	                       cluster of make redis-cluster) [LOAD_COMPARE_SETUPS]
 //	-compare-rounds 3      alternating rounds per side [LOAD_COMPARE_ROUNDS]
 //	-compare-duration 3s   length of one round [LOAD_COMPARE_DURATION]
 //	-compare-conns 32      connections (closed-loop workers) per round [LOAD_COMPARE_CONNS]
@@ -126,6 +128,8 @@ type options struct {
 
 	PostgresURL string
 	RedisURL    string
+	// RedisClusterURL is the Redis Cluster of the "cluster" setup (LOAD_REDIS_CLUSTER_URL).
+	RedisClusterURL string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -144,7 +148,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.FlushInterval, "flush-interval", envDuration("LOAD_FLUSH_INTERVAL", 0), "the servers' USAGE_FLUSH_INTERVAL (0: their default)")
 	fs.BoolVar(&o.Compare, "compare", envBool("LOAD_COMPARE", true), "run phase 7, the side-by-side comparison with the stubs")
 	fs.BoolVar(&o.CompareOnly, "compare-only", envBool("LOAD_COMPARE_ONLY", false), "run only phase 7")
-	setups := fs.String("compare-setups", envString("LOAD_COMPARE_SETUPS", "sqlite,postgres"), "setups of phase 7, comma-separated: sqlite, postgres")
+	setups := fs.String("compare-setups", envString("LOAD_COMPARE_SETUPS", "sqlite,postgres"), "setups of phase 7, comma-separated: sqlite, postgres, cluster (PostgreSQL + the Redis Cluster of LOAD_REDIS_CLUSTER_URL)")
 	fs.IntVar(&o.CompareRounds, "compare-rounds", envInt("LOAD_COMPARE_ROUNDS", 3), "alternating rounds per side in phase 7")
 	fs.DurationVar(&o.CompareDuration, "compare-duration", envDuration("LOAD_COMPARE_DURATION", 3*time.Second), "length of one round in phase 7")
 	fs.IntVar(&o.CompareConns, "compare-conns", envInt("LOAD_COMPARE_CONNS", 32), "connections (closed-loop workers) per round in phase 7")
@@ -160,6 +164,7 @@ func parseFlags(args []string) (options, error) {
 	}
 	o.PostgresURL = envString("LOAD_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 	o.RedisURL = envString("LOAD_REDIS_URL", "redis://127.0.0.1:6379/0")
+	o.RedisClusterURL = envString("LOAD_REDIS_CLUSTER_URL", "redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002")
 	switch {
 	case o.Duration <= 0 || o.Timeout <= 0:
 		return o, errors.New("-duration and -timeout must be positive")

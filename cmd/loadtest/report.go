@@ -234,7 +234,7 @@ func writeCompareTable(w io.Writer, o options, machine string, took time.Duratio
 			us(median(c.Stub, roundResult.CPUPerRequest)), us(median(c.Latchkey, roundResult.CPUPerRequest)), back)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "CPU per request: the answering process's CPU time (/proc) over its answers, median of the rounds; the harness, PostgreSQL and Redis are not in it. PostgreSQL + Redis: the CPU of every postgres process and of the Redis server on port 6379 over the Latchkey rounds, per answer (an upper bound: other users of those servers count too).")
+	fmt.Fprintln(w, "CPU per request: the answering process's CPU time (/proc) over its answers, median of the rounds; the harness, PostgreSQL and Redis are not in it. PostgreSQL + Redis: the CPU of every postgres and redis-server process over the Latchkey rounds, per answer (an upper bound: other users of those servers count too).")
 	for _, c := range cmps {
 		if c.Profile != "" {
 			fmt.Fprintf(w, "- CPU profile of Latchkey, %s %s (an extra round, not counted): %s (`go tool pprof -top -cum %s`)\n", setupNames[c.Setup], c.Mode, c.Profile, c.Profile)
