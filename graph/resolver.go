@@ -150,6 +150,11 @@ func endStream(ctx context.Context, err error) {
 	if errors.As(err, &ae) {
 		e = ae.APIError()
 	}
+	// A subscription that is over already (its client left) has nobody to tell, and
+	// gqlgen reads the errors of an ended subscription without waiting for us.
+	if ctx.Err() != nil {
+		return
+	}
 	defer func() { _ = recover() }() // outside a WebSocket operation there is nowhere to report it
 	transport.AddSubscriptionError(ctx, gqlerr.From(e))
 }

@@ -41,8 +41,20 @@ func TestTraceOfOneRequest(t *testing.T) {
 	spans := exp.GetSpans()
 	byName := map[string]tracetest.SpanStub{}
 	for _, s := range spans {
+		// The server's background work (the webhook dispatcher's polls, the usage
+		// recorder's writes) makes traces of its own, and may run during the request:
+		// a root span of a statement on a table this request does not touch is that.
+		// Anything else outside the caller's trace lost the request's context.
+		statement := false
+		for _, verb := range []string{"SELECT ", "INSERT ", "UPDATE ", "DELETE ", "COPY "} {
+			statement = statement || strings.HasPrefix(s.Name, verb)
+		}
+		background := statement && !s.Parent.IsValid() && !strings.Contains(s.Name, "api_keys")
 		if s.SpanContext.TraceID().String() != traceID {
-			t.Errorf("span %q is in trace %s, not the caller's", s.Name, s.SpanContext.TraceID())
+			if !background {
+				t.Errorf("span %q is in trace %s, not the caller's", s.Name, s.SpanContext.TraceID())
+			}
+			continue
 		}
 		if _, seen := byName[s.Name]; !seen {
 			byName[s.Name] = s

@@ -376,9 +376,18 @@ func (h *Hub) recheckLoop() {
 			if !errors.As(err, &ae) {
 				continue // valid, or the database did not answer: keep streaming
 			}
+			// Every stream's error is reported before any of them closes: a client
+			// that closes its connection on the first error then cannot cancel a
+			// stream whose error is still being reported (gqlgen reads the error of
+			// a subscription whose context ended without waiting for the stream).
 			h.mu.Lock()
 			for _, s := range streams {
-				h.endLocked(s, err)
+				if !s.closed && s.endErr != nil {
+					s.endErr(err)
+				}
+			}
+			for _, s := range streams {
+				h.endLocked(s, nil)
 			}
 			h.mu.Unlock()
 		}
