@@ -233,9 +233,13 @@ func compareSetup(ctx context.Context, o options, h harness, setup string) ([]co
 			return nil, err
 		}
 		settings = append(settings, "DATABASE_URL=sqlite:"+filepath.Join(dir, "load.db"))
-	case setupPostgres:
-		if err := checkRedis(o.RedisURL); err != nil {
-			return nil, fmt.Errorf("%v (start it: see README, Tests)", err)
+	case setupPostgres, setupCluster:
+		redisSetting, check, hint := "REDIS_URL="+o.RedisURL, o.RedisURL, "see README, Tests"
+		if setup == setupCluster {
+			redisSetting, check, hint = "REDIS_CLUSTER_URL="+o.RedisClusterURL, o.RedisClusterURL, "make redis-cluster"
+		}
+		if err := checkRedis(check); err != nil {
+			return nil, fmt.Errorf("%v (start it: %s)", err, hint)
 		}
 		db, err := createDatabase(ctx, o.PostgresURL)
 		if err != nil {
@@ -246,21 +250,7 @@ func compareSetup(ctx context.Context, o options, h harness, setup string) ([]co
 				logf("warning: could not drop database %s: %v", db.name, err)
 			}
 		}()
-		settings = append(settings, "DATABASE_URL="+db.url, "REDIS_URL="+o.RedisURL)
-	case setupCluster:
-		if err := checkRedis(o.RedisClusterURL); err != nil {
-			return nil, fmt.Errorf("%v (start it: make redis-cluster)", err)
-		}
-		db, err := createDatabase(ctx, o.PostgresURL)
-		if err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err := db.drop(); err != nil {
-				logf("warning: could not drop database %s: %v", db.name, err)
-			}
-		}()
-		settings = append(settings, "DATABASE_URL="+db.url, "REDIS_CLUSTER_URL="+o.RedisClusterURL)
+		settings = append(settings, "DATABASE_URL="+db.url, redisSetting)
 	}
 	port, err := freePort()
 	if err != nil {
