@@ -32,16 +32,8 @@ func Bootstrap(ctx context.Context, client *ent.Client, dialect string) (string,
 		if err != nil || exists {
 			return err
 		}
-		if secret, err = Generate(KindAdmin); err != nil {
-			return err
-		}
-		return tx.ApiKey.Create().
-			SetName("bootstrap admin").
-			SetAdmin(true).
-			SetPrefix(DisplayPrefix(secret)).
-			SetHash(HashHex(secret)).
-			SetScopes([]string{}).
-			Exec(ctx)
+		secret, err = createAdmin(ctx, tx, "bootstrap admin")
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("create admin key: %w", err)
@@ -63,24 +55,32 @@ func MintAdmin(ctx context.Context, client *ent.Client, name, actor string) (str
 	if err != nil {
 		return "", err
 	}
-	secret, err := Generate(KindAdmin)
-	if err != nil {
-		return "", err
-	}
 	// The audit hook names the actor from the viewer; the write itself bypasses the
 	// privacy rules like Bootstrap, since no key exists to act with.
 	ctx = viewer.NewContext(rule.SystemContext(ctx), &viewer.Viewer{Admin: true, KeyPrefix: actor, Scopes: viewer.AllScopes})
+	var secret string
 	err = txn.WithTx(ctx, client, func(ctx context.Context, tx *ent.Client) error {
-		return tx.ApiKey.Create().
-			SetName(name).
-			SetAdmin(true).
-			SetPrefix(DisplayPrefix(secret)).
-			SetHash(HashHex(secret)).
-			SetScopes([]string{}).
-			Exec(ctx)
+		secret, err = createAdmin(ctx, tx, name)
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("create admin key: %w", err)
 	}
 	return secret, nil
+}
+
+// createAdmin stores a new platform admin key named name and returns its secret (only
+// its hash is stored). It returns the generator's or the database's error.
+func createAdmin(ctx context.Context, tx *ent.Client, name string) (string, error) {
+	secret, err := Generate(KindAdmin)
+	if err != nil {
+		return "", err
+	}
+	return secret, tx.ApiKey.Create().
+		SetName(name).
+		SetAdmin(true).
+		SetPrefix(DisplayPrefix(secret)).
+		SetHash(HashHex(secret)).
+		SetScopes([]string{}).
+		Exec(ctx)
 }
