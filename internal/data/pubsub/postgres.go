@@ -280,7 +280,7 @@ func (b *pgBus) dispatch() {
 		if err != nil {
 			buf = nil // malformed
 		}
-		receive(b.hub, &b.stats, b.cfg.InstanceID, buf, &b.malformedLog, "notification on "+n.Channel)
+		receive(b.hub, &b.stats, b.cfg.InstanceID, buf, &b.malformedLog, b.cfg.Channel)
 	}
 }
 

@@ -248,7 +248,7 @@ func (b *redisBus) dispatch(msgs <-chan any) {
 			if m.Channel != b.cfg.Channel {
 				continue
 			}
-			receive(b.hub, &b.stats, b.cfg.InstanceID, []byte(m.Payload), &b.malformedLog, "redis channel "+m.Channel)
+			receive(b.hub, &b.stats, b.cfg.InstanceID, []byte(m.Payload), &b.malformedLog, b.cfg.Channel)
 		}
 	}
 }
