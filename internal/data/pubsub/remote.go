@@ -329,3 +329,29 @@ func receive(h *hub, stats *counters, self string, frame []byte, log *logLimiter
 		h.deliver(m.topic, m.payload)
 	}
 }
+
+// reconnectHooks holds the OnReconnect callbacks of a remote bus.
+type reconnectHooks struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+// add registers f (ignoring nil).
+func (h *reconnectHooks) add(f func()) {
+	if f == nil {
+		return
+	}
+	h.mu.Lock()
+	h.fns = append(h.fns, f)
+	h.mu.Unlock()
+}
+
+// run calls the callbacks registered so far, without holding the lock.
+func (h *reconnectHooks) run() {
+	h.mu.Lock()
+	fns := h.fns[:len(h.fns):len(h.fns)]
+	h.mu.Unlock()
+	for _, f := range fns {
+		f()
+	}
+}
