@@ -201,8 +201,7 @@ type pgBus struct {
 	dispatchDone chan struct{}
 	startFailed  chan error
 
-	cbMu      sync.Mutex
-	callbacks []func()
+	reconnect reconnectHooks
 
 	malformedLog, connLog logLimiter
 }
@@ -229,12 +228,7 @@ func (b *pgBus) Subscribe(topic string, buf int) *Subscription {
 }
 
 func (b *pgBus) OnReconnect(f func()) {
-	if f == nil {
-		return
-	}
-	b.cbMu.Lock()
-	b.callbacks = append(b.callbacks, f)
-	b.cbMu.Unlock()
+	b.reconnect.add(f)
 }
 
 func (b *pgBus) Stats() Stats { return b.stats.snapshot() }
@@ -265,12 +259,7 @@ func (b *pgBus) dispatch() {
 				continue
 			}
 			b.stats.reconnects.Add(1)
-			b.cbMu.Lock()
-			cbs := b.callbacks[:len(b.callbacks):len(b.callbacks)]
-			b.cbMu.Unlock()
-			for _, f := range cbs {
-				f()
-			}
+			b.reconnect.run()
 			continue
 		}
 		if n.Channel != b.cfg.Channel {
@@ -280,7 +269,7 @@ func (b *pgBus) dispatch() {
 		if err != nil {
 			buf = nil // malformed
 		}
-		receive(b.hub, &b.stats, b.cfg.InstanceID, buf, &b.malformedLog, "notification on "+n.Channel)
+		receive(b.hub, &b.stats, b.cfg.InstanceID, buf, &b.malformedLog, b.cfg.Channel)
 	}
 }
 

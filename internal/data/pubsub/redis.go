@@ -156,8 +156,7 @@ type redisBus struct {
 	started      chan struct{} // closed at the first subscription confirmation
 	dispatchDone chan struct{}
 
-	cbMu      sync.Mutex
-	callbacks []func()
+	reconnect reconnectHooks
 
 	malformedLog logLimiter
 }
@@ -195,12 +194,7 @@ func (b *redisBus) Subscribe(topic string, buf int) *Subscription {
 }
 
 func (b *redisBus) OnReconnect(f func()) {
-	if f == nil {
-		return
-	}
-	b.cbMu.Lock()
-	b.callbacks = append(b.callbacks, f)
-	b.cbMu.Unlock()
+	b.reconnect.add(f)
 }
 
 func (b *redisBus) Stats() Stats { return b.stats.snapshot() }
@@ -238,17 +232,12 @@ func (b *redisBus) dispatch(msgs <-chan any) {
 			}
 			b.stats.reconnects.Add(1)
 			slog.Info("pubsub: Redis subscription re-established; messages sent meanwhile were missed")
-			b.cbMu.Lock()
-			cbs := b.callbacks[:len(b.callbacks):len(b.callbacks)]
-			b.cbMu.Unlock()
-			for _, f := range cbs {
-				f()
-			}
+			b.reconnect.run()
 		case *redis.Message:
 			if m.Channel != b.cfg.Channel {
 				continue
 			}
-			receive(b.hub, &b.stats, b.cfg.InstanceID, []byte(m.Payload), &b.malformedLog, "redis channel "+m.Channel)
+			receive(b.hub, &b.stats, b.cfg.InstanceID, []byte(m.Payload), &b.malformedLog, b.cfg.Channel)
 		}
 	}
 }

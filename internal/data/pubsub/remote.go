@@ -313,12 +313,12 @@ func decodeFrame(buf []byte, self string) (instance string, msgs []inMsg, err er
 
 // receive delivers the messages of a frame received from the transport to local
 // subscribers, unless this instance sent it. It counts what it received and
-// malformed frames (ignored, and logged through log).
-func receive(h *hub, stats *counters, self string, frame []byte, log *logLimiter, source string) {
+// malformed frames (ignored, and logged through log with the channel's name).
+func receive(h *hub, stats *counters, self string, frame []byte, log *logLimiter, channel string) {
 	inst, msgs, err := decodeFrame(frame, self)
 	if err != nil {
 		stats.malformed.Add(1)
-		log.warn("pubsub: ignoring malformed message", "source", source, "size", len(frame))
+		log.warn("pubsub: ignoring malformed message", "channel", channel, "size", len(frame))
 		return
 	}
 	if inst == self {
@@ -327,5 +327,31 @@ func receive(h *hub, stats *counters, self string, frame []byte, log *logLimiter
 	stats.received.Add(uint64(len(msgs)))
 	for _, m := range msgs {
 		h.deliver(m.topic, m.payload)
+	}
+}
+
+// reconnectHooks holds the OnReconnect callbacks of a remote bus.
+type reconnectHooks struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+// add registers f (ignoring nil).
+func (h *reconnectHooks) add(f func()) {
+	if f == nil {
+		return
+	}
+	h.mu.Lock()
+	h.fns = append(h.fns, f)
+	h.mu.Unlock()
+}
+
+// run calls the callbacks registered so far, without holding the lock.
+func (h *reconnectHooks) run() {
+	h.mu.Lock()
+	fns := h.fns[:len(h.fns):len(h.fns)]
+	h.mu.Unlock()
+	for _, f := range fns {
+		f()
 	}
 }

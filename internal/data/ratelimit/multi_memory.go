@@ -420,24 +420,3 @@ func (m *MemoryChecker) Len() int {
 	}
 	return n
 }
-
-// periodCache remembers the bounds of the current day and month, so that a check does
-// not compute calendar dates. The zero value is ready to use.
-type periodCache struct {
-	day, month atomic.Pointer[[2]int64]
-}
-
-// bounds returns the start and end (Unix ns) of the period p containing unix (Unix ns).
-func (c *periodCache) bounds(p Period, unix int64) (start, end int64) {
-	slot := &c.day
-	if p == PeriodMonth {
-		slot = &c.month
-	}
-	if b := slot.Load(); b != nil && b[0] <= unix && unix < b[1] {
-		return b[0], b[1]
-	}
-	s, e := PeriodBounds(p, time.Unix(0, unix))
-	b := [2]int64{s.UnixNano(), e.UnixNano()}
-	slot.Store(&b)
-	return b[0], b[1]
-}

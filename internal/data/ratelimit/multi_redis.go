@@ -205,6 +205,8 @@ type RedisChecker struct {
 	prefix string
 	seed   Seeder
 	seeder seeder
+	// periods caches the current day's and month's bounds for the keys' labels.
+	periods periodCache
 	// shift moves the clock: the script adds it to the Redis clock, and this instance to
 	// its own. Tests use it to place a check at a period boundary; it is 0 otherwise.
 	shift time.Duration
@@ -360,7 +362,7 @@ func (r *RedisChecker) build(cl *call, group string, counters []Counter, plans [
 		key := base + counters[i].Key
 		var start, end int64
 		if p.periodic() {
-			start, end = periodBoundsNs(p.period, unix)
+			start, end = r.periods.bounds(p.period, unix)
 			key += ":" + periodLabel(p.period, start)
 		}
 		cl.keys = append(cl.keys, key)
@@ -407,12 +409,6 @@ func (r *RedisChecker) seedMissing(ctx context.Context, group string, counters [
 		}
 	}
 	return nil
-}
-
-// periodBoundsNs is PeriodBounds in Unix ns.
-func periodBoundsNs(p Period, unix int64) (start, end int64) {
-	s, e := PeriodBounds(p, time.Unix(0, unix))
-	return s.UnixNano(), e.UnixNano()
 }
 
 // periodLabel names the period of p starting at start (Unix ns) in a Redis key:

@@ -95,19 +95,21 @@ func Ensure(ctx context.Context, db *sql.DB, now time.Time, ahead int) (created 
 	}
 	today := now.UTC().Truncate(day)
 	var missing []time.Time
-	for d := today.Add(-day); !d.After(today.Add(time.Duration(ahead) * day)); d = d.Add(day) {
+	add := func(d time.Time) {
 		if !exists[d] {
+			exists[d] = true // a stray day within the range is created once
 			missing = append(missing, d)
 		}
+	}
+	for d := today.Add(-day); !d.After(today.Add(time.Duration(ahead) * day)); d = d.Add(day) {
+		add(d)
 	}
 	stray, err := strayDays(ctx, db)
 	if err != nil {
 		return 0, err
 	}
 	for _, d := range stray {
-		if !exists[d] {
-			missing = append(missing, d)
-		}
+		add(d)
 	}
 	for _, d := range missing {
 		ok, err := create(ctx, db, d)
