@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	entplan "github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/internal/app/apptest"
 )
 
@@ -100,7 +101,9 @@ func TestIsolationMatrix(t *testing.T) {
 		b := newFixture(t, e, "tenant-b")
 		before := snapshot(t, e, a)
 
-		for _, id := range []string{a.tenantID, a.keyID, a.webhookID, a.deliveryID, a.auditID, a.logID, a.ownerRecID, a.consumerID} {
+		// Plans are Nodes too, readable by platform admins only (even the tenant's own).
+		planID := e.App.Store.Client.Plan.Query().Where(entplan.Name(e.App.Store.Client.Tenant.GetX(sysCtx(), a.tenantID).Plan)).OnlyIDX(sysCtx())
+		for _, id := range []string{a.tenantID, a.keyID, a.webhookID, a.deliveryID, a.auditID, a.logID, a.ownerRecID, a.consumerID, planID} {
 			t.Run("node "+strings.SplitN(id, "_", 2)[0], func(t *testing.T) {
 				r := e.Do(b.key, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": id})
 				expectCode(t, r, "NOT_FOUND")
