@@ -72,6 +72,20 @@ func (f *File) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.Set("ETag", etag)
+	serveContent(w, r, body)
+}
+
+// serveContent serves body with http.ServeContent, honouring a Range header of one
+// range only. net/http parses every range of a multi-range header (up to the 64 KiB
+// header limit: thousands of ranges, some 20 bytes allocated per byte of header)
+// before it finds their sum too large and sends the whole file anyway; nothing this
+// package serves needs more than one range, so such a header is dropped unparsed and
+// the whole file sent at once, as for a request without Range.
+func serveContent(w http.ResponseWriter, r *http.Request, body []byte) {
+	if rng := r.Header.Get("Range"); rng != "" && (strings.Contains(rng, ",") || len(r.Header.Values("Range")) > 1) {
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 }
 
@@ -87,7 +101,7 @@ func Page(body []byte, csp string) http.HandlerFunc {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("ETag", etag)
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+		serveContent(w, r, body)
 	}
 }
 
