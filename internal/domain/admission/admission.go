@@ -251,9 +251,11 @@ func (s *Service) announceThresholds(v *viewer.Viewer, c *counters, dec ratelimi
 		for _, pct := range thresholds {
 			mark := int64(pct) * limit
 			if before*100 < mark && r.Used*100 >= mark {
-				start := creditsPeriodStart(ctr.Period, s.now())
+				var start time.Time
 				if ctr.Kind == ratelimit.QuotaKind {
 					start, _ = ratelimit.PeriodBounds(ctr.Period, s.now())
+				} else {
+					start = creditsPeriodStart(ctr.Period, s.now())
 				}
 				if s.Events != nil {
 					s.Events.Threshold(v, typ, c.scopes[i], pct, limit, r.Used, start, r.ResetAt)

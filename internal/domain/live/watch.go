@@ -91,7 +91,7 @@ func (r *registry) openAll() {
 func (r *registry) admit(ev *usage.Event) bool {
 	now := time.Now().UnixNano()
 	r.mu.Lock()
-	if now < r.allUntil || r.remote[ev.TenantID] > now {
+	if r.watchedLocked(ev.TenantID, now) {
 		r.mu.Unlock()
 		return true
 	}
@@ -107,6 +107,12 @@ func (r *registry) watched(tenantID string) bool {
 	now := time.Now().UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.watchedLocked(tenantID, now)
+}
+
+// watchedLocked is watched at now, with r.mu held: every tenant counts as watched
+// right after a (re)connection, else those another instance announced.
+func (r *registry) watchedLocked(tenantID string, now int64) bool {
 	return now < r.allUntil || r.remote[tenantID] > now
 }
 
