@@ -18,9 +18,7 @@ var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return 
 
 // writeAnswer writes a as the 200 answer of a verification.
 func writeAnswer(w http.ResponseWriter, a *verifyAnswer) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	writeJSONHeader(w, http.StatusOK)
 	bp := answerBufs.Get().(*[]byte)
 	b := append(a.appendJSON((*bp)[:0]), '\n')
 	_, _ = w.Write(b)

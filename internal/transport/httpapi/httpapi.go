@@ -412,8 +412,13 @@ func writeGraphQLError(w http.ResponseWriter, r *http.Request, status int, e *fa
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeJSONHeader(w, status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeJSONHeader writes the status and headers of a JSON answer that is not cached.
+func writeJSONHeader(w http.ResponseWriter, status int) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
