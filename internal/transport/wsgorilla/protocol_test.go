@@ -363,8 +363,10 @@ func TestAdapterInitTimeout(t *testing.T) {
 			h := newHarness(t, transport.Websocket{
 				Implementation: &wsgorilla.Implementation{InitTimeout: initTimeout},
 			})
-			c := h.dial(t, protocol)
+			// The server's timer starts when it accepts the upgrade, before
+			// dial returns, so the time is measured from before the dial.
 			start := time.Now()
+			c := h.dial(t, protocol)
 			if protocol == transportWS {
 				c.send(msg{Type: "ping"})
 				c.expect("pong", "")
