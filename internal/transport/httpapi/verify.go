@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -55,6 +54,11 @@ type verifyAnswer struct {
 	LimitScope *string        `json:"limitScope"`
 	Credits    *int64         `json:"credits"`
 	OwnerMeta  map[string]any `json:"ownerMeta"`
+
+	// limit, quota and env hold what RateLimit, Quota and Environment point to.
+	limit verifyLimit
+	quota verifyQuota
+	env   apikey.Environment
 }
 
 type verifyLimit struct {
@@ -100,7 +104,7 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 		writeRESTError(w, fault.New(fault.Forbidden, "the calling key lacks the scope keys:verify").With("requiredScopes", []string{viewer.ScopeKeysVerify}))
 		return
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" && !isJSON(ct) {
 		writeRESTError(w, fault.New(fault.BadUserInput, "Content-Type must be application/json").With("reason", "content_type"))
 		return
 	}
@@ -114,9 +118,7 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in verifyBody
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || dec.More() {
+	if err := decodeVerifyBody(body, &in); err != nil {
 		writeRESTError(w, fault.New(fault.BadUserInput, "the body must be one JSON object with key, cost, permissions, tag and charges"+jsonDetail(err)).With("reason", "json"))
 		return
 	}
@@ -136,28 +138,36 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 		writeRESTError(w, credentialError(err))
 		return
 	}
-	a := answerOf(res)
+	var a verifyAnswer
+	answerOf(&a, res)
 	writeAnswer(w, &a)
 }
 
-// answerOf is the JSON answer of a verification.
-func answerOf(res *verify.Result) verifyAnswer {
-	a := verifyAnswer{Valid: res.Valid(), Code: res.Code, RetryAfterSeconds: res.RetryAfterSeconds(), Credits: res.Credits, OwnerMeta: res.OwnerMeta}
+// isJSON reports whether the media type of Content-Type ct is application/json.
+func isJSON(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "application/json"
+}
+
+// answerOf fills a with the JSON answer of a verification.
+func answerOf(a *verifyAnswer, res *verify.Result) {
+	*a = verifyAnswer{Valid: res.Valid(), Code: res.Code, RetryAfterSeconds: res.RetryAfterSeconds(), Credits: res.Credits, OwnerMeta: res.OwnerMeta}
 	if res.Scope != "" {
 		a.LimitScope = &res.Scope
 	}
 	if k := res.Key; k != nil {
-		env := k.Environment
+		a.env = k.Environment
 		a.KeyID, a.OwnerID, a.Name, a.Meta, a.Permissions, a.Environment, a.ExpiresAt =
-			&k.ID, k.OwnerID, &k.Name, k.Meta, k.Permissions, &env, k.ExpiresAt
+			&k.ID, k.OwnerID, &k.Name, k.Meta, k.Permissions, &a.env, k.ExpiresAt
 	}
 	if l := res.RateLimit; l != nil {
-		a.RateLimit = &verifyLimit{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt.UTC()}
+		a.limit = verifyLimit{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt.UTC()}
+		a.RateLimit = &a.limit
 	}
 	if q := res.Quota; q != nil {
-		a.Quota = &verifyQuota{Limit: q.Limit, Used: q.Used, Remaining: q.Remaining, ResetAt: q.ResetAt.UTC()}
+		a.quota = verifyQuota{Limit: q.Limit, Used: q.Used, Remaining: q.Remaining, ResetAt: q.ResetAt.UTC()}
+		a.Quota = &a.quota
 	}
-	return a
 }
 
 // credentialError turns an error of authentication or verification into the error to
@@ -193,7 +203,7 @@ func writeRESTError(w http.ResponseWriter, e *fault.Error) {
 func jsonDetail(err error) string {
 	var te *json.UnmarshalTypeError
 	switch {
-	case err == nil:
+	case err == errTrailing:
 		return ": one object only"
 	case errors.As(err, &te) && te.Field != "":
 		return ": " + te.Field + " has the wrong type"
