@@ -104,6 +104,11 @@ type Decision struct {
 	ev       usage.Event
 	start    time.Time
 	recorded bool
+	// limit, quota and credits hold what Limit, Quota and Credits point to, in the
+	// Decision's own allocation.
+	limit   reqctx.Limit
+	quota   ratelimit.QuotaResult
+	credits int64
 }
 
 // Exempt reports whether v is neither limited nor recorded: platform admins, and
@@ -193,16 +198,18 @@ func (d *Decision) report(c *counters, dec ratelimit.Decision) {
 				if name == "key" {
 					name = "default"
 				}
-				d.Limit = &reqctx.Limit{Name: name, Quota: ctr.Limit.Rate, Window: ctr.Limit.Period, Remaining: int(max(r.Remaining, 0)), Reset: r.ResetAfter}
+				d.limit = reqctx.Limit{Name: name, Quota: ctr.Limit.Rate, Window: ctr.Limit.Period, Remaining: int(max(r.Remaining, 0)), Reset: r.ResetAfter}
+				d.Limit = &d.limit
 			}
 		case ratelimit.QuotaKind:
 			if d.Quota == nil || r.Remaining < d.Quota.Remaining {
-				d.Quota = &ratelimit.QuotaResult{Allowed: r.Allowed, Used: r.Used, Remaining: max(r.Remaining, 0), ResetAt: r.ResetAt}
+				d.quota = ratelimit.QuotaResult{Allowed: r.Allowed, Used: r.Used, Remaining: max(r.Remaining, 0), ResetAt: r.ResetAt}
+				d.Quota = &d.quota
 				d.QuotaLimit, d.QuotaPeriod = ctr.Quota, ctr.Period
 			}
 		case ratelimit.CreditsKind:
-			rem := max(r.Remaining, 0)
-			d.Credits = &rem
+			d.credits = max(r.Remaining, 0)
+			d.Credits = &d.credits
 		}
 	}
 }
@@ -263,7 +270,8 @@ func (s *Service) announceThresholds(v *viewer.Viewer, c *counters, dec ratelimi
 				if s.Live != nil {
 					var reset *time.Time
 					if !r.ResetAt.IsZero() {
-						reset = &r.ResetAt
+						at := r.ResetAt // a copy: &r.ResetAt would move every r to the heap
+						reset = &at
 					}
 					s.Live.Warn(v.TenantID, v.APIKeyID, v.OwnerID, live.Warning{Type: typ, Scope: c.scopes[i], Threshold: pct, Limit: limit, Used: r.Used, ResetAt: reset})
 				}

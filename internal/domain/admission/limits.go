@@ -76,7 +76,7 @@ func (c *counters) add(scope string, ctr ratelimit.Counter) {
 func countersOf(c *counters, req *Request, cost int64, quotaCost int64) error {
 	v := req.Viewer
 	if v.RateLimit > 0 {
-		c.add("key", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("key:"+v.APIKeyID, v.RateLimit, v.RateWindow),
+		c.add("key", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("key:", v.APIKeyID, v.RateLimit, v.RateWindow),
 			Limit: ratelimit.Limit{Rate: v.RateLimit, Period: v.RateWindow}, Cost: cost})
 	}
 	if v.Quota > 0 {
@@ -84,7 +84,7 @@ func countersOf(c *counters, req *Request, cost int64, quotaCost int64) error {
 			Quota: v.Quota, Period: ratelimit.Period(v.QuotaPeriod), Cost: quotaCost})
 	}
 	if v.OwnerID != "" && v.OwnerRateLimit > 0 {
-		c.add("owner", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("owner:"+v.OwnerID, v.OwnerRateLimit, v.OwnerRateWindow),
+		c.add("owner", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("owner:", v.OwnerID, v.OwnerRateLimit, v.OwnerRateWindow),
 			Limit: ratelimit.Limit{Rate: v.OwnerRateLimit, Period: v.OwnerRateWindow}, Cost: cost})
 	}
 	if v.OwnerID != "" && v.OwnerQuota > 0 {
@@ -93,7 +93,7 @@ func countersOf(c *counters, req *Request, cost int64, quotaCost int64) error {
 	}
 	advisory := !v.Consumer
 	if v.TenantRateLimit > 0 {
-		c.add("tenant", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("tenant", v.TenantRateLimit, v.TenantRateWindow),
+		c.add("tenant", ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("tenant", "", v.TenantRateLimit, v.TenantRateWindow),
 			Limit: ratelimit.Limit{Rate: v.TenantRateLimit, Period: v.TenantRateWindow}, Cost: cost, Advisory: advisory})
 	}
 	if v.TenantQuota > 0 {
@@ -113,7 +113,7 @@ func countersOf(c *counters, req *Request, cost int64, quotaCost int64) error {
 			return fault.BadInput("charges", "the charge of %q must be between 0 and its limit %d", ch.Name, n.Limit)
 		}
 		window := time.Duration(n.WindowSeconds) * time.Second
-		c.add("named:"+ch.Name, ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("named:"+v.APIKeyID+":"+ch.Name, n.Limit, window),
+		c.add("named:"+ch.Name, ratelimit.Counter{Kind: ratelimit.RateKind, Key: rateKey("named:", v.APIKeyID+":"+ch.Name, n.Limit, window),
 			Limit: ratelimit.Limit{Rate: n.Limit, Period: window}, Cost: int64(ch.Cost)})
 	}
 	if v.CreditsKey != "" {
@@ -126,8 +126,13 @@ func countersOf(c *counters, req *Request, cost int64, quotaCost int64) error {
 // limit (a key's, an owner's, a plan's) starts a fresh window at once instead of
 // carrying the old limit's debt over (3 used of 3 per hour would otherwise block a
 // limit raised to 100 per hour for a whole interval).
-func rateKey(holder string, rate int, window time.Duration) string {
-	return holder + "@" + strconv.Itoa(rate) + "/" + strconv.FormatInt(int64(window/time.Millisecond), 10)
+// The holder is kind+id ("key:" and a key's id); the name is built in one allocation.
+func rateKey(kind, id string, rate int, window time.Duration) string {
+	var buf [96]byte
+	b := append(append(append(buf[:0], kind...), id...), '@')
+	b = strconv.AppendInt(b, int64(rate), 10)
+	b = append(b, '/')
+	return string(strconv.AppendInt(b, int64(window/time.Millisecond), 10))
 }
 
 func creditsCounter(v *viewer.Viewer, cost int64) ratelimit.Counter {

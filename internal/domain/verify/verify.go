@@ -140,6 +140,11 @@ type Result struct {
 	Credits *int64
 	// OwnerMeta is the meta of the key's owner record (nil: none). Read-only.
 	OwnerMeta map[string]any
+
+	// limit and quota hold what RateLimit and Quota point to, in the Result's own
+	// allocation.
+	limit Limit
+	quota Quota
 }
 
 // RetryAfterSeconds is RetryAfter rounded up to whole seconds for a refusal by a
@@ -226,11 +231,13 @@ func (s *Service) Verify(ctx context.Context, caller *viewer.Viewer, req Request
 	}
 	d := adm.Admit(ctx, admission.Request{Viewer: c.Viewer, Cost: req.Cost, CheckOnly: req.Cost == 0, Charges: req.Charges, Event: ev})
 	if d.Limit != nil {
-		res.RateLimit = &Limit{Limit: d.Limit.Quota, Remaining: d.Limit.Remaining, ResetAt: now.Add(d.Limit.Reset)}
+		res.limit = Limit{Limit: d.Limit.Quota, Remaining: d.Limit.Remaining, ResetAt: now.Add(d.Limit.Reset)}
+		res.RateLimit = &res.limit
 	}
 	if d.Quota != nil {
-		res.Quota = &Quota{Limit: d.QuotaLimit, Used: d.Quota.Used, Remaining: d.Quota.Remaining,
+		res.quota = Quota{Limit: d.QuotaLimit, Used: d.Quota.Used, Remaining: d.Quota.Remaining,
 			Period: d.QuotaPeriod, ResetAt: d.Quota.ResetAt}
+		res.Quota = &res.quota
 	}
 	res.Credits, res.Scope = d.Credits, d.Scope
 	switch {
