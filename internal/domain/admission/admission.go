@@ -310,8 +310,7 @@ func (d *Decision) Done(outcome usage.Outcome) {
 	ev.Outcome = outcome
 	ev.LatencyMs = int(d.svc.now().Sub(d.start).Milliseconds())
 	if m := d.svc.Metrics; m != nil {
-		m.Operations.WithLabelValues(ev.OperationType, string(ev.Outcome)).Inc()
-		m.OperationSeconds.WithLabelValues(ev.OperationType).Observe(float64(ev.LatencyMs) / 1000)
+		m.Operation(ev.OperationType, string(ev.Outcome), float64(ev.LatencyMs)/1000)
 		if ev.Outcome == usage.OutcomeRateLimited || ev.Outcome == usage.OutcomeQuotaExceeded {
 			m.RateLimited.WithLabelValues(string(ev.Outcome)).Inc()
 		}

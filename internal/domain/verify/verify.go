@@ -194,7 +194,7 @@ func (s *Service) Verify(ctx context.Context, caller *viewer.Viewer, req Request
 	c, err := s.Keys.Consumer(ctx, req.Key, caller.APIKeyID)
 	if errors.Is(err, keys.ErrUnknown) || err == nil && !caller.Admin && (c.Key.TenantID == nil || *c.Key.TenantID != caller.TenantID) {
 		if s.Metrics != nil {
-			s.Metrics.Verifications.WithLabelValues(string(NotFound)).Inc()
+			s.Metrics.Verification(string(NotFound))
 		}
 		return &Result{Code: NotFound}, nil
 	}
@@ -263,7 +263,7 @@ func (s *Service) Verify(ctx context.Context, caller *viewer.Viewer, req Request
 
 func (s *Service) count(c Code) {
 	if s.Metrics != nil {
-		s.Metrics.Verifications.WithLabelValues(string(c)).Inc()
+		s.Metrics.Verification(string(c))
 	}
 }
 

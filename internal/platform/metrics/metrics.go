@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"database/sql"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,6 +30,48 @@ type Metrics struct {
 	// Verifications counts consumer-key verifications by code (NOT_FOUND ones are
 	// counted only here: they are not stored).
 	Verifications *prometheus.CounterVec
+
+	// Children of the vectors counted on every request, by label values (a
+	// WithLabelValues hashes the values and locks the vector each time).
+	mu            sync.RWMutex
+	operations    map[[2]string]operation
+	verifications map[string]prometheus.Counter
+}
+
+type operation struct {
+	count   prometheus.Counter
+	seconds prometheus.Observer
+}
+
+// Operation counts one operation of type typ that ended with outcome in Operations,
+// and observes its duration in OperationSeconds.
+func (m *Metrics) Operation(typ, outcome string, seconds float64) {
+	k := [2]string{typ, outcome}
+	m.mu.RLock()
+	o, ok := m.operations[k]
+	m.mu.RUnlock()
+	if !ok {
+		o = operation{m.Operations.WithLabelValues(typ, outcome), m.OperationSeconds.WithLabelValues(typ)}
+		m.mu.Lock()
+		m.operations[k] = o
+		m.mu.Unlock()
+	}
+	o.count.Inc()
+	o.seconds.Observe(seconds)
+}
+
+// Verification counts one verification that answered code in Verifications.
+func (m *Metrics) Verification(code string) {
+	m.mu.RLock()
+	c, ok := m.verifications[code]
+	m.mu.RUnlock()
+	if !ok {
+		c = m.Verifications.WithLabelValues(code)
+		m.mu.Lock()
+		m.verifications[code] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
 }
 
 // New returns a fresh set of metrics on its own registry, with the Go and process
@@ -53,6 +96,8 @@ func New() *Metrics {
 			Name: "latchkey_rate_limited_total",
 			Help: "Operations denied by the rate limiter or the quota, by outcome.",
 		}, []string{"outcome"}),
+		operations:    map[[2]string]operation{},
+		verifications: map[string]prometheus.Counter{},
 	}
 	m.WebhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "latchkey_webhook_attempts_total",

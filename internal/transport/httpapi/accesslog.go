@@ -21,11 +21,11 @@ func withRequestID(next http.Handler, mode string) http.Handler {
 	errorsOnly := mode == "errors" || mode == ""
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := r.Header.Get("X-Request-ID")
+		id := header(r.Header, hdrRequestID)
 		if !logging.ValidRequestID(id) {
 			id = logging.NewRequestID()
 		}
-		w.Header().Set("X-Request-ID", id)
+		w.Header()[hdrRequestID] = []string{id}
 		ctx := logging.WithRequestID(r.Context(), id)
 		if mode == "off" || !slog.Default().Enabled(ctx, slog.LevelInfo) {
 			// No access log at this level: skip its bookkeeping.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -64,4 +65,13 @@ func BenchmarkAnswerJSON(b *testing.B) {
 			buf = a.appendJSON(buf[:0])
 		}
 	})
+}
+
+// The header constants are in canonical form, as http.Header indexes them.
+func TestHeaderNamesCanonical(t *testing.T) {
+	for _, name := range []string{hdrAuthorization, hdrAPIKey, hdrRequestID, hdrContentType, hdrCacheControl} {
+		if c := http.CanonicalHeaderKey(name); c != name {
+			t.Errorf("%q is not canonical: %q", name, c)
+		}
+	}
 }

@@ -108,7 +108,7 @@ func (o Options) refused(ae *keys.AuthError) {
 func (o Options) adminOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := reqctx.WithClientIP(r.Context(), o.TrustedProxies.clientIP(r))
-		cred := keys.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization"))
+		cred := keys.ExtractCredential(header(r.Header, hdrAPIKey), header(r.Header, hdrAuthorization))
 		v, err := o.Verifier.Verify(ctx, cred)
 		if err != nil || !v.Admin {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey"`)
@@ -209,14 +209,14 @@ func (o Options) middleware(next http.Handler) http.Handler {
 			writeGraphQLError(w, r, http.StatusMethodNotAllowed, fault.New(fault.BadUserInput, "use GET or POST (or a WebSocket upgrade) on /query"))
 			return
 		}
-		cred := keys.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization"))
+		cred := keys.ExtractCredential(header(r.Header, hdrAPIKey), header(r.Header, hdrAuthorization))
 		anonymous := cred == "" && !o.DisableAuth
 		if anonymous && len(r.URL.RawQuery) > gqlserver.MaxAnonymousBodyBytes {
 			o.unauthenticated(w, r)
 			return
 		}
 		if r.Method == http.MethodPost {
-			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			mt, _, _ := mime.ParseMediaType(header(r.Header, hdrContentType))
 			if mt != "application/json" && mt != "application/graphql" {
 				writeGraphQLError(w, r, http.StatusUnsupportedMediaType,
 					fault.New(fault.BadUserInput, "Content-Type must be application/json"))
@@ -418,7 +418,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeJSONHeader writes the status and headers of a JSON answer that is not cached.
 func writeJSONHeader(w http.ResponseWriter, status int) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h[hdrContentType] = valJSON
+	h[hdrCacheControl] = valNoStore
 	w.WriteHeader(status)
 }

@@ -86,7 +86,7 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 	if o.DisableAuth {
 		caller = &viewer.Viewer{Admin: true, Scopes: viewer.AllScopes}
 	} else {
-		cred := keys.ExtractCredential(r.Header.Get("X-API-Key"), r.Header.Get("Authorization"))
+		cred := keys.ExtractCredential(header(r.Header, hdrAPIKey), header(r.Header, hdrAuthorization))
 		if cred == "" {
 			o.refused(keys.ErrMissing)
 			writeRESTError(w, keys.ErrMissing.APIError())
@@ -104,7 +104,7 @@ func (o Options) verifyHandler(w http.ResponseWriter, r *http.Request) {
 		writeRESTError(w, fault.New(fault.Forbidden, "the calling key lacks the scope keys:verify").With("requiredScopes", []string{viewer.ScopeKeysVerify}))
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "application/json" && !isJSON(ct) {
+	if ct := header(r.Header, hdrContentType); ct != "application/json" && !isJSON(ct) {
 		writeRESTError(w, fault.New(fault.BadUserInput, "Content-Type must be application/json").With("reason", "content_type"))
 		return
 	}
