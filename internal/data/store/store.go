@@ -123,6 +123,11 @@ func parseURL(raw string) (dialectName, dsn string, err error) {
 		// the index pages it is inserting into and rereads them, and half of the
 		// writer's time went to those reads and writes.
 		q.Add("_pragma", "cache_size(-65536)")
+		// Checkpoint the WAL every 10,000 pages (40 MiB) instead of 1,000: the usage
+		// batches rewrite the same last pages of the log's B-trees, and a checkpoint
+		// copies each page once however often it was rewritten since the last one
+		// (7% less CPU per stored usage event, measured).
+		q.Add("_pragma", "wal_autocheckpoint(10000)")
 		q.Set("_time_format", "sqlite")
 		return dialect.SQLite, "file:" + path + "?" + q.Encode(), nil
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
