@@ -41,8 +41,9 @@ lint: ## gofmt, go vet and the floor check (no lower floor imports a higher one)
 bench: ## Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-fuzz: ## Fuzz the key parser, the document budget and the GraphQL endpoint
+fuzz: ## Fuzz the key parser, the verify body reader, the document budget and the GraphQL endpoint
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/domain/keys
+	$(GO) test -run '^$$' -fuzz FuzzVerifyBody -fuzztime $(FUZZTIME) ./internal/transport/httpapi
 	$(GO) test -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) ./graph/querybudget
 	$(GO) test -run '^$$' -fuzz FuzzGraphQLEndpoint -fuzztime $(FUZZTIME) ./internal/app
 
