@@ -1,6 +1,7 @@
 # Latchkey developer commands. `make run` and `make test` are all a new machine needs
-# (make test also needs PostgreSQL, Redis and a Redis Cluster on 127.0.0.1 and
-# Chromium, see README; `make redis-cluster` starts the cluster;
+# (make test also needs PostgreSQL, Redis, a Redis Cluster and a Redis Sentinel setup
+# on 127.0.0.1 and Chromium, see README; `make redis-cluster` and `make redis-sentinel`
+# start the last two;
 # the browser tests save screenshots of failures under test-output/).
 GO        ?= go
 PKGS      := ./...
@@ -8,7 +9,7 @@ FUZZTIME  ?= 20s
 LOADFLAGS ?=
 SCALEFLAGS ?=
 
-.PHONY: run build test test-short generate check-generate lint bench fuzz migration load redis-cluster bench-scale
+.PHONY: run build test test-short generate check-generate lint bench fuzz migration load redis-cluster redis-sentinel bench-scale
 
 run: ## Build (with progress: the first build takes minutes) and serve on :8080 with an embedded SQLite file (latchkey.db), text logs
 	@GO=$(GO) ./scripts/build.sh
@@ -24,6 +25,9 @@ test: ## Every test, with the race detector, on SQLite and PostgreSQL and in Chr
 
 redis-cluster: ## Start the test Redis Cluster (three masters on 127.0.0.1:7000-7002) unless one answers there
 	./scripts/redis-cluster.sh start
+
+redis-sentinel: ## Start the test Redis Sentinel setup (master 6390, replica 6391, sentinel 26390 on 127.0.0.1) unless it answers
+	./scripts/redis-sentinel.sh start
 
 generate: ## Regenerate ent, entgql and gqlgen code
 	cd ent && $(GO) run -mod=mod entc.go

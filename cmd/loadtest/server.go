@@ -161,7 +161,7 @@ func freePort() (int, error) {
 // serverEnvNames are the server settings: removed from the inherited environment so
 // that a developer's shell cannot change what is measured.
 var serverEnvNames = []string{
-	"PORT", "LISTEN_ADDR", "DATABASE_URL", "REDIS_URL", "REDIS_CLUSTER_URL", "ADMIN_TOKEN", "ALLOWED_ORIGINS",
+	"PORT", "LISTEN_ADDR", "DATABASE_URL", "REDIS_URL", "REDIS_CLUSTER_URL", "REDIS_SENTINEL_URL", "ADMIN_TOKEN", "ALLOWED_ORIGINS",
 	"MAX_BODY_BYTES", "MAX_QUERY_DEPTH", "MAX_QUERY_COMPLEXITY", "PUBLIC_URL",
 	"RATE_LIMIT_FAIL_OPEN", "TRUSTED_PROXIES", "MAX_SUBSCRIPTIONS_PER_KEY",
 	"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_ALLOW_HTTP", "WEBHOOK_RETRY_SCHEDULE", "WEBHOOK_WORKERS", "WEBHOOK_PER_TENANT",

@@ -59,7 +59,7 @@ type App struct {
 	// Tracing exports spans when the OTEL_* variables ask for it (nil: off).
 	Tracing *tracing.Provider
 
-	redis         redis.UniversalClient    // REDIS_URL's server or REDIS_CLUSTER_URL's cluster (nil: memory)
+	redis         redis.UniversalClient    // REDIS_URL's server, REDIS_CLUSTER_URL's cluster or REDIS_SENTINEL_URL's master (nil: memory)
 	memory        *ratelimit.Memory        // in-memory failure throttle, swept periodically (nil with Redis)
 	memoryChecker *ratelimit.MemoryChecker // in-memory limits, swept periodically (nil with Redis)
 
@@ -330,7 +330,8 @@ func (a *App) wakeWebhooks() {
 }
 
 // limiters builds the failed-credential throttle and the limit store: in Redis when
-// REDIS_URL or REDIS_CLUSTER_URL is set (shared by every instance), in memory otherwise.
+// REDIS_URL, REDIS_CLUSTER_URL or REDIS_SENTINEL_URL is set (shared by every instance),
+// in memory otherwise.
 // Either way a quota or credit counter that is missing (after a restart of this
 // process, or of a Redis without persistence) is seeded from the database before it
 // counts. In a Redis Cluster every script call names keys of one slot: a check's
@@ -356,18 +357,34 @@ func (a *App) limiters(cfg config.Config) (ratelimit.Limiter, ratelimit.Checker,
 	return &ratelimit.FailSafe{Limiter: ratelimit.NewRedis(a.redis, "lk:rl:")}, checker, nil
 }
 
-// redisClient connects to REDIS_URL's server or REDIS_CLUSTER_URL's cluster (nil, nil
-// when neither is set). It returns an error when both are set or a URL is invalid.
-// Connections are made lazily: an unreachable Redis shows in the first check.
+// redisClient connects to REDIS_URL's server, REDIS_CLUSTER_URL's cluster or the master
+// REDIS_SENTINEL_URL's sentinels name (nil, nil when none is set). It returns an error
+// when more than one is set or a URL is invalid. Connections are made lazily: an
+// unreachable Redis shows in the first check. Through Sentinel, the client asks the
+// sentinels for the master, follows their +switch-master announcements, and a command
+// that meets a demoted master (READONLY) is retried on the new one.
 func redisClient(cfg config.Config) (redis.UniversalClient, error) {
 	const (
 		dialTimeout = 2 * time.Second
 		ioTimeout   = time.Second
 		maxRetries  = 1
 	)
+	set := 0
+	for _, u := range []string{cfg.RedisURL, cfg.RedisClusterURL, cfg.RedisSentinelURL} {
+		if u != "" {
+			set++
+		}
+	}
 	switch {
-	case cfg.RedisURL != "" && cfg.RedisClusterURL != "":
-		return nil, errors.New("REDIS_URL and REDIS_CLUSTER_URL are both set; set one")
+	case set > 1:
+		return nil, errors.New("more than one of REDIS_URL, REDIS_CLUSTER_URL and REDIS_SENTINEL_URL is set; set one")
+	case cfg.RedisSentinelURL != "":
+		opt, err := redis.ParseFailoverURL(cfg.RedisSentinelURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_SENTINEL_URL: %w", err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries = dialTimeout, ioTimeout, ioTimeout, maxRetries
+		return redis.NewFailoverClient(opt), nil
 	case cfg.RedisClusterURL != "":
 		opt, err := redis.ParseClusterURL(cfg.RedisClusterURL)
 		if err != nil {
@@ -442,6 +459,9 @@ func (a *App) Start(ctx context.Context) {
 	run(func(ctx context.Context) { _ = a.Dispatcher.Run(ctx) })
 	run(a.LimitEvents.Run)
 	run(a.Expiry.Run)
+	if a.Config.RedisSentinelURL != "" {
+		run(func(ctx context.Context) { a.followSentinel(ctx, a.Config.RedisSentinelURL) })
+	}
 	if a.memory != nil {
 		run(func(ctx context.Context) {
 			t := time.NewTicker(time.Minute)

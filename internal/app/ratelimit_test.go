@@ -31,9 +31,10 @@ func redisURL() string {
 }
 
 // redisModes are the shared limit stores the Redis tests of the app run on: one Redis
-// server (TEST_REDIS_URL) and a Redis Cluster (TEST_REDIS_CLUSTER_URL, see
-// scripts/redis-cluster.sh).
-var redisModes = []string{"redis", "cluster"}
+// server (TEST_REDIS_URL), a Redis Cluster (TEST_REDIS_CLUSTER_URL, see
+// scripts/redis-cluster.sh) and the master Redis Sentinel names
+// (TEST_REDIS_SENTINEL_URL, see scripts/redis-sentinel.sh).
+var redisModes = []string{"redis", "cluster", "sentinel"}
 
 // useRedis returns a config change that keeps the limits in mode's store: "redis",
 // "cluster" or "memory" (no change). A cluster that cannot be reached fails the test.
@@ -45,6 +46,9 @@ func useRedis(t testing.TB, mode string) func(*config.Config) {
 	case "cluster":
 		u := testdb.RedisClusterURL(t)
 		return func(c *config.Config) { c.RedisClusterURL = u }
+	case "sentinel":
+		u := testdb.RedisSentinelURL(t)
+		return func(c *config.Config) { c.RedisSentinelURL = u }
 	case "memory":
 		return func(*config.Config) {}
 	}
@@ -482,11 +486,20 @@ func forgetRedisKeys(t *testing.T, cfg config.Config, ids ...string) int {
 		}
 		return int(deleted.Load())
 	}
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		t.Fatal(err)
+	var client *redis.Client
+	if cfg.RedisSentinelURL != "" {
+		opt, err := redis.ParseFailoverURL(cfg.RedisSentinelURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client = redis.NewFailoverClient(opt) // the current master
+	} else {
+		opt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client = redis.NewClient(opt)
 	}
-	client := redis.NewClient(opt)
 	defer client.Close()
 	if err := forget(ctx, client); err != nil {
 		t.Fatal(err)
@@ -555,7 +568,7 @@ func testQuotaSurvivesRedisRestart(t *testing.T, d string, store func(*config.Co
 }
 
 // REDIS_URL and REDIS_CLUSTER_URL together: the server does not start (config.FromEnv
-// refuses them too).
+// refuses them too, and any two of the three Redis settings).
 func TestRedisAndRedisClusterRefused(t *testing.T) {
 	cfg := config.Config{DatabaseURL: testdb.URL(t, "sqlite"), AdminToken: "admin-token-for-two-redis-urls",
 		RedisURL: "redis://127.0.0.1:6379/0", RedisClusterURL: testdb.DefaultRedisClusterURL}
@@ -564,8 +577,8 @@ func TestRedisAndRedisClusterRefused(t *testing.T) {
 		_ = a.Shutdown(context.Background())
 		t.Fatal("app.New accepted REDIS_URL and REDIS_CLUSTER_URL together")
 	}
-	if !strings.Contains(err.Error(), "REDIS_URL and REDIS_CLUSTER_URL") {
-		t.Fatalf("err = %v, want it to name both variables", err)
+	if !strings.Contains(err.Error(), "REDIS_URL, REDIS_CLUSTER_URL and REDIS_SENTINEL_URL") {
+		t.Fatalf("err = %v, want it to name the variables", err)
 	}
 }
 

@@ -445,3 +445,51 @@ func TestRemoteReconnect(t *testing.T) {
 		}
 	})
 }
+
+// Resubscribe moves the Redis bus's subscription to a new connection: the reconnect
+// callbacks run once it is confirmed, messages flow on it, and the old one is closed
+// (no message arrives twice once the move is over). Close afterwards ends it cleanly.
+func TestRedisResubscribe(t *testing.T) {
+	forEachRemote(t, func(t *testing.T, env remoteEnv) {
+		a := env.bus(t, remoteConfig{})
+		b := env.bus(t, remoteConfig{})
+		r, ok := b.(Resubscriber)
+		if !ok {
+			return // PostgreSQL: its listener reconnects by itself
+		}
+		reconnected := make(chan struct{}, 10)
+		b.OnReconnect(func() { reconnected <- struct{}{} })
+		sub := b.Subscribe("t", 10)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Resubscribe(ctx); err != nil {
+			t.Fatalf("Resubscribe: %v", err)
+		}
+		select {
+		case <-reconnected:
+		case <-time.After(10 * time.Second):
+			t.Fatal("OnReconnect callback not called after Resubscribe")
+		}
+		if got := b.Stats().Reconnects; got != 1 {
+			t.Errorf("Reconnects = %d, want 1", got)
+		}
+		for i := range 3 {
+			want := fmt.Sprintf("after resubscribe %d", i)
+			a.Publish("t", []byte(want))
+			if m := recv(t, sub, 2*time.Second); string(m) != want {
+				t.Fatalf("got %q, want %q", m, want)
+			}
+		}
+		select {
+		case m := <-sub.C():
+			t.Fatalf("a message arrived twice: %q", m)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if err := b.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := r.Resubscribe(ctx); err != nil {
+			t.Fatalf("Resubscribe after Close: %v", err)
+		}
+	})
+}

@@ -102,7 +102,6 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, cfg RedisConfig
 	b := &redisBus{
 		cfg:          cfg,
 		client:       client,
-		dispatchDone: make(chan struct{}),
 		started:      make(chan struct{}),
 		malformedLog: logLimiter{interval: logInterval},
 	}
@@ -111,29 +110,19 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, cfg RedisConfig
 	b.out = newOutbox(&b.stats, cfg.InstanceID, cfg.Tick, cfg.QueueSize, cfg.MaxPayload, maxFrame, redisFramesPerSend, b.publish)
 	b.out.sendTimeout, b.out.closeTimeout = redisSendTimeout, redisCloseTimeout
 
-	var err error
-	if _, b.sharded = client.(*redis.ClusterClient); b.sharded {
-		b.ps = client.SSubscribe(ctx)
-		err = b.ps.SSubscribe(ctx, cfg.Channel)
-	} else {
-		b.ps = client.Subscribe(ctx)
-		err = b.ps.Subscribe(ctx, cfg.Channel)
-	}
+	_, b.sharded = client.(*redis.ClusterClient)
+	ps, err := b.subscribe(ctx)
 	if err != nil {
-		_ = b.ps.Close()
-		return nil, fmt.Errorf("pubsub: NewRedis: subscribe to %s: %w", cfg.Channel, err)
+		return nil, fmt.Errorf("pubsub: NewRedis: %w", err)
 	}
-	msgs := b.ps.ChannelWithSubscriptions(
-		redis.WithChannelSize(redisChannelBuffer),
-		redis.WithChannelHealthCheckInterval(cfg.HealthCheck),
-	)
-	go b.dispatch(msgs)
+	b.ps = ps
+	b.follow(ps, false)
 	select {
 	case <-b.started:
 	case <-ctx.Done():
 		b.closing.Store(true)
 		_ = b.ps.Close()
-		<-b.dispatchDone
+		b.dispatching.Wait()
 		return nil, fmt.Errorf("pubsub: NewRedis: subscribe to %s: no confirmation: %w", cfg.Channel, ctx.Err())
 	}
 	go b.out.run()
@@ -144,7 +133,6 @@ type redisBus struct {
 	cfg     RedisConfig
 	client  redis.UniversalClient
 	sharded bool // SPUBLISH/SSUBSCRIBE rather than PUBLISH/SUBSCRIBE
-	ps      *redis.PubSub
 	stats   counters
 	hub     *hub
 	out     *outbox
@@ -153,8 +141,11 @@ type redisBus struct {
 	closeErr  error
 	closing   atomic.Bool
 
-	started      chan struct{} // closed at the first subscription confirmation
-	dispatchDone chan struct{}
+	started     chan struct{}  // closed at the first subscription confirmation
+	dispatching sync.WaitGroup // the dispatch loops (two while a resubscription overlaps)
+
+	psMu sync.Mutex
+	ps   *redis.PubSub // the current subscription
 
 	reconnect reconnectHooks
 
@@ -203,18 +194,81 @@ func (b *redisBus) Close() error {
 	b.closeOnce.Do(func() {
 		b.closing.Store(true)
 		b.closeErr = b.out.close()
-		_ = b.ps.Close() // only fails when already closed
-		<-b.dispatchDone
+		b.psMu.Lock()
+		ps := b.ps
+		b.psMu.Unlock()
+		_ = ps.Close() // only fails when already closed
+		b.dispatching.Wait()
 		b.hub.close()
 	})
 	return b.closeErr
 }
 
+// subscribe opens a subscription to the bus's channel on the node client picks now.
+func (b *redisBus) subscribe(ctx context.Context) (*redis.PubSub, error) {
+	var ps *redis.PubSub
+	var err error
+	if b.sharded {
+		ps = b.client.SSubscribe(ctx)
+		err = ps.SSubscribe(ctx, b.cfg.Channel)
+	} else {
+		ps = b.client.Subscribe(ctx)
+		err = ps.Subscribe(ctx, b.cfg.Channel)
+	}
+	if err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("subscribe to %s: %w", b.cfg.Channel, err)
+	}
+	return ps, nil
+}
+
+// follow starts the dispatch loop of ps; resubscribed marks a subscription that
+// replaces an earlier one (its confirmation runs the reconnect callbacks).
+func (b *redisBus) follow(ps *redis.PubSub, resubscribed bool) {
+	msgs := ps.ChannelWithSubscriptions(
+		redis.WithChannelSize(redisChannelBuffer),
+		redis.WithChannelHealthCheckInterval(b.cfg.HealthCheck),
+	)
+	b.dispatching.Add(1)
+	go b.dispatch(msgs, resubscribed)
+}
+
+// Resubscribe replaces the bus's subscription with a new one on the node the client
+// picks now, then closes the old one; once the new one is confirmed, the OnReconnect
+// callbacks run, as after a reconnection. A Redis Sentinel failover needs it: go-redis
+// moves commands to the promoted master, but an open subscription stays on the demoted
+// one, which misses what is published during its resynchronization (and, as a
+// replica, everything published on replicas). Frames that arrive on both
+// subscriptions meanwhile may be delivered twice. It returns an error when the new
+// subscription cannot be made (the old one stays), and nil after Close.
+func (b *redisBus) Resubscribe(ctx context.Context) error {
+	if b.closing.Load() {
+		return nil
+	}
+	ps, err := b.subscribe(ctx)
+	if err != nil {
+		return fmt.Errorf("pubsub: resubscribe: %w", err)
+	}
+	b.psMu.Lock()
+	if b.closing.Load() {
+		b.psMu.Unlock()
+		_ = ps.Close()
+		return nil
+	}
+	old := b.ps
+	b.ps = ps
+	b.follow(ps, true)
+	b.psMu.Unlock()
+	_ = old.Close()
+	return nil
+}
+
 // dispatch reads go-redis' channel until the PubSub is closed: subscription
-// confirmations (the first one starts the bus; later ones follow a reconnection)
-// and other instances' frames, delivered to local subscribers.
-func (b *redisBus) dispatch(msgs <-chan any) {
-	defer close(b.dispatchDone)
+// confirmations (the first one starts the bus, unless this subscription replaces
+// another; later ones follow a reconnection) and other instances' frames, delivered
+// to local subscribers.
+func (b *redisBus) dispatch(msgs <-chan any, resubscribed bool) {
+	defer b.dispatching.Done()
 	confirmed := false
 	for m := range msgs {
 		switch m := m.(type) {
@@ -222,11 +276,12 @@ func (b *redisBus) dispatch(msgs <-chan any) {
 			if (m.Kind != "subscribe" && m.Kind != "ssubscribe") || m.Channel != b.cfg.Channel {
 				continue
 			}
-			if !confirmed {
+			if !confirmed && !resubscribed {
 				confirmed = true
 				close(b.started)
 				continue
 			}
+			confirmed = true
 			if b.closing.Load() {
 				continue
 			}

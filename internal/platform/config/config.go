@@ -22,9 +22,13 @@ type Config struct {
 	// RedisURL, when set, holds shared rate-limit state in one Redis server.
 	RedisURL string
 	// RedisClusterURL, when set, holds it in a Redis Cluster instead: go-redis' cluster
-	// URL form, redis://h1:p1?addr=h2:p2&addr=h3:p3 (REDIS_CLUSTER_URL). At most one of
-	// RedisURL and RedisClusterURL is set.
+	// URL form, redis://h1:p1?addr=h2:p2&addr=h3:p3 (REDIS_CLUSTER_URL).
 	RedisClusterURL string
+	// RedisSentinelURL, when set, holds it in the master that Redis Sentinel names,
+	// following its failovers: go-redis' failover URL form,
+	// redis://s1:26379?master_name=NAME&addr=s2:26379 (REDIS_SENTINEL_URL). At most one
+	// of RedisURL, RedisClusterURL and RedisSentinelURL is set.
+	RedisSentinelURL string
 	// AdminToken, when set, is a platform-admin credential.
 	AdminToken string
 	// AllowedOrigins are the CORS origins allowed for browser dashboards.
@@ -91,11 +95,12 @@ func FromEnv() (Config, error) {
 
 func parse(get func(string) string) (Config, error) {
 	c := Config{
-		DatabaseURL:     get("DATABASE_URL"),
-		RedisURL:        get("REDIS_URL"),
-		RedisClusterURL: get("REDIS_CLUSTER_URL"),
-		AdminToken:      get("ADMIN_TOKEN"),
-		PublicURL:       get("PUBLIC_URL"),
+		DatabaseURL:      get("DATABASE_URL"),
+		RedisURL:         get("REDIS_URL"),
+		RedisClusterURL:  get("REDIS_CLUSTER_URL"),
+		RedisSentinelURL: get("REDIS_SENTINEL_URL"),
+		AdminToken:       get("ADMIN_TOKEN"),
+		PublicURL:        get("PUBLIC_URL"),
 	}
 	port := get("PORT")
 	if port == "" {
@@ -203,6 +208,9 @@ func parse(get func(string) string) (Config, error) {
 	if err := checkRedisCluster(c.RedisURL, c.RedisClusterURL); err != nil {
 		return c, err
 	}
+	if err := checkRedisSentinel(c.RedisURL, c.RedisClusterURL, c.RedisSentinelURL); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -224,6 +232,33 @@ func checkRedisCluster(single, cluster string) error {
 			err = uerr.Err // without the URL, which may hold a password
 		}
 		return fmt.Errorf("config: REDIS_CLUSTER_URL (redis://h1:p1?addr=h2:p2&addr=h3:p3): %w", err)
+	}
+	return nil
+}
+
+// checkRedisSentinel validates REDIS_SENTINEL_URL: go-redis' failover URL form with a
+// master_name, and never together with REDIS_URL or REDIS_CLUSTER_URL.
+func checkRedisSentinel(single, cluster, sentinel string) error {
+	const form = "redis://s1:26379?master_name=NAME&addr=s2:26379"
+	if sentinel == "" {
+		return nil
+	}
+	if single != "" || cluster != "" {
+		return fmt.Errorf("config: REDIS_SENTINEL_URL is set together with REDIS_URL or REDIS_CLUSTER_URL; set one of the three")
+	}
+	if !strings.HasPrefix(sentinel, "redis://") && !strings.HasPrefix(sentinel, "rediss://") {
+		return fmt.Errorf("config: REDIS_SENTINEL_URL must start with redis:// or rediss:// (%s)", form)
+	}
+	opt, err := redis.ParseFailoverURL(sentinel)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // without the URL, which may hold a password
+		}
+		return fmt.Errorf("config: REDIS_SENTINEL_URL (%s): %w", form, err)
+	}
+	if opt.MasterName == "" {
+		return fmt.Errorf("config: REDIS_SENTINEL_URL names no master: add master_name=NAME (%s)", form)
 	}
 	return nil
 }

@@ -47,6 +47,20 @@ func TestParse(t *testing.T) {
 		{"redis cluster without scheme", map[string]string{"REDIS_CLUSTER_URL": "127.0.0.1:7000"}, nil, "REDIS_CLUSTER_URL must start with redis://"},
 		{"redis cluster, unknown option", map[string]string{"REDIS_CLUSTER_URL": "redis://127.0.0.1:7000?adr=127.0.0.1:7001"}, nil, "REDIS_CLUSTER_URL"},
 		{"redis cluster, bad option", map[string]string{"REDIS_CLUSTER_URL": "redis://127.0.0.1:7000?dial_timeout=soon"}, nil, "REDIS_CLUSTER_URL"},
+		{"redis sentinel", map[string]string{"REDIS_SENTINEL_URL": "redis://127.0.0.1:26390?master_name=latchkey&addr=127.0.0.1:26391"}, func(c Config) bool {
+			return c.RedisSentinelURL == "redis://127.0.0.1:26390?master_name=latchkey&addr=127.0.0.1:26391" && c.RedisURL == "" && c.RedisClusterURL == ""
+		}, ""},
+		{"redis sentinel with passwords", map[string]string{"REDIS_SENTINEL_URL": "rediss://sentinel:s3cret@sentinel.internal:26379/2?master_name=main&password=m4ster"}, func(c Config) bool {
+			return c.RedisSentinelURL != ""
+		}, ""},
+		{"redis and redis sentinel", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_SENTINEL_URL": "redis://127.0.0.1:26390?master_name=latchkey"}, nil,
+			"set one of the three"},
+		{"redis cluster and redis sentinel", map[string]string{"REDIS_CLUSTER_URL": "redis://127.0.0.1:7000", "REDIS_SENTINEL_URL": "redis://127.0.0.1:26390?master_name=latchkey"}, nil,
+			"set one of the three"},
+		{"redis sentinel without master", map[string]string{"REDIS_SENTINEL_URL": "redis://127.0.0.1:26390"}, nil, "names no master"},
+		{"redis sentinel without scheme", map[string]string{"REDIS_SENTINEL_URL": "127.0.0.1:26390"}, nil, "REDIS_SENTINEL_URL must start with redis://"},
+		{"redis sentinel, unknown option", map[string]string{"REDIS_SENTINEL_URL": "redis://127.0.0.1:26390?master=latchkey"}, nil, "REDIS_SENTINEL_URL ("},
+		{"redis sentinel, bad URL hides the password", map[string]string{"REDIS_SENTINEL_URL": "redis://u:hunter2@127.0.0.1:70 00?master_name=x"}, nil, "REDIS_SENTINEL_URL ("},
 		{"redis cluster, bad URL hides the password", map[string]string{"REDIS_CLUSTER_URL": "redis://u:hunter2@127.0.0.1:70 00"}, nil, "REDIS_CLUSTER_URL ("},
 		{"webhook workers", map[string]string{"WEBHOOK_WORKERS": "128", "WEBHOOK_PER_TENANT": "8"}, func(c Config) bool {
 			return c.WebhookWorkers == 128 && c.WebhookPerTenant == 8
