@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 // they survive a failover: the servers follow the sentinels to the promoted replica,
 // and a key's rate limit goes on from where it was (its counter was replicated), so
 // a key allowed 10 calls an hour still gets exactly 10 across the switch. The
-// instance bus goes on too: a key revoked on one instance after the failover is
-// refused by the other within a second, as without one.
+// instance bus follows too: a key revoked on one instance while the old master is
+// still resynchronizing is refused by the other within sentinelSettle and the bus's
+// second.
 func TestSentinelFailover(t *testing.T) {
 	url := testdb.RedisSentinelURL(t)
 	dbURL := testdb.URL(t, "postgres")
@@ -34,6 +36,10 @@ func TestSentinelFailover(t *testing.T) {
 		if r := e.Do(key, viewerQ, nil); r.Status != 200 || r.Code() != "" {
 			t.Fatalf("call %d before the failover: HTTP %d %s", i+1, r.Status, r.Raw)
 		}
+	}
+	spareID, spare := limitedKey(t, e, tid, 1000, 3600, "")
+	if r := other.Do(spare, viewerQ, nil); r.Status != 200 || r.Code() != "" { // now in its cache
+		t.Fatalf("the other instance refused a fresh key: HTTP %d %s", r.Status, r.Raw)
 	}
 
 	opt, err := redis.ParseFailoverURL(url)
@@ -77,6 +83,38 @@ func TestSentinelFailover(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Revoked on one instance at once: the old master is still being demoted and
+	// resynchronized, so the invalidation may be published where the other instance
+	// no longer listens, or listen where it is not published. The other instance
+	// moves its subscription when the sentinel announces the switch and drops its
+	// key cache then and sentinelSettle (2 s) later.
+	e.MustDo(e.AdminToken, `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, map[string]any{"id": spareID}, &struct{}{})
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		r := other.Do(spare, viewerQ, nil)
+		if r.Status == 401 {
+			t.Logf("revocation during the failover honoured by the other instance after %v", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("the other instance still accepts a key revoked during the failover 3 s later: HTTP %d %s", r.Status, r.Raw)
+		}
+	}
+
+	// The failover is over once the old master follows the new one. Until then it
+	// may still take writes that the resynchronization then discards: a charge made
+	// in that moment (by a client that has not heard of the switch yet) is lost, as
+	// any write Redis replication has not carried. Afterwards it refuses writes
+	// (READONLY), and a check that meets it is retried or refused, never lost.
+	for {
+		info, err := master.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old master does not follow the new one 30 s after SENTINEL FAILOVER:\n%s", info)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	// The calls go on against the new master. While the client learns of the switch a
 	// call may be refused as the limit store being unreachable (INTERNAL, failing
@@ -103,16 +141,16 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	t.Logf("after the failover: 5 admitted, then RATE_LIMITED; %d calls refused while switching", unavailable)
 
-	// Revoked on one instance, refused by the other within the bus's second.
-	id, spare := limitedKey(t, e, tid, 1000, 3600, "")
-	if r := other.Do(spare, viewerQ, nil); r.Status != 200 || r.Code() != "" {
+	// Afterwards the bus works as before: revoked on one instance, refused by the
+	// other within its second.
+	id, late := limitedKey(t, e, tid, 1000, 3600, "")
+	if r := other.Do(late, viewerQ, nil); r.Status != 200 || r.Code() != "" {
 		t.Fatalf("the other instance refused a fresh key: HTTP %d %s", r.Status, r.Raw)
 	}
 	e.MustDo(e.AdminToken, `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, map[string]any{"id": id}, &struct{}{})
 	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
-		r := other.Do(spare, viewerQ, nil)
+		r := other.Do(late, viewerQ, nil)
 		if r.Status == 401 {
-			t.Logf("revocation honoured by the other instance after %v", time.Since(start).Round(time.Millisecond))
 			break
 		}
 		if time.Since(start) > time.Second {
