@@ -158,6 +158,20 @@ func create(ctx context.Context, db *sql.DB, d time.Time) (bool, error) {
 		if exists {
 			return nil
 		}
+		// Rows of the day in the default partition move to the new one. A query that
+		// plans against the partitions as they were, then reads with a snapshot taken
+		// after the move committed, would find them in neither: the whole table is
+		// locked for the move (only then; a day nobody has written to moves nothing).
+		var stray bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+pq.QuoteIdentifier(DefaultPartition)+` WHERE at >= $1 AND at < $2)`,
+			lo, hi).Scan(&stray); err != nil {
+			return err
+		}
+		if stray {
+			if _, err := tx.ExecContext(ctx, `LOCK TABLE `+pq.QuoteIdentifier(Table)+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+				return err
+			}
+		}
 		// The partition is made as a table of its own, given the default partition's
 		// rows of its day (ATTACH refuses a range for which the default partition
 		// still holds rows), then attached. ATTACH locks usage_logs only against other

@@ -174,7 +174,11 @@ func TestTransportWSIDReuse(t *testing.T) {
 	// at once.
 	c.send(msg{Type: "complete", ID: "1"})
 	c.send(msg{Type: "subscribe", ID: "1", Payload: json.RawMessage(subQuery)})
-	waitFor(t, "the third operation", func() bool { return h.ops.Load() == 3 && h.ended.Load() == 2 })
+	for deadline := time.Now().Add(timeout); h.ops.Load() != 3 || h.ended.Load() != 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for the third operation: %d operations started, %d ended", h.ops.Load(), h.ended.Load())
+		}
+	}
 	h.gql.SendNextSubscriptionMessage()
 	c.expect("next", "1")
 	h.gql.SendCompleteSubscriptionMessage()
