@@ -16,6 +16,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"strings"
+	"unsafe"
 )
 
 // Kind is the kind of a key, written in it after the prefix.
@@ -154,22 +155,17 @@ func DisplayPrefix(key string) string {
 	return key[:i+1+displayChars]
 }
 
-var ieeeTable = crc32.MakeTable(crc32.IEEE)
-
 func checksum(s string) string {
 	cs := checksumOf(s)
 	return string(cs[:])
 }
 
-// checksumOf returns the base62 CRC32 of s without allocating.
+// checksumOf returns the base62 CRC32 (IEEE) of s without allocating.
 func checksumOf(s string) [checksumLen]byte {
-	// Byte-wise CRC32 (IEEE) over the string: the same value as crc32.ChecksumIEEE,
-	// without the []byte copy that would escape to the heap on every request.
-	v := ^uint32(0)
-	for i := 0; i < len(s); i++ {
-		v = ieeeTable[byte(v)^s[i]] ^ (v >> 8)
-	}
-	v = ^v
+	// crc32 reads s through a byte view of its memory: a []byte(s) copy would escape
+	// to the heap on every request, and crc32 neither keeps nor changes the bytes. Its
+	// sliced and vector code is 4-5 times faster than a byte-wise loop on a key.
+	v := crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))
 	var out [checksumLen]byte
 	for i := checksumLen - 1; i >= 0; i-- {
 		out[i] = base62[v%62]
