@@ -53,8 +53,11 @@ func (t TrustedProxies) clientIP(r *http.Request) string {
 	if err != nil {
 		host = r.RemoteAddr
 	}
+	if len(t) == 0 {
+		return host // no proxy to believe: the peer, unparsed
+	}
 	peer, err := netip.ParseAddr(host)
-	if err != nil || len(t) == 0 || !t.contains(peer) {
+	if err != nil || !t.contains(peer) {
 		return host
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
