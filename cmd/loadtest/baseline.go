@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 
+	"github.com/latchkey/latchkey/cmd/loadtest/loadstub"
 	"github.com/latchkey/latchkey/graph"
 	"github.com/latchkey/latchkey/graph/generated"
 )
@@ -67,7 +66,7 @@ func runBaseline(args []string) int {
 		if !json.Valid([]byte(*answer)) {
 			return fail(errors.New("-answer is not JSON"))
 		}
-		mux.Handle("POST /v1/keys/verify", verifyStub([]byte(*answer)))
+		mux.Handle("POST /v1/keys/verify", loadstub.Verify([]byte(*answer)))
 	default:
 		return fail(fmt.Errorf("-mode %q: want graphql or verify", *mode))
 	}
@@ -113,33 +112,6 @@ func bareGraphQL() http.Handler {
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	return srv
-}
-
-// verifyStub reads and decodes the verification body as the server does (at most 16
-// KiB, one JSON object of known fields, key required) and writes answer: the same
-// I/O as POST /v1/keys/verify without authentication, lookup, limits or recording.
-func verifyStub(answer []byte) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 16<<10+1))
-		if err != nil || len(body) > 16<<10 {
-			http.Error(w, `{"error":{"code":"BAD_USER_INPUT"}}`, http.StatusBadRequest)
-			return
-		}
-		var in struct {
-			Key         *string  `json:"key"`
-			Cost        *int     `json:"cost"`
-			Permissions []string `json:"permissions"`
-			Tag         *string  `json:"tag"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil || dec.More() || in.Key == nil {
-			http.Error(w, `{"error":{"code":"BAD_USER_INPUT"}}`, http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(answer)
-	}
 }
 
 // checkLoopback refuses a listen address that is not on a loopback interface: the

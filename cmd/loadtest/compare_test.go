@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/latchkey/latchkey/cmd/loadtest/loadstub"
 )
 
 // round returns a round of rps requests/s over one second with the given latencies.
@@ -107,11 +109,11 @@ func TestStubs(t *testing.T) {
 	}
 	answer := `{"valid":true,"code":"VALID","keyId":"k"}`
 	stub, _ = pairTargets(modeVerify, "", "", fx, 1)
-	if status, body := post(verifyStub([]byte(answer)), "/", string(stub.body)); status != 200 || body != answer || !bytes.Contains([]byte(body), stub.want) {
+	if status, body := post(loadstub.Verify([]byte(answer)), "/", string(stub.body)); status != 200 || body != answer || !bytes.Contains([]byte(body), stub.want) {
 		t.Fatalf("verify stub: %d %s", status, body)
 	}
 	for _, bad := range []string{`{"kee":"x"}`, `{"permissions":[]}`, `{"key":"x"}{}`, strings.Repeat(" ", 17<<10) + `{"key":"x"}`} {
-		if status, _ := post(verifyStub([]byte(answer)), "/", bad); status != 400 {
+		if status, _ := post(loadstub.Verify([]byte(answer)), "/", bad); status != 400 {
 			t.Errorf("verify stub took %.40q: %d", bad, status)
 		}
 	}

@@ -2,12 +2,11 @@ package app_test
 
 import (
 	"bytes"
-	"encoding/json"
-	"io"
 	"net/http"
 	"syscall"
 	"testing"
 
+	"github.com/latchkey/latchkey/cmd/loadtest/loadstub"
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/app/apptest"
 )
@@ -34,7 +33,7 @@ func BenchmarkVerifyHandler(b *testing.B) {
 	for _, side := range []struct {
 		name string
 		h    http.Handler
-	}{{"stub", stubVerify([]byte(`{"valid":true,"code":"VALID"}`))}, {"latchkey", e.App.Handler}} {
+	}{{"stub", loadstub.Verify([]byte(`{"valid":true,"code":"VALID"}`))}, {"latchkey", e.App.Handler}} {
 		b.Run(side.name, func(b *testing.B) {
 			b.ReportAllocs()
 			cpu := processCPU()
@@ -64,31 +63,6 @@ func processCPU() int64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
-}
-
-// stubVerify is the bare baseline: read the body, decode it strictly, answer.
-func stubVerify(answer []byte) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 16<<10+1))
-		if err != nil || len(body) > 16<<10 {
-			http.Error(w, "body", http.StatusBadRequest)
-			return
-		}
-		var in struct {
-			Key         *string  `json:"key"`
-			Cost        *int     `json:"cost"`
-			Permissions []string `json:"permissions"`
-			Tag         *string  `json:"tag"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil || dec.More() || in.Key == nil {
-			http.Error(w, "json", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(answer)
-	})
 }
 
 // discardWriter is a ResponseWriter that keeps the status and drops the body.
