@@ -162,8 +162,40 @@ func BenchmarkOutgoingResult(b *testing.B) {
 	data := []byte(`{"payload":{"data":{"usageEvents":{"id":"evt_01","operationName":"Q","outcome":"OK","latencyMs":3}}},"id":"1","type":"next"}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if !c.outgoing(data) {
+		if _, send := c.outgoing(data); !send {
 			b.Fatal("result dropped")
 		}
+	}
+}
+
+// An id the client reuses reaches gqlgen renamed, and the renamed operation's
+// messages leave with the client's id again; once it ended, it is forgotten.
+func TestTrackerRenamesReusedIDs(t *testing.T) {
+	var tr tracker
+	if g := tr.start("1"); g != "1" {
+		t.Fatalf("first use renamed to %q", g)
+	}
+	g := tr.start("1")
+	if g != "1\x1f2" || tr.gqlgenID("1") != g {
+		t.Fatalf("reuse handed to gqlgen as %q, latest %q", g, tr.gqlgenID("1"))
+	}
+	if id, ok := tr.clientID(g, false); id != "1" || !ok || tr.nRenamed.Load() != 1 {
+		t.Fatalf("clientID(%q) = %q, %v", g, id, ok)
+	}
+	next := []byte(`{"payload":{"data":{"name":"x\u001f"}},"id":"1\u001f2","type":"next"}`)
+	if got := string(renameTail(next, g, "1", "next")); got != `{"payload":{"data":{"name":"x\u001f"}},"id":"1","type":"next"}` {
+		t.Fatalf("renamed result %s", got)
+	}
+	if got := string(renameTail(next, "other", "1", "next")); got != string(next) {
+		t.Fatalf("a result of another operation was changed: %s", got)
+	}
+	if id, ok := tr.clientID(g, true); id != "1" || !ok {
+		t.Fatalf("end of %q: %q, %v", g, id, ok)
+	}
+	if tr.nRenamed.Load() != 0 || tr.gqlgenID("1") != "1" {
+		t.Fatalf("an ended renamed operation is still known: %d, %q", tr.nRenamed.Load(), tr.gqlgenID("1"))
+	}
+	if id, ok := tr.clientID("2", true); id != "2" || ok {
+		t.Fatalf("clientID of a plain id: %q, %v", id, ok)
 	}
 }

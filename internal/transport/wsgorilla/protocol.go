@@ -111,6 +111,94 @@ type tracker struct {
 
 	mu  sync.Mutex
 	ops map[string]opState
+
+	// A client may reuse an id as soon as the server has ended its operation, but
+	// gqlgen forgets an operation's id only after it has sent the end, so an id
+	// reused at once could meet gqlgen's stale entry, which then removes the new
+	// operation's (whose complete would no longer stop it). An id the client used
+	// lately is therefore handed to gqlgen renamed, id + "\x1f" + its count, and
+	// the renamed operation's messages are renamed back on their way out.
+	used     map[string]int    // operations started per id lately (at most maxUsed ids)
+	renamed  map[string]string // gqlgen id of a running renamed operation -> client id
+	latest   map[string]string // client id -> gqlgen id of its latest renamed operation
+	nRenamed atomic.Int32      // len(renamed), read without the lock on every result
+}
+
+// maxUsed bounds the ids whose use the tracker remembers: an id reused after that
+// many others were used is long forgotten by gqlgen.
+const maxUsed = 256
+
+// start notes that the client started an operation with id and returns the id to
+// hand to gqlgen: id itself, or a renamed one for an id used lately.
+func (t *tracker) start(id string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.used == nil {
+		t.used, t.renamed, t.latest = make(map[string]int), make(map[string]string), make(map[string]string)
+	}
+	if len(t.used) >= maxUsed {
+		clear(t.used)
+	}
+	n := t.used[id] + 1
+	t.used[id] = n
+	if n == 1 {
+		return id
+	}
+	g := id + "\x1f" + strconv.Itoa(n)
+	t.renamed[g] = id
+	t.latest[id] = g
+	t.nRenamed.Store(int32(len(t.renamed)))
+	return g
+}
+
+// gqlgenID returns the id gqlgen knows the client's latest operation of id by.
+func (t *tracker) gqlgenID(id string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if g, ok := t.latest[id]; ok {
+		return g
+	}
+	return id
+}
+
+// clientID returns the client's id of gqlgen's operation g, and whether g was
+// renamed; with end, a renamed operation is forgotten.
+func (t *tracker) clientID(g string, end bool) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	id, ok := t.renamed[g]
+	if !ok {
+		return g, false
+	}
+	if end {
+		delete(t.renamed, g)
+		if t.latest[id] == g {
+			delete(t.latest, id)
+		}
+		t.nRenamed.Store(int32(len(t.renamed)))
+	}
+	return id, true
+}
+
+// renameTail replaces the tail `"id":<from>,"type":<typ>}` of a message gqlgen
+// encoded (its struct ends with the id and the type) by the same with id to; it
+// returns data unchanged when the tail is not there.
+func renameTail(data []byte, from, to, typ string) []byte {
+	tail := func(id string) []byte {
+		b, _ := json.Marshal(id)
+		return append(append(append([]byte(`"id":`), b...), `,"type":`+strconv.Quote(typ)...), '}')
+	}
+	old := tail(from)
+	if !bytes.HasSuffix(data, old) {
+		return data
+	}
+	return append(append([]byte(nil), data[:len(data)-len(old)]...), tail(to)...)
+}
+
+// renameIncoming re-encodes a client message with id g for gqlgen.
+func renameIncoming(m *clientMessage, g string) []byte {
+	data, _ := json.Marshal(clientMessage{Type: m.Type, ID: &g, Payload: m.Payload})
+	return data
 }
 
 // open records a new operation and reports false if id is still active.
@@ -268,6 +356,9 @@ func (c *conn) inspectTransportWS(data []byte) (verdict, error) {
 		if !c.ops.open(*m.ID) {
 			return c.fail(CloseSubscriberExists, "Subscriber for "+*m.ID+" already exists")
 		}
+		if g := c.ops.start(*m.ID); g != *m.ID {
+			c.forward = renameIncoming(&m, g)
+		}
 		return pass, nil
 	case "complete":
 		if !nonEmpty(m.ID) {
@@ -277,6 +368,9 @@ func (c *conn) inspectTransportWS(data []byte) (verdict, error) {
 			return skip, nil // nothing can be running yet
 		}
 		c.ops.completedByClient(*m.ID)
+		if g := c.ops.gqlgenID(*m.ID); g != *m.ID {
+			c.forward = renameIncoming(&m, g)
+		}
 		return pass, nil
 	default: // unknown, or sent only by servers (connection_ack, next, error)
 		return c.fail(CloseBadRequest, reasonInvalidMessage)
@@ -312,9 +406,15 @@ func (c *conn) inspectLegacy(data []byte) verdict {
 			c.writeLegacyError("error", id, "Subscriber for "+id+" already exists")
 			return skip
 		}
+		if g := c.ops.start(id); g != id {
+			c.forward = renameIncoming(&m, g)
+		}
 		return pass
 	case "stop":
 		c.ops.completedByClient(id)
+		if g := c.ops.gqlgenID(id); g != id {
+			c.forward = renameIncoming(&m, g)
+		}
 		return pass
 	default:
 		c.writeLegacyError("connection_error", "", fmt.Sprintf("Invalid message type %q", m.Type))
@@ -348,23 +448,42 @@ func (c *conn) writeLegacyError(typ, id, message string) {
 // an end the client does not wait for: a complete after an error for the
 // same operation ("no Complete message will be emitted") or after the
 // client's own complete ("no further events ... should be sent through").
-func (c *conn) outgoing(data []byte) bool {
+func (c *conn) outgoing(data []byte) ([]byte, bool) {
 	if bytes.HasSuffix(data, nextSuffix) || bytes.HasSuffix(data, dataSuffix) {
-		return true
+		if c.ops.nRenamed.Load() == 0 {
+			return data, true // the usual case: nothing renamed on this connection
+		}
+		typ := "next"
+		if bytes.HasSuffix(data, dataSuffix) {
+			typ = "data"
+		}
+		var m struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(data, &m) == nil {
+			if id, ok := c.ops.clientID(m.ID, false); ok {
+				data = renameTail(data, m.ID, id, typ)
+			}
+		}
+		return data, true
 	}
 	var m struct {
 		Type string `json:"type"`
 		ID   string `json:"id"`
 	}
 	if json.Unmarshal(data, &m) != nil {
-		return true
+		return data, true
 	}
 	switch m.Type {
 	case "connection_ack":
 		c.ops.acked.Store(true)
 	case "complete", "error":
-		awaited := c.ops.endedByServer(m.ID)
-		return awaited || c.proto == legacyWS // graphql-ws clients expect a complete after stop
+		id, ok := c.ops.clientID(m.ID, true)
+		if ok {
+			data = renameTail(data, m.ID, id, m.Type)
+		}
+		awaited := c.ops.endedByServer(id)
+		return data, awaited || c.proto == legacyWS // graphql-ws clients expect a complete after stop
 	}
-	return true
+	return data, true
 }

@@ -39,7 +39,12 @@
 //     "Connection initialisation timeout";
 //   - ping and pong are accepted before connection_ack too;
 //   - gqlgen's complete after an error, or after the client's own complete,
-//     is not sent.
+//     is not sent;
+//   - an id reused soon after its operation ended is handed to gqlgen
+//     renamed (and renamed back in what gqlgen sends for it): gqlgen forgets
+//     an id only after sending its end, so a client that reused it at once
+//     could lose the new operation's entry, which its complete would then no
+//     longer stop.
 //
 // With the legacy graphql-ws, whose errors are messages, a message that cannot
 // be decoded or has an unknown type gets a connection_error and the connection
@@ -300,6 +305,9 @@ type conn struct {
 
 	proto protocol
 	ops   tracker // operations by id, and whether connection_ack was sent
+	// forward, set by inspect, replaces the message handed to gqlgen (read
+	// goroutine only).
+	forward []byte
 
 	// Used only by the reading goroutine (NextReader).
 	initReceived bool  // connection_init read
@@ -341,11 +349,15 @@ func (c *conn) NextReader() (int, io.Reader, error) {
 		if err != nil {
 			return mt, nil, c.readError(err)
 		}
+		c.forward = nil
 		v, err := c.inspect(data)
 		if err != nil {
 			return mt, nil, err
 		}
 		if v == pass {
+			if c.forward != nil {
+				data = c.forward // a renamed operation (see tracker)
+			}
 			return mt, bytes.NewReader(data), nil
 		}
 	}
@@ -400,7 +412,8 @@ func (c *conn) WriteJSON(v any) error {
 	if err != nil {
 		return err
 	}
-	if !c.outgoing(data) {
+	data, send := c.outgoing(data)
+	if !send {
 		return nil
 	}
 	return c.write(data)
