@@ -1,6 +1,7 @@
 package wsgorilla
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -197,5 +198,14 @@ func TestTrackerRenamesReusedIDs(t *testing.T) {
 	}
 	if id, ok := tr.clientID("2", true); id != "2" || ok {
 		t.Fatalf("clientID of a plain id: %q, %v", id, ok)
+	}
+	// Once the ids used lately are forgotten, a reused id goes to gqlgen as it is,
+	// and the client's complete is for that operation, not an older renamed one.
+	g = tr.start("1")
+	for i := range maxUsed {
+		tr.start(fmt.Sprint("other", i))
+	}
+	if got := tr.start("1"); got != "1" || tr.gqlgenID("1") != "1" {
+		t.Fatalf("after forgetting, start = %q and complete goes to %q (a running renamed %q)", got, tr.gqlgenID("1"), g)
 	}
 }

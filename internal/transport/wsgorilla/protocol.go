@@ -142,6 +142,9 @@ func (t *tracker) start(id string) string {
 	n := t.used[id] + 1
 	t.used[id] = n
 	if n == 1 {
+		// Forgotten (see maxUsed): a renamed operation of id may still be ending,
+		// but the client's next complete is for this one.
+		delete(t.latest, id)
 		return id
 	}
 	g := id + "\x1f" + strconv.Itoa(n)
