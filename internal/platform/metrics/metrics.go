@@ -33,9 +33,8 @@ type Metrics struct {
 
 	// Children of the vectors counted on every request, by label values (a
 	// WithLabelValues hashes the values and locks the vector each time).
-	mu            sync.RWMutex
-	operations    map[[2]string]operation
-	verifications map[string]prometheus.Counter
+	operations    children[[2]string, operation]
+	verifications children[string, prometheus.Counter]
 }
 
 type operation struct {
@@ -43,35 +42,42 @@ type operation struct {
 	seconds prometheus.Observer
 }
 
+// children keeps what a vector's WithLabelValues returned, by label values.
+type children[K comparable, V any] struct {
+	mu sync.RWMutex
+	m  map[K]V
+}
+
+// get returns the child of k, made by newChild on first use.
+func (c *children[K, V]) get(k K, newChild func() V) V {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
+	if !ok {
+		v = newChild()
+		c.mu.Lock()
+		if c.m == nil {
+			c.m = map[K]V{}
+		}
+		c.m[k] = v
+		c.mu.Unlock()
+	}
+	return v
+}
+
 // Operation counts one operation of type typ that ended with outcome in Operations,
 // and observes its duration in OperationSeconds.
 func (m *Metrics) Operation(typ, outcome string, seconds float64) {
-	k := [2]string{typ, outcome}
-	m.mu.RLock()
-	o, ok := m.operations[k]
-	m.mu.RUnlock()
-	if !ok {
-		o = operation{m.Operations.WithLabelValues(typ, outcome), m.OperationSeconds.WithLabelValues(typ)}
-		m.mu.Lock()
-		m.operations[k] = o
-		m.mu.Unlock()
-	}
+	o := m.operations.get([2]string{typ, outcome}, func() operation {
+		return operation{m.Operations.WithLabelValues(typ, outcome), m.OperationSeconds.WithLabelValues(typ)}
+	})
 	o.count.Inc()
 	o.seconds.Observe(seconds)
 }
 
 // Verification counts one verification that answered code in Verifications.
 func (m *Metrics) Verification(code string) {
-	m.mu.RLock()
-	c, ok := m.verifications[code]
-	m.mu.RUnlock()
-	if !ok {
-		c = m.Verifications.WithLabelValues(code)
-		m.mu.Lock()
-		m.verifications[code] = c
-		m.mu.Unlock()
-	}
-	c.Inc()
+	m.verifications.get(code, func() prometheus.Counter { return m.Verifications.WithLabelValues(code) }).Inc()
 }
 
 // New returns a fresh set of metrics on its own registry, with the Go and process
@@ -96,8 +102,6 @@ func New() *Metrics {
 			Name: "latchkey_rate_limited_total",
 			Help: "Operations denied by the rate limiter or the quota, by outcome.",
 		}, []string{"outcome"}),
-		operations:    map[[2]string]operation{},
-		verifications: map[string]prometheus.Counter{},
 	}
 	m.WebhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "latchkey_webhook_attempts_total",
