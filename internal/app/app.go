@@ -268,7 +268,13 @@ func (a *App) connectBus(ctx context.Context) error {
 	case a.Store.Dialect != "postgres":
 		a.Bus = pubsub.NewLocal()
 	case a.redis != nil:
-		a.Bus, err = pubsub.NewRedis(ctx, a.redis, pubsub.RedisConfig{})
+		var rc pubsub.RedisConfig
+		if a.Config.RedisSentinelURL != "" {
+			// The bus follows the sentinels' failovers (RedisConfig.Sentinel); the URL
+			// was checked when the client was made.
+			rc.Sentinel, _ = redis.ParseFailoverURL(a.Config.RedisSentinelURL)
+		}
+		a.Bus, err = pubsub.NewRedis(ctx, a.redis, rc)
 	default:
 		a.Bus, err = pubsub.NewPostgres(ctx, a.Store.DSN, a.Store.DB, pubsub.PostgresConfig{})
 	}
@@ -459,9 +465,6 @@ func (a *App) Start(ctx context.Context) {
 	run(func(ctx context.Context) { _ = a.Dispatcher.Run(ctx) })
 	run(a.LimitEvents.Run)
 	run(a.Expiry.Run)
-	if a.Config.RedisSentinelURL != "" {
-		run(func(ctx context.Context) { a.followSentinel(ctx, a.Config.RedisSentinelURL) })
-	}
 	if a.memory != nil {
 		run(func(ctx context.Context) {
 			t := time.NewTicker(time.Minute)

@@ -19,7 +19,7 @@ import (
 // and a key's rate limit goes on from where it was (its counter was replicated), so
 // a key allowed 10 calls an hour still gets exactly 10 across the switch. The
 // instance bus follows too: a key revoked on one instance while the old master is
-// still resynchronizing is refused by the other within sentinelSettle and the bus's
+// still resynchronizing is refused by the other within pubsub.SentinelSettle and the bus's
 // second.
 func TestSentinelFailover(t *testing.T) {
 	url := testdb.RedisSentinelURL(t)
@@ -87,7 +87,7 @@ func TestSentinelFailover(t *testing.T) {
 	// resynchronized, so the invalidation may be published where the other instance
 	// no longer listens, or listen where it is not published. The other instance
 	// moves its subscription when the sentinel announces the switch and drops its
-	// key cache then and sentinelSettle (2 s) later.
+	// key cache then and pubsub.SentinelSettle (2 s) later.
 	e.MustDo(e.AdminToken, `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, map[string]any{"id": spareID}, &struct{}{})
 	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
 		r := other.Do(spare, viewerQ, nil)

@@ -446,14 +446,14 @@ func TestRemoteReconnect(t *testing.T) {
 	})
 }
 
-// Resubscribe moves the Redis bus's subscription to a new connection: the reconnect
+// resubscribe moves the Redis bus's subscription to a new connection: the reconnect
 // callbacks run once it is confirmed, messages flow on it, and the old one is closed
 // (no message arrives twice once the move is over). Close afterwards ends it cleanly.
 func TestRedisResubscribe(t *testing.T) {
 	forEachRemote(t, func(t *testing.T, env remoteEnv) {
 		a := env.bus(t, remoteConfig{})
 		b := env.bus(t, remoteConfig{})
-		r, ok := b.(Resubscriber)
+		r, ok := b.(*redisBus)
 		if !ok {
 			return // PostgreSQL: its listener reconnects by itself
 		}
@@ -462,13 +462,13 @@ func TestRedisResubscribe(t *testing.T) {
 		sub := b.Subscribe("t", 10)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := r.Resubscribe(ctx); err != nil {
-			t.Fatalf("Resubscribe: %v", err)
+		if err := r.resubscribe(ctx); err != nil {
+			t.Fatalf("resubscribe: %v", err)
 		}
 		select {
 		case <-reconnected:
 		case <-time.After(10 * time.Second):
-			t.Fatal("OnReconnect callback not called after Resubscribe")
+			t.Fatal("OnReconnect callback not called after resubscribe")
 		}
 		if got := b.Stats().Reconnects; got != 1 {
 			t.Errorf("Reconnects = %d, want 1", got)
@@ -488,8 +488,8 @@ func TestRedisResubscribe(t *testing.T) {
 		if err := b.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
-		if err := r.Resubscribe(ctx); err != nil {
-			t.Fatalf("Resubscribe after Close: %v", err)
+		if err := r.resubscribe(ctx); err != nil {
+			t.Fatalf("resubscribe after Close: %v", err)
 		}
 	})
 }

@@ -30,7 +30,6 @@
 package pubsub
 
 import (
-	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -80,13 +79,6 @@ type Bus interface {
 
 	// Stats returns a snapshot of the bus's counters.
 	Stats() Stats
-}
-
-// Resubscriber is a bus whose receiving subscription can be moved to the node its
-// client would pick now: the Redis bus, after a Redis Sentinel failover (see
-// NewRedis). Resubscribe returns an error when the new subscription cannot be made.
-type Resubscriber interface {
-	Resubscribe(ctx context.Context) error
 }
 
 // Stats counts what a bus did since it was created. Counters only grow.

@@ -45,7 +45,20 @@ type RedisConfig struct {
 	// a ping unanswered within 5 s re-establishes the connection (and calls the
 	// OnReconnect callbacks).
 	HealthCheck time.Duration
+	// Sentinel, for a client made by redis.NewFailoverClient, names its sentinels and
+	// master. go-redis sends commands to a promoted master at once but leaves an open
+	// subscription on the demoted one, which misses what is published while it
+	// resynchronizes; so the bus listens for the sentinels' +switch-master of that
+	// master, then moves its subscription to the new one (see resubscribe) and runs the
+	// OnReconnect callbacks again SentinelSettle later, once every instance has heard
+	// of the switch (a message another instance published on the demoted master just
+	// before is covered).
+	Sentinel *redis.FailoverOptions
 }
+
+// SentinelSettle is how long after a master switch the bus runs its OnReconnect
+// callbacks a second time (see RedisConfig.Sentinel).
+const SentinelSettle = 2 * time.Second
 
 func (c *RedisConfig) setDefaults() error {
 	if c.Channel == "" {
@@ -126,6 +139,15 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, cfg RedisConfig
 		return nil, fmt.Errorf("pubsub: NewRedis: subscribe to %s: no confirmation: %w", cfg.Channel, ctx.Err())
 	}
 	go b.out.run()
+	if cfg.Sentinel != nil {
+		fctx, cancel := context.WithCancel(context.Background())
+		b.stopFollow = cancel
+		b.following.Add(1)
+		go func() {
+			defer b.following.Done()
+			b.followSentinel(fctx, cfg.Sentinel)
+		}()
+	}
 	return b, nil
 }
 
@@ -146,6 +168,9 @@ type redisBus struct {
 
 	psMu sync.Mutex
 	ps   *redis.PubSub // the current subscription
+
+	stopFollow context.CancelFunc // ends followSentinel (nil without RedisConfig.Sentinel)
+	following  sync.WaitGroup
 
 	reconnect reconnectHooks
 
@@ -193,6 +218,10 @@ func (b *redisBus) Stats() Stats { return b.stats.snapshot() }
 func (b *redisBus) Close() error {
 	b.closeOnce.Do(func() {
 		b.closing.Store(true)
+		if b.stopFollow != nil {
+			b.stopFollow()
+			b.following.Wait()
+		}
 		b.closeErr = b.out.close()
 		b.psMu.Lock()
 		ps := b.ps
@@ -233,15 +262,12 @@ func (b *redisBus) follow(ps *redis.PubSub, resubscribed bool) {
 	go b.dispatch(msgs, resubscribed)
 }
 
-// Resubscribe replaces the bus's subscription with a new one on the node the client
+// resubscribe replaces the bus's subscription with a new one on the node the client
 // picks now, then closes the old one; once the new one is confirmed, the OnReconnect
-// callbacks run, as after a reconnection. A Redis Sentinel failover needs it: go-redis
-// moves commands to the promoted master, but an open subscription stays on the demoted
-// one, which misses what is published during its resynchronization (and, as a
-// replica, everything published on replicas). Frames that arrive on both
-// subscriptions meanwhile may be delivered twice. It returns an error when the new
-// subscription cannot be made (the old one stays), and nil after Close.
-func (b *redisBus) Resubscribe(ctx context.Context) error {
+// callbacks run, as after a reconnection (see RedisConfig.Sentinel). Frames that
+// arrive on both subscriptions meanwhile may be delivered twice. It returns an error
+// when the new subscription cannot be made (the old one stays), and nil after Close.
+func (b *redisBus) resubscribe(ctx context.Context) error {
 	if b.closing.Load() {
 		return nil
 	}
