@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -717,19 +718,26 @@ func TestUsed(t *testing.T) {
 }
 
 // TestStoredValues checks what one raw row holds, including strings PostgreSQL would
-// refuse as they are (NUL bytes, invalid UTF-8), and that At defaults to now.
+// refuse as they are (NUL bytes, invalid UTF-8), and that At defaults to now. The rows
+// go in one batch, in this order: the writer reuses a column's value while it repeats,
+// so values also change back and forth between rows.
 func TestStoredValues(t *testing.T) {
 	at := time.Date(2026, 2, 3, 4, 5, 6, 789000000, time.FixedZone("X", 3600))
+	long := strings.Repeat("é", 200) // 400 bytes, cut to 256
 	cases := []struct {
 		name      string
 		ev        usage.Event
 		wantName  string
 		wantRoots []string
+		wantOwner string // "" for NULL
 	}{
-		{"plain", usage.Event{OperationName: "GetKeys", RootFields: []string{"apiKeys", "viewer"}, At: at}, "GetKeys", []string{"apiKeys", "viewer"}},
-		{"no root fields", usage.Event{At: at}, "", nil},
-		{"nul and invalid utf-8", usage.Event{OperationName: "a\x00b\xffc", RootFields: []string{"x\"y\\z", "é\x00"}, At: at}, "ab\uFFFDc", []string{"x\"y\\z", "é"}},
-		{"zero time", usage.Event{OperationName: "Now"}, "Now", nil},
+		{"plain", usage.Event{OperationName: "GetKeys", RootFields: []string{"apiKeys", "viewer"}, OwnerID: "cust_1", At: at}, "GetKeys", []string{"apiKeys", "viewer"}, "cust_1"},
+		{"no root fields", usage.Event{At: at}, "", nil, ""},
+		{"nul and invalid utf-8", usage.Event{OperationName: "a\x00b\xffc", RootFields: []string{"x\"y\\z", "é\x00"}, OwnerID: "c\x00\xff", At: at}, "ab\uFFFDc", []string{"x\"y\\z", "é"}, "c\uFFFD"},
+		{"zero time", usage.Event{OperationName: "Now", OwnerID: "cust_1"}, "Now", nil, "cust_1"},
+		{"plain again", usage.Event{OperationName: "GetKeys", RootFields: []string{"apiKeys", "viewer"}, OwnerID: "cust_1", At: at}, "GetKeys", []string{"apiKeys", "viewer"}, "cust_1"},
+		{"owner only nul", usage.Event{OperationName: long, RootFields: []string{"apiKeys", "viewer"}, OwnerID: "\x00", At: at}, long[:256], []string{"apiKeys", "viewer"}, ""},
+		{"long name again", usage.Event{OperationName: long, RootFields: []string{"viewer"}, OwnerID: "cust_2", At: at}, long[:256], []string{"viewer"}, "cust_2"},
 	}
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
@@ -756,6 +764,9 @@ func TestStoredValues(t *testing.T) {
 				if row.OperationName != tc.wantName || !slices.Equal(row.RootFields, tc.wantRoots) ||
 					row.TenantID != tenantA || row.APIKeyID != "key_a1" || row.LatencyMs != 42 || row.IP != "2001:db8::1" || row.Outcome != "ok" {
 					t.Errorf("%s: row %+v", tc.name, row)
+				}
+				if owner := row.OwnerID; tc.wantOwner == "" && owner != nil || tc.wantOwner != "" && (owner == nil || *owner != tc.wantOwner) {
+					t.Errorf("%s: owner = %v, want %q (empty: NULL)", tc.name, owner, tc.wantOwner)
 				}
 				wantAt := tc.ev.At
 				if wantAt.IsZero() {

@@ -20,7 +20,7 @@ import (
 )
 
 // logColumns are the usage_logs columns written, in order.
-var logColumns = []string{
+var logColumns = [...]string{
 	usagelog.FieldTenantID, usagelog.FieldAPIKeyID, usagelog.FieldOwnerID, usagelog.FieldOperationName,
 	usagelog.FieldOperationType, usagelog.FieldRootFields, usagelog.FieldOutcome,
 	usagelog.FieldLatencyMs, usagelog.FieldIP, usagelog.FieldAt,
@@ -28,7 +28,7 @@ var logColumns = []string{
 
 // copyUsageLogs is the COPY statement of the PostgreSQL path (lib/pq turns a prepared
 // COPY ... FROM STDIN into a stream fed by Exec).
-var copyUsageLogs = "COPY " + usagelog.Table + " (" + strings.Join(logColumns, ", ") + ") FROM STDIN"
+var copyUsageLogs = "COPY " + usagelog.Table + " (" + strings.Join(logColumns[:], ", ") + ") FROM STDIN"
 
 // histColumns are the lat_a..lat_p columns, in bucket order.
 var histColumns = [HistogramBuckets]string{
@@ -80,6 +80,31 @@ type writer struct {
 	json  []byte
 	index map[rollupKey]int
 	aggs  []rollupAgg
+	// boxes holds, per string column, the last value appended and its interface value:
+	// consecutive rows mostly repeat their tenant, key, type and outcome, and reusing
+	// the boxed value saves an allocation per column and row.
+	boxes [len(logColumns)]box
+}
+
+// box is a string and the interface value holding it.
+type box struct {
+	s string
+	v any
+}
+
+// boxed returns raw made storable (by clean, or cleanName when name is set) as an
+// interface value, reusing column col's last one when raw equals the last raw value.
+func (w *writer) boxed(col int, raw string, name bool) any {
+	b := &w.boxes[col]
+	if b.v == nil || b.s != raw {
+		if name {
+			b.v = cleanName(raw)
+		} else {
+			b.v = clean(raw)
+		}
+		b.s = raw
+	}
+	return b.v
 }
 
 type rollupKey struct {
@@ -238,11 +263,15 @@ func (w *writer) close() {
 }
 
 // appendRow appends the values of ev's usage_logs row, in the order of logColumns,
-// made storable.
+// made storable. The strings' interface values come from boxed, by column index.
 func (w *writer) appendRow(args []any, ev *Event) []any {
-	return append(args, clean(ev.TenantID), clean(ev.APIKeyID), orNull(clean(ev.OwnerID)), cleanName(ev.OperationName),
-		clean(ev.OperationType), w.rootFields(ev.RootFields), clean(string(ev.Outcome)),
-		int64(ev.LatencyMs), clean(ev.IP), storedTime(ev.At))
+	owner := w.boxed(2, ev.OwnerID, false)
+	if owner == "" {
+		owner = nil // an empty optional string is stored as NULL
+	}
+	return append(args, w.boxed(0, ev.TenantID, false), w.boxed(1, ev.APIKeyID, false), owner,
+		w.boxed(3, ev.OperationName, true), w.boxed(4, ev.OperationType, false), w.rootFields(ev.RootFields),
+		w.boxed(6, string(ev.Outcome), false), int64(ev.LatencyMs), w.boxed(8, ev.IP, false), storedTime(ev.At))
 }
 
 // storedTime is t as stored: UTC, at PostgreSQL's microsecond precision on both
@@ -254,7 +283,7 @@ func insertLogsSQL(n int) string {
 	var b strings.Builder
 	row := "(?" + strings.Repeat(", ?", len(logColumns)-1) + ")"
 	b.Grow(64 + n*(len(row)+2))
-	b.WriteString("INSERT INTO " + usagelog.Table + " (" + strings.Join(logColumns, ", ") + ") VALUES ")
+	b.WriteString("INSERT INTO " + usagelog.Table + " (" + strings.Join(logColumns[:], ", ") + ") VALUES ")
 	for i := range n {
 		if i > 0 {
 			b.WriteString(", ")
@@ -278,7 +307,10 @@ func (w *writer) rootFields(fields []string) any {
 	}
 	b = append(b, ']')
 	w.json = b
-	return string(b)
+	if last := &w.boxes[5]; last.v != nil && last.s == string(b) {
+		return last.v
+	}
+	return w.boxed(5, string(b), false) // valid UTF-8 without NUL already
 }
 
 // appendJSONString appends s as a JSON string; GraphQL names take the fast path.
@@ -408,12 +440,4 @@ func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName stri
 		}
 	}
 	return nil
-}
-
-// orNull stores an empty optional string as NULL.
-func orNull(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
