@@ -72,6 +72,9 @@ type Request struct {
 	// Event describes the operation for its usage event (name, type, root fields);
 	// Admit fills in the caller, the client IP and the time.
 	Event usage.Event
+	// At is when the operation began, if the caller already read the clock (zero: Admit
+	// reads it); the usage event's time and latency count from it.
+	At time.Time
 }
 
 // Decision is the answer to one Request. Call Done once the operation has ended.
@@ -127,7 +130,10 @@ func (s *Service) now() time.Time {
 // Nothing is charged unless every enforced limit has room. A refused operation is
 // recorded at once (Done does nothing more for it). It never returns nil.
 func (s *Service) Admit(ctx context.Context, req Request) *Decision {
-	d := &Decision{svc: s, start: s.now()}
+	d := &Decision{svc: s, start: req.At}
+	if d.start.IsZero() {
+		d.start = s.now()
+	}
 	v := req.Viewer
 	if Exempt(v) {
 		d.recorded = true // nothing to record

@@ -191,7 +191,7 @@ func (v *Verifier) Verify(ctx context.Context, credential string) (*viewer.Viewe
 	if _, err := Parse(credential); err != nil {
 		return nil, ErrMalformed
 	}
-	return v.verifyHash(ctx, h, "ip:"+reqctx.ClientIP(ctx), v.cfg.FailureLimit)
+	return v.verifyHash(ctx, h, client{"ip:", reqctx.ClientIP(ctx)}, v.cfg.FailureLimit)
 }
 
 // Recheck re-validates the key of a viewer obtained from Verify (for long-lived
@@ -205,15 +205,20 @@ func (v *Verifier) Recheck(ctx context.Context, vw *viewer.Viewer) error {
 	if n, err := hex.Decode(h[:], []byte(vw.KeyHash)); err != nil || n != len(h) {
 		return ErrMalformed
 	}
-	_, err := v.verifyHash(ctx, h, "", ratelimit.Limit{})
+	_, err := v.verifyHash(ctx, h, client{}, ratelimit.Limit{})
 	return err
 }
 
-// lookup returns the cached state of the key with hash h, reading the database on a
-// miss. client names who presented the credential for the failure budget ("" for
-// none): a client whose budget is spent gets a ThrottledError instead of a read.
-func (v *Verifier) lookup(ctx context.Context, h [sha256.Size]byte, client string, budget ratelimit.Limit) (*entry, error) {
-	now := v.cfg.Now()
+// client names who presented a credential, for the failure budget: kind + id, joined
+// only on a cache miss (a zero client has no budget).
+type client struct{ kind, id string }
+
+func (c client) String() string { return c.kind + c.id }
+
+// lookup returns the state at now of the key with hash h, cached, reading the database
+// on a miss. A client (not zero) whose failure budget is spent gets a ThrottledError
+// instead of a read.
+func (v *Verifier) lookup(ctx context.Context, h [sha256.Size]byte, now time.Time, cl client, budget ratelimit.Limit) (*entry, error) {
 	e, ok := v.cache.Get(h)
 	if ok {
 		ttl := v.cfg.TTL
@@ -228,9 +233,11 @@ func (v *Verifier) lookup(ctx context.Context, h [sha256.Size]byte, client strin
 		v.hits.Add(1)
 		return e, nil
 	}
-	throttle := v.cfg.Failures != nil && client != ""
+	throttle := v.cfg.Failures != nil && cl != client{}
+	who := ""
 	if throttle {
-		if res, err := v.cfg.Failures.Allow(ctx, client, budget, 0); err == nil && res.Remaining < 1 {
+		who = cl.String()
+		if res, err := v.cfg.Failures.Allow(ctx, who, budget, 0); err == nil && res.Remaining < 1 {
 			return nil, &ThrottledError{RetryAfter: max(res.RetryAfter, time.Duration(int64(budget.Period)/int64(budget.Rate)))}
 		}
 	}
@@ -240,17 +247,17 @@ func (v *Verifier) lookup(ctx context.Context, h [sha256.Size]byte, client strin
 		return nil, err
 	}
 	if e.v == nil && throttle {
-		_, _ = v.cfg.Failures.Allow(ctx, client, budget, 1) // an unknown credential spends the budget
+		_, _ = v.cfg.Failures.Allow(ctx, who, budget, 1) // an unknown credential spends the budget
 	}
 	return e, nil
 }
 
-func (v *Verifier) verifyHash(ctx context.Context, h [sha256.Size]byte, client string, budget ratelimit.Limit) (*viewer.Viewer, error) {
-	e, err := v.lookup(ctx, h, client, budget)
+func (v *Verifier) verifyHash(ctx context.Context, h [sha256.Size]byte, cl client, budget ratelimit.Limit) (*viewer.Viewer, error) {
+	now := v.cfg.Now()
+	e, err := v.lookup(ctx, h, now, cl, budget)
 	if err != nil {
 		return nil, err
 	}
-	now := v.cfg.Now()
 	switch {
 	case e.v == nil:
 		return nil, ErrUnknown
@@ -478,11 +485,11 @@ func (v *Verifier) Consumer(ctx context.Context, key, callerKeyID string) (*Cons
 	if _, err := Parse(key); err != nil {
 		return nil, ErrUnknown
 	}
-	client := ""
+	var cl client
 	if callerKeyID != "" {
-		client = "verify:" + callerKeyID
+		cl = client{"verify:", callerKeyID}
 	}
-	e, err := v.lookup(ctx, hashKey(key), client, v.cfg.VerifyFailureLimit)
+	e, err := v.lookup(ctx, hashKey(key), v.cfg.Now(), cl, v.cfg.VerifyFailureLimit)
 	if err != nil {
 		return nil, err
 	}

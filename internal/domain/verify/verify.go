@@ -229,7 +229,7 @@ func (s *Service) Verify(ctx context.Context, caller *viewer.Viewer, req Request
 		adm.Record(ctx, c.Viewer, ev, outcomeOf(res.Code))
 		return res, nil
 	}
-	d := adm.Admit(ctx, admission.Request{Viewer: c.Viewer, Cost: req.Cost, CheckOnly: req.Cost == 0, Charges: req.Charges, Event: ev})
+	d := adm.Admit(ctx, admission.Request{Viewer: c.Viewer, Cost: req.Cost, CheckOnly: req.Cost == 0, Charges: req.Charges, Event: ev, At: now})
 	if d.Limit != nil {
 		res.limit = Limit{Limit: d.Limit.Quota, Remaining: d.Limit.Remaining, ResetAt: now.Add(d.Limit.Reset)}
 		res.RateLimit = &res.limit
