@@ -13,14 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/99designs/gqlgen/graphql/handler"
-	"github.com/99designs/gqlgen/graphql/handler/lru"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/vektah/gqlparser/v2/ast"
-
 	"github.com/latchkey/latchkey/cmd/loadtest/loadstub"
-	"github.com/latchkey/latchkey/graph"
-	"github.com/latchkey/latchkey/graph/generated"
 )
 
 // Baseline modes: what the stub serves.
@@ -61,7 +54,7 @@ func runBaseline(args []string) int {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	switch *mode {
 	case modeGraphQL:
-		mux.Handle("POST /query", bareGraphQL())
+		mux.Handle("POST /query", loadstub.GraphQL())
 	case modeVerify:
 		if !json.Valid([]byte(*answer)) {
 			return fail(errors.New("-answer is not JSON"))
@@ -101,17 +94,6 @@ func runBaseline(args []string) int {
 	defer scancel()
 	_ = srv.Shutdown(sctx)
 	return exitOK
-}
-
-// bareGraphQL is gqlgen with the project's own generated schema and nothing else: the
-// POST transport and a parsed-query cache (the server caches validated documents
-// too), no authentication, limits, recording, directives or middleware. It is only
-// ever asked { __typename }, which runs no resolver, so the empty Resolver is enough.
-func bareGraphQL() http.Handler {
-	srv := handler.New(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{}}))
-	srv.AddTransport(transport.POST{})
-	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
-	return srv
 }
 
 // checkLoopback refuses a listen address that is not on a loopback interface: the

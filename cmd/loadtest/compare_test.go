@@ -104,7 +104,7 @@ func TestStubs(t *testing.T) {
 	}
 	fx := &compareFixture{Viewer: "v", Verifier: "w", Consumer: "lk_live_x"}
 	stub, _ := pairTargets(modeGraphQL, "", "", fx, 1)
-	if status, body := post(bareGraphQL(), "/", string(stub.body)); status != 200 || !strings.Contains(body, string(stub.want)) {
+	if status, body := post(loadstub.GraphQL(), "/", string(stub.body)); status != 200 || !strings.Contains(body, string(stub.want)) {
 		t.Fatalf("bare gqlgen: %d %s", status, body)
 	}
 	answer := `{"valid":true,"code":"VALID","keyId":"k"}`

@@ -35,25 +35,58 @@ func BenchmarkVerifyHandler(b *testing.B) {
 		h    http.Handler
 	}{{"stub", loadstub.Verify([]byte(`{"valid":true,"code":"VALID"}`))}, {"latchkey", e.App.Handler}} {
 		b.Run(side.name, func(b *testing.B) {
-			b.ReportAllocs()
-			cpu := processCPU()
-			defer func() { b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op") }()
-			b.RunParallel(func(pb *testing.PB) {
-				w := &discardWriter{h: http.Header{}}
-				for pb.Next() {
-					req, _ := http.NewRequest(http.MethodPost, "http://bench/v1/keys/verify", bytes.NewReader(body))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Authorization", "Bearer "+verifier)
-					clear(w.h)
-					w.status = 0
-					side.h.ServeHTTP(w, req)
-					if w.status != http.StatusOK {
-						b.Fatalf("HTTP %d", w.status)
-					}
-				}
-			})
+			serveParallel(b, side.h, "/v1/keys/verify", verifier, body)
 		})
 	}
+}
+
+// BenchmarkViewerHandler is BenchmarkVerifyHandler for GraphQL: the authenticated,
+// rate-limited and recorded { viewer { apiKey { id } } } through the server's handler
+// against bare gqlgen answering { __typename } (the stub of `make load`), without the
+// network, CPU per request with the recorder's writes included.
+func BenchmarkViewerHandler(b *testing.B) {
+	e := apptest.New(b, benchDialect(), app.Options{}, nil)
+	var out struct {
+		CreateApiKey struct{ Secret string }
+	}
+	e.MustDo(e.AdminToken, `mutation($t: ID!) { createApiKey(input: {tenantID: $t, name: "bench", scopes: [], rateLimit: 1000000000, rateLimitWindowSeconds: 3600, quota: 1000000000000, quotaPeriod: MONTH}) { secret } }`,
+		map[string]any{"t": e.Tenant("bench")}, &out)
+	for _, side := range []struct {
+		name, body, key string
+		h               http.Handler
+	}{
+		{"stub", `{"query":"{ __typename }"}`, "", loadstub.GraphQL()},
+		{"latchkey", `{"query":"{ viewer { apiKey { id } } }"}`, out.CreateApiKey.Secret, e.App.Handler},
+	} {
+		b.Run(side.name, func(b *testing.B) {
+			serveParallel(b, side.h, "/query", side.key, []byte(side.body))
+		})
+	}
+}
+
+// serveParallel serves POSTs of body to path with the credential key (if set) to h
+// from parallel goroutines, without the network, and reports the process's CPU per
+// request; every answer must be 200.
+func serveParallel(b *testing.B, h http.Handler, path, key string, body []byte) {
+	b.ReportAllocs()
+	cpu := processCPU()
+	defer func() { b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op") }()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, "http://bench"+path, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if key != "" {
+				req.Header.Set("Authorization", "Bearer "+key)
+			}
+			clear(w.h)
+			w.status = 0
+			h.ServeHTTP(w, req)
+			if w.status != http.StatusOK {
+				b.Fatalf("HTTP %d", w.status)
+			}
+		}
+	})
 }
 
 // processCPU is the CPU time this process has used (user and system), in

@@ -1,5 +1,5 @@
-// Package loadstub is the bare baseline the load harness and the benchmarks measure the
-// verification against: the I/O of POST /v1/keys/verify and nothing else.
+// Package loadstub holds the bare baselines the load harness and the benchmarks measure
+// the server against: the I/O of POST /v1/keys/verify and of POST /query, nothing else.
 package loadstub
 
 import (
