@@ -52,7 +52,9 @@ type RedisConfig struct {
 	// master, then moves its subscription to the new one (see resubscribe) and runs the
 	// OnReconnect callbacks again SentinelSettle later, once every instance has heard
 	// of the switch (a message another instance published on the demoted master just
-	// before is covered).
+	// before is covered). It also asks the sentinels every SentinelCheck which master
+	// they name, so that a switch it did not hear of (its sentinel connection was down)
+	// or could not follow (the new master was not reachable yet) is followed then.
 	Sentinel *redis.FailoverOptions
 }
 
@@ -145,7 +147,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, cfg RedisConfig
 		b.following.Add(1)
 		go func() {
 			defer b.following.Done()
-			b.followSentinel(fctx, cfg.Sentinel)
+			b.followSentinel(fctx, cfg.Sentinel, "")
 		}()
 	}
 	return b, nil
