@@ -19,7 +19,7 @@ func TestSQLiteTime(t *testing.T) {
 		base.Add(time.Second + 100*time.Millisecond),
 		base.Add(time.Second + time.Microsecond),
 		base.Add(time.Second + 123456789), // nanoseconds, as only a direct caller would give
-		base, // back to an earlier second
+		base,                              // back to an earlier second
 		time.Date(1999, 1, 2, 3, 4, 5, 600000000, time.UTC),
 		time.Date(2026, 3, 4, 5, 6, 7, 8000, time.FixedZone("X", 3600)), // not UTC
 	}
