@@ -329,19 +329,25 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 	defer stub.http.CloseIdleConnections()
 	defer lk.http.CloseIdleConnections()
 
+	gen, err := newGenerator(o.CompareGenerator, h.tmp, o.CompareConns, stub, lk)
+	if err != nil {
+		cmp.Err = err
+		return cmp
+	}
+
 	// Warm-up, not counted: connections opened, caches filled, code paths hot.
 	warm := min(time.Second, o.CompareDuration/2)
-	hammer(ctx, stub, o.CompareConns, warm)
-	hammer(ctx, lk, o.CompareConns, warm)
+	gen(ctx, stub, warm)
+	gen(ctx, lk, warm)
 	settle(ctx, srv, adminToken)
 
 	for i := range o.CompareRounds {
 		if ctx.Err() != nil || !srv.alive() || !stubProc.alive() {
 			break
 		}
-		s := hammer(ctx, stub, o.CompareConns, o.CompareDuration)
+		s := gen(ctx, stub, o.CompareDuration)
 		settle(ctx, nil, "")
-		l := hammer(ctx, lk, o.CompareConns, o.CompareDuration)
+		l := gen(ctx, lk, o.CompareDuration)
 		settle(ctx, srv, adminToken)
 		cmp.Stub, cmp.Latchkey = append(cmp.Stub, s), append(cmp.Latchkey, l)
 		logf("compare %s round %d/%d: %s %.0f/s (p50 %s, p99 %s, CPU %s/request) · Latchkey %.0f/s (p50 %s, p99 %s, CPU %s/request) · ratio %.2f",
@@ -354,7 +360,7 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 	}
 	if o.Profile != "" && ctx.Err() == nil {
 		path := filepath.Join(o.Profile, "cpu-"+setup+"-"+mode+".pprof")
-		l, err := profiledRound(ctx, lk, o.CompareConns, o.CompareDuration, pprofAddr, path)
+		l, err := profiledRound(ctx, gen, lk, o.CompareDuration, pprofAddr, path)
 		if err != nil {
 			cmp.Err = fmt.Errorf("profile: %w", err)
 			return cmp
@@ -408,7 +414,7 @@ func settle(ctx context.Context, srv *server, adminToken string) {
 
 // profiledRound runs one round against t while the server's PPROF_ADDR records a CPU
 // profile of it into path.
-func profiledRound(ctx context.Context, t target, conns int, d time.Duration, pprofAddr, path string) (roundResult, error) {
+func profiledRound(ctx context.Context, gen generator, t target, d time.Duration, pprofAddr, path string) (roundResult, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return roundResult{}, err
 	}
@@ -417,7 +423,7 @@ func profiledRound(ctx context.Context, t target, conns int, d time.Duration, pp
 	done := make(chan error, 1)
 	go func() { done <- download(ctx, url, path, time.Duration(secs+30)*time.Second) }()
 	time.Sleep(50 * time.Millisecond) // the profiler starts first, the load then covers it
-	res := hammer(ctx, t, conns, time.Duration(secs)*time.Second)
+	res := gen(ctx, t, time.Duration(secs)*time.Second)
 	return res, <-done
 }
 

@@ -124,7 +124,9 @@ type options struct {
 	CompareRounds   int
 	CompareDuration time.Duration
 	CompareConns    int
-	Profile         string // directory of the CPU profiles ("": none)
+	// CompareGenerator is the load generator of phase 7: generatorGo or generatorWrk.
+	CompareGenerator string
+	Profile          string // directory of the CPU profiles ("": none)
 
 	PostgresURL string
 	RedisURL    string
@@ -152,6 +154,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.CompareRounds, "compare-rounds", envInt("LOAD_COMPARE_ROUNDS", 3), "alternating rounds per side in phase 7")
 	fs.DurationVar(&o.CompareDuration, "compare-duration", envDuration("LOAD_COMPARE_DURATION", 3*time.Second), "length of one round in phase 7")
 	fs.IntVar(&o.CompareConns, "compare-conns", envInt("LOAD_COMPARE_CONNS", 32), "connections (closed-loop workers) per round in phase 7")
+	fs.StringVar(&o.CompareGenerator, "compare-generator", envString("LOAD_COMPARE_GENERATOR", generatorGo), "load generator of phase 7: go (Go's net/http client in this process) or wrk (wrk on PATH, one thread)")
 	fs.StringVar(&o.Profile, "profile", os.Getenv("LOAD_PROFILE"), "directory for a CPU profile of the real server per pair of phase 7 (off when empty)")
 	fs.DurationVar(&o.Timeout, "timeout", envDuration("LOAD_TIMEOUT", 5*time.Minute), "hard bound on the whole run")
 	fs.BoolVar(&o.Keep, "keep", os.Getenv("LOAD_KEEP") != "", "keep the temporary directory (binary and server log)")
@@ -180,6 +183,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-subscribers, -events and -webhooks must be at least 1")
 	case o.CompareOnly && !o.Compare:
 		return o, errors.New("-compare-only needs -compare")
+	case o.CompareGenerator != generatorGo && o.CompareGenerator != generatorWrk:
+		return o, fmt.Errorf("-compare-generator must be %s or %s", generatorGo, generatorWrk)
 	case o.CompareRounds < 1 || o.CompareConns < 1 || o.CompareDuration < 100*time.Millisecond:
 		return o, errors.New("-compare-rounds and -compare-conns must be at least 1, -compare-duration at least 100ms")
 	}
