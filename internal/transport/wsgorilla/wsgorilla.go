@@ -408,9 +408,12 @@ func (c *conn) clearInitDeadline() {
 // A message the client no longer waits for is not sent (see the package
 // documentation) and WriteJSON returns nil.
 func (c *conn) WriteJSON(v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
+	data, ok := appendMessage(nil, v)
+	if !ok {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			return err
+		}
 	}
 	data, send := c.outgoing(data)
 	if !send {

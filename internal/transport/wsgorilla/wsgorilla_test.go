@@ -383,6 +383,31 @@ func TestLegacyGraphQLWS(t *testing.T) {
 	}
 }
 
+// gqlgen's protocol messages, of both subprotocols, are written by hand (see
+// encode.go), the same bytes json.Marshal writes.
+func TestMessagesWrittenByHand(t *testing.T) {
+	h := newHarness(t, transport.Websocket{})
+	for _, p := range []struct{ protocol, next string }{{transportWS, "next"}, {legacyWS, "data"}} {
+		c := h.dial(t, p.protocol)
+		c.initAndAck(p.protocol)
+		start := map[string]string{transportWS: "subscribe", legacyWS: "start"}[p.protocol]
+		c.send(msg{Type: start, ID: "1", Payload: json.RawMessage(subQuery)})
+		waitFor(t, "the subscription", func() bool { return h.ops.Load() > 0 })
+		h.gql.SendNextSubscriptionMessage()
+		if got := data(t, c.expect(p.next, "1", "ka")); got != `{"name":"test"}` {
+			t.Errorf("%s: data %s", p.protocol, got)
+		}
+		c.closeNormally()
+		h.ops.Store(0)
+	}
+	got := strings.Join(wsgorilla.HandWrittenTypes(), " ")
+	for _, want := range []string{"*transport.graphqltransportwsMessage", "*transport.graphqlwsMessage"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%s not written by hand (written by hand: %s)", want, got)
+		}
+	}
+}
+
 func TestSubprotocolNegotiation(t *testing.T) {
 	tests := []struct {
 		name      string
