@@ -76,6 +76,8 @@
 //	-compare-rounds 3      alternating rounds per side [LOAD_COMPARE_ROUNDS]
 //	-compare-duration 3s   length of one round [LOAD_COMPARE_DURATION]
 //	-compare-conns 32      connections (closed-loop workers) per round [LOAD_COMPARE_CONNS]
+//	-compare-generator go  load generator: go (Go's net/http client in this process) or
+//	                       wrk (wrk on PATH, one thread, a process of its own) [LOAD_COMPARE_GENERATOR]
 //	-profile DIR           write a CPU profile of each pair's real server into DIR [LOAD_PROFILE]
 //	-timeout 5m            hard bound on the whole run [LOAD_TIMEOUT]
 //	-keep                  keep the temporary directory (binary, server logs) [LOAD_KEEP]
