@@ -85,6 +85,8 @@ type writer struct {
 	// consecutive rows mostly repeat their tenant, key, type and outcome, and reusing
 	// the boxed value saves an allocation per column and row.
 	boxes [len(logColumns)]box
+	// order is the order insertLogs writes a batch's rows in (indexes into it).
+	order []int32
 	// sec and secText are the Unix second and the "2006-01-02 15:04:05" of the last
 	// time sqliteTime formatted; timeBuf is its buffer.
 	sec     int64
@@ -215,22 +217,24 @@ func (w *writer) copyLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
 	return nil
 }
 
-// insertLogs inserts the raw rows with multi-row INSERTs (SQLite).
+// insertLogs inserts the raw rows with multi-row INSERTs (SQLite), grouped by tenant
+// and key (see rowOrder).
 func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
 	var inTx [len(sqliteChunks)]*sql.Stmt
-	for len(evs) > 0 {
+	order := w.rowOrder(evs)
+	for len(order) > 0 {
 		c := 0
-		for sqliteChunks[c] > len(evs) {
+		for sqliteChunks[c] > len(order) {
 			c++
 		}
-		part := evs[:sqliteChunks[c]]
-		evs = evs[len(part):]
+		part := order[:sqliteChunks[c]]
+		order = order[len(part):]
 		if inTx[c] == nil {
 			inTx[c] = tx.StmtContext(ctx, w.stmts[c])
 		}
 		args := w.args[:0]
-		for i := range part {
-			args = w.appendRow(args, &part[i], true)
+		for _, i := range part {
+			args = w.appendRow(args, &evs[i], true)
 		}
 		_, err := inTx[c].ExecContext(ctx, args...)
 		clear(args)
@@ -243,6 +247,26 @@ func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error 
 		runtime.Gosched()
 	}
 	return nil
+}
+
+// rowOrder returns the indexes of evs grouped by tenant, then key, each group in
+// arrival order. SQLite inserts rows into each index of usage_logs by a descent from
+// the root; rows of one key in a row find the same pages on the way down and land on
+// the same leaf, where interleaved keys' rows each touch another path (and repeat
+// fewer column values, see boxed). With 50 keys interleaved this is a fifth less CPU
+// per stored row (BenchmarkRecorderIngestSQLite). The ids the rows get follow this
+// order; nothing reads arrival order from them (the request log orders by at, then id).
+func (w *writer) rowOrder(evs []Event) []int32 {
+	order := w.order[:0]
+	for i := range evs {
+		order = append(order, int32(i))
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		x, y := &evs[a], &evs[b]
+		return cmp.Or(strings.Compare(x.TenantID, y.TenantID), strings.Compare(x.APIKeyID, y.APIKeyID), cmp.Compare(a, b))
+	})
+	w.order = order
+	return order
 }
 
 // prepare prepares the INSERTs of sqliteChunks rows on db once (SQLite compiles a

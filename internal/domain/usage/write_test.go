@@ -2,6 +2,7 @@ package usage
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -32,5 +33,37 @@ func TestSQLiteTime(t *testing.T) {
 		if got, want := w.sqliteTime(tm), tm.Format(sqliteTimeFormat); got != want {
 			t.Fatalf("sqliteTime(%v) = %q, want %q", tm, got, want)
 		}
+	}
+}
+
+// rowOrder groups a batch's rows by tenant, then key, and keeps each group's arrival
+// order; the batch itself is not reordered.
+func TestRowOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		evs  [][2]string // tenant, key
+		want []int32
+	}{
+		{"empty", nil, []int32{}},
+		{"one key", [][2]string{{"t1", "k1"}, {"t1", "k1"}, {"t1", "k1"}}, []int32{0, 1, 2}},
+		{"keys interleaved", [][2]string{{"t1", "k2"}, {"t1", "k1"}, {"t1", "k2"}, {"t1", "k1"}}, []int32{1, 3, 0, 2}},
+		{"tenants first", [][2]string{{"t2", "a"}, {"t1", "z"}, {"t2", "a"}, {"t1", "b"}}, []int32{3, 1, 0, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evs := make([]Event, len(tc.evs))
+			for i, e := range tc.evs {
+				evs[i] = Event{TenantID: e[0], APIKeyID: e[1], LatencyMs: i}
+			}
+			var w writer
+			got := w.rowOrder(evs)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("order %v, want %v", got, tc.want)
+			}
+			for i := range evs {
+				if evs[i].LatencyMs != i {
+					t.Fatalf("the batch was reordered: %+v", evs)
+				}
+			}
+		})
 	}
 }
