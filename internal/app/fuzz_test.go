@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,6 @@ func FuzzGraphQLEndpoint(f *testing.F) {
 	})
 }
 
-func urlEscape(s string) string {
-	r := strings.NewReplacer("%", "%25", "&", "%26", "#", "%23", "+", "%2B", " ", "%20", "\n", "%0A")
-	return r.Replace(s)
-}
+// urlEscape escapes s as a query parameter value (control characters included,
+// which would otherwise make the request invalid before it reaches the server).
+func urlEscape(s string) string { return url.QueryEscape(s) }
