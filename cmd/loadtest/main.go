@@ -185,7 +185,7 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-subscribers, -events and -webhooks must be at least 1")
 	case o.CompareOnly && !o.Compare:
 		return o, errors.New("-compare-only needs -compare")
-	case o.CompareGenerator != generatorGo && o.CompareGenerator != generatorWrk:
+	case generatorNames[o.CompareGenerator] == "":
 		return o, fmt.Errorf("-compare-generator must be %s or %s", generatorGo, generatorWrk)
 	case o.CompareRounds < 1 || o.CompareConns < 1 || o.CompareDuration < 100*time.Millisecond:
 		return o, errors.New("-compare-rounds and -compare-conns must be at least 1, -compare-duration at least 100ms")

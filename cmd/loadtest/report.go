@@ -217,12 +217,8 @@ var pairNames = map[string]string{
 // the median requests/s of each side, their ratio beside its target, p50/p99 of each
 // side and every round's figures (to judge the noise).
 func writeCompareTable(w io.Writer, o options, machine string, took time.Duration, cmps []comparison) {
-	gen := "Go's net/http client in the harness"
-	if o.CompareGenerator == generatorWrk {
-		gen = "wrk, one thread"
-	}
 	fmt.Fprintf(w, "\nSide by side: %d alternating rounds of %s per side (after a warm-up), %d connections from %s, medians; %s; phase took %s.\n\n",
-		o.CompareRounds, o.CompareDuration, o.CompareConns, gen, machine, took.Round(time.Second))
+		o.CompareRounds, o.CompareDuration, o.CompareConns, generatorNames[o.CompareGenerator], machine, took.Round(time.Second))
 	fmt.Fprintln(w, "| setup | Latchkey vs stub | stub req/s | Latchkey req/s | ratio | target | stub p50 / p99 | Latchkey p50 / p99 | rounds req/s (stub · Latchkey) | CPU per request (stub · Latchkey) | PostgreSQL + Redis CPU per Latchkey request |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cmps {

@@ -61,16 +61,34 @@ func (r roundResult) RPS() float64 {
 	return float64(r.Requests) / r.Elapsed.Seconds()
 }
 
+// measured runs one round and adds the CPU time that the answering process pid
+// (0: none) and PostgreSQL and Redis spent during it (see backingCPU).
+func measured(pid int, round func() roundResult) roundResult {
+	cpu0, cpuErr := processCPU(pid)
+	back0, backOK := backingCPU()
+	res := round()
+	if cpu1, err := processCPU(pid); pid > 0 && cpuErr == nil && err == nil {
+		res.CPU = cpu1 - cpu0
+	}
+	if back1, ok := backingCPU(); backOK && ok {
+		res.Backing = back1 - back0
+	}
+	return res
+}
+
 // hammer runs conns loops sending t's request for d (see closedLoop). With t.pid, it
 // also measures that process's CPU time.
 func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResult {
+	return measured(t.pid, func() roundResult { return closedRound(ctx, t, conns, d) })
+}
+
+// closedRound is hammer's round: conns closed loops, each answer checked.
+func closedRound(ctx context.Context, t target, conns int, d time.Duration) roundResult {
 	type tally struct {
 		bad   int
 		first string
 	}
 	tallies := make([]tally, conns)
-	cpu0, cpuErr := processCPU(t.pid)
-	back0, backOK := backingCPU()
 	l := closedLoop(ctx, conns, d, func(ctx context.Context, _ int) (int, []byte, error) { return t.send(ctx) },
 		func(w, status int, body []byte) {
 			if status != http.StatusOK || !bytes.Contains(body, t.want) {
@@ -80,12 +98,6 @@ func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResu
 			}
 		})
 	res := roundResult{Elapsed: l.Elapsed, Requests: l.Requests, Errors: l.Errors, FirstErr: l.FirstErr, Latency: l.Latency}
-	if cpu1, err := processCPU(t.pid); t.pid > 0 && cpuErr == nil && err == nil {
-		res.CPU = cpu1 - cpu0
-	}
-	if back1, ok := backingCPU(); backOK && ok {
-		res.Backing = back1 - back0
-	}
 	for _, t := range tallies {
 		res.Bad += t.bad
 		if res.FirstErr == "" {

@@ -21,6 +21,13 @@ const (
 	generatorWrk = "wrk" // wrk, a C load generator in a process of its own
 )
 
+// generatorNames describe the generators in the comparison's report; a kind not in
+// it is refused.
+var generatorNames = map[string]string{
+	generatorGo:  "Go's net/http client in the harness",
+	generatorWrk: "wrk, one thread",
+}
+
 // The Go generator costs about as much CPU per request as the stubs it measures, on
 // the same two cores: its own scheduling and garbage collection land in every
 // answer's latency, so neither side's p99 says much about the server. wrk (Debian's
@@ -84,22 +91,16 @@ func (w *wrkRunner) hammer(ctx context.Context, t target, conns int, d time.Dura
 		return roundResult{Errors: 1, FirstErr: fmt.Sprintf("answer before the round: HTTP %d, %v: %.300s", status, err, body)}
 	}
 	secs := max(1, int(d.Round(time.Second)/time.Second))
-	cpu0, cpuErr := processCPU(t.pid)
-	back0, backOK := backingCPU()
-	cmd := exec.CommandContext(ctx, w.bin, "-t", "1", "-c", strconv.Itoa(conns), "-d", strconv.Itoa(secs)+"s",
-		"--timeout", "10s", "--latency", "-s", w.script, t.url)
-	out, err := cmd.CombinedOutput()
-	res, perr := parseWrk(out)
-	if err != nil || perr != nil {
-		return roundResult{Errors: 1, FirstErr: fmt.Sprintf("wrk: %v, %v: %.500s", err, perr, out)}
-	}
-	if cpu1, err := processCPU(t.pid); t.pid > 0 && cpuErr == nil && err == nil {
-		res.CPU = cpu1 - cpu0
-	}
-	if back1, ok := backingCPU(); backOK && ok {
-		res.Backing = back1 - back0
-	}
-	return res
+	return measured(t.pid, func() roundResult {
+		cmd := exec.CommandContext(ctx, w.bin, "-t", "1", "-c", strconv.Itoa(conns), "-d", strconv.Itoa(secs)+"s",
+			"--timeout", "10s", "--latency", "-s", w.script, t.url)
+		out, err := cmd.CombinedOutput()
+		res, perr := parseWrk(out)
+		if err != nil || perr != nil {
+			return roundResult{Errors: 1, FirstErr: fmt.Sprintf("wrk: %v, %v: %.500s", err, perr, out)}
+		}
+		return res
+	})
 }
 
 var (
@@ -155,11 +156,13 @@ func parseWrk(out []byte) (roundResult, error) {
 	return res, nil
 }
 
+// wrkUnits are the units of wrk's durations.
+var wrkUnits = map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour}
+
 // wrkDuration converts one of wrk's figures ("652.00", "us") to a duration.
 func wrkDuration(num, unit []byte) time.Duration {
 	v, _ := strconv.ParseFloat(string(num), 64)
-	scale := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour}[string(unit)]
-	return time.Duration(v * float64(scale))
+	return time.Duration(v * float64(wrkUnits[string(unit)]))
 }
 
 // generator runs one round of d against t (see newGenerator).
@@ -189,5 +192,5 @@ func newGenerator(kind, dir string, conns int, targets ...target) (generator, er
 			return w.hammer(ctx, t, conns, d)
 		}, nil
 	}
-	return nil, fmt.Errorf("unknown load generator %q (want %s or %s)", kind, generatorGo, generatorWrk)
+	return nil, fmt.Errorf("unknown load generator %q (want %s or %s)", kind, generatorGo, generatorWrk) // parseFlags refuses it first
 }
