@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"sync"
 )
 
@@ -18,7 +19,7 @@ import (
 //	}
 //
 // encoding/json spends a live subscription's delivery on reflection and on
-// compacting the payload it already holds as JSON (a sixth of the server's CPU per
+// compacting the payload it already holds as JSON (about a tenth of the server's CPU per
 // delivery in the fan-out load test). appendMessage writes such a message by hand
 // when the result is byte for byte what json.Marshal writes, and reports false
 // otherwise (any other type or shape, a payload or string that json.Marshal would
@@ -95,15 +96,11 @@ func appendMessage(dst []byte, v any) ([]byte, bool) {
 		return dst, false
 	}
 	s := rv.Elem()
-	payload := s.Field(0).Bytes()
-	if dst == nil {
-		dst = make([]byte, 0, len(payload)+64)
-	}
-	id := s.Field(1).String()
-	typ := s.Field(2).String()
+	payload, id, typ := s.Field(0).Bytes(), s.Field(1).String(), s.Field(2).String()
 	if !plainJSON(payload) || !plainString(id) || !plainString(typ) {
 		return dst, false
 	}
+	dst = slices.Grow(dst, len(payload)+len(id)+len(typ)+32)
 	n := len(dst)
 	dst = append(dst, '{')
 	if len(payload) > 0 {
