@@ -387,11 +387,10 @@ func TestLegacyGraphQLWS(t *testing.T) {
 // encode.go), the same bytes json.Marshal writes.
 func TestMessagesWrittenByHand(t *testing.T) {
 	h := newHarness(t, transport.Websocket{})
-	for _, p := range []struct{ protocol, next string }{{transportWS, "next"}, {legacyWS, "data"}} {
+	for _, p := range []struct{ protocol, start, next string }{{transportWS, "subscribe", "next"}, {legacyWS, "start", "data"}} {
 		c := h.dial(t, p.protocol)
 		c.initAndAck(p.protocol)
-		start := map[string]string{transportWS: "subscribe", legacyWS: "start"}[p.protocol]
-		c.send(msg{Type: start, ID: "1", Payload: json.RawMessage(subQuery)})
+		c.send(msg{Type: p.start, ID: "1", Payload: json.RawMessage(subQuery)})
 		waitFor(t, "the subscription", func() bool { return h.ops.Load() > 0 })
 		h.gql.SendNextSubscriptionMessage()
 		if got := data(t, c.expect(p.next, "1", "ka")); got != `{"name":"test"}` {
