@@ -84,7 +84,8 @@ type Decision struct {
 	// named:<name>, credits): RATE_LIMITED or QUOTA_EXCEEDED (reason credits for a
 	// spent balance) with retryAfterSeconds, BAD_USER_INPUT (reason
 	// cost_exceeds_limit: more than a whole limit, or an unknown named limit), INTERNAL
-	// (reason rate_limiter_unavailable, when failing closed).
+	// (reason rate_limiter_unavailable, when failing closed; reason canceled when the
+	// caller's context ended while its check waited, whatever the fail-open policy).
 	Err *fault.Error
 	// Scope names the limit that refused (with Err) and Outcome is what was recorded.
 	Scope   string
@@ -163,6 +164,15 @@ func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 		return d
 	}
 	dec, err := s.Checker.Check(ctx, v.TenantID, c.list, sc.res[:0])
+	if err != nil && ctx.Err() != nil {
+		// The caller went away while its check waited (a client that closed its
+		// connection): the store is fine and nobody reads the answer, so neither an
+		// error log nor failing open. The check may still have charged, as a call whose
+		// reply was lost would.
+		d.Err, d.ev.Uncharged = fault.New(fault.Internal, "request canceled").With("reason", "canceled"), true
+		d.Done(usage.OutcomeError)
+		return d
+	}
 	if err != nil && !errors.Is(err, ratelimit.ErrInvalidLimit) && s.FailOpen {
 		slog.WarnContext(ctx, "limit store unavailable, admitting (fail open)", "err", err)
 		return d
