@@ -57,5 +57,5 @@ migration: ## New versioned migration from the ent schema: make migration NAME=a
 bench-scale: ## Usage storage at scale on PostgreSQL: 50M stored rows vs 100k, side by side (about 15 minutes, ~20 GB of disk while it runs); SCALEFLAGS="-rows N" for fewer
 	$(GO) run ./cmd/benchscale $(SCALEFLAGS)
 
-load: ## Load harness on PostgreSQL + Redis, then side by side with stubs on SQLite and PG + Redis (2-3 minutes); prints the tables
+load: ## Load harness on PostgreSQL + Redis, then side by side with stubs on SQLite and PG + Redis, at saturation and at a fixed rate (3-4 minutes); prints the tables
 	$(GO) run ./cmd/loadtest $(LOADFLAGS)

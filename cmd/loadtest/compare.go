@@ -53,9 +53,13 @@ type comparison struct {
 	Setup, Mode    string
 	Goal           goal
 	Stub, Latchkey []roundResult
-	Profile        string // CPU profile of an extra, uncounted Latchkey round ("": none)
-	ProfileTop     string // its top functions, as `go tool pprof -top` prints them
-	Err            error  // the pair could not be measured (or not completely)
+	// Rate is the fixed rate (requests/s) of the latency rounds StubFixed and
+	// LatchkeyFixed (0: none ran).
+	Rate                     float64
+	StubFixed, LatchkeyFixed []roundResult
+	Profile                  string // CPU profile of an extra, uncounted Latchkey round ("": none)
+	ProfileTop               string // its top functions, as `go tool pprof -top` prints them
+	Err                      error  // the pair could not be measured (or not completely)
 }
 
 // medians returns the median requests/s, p50 and p99 of rounds (each the median of
@@ -113,6 +117,18 @@ func (c comparison) Verdict() string {
 	return "missed: " + strings.Join(missed, ", ")
 }
 
+// FixedVerdict says whether Latchkey's p99 at the fixed rate met the goal's p99:
+// "met", "missed", or "" when the goal has none or no such rounds ran.
+func (c comparison) FixedVerdict() string {
+	if c.Goal.P99 == 0 || len(c.LatchkeyFixed) == 0 {
+		return ""
+	}
+	if _, _, p99 := medians(c.LatchkeyFixed); p99 >= c.Goal.P99 {
+		return "missed"
+	}
+	return "met"
+}
+
 // problems lists what went wrong in the pair's rounds: errors, bad answers.
 func (c comparison) problems() []string {
 	var ps []string
@@ -128,6 +144,8 @@ func (c comparison) problems() []string {
 	}
 	check("stub", c.Stub)
 	check("Latchkey", c.Latchkey)
+	check("stub fixed-rate", c.StubFixed)
+	check("Latchkey fixed-rate", c.LatchkeyFixed)
 	return ps
 }
 
@@ -357,6 +375,28 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 	if len(cmp.Latchkey) < o.CompareRounds {
 		cmp.Err = fmt.Errorf("%d of %d rounds ran (server alive %v, stub alive %v)", len(cmp.Latchkey), o.CompareRounds, srv.alive(), stubProc.alive())
 		return cmp
+	}
+	if o.CompareRate > 0 {
+		// Latency where neither side is saturated: the same schedule for both, from
+		// this process's client (wrk cannot hold a rate).
+		cmp.Rate, _, _ = medians(cmp.Stub)
+		cmp.Rate *= o.CompareRate
+		for i := range o.CompareRounds {
+			if ctx.Err() != nil || !srv.alive() || !stubProc.alive() {
+				break
+			}
+			s := fixedRateRound(ctx, stub, o.CompareConns, cmp.Rate, o.CompareDuration)
+			settle(ctx, nil, "")
+			l := fixedRateRound(ctx, lk, o.CompareConns, cmp.Rate, o.CompareDuration)
+			settle(ctx, srv, adminToken)
+			cmp.StubFixed, cmp.LatchkeyFixed = append(cmp.StubFixed, s), append(cmp.LatchkeyFixed, l)
+			logf("compare %s at %.0f/s, round %d/%d: %s p50 %s, p99 %s · Latchkey p50 %s, p99 %s",
+				name, cmp.Rate, i+1, o.CompareRounds, stub.name, ms(s.Latency.P50), ms(s.Latency.P99), ms(l.Latency.P50), ms(l.Latency.P99))
+		}
+		if len(cmp.LatchkeyFixed) < o.CompareRounds {
+			cmp.Err = fmt.Errorf("%d of %d fixed-rate rounds ran (server alive %v, stub alive %v)", len(cmp.LatchkeyFixed), o.CompareRounds, srv.alive(), stubProc.alive())
+			return cmp
+		}
 	}
 	if o.Profile != "" && ctx.Err() == nil {
 		path := filepath.Join(o.Profile, "cpu-"+setup+"-"+mode+".pprof")

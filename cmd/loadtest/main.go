@@ -31,7 +31,12 @@
 //     same bytes. Each pair runs in alternating rounds (stub, Latchkey, stub, …) after
 //     an uncounted warm-up, with the same load generator and connection count; the
 //     phase prints the median requests/s of each side, the ratio, p50/p99 latency and
-//     the targets beside them (reported, not asserted). With -profile DIR the servers
+//     the targets beside them (reported, not asserted). Closed loops at saturation
+//     measure throughput; their latency is mostly queueing. So each pair then runs as
+//     many alternating rounds at a fixed rate (-compare-rate, a fraction of the stub's
+//     median requests/s; open loop from Go's client, latency counted from when a
+//     request was due if it had to wait for a connection), and a second table prints
+//     their p50/p99. With -profile DIR the servers
 //     run with PPROF_ADDR, and one more Latchkey round per pair, not counted, is
 //     recorded as a CPU profile in DIR (its top functions go to the log).
 //
@@ -48,7 +53,7 @@
 //
 // Run it from the repository with `make load` or `go run ./cmd/loadtest`. It needs
 // PostgreSQL and Redis on 127.0.0.1 (see the README; `-compare-only
-// -compare-setups sqlite` needs neither) and finishes in two to three minutes on a
+// -compare-setups sqlite` needs neither) and finishes in three to four minutes on a
 // 2-core machine (phases 1–6 take under one). It exits 1 when a correctness check
 // fails (admitted != limit, stored != served, missing deliveries, a server that does
 // not shut down cleanly, a kill -9 losing more than the bound, a comparison round with
@@ -78,6 +83,9 @@
 //	-compare-conns 32      connections (closed-loop workers) per round [LOAD_COMPARE_CONNS]
 //	-compare-generator go  load generator: go (Go's net/http client in this process) or
 //	                       wrk (wrk on PATH, one thread, a process of its own) [LOAD_COMPARE_GENERATOR]
+//	-compare-rate 0.25     then as many alternating rounds at a fixed rate, this fraction
+//	                       of the stub's median requests/s, for latency (open loop, Go's
+//	                       client, -compare-conns connections; 0 skips them) [LOAD_COMPARE_RATE]
 //	-profile DIR           write a CPU profile of each pair's real server into DIR [LOAD_PROFILE]
 //	-timeout 5m            hard bound on the whole run [LOAD_TIMEOUT]
 //	-keep                  keep the temporary directory (binary, server logs) [LOAD_KEEP]
@@ -128,7 +136,10 @@ type options struct {
 	CompareConns    int
 	// CompareGenerator is the load generator of phase 7: generatorGo or generatorWrk.
 	CompareGenerator string
-	Profile          string // directory of the CPU profiles ("": none)
+	// CompareRate is the fixed rate of phase 7's latency rounds, a fraction of the
+	// stub's median requests/s (0: no such rounds).
+	CompareRate float64
+	Profile     string // directory of the CPU profiles ("": none)
 
 	PostgresURL string
 	RedisURL    string
@@ -157,6 +168,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.CompareDuration, "compare-duration", envDuration("LOAD_COMPARE_DURATION", 3*time.Second), "length of one round in phase 7")
 	fs.IntVar(&o.CompareConns, "compare-conns", envInt("LOAD_COMPARE_CONNS", 32), "connections (closed-loop workers) per round in phase 7")
 	fs.StringVar(&o.CompareGenerator, "compare-generator", envString("LOAD_COMPARE_GENERATOR", generatorGo), "load generator of phase 7: go (Go's net/http client in this process) or wrk (wrk on PATH, one thread)")
+	fs.Float64Var(&o.CompareRate, "compare-rate", envFloat("LOAD_COMPARE_RATE", 0.25), "phase 7's latency rounds send at this fraction of the stub's median requests/s (open loop; 0 skips them)")
 	fs.StringVar(&o.Profile, "profile", os.Getenv("LOAD_PROFILE"), "directory for a CPU profile of the real server per pair of phase 7 (off when empty)")
 	fs.DurationVar(&o.Timeout, "timeout", envDuration("LOAD_TIMEOUT", 5*time.Minute), "hard bound on the whole run")
 	fs.BoolVar(&o.Keep, "keep", os.Getenv("LOAD_KEEP") != "", "keep the temporary directory (binary and server log)")
@@ -187,6 +199,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-compare-only needs -compare")
 	case generatorNames[o.CompareGenerator] == "":
 		return o, fmt.Errorf("-compare-generator must be %s or %s", generatorGo, generatorWrk)
+	case o.CompareRate < 0 || o.CompareRate > 1:
+		return o, errors.New("-compare-rate must be between 0 and 1")
 	case o.CompareRounds < 1 || o.CompareConns < 1 || o.CompareDuration < 100*time.Millisecond:
 		return o, errors.New("-compare-rounds and -compare-conns must be at least 1, -compare-duration at least 100ms")
 	}
@@ -236,6 +250,16 @@ func envInt(name string, def int) int {
 			return n
 		}
 		fmt.Fprintf(os.Stderr, "loadtest: ignoring %s=%q: not an integer\n", name, v)
+	}
+	return def
+}
+
+func envFloat(name string, def float64) float64 {
+	if v := os.Getenv(name); v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return f
+		}
+		fmt.Fprintf(os.Stderr, "loadtest: ignoring %s=%q: not a number\n", name, v)
 	}
 	return def
 }

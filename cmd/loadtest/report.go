@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -235,10 +236,37 @@ func writeCompareTable(w io.Writer, o options, machine string, took time.Duratio
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "CPU per request: the answering process's CPU time (/proc) over its answers, median of the rounds; the harness, PostgreSQL and Redis are not in it. PostgreSQL + Redis: the CPU of every postgres and redis-server process over the Latchkey rounds, per answer (an upper bound: other users of those servers count too).")
+	writeFixedRateTable(w, o, cmps)
 	for _, c := range cmps {
 		if c.Profile != "" {
 			fmt.Fprintf(w, "- CPU profile of Latchkey, %s %s (an extra round, not counted): %s (`go tool pprof -top -cum %s`)\n", setupNames[c.Setup], c.Mode, c.Profile, c.Profile)
 		}
+	}
+}
+
+// writeFixedRateTable prints the latency rounds at a fixed rate, if any ran.
+func writeFixedRateTable(w io.Writer, o options, cmps []comparison) {
+	if !slices.ContainsFunc(cmps, func(c comparison) bool { return len(c.LatchkeyFixed) > 0 }) {
+		return
+	}
+	fmt.Fprintf(w, "\nLatency at a fixed rate: %d alternating rounds of %s per side at %.0f%% of the stub's median requests/s above, open loop over %d connections from %s (latency from when a request was due if no connection was free by then), medians:\n\n",
+		o.CompareRounds, o.CompareDuration, 100*o.CompareRate, o.CompareConns, generatorNames[generatorGo])
+	fmt.Fprintln(w, "| setup | Latchkey vs stub | rate | requests/s sent (stub · Latchkey) | stub p50 / p99 | Latchkey p50 / p99 | target | CPU per request (stub · Latchkey) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	for _, c := range cmps {
+		if len(c.LatchkeyFixed) == 0 {
+			continue
+		}
+		sRPS, sP50, sP99 := medians(c.StubFixed)
+		lRPS, lP50, lP99 := medians(c.LatchkeyFixed)
+		target := "–"
+		if v := c.FixedVerdict(); v != "" {
+			target = "p99 < " + ms(c.Goal.P99) + ": " + v
+		}
+		fmt.Fprintf(w, "| %s | %s | %s/s | %s · %s | %s / %s | %s / %s | %s | %s · %s |\n",
+			setupNames[c.Setup], pairNames[c.Mode], grouped(c.Rate), grouped(sRPS), grouped(lRPS),
+			ms(sP50), ms(sP99), ms(lP50), ms(lP99), target,
+			us(median(c.StubFixed, roundResult.CPUPerRequest)), us(median(c.LatchkeyFixed, roundResult.CPUPerRequest)))
 	}
 }
 

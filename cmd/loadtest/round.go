@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,12 +85,34 @@ func hammer(ctx context.Context, t target, conns int, d time.Duration) roundResu
 
 // closedRound is hammer's round: conns closed loops, each answer checked.
 func closedRound(ctx context.Context, t target, conns int, d time.Duration) roundResult {
+	return checkedRound(t, conns, func(send sender, answer answerer) loopResult { return closedLoop(ctx, conns, d, send, answer) })
+}
+
+// fixedRateRound sends t's request at rate per second for d over conns connections (see
+// openLoop), each answer checked, and measures t.pid's CPU time like hammer.
+func fixedRateRound(ctx context.Context, t target, conns int, rate float64, d time.Duration) roundResult {
+	return measured(t.pid, func() roundResult {
+		return checkedRound(t, conns, func(send sender, answer answerer) loopResult { return openLoop(ctx, conns, rate, d, send, answer) })
+	})
+}
+
+// sender sends worker w's next request and returns the status and body of its answer,
+// or an error when none came; answerer sees each answer of worker w, on w's goroutine,
+// after its latency was taken.
+type (
+	sender   func(ctx context.Context, w int) (int, []byte, error)
+	answerer func(w, status int, body []byte)
+)
+
+// checkedRound runs loop with t's request and counts the answers that are not HTTP 200
+// with t.want in the body.
+func checkedRound(t target, conns int, loop func(sender, answerer) loopResult) roundResult {
 	type tally struct {
 		bad   int
 		first string
 	}
 	tallies := make([]tally, conns)
-	l := closedLoop(ctx, conns, d, func(ctx context.Context, _ int) (int, []byte, error) { return t.send(ctx) },
+	l := loop(func(ctx context.Context, _ int) (int, []byte, error) { return t.send(ctx) },
 		func(w, status int, body []byte) {
 			if status != http.StatusOK || !bytes.Contains(body, t.want) {
 				if tallies[w].bad++; tallies[w].first == "" {
@@ -107,7 +130,7 @@ func closedRound(ctx context.Context, t target, conns int, d time.Duration) roun
 	return res
 }
 
-// loopResult is what closedLoop measured.
+// loopResult is what closedLoop or openLoop measured.
 type loopResult struct {
 	Elapsed  time.Duration
 	Requests int // answered requests (any status)
@@ -116,44 +139,43 @@ type loopResult struct {
 	Latency  summary // of answered requests
 }
 
-// closedLoop runs workers loops that send for d, each waiting for its answer before
-// it sends again (closed loop: the concurrency is workers). A loop checks the clock
-// only between requests: a request is never abandoned half-way, so that every request
-// the server served was also counted here. send returns the status and body of an
-// answer, or an error when none came; a loop stops after 100 errors in a row (the
-// process is gone: no hammering of a closed port). answer sees each answer of worker
-// w, on w's goroutine, after its latency was taken.
-func closedLoop(ctx context.Context, workers int, d time.Duration,
-	send func(ctx context.Context, w int) (int, []byte, error), answer func(w, status int, body []byte)) loopResult {
-	type worker struct {
-		lat      []time.Duration
-		errors   int
-		firstErr string
+// loopWorker is what one worker of a loop saw.
+type loopWorker struct {
+	lat      []time.Duration
+	errors   int
+	firstErr string
+	inARow   int // errors since the last answer
+}
+
+// exchange sends the worker's next request and notes its latency, counted from
+// since, or its error. It reports false after 100 errors in a row (the process is
+// gone: no hammering of a closed port).
+func (w *loopWorker) exchange(ctx context.Context, i int, since time.Time, send sender, answer answerer) bool {
+	status, body, err := send(ctx, i)
+	lat := time.Since(since)
+	if err != nil {
+		if w.errors++; w.firstErr == "" {
+			w.firstErr = err.Error()
+		}
+		w.inARow++
+		time.Sleep(10 * time.Millisecond)
+		return w.inARow < 100
 	}
-	ws := make([]worker, workers)
+	w.inARow = 0
+	w.lat = append(w.lat, lat)
+	answer(i, status, body)
+	return true
+}
+
+// runWorkers runs loop on workers goroutines and sums up what they saw.
+func runWorkers(workers int, loop func(i int, w *loopWorker)) loopResult {
+	ws := make([]loopWorker, workers)
 	start := time.Now()
-	deadline := start.Add(d)
 	var wg sync.WaitGroup
 	for i := range ws {
 		wg.Go(func() {
-			w := &ws[i]
-			w.lat = make([]time.Duration, 0, 8192)
-			for inARow := 0; inARow < 100 && time.Now().Before(deadline) && ctx.Err() == nil; {
-				t0 := time.Now()
-				status, body, err := send(ctx, i)
-				lat := time.Since(t0)
-				if err != nil {
-					if w.errors++; w.firstErr == "" {
-						w.firstErr = err.Error()
-					}
-					inARow++
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				inARow = 0
-				w.lat = append(w.lat, lat)
-				answer(i, status, body)
-			}
+			ws[i].lat = make([]time.Duration, 0, 8192)
+			loop(i, &ws[i])
 		})
 	}
 	wg.Wait()
@@ -169,6 +191,54 @@ func closedLoop(ctx context.Context, workers int, d time.Duration,
 	res.Requests = len(all)
 	res.Latency = summarize(all)
 	return res
+}
+
+// closedLoop runs workers loops that send for d, each waiting for its answer before
+// it sends again (closed loop: the concurrency is workers). A loop checks the clock
+// only between requests: a request is never abandoned half-way, so that every request
+// the server served was also counted here. A latency is that of one exchange; a loop
+// stops after 100 errors in a row.
+func closedLoop(ctx context.Context, workers int, d time.Duration, send sender, answer answerer) loopResult {
+	deadline := time.Now().Add(d)
+	return runWorkers(workers, func(i int, w *loopWorker) {
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			if !w.exchange(ctx, i, time.Now(), send, answer) {
+				return
+			}
+		}
+	})
+}
+
+// openLoop sends rate requests per second for d (open loop: the schedule does not
+// follow the server's speed): request k is due at k/rate seconds, and the first of
+// workers connections to be free sends it. A request's latency counts from when it
+// was due when no connection was free by then, so that waiting behind a slow server
+// is counted (no coordinated omission), and from when it was sent otherwise, so that
+// the lateness of this process's timers is not (they wake up to a millisecond late).
+// Every request of the schedule is sent, however late; a loop stops after 100 errors
+// in a row.
+func openLoop(ctx context.Context, workers int, rate float64, d time.Duration, send sender, answer answerer) loopResult {
+	total := int64(d.Seconds() * rate)
+	interval := float64(time.Second) / rate
+	var next atomic.Int64
+	start := time.Now()
+	return runWorkers(workers, func(i int, w *loopWorker) {
+		for ctx.Err() == nil {
+			k := next.Add(1) - 1
+			if k >= total {
+				return
+			}
+			due := start.Add(time.Duration(float64(k) * interval))
+			since := due
+			if wait := time.Until(due); wait > 0 {
+				time.Sleep(wait)
+				since = time.Now()
+			}
+			if !w.exchange(ctx, i, since, send, answer) {
+				return
+			}
+		}
+	})
 }
 
 // send posts t's request once and returns the status and body.

@@ -38,3 +38,37 @@ func TestHammer(t *testing.T) {
 		t.Fatalf("closed port: %d answers, %d errors in %s, want 0 and 100 per worker", res.Requests, res.Errors, time.Since(start))
 	}
 }
+
+// openLoop keeps to its schedule: it sends rate requests per second whatever the
+// server's speed, and a request that waits for a free connection behind a slow server
+// counts that wait in its latency.
+func TestOpenLoop(t *testing.T) {
+	var delay atomic.Int64
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n.Add(1)
+		time.Sleep(time.Duration(delay.Load()))
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	tg := target{name: "test", url: srv.URL, body: []byte(`{}`), want: []byte(`"ok":true`), http: newHTTPClient(4)}
+
+	res := fixedRateRound(context.Background(), tg, 4, 200, 500*time.Millisecond)
+	if res.Requests != 100 || n.Load() != 100 || res.Bad != 0 || res.Errors != 0 {
+		t.Fatalf("200/s for 0.5 s: %d answers (%d bad, %d errors), the server saw %d; want 100", res.Requests, res.Bad, res.Errors, n.Load())
+	}
+	if res.Elapsed < 450*time.Millisecond || res.Elapsed > 5*time.Second {
+		t.Fatalf("200/s for 0.5 s took %s", res.Elapsed)
+	}
+
+	// One connection, a request due every 10 ms, each answered in 50 ms: the k-th
+	// waits about 40k ms for the connection, and its latency says so.
+	delay.Store(int64(50 * time.Millisecond))
+	res = fixedRateRound(context.Background(), tg, 1, 100, 200*time.Millisecond)
+	if res.Requests != 20 {
+		t.Fatalf("%d answers, want 20", res.Requests)
+	}
+	if res.Latency.Max < 700*time.Millisecond {
+		t.Fatalf("the last of 20 requests due 10 ms apart, served 50 ms each on one connection, took %s: the wait for the connection was not counted", res.Latency.Max)
+	}
+}
