@@ -559,6 +559,33 @@ func TestFlushDueFromRecord(t *testing.T) {
 	}
 }
 
+// TestFullBatchWrittenAtOnce: while the writer waits for a batch's flush time, it
+// leaves the queue alone (see Recorder.nudge), yet as soon as the batch and the queue
+// hold BatchSize events together, they are written, an hour before the flush time,
+// however large the queue is; what is left waits for its own flush time.
+func TestFullBatchWrittenAtOnce(t *testing.T) {
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			st := openStore(t, d)
+			r := usage.NewRecorder(st, usage.Config{BufferSize: 1000, BatchSize: 10, FlushInterval: time.Hour})
+			run(t, r)
+			rec := func(i int) {
+				r.Record(usage.Event{TenantID: tenantA, APIKeyID: "key_a1", OperationType: "query", Outcome: usage.OutcomeOK, LatencyMs: i})
+			}
+			rec(0)
+			waitUntil(t, "the writer holds the first event", func() bool { return r.Stats().Lag > 0 })
+			for i := 1; i < 13; i++ {
+				rec(i)
+			}
+			waitUntil(t, "a full batch is written", func() bool { return r.Stats().Written == 10 })
+			time.Sleep(50 * time.Millisecond)
+			if s := r.Stats(); s.Written != 10 || s.Batches != 1 || s.Queued != 3 {
+				t.Fatalf("stats %+v, want the first 10 written in one batch and 3 waiting", s)
+			}
+		})
+	}
+}
+
 // TestWriteRetry fails writes inside the transaction (after the raw rows): a transient
 // failure is retried without duplicating rows; a permanent one drops and counts the batch.
 func TestWriteRetry(t *testing.T) {
