@@ -149,13 +149,7 @@ type Recorder struct {
 	st  *store.Store
 	cfg Config
 
-	ch chan Event
-	// nudge wakes a writer that holds a batch and waits for its flush time (Record
-	// sends it) once the queue is half full, so that the writer takes what is queued
-	// before Record has to wait, or once the batch and the queue together make a full
-	// batch, which is written at once. Until then events wait in the queue without
-	// waking the writer: one wake-up per batch, not per event.
-	nudge    chan struct{}
+	ch       chan Event
 	flushReq chan chan error
 	// sem is held by the goroutine that owns the writer: Run for its lifetime, or a
 	// Flush that writes by itself while Run is not running.
@@ -209,7 +203,6 @@ func NewRecorder(st *store.Store, cfg Config) *Recorder {
 		st:               st,
 		cfg:              cfg,
 		ch:               make(chan Event, cfg.BufferSize),
-		nudge:            make(chan struct{}, 1),
 		flushReq:         make(chan chan error),
 		sem:              make(chan struct{}, 1),
 		epoch:            time.Now(),
@@ -239,12 +232,6 @@ func (r *Recorder) Record(ev Event) {
 	ev.queued = int64(now.Sub(r.epoch))
 	select {
 	case r.ch <- ev:
-		if n := len(r.ch); n >= cap(r.ch)/2 || n+int(r.pending.Load()) >= r.cfg.BatchSize {
-			select {
-			case r.nudge <- struct{}{}:
-			default: // a nudge is already pending
-			}
-		}
 	default:
 		r.waits.Add(1)
 		r.warnFull(ev.queued)
@@ -360,51 +347,33 @@ func (r *Recorder) Run(ctx context.Context) error {
 		r.oldest.Store(0)
 		stopTimer()
 	}
-	// hold takes what is queued into the batch, writes it at once when it is full or
-	// already due, and otherwise sets the timer for its flush time: FlushInterval after
-	// its oldest event was recorded (which may have waited in the queue while the
-	// previous batch was written).
-	hold := func() {
-		batch = r.fill(batch, r.cfg.BatchSize-len(batch))
-		if len(batch) == 0 {
-			return
-		}
-		if r.oldest.Load() == 0 {
-			r.oldest.Store(batch[0].queued + 1)
-		}
-		if len(batch) >= r.cfg.BatchSize {
-			write()
-			return
-		}
-		r.pending.Store(int64(len(batch)))
-		if !timerOn {
-			wait := time.Duration(batch[0].queued-r.clock()) + r.cfg.FlushInterval
-			if wait <= 0 {
-				write()
-				return
-			}
-			timer.Reset(wait)
-			timerOn = true
-		}
-	}
 	for {
-		// While a batch waits for its flush time (the timer is on), the queue is left
-		// alone: what arrives meanwhile goes with the batch anyway, and taking events
-		// one by one would wake this goroutine for each. Record nudges it when the
-		// queue needs emptying sooner (see nudge).
-		ch := r.ch
-		if timerOn {
-			ch = nil
-		}
 		select {
 		case <-ctx.Done():
 			_ = r.drain(ctx, wctx, batch, -1)
 			return nil
-		case <-r.nudge:
-			hold()
-		case ev := <-ch:
+		case ev := <-r.ch:
+			if len(batch) == 0 {
+				r.oldest.Store(ev.queued + 1)
+			}
 			batch = append(batch, ev)
-			hold()
+			batch = r.fill(batch, r.cfg.BatchSize-len(batch))
+			if len(batch) >= r.cfg.BatchSize {
+				write()
+				continue
+			}
+			r.pending.Store(int64(len(batch)))
+			if !timerOn {
+				// Due FlushInterval after the oldest event was recorded: it may have
+				// waited in the queue while the previous batch was written.
+				wait := time.Duration(batch[0].queued-r.clock()) + r.cfg.FlushInterval
+				if wait <= 0 {
+					write()
+					continue
+				}
+				timer.Reset(wait)
+				timerOn = true
+			}
 		case <-timer.C:
 			timerOn = false
 			write()

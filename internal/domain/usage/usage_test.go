@@ -559,10 +559,11 @@ func TestFlushDueFromRecord(t *testing.T) {
 	}
 }
 
-// TestFullBatchWrittenAtOnce: while the writer waits for a batch's flush time, it
-// leaves the queue alone (see Recorder.nudge), yet as soon as the batch and the queue
-// hold BatchSize events together, they are written, an hour before the flush time,
-// however large the queue is; what is left waits for its own flush time.
+// TestFullBatchWrittenAtOnce: while the writer holds a batch and waits for its flush
+// time, as soon as the batch and the events recorded since hold BatchSize events
+// together, they are written, an hour before the flush time, however large the queue
+// is; what is left waits for its own flush time. (A writer that took the queue only
+// when half full, to be woken less often, failed this.)
 func TestFullBatchWrittenAtOnce(t *testing.T) {
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
