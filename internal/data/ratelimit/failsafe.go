@@ -19,7 +19,8 @@ const failLogEvery = 10 * time.Second
 // ([FailSafe.Failures]) and logs them with log/slog at most once per 10 s.
 //
 // Errors wrapping [ErrInvalidLimit] are the caller's, not the store's: they are returned
-// unchanged and not counted. Use a FailSafe by pointer; do not copy it after first use.
+// unchanged and not counted, and so is the error of a call whose context ended (the
+// caller went away; nobody waits for the answer, and the store may be fine). Use a FailSafe by pointer; do not copy it after first use.
 type FailSafe struct {
 	Limiter  Limiter
 	FailOpen bool
@@ -34,7 +35,7 @@ type FailSafe struct {
 
 // Allow checks the limit with the wrapped Limiter. When that fails it admits (FailOpen)
 // or returns an error wrapping [ErrUnavailable] and the cause. Errors wrapping
-// [ErrInvalidLimit] are returned unchanged.
+// [ErrInvalidLimit] are returned unchanged, and so is ctx's error once ctx has ended.
 func (f *FailSafe) Allow(ctx context.Context, key string, limit Limit, cost int) (Result, error) {
 	if f == nil {
 		return Result{}, fmt.Errorf("%w: nil FailSafe", ErrUnavailable)
@@ -45,6 +46,9 @@ func (f *FailSafe) Allow(ctx context.Context, key string, limit Limit, cost int)
 	}
 	if errors.Is(err, ErrInvalidLimit) {
 		return Result{}, err
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return Result{}, ctxErr
 	}
 	f.failures.Add(1)
 	f.log(ctx, err)

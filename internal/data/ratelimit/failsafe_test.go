@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 type panicLimiter struct{}
@@ -162,5 +165,52 @@ func TestFailSafePassesThrough(t *testing.T) {
 	var nilSafe *FailSafe
 	if _, err := nilSafe.Allow(ctx, "k", limit, 1); !errors.Is(err, ErrUnavailable) || nilSafe.Failures() != 0 {
 		t.Fatalf("nil FailSafe: %v", err)
+	}
+}
+
+// silentRedis returns a client of a loopback server that accepts connections and never
+// answers: a call waits for its read timeout (a second).
+func silentRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { client.Close(); close(done); ln.Close() })
+	return client
+}
+
+// A call whose caller went away before the store answered (a client that closed its
+// connection) carries the context's error: it is no outage, so a FailSafe neither
+// counts it nor logs it nor admits it.
+func TestCallerGoneIsNoOutage(t *testing.T) {
+	client := silentRedis(t)
+	gone := func() context.Context {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		time.AfterFunc(50*time.Millisecond, cancel)
+		return ctx
+	}
+	for _, failOpen := range []bool{false, true} {
+		var logs syncBuffer
+		f := &FailSafe{Limiter: NewRedis(client, "gone:"), FailOpen: failOpen, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+		r, err := f.Allow(gone(), "k", Limit{Rate: 5, Period: time.Minute}, 1)
+		if !errors.Is(err, context.Canceled) || r.Allowed {
+			t.Errorf("failOpen=%v: %+v, %v; want context.Canceled, not admitted", failOpen, r, err)
+		}
+		if f.Failures() != 0 || len(logs.lines()) != 0 {
+			t.Errorf("failOpen=%v: %d failures counted, logged %q", failOpen, f.Failures(), logs.lines())
+		}
 	}
 }

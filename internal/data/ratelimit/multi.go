@@ -133,7 +133,9 @@ type Checker interface {
 	// appended to dst[:0] (pass a reused slice to avoid an allocation). A denial is not
 	// an error. It returns an error wrapping [ErrInvalidLimit] for an invalid group or
 	// counter (nothing is read or charged), one wrapping [ErrUnavailable] when the store
-	// or the seeder fails, or ctx's error while it waits for another caller's seed.
+	// or the seeder fails (wrapping ctx's error too when ctx ended first: the caller
+	// went away, not an outage), or ctx's error while it waits for another caller's
+	// seed.
 	Check(ctx context.Context, group string, counters []Counter, dst []CounterResult) (Decision, error)
 	// Adjust adds delta units to the CreditsKind counter c (a top-up; a negative delta
 	// takes away, down to zero at most) and returns its new state, whose Allowed says
