@@ -359,42 +359,44 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 	gen(ctx, lk, warm)
 	settle(ctx, srv, adminToken)
 
-	for i := range o.CompareRounds {
-		if ctx.Err() != nil || !srv.alive() || !stubProc.alive() {
-			break
+	// alternate runs the pair's rounds with round (stub, Latchkey, stub, …), each side
+	// after the other has settled, and logs each with describe; it returns an error
+	// when a side died or the run ended before all were done.
+	alternate := func(what string, round generator, describe func(s, l roundResult) string) (stubs, lks []roundResult, err error) {
+		for i := range o.CompareRounds {
+			if ctx.Err() != nil || !srv.alive() || !stubProc.alive() {
+				break
+			}
+			s := round(ctx, stub, o.CompareDuration)
+			settle(ctx, nil, "")
+			l := round(ctx, lk, o.CompareDuration)
+			settle(ctx, srv, adminToken)
+			stubs, lks = append(stubs, s), append(lks, l)
+			logf("compare %s, %s, %d/%d: %s", name, what, i+1, o.CompareRounds, describe(s, l))
 		}
-		s := gen(ctx, stub, o.CompareDuration)
-		settle(ctx, nil, "")
-		l := gen(ctx, lk, o.CompareDuration)
-		settle(ctx, srv, adminToken)
-		cmp.Stub, cmp.Latchkey = append(cmp.Stub, s), append(cmp.Latchkey, l)
-		logf("compare %s round %d/%d: %s %.0f/s (p50 %s, p99 %s, CPU %s/request) · Latchkey %.0f/s (p50 %s, p99 %s, CPU %s/request) · ratio %.2f",
-			name, i+1, o.CompareRounds, stub.name, s.RPS(), ms(s.Latency.P50), ms(s.Latency.P99), us(s.CPUPerRequest()),
-			l.RPS(), ms(l.Latency.P50), ms(l.Latency.P99), us(l.CPUPerRequest()), l.RPS()/math.Max(1, s.RPS()))
+		if len(lks) < o.CompareRounds {
+			err = fmt.Errorf("%s: %d of %d ran (server alive %v, stub alive %v)", what, len(lks), o.CompareRounds, srv.alive(), stubProc.alive())
+		}
+		return stubs, lks, err
 	}
-	if len(cmp.Latchkey) < o.CompareRounds {
-		cmp.Err = fmt.Errorf("%d of %d rounds ran (server alive %v, stub alive %v)", len(cmp.Latchkey), o.CompareRounds, srv.alive(), stubProc.alive())
+	if cmp.Stub, cmp.Latchkey, cmp.Err = alternate("rounds", gen, func(s, l roundResult) string {
+		return fmt.Sprintf("%s %.0f/s (p50 %s, p99 %s, CPU %s/request) · Latchkey %.0f/s (p50 %s, p99 %s, CPU %s/request) · ratio %.2f",
+			stub.name, s.RPS(), ms(s.Latency.P50), ms(s.Latency.P99), us(s.CPUPerRequest()),
+			l.RPS(), ms(l.Latency.P50), ms(l.Latency.P99), us(l.CPUPerRequest()), l.RPS()/math.Max(1, s.RPS()))
+	}); cmp.Err != nil {
 		return cmp
 	}
 	if o.CompareRate > 0 {
 		// Latency where neither side is saturated: the same schedule for both, from
 		// this process's client (wrk cannot hold a rate).
-		cmp.Rate, _, _ = medians(cmp.Stub)
-		cmp.Rate *= o.CompareRate
-		for i := range o.CompareRounds {
-			if ctx.Err() != nil || !srv.alive() || !stubProc.alive() {
-				break
-			}
-			s := fixedRateRound(ctx, stub, o.CompareConns, cmp.Rate, o.CompareDuration)
-			settle(ctx, nil, "")
-			l := fixedRateRound(ctx, lk, o.CompareConns, cmp.Rate, o.CompareDuration)
-			settle(ctx, srv, adminToken)
-			cmp.StubFixed, cmp.LatchkeyFixed = append(cmp.StubFixed, s), append(cmp.LatchkeyFixed, l)
-			logf("compare %s at %.0f/s, round %d/%d: %s p50 %s, p99 %s · Latchkey p50 %s, p99 %s",
-				name, cmp.Rate, i+1, o.CompareRounds, stub.name, ms(s.Latency.P50), ms(s.Latency.P99), ms(l.Latency.P50), ms(l.Latency.P99))
+		rps, _, _ := medians(cmp.Stub)
+		cmp.Rate = rps * o.CompareRate
+		fixed := func(ctx context.Context, t target, d time.Duration) roundResult {
+			return fixedRateRound(ctx, t, o.CompareConns, cmp.Rate, d)
 		}
-		if len(cmp.LatchkeyFixed) < o.CompareRounds {
-			cmp.Err = fmt.Errorf("%d of %d fixed-rate rounds ran (server alive %v, stub alive %v)", len(cmp.LatchkeyFixed), o.CompareRounds, srv.alive(), stubProc.alive())
+		if cmp.StubFixed, cmp.LatchkeyFixed, cmp.Err = alternate(fmt.Sprintf("rounds at %.0f/s", cmp.Rate), fixed, func(s, l roundResult) string {
+			return fmt.Sprintf("%s p50 %s, p99 %s · Latchkey p50 %s, p99 %s", stub.name, ms(s.Latency.P50), ms(s.Latency.P99), ms(l.Latency.P50), ms(l.Latency.P99))
+		}); cmp.Err != nil {
 			return cmp
 		}
 	}
