@@ -5,13 +5,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/latchkey/latchkey/internal/data/testdb"
 )
 
 type panicLimiter struct{}
@@ -168,34 +169,13 @@ func TestFailSafePassesThrough(t *testing.T) {
 	}
 }
 
-// silentRedis returns a client of a loopback server that accepts connections and never
-// answers: a call waits for its read timeout (a second).
-func silentRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { <-done; c.Close() }()
-		}
-	}()
-	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: time.Second, MaxRetries: -1})
-	t.Cleanup(func() { client.Close(); close(done); ln.Close() })
-	return client
-}
-
 // A call whose caller went away before the store answered (a client that closed its
 // connection) carries the context's error: it is no outage, so a FailSafe neither
 // counts it nor logs it nor admits it.
 func TestCallerGoneIsNoOutage(t *testing.T) {
-	client := silentRedis(t)
+	// The call's read gives up after a second, well after the caller went away.
+	client := redis.NewClient(&redis.Options{Addr: testdb.SilentRedisAddr(t), ReadTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { client.Close() })
 	gone := func() context.Context {
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)

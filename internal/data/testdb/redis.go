@@ -3,6 +3,7 @@ package testdb
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -74,4 +75,27 @@ func dialCluster(raw string) (*redis.ClusterClient, error) {
 			"scripts/redis-cluster.sh (three masters on 127.0.0.1:7000-7002) or set TEST_REDIS_CLUSTER_URL", redact(raw), err)
 	}
 	return client, nil
+}
+
+// SilentRedisAddr starts a server on loopback that accepts connections and never
+// answers, and returns its address: a Redis call to it waits for its read timeout (a
+// store that hangs, or a caller that goes away first). It stops with the test.
+func SilentRedisAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	tb.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
 }

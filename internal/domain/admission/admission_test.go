@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,36 +11,15 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/latchkey/latchkey/internal/data/ratelimit"
+	"github.com/latchkey/latchkey/internal/data/testdb"
 	"github.com/latchkey/latchkey/internal/domain/admission"
 	"github.com/latchkey/latchkey/internal/platform/viewer"
 )
 
-// silentRedis accepts connections on loopback and never answers: a check sent to it
-// waits until its caller gives up.
-func silentRedis(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { <-done; c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // A caller that goes away while its check waits (a client closing its connection
 // under load) is neither a store failure to log at ERROR nor a reason to fail open.
 func TestCallerGoneWhileChecking(t *testing.T) {
-	addr := silentRedis(t)
+	addr := testdb.SilentRedisAddr(t)
 	for _, failOpen := range []bool{false, true} {
 		t.Run(map[bool]string{false: "failClosed", true: "failOpen"}[failOpen], func(t *testing.T) {
 			// The check's read gives up after a second, well after the caller went away
