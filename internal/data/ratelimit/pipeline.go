@@ -29,6 +29,10 @@ type coalescer struct {
 	mu      sync.Mutex
 	busy    bool // a round trip is in flight, or about to be
 	pending []*scriptCall
+
+	// byKey is send's index of a batch's groups by their first key; only the caller
+	// whose turn it is (busy) sends, so one map serves every batch.
+	byKey map[string]int
 }
 
 // scriptCall is one queued call of checkScript and, once done is closed, its reply.
@@ -111,28 +115,117 @@ func (c *coalescer) handOff() {
 	close(batch[0].done)
 }
 
-// send evaluates batch in one pipeline and wakes every call but the first (the caller's
-// own, which returns by itself). A call that finds the script unknown to its server is
-// sent again alone, loading the script.
+// send evaluates batch in one round trip and wakes every call but the first (the
+// caller's own, which returns by itself). Calls of the same counters (a hot key) go as
+// one script call that evaluates them in order (see checkScript); the rest go beside
+// it in one pipeline. A command that finds the script unknown to its server is sent
+// again alone, loading the script.
 func (c *coalescer) send(ctx context.Context, batch []*scriptCall) {
-	if len(batch) == 1 {
-		call := batch[0]
-		call.reply, call.err = c.script.Run(ctx, c.client, call.keys, call.args...).Int64Slice()
-		return
-	}
-	pipe := c.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
-	for i, call := range batch {
-		cmds[i] = c.script.EvalSha(ctx, pipe, call.keys, call.args...)
-	}
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	for i, call := range batch {
-		call.reply, call.err = cmds[i].Int64Slice()
-		if call.err != nil && redis.HasErrorPrefix(call.err, "NOSCRIPT") {
-			call.reply, call.err = c.script.Run(ctx, c.client, call.keys, call.args...).Int64Slice()
+	groups := c.merge(batch)
+	if len(groups) == 1 {
+		g := groups[0]
+		reply, err := c.script.Run(ctx, c.client, g[0].keys, mergedArgs(g)...).Int64Slice()
+		split(g, reply, err)
+	} else {
+		pipe := c.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(groups))
+		for i, g := range groups {
+			cmds[i] = c.script.EvalSha(ctx, pipe, g[0].keys, mergedArgs(g)...)
 		}
-		if i > 0 {
-			close(call.done)
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		for i, g := range groups {
+			reply, err := cmds[i].Int64Slice()
+			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				reply, err = c.script.Run(ctx, c.client, g[0].keys, mergedArgs(g)...).Int64Slice()
+			}
+			split(g, reply, err)
+		}
+	}
+	for _, call := range batch[1:] {
+		close(call.done)
+	}
+}
+
+// merge cuts batch into groups of calls that check the same counters with the same
+// arguments but their costs, each group in the order of batch, the groups in the
+// order of their first calls.
+func (c *coalescer) merge(batch []*scriptCall) [][]*scriptCall {
+	groups := make([][]*scriptCall, 0, len(batch))
+	if len(batch) == 1 {
+		return append(groups, batch)
+	}
+	if c.byKey == nil {
+		c.byKey = make(map[string]int)
+	}
+	clear(c.byKey)
+	for _, call := range batch {
+		if i, ok := c.byKey[call.keys[0]]; ok && mergeable(groups[i][0], call) {
+			groups[i] = append(groups[i], call)
+			continue
+		}
+		c.byKey[call.keys[0]] = len(groups)
+		groups = append(groups, []*scriptCall{call})
+	}
+	return groups
+}
+
+// The layout of checkScript's arguments: a header, then a fixed number per counter, of
+// which one is the cost.
+const (
+	scriptHeaderArgs  = 5
+	scriptCounterArgs = 5
+	scriptCostArg     = 1 // within a counter's arguments
+)
+
+// mergeable reports whether b checks the same counters as a, with the same arguments
+// but the costs, so that one call of checkScript can evaluate both.
+func mergeable(a, b *scriptCall) bool {
+	n := len(a.keys)
+	if len(b.keys) != n || len(a.args) != scriptHeaderArgs+scriptCounterArgs*n || len(b.args) != len(a.args) {
+		return false
+	}
+	if !slices.Equal(a.keys, b.keys) {
+		return false
+	}
+	for j := range a.args {
+		if j >= scriptHeaderArgs && (j-scriptHeaderArgs)%scriptCounterArgs == scriptCostArg {
+			continue
+		}
+		if a.args[j] != b.args[j] {
+			return false
+		}
+	}
+	return true
+}
+
+// mergedArgs returns the arguments of one call of checkScript evaluating the calls of g
+// in order: the first's, then the costs of each other.
+func mergedArgs(g []*scriptCall) []any {
+	if len(g) == 1 {
+		return g[0].args
+	}
+	n := len(g[0].keys)
+	args := make([]any, 0, len(g[0].args)+(len(g)-1)*n)
+	args = append(args, g[0].args...)
+	for _, call := range g[1:] {
+		for i := range n {
+			args = append(args, call.args[scriptHeaderArgs+scriptCounterArgs*i+scriptCostArg])
+		}
+	}
+	return args
+}
+
+// split hands each call of g its part of the reply of their one script call: its
+// decision, or the whole reply when that is not a list of len(g) decisions (a reply
+// that changed nothing, such as missing counters, answers them all; a malformed one is
+// reported by each).
+func split(g []*scriptCall, reply []int64, err error) {
+	size := scriptHeaderReply + len(g[0].keys)
+	whole := err != nil || len(g) == 1 || len(reply) != len(g)*size || reply[0] < 0
+	for k, call := range g {
+		call.reply, call.err = reply, err
+		if !whole {
+			call.reply = reply[k*size : (k+1)*size : (k+1)*size]
 		}
 	}
 }

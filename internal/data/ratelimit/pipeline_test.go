@@ -77,8 +77,9 @@ func queued(t *testing.T, c *coalescer, n int) {
 }
 
 // TestRedisCheckCoalesced: checks that arrive while a round trip is in flight go out
-// together as one pipeline, each still exact; a check whose context ends while it is
-// queued leaves the queue uncharged, and the checker goes on.
+// together in the next one (checks of one key as one script call), each still exact; a
+// check whose context ends while it is queued leaves the queue uncharged, and the
+// checker goes on.
 func TestRedisCheckCoalesced(t *testing.T) {
 	client := newRedisClient(t)
 	ctx := context.Background()
@@ -126,8 +127,8 @@ func TestRedisCheckCoalesced(t *testing.T) {
 	if allowed != 5 {
 		t.Fatalf("7 checks of a limit of 5: %d allowed", allowed)
 	}
-	if got := gate.taken(); !slices.Equal(got, []string{"evalsha", "pipeline of 6"}) {
-		t.Fatalf("round trips %v, want one check alone and the six queued behind it in one pipeline", got)
+	if got := gate.taken(); !slices.Equal(got, []string{"evalsha", "evalsha"}) {
+		t.Fatalf("round trips %v, want one check alone and the six queued behind it in one script call", got)
 	}
 	if d, err := rc.Check(ctx, "ten_1", []Counter{rateC("key:k", 5, time.Hour, 0)}, nil); err != nil || d.Results[0].Remaining != 0 {
 		t.Fatalf("after the batch: %+v, %v", d, err)
@@ -161,6 +162,101 @@ func TestRedisCheckCoalescedNoScript(t *testing.T) {
 			t.Fatalf("call %d: %v, %v", i, call.reply, call.err)
 		}
 	}
+}
+
+// TestRedisCheckCoalescedKeys: a batch of checks of several keys goes as one pipeline
+// of one script call per key, and each check gets its own decision, in the order the
+// checks queued within each key.
+func TestRedisCheckCoalescedKeys(t *testing.T) {
+	client := newRedisClient(t)
+	ctx := context.Background()
+	if err := checkLua.Load(ctx, client).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hook := &gateHook{held: make(chan struct{}), release: make(chan struct{})}
+	close(hook.release)
+	client.AddHook(hook)
+	rc := newTestRedisChecker(t, client, nil)
+	keys := []string{"key:a", "key:b", "key:a", "key:c", "key:a", "key:b"}
+	batch := make([]*scriptCall, len(keys))
+	for i, k := range keys {
+		counters := []Counter{rateC(k, 2, time.Hour, 1)}
+		var cl call
+		rc.build(&cl, "ten_k", counters, mustPlans(t, "ten_k", counters...), time.Now())
+		batch[i] = &scriptCall{keys: cl.keys, args: cl.args, done: make(chan struct{})}
+	}
+	rc.co.send(ctx, batch)
+	if got := hook.taken(); !slices.Equal(got, []string{"pipeline of 3"}) {
+		t.Fatalf("round trips %v, want one pipeline of a call per key", got)
+	}
+	// a: allowed, allowed, denied (a burst of 2); b: allowed twice; c: allowed.
+	want := []int64{1, 1, 1, 1, 0, 1}
+	for i, call := range batch {
+		if call.err != nil || len(call.reply) != 4 || call.reply[0] != want[i] {
+			t.Fatalf("check %d (%s): %v, %v; want ok = %d", i, keys[i], call.reply, call.err, want[i])
+		}
+	}
+}
+
+// TestMergedChecksAsSequential: checks of the same counters merged into one script call
+// decide and charge exactly as the same checks sent one by one: every kind of counter,
+// advisory ones, a cost of 0, and a denial between allowed checks.
+func TestMergedChecksAsSequential(t *testing.T) {
+	client := newRedisClient(t)
+	ctx := context.Background()
+	rc := newTestRedisChecker(t, client, nil)
+	counters := func(cost int64) []Counter {
+		return []Counter{
+			rateC("key:k", 10, time.Hour, cost),
+			quotaC("quota:k", 6, PeriodDay, cost),
+			creditsC("credits:k", 7, "", cost),
+			advisory(quotaC("tenant", 2, PeriodMonth, cost)),
+		}
+	}
+	costs := []int64{1, 2, 0, 5, 3, 1, 1} // the quota denies the 5, then the second 1
+	calls := func(group string) []*scriptCall {
+		batch := make([]*scriptCall, len(costs))
+		for i, cost := range costs {
+			cs := counters(cost)
+			var cl call
+			rc.build(&cl, group, cs, mustPlans(t, group, cs...), time.Now())
+			batch[i] = &scriptCall{keys: cl.keys, args: cl.args, done: make(chan struct{})}
+		}
+		return batch
+	}
+	merged := calls("ten_merged")
+	if groups := rc.co.merge(merged); len(groups) != 1 {
+		t.Fatalf("%d groups, want the checks of one key merged into one", len(groups))
+	}
+	rc.co.send(ctx, merged)
+	for i, one := range calls("ten_one_by_one") {
+		rc.co.send(ctx, []*scriptCall{one})
+		got := merged[i]
+		if one.err != nil || got.err != nil || len(got.reply) != len(one.reply) {
+			t.Fatalf("check %d (cost %d): merged %v, %v; alone %v, %v", i, costs[i], got.reply, got.err, one.reply, one.err)
+		}
+		if got.reply[0] != one.reply[0] || !slices.Equal(got.reply[4:], one.reply[4:]) ||
+			abs(got.reply[3]-one.reply[3]) > int64(time.Second) { // the rate's offset from now
+			t.Fatalf("check %d (cost %d): merged %v, alone %v", i, costs[i], got.reply, one.reply)
+		}
+	}
+	// The counters end where the one-by-one ones do.
+	for _, group := range []string{"ten_merged", "ten_one_by_one"} {
+		d, err := rc.Check(ctx, group, counters(0), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := []int64{d.Results[1].Used, d.Results[2].Remaining, d.Results[3].Used}; !slices.Equal(got, []int64{6, 1, 6}) {
+			t.Fatalf("%s after the checks: quota used, balance, tenant used %v; want [6 1 6]", group, got)
+		}
+	}
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 func mustPlans(t *testing.T, group string, counters ...Counter) []plan {
