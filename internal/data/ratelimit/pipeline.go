@@ -30,9 +30,14 @@ type coalescer struct {
 	busy    bool // a round trip is in flight, or about to be
 	pending []*scriptCall
 
-	// byKey is send's index of a batch's groups by their first key; only the caller
-	// whose turn it is (busy) sends, so one map serves every batch.
-	byKey map[string]int
+	// Buffers of merge, reused: only the caller whose turn it is (busy) sends. byKey
+	// indexes a batch's groups by their first key; of is each call's group, sizes each
+	// group's size; ordered holds the calls group after group, and groups slices it.
+	byKey   map[string]int
+	of      []int
+	sizes   []int
+	ordered []*scriptCall
+	groups  [][]*scriptCall
 }
 
 // scriptCall is one queued call of checkScript and, once done is closed, its reply.
@@ -141,6 +146,7 @@ func (c *coalescer) send(ctx context.Context, batch []*scriptCall) {
 			split(g, reply, err)
 		}
 	}
+	clear(c.ordered) // no reference kept to calls answered
 	for _, call := range batch[1:] {
 		close(call.done)
 	}
@@ -148,25 +154,42 @@ func (c *coalescer) send(ctx context.Context, batch []*scriptCall) {
 
 // merge cuts batch into groups of calls that check the same counters with the same
 // arguments but their costs, each group in the order of batch, the groups in the
-// order of their first calls.
+// order of their first calls. The groups live in the coalescer's buffers, valid until
+// the next merge.
 func (c *coalescer) merge(batch []*scriptCall) [][]*scriptCall {
-	groups := make([][]*scriptCall, 0, len(batch))
+	c.groups = c.groups[:0]
 	if len(batch) == 1 {
-		return append(groups, batch)
+		return append(c.groups, batch)
 	}
 	if c.byKey == nil {
 		c.byKey = make(map[string]int)
 	}
 	clear(c.byKey)
+	// Number the groups, then lay their calls out one group after another.
+	c.of = c.of[:0]
+	c.sizes = c.sizes[:0]
+	c.ordered = append(c.ordered[:0], batch...)
 	for _, call := range batch {
-		if i, ok := c.byKey[call.keys[0]]; ok && mergeable(groups[i][0], call) {
-			groups[i] = append(groups[i], call)
-			continue
+		g, ok := c.byKey[call.keys[0]]
+		if !ok || !mergeable(c.ordered[g], call) {
+			g = len(c.sizes)
+			c.byKey[call.keys[0]] = g
+			c.ordered[g] = call // the first call of group g, until the layout below
+			c.sizes = append(c.sizes, 0)
 		}
-		c.byKey[call.keys[0]] = len(groups)
-		groups = append(groups, []*scriptCall{call})
+		c.of = append(c.of, g)
+		c.sizes[g]++
 	}
-	return groups
+	start := 0
+	for _, n := range c.sizes {
+		c.groups = append(c.groups, c.ordered[start:start:start+n])
+		start += n
+	}
+	for i, call := range batch {
+		g := c.of[i]
+		c.groups[g] = append(c.groups[g], call)
+	}
+	return c.groups
 }
 
 // The layout of checkScript's arguments: a header, then a fixed number per counter, of
