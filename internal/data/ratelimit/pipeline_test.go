@@ -200,9 +200,13 @@ func TestRedisCheckCoalescedKeys(t *testing.T) {
 
 // TestMergedChecksAsSequential: checks of the same counters merged into one script call
 // decide and charge exactly as the same checks sent one by one: every kind of counter,
-// advisory ones, a cost of 0, and a denial between allowed checks.
+// advisory ones, a cost of 0, and a denial between allowed checks; on one Redis server
+// and on the Redis Cluster.
 func TestMergedChecksAsSequential(t *testing.T) {
-	client := newRedisClient(t)
+	forEachRedis(t, testMergedChecksAsSequential)
+}
+
+func testMergedChecksAsSequential(t *testing.T, client redis.UniversalClient) {
 	ctx := context.Background()
 	rc := newTestRedisChecker(t, client, nil)
 	counters := func(cost int64) []Counter {
