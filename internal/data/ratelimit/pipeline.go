@@ -8,16 +8,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// maxPipeline bounds the script calls one round trip carries; the rest wait for the next.
+// maxPipeline bounds the calls one round trip carries; the rest wait for the next.
 const maxPipeline = 128
 
 // coalescer sends concurrent calls of checkScript to Redis together: while one round
 // trip is in flight, the calls that arrive queue up, and the next round trip carries
 // all of them as one pipeline (one write and one read on one connection, however many
 // checks). Alone, a call goes out at once, as a plain EVALSHA: coalescing adds no wait,
-// it only takes what is already waiting. Each call is still its own atomic script, so
-// limits stay exact; only the system calls, wake-ups and Redis's per-command I/O are
-// shared.
+// it only takes what is already waiting. Calls of the same counters (a hot key's) go as
+// one script call that decides them one after the other; every other call is its own
+// script. Each call is thus decided atomically, on the state the calls before it left,
+// so limits stay exact; what is shared is the system calls, the wake-ups, Redis's
+// per-command I/O and, for a hot key, the script call and its reads and writes.
 //
 // No extra goroutine: the caller that finds no round trip in flight sends its own; when
 // it returns, it hands what queued meanwhile to the first caller in the queue, which
