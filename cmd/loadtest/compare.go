@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -149,16 +150,20 @@ func (c comparison) problems() []string {
 	return ps
 }
 
+// maxCompareKeys bounds -compare-keys: the keys are created one mutation each.
+const maxCompareKeys = 10_000
+
 // compareFixture is what the Latchkey rounds use, created through the GraphQL API.
 type compareFixture struct {
-	Viewer   string // management key, no scopes, unlimited: sends the viewer query
-	Verifier string // management key with keys:verify, unlimited
-	Consumer string // CONSUMER key, unlimited: the key verified
+	Viewer    string   // management key, no scopes, unlimited: sends the viewer query
+	Verifier  string   // management key with keys:verify, unlimited
+	Consumers []string // CONSUMER keys, unlimited: the keys verified, in turn
 }
 
-// newCompareFixture creates a tenant and the keys as the platform admin. Every key has
-// a rate limit of 10^9 per hour and no quota, so no limit interferes.
-func newCompareFixture(ctx context.Context, c *client, adminToken string) (*compareFixture, error) {
+// newCompareFixture creates a tenant and the keys as the platform admin, with
+// consumers consumer keys. Every key has a rate limit of 10^9 per hour and no quota,
+// so no limit interferes.
+func newCompareFixture(ctx context.Context, c *client, adminToken string, consumers int) (*compareFixture, error) {
 	tenantID, err := createTenant(ctx, c, adminToken)
 	if err != nil {
 		return nil, err
@@ -176,8 +181,12 @@ func newCompareFixture(ctx context.Context, c *client, adminToken string) (*comp
 	if f.Verifier, err = key("verifier", []string{"keys:verify"}, "MANAGEMENT"); err != nil {
 		return nil, err
 	}
-	if f.Consumer, err = key("load", []string{}, "CONSUMER"); err != nil {
-		return nil, err
+	for i := range max(consumers, 1) {
+		k, err := key(fmt.Sprintf("load-%d", i), []string{}, "CONSUMER")
+		if err != nil {
+			return nil, err
+		}
+		f.Consumers = append(f.Consumers, k)
 	}
 	return &f, nil
 }
@@ -195,10 +204,17 @@ func pairTargets(mode, stubURL, serverURL string, fx *compareFixture, conns int)
 			body: requestBody(viewerQuery, nil), want: []byte(`"apiKey":{"id":"`)}
 	default:
 		h := [][2]string{{"Content-Type", "application/json"}, {"Authorization", "Bearer " + fx.Verifier}}
-		body := []byte(fmt.Sprintf(`{"key":%q,"permissions":[],"tag":"load"}`, fx.Consumer))
+		bodies := make([][]byte, len(fx.Consumers))
+		for i, k := range fx.Consumers {
+			bodies[i] = []byte(fmt.Sprintf(`{"key":%q,"permissions":[],"tag":"load"}`, k))
+		}
 		want := []byte(`"code":"VALID"`)
-		stub = target{name: "net/http stub", url: stubURL + "/v1/keys/verify", header: h, body: body, want: want}
-		lk = target{name: "Latchkey", url: serverURL + "/v1/keys/verify", header: h, body: body, want: want}
+		stub = target{name: "net/http stub", url: stubURL + "/v1/keys/verify", header: h, body: bodies[0], want: want}
+		lk = target{name: "Latchkey", url: serverURL + "/v1/keys/verify", header: h, body: bodies[0], want: want}
+		if len(bodies) > 1 {
+			stub.bodies, stub.turn = bodies, new(atomic.Uint64)
+			lk.bodies, lk.turn = bodies, new(atomic.Uint64)
+		}
 	}
 	stub.http, lk.http = newHTTPClient(conns), newHTTPClient(conns)
 	return stub, lk
@@ -291,7 +307,7 @@ func compareSetup(ctx context.Context, o options, h harness, setup string) ([]co
 	}
 	logf("compare %s: server ready on %s (log: %s)", setupNames[setup], srv.baseURL, logPath)
 	c := newClient(srv.baseURL, 1, &ledger{})
-	fx, err := newCompareFixture(ctx, c, adminToken)
+	fx, err := newCompareFixture(ctx, c, adminToken, o.CompareKeys)
 	c.http.CloseIdleConnections()
 	if err != nil {
 		srv.stop(10 * time.Second)

@@ -102,7 +102,7 @@ func TestStubs(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	fx := &compareFixture{Viewer: "v", Verifier: "w", Consumer: "lk_live_x"}
+	fx := &compareFixture{Viewer: "v", Verifier: "w", Consumers: []string{"lk_live_x"}}
 	stub, _ := pairTargets(modeGraphQL, "", "", fx, 1)
 	if status, body := post(loadstub.GraphQL(), "/", string(stub.body)); status != 200 || !strings.Contains(body, string(stub.want)) {
 		t.Fatalf("bare gqlgen: %d %s", status, body)

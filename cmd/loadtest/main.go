@@ -86,6 +86,8 @@
 //	-compare-rate 0.25     then as many alternating rounds at a fixed rate, this fraction
 //	                       of the stub's median requests/s, for latency (open loop, Go's
 //	                       client, -compare-conns connections; 0 skips them) [LOAD_COMPARE_RATE]
+//	-compare-keys 1        the verification pairs verify this many consumer keys in
+//	                       turn (one request each; GraphQL keeps one key) [LOAD_COMPARE_KEYS]
 //	-profile DIR           write a CPU profile of each pair's real server into DIR [LOAD_PROFILE]
 //	-timeout 5m            hard bound on the whole run [LOAD_TIMEOUT]
 //	-keep                  keep the temporary directory (binary, server logs) [LOAD_KEEP]
@@ -139,6 +141,8 @@ type options struct {
 	// CompareRate is the fixed rate of phase 7's latency rounds, a fraction of the
 	// stub's median requests/s (0: no such rounds).
 	CompareRate float64
+	// CompareKeys is how many consumer keys the verification pairs verify, in turn.
+	CompareKeys int
 	Profile     string // directory of the CPU profiles ("": none)
 
 	PostgresURL string
@@ -169,6 +173,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.CompareConns, "compare-conns", envInt("LOAD_COMPARE_CONNS", 32), "connections (closed-loop workers) per round in phase 7")
 	fs.StringVar(&o.CompareGenerator, "compare-generator", envString("LOAD_COMPARE_GENERATOR", generatorGo), "load generator of phase 7: go (Go's net/http client in this process) or wrk (wrk on PATH, one thread)")
 	fs.Float64Var(&o.CompareRate, "compare-rate", envFloat("LOAD_COMPARE_RATE", 0.25), "phase 7's latency rounds send at this fraction of the stub's median requests/s (open loop; 0 skips them)")
+	fs.IntVar(&o.CompareKeys, "compare-keys", envInt("LOAD_COMPARE_KEYS", 1), "the verification pairs of phase 7 verify this many consumer keys in turn")
 	fs.StringVar(&o.Profile, "profile", os.Getenv("LOAD_PROFILE"), "directory for a CPU profile of the real server per pair of phase 7 (off when empty)")
 	fs.DurationVar(&o.Timeout, "timeout", envDuration("LOAD_TIMEOUT", 5*time.Minute), "hard bound on the whole run")
 	fs.BoolVar(&o.Keep, "keep", os.Getenv("LOAD_KEEP") != "", "keep the temporary directory (binary and server log)")
@@ -201,6 +206,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-compare-generator must be %s or %s", generatorGo, generatorWrk)
 	case o.CompareRate < 0 || o.CompareRate > 1:
 		return o, errors.New("-compare-rate must be between 0 and 1")
+	case o.CompareKeys < 1 || o.CompareKeys > maxCompareKeys:
+		return o, fmt.Errorf("-compare-keys must be between 1 and %d", maxCompareKeys)
 	case o.CompareRounds < 1 || o.CompareConns < 1 || o.CompareDuration < 100*time.Millisecond:
 		return o, errors.New("-compare-rounds and -compare-conns must be at least 1, -compare-duration at least 100ms")
 	}

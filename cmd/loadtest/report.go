@@ -214,6 +214,15 @@ var pairNames = map[string]string{
 	modeVerify:  "`POST /v1/keys/verify`, valid consumer key, vs net/http decoding the same body",
 }
 
+// pairName is pairNames[mode], naming the number of consumer keys verified in turn
+// when it is more than one.
+func pairName(mode string, keys int) string {
+	if mode == modeVerify && keys > 1 {
+		return strings.Replace(pairNames[mode], "valid consumer key", fmt.Sprintf("%d valid consumer keys in turn", keys), 1)
+	}
+	return pairNames[mode]
+}
+
 // writeCompareTable prints the comparison phase's Markdown table: per setup and pair,
 // the median requests/s of each side, their ratio beside its target, p50/p99 of each
 // side and every round's figures (to judge the noise).
@@ -230,7 +239,7 @@ func writeCompareTable(w io.Writer, o options, machine string, took time.Duratio
 			back = us(median(c.Latchkey, roundResult.BackingPerRequest))
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | **%.2f×** | %s | %s / %s | %s / %s | %s · %s | %s · %s | %s |\n",
-			setupNames[c.Setup], pairNames[c.Mode], grouped(sRPS), grouped(lRPS), c.Ratio(), cell(goalText(c)),
+			setupNames[c.Setup], pairName(c.Mode, o.CompareKeys), grouped(sRPS), grouped(lRPS), c.Ratio(), cell(goalText(c)),
 			ms(sP50), ms(sP99), ms(lP50), ms(lP99), roundRates(c.Stub), roundRates(c.Latchkey),
 			us(median(c.Stub, roundResult.CPUPerRequest)), us(median(c.Latchkey, roundResult.CPUPerRequest)), back)
 	}
@@ -264,7 +273,7 @@ func writeFixedRateTable(w io.Writer, o options, cmps []comparison) {
 			target = "p99 < " + ms(c.Goal.P99) + ": " + v
 		}
 		fmt.Fprintf(w, "| %s | %s | %s/s | %s · %s | %s / %s | %s / %s | %s | %s · %s |\n",
-			setupNames[c.Setup], pairNames[c.Mode], grouped(c.Rate), grouped(sRPS), grouped(lRPS),
+			setupNames[c.Setup], pairName(c.Mode, o.CompareKeys), grouped(c.Rate), grouped(sRPS), grouped(lRPS),
 			ms(sP50), ms(sP99), ms(lP50), ms(lP99), target,
 			us(median(c.StubFixed, roundResult.CPUPerRequest)), us(median(c.LatchkeyFixed, roundResult.CPUPerRequest)))
 	}

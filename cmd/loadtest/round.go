@@ -19,6 +19,10 @@ type target struct {
 	url    string
 	header [][2]string // name, value
 	body   []byte
+	// bodies, when set, are sent in turn instead of body (body is the first); turn
+	// counts the requests sent.
+	bodies [][]byte
+	turn   *atomic.Uint64
 	want   []byte // a good answer is HTTP 200 with a body containing want
 	http   *http.Client
 	pid    int // the process answering, whose CPU time a round measures (0: none)
@@ -241,9 +245,17 @@ func openLoop(ctx context.Context, workers int, rate float64, d time.Duration, s
 	})
 }
 
+// payload is the body of t's next request.
+func (t target) payload() []byte {
+	if len(t.bodies) == 0 {
+		return t.body
+	}
+	return t.bodies[(t.turn.Add(1)-1)%uint64(len(t.bodies))]
+}
+
 // send posts t's request once and returns the status and body.
 func (t target) send(ctx context.Context) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(t.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(t.payload()))
 	if err != nil {
 		return 0, nil, err
 	}

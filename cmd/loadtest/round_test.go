@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,5 +71,32 @@ func TestOpenLoop(t *testing.T) {
 	}
 	if res.Latency.Max < 700*time.Millisecond {
 		t.Fatalf("the last of 20 requests due 10 ms apart, served 50 ms each on one connection, took %s: the wait for the connection was not counted", res.Latency.Max)
+	}
+}
+
+// TestPayloadInTurn: a target with several bodies sends them in turn from any number
+// of workers, each the same number of times; without bodies it always sends its body.
+func TestPayloadInTurn(t *testing.T) {
+	bodies := [][]byte{[]byte("a"), []byte("b"), []byte("c")}
+	tg := target{body: bodies[0], bodies: bodies, turn: new(atomic.Uint64)}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 300 {
+				b := string(tg.payload())
+				mu.Lock()
+				seen[b]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if seen["a"] != 400 || seen["b"] != 400 || seen["c"] != 400 {
+		t.Fatalf("bodies sent %v, want each 400 times", seen)
+	}
+	if one := (target{body: []byte("x")}); string(one.payload()) != "x" || string(one.payload()) != "x" {
+		t.Fatal("a target without bodies must send its body")
 	}
 }

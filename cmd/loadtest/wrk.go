@@ -42,23 +42,38 @@ type wrkRunner struct {
 	script string
 }
 
-// newWrkRunner finds wrk on PATH and writes t's request into a Lua script in dir.
-// It returns an error when wrk is missing or the script cannot be written.
+// newWrkRunner finds wrk on PATH and writes t's request into a Lua script in dir (with
+// t.bodies, a script that sends them in turn). It returns an error when wrk is missing
+// or the script cannot be written.
 func newWrkRunner(t target, dir string) (*wrkRunner, error) {
 	bin, err := exec.LookPath("wrk")
 	if err != nil {
 		return nil, fmt.Errorf("-compare-generator wrk: %w (Debian: apt-get install wrk)", err)
 	}
 	base := filepath.Join(dir, "wrk-"+strings.NewReplacer(" ", "-", "/", "-").Replace(t.name))
-	// The body goes in a file of its own, read by the script: no quoting of it in Lua.
-	if err := os.WriteFile(base+".body", t.body, 0o600); err != nil {
-		return nil, err
+	// Each body goes in a file of its own, read by the script: no quoting of it in Lua.
+	bodies := t.bodies
+	if len(bodies) == 0 {
+		bodies = [][]byte{t.body}
 	}
 	var s strings.Builder
-	s.WriteString("wrk.method = \"POST\"\n")
-	fmt.Fprintf(&s, "local f = assert(io.open(%s, \"rb\"))\nwrk.body = f:read(\"*a\")\nf:close()\n", luaString(base+".body"))
+	s.WriteString("wrk.method = \"POST\"\nlocal bodies = {}\n")
+	for i, b := range bodies {
+		name := fmt.Sprintf("%s.%d.body", base, i)
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&s, "do local f = assert(io.open(%s, \"rb\")); bodies[%d] = f:read(\"*a\"); f:close() end\n", luaString(name), i+1)
+	}
+	s.WriteString("wrk.body = bodies[1]\n")
 	for _, h := range t.header {
 		fmt.Fprintf(&s, "wrk.headers[%s] = %s\n", luaString(h[0]), luaString(h[1]))
+	}
+	if len(bodies) > 1 {
+		// Built once per body, then sent in turn: no formatting per request.
+		s.WriteString("local reqs, n = {}, 0\n")
+		s.WriteString("init = function(args) for i, b in ipairs(bodies) do reqs[i] = wrk.format(nil, nil, nil, b) end end\n")
+		s.WriteString("request = function() n = n % #reqs + 1; return reqs[n] end\n")
 	}
 	if err := os.WriteFile(base+".lua", []byte(s.String()), 0o600); err != nil {
 		return nil, err

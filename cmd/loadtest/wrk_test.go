@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,5 +107,47 @@ func TestWrkRound(t *testing.T) {
 
 	if _, err := newGenerator("ab", t.TempDir(), 4, tg); err == nil {
 		t.Fatal("an unknown generator was accepted")
+	}
+}
+
+// TestWrkRoundInTurn: a target with several bodies has wrk send them in turn, as Go's
+// client does (TestPayloadInTurn).
+func TestWrkRoundInTurn(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Fatalf("wrk is missing (apt-get install wrk): %v", err)
+	}
+	bodies := [][]byte{[]byte(`{"key":"a"}`), []byte(`{"key":"b\"é"}`), []byte(`{"key":"c"}`)}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen[string(got)]++
+		mu.Unlock()
+		_, _ = w.Write([]byte(`{"code":"VALID"}`))
+	}))
+	defer srv.Close()
+	tg := target{name: "several", url: srv.URL + "/v1/keys/verify", body: bodies[0], bodies: bodies,
+		turn: new(atomic.Uint64), want: []byte(`"VALID"`), http: newHTTPClient(1)}
+	gen, err := newGenerator(generatorWrk, t.TempDir(), 2, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := gen(context.Background(), tg, time.Second); res.Requests < 30 || res.Errors != 0 || res.Bad != 0 {
+		t.Fatalf("round %+v", res)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for _, n := range seen {
+		total += n
+	}
+	for _, b := range bodies {
+		if n := seen[string(b)]; n < total/4 {
+			t.Errorf("body %s sent %d times of %d", b, n, total)
+		}
+	}
+	if len(seen) != len(bodies) {
+		t.Errorf("bodies sent: %v", seen)
 	}
 }
