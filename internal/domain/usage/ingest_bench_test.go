@@ -14,21 +14,26 @@ import (
 // BenchmarkRecorderIngestPostgres measures sustained ingest into PostgreSQL: b.N events
 // of 50 keys recorded with Run going, then Flush; events/s covers the time from the
 // first Record to the end of Flush, when every event is stored.
-func BenchmarkRecorderIngestPostgres(b *testing.B) { benchmarkIngest(b, "postgres") }
+func BenchmarkRecorderIngestPostgres(b *testing.B) { benchmarkIngest(b, "postgres", 50) }
+
+// BenchmarkRecorderIngestPostgresManyKeys is the same with the events of 1,000 keys: a
+// batch then adds to about three rollup rows (minute, hour, day) per event instead of
+// sharing them, as traffic spread over many keys does.
+func BenchmarkRecorderIngestPostgresManyKeys(b *testing.B) { benchmarkIngest(b, "postgres", 1000) }
 
 // BenchmarkRecorderIngestSQLite is the same on the embedded database.
-func BenchmarkRecorderIngestSQLite(b *testing.B) { benchmarkIngest(b, "sqlite") }
+func BenchmarkRecorderIngestSQLite(b *testing.B) { benchmarkIngest(b, "sqlite", 50) }
 
-func benchmarkIngest(b *testing.B, dialect string) {
+func benchmarkIngest(b *testing.B, dialect string, keys int) {
 	st := openStore(b, dialect)
 	// BlockTimeout makes the producer wait for the writer instead of dropping, so
 	// that the number measures the writer.
 	r := usage.NewRecorder(st, usage.Config{BlockTimeout: time.Minute})
 	stop := run(b, r)
-	evs := make([]usage.Event, 1000)
+	evs := make([]usage.Event, max(1000, keys))
 	now := time.Now()
 	for i := range evs {
-		key := fmt.Sprintf("key_%02d", i%50)
+		key := fmt.Sprintf("key_%02d", i%keys)
 		evs[i] = usage.Event{
 			TenantID: fmt.Sprintf("ten_%d", i%5), APIKeyID: key, OperationName: "GetKeys", OperationType: "query",
 			RootFields: []string{"apiKeys", "viewer"}[:1+i%2], Outcome: usage.OutcomeOK, LatencyMs: i % 700,

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	entsql "entgo.io/ent/dialect/sql"
+	"github.com/lib/pq"
 
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/schema/rule"
@@ -490,6 +491,9 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 //	DO UPDATE SET requests = usage_rollups.requests + excluded.requests, ...
 func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName string, evs []Event) error {
 	aggs := w.aggregate(evs)
+	if dialectName == "postgres" {
+		return w.upsertRollupsPG(ctx, tx, aggs)
+	}
 	excluded := entsql.Dialect(dialectName).Table("excluded")
 	resolve := entsql.ResolveWith(func(u *entsql.UpdateSet) {
 		t := u.Table()
@@ -519,6 +523,78 @@ func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName stri
 		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
 			return fmt.Errorf("upsert usage_rollups: %w", err)
 		}
+	}
+	return nil
+}
+
+// upsertRollupsPG is the PostgreSQL statement of upsertRollups: the rows go as one
+// array per column, expanded by unnest, so that the statement has 26 parameters
+// whatever the batch. A multi-row VALUES list has 26 per row, and PostgreSQL parses and
+// plans each of them: with a batch of a thousand keys, that was most of the database's
+// time per usage event.
+var upsertRollupsPG = func() string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + usagerollup.Table + " AS t (" + strings.Join(rollupColumns, ", ") + ") SELECT ")
+	for i, c := range rollupColumns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if c == usagerollup.FieldBucketStart {
+			b.WriteString("to_timestamp(u." + c + ")")
+		} else {
+			b.WriteString("u." + c)
+		}
+	}
+	b.WriteString(" FROM unnest(")
+	for i := range rollupColumns { // tenant, key and granularity, then numbers
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		typ := "int8[]"
+		if i < 3 {
+			typ = "text[]"
+		}
+		fmt.Fprintf(&b, "$%d::%s", i+1, typ)
+	}
+	b.WriteString(") AS u(" + strings.Join(rollupColumns, ", ") + ") ON CONFLICT (" +
+		usagerollup.FieldAPIKeyID + ", " + usagerollup.FieldGranularity + ", " + usagerollup.FieldBucketStart + ") DO UPDATE SET ")
+	for i, c := range counterColumns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c + " = t." + c + " + excluded." + c)
+	}
+	return b.String()
+}()
+
+// upsertRollupsPG writes aggs with the upsertRollupsPG statement. It returns the
+// database's error.
+func (w *writer) upsertRollupsPG(ctx context.Context, tx *sql.Tx, aggs []rollupAgg) error {
+	if len(aggs) == 0 {
+		return nil
+	}
+	n := len(aggs)
+	tenants, keys, grans := make([]string, n), make([]string, n), make([]string, n)
+	ints := make([]int64, n*(len(rollupColumns)-3)) // bucket_start, then the counters
+	col := func(j int) []int64 { return ints[j*n : (j+1)*n : (j+1)*n] }
+	for i := range aggs {
+		a := &aggs[i]
+		tenants[i], keys[i], grans[i] = clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String()
+		col(0)[i] = a.key.start
+		for j, v := range [...]int64{a.requests, a.errors, a.rateLimited, a.quotaExc, a.uncharged, a.latencySum} {
+			col(1 + j)[i] = v
+		}
+		for j, v := range a.hist {
+			col(7 + j)[i] = v
+		}
+	}
+	args := make([]any, 0, len(rollupColumns))
+	args = append(args, pq.StringArray(tenants), pq.StringArray(keys), pq.StringArray(grans))
+	for j := range len(rollupColumns) - 3 {
+		args = append(args, pq.Int64Array(col(j)))
+	}
+	if _, err := tx.ExecContext(ctx, upsertRollupsPG, args...); err != nil {
+		return fmt.Errorf("upsert usage_rollups: %w", err)
 	}
 	return nil
 }
