@@ -24,6 +24,10 @@ func BenchmarkRecorderIngestPostgresManyKeys(b *testing.B) { benchmarkIngest(b, 
 // BenchmarkRecorderIngestSQLite is the same on the embedded database.
 func BenchmarkRecorderIngestSQLite(b *testing.B) { benchmarkIngest(b, "sqlite", 50) }
 
+// BenchmarkRecorderIngestSQLiteManyKeys is BenchmarkRecorderIngestPostgresManyKeys on
+// the embedded database.
+func BenchmarkRecorderIngestSQLiteManyKeys(b *testing.B) { benchmarkIngest(b, "sqlite", 1000) }
+
 func benchmarkIngest(b *testing.B, dialect string, keys int) {
 	st := openStore(b, dialect)
 	// BlockTimeout makes the producer wait for the writer instead of dropping, so

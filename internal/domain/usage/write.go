@@ -52,13 +52,13 @@ var rollupColumns = append([]string{
 	usagerollup.FieldBucketStart,
 }, counterColumns...)
 
-const (
-	// rollupRows rows of 26 columns per upsert: 26,000 variables, under SQLite's 32766
-	// and PostgreSQL's 65535.
-	rollupRows = 1000
-	// maxNameLen caps client-chosen strings (the operation name, root fields).
-	maxNameLen = 256
-)
+// maxNameLen caps client-chosen strings (the operation name, root fields).
+const maxNameLen = 256
+
+// rollupChunks are the row counts of the prepared rollup upserts a batch is cut into
+// on SQLite, largest first (64 rows of 26 columns: 1,664 bound variables); the last
+// must be 1. Compiling a statement of a thousand rows took longer than running it.
+var rollupChunks = [...]int{64, 8, 1}
 
 // sqliteChunks are the row counts of the prepared INSERTs a batch is cut into on
 // SQLite, largest first (256 rows of 10 columns stay well under SQLite's limit of 32766
@@ -78,10 +78,12 @@ var granularities = [...]struct {
 // writer holds buffers reused across batches; only the holder of Recorder.sem uses it.
 type writer struct {
 	stmts [len(sqliteChunks)]*sql.Stmt // SQLite: the prepared INSERTs, see prepare
-	args  []any
-	json  []byte
-	index map[rollupKey]int
-	aggs  []rollupAgg
+	// rollupStmts are SQLite's prepared rollup upserts, one per rollupChunks size.
+	rollupStmts [len(rollupChunks)]*sql.Stmt
+	args        []any
+	json        []byte
+	index       map[rollupKey]int
+	aggs        []rollupAgg
 	// boxes holds, per string column, the last value appended and its interface value:
 	// consecutive rows mostly repeat their tenant, key, type and outcome, and reusing
 	// the boxed value saves an allocation per column and row.
@@ -270,9 +272,10 @@ func (w *writer) rowOrder(evs []Event) []int32 {
 	return order
 }
 
-// prepare prepares the INSERTs of sqliteChunks rows on db once (SQLite compiles a
-// statement of hundreds of rows in about the time it takes to run it). It must run
-// outside a transaction: the store may have a single connection.
+// prepare prepares the INSERTs of sqliteChunks rows and the upserts of rollupChunks
+// rows on db once (SQLite compiles a statement of hundreds of rows in about the time
+// it takes to run it). It must run outside a transaction: the store may have a single
+// connection. It returns the database's error.
 func (w *writer) prepare(ctx context.Context, db *sql.DB) error {
 	for c, rows := range sqliteChunks {
 		if w.stmts[c] == nil {
@@ -283,17 +286,26 @@ func (w *writer) prepare(ctx context.Context, db *sql.DB) error {
 			w.stmts[c] = stmt
 		}
 	}
+	for c, rows := range rollupChunks {
+		if w.rollupStmts[c] == nil {
+			stmt, err := db.PrepareContext(ctx, upsertRollupsSQL(rows))
+			if err != nil {
+				return fmt.Errorf("prepare the usage_rollups upsert: %w", err)
+			}
+			w.rollupStmts[c] = stmt
+		}
+	}
 	return nil
 }
 
 // close releases the prepared statements.
 func (w *writer) close() {
-	for i, stmt := range w.stmts {
+	for _, stmt := range append(w.stmts[:], w.rollupStmts[:]...) {
 		if stmt != nil {
 			_ = stmt.Close()
-			w.stmts[i] = nil
 		}
 	}
+	w.stmts, w.rollupStmts = [len(sqliteChunks)]*sql.Stmt{}, [len(rollupChunks)]*sql.Stmt{}
 }
 
 // appendRow appends the values of ev's usage_logs row, in the order of logColumns,
@@ -484,47 +496,72 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 	return aggs
 }
 
-// upsertRollups adds the rollups of evs to usage_rollups:
+// upsertRollups adds the rollups of evs to usage_rollups, one row per key,
+// granularity and bucket, added to the row already there:
 //
 //	INSERT INTO usage_rollups (...) VALUES (...), ...
 //	ON CONFLICT (api_key_id, granularity, bucket_start)
-//	DO UPDATE SET requests = usage_rollups.requests + excluded.requests, ...
+//	DO UPDATE SET requests = requests + excluded.requests, ...
+//
+// On SQLite the statements are prepared once per chunk size (see prepare); PostgreSQL
+// gets one statement of arrays (upsertRollupsPG). It returns the database's error.
 func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName string, evs []Event) error {
 	aggs := w.aggregate(evs)
 	if dialectName == "postgres" {
 		return w.upsertRollupsPG(ctx, tx, aggs)
 	}
-	excluded := entsql.Dialect(dialectName).Table("excluded")
-	resolve := entsql.ResolveWith(func(u *entsql.UpdateSet) {
-		t := u.Table()
-		for _, c := range counterColumns {
-			u.Set(c, entsql.Expr(t.C(c)+" + "+excluded.C(c)))
-		}
-	})
+	var inTx [len(rollupChunks)]*sql.Stmt
 	for len(aggs) > 0 {
-		part := aggs[:min(len(aggs), rollupRows)]
+		c := 0
+		for rollupChunks[c] > len(aggs) {
+			c++
+		}
+		part := aggs[:rollupChunks[c]]
 		aggs = aggs[len(part):]
-		ins := entsql.Dialect(dialectName).Insert(usagerollup.Table).Columns(rollupColumns...)
+		if inTx[c] == nil {
+			inTx[c] = tx.StmtContext(ctx, w.rollupStmts[c])
+		}
+		args := w.args[:0]
 		for i := range part {
 			a := &part[i]
-			v := make([]any, 0, len(rollupColumns))
-			v = append(v, clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String(),
+			args = append(args, clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String(),
 				time.Unix(a.key.start, 0).UTC(), a.requests, a.errors, a.rateLimited, a.quotaExc, a.uncharged, a.latencySum)
-			for _, c := range a.hist {
-				v = append(v, c)
+			for _, v := range a.hist {
+				args = append(args, v)
 			}
-			ins.Values(v...)
 		}
-		ins.OnConflict(entsql.ConflictColumns(usagerollup.FieldAPIKeyID, usagerollup.FieldGranularity, usagerollup.FieldBucketStart), resolve)
-		query, args, err := ins.QueryErr()
+		_, err := inTx[c].ExecContext(ctx, args...)
+		clear(args)
+		w.args = args[:0]
 		if err != nil {
-			return fmt.Errorf("build rollup upsert: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
 			return fmt.Errorf("upsert usage_rollups: %w", err)
 		}
 	}
 	return nil
+}
+
+// upsertRollupsSQL is the SQLite upsert of n rollup rows. Like the raw rows' INSERT it
+// is OR FAIL: an error rolls the batch's transaction back anyway, and ABORT would make
+// SQLite keep a statement journal of every page the statement touches.
+func upsertRollupsSQL(n int) string {
+	var b strings.Builder
+	row := "(?" + strings.Repeat(", ?", len(rollupColumns)-1) + ")"
+	b.WriteString("INSERT OR FAIL INTO " + usagerollup.Table + " (" + strings.Join(rollupColumns, ", ") + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+	b.WriteString(" ON CONFLICT (" + usagerollup.FieldAPIKeyID + ", " + usagerollup.FieldGranularity + ", " +
+		usagerollup.FieldBucketStart + ") DO UPDATE SET ")
+	for i, c := range counterColumns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c + " = " + c + " + excluded." + c)
+	}
+	return b.String()
 }
 
 // upsertRollupsPG is the PostgreSQL statement of upsertRollups: the rows go as one
