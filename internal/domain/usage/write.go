@@ -277,22 +277,25 @@ func (w *writer) rowOrder(evs []Event) []int32 {
 // it takes to run it). It must run outside a transaction: the store may have a single
 // connection. It returns the database's error.
 func (w *writer) prepare(ctx context.Context, db *sql.DB) error {
-	for c, rows := range sqliteChunks {
-		if w.stmts[c] == nil {
-			stmt, err := db.PrepareContext(ctx, insertLogsSQL(rows))
-			if err != nil {
-				return fmt.Errorf("prepare the usage_logs insert: %w", err)
-			}
-			w.stmts[c] = stmt
-		}
+	if err := prepareChunks(ctx, db, w.stmts[:], sqliteChunks[:], insertLogsSQL); err != nil {
+		return fmt.Errorf("prepare the usage_logs insert: %w", err)
 	}
-	for c, rows := range rollupChunks {
-		if w.rollupStmts[c] == nil {
-			stmt, err := db.PrepareContext(ctx, upsertRollupsSQL(rows))
+	if err := prepareChunks(ctx, db, w.rollupStmts[:], rollupChunks[:], upsertRollupsSQL); err != nil {
+		return fmt.Errorf("prepare the usage_rollups upsert: %w", err)
+	}
+	return nil
+}
+
+// prepareChunks prepares stmts[c], when nil, as the statement text gives for sizes[c]
+// rows. It returns the database's error.
+func prepareChunks(ctx context.Context, db *sql.DB, stmts []*sql.Stmt, sizes []int, text func(rows int) string) error {
+	for c, rows := range sizes {
+		if stmts[c] == nil {
+			stmt, err := db.PrepareContext(ctx, text(rows))
 			if err != nil {
-				return fmt.Errorf("prepare the usage_rollups upsert: %w", err)
+				return err
 			}
-			w.rollupStmts[c] = stmt
+			stmts[c] = stmt
 		}
 	}
 	return nil
