@@ -133,6 +133,14 @@ type rollupAgg struct {
 	hist                                    Histogram
 }
 
+// counts returns a's additive values in the order of counterColumns.
+func (a *rollupAgg) counts() [6 + HistogramBuckets]int64 {
+	var c [6 + HistogramBuckets]int64
+	c[0], c[1], c[2], c[3], c[4], c[5] = a.requests, a.errors, a.rateLimited, a.quotaExc, a.uncharged, a.latencySum
+	copy(c[6:], a.hist[:])
+	return c
+}
+
 // write stores evs in one transaction: the raw rows and the rollups they add to.
 // It returns the database error, the transaction rolled back.
 func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
@@ -223,27 +231,39 @@ func (w *writer) copyLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
 // insertLogs inserts the raw rows with multi-row INSERTs (SQLite), grouped by tenant
 // and key (see rowOrder).
 func (w *writer) insertLogs(ctx context.Context, tx *sql.Tx, evs []Event) error {
-	var inTx [len(sqliteChunks)]*sql.Stmt
 	order := w.rowOrder(evs)
-	for len(order) > 0 {
+	err := w.execChunks(ctx, tx, w.stmts[:], sqliteChunks[:], len(order), func(args []any, i int) []any {
+		return w.appendRow(args, &evs[order[i]], true)
+	})
+	if err != nil {
+		return fmt.Errorf("insert usage_logs: %w", err)
+	}
+	return nil
+}
+
+// execChunks runs n rows through the prepared statements of SQLite in tx, stmts[c]
+// taking sizes[c] rows (largest first, the last 1 row), as many of the largest as fit;
+// row appends the values of row i to args. It returns the database's error.
+func (w *writer) execChunks(ctx context.Context, tx *sql.Tx, stmts []*sql.Stmt, sizes []int, n int, row func(args []any, i int) []any) error {
+	var inTx [max(len(sqliteChunks), len(rollupChunks))]*sql.Stmt
+	for next := 0; next < n; {
 		c := 0
-		for sqliteChunks[c] > len(order) {
+		for sizes[c] > n-next {
 			c++
 		}
-		part := order[:sqliteChunks[c]]
-		order = order[len(part):]
 		if inTx[c] == nil {
-			inTx[c] = tx.StmtContext(ctx, w.stmts[c])
+			inTx[c] = tx.StmtContext(ctx, stmts[c])
 		}
 		args := w.args[:0]
-		for _, i := range part {
-			args = w.appendRow(args, &evs[i], true)
+		for i := next; i < next+sizes[c]; i++ {
+			args = row(args, i)
 		}
+		next += sizes[c]
 		_, err := inTx[c].ExecContext(ctx, args...)
 		clear(args)
 		w.args = args[:0]
 		if err != nil {
-			return fmt.Errorf("insert usage_logs: %w", err)
+			return err
 		}
 		// A chunk is about a millisecond of CPU. Requests readied on this goroutine's
 		// processor wait behind it until it yields (or, past 10 ms, is preempted).
@@ -513,32 +533,17 @@ func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName stri
 	if dialectName == "postgres" {
 		return w.upsertRollupsPG(ctx, tx, aggs)
 	}
-	var inTx [len(rollupChunks)]*sql.Stmt
-	for len(aggs) > 0 {
-		c := 0
-		for rollupChunks[c] > len(aggs) {
-			c++
+	err := w.execChunks(ctx, tx, w.rollupStmts[:], rollupChunks[:], len(aggs), func(args []any, i int) []any {
+		a := &aggs[i]
+		args = append(args, clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String(),
+			time.Unix(a.key.start, 0).UTC())
+		for _, v := range a.counts() {
+			args = append(args, v)
 		}
-		part := aggs[:rollupChunks[c]]
-		aggs = aggs[len(part):]
-		if inTx[c] == nil {
-			inTx[c] = tx.StmtContext(ctx, w.rollupStmts[c])
-		}
-		args := w.args[:0]
-		for i := range part {
-			a := &part[i]
-			args = append(args, clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String(),
-				time.Unix(a.key.start, 0).UTC(), a.requests, a.errors, a.rateLimited, a.quotaExc, a.uncharged, a.latencySum)
-			for _, v := range a.hist {
-				args = append(args, v)
-			}
-		}
-		_, err := inTx[c].ExecContext(ctx, args...)
-		clear(args)
-		w.args = args[:0]
-		if err != nil {
-			return fmt.Errorf("upsert usage_rollups: %w", err)
-		}
+		return args
+	})
+	if err != nil {
+		return fmt.Errorf("upsert usage_rollups: %w", err)
 	}
 	return nil
 }
@@ -621,11 +626,8 @@ func (w *writer) upsertRollupsPG(ctx context.Context, tx *sql.Tx, aggs []rollupA
 		a := &aggs[i]
 		tenants[i], keys[i], grans[i] = clean(a.tenantID), a.key.apiKeyID, granularities[a.key.gran].name.String()
 		col(0)[i] = a.key.start
-		for j, v := range [...]int64{a.requests, a.errors, a.rateLimited, a.quotaExc, a.uncharged, a.latencySum} {
+		for j, v := range a.counts() {
 			col(1 + j)[i] = v
-		}
-		for j, v := range a.hist {
-			col(7 + j)[i] = v
 		}
 	}
 	args := make([]any, 0, len(rollupColumns))
