@@ -20,7 +20,8 @@ const failLogEvery = 10 * time.Second
 //
 // Errors wrapping [ErrInvalidLimit] are the caller's, not the store's: they are returned
 // unchanged and not counted, and so is the error of a call whose context ended (the
-// caller went away; nobody waits for the answer, and the store may be fine). Use a FailSafe by pointer; do not copy it after first use.
+// caller went away; nobody waits for the answer, and the store may be fine). Use a
+// FailSafe by pointer; do not copy it after first use.
 type FailSafe struct {
 	Limiter  Limiter
 	FailOpen bool

@@ -178,7 +178,7 @@ func benchCheckConcurrent(b *testing.B, name string, client redis.UniversalClien
 				base = int(next.Add(1)-1) % 64 * 64
 			}
 			for i := 0; pb.Next(); i++ {
-				d, err := rc.Check(ctx, groups[base+i&63], counters, dst)
+				d, err := rc.Check(ctx, groups[base+(i&63)], counters, dst)
 				if err != nil || !d.Allowed {
 					b.Fatalf("%+v, %v", d, err)
 				}

@@ -72,15 +72,14 @@ type Limiter interface {
 }
 
 // ErrUnavailable is returned (wrapped) when the backing store cannot be reached and the
-// limiter fails closed.
+// limiter fails closed. A call whose context ended before the store answered returns it
+// too, wrapping ctx's error as well: that says nothing about the store (the caller went
+// away), so [FailSafe] passes it through uncounted, and callers tell it by ctx.Err().
 var ErrUnavailable = errors.New("ratelimit: store unavailable")
 
 // ErrInvalidLimit is returned (wrapped) for a limit, quota, period or cost that cannot be
 // applied: a non-positive Rate or Period, a negative Burst, limit or cost, an unknown
 // Period. It is a caller's bug, not an outage: [FailSafe] passes it through unchanged.
-// So is an error of a call whose context ended before the store answered: it wraps
-// ErrUnavailable and ctx's error, and says nothing about the store (the caller went
-// away); FailSafe passes it through too, and callers tell it by their ctx.Err().
 var ErrInvalidLimit = errors.New("ratelimit: invalid limit")
 
 // maxTolerance bounds Burst*T so that TAT arithmetic cannot overflow int64.

@@ -167,8 +167,8 @@ func (s *Service) Admit(ctx context.Context, req Request) *Decision {
 	if err != nil && ctx.Err() != nil {
 		// The caller went away while its check waited (a client that closed its
 		// connection): nobody reads the answer and the store may be fine, so neither
-		// an error log nor failing open (as ratelimit.FailSafe does). The check may still have charged, as a call whose reply was
-		// lost would.
+		// an error log nor failing open (as ratelimit.FailSafe does). The check may
+		// still have charged, as a call whose reply was lost would.
 		d.Err, d.ev.Uncharged = fault.New(fault.Internal, "request canceled").With("reason", "canceled"), true
 		d.Done(usage.OutcomeError)
 		return d
