@@ -106,19 +106,23 @@ if missing then
   return missing
 end
 
+-- cost is check c's cost of counter i: the first check's among its counter's
+-- arguments, the others' after all of them.
+local function cost(c, i)
+  if c == 1 then return A[5 * i + 2] end
+  return A[5 + 5 * n + (c - 2) * n + i]
+end
+
 local out = {}
 local w = {}
 for c = 1, m do
-  local at = 5 + 5 * n + (c - 2) * n
   local ok = 1
   for i = 1, n do
     local o = 5 * i
     local f = A[o + 1]
     if f % 2 == 0 then
       local x = v[i]
-      local cost = A[o + 2]
-      if c > 1 then cost = A[at + i] end
-      local test = cost
+      local test = cost(c, i)
       if test < 1 then test = 1 end
       local fits
       if f < 2 then
@@ -144,24 +148,23 @@ for c = 1, m do
   if ok == 1 then
     for i = 1, n do
       local o = 5 * i
-      local cost = A[o + 2]
-      if c > 1 then cost = A[at + i] end
-      if cost ~= 0 then
+      local k = cost(c, i)
+      if k ~= 0 then
         local f = A[o + 1]
         local x = v[i]
         local y
         if f < 2 then
-          local step = cost * A[o + 3]
+          local step = k * A[o + 3]
           if step <= A[o + 5] - x then
             y = x + step
           else
             y = math.max(x, A[o + 5])
           end
         elseif f < 4 then
-          y = x + cost
+          y = x + k
         else
-          y = x - cost
-          if cost > 0 and y < 0 then y = 0 end
+          y = x - k
+          if k > 0 and y < 0 then y = 0 end
         end
         v[i] = y
         w[i] = true
