@@ -81,13 +81,8 @@ func queued(t *testing.T, c *coalescer, n int) {
 // check whose context ends while it is queued leaves the queue uncharged, and the
 // checker goes on.
 func TestRedisCheckCoalesced(t *testing.T) {
-	client := newRedisClient(t)
 	ctx := context.Background()
-	if err := checkLua.Load(ctx, client).Err(); err != nil {
-		t.Fatal(err)
-	}
-	gate := &gateHook{held: make(chan struct{}), release: make(chan struct{})}
-	client.AddHook(gate)
+	client, gate := gatedClient(t)
 	rc := newTestRedisChecker(t, client, nil)
 	limit := []Counter{rateC("key:k", 5, time.Hour, 1)}
 
@@ -148,11 +143,8 @@ func TestRedisCheckCoalescedNoScript(t *testing.T) {
 	// (flushing the server's scripts would disturb tests running beside this one).
 	rc.co.script = redis.NewScript(checkScript + "-- " + testPrefix(t, client) + "\n")
 	batch := make([]*scriptCall, 3)
-	counters := []Counter{rateC("key:k", 10, time.Hour, 1)}
 	for i := range batch {
-		var cl call
-		rc.build(&cl, "ten_ns", counters, mustPlans(t, "ten_ns", counters...), time.Now())
-		batch[i] = &scriptCall{keys: cl.keys, args: cl.args, done: make(chan struct{})}
+		batch[i] = scriptCallOf(t, rc, "ten_ns", rateC("key:k", 10, time.Hour, 1))
 	}
 	rc.co.send(ctx, batch)
 	for i, call := range batch {
@@ -168,22 +160,14 @@ func TestRedisCheckCoalescedNoScript(t *testing.T) {
 // of one script call per key, and each check gets its own decision, in the order the
 // checks queued within each key.
 func TestRedisCheckCoalescedKeys(t *testing.T) {
-	client := newRedisClient(t)
 	ctx := context.Background()
-	if err := checkLua.Load(ctx, client).Err(); err != nil {
-		t.Fatal(err)
-	}
-	hook := &gateHook{held: make(chan struct{}), release: make(chan struct{})}
+	client, hook := gatedClient(t)
 	close(hook.release)
-	client.AddHook(hook)
 	rc := newTestRedisChecker(t, client, nil)
 	keys := []string{"key:a", "key:b", "key:a", "key:c", "key:a", "key:b"}
 	batch := make([]*scriptCall, len(keys))
 	for i, k := range keys {
-		counters := []Counter{rateC(k, 2, time.Hour, 1)}
-		var cl call
-		rc.build(&cl, "ten_k", counters, mustPlans(t, "ten_k", counters...), time.Now())
-		batch[i] = &scriptCall{keys: cl.keys, args: cl.args, done: make(chan struct{})}
+		batch[i] = scriptCallOf(t, rc, "ten_k", rateC(k, 2, time.Hour, 1))
 	}
 	rc.co.send(ctx, batch)
 	if got := hook.taken(); !slices.Equal(got, []string{"pipeline of 3"}) {
@@ -221,10 +205,7 @@ func testMergedChecksAsSequential(t *testing.T, client redis.UniversalClient) {
 	calls := func(group string) []*scriptCall {
 		batch := make([]*scriptCall, len(costs))
 		for i, cost := range costs {
-			cs := counters(cost)
-			var cl call
-			rc.build(&cl, group, cs, mustPlans(t, group, cs...), time.Now())
-			batch[i] = &scriptCall{keys: cl.keys, args: cl.args, done: make(chan struct{})}
+			batch[i] = scriptCallOf(t, rc, group, counters(cost)...)
 		}
 		return batch
 	}
@@ -261,6 +242,27 @@ func abs(x int64) int64 {
 		return -x
 	}
 	return x
+}
+
+// gatedClient returns a Redis client that knows checkScript and notes, through the
+// returned hook, the round trips it sends, holding the first until hook.release closes.
+func gatedClient(t *testing.T) (*redis.Client, *gateHook) {
+	t.Helper()
+	client := newRedisClient(t)
+	if err := checkLua.Load(context.Background(), client).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hook := &gateHook{held: make(chan struct{}), release: make(chan struct{})}
+	client.AddHook(hook)
+	return client, hook
+}
+
+// scriptCallOf returns the queued script call of rc's check of counters in group.
+func scriptCallOf(t *testing.T, rc *RedisChecker, group string, counters ...Counter) *scriptCall {
+	t.Helper()
+	var cl call
+	rc.build(&cl, group, counters, mustPlans(t, group, counters...), time.Now())
+	return &scriptCall{keys: cl.keys, args: cl.args, done: make(chan struct{})}
 }
 
 func mustPlans(t *testing.T, group string, counters ...Counter) []plan {
