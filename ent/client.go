@@ -21,6 +21,7 @@ import (
 	"github.com/latchkey/latchkey/ent/owner"
 	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagefold"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
@@ -45,6 +46,8 @@ type Client struct {
 	Plan *PlanClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
+	// UsageFold is the client for interacting with the UsageFold builders.
+	UsageFold *UsageFoldClient
 	// UsageLog is the client for interacting with the UsageLog builders.
 	UsageLog *UsageLogClient
 	// UsageRollup is the client for interacting with the UsageRollup builders.
@@ -71,6 +74,7 @@ func (c *Client) init() {
 	c.Owner = NewOwnerClient(c.config)
 	c.Plan = NewPlanClient(c.config)
 	c.Tenant = NewTenantClient(c.config)
+	c.UsageFold = NewUsageFoldClient(c.config)
 	c.UsageLog = NewUsageLogClient(c.config)
 	c.UsageRollup = NewUsageRollupClient(c.config)
 	c.Webhook = NewWebhookClient(c.config)
@@ -173,6 +177,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		Owner:           NewOwnerClient(cfg),
 		Plan:            NewPlanClient(cfg),
 		Tenant:          NewTenantClient(cfg),
+		UsageFold:       NewUsageFoldClient(cfg),
 		UsageLog:        NewUsageLogClient(cfg),
 		UsageRollup:     NewUsageRollupClient(cfg),
 		Webhook:         NewWebhookClient(cfg),
@@ -202,6 +207,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		Owner:           NewOwnerClient(cfg),
 		Plan:            NewPlanClient(cfg),
 		Tenant:          NewTenantClient(cfg),
+		UsageFold:       NewUsageFoldClient(cfg),
 		UsageLog:        NewUsageLogClient(cfg),
 		UsageRollup:     NewUsageRollupClient(cfg),
 		Webhook:         NewWebhookClient(cfg),
@@ -236,8 +242,8 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.ApiKey, c.AuditLog, c.Owner, c.Plan, c.Tenant, c.UsageLog, c.UsageRollup,
-		c.Webhook, c.WebhookAttempt, c.WebhookDelivery,
+		c.ApiKey, c.AuditLog, c.Owner, c.Plan, c.Tenant, c.UsageFold, c.UsageLog,
+		c.UsageRollup, c.Webhook, c.WebhookAttempt, c.WebhookDelivery,
 	} {
 		n.Use(hooks...)
 	}
@@ -247,8 +253,8 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.ApiKey, c.AuditLog, c.Owner, c.Plan, c.Tenant, c.UsageLog, c.UsageRollup,
-		c.Webhook, c.WebhookAttempt, c.WebhookDelivery,
+		c.ApiKey, c.AuditLog, c.Owner, c.Plan, c.Tenant, c.UsageFold, c.UsageLog,
+		c.UsageRollup, c.Webhook, c.WebhookAttempt, c.WebhookDelivery,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -267,6 +273,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Plan.mutate(ctx, m)
 	case *TenantMutation:
 		return c.Tenant.mutate(ctx, m)
+	case *UsageFoldMutation:
+		return c.UsageFold.mutate(ctx, m)
 	case *UsageLogMutation:
 		return c.UsageLog.mutate(ctx, m)
 	case *UsageRollupMutation:
@@ -1032,6 +1040,140 @@ func (c *TenantClient) mutate(ctx context.Context, m *TenantMutation) (Value, er
 	}
 }
 
+// UsageFoldClient is a client for the UsageFold schema.
+type UsageFoldClient struct {
+	config
+}
+
+// NewUsageFoldClient returns a client for the UsageFold from the given config.
+func NewUsageFoldClient(c config) *UsageFoldClient {
+	return &UsageFoldClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `usagefold.Hooks(f(g(h())))`.
+func (c *UsageFoldClient) Use(hooks ...Hook) {
+	c.hooks.UsageFold = append(c.hooks.UsageFold, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `usagefold.Intercept(f(g(h())))`.
+func (c *UsageFoldClient) Intercept(interceptors ...Interceptor) {
+	c.inters.UsageFold = append(c.inters.UsageFold, interceptors...)
+}
+
+// Create returns a builder for creating a UsageFold entity.
+func (c *UsageFoldClient) Create() *UsageFoldCreate {
+	mutation := newUsageFoldMutation(c.config, OpCreate)
+	return &UsageFoldCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of UsageFold entities.
+func (c *UsageFoldClient) CreateBulk(builders ...*UsageFoldCreate) *UsageFoldCreateBulk {
+	return &UsageFoldCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *UsageFoldClient) MapCreateBulk(slice any, setFunc func(*UsageFoldCreate, int)) *UsageFoldCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &UsageFoldCreateBulk{err: fmt.Errorf("calling to UsageFoldClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*UsageFoldCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &UsageFoldCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for UsageFold.
+func (c *UsageFoldClient) Update() *UsageFoldUpdate {
+	mutation := newUsageFoldMutation(c.config, OpUpdate)
+	return &UsageFoldUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *UsageFoldClient) UpdateOne(_m *UsageFold) *UsageFoldUpdateOne {
+	mutation := newUsageFoldMutation(c.config, OpUpdateOne, withUsageFold(_m))
+	return &UsageFoldUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *UsageFoldClient) UpdateOneID(id int) *UsageFoldUpdateOne {
+	mutation := newUsageFoldMutation(c.config, OpUpdateOne, withUsageFoldID(id))
+	return &UsageFoldUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for UsageFold.
+func (c *UsageFoldClient) Delete() *UsageFoldDelete {
+	mutation := newUsageFoldMutation(c.config, OpDelete)
+	return &UsageFoldDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *UsageFoldClient) DeleteOne(_m *UsageFold) *UsageFoldDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *UsageFoldClient) DeleteOneID(id int) *UsageFoldDeleteOne {
+	builder := c.Delete().Where(usagefold.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &UsageFoldDeleteOne{builder}
+}
+
+// Query returns a query builder for UsageFold.
+func (c *UsageFoldClient) Query() *UsageFoldQuery {
+	return &UsageFoldQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeUsageFold},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a UsageFold entity by its id.
+func (c *UsageFoldClient) Get(ctx context.Context, id int) (*UsageFold, error) {
+	return c.Query().Where(usagefold.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *UsageFoldClient) GetX(ctx context.Context, id int) *UsageFold {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *UsageFoldClient) Hooks() []Hook {
+	hooks := c.hooks.UsageFold
+	return append(hooks[:len(hooks):len(hooks)], usagefold.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *UsageFoldClient) Interceptors() []Interceptor {
+	return c.inters.UsageFold
+}
+
+func (c *UsageFoldClient) mutate(ctx context.Context, m *UsageFoldMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&UsageFoldCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&UsageFoldUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&UsageFoldUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&UsageFoldDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown UsageFold mutation op: %q", m.Op())
+	}
+}
+
 // UsageLogClient is a client for the UsageLog schema.
 type UsageLogClient struct {
 	config
@@ -1785,12 +1927,12 @@ func (c *WebhookDeliveryClient) mutate(ctx context.Context, m *WebhookDeliveryMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		ApiKey, AuditLog, Owner, Plan, Tenant, UsageLog, UsageRollup, Webhook,
-		WebhookAttempt, WebhookDelivery []ent.Hook
+		ApiKey, AuditLog, Owner, Plan, Tenant, UsageFold, UsageLog, UsageRollup,
+		Webhook, WebhookAttempt, WebhookDelivery []ent.Hook
 	}
 	inters struct {
-		ApiKey, AuditLog, Owner, Plan, Tenant, UsageLog, UsageRollup, Webhook,
-		WebhookAttempt, WebhookDelivery []ent.Interceptor
+		ApiKey, AuditLog, Owner, Plan, Tenant, UsageFold, UsageLog, UsageRollup,
+		Webhook, WebhookAttempt, WebhookDelivery []ent.Interceptor
 	}
 )
 

@@ -17,6 +17,7 @@ import (
 	"github.com/latchkey/latchkey/ent/owner"
 	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagefold"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
@@ -87,6 +88,7 @@ func checkColumn(t, c string) error {
 			owner.Table:           owner.ValidColumn,
 			plan.Table:            plan.ValidColumn,
 			tenant.Table:          tenant.ValidColumn,
+			usagefold.Table:       usagefold.ValidColumn,
 			usagelog.Table:        usagelog.ValidColumn,
 			usagerollup.Table:     usagerollup.ValidColumn,
 			webhook.Table:         webhook.ValidColumn,

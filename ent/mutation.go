@@ -17,6 +17,7 @@ import (
 	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagefold"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
@@ -40,6 +41,7 @@ const (
 	TypeOwner           = "Owner"
 	TypePlan            = "Plan"
 	TypeTenant          = "Tenant"
+	TypeUsageFold       = "UsageFold"
 	TypeUsageLog        = "UsageLog"
 	TypeUsageRollup     = "UsageRollup"
 	TypeWebhook         = "Webhook"
@@ -6661,6 +6663,338 @@ func (m *TenantMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown Tenant edge %s", name)
+}
+
+// UsageFoldMutation represents an operation that mutates the UsageFold nodes in the graph.
+type UsageFoldMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *int
+	folded_before *time.Time
+	clearedFields map[string]struct{}
+	done          bool
+	oldValue      func(context.Context) (*UsageFold, error)
+	predicates    []predicate.UsageFold
+}
+
+var _ ent.Mutation = (*UsageFoldMutation)(nil)
+
+// usagefoldOption allows management of the mutation configuration using functional options.
+type usagefoldOption func(*UsageFoldMutation)
+
+// newUsageFoldMutation creates new mutation for the UsageFold entity.
+func newUsageFoldMutation(c config, op Op, opts ...usagefoldOption) *UsageFoldMutation {
+	m := &UsageFoldMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeUsageFold,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withUsageFoldID sets the ID field of the mutation.
+func withUsageFoldID(id int) usagefoldOption {
+	return func(m *UsageFoldMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *UsageFold
+		)
+		m.oldValue = func(ctx context.Context) (*UsageFold, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().UsageFold.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withUsageFold sets the old UsageFold of the mutation.
+func withUsageFold(node *UsageFold) usagefoldOption {
+	return func(m *UsageFoldMutation) {
+		m.oldValue = func(context.Context) (*UsageFold, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m UsageFoldMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m UsageFoldMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of UsageFold entities.
+func (m *UsageFoldMutation) SetID(id int) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *UsageFoldMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *UsageFoldMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().UsageFold.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetFoldedBefore sets the "folded_before" field.
+func (m *UsageFoldMutation) SetFoldedBefore(t time.Time) {
+	m.folded_before = &t
+}
+
+// FoldedBefore returns the value of the "folded_before" field in the mutation.
+func (m *UsageFoldMutation) FoldedBefore() (r time.Time, exists bool) {
+	v := m.folded_before
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFoldedBefore returns the old "folded_before" field's value of the UsageFold entity.
+// If the UsageFold object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageFoldMutation) OldFoldedBefore(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFoldedBefore is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFoldedBefore requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFoldedBefore: %w", err)
+	}
+	return oldValue.FoldedBefore, nil
+}
+
+// ResetFoldedBefore resets all changes to the "folded_before" field.
+func (m *UsageFoldMutation) ResetFoldedBefore() {
+	m.folded_before = nil
+}
+
+// Where appends a list predicates to the UsageFoldMutation builder.
+func (m *UsageFoldMutation) Where(ps ...predicate.UsageFold) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the UsageFoldMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *UsageFoldMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.UsageFold, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *UsageFoldMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *UsageFoldMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (UsageFold).
+func (m *UsageFoldMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *UsageFoldMutation) Fields() []string {
+	fields := make([]string, 0, 1)
+	if m.folded_before != nil {
+		fields = append(fields, usagefold.FieldFoldedBefore)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *UsageFoldMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case usagefold.FieldFoldedBefore:
+		return m.FoldedBefore()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *UsageFoldMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case usagefold.FieldFoldedBefore:
+		return m.OldFoldedBefore(ctx)
+	}
+	return nil, fmt.Errorf("unknown UsageFold field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *UsageFoldMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case usagefold.FieldFoldedBefore:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFoldedBefore(v)
+		return nil
+	}
+	return fmt.Errorf("unknown UsageFold field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *UsageFoldMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *UsageFoldMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *UsageFoldMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown UsageFold numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *UsageFoldMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *UsageFoldMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *UsageFoldMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown UsageFold nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *UsageFoldMutation) ResetField(name string) error {
+	switch name {
+	case usagefold.FieldFoldedBefore:
+		m.ResetFoldedBefore()
+		return nil
+	}
+	return fmt.Errorf("unknown UsageFold field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *UsageFoldMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *UsageFoldMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *UsageFoldMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *UsageFoldMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *UsageFoldMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *UsageFoldMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *UsageFoldMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown UsageFold unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *UsageFoldMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown UsageFold edge %s", name)
 }
 
 // UsageLogMutation represents an operation that mutates the UsageLog nodes in the graph.

@@ -24,6 +24,8 @@ type Tx struct {
 	Plan *PlanClient
 	// Tenant is the client for interacting with the Tenant builders.
 	Tenant *TenantClient
+	// UsageFold is the client for interacting with the UsageFold builders.
+	UsageFold *UsageFoldClient
 	// UsageLog is the client for interacting with the UsageLog builders.
 	UsageLog *UsageLogClient
 	// UsageRollup is the client for interacting with the UsageRollup builders.
@@ -170,6 +172,7 @@ func (tx *Tx) init() {
 	tx.Owner = NewOwnerClient(tx.config)
 	tx.Plan = NewPlanClient(tx.config)
 	tx.Tenant = NewTenantClient(tx.config)
+	tx.UsageFold = NewUsageFoldClient(tx.config)
 	tx.UsageLog = NewUsageLogClient(tx.config)
 	tx.UsageRollup = NewUsageRollupClient(tx.config)
 	tx.Webhook = NewWebhookClient(tx.config)

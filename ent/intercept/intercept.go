@@ -14,6 +14,7 @@ import (
 	"github.com/latchkey/latchkey/ent/plan"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/tenant"
+	"github.com/latchkey/latchkey/ent/usagefold"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/ent/webhook"
@@ -212,6 +213,33 @@ func (f TraverseTenant) Traverse(ctx context.Context, q ent.Query) error {
 	return fmt.Errorf("unexpected query type %T. expect *ent.TenantQuery", q)
 }
 
+// The UsageFoldFunc type is an adapter to allow the use of ordinary function as a Querier.
+type UsageFoldFunc func(context.Context, *ent.UsageFoldQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f UsageFoldFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.UsageFoldQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.UsageFoldQuery", q)
+}
+
+// The TraverseUsageFold type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseUsageFold func(context.Context, *ent.UsageFoldQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseUsageFold) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseUsageFold) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.UsageFoldQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.UsageFoldQuery", q)
+}
+
 // The UsageLogFunc type is an adapter to allow the use of ordinary function as a Querier.
 type UsageLogFunc func(context.Context, *ent.UsageLogQuery) (ent.Value, error)
 
@@ -360,6 +388,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.PlanQuery, predicate.Plan, plan.OrderOption]{typ: ent.TypePlan, tq: q}, nil
 	case *ent.TenantQuery:
 		return &query[*ent.TenantQuery, predicate.Tenant, tenant.OrderOption]{typ: ent.TypeTenant, tq: q}, nil
+	case *ent.UsageFoldQuery:
+		return &query[*ent.UsageFoldQuery, predicate.UsageFold, usagefold.OrderOption]{typ: ent.TypeUsageFold, tq: q}, nil
 	case *ent.UsageLogQuery:
 		return &query[*ent.UsageLogQuery, predicate.UsageLog, usagelog.OrderOption]{typ: ent.TypeUsageLog, tq: q}, nil
 	case *ent.UsageRollupQuery:

@@ -176,6 +176,17 @@ var (
 		Columns:    TenantsColumns,
 		PrimaryKey: []*schema.Column{TenantsColumns[0]},
 	}
+	// UsageFoldsColumns holds the columns for the "usage_folds" table.
+	UsageFoldsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "folded_before", Type: field.TypeTime},
+	}
+	// UsageFoldsTable holds the schema information for the "usage_folds" table.
+	UsageFoldsTable = &schema.Table{
+		Name:       "usage_folds",
+		Columns:    UsageFoldsColumns,
+		PrimaryKey: []*schema.Column{UsageFoldsColumns[0]},
+	}
 	// UsageLogsColumns holds the columns for the "usage_logs" table.
 	UsageLogsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
@@ -263,6 +274,11 @@ var (
 				Name:    "usagerollup_tenant_id_granularity_bucket_start",
 				Unique:  false,
 				Columns: []*schema.Column{UsageRollupsColumns[1], UsageRollupsColumns[3], UsageRollupsColumns[4]},
+			},
+			{
+				Name:    "usagerollup_granularity_bucket_start",
+				Unique:  false,
+				Columns: []*schema.Column{UsageRollupsColumns[3], UsageRollupsColumns[4]},
 			},
 		},
 	}
@@ -397,6 +413,7 @@ var (
 		OwnersTable,
 		PlansTable,
 		TenantsTable,
+		UsageFoldsTable,
 		UsageLogsTable,
 		UsageRollupsTable,
 		WebhooksTable,

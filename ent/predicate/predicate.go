@@ -21,6 +21,9 @@ type Plan func(*sql.Selector)
 // Tenant is the predicate function for tenant builders.
 type Tenant func(*sql.Selector)
 
+// UsageFold is the predicate function for usagefold builders.
+type UsageFold func(*sql.Selector)
+
 // UsageLog is the predicate function for usagelog builders.
 type UsageLog func(*sql.Selector)
 

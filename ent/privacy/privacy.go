@@ -231,6 +231,30 @@ func (f TenantMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.TenantMutation", m)
 }
 
+// The UsageFoldQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type UsageFoldQueryRuleFunc func(context.Context, *ent.UsageFoldQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f UsageFoldQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.UsageFoldQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.UsageFoldQuery", q)
+}
+
+// The UsageFoldMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type UsageFoldMutationRuleFunc func(context.Context, *ent.UsageFoldMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f UsageFoldMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.UsageFoldMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.UsageFoldMutation", m)
+}
+
 // The UsageLogQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type UsageLogQueryRuleFunc func(context.Context, *ent.UsageLogQuery) error
@@ -396,6 +420,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.TenantQuery:
 		return q.Filter(), nil
+	case *ent.UsageFoldQuery:
+		return q.Filter(), nil
 	case *ent.UsageLogQuery:
 		return q.Filter(), nil
 	case *ent.UsageRollupQuery:
@@ -422,6 +448,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.PlanMutation:
 		return m.Filter(), nil
 	case *ent.TenantMutation:
+		return m.Filter(), nil
+	case *ent.UsageFoldMutation:
 		return m.Filter(), nil
 	case *ent.UsageLogMutation:
 		return m.Filter(), nil

@@ -140,10 +140,35 @@ func (UsageRollup) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("api_key_id", "granularity", "bucket_start").Unique(),
 		index.Fields("tenant_id", "granularity", "bucket_start"),
+		// The minute rows of a time range, whatever the key: what the fold reads and
+		// what pruning deletes.
+		index.Fields("granularity", "bucket_start"),
 	}
 }
 
 // Annotations of the UsageRollup.
 func (UsageRollup) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.Skip()}
+}
+
+// UsageFold is the single row (id 1) that says how far the minute rollups have been
+// folded into the hour and day rollups. The recorder writes an event's hour and day
+// rows itself only when its minute is before folded_before; later minutes are added
+// to the hour and day rows by the fold, which moves folded_before on in the same
+// transaction. Usage queries add the minute rows from folded_before on to the hour and
+// day rows (see internal/domain/usage, fold.go). The migration creates the row.
+type UsageFold struct{ ent.Schema }
+
+// Fields of the UsageFold.
+func (UsageFold) Fields() []ent.Field {
+	return []ent.Field{
+		field.Int("id"),
+		field.Time("folded_before").
+			Comment("every minute rollup before this time is also in the hour and day rollups; none after it is"),
+	}
+}
+
+// Annotations of the UsageFold.
+func (UsageFold) Annotations() []schema.Annotation {
 	return []schema.Annotation{entgql.Skip()}
 }

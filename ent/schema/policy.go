@@ -35,3 +35,6 @@ func (Plan) Policy() ent.Policy { return rule.PlatformOnly() }
 
 // Policy of the Owner: see rule.TenantOwned.
 func (Owner) Policy() ent.Policy { return rule.TenantOwned() }
+
+// Policy of the UsageFold: see rule.SystemOnly.
+func (UsageFold) Policy() ent.Policy { return rule.SystemOnly() }

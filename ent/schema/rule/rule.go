@@ -178,3 +178,13 @@ func PlatformOnly() ent.Policy {
 		},
 	}
 }
+
+// SystemOnly is the policy of the system's own bookkeeping (how far usage has been
+// folded): no viewer reads or changes it, platform admins included; only the system
+// context does.
+func SystemOnly() ent.Policy {
+	return privacy.Policy{
+		Query:    privacy.QueryPolicy{privacy.AlwaysDenyRule()},
+		Mutation: privacy.MutationPolicy{privacy.AlwaysDenyRule()},
+	}
+}
