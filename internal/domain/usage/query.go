@@ -1,9 +1,11 @@
 package usage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/schema/rule"
+	"github.com/latchkey/latchkey/ent/usagefold"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/internal/data/usagepart"
@@ -116,6 +119,9 @@ var sqliteTimeLayouts = []string{
 // Scan implements sql.Scanner.
 func (t *dbTime) Scan(v any) error {
 	switch v := v.(type) {
+	case nil: // an aggregate over no row
+		t.Time = time.Time{}
+		return nil
 	case time.Time:
 		t.Time = v.UTC()
 		return nil
@@ -177,10 +183,17 @@ func window(from, to time.Time, interval Interval) (gran usagerollup.Granularity
 // rollups sums the rollups of gran in [start, to) per bucket, and per key too when
 // perKey, ordered by bucket (then key).
 func rollups(ctx context.Context, client *ent.Client, apiKeyID *string, gran usagerollup.Granularity, start, to time.Time, perKey bool) ([]Bucket, error) {
+	step := time.Duration(granularities[granIndex(gran)].secs) * time.Second
+	which := usagerollup.GranularityEQ(gran)
+	if gran != usagerollup.GranularityMinute {
+		// The minutes not folded yet are in no hour or day row: add them.
+		which = usagerollup.Or(which, usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityMinute), unfolded()))
+	}
 	preds := []predicate.UsageRollup{
-		usagerollup.GranularityEQ(gran),
+		which,
 		usagerollup.BucketStartGTE(start),
-		usagerollup.BucketStartLT(to),
+		// Whole buckets: the last one's unfolded minutes after to count too.
+		usagerollup.BucketStartLT(ceil(to, step)),
 	}
 	if apiKeyID != nil {
 		preds = append(preds, usagerollup.APIKeyID(*apiKeyID))
@@ -203,17 +216,53 @@ func rollups(ctx context.Context, client *ent.Client, apiKeyID *string, gran usa
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Bucket, len(rows))
+	// An hour's or day's row and its unfolded minute rows make one bucket.
+	type bucketKey struct {
+		start int64
+		key   string
+	}
+	at := make(map[bucketKey]int, len(rows))
+	out := make([]Bucket, 0, len(rows))
 	for i := range rows {
 		r := &rows[i]
-		out[i] = Bucket{
-			Start: r.BucketStart.Time, APIKeyID: r.APIKeyID,
+		b := Bucket{
+			Start: r.BucketStart.Truncate(step), APIKeyID: r.APIKeyID,
 			Requests: r.Requests, Errors: r.Errors, RateLimited: r.RateLimited, QuotaExceeded: r.QuotaExceeded,
 			Histogram: r.histogram(),
 		}
+		k := bucketKey{b.Start.Unix(), b.APIKeyID}
+		j, ok := at[k]
+		if !ok {
+			at[k] = len(out)
+			out = append(out, b)
+			continue
+		}
+		o := &out[j]
+		o.Requests += b.Requests
+		o.Errors += b.Errors
+		o.RateLimited += b.RateLimited
+		o.QuotaExceeded += b.QuotaExceeded
+		for h := range o.Histogram {
+			o.Histogram[h] += b.Histogram[h]
+		}
+	}
+	slices.SortFunc(out, func(a, b Bucket) int {
+		return cmp.Or(a.Start.Compare(b.Start), strings.Compare(a.APIKeyID, b.APIKeyID))
+	})
+	for i := range out {
 		out[i].percentiles()
 	}
 	return out, nil
+}
+
+// granIndex returns the index of g in granularities.
+func granIndex(g usagerollup.Granularity) int {
+	for i, gr := range granularities {
+		if gr.name == g {
+			return i
+		}
+	}
+	panic("usage: unknown granularity " + string(g))
 }
 
 // Used returns the number of requests of a key since `since` that count against a
@@ -255,7 +304,9 @@ func used(ctx context.Context, client *ent.Client, which predicate.UsageRollup, 
 	err := client.UsageRollup.Query().Where(
 		which,
 		usagerollup.Or(
-			usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityMinute), usagerollup.BucketStartGTE(since), usagerollup.BucketStartLT(hour)),
+			// The first partial hour, and every minute not folded yet.
+			usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityMinute), usagerollup.BucketStartGTE(since),
+				usagerollup.Or(usagerollup.BucketStartLT(hour), unfolded())),
 			usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityHour), usagerollup.BucketStartGTE(hour), usagerollup.BucketStartLT(day)),
 			usagerollup.And(usagerollup.GranularityEQ(usagerollup.GranularityDay), usagerollup.BucketStartGTE(day)),
 		),
@@ -311,6 +362,9 @@ func (r *Recorder) Prune(ctx context.Context, now time.Time) (logs, rollups int6
 				Where(entsql.And(
 					entsql.EQ(usagerollup.FieldGranularity, usagerollup.GranularityMinute.String()),
 					entsql.LT(usagerollup.FieldBucketStart, cutoff),
+					// never a minute not folded yet
+					entsql.Not(entsql.ExprP(usagerollup.FieldBucketStart+" >= (SELECT "+usagefold.FieldFoldedBefore+
+						" FROM "+usagefold.Table+" WHERE "+usagefold.FieldID+" = 1)")),
 				)).Limit(pruneChunk)
 			s.Where(entsql.In(s.C(usagerollup.FieldID), sub))
 		}).Exec(ctx)

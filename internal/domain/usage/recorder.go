@@ -5,8 +5,10 @@
 // batches, one transaction each: the raw rows into usage_logs (COPY on PostgreSQL,
 // multi-row INSERTs on SQLite) and the per-key minute, hour and day rollups into
 // usage_rollups with an additive upsert, so raw rows and rollups never disagree and
-// several instances can write the same rollup rows. Query and Used read only the
-// rollups; latency percentiles come from a fixed histogram that merges across buckets.
+// several instances can write the same rollup rows. A batch writes the hour and day
+// rollups only of minutes already folded: Run folds the minute rollups into them
+// every few seconds (fold.go). Query and Used read only the rollups; latency
+// percentiles come from a fixed histogram that merges across buckets.
 package usage
 
 import (
@@ -151,6 +153,7 @@ type Recorder struct {
 
 	ch       chan Event
 	flushReq chan chan error
+	foldReq  chan foldCall
 	// sem is held by the goroutine that owns the writer: Run for its lifetime, or a
 	// Flush that writes by itself while Run is not running.
 	sem chan struct{}
@@ -173,6 +176,7 @@ type Recorder struct {
 	writeTimeout     time.Duration
 	firstPrune       time.Duration
 	pruneEvery       time.Duration
+	foldEvery        time.Duration
 	now              func() time.Time // the clock of Record stamps, flush deadlines and pruning
 	// writeHook, when set (tests), runs inside each write transaction after the raw
 	// rows; an error fails the write.
@@ -204,6 +208,7 @@ func NewRecorder(st *store.Store, cfg Config) *Recorder {
 		cfg:              cfg,
 		ch:               make(chan Event, cfg.BufferSize),
 		flushReq:         make(chan chan error),
+		foldReq:          make(chan foldCall),
 		sem:              make(chan struct{}, 1),
 		epoch:            time.Now(),
 		maxAttempts:      10,
@@ -213,6 +218,7 @@ func NewRecorder(st *store.Store, cfg Config) *Recorder {
 		writeTimeout:     time.Minute,
 		firstPrune:       time.Minute,
 		pruneEvery:       time.Hour,
+		foldEvery:        DefaultFoldEvery,
 		now:              time.Now,
 	}
 }
@@ -296,7 +302,8 @@ func (r *Recorder) FlushInterval() time.Duration { return r.cfg.FlushInterval }
 // Run writes batches until ctx is done: a batch is written when it holds BatchSize
 // events or when its oldest event was recorded FlushInterval ago (however long it
 // waited in the queue before the writer saw it), and it then takes every queued event
-// up to BatchSize. It also prunes expired usage about once an hour. When ctx is done
+// up to BatchSize. It folds minute rollups into hour and day rollups every 15 s
+// (see Fold) and prunes expired usage about once an hour. When ctx is done
 // it drains the queue completely and writes it before returning, so that after a
 // graceful shutdown the stored rows equal the recorded events. A failed write is
 // retried with exponential backoff, keeping its events; after repeated failures the
@@ -322,6 +329,9 @@ func (r *Recorder) Run(ctx context.Context) error {
 		r.pruneLoop(ctx)
 	}()
 	defer pruneWG.Wait()
+
+	fold := time.NewTicker(r.foldEvery)
+	defer fold.Stop()
 
 	batch := make([]Event, 0, r.cfg.BatchSize)
 	timer := time.NewTimer(time.Hour)
@@ -377,6 +387,11 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case <-timer.C:
 			timerOn = false
 			write()
+		case <-fold.C:
+			r.foldTick(wctx)
+		case call := <-r.foldReq:
+			n, err := r.fold(wctx, call.now)
+			call.reply <- foldResult{n, err}
 		case reply := <-r.flushReq:
 			err := r.drain(ctx, wctx, batch, len(r.ch))
 			clear(batch)

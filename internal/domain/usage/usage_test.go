@@ -237,76 +237,134 @@ func TestRecordAndQuery(t *testing.T) {
 		step     time.Duration
 	}{{usage.IntervalMinute, time.Minute}, {usage.IntervalHour, time.Hour}, {usage.IntervalDay, 24 * time.Hour}}
 
+	// Each dialect runs two ways: with every event's minute already folded (the
+	// recorder writes all three levels), and with the fold boundary in the middle of the
+	// events (later minutes are written as minute rows only, and queries add them to the
+	// hour and day rows), queried before and after the fold.
+	folded := first.Add(25*time.Hour + 7*time.Minute).Truncate(time.Minute)
 	results := map[string]map[string][]usage.Bucket{}
 	for _, d := range testdb.Dialects {
-		results[d] = map[string][]usage.Bucket{}
 		t.Run(d, func(t *testing.T) {
-			st := openStore(t, d)
-			r := usage.NewRecorder(st, usage.Config{BatchSize: 400})
-			run(t, r)
-			for _, ev := range evs {
-				r.Record(ev)
-			}
-			if err := r.Flush(bg); err != nil {
-				t.Fatal(err)
-			}
-			if got := countLogs(t, st.Client); got != n {
-				t.Fatalf("usage_logs has %d rows, want %d", got, n)
-			}
-			if s := r.Stats(); s.Recorded != n || s.Written != n || s.Dropped != 0 || s.Queued != 0 || s.Batches < n/400 {
-				t.Errorf("stats %+v", s)
-			}
-			for _, g := range []usagerollup.Granularity{usagerollup.GranularityMinute, usagerollup.GranularityHour, usagerollup.GranularityDay} {
-				if got := sumRequests(t, st.Client, g); got != n {
-					t.Errorf("%s rollups sum to %d requests, want %d", g, got, n)
-				}
-			}
-			for _, tc := range cases {
-				for _, iv := range intervals {
-					name := fmt.Sprintf("%s/%s", tc.name, iv.interval)
-					got, err := usage.Query(tc.ctx, st.Client, tc.key, tc.window[0], tc.window[1], iv.interval)
-					if err != nil {
-						t.Fatalf("%s: %v", name, err)
+			for _, boundary := range []string{"written", "fold"} {
+				t.Run(boundary, func(t *testing.T) {
+					st := openStore(t, d)
+					if boundary == "fold" {
+						setFoldedBefore(t, st, folded)
 					}
-					want, lats := expected(evs, tc.keep, iv.step, tc.window[0], tc.window[1])
-					if len(got) != len(want) {
-						t.Fatalf("%s: %d buckets, want %d", name, len(got), len(want))
+					r := usage.NewRecorder(st, usage.Config{BatchSize: 400})
+					run(t, r)
+					for _, ev := range evs {
+						r.Record(ev)
 					}
-					for i := range got {
-						g, w := got[i], want[i]
-						if !g.Start.Equal(w.Start) || g.Start.Location() != time.UTC || g.Requests != w.Requests || g.Errors != w.Errors ||
-							g.RateLimited != w.RateLimited || g.QuotaExceeded != w.QuotaExceeded || g.Histogram != w.Histogram ||
-							g.P50Ms != w.P50Ms || g.P95Ms != w.P95Ms || g.P99Ms != w.P99Ms {
-							t.Fatalf("%s: bucket %d = %+v\nwant %+v", name, i, g, w)
+					if err := r.Flush(bg); err != nil {
+						t.Fatal(err)
+					}
+					if got := countLogs(t, st.Client); got != n {
+						t.Fatalf("usage_logs has %d rows, want %d", got, n)
+					}
+					if s := r.Stats(); s.Recorded != n || s.Written != n || s.Dropped != 0 || s.Queued != 0 || s.Batches < n/400 {
+						t.Errorf("stats %+v", s)
+					}
+					phases := []string{"written"}
+					if boundary == "fold" {
+						if got := sumRequests(t, st.Client, usagerollup.GranularityHour); got == n || got == 0 {
+							t.Fatalf("hour rollups sum to %d requests before the fold: the boundary should split the events", got)
 						}
-						checkPercentiles(t, g, lats[w.Start])
+						phases = []string{"unfolded", "folded"}
 					}
-					results[d][name] = got
-				}
-			}
+					for _, phase := range phases {
+						if phase == "folded" {
+							if rows, err := r.Fold(bg, last.Add(3*time.Minute)); err != nil || rows == 0 {
+								t.Fatalf("Fold: %d minute rows, %v", rows, err)
+							}
+							if got := foldedBefore(t, st); !got.Equal(last.Add(2 * time.Minute).Truncate(time.Minute)) {
+								t.Fatalf("folded_before = %v after the fold, want %v", got, last.Add(2*time.Minute).Truncate(time.Minute))
+							}
+						}
+						if phase != "unfolded" {
+							for _, g := range []usagerollup.Granularity{usagerollup.GranularityMinute, usagerollup.GranularityHour, usagerollup.GranularityDay} {
+								if got := sumRequests(t, st.Client, g); got != n {
+									t.Errorf("%s: %s rollups sum to %d requests, want %d", phase, g, got, n)
+								}
+							}
+						}
+						if results[phase] == nil {
+							results[phase] = map[string][]usage.Bucket{}
+						}
+						for _, tc := range cases {
+							for _, iv := range intervals {
+								name := fmt.Sprintf("%s/%s", tc.name, iv.interval)
+								got, err := usage.Query(tc.ctx, st.Client, tc.key, tc.window[0], tc.window[1], iv.interval)
+								if err != nil {
+									t.Fatalf("%s: %s: %v", phase, name, err)
+								}
+								want, lats := expected(evs, tc.keep, iv.step, tc.window[0], tc.window[1])
+								if len(got) != len(want) {
+									t.Fatalf("%s: %s: %d buckets, want %d", phase, name, len(got), len(want))
+								}
+								for i := range got {
+									g, w := got[i], want[i]
+									if !g.Start.Equal(w.Start) || g.Start.Location() != time.UTC || g.Requests != w.Requests || g.Errors != w.Errors ||
+										g.RateLimited != w.RateLimited || g.QuotaExceeded != w.QuotaExceeded || g.Histogram != w.Histogram ||
+										g.P50Ms != w.P50Ms || g.P95Ms != w.P95Ms || g.P99Ms != w.P99Ms {
+										t.Fatalf("%s: %s: bucket %d = %+v\nwant %+v", phase, name, i, g, w)
+									}
+									checkPercentiles(t, g, lats[w.Start])
+								}
+								results[phase][d+"/"+name] = got
+							}
+						}
+					}
 
-			// Without a viewer, privacy denies the query.
-			if _, err := usage.Query(bg, st.Client, nil, whole[0], whole[1], usage.IntervalHour); !errors.Is(err, privacy.Deny) {
-				t.Errorf("query without viewer: err = %v, want privacy deny", err)
-			}
-			// Raw rows are scoped by the same rules.
-			if n, err := st.Client.UsageLog.Query().Where(usagelog.TenantIDNEQ(tenantB)).Count(ctxB); err != nil || n != 0 {
-				t.Errorf("tenant B sees %d raw rows of other tenants (err %v)", n, err)
+					// Without a viewer, privacy denies the query.
+					if _, err := usage.Query(bg, st.Client, nil, whole[0], whole[1], usage.IntervalHour); !errors.Is(err, privacy.Deny) {
+						t.Errorf("query without viewer: err = %v, want privacy deny", err)
+					}
+					// Raw rows are scoped by the same rules.
+					if n, err := st.Client.UsageLog.Query().Where(usagelog.TenantIDNEQ(tenantB)).Count(ctxB); err != nil || n != 0 {
+						t.Errorf("tenant B sees %d raw rows of other tenants (err %v)", n, err)
+					}
+				})
 			}
 		})
 	}
-	for name, got := range results["sqlite"] {
-		want := results["postgres"][name]
-		if len(got) != len(want) {
-			t.Errorf("%s: sqlite %d buckets, postgres %d", name, len(got), len(want))
-			continue
-		}
-		for i := range got {
-			if !got[i].Start.Equal(want[i].Start) || got[i].Histogram != want[i].Histogram || got[i].P99Ms != want[i].P99Ms || got[i].Requests != want[i].Requests {
-				t.Errorf("%s: sqlite %+v, postgres %+v", name, got[i], want[i])
+	for phase, byName := range results {
+		for name, got := range byName {
+			sqliteName, ok := strings.CutPrefix(name, "sqlite/")
+			if !ok {
+				continue
+			}
+			want := byName["postgres/"+sqliteName]
+			if len(got) != len(want) {
+				t.Errorf("%s: %s: sqlite %d buckets, postgres %d", phase, sqliteName, len(got), len(want))
+				continue
+			}
+			for i := range got {
+				if !got[i].Start.Equal(want[i].Start) || got[i].Histogram != want[i].Histogram || got[i].P99Ms != want[i].P99Ms || got[i].Requests != want[i].Requests {
+					t.Errorf("%s: %s: sqlite %+v, postgres %+v", phase, sqliteName, got[i], want[i])
+				}
 			}
 		}
 	}
+}
+
+// setFoldedBefore moves the fold boundary of st to at: the recorder writes the hour
+// and day rollups of the minutes before it and leaves later ones to the fold.
+func setFoldedBefore(t testing.TB, st *store.Store, at time.Time) {
+	t.Helper()
+	if err := st.Client.UsageFold.UpdateOneID(1).SetFoldedBefore(at.UTC()).Exec(sys()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// foldedBefore reads the fold boundary of st.
+func foldedBefore(t testing.TB, st *store.Store) time.Time {
+	t.Helper()
+	f, err := st.Client.UsageFold.Get(sys(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.FoldedBefore.UTC()
 }
 
 func TestQueryErrors(t *testing.T) {
@@ -655,6 +713,9 @@ func TestPrune(t *testing.T) {
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
 			st := openStore(t, d)
+			// Every minute recorded is after the fold boundary: none is pruned before it
+			// is folded.
+			setFoldedBefore(t, st, now.Add(-62*24*time.Hour))
 			r := usage.NewRecorder(st, usage.Config{Retention: 30 * 24 * time.Hour})
 			wantLogs, wantMinutes, total := 0, 0, 0
 			for _, a := range ages {
@@ -673,10 +734,21 @@ func TestPrune(t *testing.T) {
 			if err := r.Flush(context.Background()); err != nil {
 				t.Fatal(err)
 			}
+			logsBefore, rollups, err := r.Prune(context.Background(), now)
+			if err != nil || rollups != 0 {
+				t.Fatalf("before the fold, Prune deleted %d minute rollups (err %v), want none", rollups, err)
+			}
+			if got := sumRequests(t, st.Client, usagerollup.GranularityMinute); got != total {
+				t.Fatalf("before the fold, minute rollups count %d, want %d", got, total)
+			}
+			if _, err := r.Fold(context.Background(), now); err != nil {
+				t.Fatal(err)
+			}
 			logs, rollups, err := r.Prune(context.Background(), now)
 			if err != nil {
 				t.Fatal(err)
 			}
+			logs += logsBefore
 			if int(logs) != total-wantLogs || int(rollups) != total-wantMinutes {
 				t.Errorf("pruned %d logs and %d minute rollups, want %d and %d", logs, rollups, total-wantLogs, total-wantMinutes)
 			}
@@ -697,51 +769,74 @@ func TestPrune(t *testing.T) {
 
 func TestUsed(t *testing.T) {
 	evs := fixtureEvents(2000)
+	day := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+	// The fold boundary: none (every minute folded already), inside the events, and
+	// before them all; each read before and after the fold.
+	boundaries := []struct {
+		name string
+		at   time.Time
+	}{{"written", time.Time{}}, {"fold inside", day.Add(37*time.Hour + 11*time.Minute)}, {"fold before all", day.AddDate(0, 0, -5)}}
 	for _, d := range testdb.Dialects {
-		t.Run(d, func(t *testing.T) {
-			st := openStore(t, d)
-			r := usage.NewRecorder(st, usage.Config{})
-			for _, ev := range evs {
-				r.Record(ev)
-			}
-			if err := r.Flush(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			day := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
-			cases := []struct {
-				name  string
-				key   string
-				since time.Time
-			}{
-				{"since a day start", "key_a1", day},
-				{"since the start", "key_b2", day.AddDate(0, 0, -5)},
-				{"since an hour inside a day", "key_c1", day.Add(25 * time.Hour)},
-				{"since a minute inside an hour", "key_a2", day.Add(37*time.Hour + 17*time.Minute)},
-				{"rounded up to the minute", "key_a2", day.Add(37*time.Hour + 16*time.Minute + time.Second)},
-				{"in another zone", "key_a1", day.Add(13 * time.Hour).In(time.FixedZone("X", 5*3600))},
-				{"after everything", "key_a1", day.AddDate(1, 0, 0)},
-				{"unknown key", "key_zz", day},
-			}
-			for _, tc := range cases {
-				since := tc.since.UTC()
-				if tr := since.Truncate(time.Minute); tr.Before(since) {
-					since = tr.Add(time.Minute)
+		for _, b := range boundaries {
+			t.Run(d+"/"+b.name, func(t *testing.T) {
+				st := openStore(t, d)
+				if !b.at.IsZero() {
+					setFoldedBefore(t, st, b.at)
 				}
-				var want int64
+				r := usage.NewRecorder(st, usage.Config{})
 				for _, ev := range evs {
-					if ev.APIKeyID == tc.key && !ev.At.Before(since) && ev.Outcome != usage.OutcomeRateLimited && ev.Outcome != usage.OutcomeQuotaExceeded {
-						want++
+					r.Record(ev)
+				}
+				if err := r.Flush(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				checkUsed(t, st, evs, day)
+				if !b.at.IsZero() {
+					if _, err := r.Fold(context.Background(), day.AddDate(0, 0, 6)); err != nil {
+						t.Fatal(err)
 					}
+					checkUsed(t, st, evs, day)
 				}
-				got, err := usage.Used(context.Background(), st.Client, tc.key, tc.since)
-				if err != nil {
-					t.Fatalf("%s: %v", tc.name, err)
-				}
-				if got != want {
-					t.Errorf("%s: Used = %d, want %d", tc.name, got, want)
-				}
+			})
+		}
+	}
+}
+
+// checkUsed compares Used with the events since various times (TestUsed).
+func checkUsed(t *testing.T, st *store.Store, evs []usage.Event, day time.Time) {
+	t.Helper()
+	cases := []struct {
+		name  string
+		key   string
+		since time.Time
+	}{
+		{"since a day start", "key_a1", day},
+		{"since the start", "key_b2", day.AddDate(0, 0, -5)},
+		{"since an hour inside a day", "key_c1", day.Add(25 * time.Hour)},
+		{"since a minute inside an hour", "key_a2", day.Add(37*time.Hour + 17*time.Minute)},
+		{"rounded up to the minute", "key_a2", day.Add(37*time.Hour + 16*time.Minute + time.Second)},
+		{"in another zone", "key_a1", day.Add(13 * time.Hour).In(time.FixedZone("X", 5*3600))},
+		{"after everything", "key_a1", day.AddDate(1, 0, 0)},
+		{"unknown key", "key_zz", day},
+	}
+	for _, tc := range cases {
+		since := tc.since.UTC()
+		if tr := since.Truncate(time.Minute); tr.Before(since) {
+			since = tr.Add(time.Minute)
+		}
+		var want int64
+		for _, ev := range evs {
+			if ev.APIKeyID == tc.key && !ev.At.Before(since) && ev.Outcome != usage.OutcomeRateLimited && ev.Outcome != usage.OutcomeQuotaExceeded {
+				want++
 			}
-		})
+		}
+		got, err := usage.Used(context.Background(), st.Client, tc.key, tc.since)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got != want {
+			t.Errorf("%s: Used = %d, want %d", tc.name, got, want)
+		}
 	}
 }
 

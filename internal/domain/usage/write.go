@@ -133,6 +133,19 @@ type rollupAgg struct {
 	hist                                    Histogram
 }
 
+// addCounts adds c, additive values in the order of counterColumns, to a.
+func (a *rollupAgg) addCounts(c *[6 + HistogramBuckets]int64) {
+	a.requests += c[0]
+	a.errors += c[1]
+	a.rateLimited += c[2]
+	a.quotaExc += c[3]
+	a.uncharged += c[4]
+	a.latencySum += c[5]
+	for i := range a.hist {
+		a.hist[i] += c[6+i]
+	}
+}
+
 // counts returns a's additive values in the order of counterColumns.
 func (a *rollupAgg) counts() [6 + HistogramBuckets]int64 {
 	var c [6 + HistogramBuckets]int64
@@ -159,6 +172,12 @@ func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
 			_ = tx.Rollback()
 		}
 	}()
+	// First, so that a fold waits for this batch (or this batch for the fold): see
+	// fold.go.
+	folded, err := foldedBefore(ctx, tx, r.st.Dialect, false)
+	if err != nil {
+		return err
+	}
 	if r.st.Dialect == "postgres" {
 		err = r.w.copyLogs(ctx, tx, evs)
 	} else {
@@ -172,7 +191,7 @@ func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
 			return err
 		}
 	}
-	if err = r.w.upsertRollups(ctx, tx, r.st.EntDialect, evs); err != nil {
+	if err = r.w.upsertRollups(ctx, tx, r.st.EntDialect, r.w.aggregate(evs, folded)); err != nil {
 		return err
 	}
 	if err = writeCredits(ctx, tx, r.st.EntDialect, evs); err != nil {
@@ -471,29 +490,23 @@ func cleanName(s string) string {
 }
 
 // aggregate sums evs per key, granularity and bucket, sorted by (key, granularity,
-// bucket) so that concurrent writers lock rollup rows in the same order.
-func (w *writer) aggregate(evs []Event) []rollupAgg {
-	if w.index == nil {
-		w.index = make(map[rollupKey]int)
-	}
-	clear(w.index)
-	clear(w.aggs)
-	aggs := w.aggs[:0]
+// bucket) so that concurrent writers lock rollup rows in the same order. An event adds
+// to its hour and day rows only when its minute is before folded (Unix seconds, see
+// foldedBefore); the rows of later minutes reach them through the fold.
+func (w *writer) aggregate(evs []Event, folded int64) []rollupAgg {
+	w.resetAggs()
 	for i := range evs {
 		ev := &evs[i]
 		apiKeyID := clean(ev.APIKeyID)
 		sec := ev.At.Unix()
 		bucket := bucketOf(ev.LatencyMs)
 		counts := countAs(ev.Outcome)
-		for g, gr := range granularities {
-			k := rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: sec - ((sec%gr.secs)+gr.secs)%gr.secs}
-			j, ok := w.index[k]
-			if !ok {
-				j = len(aggs)
-				w.index[k] = j
-				aggs = append(aggs, rollupAgg{key: k, tenantID: ev.TenantID})
-			}
-			a := &aggs[j]
+		levels := granularities[:]
+		if floorTo(sec, granularities[0].secs) >= folded {
+			levels = levels[:1]
+		}
+		for g, gr := range levels {
+			a := w.agg(rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: floorTo(sec, gr.secs)}, ev.TenantID)
 			a.requests++
 			switch counts {
 			case countRateLimited:
@@ -512,15 +525,44 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 			a.hist[bucket]++
 		}
 	}
-	slices.SortFunc(aggs, func(a, b rollupAgg) int {
-		return cmp.Or(strings.Compare(a.key.apiKeyID, b.key.apiKeyID), cmp.Compare(a.key.gran, b.key.gran), cmp.Compare(a.key.start, b.key.start))
-	})
-	w.aggs = aggs
-	return aggs
+	return w.sortedAggs()
 }
 
-// upsertRollups adds the rollups of evs to usage_rollups, one row per key,
-// granularity and bucket, added to the row already there:
+// floorTo returns the Unix second sec rounded down to a multiple of step (UTC buckets).
+func floorTo(sec, step int64) int64 { return sec - ((sec%step)+step)%step }
+
+// resetAggs empties the aggregates for a new batch (or fold).
+func (w *writer) resetAggs() {
+	if w.index == nil {
+		w.index = make(map[rollupKey]int)
+	}
+	clear(w.index)
+	clear(w.aggs)
+	w.aggs = w.aggs[:0]
+}
+
+// agg returns the aggregate of k, adding it (for tenantID) when it is new. The pointer
+// is valid until the next call.
+func (w *writer) agg(k rollupKey, tenantID string) *rollupAgg {
+	j, ok := w.index[k]
+	if !ok {
+		j = len(w.aggs)
+		w.index[k] = j
+		w.aggs = append(w.aggs, rollupAgg{key: k, tenantID: tenantID})
+	}
+	return &w.aggs[j]
+}
+
+// sortedAggs returns the aggregates sorted by (key, granularity, bucket).
+func (w *writer) sortedAggs() []rollupAgg {
+	slices.SortFunc(w.aggs, func(a, b rollupAgg) int {
+		return cmp.Or(strings.Compare(a.key.apiKeyID, b.key.apiKeyID), cmp.Compare(a.key.gran, b.key.gran), cmp.Compare(a.key.start, b.key.start))
+	})
+	return w.aggs
+}
+
+// upsertRollups adds aggs to usage_rollups, one row per key, granularity and bucket,
+// added to the row already there:
 //
 //	INSERT INTO usage_rollups (...) VALUES (...), ...
 //	ON CONFLICT (api_key_id, granularity, bucket_start)
@@ -528,8 +570,7 @@ func (w *writer) aggregate(evs []Event) []rollupAgg {
 //
 // On SQLite the statements are prepared once per chunk size (see prepare); PostgreSQL
 // gets one statement of arrays (upsertRollupsPG). It returns the database's error.
-func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName string, evs []Event) error {
-	aggs := w.aggregate(evs)
+func (w *writer) upsertRollups(ctx context.Context, tx *sql.Tx, dialectName string, aggs []rollupAgg) error {
 	if dialectName == "postgres" {
 		return w.upsertRollupsPG(ctx, tx, aggs)
 	}

@@ -1,0 +1,241 @@
+package usage_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/latchkey/latchkey/ent/usagerollup"
+	"github.com/latchkey/latchkey/internal/data/store"
+	"github.com/latchkey/latchkey/internal/data/testdb"
+	"github.com/latchkey/latchkey/internal/domain/usage"
+	"github.com/latchkey/latchkey/internal/platform/viewer"
+)
+
+var levels = []usagerollup.Granularity{usagerollup.GranularityMinute, usagerollup.GranularityHour, usagerollup.GranularityDay}
+
+// checkLevels checks that the rollups of every level hold every event, and the
+// queries (checkQueries).
+func checkLevels(t *testing.T, st *store.Store, evs []usage.Event, from, to time.Time) {
+	t.Helper()
+	for _, g := range levels {
+		if got := sumRequests(t, st.Client, g); got != len(evs) {
+			t.Errorf("%s rollups sum to %d requests, want %d", g, got, len(evs))
+		}
+	}
+	checkQueries(t, st, evs, from, to)
+}
+
+// checkQueries checks that hourly and daily usage queried as an admin is what the
+// events give.
+func checkQueries(t *testing.T, st *store.Store, evs []usage.Event, from, to time.Time) {
+	t.Helper()
+	admin := viewer.NewContext(context.Background(), &viewer.Viewer{Admin: true})
+	for _, iv := range []struct {
+		interval usage.Interval
+		step     time.Duration
+	}{{usage.IntervalHour, time.Hour}, {usage.IntervalDay, 24 * time.Hour}} {
+		got, err := usage.Query(admin, st.Client, nil, from, to, iv.interval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := expected(evs, func(usage.Event) bool { return true }, iv.step, from, to)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d buckets, want %d", iv.interval, len(got), len(want))
+		}
+		for i := range got {
+			if !got[i].Start.Equal(want[i].Start) || got[i].Requests != want[i].Requests || got[i].Errors != want[i].Errors || got[i].Histogram != want[i].Histogram {
+				t.Fatalf("%s: bucket %d = %+v, want %+v", iv.interval, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+func event(key string, at time.Time, outcome usage.Outcome, latency int) usage.Event {
+	return usage.Event{TenantID: keyTenant[key], APIKeyID: key, OperationType: "query", Outcome: outcome, LatencyMs: latency, At: at}
+}
+
+// TestFoldLateEvent: an event whose minute is already folded (a batch retried after
+// an outage) goes to the hour and day rows directly, and a later fold does not add it
+// again.
+func TestFoldLateEvent(t *testing.T) {
+	base := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t, d)
+			setFoldedBefore(t, st, base)
+			r := usage.NewRecorder(st, usage.Config{})
+			var evs []usage.Event
+			for i := range 30 {
+				evs = append(evs, event(keyIDs[i%len(keyIDs)], base.Add(time.Duration(i)*97*time.Second), usage.OutcomeOK, i*40))
+			}
+			for _, ev := range evs {
+				r.Record(ev)
+			}
+			if err := r.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := sumRequests(t, st.Client, usagerollup.GranularityHour); got != 0 {
+				t.Fatalf("hour rollups hold %d requests before the fold, want 0", got)
+			}
+			from, to := base.Add(-time.Hour), base.Add(48*time.Hour)
+			checkQueries(t, st, evs, from, to)
+			now := base.Add(3 * time.Hour)
+			rows, err := r.Fold(ctx, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rows != 30 { // one minute row per event: 97 s apart
+				t.Errorf("Fold read %d minute rows, want 30", rows)
+			}
+			if got, want := foldedBefore(t, st), now.Add(-time.Minute); !got.Equal(want) {
+				t.Errorf("folded_before = %v, want %v", got, want)
+			}
+			checkLevels(t, st, evs, from, to)
+
+			late := event("key_b1", base.Add(5*time.Minute+3*time.Second), usage.OutcomeRateLimited, 3)
+			r.Record(late)
+			if err := r.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, late)
+			checkLevels(t, st, evs, from, to)
+			if rows, err := r.Fold(ctx, now.Add(time.Hour)); err != nil || rows != 0 {
+				t.Fatalf("second Fold: %d minute rows, %v; want none", rows, err)
+			}
+			checkLevels(t, st, evs, from, to)
+		})
+	}
+}
+
+// TestFoldCatchesUp: after a long stop, one Fold goes through every minute with rows,
+// a transaction per hour of them, and skips the days without any.
+func TestFoldCatchesUp(t *testing.T) {
+	base := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t, d)
+			setFoldedBefore(t, st, base.Add(-30*24*time.Hour))
+			r := usage.NewRecorder(st, usage.Config{})
+			var evs []usage.Event
+			for i := range 200 { // 3 hours of minutes, then a gap of ten days, then more
+				at := base.Add(time.Duration(i) * time.Minute)
+				if i >= 180 {
+					at = base.Add(10*24*time.Hour + time.Duration(i)*time.Second)
+				}
+				evs = append(evs, event(keyIDs[i%len(keyIDs)], at, usage.OutcomeOK, i))
+			}
+			for _, ev := range evs {
+				r.Record(ev)
+			}
+			if err := r.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			now := base.Add(12 * 24 * time.Hour)
+			rows, err := r.Fold(ctx, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rows != 180+5 { // 180 minutes, then 20 events of the five keys within one minute
+				t.Errorf("Fold read %d minute rows, want 185", rows)
+			}
+			if got, want := foldedBefore(t, st), now.Add(-time.Minute); !got.Equal(want) {
+				t.Errorf("folded_before = %v, want %v", got, want)
+			}
+			checkLevels(t, st, evs, base.Add(-time.Hour), now)
+		})
+	}
+}
+
+// TestFoldConcurrentWriters: two instances record events of minutes around the fold
+// boundary while a third folds minute after minute. Every event counts once in every
+// level: a fold waits for the batches that read the boundary before it moved, and a
+// batch that reads it after writes by the new one. Each write sleeps inside its
+// transaction to make the overlap likely.
+func TestFoldConcurrentWriters(t *testing.T) {
+	base := time.Date(2026, 5, 4, 23, 40, 0, 0, time.UTC) // crosses midnight
+	const minutes, perWriter = 40, 800
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			url := testdb.URL(t, d)
+			open := func() *store.Store {
+				st, err := store.Open(ctx, url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				return st
+			}
+			st := open()
+			setFoldedBefore(t, st, base)
+			var (
+				wg  sync.WaitGroup
+				mu  sync.Mutex
+				all []usage.Event
+			)
+			done := make(chan struct{})
+			for w := range 2 {
+				ist := st
+				if d == "postgres" {
+					ist = open() // an instance of its own: its own connections
+				}
+				r := usage.NewRecorder(ist, usage.Config{BatchSize: 25, FlushInterval: time.Millisecond})
+				usage.SetWriteHook(r, func() error { time.Sleep(time.Millisecond); return nil })
+				stop := run(t, r)
+				wg.Go(func() {
+					defer stop()
+					for i := range perWriter {
+						// Minutes move forward with i, as the fold does, with some behind.
+						m := (i*minutes/perWriter + (i%3)*-2 + minutes) % minutes
+						ev := event(keyIDs[(i+w)%len(keyIDs)], base.Add(time.Duration(m)*time.Minute+time.Duration(i%60)*time.Second), usage.OutcomeOK, i%300)
+						r.Record(ev)
+						mu.Lock()
+						all = append(all, ev)
+						mu.Unlock()
+						if i%10 == 0 {
+							time.Sleep(100 * time.Microsecond)
+						}
+					}
+				})
+			}
+			folder := usage.NewRecorder(st, usage.Config{})
+			folds := make(chan int, 1)
+			go func() {
+				n := 0
+				for k := 0; ; k = (k + 1) % (minutes + 2) {
+					select {
+					case <-done:
+						folds <- n
+						return
+					default:
+					}
+					// Fold up to base + k minutes (the boundary only moves forward).
+					if rows, err := folder.Fold(ctx, base.Add(time.Duration(k+1)*time.Minute)); err != nil {
+						t.Error(err)
+					} else if rows > 0 {
+						n++
+					}
+					time.Sleep(200 * time.Microsecond)
+				}
+			}()
+			wg.Wait()
+			close(done)
+			if n := <-folds; n < 5 {
+				t.Logf("only %d folds moved rows while the writers ran", n)
+			}
+			if _, err := folder.Fold(ctx, base.Add(2*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if got := countLogs(t, st.Client); got != len(all) {
+				t.Fatalf("stored %d rows, want %d", got, len(all))
+			}
+			slices.SortFunc(all, func(a, b usage.Event) int { return a.At.Compare(b.At) })
+			checkLevels(t, st, all, base.Add(-time.Hour), base.Add(2*time.Hour))
+		})
+	}
+}
