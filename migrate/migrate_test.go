@@ -74,52 +74,119 @@ func TestMigrationsApplyOnceAndMatchSchema(t *testing.T) {
 // and expiries was not recorded, so the migration locks every tenant key's settings
 // that were set (a platform admin can unlock them); admin keys and unset settings
 // stay unlocked. The migration also reverses.
+// migrateBefore opens a new database of dialect d and applies the migrations before
+// the one named suffix (its file name after the version). It returns the database and
+// the migrator, closed when the test ends.
+func migrateBefore(t *testing.T, d, suffix string) (*sql.DB, *gm.Migrate) {
+	t.Helper()
+	url := testdb.URL(t, d)
+	var (
+		db  *sql.DB
+		err error
+		drv database.Driver
+	)
+	if d == "sqlite" {
+		db, err = sql.Open("sqlite", "file:"+strings.TrimPrefix(url, "sqlite:")+"?_pragma=foreign_keys(1)")
+	} else {
+		db, err = sql.Open("postgres", url)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if d == "sqlite" {
+		drv, err = sqlite.WithInstance(db, &sqlite.Config{})
+	} else {
+		drv, err = postgres.WithInstance(db, &postgres.Config{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := iofs.New(os.DirFS("."), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := gm.NewWithInstance("iofs", src, d, drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(d, "*_"+suffix+".up.sql"))
+	if len(files) != 1 {
+		t.Fatalf("%s migration: %v", suffix, files)
+	}
+	version, _ := strconv.ParseUint(strings.SplitN(filepath.Base(files[0]), "_", 2)[0], 10, 64)
+	prev, err := src.Prev(uint(version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Migrate(prev); err != nil {
+		t.Fatal(err)
+	}
+	return db, m
+}
+
+// The usage_folds migration starts the fold at the epoch in a database without usage
+// (nothing is folded yet), and at the next minute in one with rollups, which the
+// recorder wrote at every level until then. SQLite's time is the text the server's
+// driver writes, so that it compares with the rollups' times.
+func TestUsageFoldsStart(t *testing.T) {
+	for _, d := range testdb.Dialects {
+		for _, withUsage := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/usage=%v", d, withUsage), func(t *testing.T) {
+				db, m := migrateBefore(t, d, "usage_folds")
+				if withUsage {
+					if _, err := db.Exec(`INSERT INTO usage_rollups (tenant_id, api_key_id, granularity, bucket_start, requests, errors,
+						rate_limited, quota_exceeded, uncharged, latency_sum_ms, lat_a, lat_b, lat_c, lat_d, lat_e, lat_f, lat_g, lat_h,
+						lat_i, lat_j, lat_k, lat_l, lat_m, lat_n, lat_o, lat_p) VALUES ('ten_1', 'key_1', 'minute', '2026-11-01 10:00:00+00:00',
+						1, 0, 0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)`); err != nil {
+						t.Fatal(err)
+					}
+				}
+				before := time.Now().UTC()
+				if err := m.Up(); err != nil {
+					t.Fatal(err)
+				}
+				after := time.Now().UTC()
+				var raw any
+				q := `SELECT folded_before FROM usage_folds WHERE id = 1`
+				if d == "sqlite" {
+					q = `SELECT CAST(folded_before AS TEXT) FROM usage_folds WHERE id = 1` // as stored
+				}
+				if err := db.QueryRow(q).Scan(&raw); err != nil {
+					t.Fatal(err)
+				}
+				var got time.Time
+				switch v := raw.(type) {
+				case time.Time:
+					got = v.UTC()
+				case string:
+					p, err := time.Parse("2006-01-02 15:04:05.999999999-07:00", v)
+					if err != nil || p.UTC().Format("2006-01-02 15:04:05.999999999-07:00") != v {
+						t.Fatalf("folded_before %q is not in the driver's form (%v)", v, err)
+					}
+					got = p.UTC()
+				default:
+					t.Fatalf("folded_before is a %T", raw)
+				}
+				if !withUsage {
+					if !got.Equal(time.Unix(0, 0)) {
+						t.Fatalf("folded_before = %v in a new database, want the epoch", got)
+					}
+					return
+				}
+				lo, hi := before.Truncate(time.Minute).Add(time.Minute), after.Truncate(time.Minute).Add(time.Minute)
+				if got.Before(lo) || got.After(hi) || !got.Equal(got.Truncate(time.Minute)) {
+					t.Fatalf("folded_before = %v, want the minute after the migration (%v to %v)", got, lo, hi)
+				}
+			})
+		}
+	}
+}
+
 func TestLockBackfill(t *testing.T) {
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			url := testdb.URL(t, d)
-			var (
-				db  *sql.DB
-				err error
-				drv database.Driver
-			)
-			if d == "sqlite" {
-				db, err = sql.Open("sqlite", "file:"+strings.TrimPrefix(url, "sqlite:")+"?_pragma=foreign_keys(1)")
-			} else {
-				db, err = sql.Open("postgres", url)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if d == "sqlite" {
-				drv, err = sqlite.WithInstance(db, &sqlite.Config{})
-			} else {
-				drv, err = postgres.WithInstance(db, &postgres.Config{})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			src, err := iofs.New(os.DirFS("."), d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := gm.NewWithInstance("iofs", src, d, drv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files, _ := filepath.Glob(filepath.Join(d, "*_key_limits_locked.up.sql"))
-			if len(files) != 1 {
-				t.Fatalf("key_limits_locked migration: %v", files)
-			}
-			version, _ := strconv.ParseUint(strings.SplitN(filepath.Base(files[0]), "_", 2)[0], 10, 64)
-			prev, err := src.Prev(uint(version))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := m.Migrate(prev); err != nil {
-				t.Fatal(err)
-			}
+			db, m := migrateBefore(t, d, "key_limits_locked")
 			const at = `'2026-11-01T00:00:00Z'`
 			stmts := []string{
 				`INSERT INTO tenants (id, created_at, updated_at, name, slug) VALUES ('ten_1', ` + at + `, ` + at + `, 'T', 'tee')`,

@@ -250,6 +250,8 @@ func TestRecordAndQuery(t *testing.T) {
 					st := openStore(t, d)
 					if boundary == "fold" {
 						setFoldedBefore(t, st, folded)
+					} else {
+						setFoldedBefore(t, st, last.Add(time.Hour))
 					}
 					r := usage.NewRecorder(st, usage.Config{BatchSize: 400})
 					run(t, r)
@@ -427,6 +429,11 @@ func TestShutdownDrains(t *testing.T) {
 			stop()
 			if got := countLogs(t, st.Client); got != n {
 				t.Fatalf("usage_logs has %d rows after shutdown, want %d", got, n)
+			}
+			// The hour and day rows get the minutes once they are folded (by the next
+			// instance to run).
+			if _, err := r.Fold(context.Background(), time.Now().Add(2*time.Minute)); err != nil {
+				t.Fatal(err)
 			}
 			for _, g := range []usagerollup.Granularity{usagerollup.GranularityMinute, usagerollup.GranularityHour, usagerollup.GranularityDay} {
 				if got := sumRequests(t, st.Client, g); got != n {
@@ -770,19 +777,17 @@ func TestPrune(t *testing.T) {
 func TestUsed(t *testing.T) {
 	evs := fixtureEvents(2000)
 	day := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
-	// The fold boundary: none (every minute folded already), inside the events, and
+	// The fold boundary: after every event (all written at every level), inside them, and
 	// before them all; each read before and after the fold.
 	boundaries := []struct {
 		name string
 		at   time.Time
-	}{{"written", time.Time{}}, {"fold inside", day.Add(37*time.Hour + 11*time.Minute)}, {"fold before all", day.AddDate(0, 0, -5)}}
+	}{{"written", day.AddDate(0, 0, 6)}, {"fold inside", day.Add(37*time.Hour + 11*time.Minute)}, {"fold before all", day.AddDate(0, 0, -5)}}
 	for _, d := range testdb.Dialects {
 		for _, b := range boundaries {
 			t.Run(d+"/"+b.name, func(t *testing.T) {
 				st := openStore(t, d)
-				if !b.at.IsZero() {
-					setFoldedBefore(t, st, b.at)
-				}
+				setFoldedBefore(t, st, b.at)
 				r := usage.NewRecorder(st, usage.Config{})
 				for _, ev := range evs {
 					r.Record(ev)
@@ -791,12 +796,10 @@ func TestUsed(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkUsed(t, st, evs, day)
-				if !b.at.IsZero() {
-					if _, err := r.Fold(context.Background(), day.AddDate(0, 0, 6)); err != nil {
-						t.Fatal(err)
-					}
-					checkUsed(t, st, evs, day)
+				if _, err := r.Fold(context.Background(), day.AddDate(0, 0, 6)); err != nil {
+					t.Fatal(err)
 				}
+				checkUsed(t, st, evs, day)
 			})
 		}
 	}
