@@ -12,13 +12,14 @@ import (
 )
 
 // BenchmarkRecorderIngestPostgres measures sustained ingest into PostgreSQL: b.N events
-// of 50 keys recorded with Run going, then Flush; events/s covers the time from the
-// first Record to the end of Flush, when every event is stored.
+// of 50 keys recorded with Run going, then Flush and Fold; events/s covers the time
+// from the first Record to the end of the fold, when every event is stored at every
+// rollup level.
 func BenchmarkRecorderIngestPostgres(b *testing.B) { benchmarkIngest(b, "postgres", 50) }
 
 // BenchmarkRecorderIngestPostgresManyKeys is the same with the events of 1,000 keys: a
-// batch then adds to about three rollup rows (minute, hour, day) per event instead of
-// sharing them, as traffic spread over many keys does.
+// batch then adds to about one minute rollup row per event instead of sharing them, as
+// traffic spread over many keys does.
 func BenchmarkRecorderIngestPostgresManyKeys(b *testing.B) { benchmarkIngest(b, "postgres", 1000) }
 
 // BenchmarkRecorderIngestSQLite is the same on the embedded database.
@@ -53,6 +54,9 @@ func benchmarkIngest(b *testing.B, dialect string, keys int) {
 	if err := r.Flush(context.Background()); err != nil {
 		b.Fatal(err)
 	}
+	if _, err := r.Fold(context.Background(), now.Add(time.Hour)); err != nil {
+		b.Fatal(err)
+	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
@@ -62,6 +66,36 @@ func benchmarkIngest(b *testing.B, dialect string, keys int) {
 	}
 	if got := countLogs(b, st.Client); got != b.N {
 		b.Fatalf("stored %d rows, want %d", got, b.N)
+	}
+}
+
+// BenchmarkFold measures one fold of a minute of 1,000 keys: it reads their 1,000
+// minute rows and adds them to 1,000 hour and 1,000 day rows. Each iteration moves the
+// boundary back and folds the same minute again (the hour and day rows grow; the work
+// is the same).
+func BenchmarkFold(b *testing.B) {
+	for _, d := range []string{"postgres", "sqlite"} {
+		b.Run(d, func(b *testing.B) {
+			st := openStore(b, d)
+			minute := time.Date(2026, 5, 4, 10, 7, 0, 0, time.UTC)
+			setFoldedBefore(b, st, minute)
+			r := usage.NewRecorder(st, usage.Config{})
+			const keys = 1000
+			for k := range keys {
+				r.Record(usage.Event{TenantID: fmt.Sprintf("ten_%d", k%5), APIKeyID: fmt.Sprintf("key_%04d", k),
+					OperationType: "verify", Outcome: usage.OutcomeValid, LatencyMs: k % 700, At: minute.Add(time.Duration(k%60) * time.Second)})
+			}
+			if err := r.Flush(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				setFoldedBefore(b, st, minute)
+				if n, err := r.Fold(context.Background(), minute.Add(2*time.Minute)); err != nil || n != keys {
+					b.Fatalf("Fold: %d minute rows, %v", n, err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/keys, "µs/minute-row")
+		})
 	}
 }
 
