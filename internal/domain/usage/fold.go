@@ -28,6 +28,8 @@ import (
 // Exactness between instances: on PostgreSQL a batch reads folded_before FOR SHARE and
 // the fold FOR UPDATE, so a fold waits for the batches that read the old value and a
 // batch that starts during a fold reads the new one. SQLite has a single connection.
+// The price: a fold holds every instance's batches for its duration, about 54 µs per
+// key active in the folded minutes on PostgreSQL (BenchmarkFold).
 
 const (
 	// foldID is the id of the usage_folds row.
