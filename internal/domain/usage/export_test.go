@@ -17,3 +17,7 @@ func SetClock(r *Recorder, now func() time.Time) {
 	r.now = now
 	r.epoch = now()
 }
+
+// SetFoldHook makes every fold call f after its first read of the minutes, before it
+// locks the boundary.
+func SetFoldHook(r *Recorder, f func()) { r.foldHook = f }

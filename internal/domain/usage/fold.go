@@ -10,6 +10,7 @@ import (
 	"time"
 
 	entsql "entgo.io/ent/dialect/sql"
+	"github.com/lib/pq"
 
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/schema/rule"
@@ -28,8 +29,9 @@ import (
 // Exactness between instances: on PostgreSQL a batch reads folded_before FOR SHARE and
 // the fold FOR UPDATE, so a fold waits for the batches that read the old value and a
 // batch that starts during a fold reads the new one. SQLite has a single connection.
-// The price: a fold holds every instance's batches for its duration, about 54 µs per
-// key active in the folded minutes on PostgreSQL (BenchmarkFold).
+// The price: while a fold holds the boundary, every instance's batches wait; the fold
+// therefore adds the minutes before it takes the lock and under it only what changed
+// meanwhile (see foldStep).
 
 const (
 	// foldID is the id of the usage_folds row.
@@ -44,18 +46,33 @@ const (
 	foldSteps = 48
 	// DefaultFoldEvery is how often Run folds.
 	DefaultFoldEvery = 15 * time.Second
+	// foldLockTimeout bounds every lock wait of a fold (PostgreSQL's default
+	// deadlock_timeout is 1 s: the fold gives up first); foldRetries is how often a
+	// step that gave up is tried again at once.
+	foldLockTimeout = "500ms"
+	foldRetries     = 3
 )
 
-// foldedBefore reads folded_before (Unix seconds) in tx: FOR SHARE (a batch) or, with
-// forUpdate, FOR UPDATE (a fold) on PostgreSQL. Without the row nothing is folded and
-// batches write all three levels (math.MaxInt64). It returns the database's error.
-func foldedBefore(ctx context.Context, tx *sql.Tx, dialectName string, forUpdate bool) (int64, error) {
+// How foldedBefore locks the usage_folds row (PostgreSQL; SQLite has one connection).
+type foldLock uint8
+
+const (
+	lockNone   foldLock = iota // a plain read
+	lockShare                  // a batch: FOR SHARE
+	lockUpdate                 // a fold: FOR UPDATE
+)
+
+// foldedBefore reads folded_before (Unix seconds) in tx, locked as lock says. Without
+// the row nothing is folded and batches write all three levels (math.MaxInt64). It
+// returns the database's error.
+func foldedBefore(ctx context.Context, tx *sql.Tx, dialectName string, lock foldLock) (int64, error) {
 	q := "SELECT " + usagefold.FieldFoldedBefore + " FROM " + usagefold.Table + " WHERE " + usagefold.FieldID + " = 1"
 	if dialectName == "postgres" {
-		if forUpdate {
-			q += " FOR UPDATE"
-		} else {
+		switch lock {
+		case lockShare:
 			q += " FOR SHARE"
+		case lockUpdate:
+			q += " FOR UPDATE"
 		}
 	}
 	var t dbTime
@@ -116,9 +133,19 @@ func (r *Recorder) fold(ctx context.Context, now time.Time) (int, error) {
 	ctx = rule.SystemContext(ctx)
 	target := now.UTC().Truncate(time.Minute).Add(-foldLag).Unix()
 	total := 0
-	for range foldSteps {
+	for attempt := 0; attempt < foldSteps; attempt++ {
 		n, done, err := r.foldStep(ctx, target)
 		total += n
+		for retry := 1; err != nil && retryable(err) && retry <= foldRetries; retry++ {
+			// A lock wait cut short (see foldStep): the fold gives way and tries again.
+			select {
+			case <-time.After(time.Duration(retry) * 50 * time.Millisecond):
+			case <-ctx.Done():
+				return total, ctx.Err()
+			}
+			n, done, err = r.foldStep(ctx, target)
+			total += n
+		}
 		if err != nil || done {
 			return total, err
 		}
@@ -126,9 +153,26 @@ func (r *Recorder) fold(ctx context.Context, now time.Time) (int, error) {
 	return total, nil
 }
 
+// retryable reports a fold step that gave way to a lock holder (PostgreSQL's
+// lock_timeout or deadlock error): trying again soon is all it takes.
+func retryable(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && (pqErr.Code == "55P03" || pqErr.Code == "40P01")
+}
+
 // foldStep folds the minutes from folded_before up to target (Unix seconds), at most
 // foldSpan of them after the first minute that has rows. done reports that
 // folded_before reached target (or that there is no usage_folds row).
+//
+// The batches wait while a fold holds the boundary, so the fold does most of its work
+// before it takes it: it reads the minute rows and adds them to the hour and day rows
+// (uncommitted, so no query sees them yet), then locks the boundary, which waits for
+// the batches in flight, reads the minute rows again and adds what those batches
+// wrote meanwhile, moves the boundary and commits. A fold that finds the boundary
+// moved by another when it gets the lock rolls back. A batch with a late event for an
+// hour row the fold holds waits for it while the fold waits for the batch: the fold's
+// lock_timeout ends that (rare) standoff before PostgreSQL's deadlock check would, and
+// Fold tries the step again.
 func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done bool, err error) {
 	if r.st.Dialect != "postgres" {
 		if err := r.w.prepare(ctx, r.st.DB); err != nil {
@@ -139,12 +183,17 @@ func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done b
 	if err != nil {
 		return 0, false, err
 	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
+	defer func() { _ = tx.Rollback() }() // after Commit, a no-op
+	if r.st.Dialect == "postgres" {
+		// The fold, not a batch, gives way when they wait for each other: a batch with
+		// a late event for an hour row this fold holds, while the fold waits for the
+		// batch's FOR SHARE (PostgreSQL would end that after deadlock_timeout, 1 s,
+		// failing either). Another fold's hour rows are waited for the same way.
+		if _, err = tx.ExecContext(ctx, "SET LOCAL lock_timeout = '"+foldLockTimeout+"'"); err != nil {
+			return 0, false, err
 		}
-	}()
-	from, err := foldedBefore(ctx, tx, r.st.Dialect, true)
+	}
+	from, err := foldedBefore(ctx, tx, r.st.Dialect, lockNone)
 	if err != nil {
 		return 0, false, err
 	}
@@ -162,12 +211,30 @@ func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done b
 		return 0, false, fmt.Errorf("fold: first minute: %w", err)
 	}
 	to := target
+	seen := map[minuteKey]*[6 + HistogramBuckets]int64{}
 	if !first.IsZero() && first.Unix() < target {
 		to = min(target, first.Unix()+int64(foldSpan/time.Second))
-		if rows, err = r.foldRange(ctx, tx, fromT, time.Unix(to, 0).UTC()); err != nil {
+		if rows, err = r.foldRange(ctx, tx, fromT, time.Unix(to, 0).UTC(), seen); err != nil {
 			return rows, false, err
 		}
 	}
+	if r.foldHook != nil {
+		r.foldHook()
+	}
+	now, err := foldedBefore(ctx, tx, r.st.Dialect, lockUpdate)
+	if err != nil {
+		return rows, false, err
+	}
+	if now != from { // another fold moved it meanwhile: start again from there
+		return 0, false, nil
+	}
+	// What the batches in flight wrote since the first read (or since the search for
+	// the first minute, when there was none before target).
+	n, err := r.foldRange(ctx, tx, fromT, time.Unix(to, 0).UTC(), seen)
+	if err != nil {
+		return rows, false, err
+	}
+	rows = max(rows, n)
 	q, args = d.Update(usagefold.Table).Set(usagefold.FieldFoldedBefore, time.Unix(to, 0).UTC()).
 		Where(entsql.EQ(usagefold.FieldID, foldID)).Query()
 	if _, err = tx.ExecContext(ctx, q, args...); err != nil {
@@ -179,9 +246,16 @@ func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done b
 	return rows, to >= target, nil
 }
 
-// foldRange adds the minute rows of [from, to) to their hour and day rows in tx and
-// returns how many minute rows it read.
-func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time) (int, error) {
+// minuteKey is a minute rollup row: its key and minute (Unix seconds).
+type minuteKey struct {
+	apiKeyID string
+	start    int64
+}
+
+// foldRange adds the minute rows of [from, to) to their hour and day rows in tx, less
+// what seen says an earlier read of the same range added already, and records in seen
+// what it read. It returns how many minute rows it read.
+func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time, seen map[minuteKey]*[6 + HistogramBuckets]int64) (int, error) {
 	cols := append([]string{usagerollup.FieldTenantID, usagerollup.FieldAPIKeyID, usagerollup.FieldBucketStart}, counterColumns[:]...)
 	q, args := entsql.Dialect(r.st.EntDialect).Select(cols...).From(entsql.Table(usagerollup.Table)).
 		Where(entsql.And(
@@ -212,8 +286,22 @@ func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time
 		}
 		n++
 		sec := start.Unix()
+		k := minuteKey{apiKeyID, sec}
+		add := c
+		if old := seen[k]; old != nil {
+			if old[0] == c[0] { // rows only grow, and every event adds a request
+				continue
+			}
+			for i := range add {
+				add[i] -= old[i]
+			}
+			*old = c
+		} else {
+			cp := c
+			seen[k] = &cp
+		}
 		for g := 1; g < len(granularities); g++ {
-			w.agg(rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: floorTo(sec, granularities[g].secs)}, tenantID).addCounts(&c)
+			w.agg(rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: floorTo(sec, granularities[g].secs)}, tenantID).addCounts(&add)
 		}
 	}
 	if err := rs.Err(); err != nil {

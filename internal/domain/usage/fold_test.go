@@ -239,3 +239,74 @@ func TestFoldConcurrentWriters(t *testing.T) {
 		})
 	}
 }
+
+// TestFoldCountsWritesDuringFold: a fold reads and adds the minutes before it locks
+// the boundary, so batches still write minute rows meanwhile; what they wrote is added
+// under the lock (PostgreSQL: SQLite's single connection leaves no meanwhile).
+func TestFoldCountsWritesDuringFold(t *testing.T) {
+	ctx := context.Background()
+	base := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	url := testdb.URL(t, "postgres")
+	open := func() *store.Store {
+		st, err := store.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	st, other := open(), open()
+	setFoldedBefore(t, st, base)
+	r := usage.NewRecorder(st, usage.Config{})
+	var evs []usage.Event
+	for i := range 40 {
+		evs = append(evs, event(keyIDs[i%len(keyIDs)], base.Add(time.Duration(i)*13*time.Second), usage.OutcomeOK, i))
+	}
+	for _, ev := range evs {
+		r.Record(ev)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile, another instance adds to minutes the fold has read (and to one it
+	// has not: a key without a row yet), and to one after its range.
+	meanwhile := []usage.Event{
+		event("key_a1", base.Add(10*time.Second), usage.OutcomeError, 7),
+		event("key_c1", base.Add(3*time.Minute), usage.OutcomeRateLimited, 70),
+		event("key_b2", base.Add(5*time.Minute+1*time.Second), usage.OutcomeOK, 700),
+		event("key_b2", base.Add(50*time.Minute), usage.OutcomeOK, 1),
+	}
+	hooked := false
+	usage.SetFoldHook(r, func() {
+		if hooked {
+			return
+		}
+		hooked = true
+		w := usage.NewRecorder(other, usage.Config{})
+		for _, ev := range meanwhile {
+			w.Record(ev)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := r.Fold(ctx, base.Add(20*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if !hooked {
+		t.Fatal("the fold never ran its hook")
+	}
+	if got, want := foldedBefore(t, st), base.Add(19*time.Minute); !got.Equal(want) {
+		t.Fatalf("folded_before = %v, want %v", got, want)
+	}
+	all := append(slices.Clone(evs), meanwhile...)
+	slices.SortFunc(all, func(a, b usage.Event) int { return a.At.Compare(b.At) })
+	checkQueries(t, st, all, base.Add(-time.Hour), base.Add(2*time.Hour))
+	if got, want := sumRequests(t, st.Client, usagerollup.GranularityHour), len(all)-1; got != want {
+		t.Errorf("hour rollups hold %d requests, want %d (all but the minute after the fold's range)", got, want)
+	}
+	if _, err := r.Fold(ctx, base.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	checkLevels(t, st, all, base.Add(-time.Hour), base.Add(2*time.Hour))
+}

@@ -70,9 +70,10 @@ func benchmarkIngest(b *testing.B, dialect string, keys int) {
 }
 
 // BenchmarkFold measures one fold of a minute of 1,000 keys: it reads their 1,000
-// minute rows and adds them to 1,000 hour and 1,000 day rows. Each iteration moves the
-// boundary back and folds the same minute again (the hour and day rows grow; the work
-// is the same).
+// minute rows and adds them to 1,000 hour and 1,000 day rows, then reads them again
+// under the lock of the boundary (ms-locked/op: what batches wait for). Each iteration
+// moves the boundary back and folds the same minute again (the hour and day rows grow;
+// the work is the same).
 func BenchmarkFold(b *testing.B) {
 	for _, d := range []string{"postgres", "sqlite"} {
 		b.Run(d, func(b *testing.B) {
@@ -88,13 +89,19 @@ func BenchmarkFold(b *testing.B) {
 			if err := r.Flush(context.Background()); err != nil {
 				b.Fatal(err)
 			}
+			var locked time.Duration
+			var lockedFrom time.Time
+			usage.SetFoldHook(r, func() { lockedFrom = time.Now() })
 			for b.Loop() {
 				setFoldedBefore(b, st, minute)
 				if n, err := r.Fold(context.Background(), minute.Add(2*time.Minute)); err != nil || n != keys {
 					b.Fatalf("Fold: %d minute rows, %v", n, err)
 				}
+				locked += time.Since(lockedFrom)
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/keys, "µs/minute-row")
+			// What the batches wait for: from the lock of the boundary to the commit.
+			b.ReportMetric(float64(locked.Microseconds())/float64(b.N)/1000, "ms-locked/op")
 		})
 	}
 }

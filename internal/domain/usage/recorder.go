@@ -181,6 +181,9 @@ type Recorder struct {
 	// writeHook, when set (tests), runs inside each write transaction after the raw
 	// rows; an error fails the write.
 	writeHook func() error
+	// foldHook, when set (tests), runs inside each fold transaction after its first
+	// read of the minutes, before it locks the boundary.
+	foldHook func()
 
 	// Writer state, used only by the holder of sem.
 	w writer

@@ -174,7 +174,7 @@ func (r *Recorder) write(ctx context.Context, evs []Event) (err error) {
 	}()
 	// First, so that a fold waits for this batch (or this batch for the fold): see
 	// fold.go.
-	folded, err := foldedBefore(ctx, tx, r.st.Dialect, false)
+	folded, err := foldedBefore(ctx, tx, r.st.Dialect, lockShare)
 	if err != nil {
 		return err
 	}
