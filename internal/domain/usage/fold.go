@@ -48,7 +48,7 @@ const (
 	DefaultFoldEvery = 15 * time.Second
 	// foldLockTimeout bounds every lock wait of a fold (PostgreSQL's default
 	// deadlock_timeout is 1 s: the fold gives up first); foldRetries is how often a
-	// step that gave up is tried again at once.
+	// step that gave up is tried again, 50, 100 and 150 ms later.
 	foldLockTimeout = "500ms"
 	foldRetries     = 3
 )
@@ -133,7 +133,7 @@ func (r *Recorder) fold(ctx context.Context, now time.Time) (int, error) {
 	ctx = rule.SystemContext(ctx)
 	target := now.UTC().Truncate(time.Minute).Add(-foldLag).Unix()
 	total := 0
-	for attempt := 0; attempt < foldSteps; attempt++ {
+	for range foldSteps {
 		n, done, err := r.foldStep(ctx, target)
 		total += n
 		for retry := 1; err != nil && retryable(err) && retry <= foldRetries; retry++ {
