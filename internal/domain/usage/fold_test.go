@@ -53,6 +53,18 @@ func checkQueries(t *testing.T, st *store.Store, evs []usage.Event, from, to tim
 	}
 }
 
+// openURL opens a store on the database at url (another instance's, when opened
+// again), closed when the test ends.
+func openURL(t testing.TB, url string) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 func event(key string, at time.Time, outcome usage.Outcome, latency int) usage.Event {
 	return usage.Event{TenantID: keyTenant[key], APIKeyID: key, OperationType: "query", Outcome: outcome, LatencyMs: latency, At: at}
 }
@@ -163,15 +175,7 @@ func TestFoldConcurrentWriters(t *testing.T) {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
 			url := testdb.URL(t, d)
-			open := func() *store.Store {
-				st, err := store.Open(ctx, url)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { st.Close() })
-				return st
-			}
-			st := open()
+			st := openURL(t, url)
 			setFoldedBefore(t, st, base)
 			var (
 				wg  sync.WaitGroup
@@ -182,7 +186,7 @@ func TestFoldConcurrentWriters(t *testing.T) {
 			for w := range 2 {
 				ist := st
 				if d == "postgres" {
-					ist = open() // an instance of its own: its own connections
+					ist = openURL(t, url) // an instance of its own: its own connections
 				}
 				r := usage.NewRecorder(ist, usage.Config{BatchSize: 25, FlushInterval: time.Millisecond})
 				usage.SetWriteHook(r, func() error { time.Sleep(time.Millisecond); return nil })
@@ -247,15 +251,7 @@ func TestFoldCountsWritesDuringFold(t *testing.T) {
 	ctx := context.Background()
 	base := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
 	url := testdb.URL(t, "postgres")
-	open := func() *store.Store {
-		st, err := store.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
-	st, other := open(), open()
+	st, other := openURL(t, url), openURL(t, url) // two instances on one database
 	setFoldedBefore(t, st, base)
 	r := usage.NewRecorder(st, usage.Config{})
 	var evs []usage.Event

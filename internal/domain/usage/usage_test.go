@@ -25,12 +25,7 @@ import (
 
 func openStore(t testing.TB, dialect string) *store.Store {
 	t.Helper()
-	st, err := store.Open(context.Background(), testdb.URL(t, dialect))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return openURL(t, testdb.URL(t, dialect))
 }
 
 // run starts r.Run and returns a function that stops it and waits for it to return.
