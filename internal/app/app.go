@@ -230,6 +230,13 @@ func (a *App) registerMetrics() {
 	m.Counter("latchkey_usage_record_waits_total", "Operations that waited for room in a full usage queue (backpressure: the writer is behind).", func() float64 { return float64(a.Recorder.Stats().Waits) })
 	m.Gauge("latchkey_usage_lag_seconds", "Age of the oldest usage event not yet written: what a crash now would lose, in time.", func() float64 { return a.Recorder.Stats().Lag.Seconds() })
 	m.Gauge("latchkey_usage_flush_interval_seconds", "Longest a usage event waits before its batch is written (USAGE_FLUSH_INTERVAL).", func() float64 { return a.Recorder.FlushInterval().Seconds() })
+	m.Gauge("latchkey_usage_fold_lag_seconds", "How far behind now the usage rollups are folded into hours and days, as this instance last saw (normally 60-120; 0 before its first fold): queries stay exact, but read more minute rows while it grows.", func() float64 {
+		if f := a.Recorder.Stats().FoldedBefore; !f.IsZero() {
+			return time.Since(f).Seconds()
+		}
+		return 0
+	})
+	m.Counter("latchkey_usage_fold_errors_total", "Failed folds of minute rollups into hours and days.", func() float64 { return float64(a.Recorder.Stats().FoldErrors) })
 	m.Counter("latchkey_usage_batches_total", "Usage write transactions committed.", func() float64 { return float64(a.Recorder.Stats().Batches) })
 	m.Counter("latchkey_usage_write_errors_total", "Failed usage write attempts.", func() float64 { return float64(a.Recorder.Stats().WriteErrors) })
 	m.Gauge("latchkey_subscriptions_active", "Open GraphQL subscriptions.", func() float64 { return float64(a.Live.Active()) })

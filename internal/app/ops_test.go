@@ -51,6 +51,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		"latchkey_operation_duration_seconds_bucket",
 		"latchkey_verify_cache_hits_total", "latchkey_verify_cache_misses_total",
 		"latchkey_usage_queue_depth", "latchkey_usage_events_dropped_total", "latchkey_usage_batches_total",
+		"latchkey_usage_fold_lag_seconds", "latchkey_usage_fold_errors_total",
 		"latchkey_webhook_queue_oldest_seconds", "latchkey_webhook_pending",
 		"latchkey_subscriptions_active", "go_sql_max_open_connections", "go_goroutines",
 	} {

@@ -146,6 +146,9 @@ func (r *Recorder) fold(ctx context.Context, now time.Time) (int, error) {
 			n, done, err = r.foldStep(ctx, target)
 			total += n
 		}
+		if err != nil {
+			r.foldErrors.Add(1)
+		}
 		if err != nil || done {
 			return total, err
 		}
@@ -198,6 +201,9 @@ func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done b
 		return 0, false, err
 	}
 	if from == math.MaxInt64 || from >= target {
+		if from != math.MaxInt64 {
+			r.foldedBefore.Store(from)
+		}
 		return 0, true, tx.Commit()
 	}
 	d := entsql.Dialect(r.st.EntDialect)
@@ -243,6 +249,7 @@ func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done b
 	if err = tx.Commit(); err != nil {
 		return rows, false, err
 	}
+	r.foldedBefore.Store(to)
 	return rows, to >= target, nil
 }
 

@@ -306,3 +306,40 @@ func TestFoldCountsWritesDuringFold(t *testing.T) {
 	}
 	checkLevels(t, st, all, base.Add(-time.Hour), base.Add(2*time.Hour))
 }
+
+// TestFoldStats: Stats says where this recorder last saw the boundary and how many
+// folds failed (the fold lag and error metrics).
+func TestFoldStats(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t, "sqlite")
+	base := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	setFoldedBefore(t, st, base)
+	r := usage.NewRecorder(st, usage.Config{})
+	if s := r.Stats(); !s.FoldedBefore.IsZero() || s.FoldErrors != 0 {
+		t.Fatalf("before any fold: %+v", s)
+	}
+	r.Record(event("key_a1", base.Add(time.Minute), usage.OutcomeOK, 1))
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Fold(ctx, base.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Stats(); !s.FoldedBefore.Equal(base.Add(9*time.Minute)) || s.FoldErrors != 0 {
+		t.Fatalf("after a fold: %+v, want folded before %v", s, base.Add(9*time.Minute))
+	}
+	// Nothing to fold: the boundary seen stays.
+	if _, err := r.Fold(ctx, base.Add(9*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Stats(); !s.FoldedBefore.Equal(base.Add(9 * time.Minute)) {
+		t.Fatalf("after an empty fold: %+v", s)
+	}
+	st.Close()
+	if _, err := r.Fold(ctx, base.Add(20*time.Minute)); err == nil {
+		t.Fatal("Fold on a closed database succeeded")
+	}
+	if s := r.Stats(); s.FoldErrors != 1 || !s.FoldedBefore.Equal(base.Add(9*time.Minute)) {
+		t.Fatalf("after a failed fold: %+v", s)
+	}
+}

@@ -143,6 +143,11 @@ type Stats struct {
 	// Lag is how long the oldest event not yet written has been waiting since Record
 	// (0 when the writer holds none): what a crash right now would lose, in time.
 	Lag time.Duration
+	// FoldedBefore is the fold boundary this recorder last saw fold to (or found
+	// folded): every minute before it is in the hour and day rollups. Zero until its
+	// first fold; normally one to two minutes ago. FoldErrors counts folds that failed.
+	FoldedBefore time.Time
+	FoldErrors   uint64
 }
 
 // Recorder batches usage events into the database. Record is safe for concurrent use;
@@ -166,6 +171,8 @@ type Recorder struct {
 	recorded, written, dropped atomic.Uint64
 	waits                      atomic.Uint64
 	batches, writeErrors       atomic.Uint64
+	foldedBefore               atomic.Int64 // Unix seconds, 0: no fold yet
+	foldErrors                 atomic.Uint64
 	lastWaitLog                atomic.Int64 // epoch ns of the last backpressure warning
 
 	// Retry and pruning knobs (tests shorten them).
@@ -293,6 +300,10 @@ func (r *Recorder) Stats() Stats {
 	if o := r.oldest.Load(); o > 0 {
 		s.Lag = max(time.Duration(r.clock()-(o-1)), 0)
 	}
+	if f := r.foldedBefore.Load(); f != 0 {
+		s.FoldedBefore = time.Unix(f, 0).UTC()
+	}
+	s.FoldErrors = r.foldErrors.Load()
 	return s
 }
 
