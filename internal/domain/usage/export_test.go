@@ -21,3 +21,6 @@ func SetClock(r *Recorder, now func() time.Time) {
 // SetFoldHook makes every fold call f after its first read of the minutes, before it
 // locks the boundary.
 func SetFoldHook(r *Recorder, f func()) { r.foldHook = f }
+
+// SetFoldEvery makes Run fold every d (call before Run).
+func SetFoldEvery(r *Recorder, d time.Duration) { r.foldEvery = d }

@@ -95,40 +95,38 @@ func unfolded() predicate.UsageRollup {
 	}
 }
 
-// foldCall asks Run to fold (Fold while Run holds the writer).
-type foldCall struct {
-	now   time.Time
-	reply chan foldResult
-}
-
-type foldResult struct {
-	rows int
-	err  error
-}
-
 // Fold adds the minute rollups of every minute that ended at least a minute before now
 // and is not folded yet to the hour and day rollups, one transaction per hour of
-// minutes and at most two days per call. With Run going, Run folds. It returns the
+// minutes and at most two days per call. It runs beside the batch writer, with its
+// own buffers, one fold at a time per Recorder (Run folds every 15 s). It returns the
 // number of minute rows folded, and the first database error (or ctx's).
 func (r *Recorder) Fold(ctx context.Context, now time.Time) (int, error) {
-	reply := make(chan foldResult, 1)
-	select {
-	case r.sem <- struct{}{}:
-		defer func() { <-r.sem }()
-		return r.fold(ctx, now)
-	case r.foldReq <- foldCall{now: now, reply: reply}:
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
+	return r.fold(ctx, now)
+}
+
+// foldLoop folds every foldEvery until ctx is done, then releases the fold's prepared
+// statements.
+func (r *Recorder) foldLoop(ctx context.Context) {
+	t := time.NewTicker(r.foldEvery)
+	defer t.Stop()
+	for {
 		select {
-		case res := <-reply:
-			return res.rows, res.err
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			r.foldMu.Lock()
+			r.fw.close()
+			r.foldMu.Unlock()
+			return
+		case <-t.C:
+			r.foldMu.Lock()
+			r.foldTick(ctx)
+			r.foldMu.Unlock()
 		}
-	case <-ctx.Done():
-		return 0, ctx.Err()
 	}
 }
 
-// fold is Fold for the holder of the writer.
+// fold is Fold for the holder of foldMu.
 func (r *Recorder) fold(ctx context.Context, now time.Time) (int, error) {
 	ctx = rule.SystemContext(ctx)
 	target := now.UTC().Truncate(time.Minute).Add(-foldLag).Unix()
@@ -146,7 +144,7 @@ func (r *Recorder) fold(ctx context.Context, now time.Time) (int, error) {
 			n, done, err = r.foldStep(ctx, target)
 			total += n
 		}
-		if err != nil {
+		if err != nil && ctx.Err() == nil { // not a shutdown
 			r.foldErrors.Add(1)
 		}
 		if err != nil || done {
@@ -178,7 +176,7 @@ func retryable(err error) bool {
 // Fold tries the step again.
 func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done bool, err error) {
 	if r.st.Dialect != "postgres" {
-		if err := r.w.prepare(ctx, r.st.DB); err != nil {
+		if err := r.fw.prepare(ctx, r.st.DB); err != nil {
 			return 0, false, err
 		}
 	}
@@ -275,7 +273,7 @@ func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time
 		return 0, fmt.Errorf("fold: read minutes: %w", err)
 	}
 	defer rs.Close()
-	w := &r.w
+	w := &r.fw
 	w.resetAggs()
 	var (
 		tenantID, apiKeyID string

@@ -343,3 +343,34 @@ func TestFoldStats(t *testing.T) {
 		t.Fatalf("after a failed fold: %+v", s)
 	}
 }
+
+// TestRunFolds: Run folds by itself, beside the writer, and stops folding when it
+// returns.
+func TestRunFolds(t *testing.T) {
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			st := openStore(t, d)
+			now := time.Now().UTC()
+			setFoldedBefore(t, st, now.Add(-time.Hour).Truncate(time.Minute))
+			r := usage.NewRecorder(st, usage.Config{FlushInterval: 10 * time.Millisecond})
+			usage.SetFoldEvery(r, 20*time.Millisecond)
+			stop := run(t, r)
+			var evs []usage.Event
+			for i := range 30 {
+				evs = append(evs, event(keyIDs[i%len(keyIDs)], now.Add(-time.Duration(i+2)*time.Minute), usage.OutcomeOK, i))
+			}
+			for _, ev := range evs {
+				r.Record(ev)
+			}
+			waitUntil(t, "the recorder to fold what it wrote", func() bool {
+				return sumRequests(t, st.Client, usagerollup.GranularityDay) == len(evs)
+			})
+			stop()
+			if s := r.Stats(); s.FoldErrors != 0 || s.FoldedBefore.Before(now.Add(-2*time.Minute).Truncate(time.Minute)) {
+				t.Errorf("stats after folding: %+v", s)
+			}
+			slices.SortFunc(evs, func(a, b usage.Event) int { return a.At.Compare(b.At) })
+			checkLevels(t, st, evs, now.Add(-2*time.Hour), now.Add(time.Hour))
+		})
+	}
+}

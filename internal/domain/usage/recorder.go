@@ -158,7 +158,6 @@ type Recorder struct {
 
 	ch       chan Event
 	flushReq chan chan error
-	foldReq  chan foldCall
 	// sem is held by the goroutine that owns the writer: Run for its lifetime, or a
 	// Flush that writes by itself while Run is not running.
 	sem chan struct{}
@@ -194,6 +193,10 @@ type Recorder struct {
 
 	// Writer state, used only by the holder of sem.
 	w writer
+	// foldMu is held by the fold, which runs beside the batch writer with its own
+	// buffers and prepared statements (fw).
+	foldMu sync.Mutex
+	fw     writer
 }
 
 // NewRecorder returns a Recorder writing to st. It starts nothing: call Run.
@@ -218,7 +221,6 @@ func NewRecorder(st *store.Store, cfg Config) *Recorder {
 		cfg:              cfg,
 		ch:               make(chan Event, cfg.BufferSize),
 		flushReq:         make(chan chan error),
-		foldReq:          make(chan foldCall),
 		sem:              make(chan struct{}, 1),
 		epoch:            time.Now(),
 		maxAttempts:      10,
@@ -316,8 +318,8 @@ func (r *Recorder) FlushInterval() time.Duration { return r.cfg.FlushInterval }
 // Run writes batches until ctx is done: a batch is written when it holds BatchSize
 // events or when its oldest event was recorded FlushInterval ago (however long it
 // waited in the queue before the writer saw it), and it then takes every queued event
-// up to BatchSize. It folds minute rollups into hour and day rollups every 15 s
-// (see Fold) and prunes expired usage about once an hour. When ctx is done
+// up to BatchSize. Beside the writer, it folds minute rollups into hour and day
+// rollups every 15 s (see Fold) and prunes expired usage about once an hour. When ctx is done
 // it drains the queue completely and writes it before returning, so that after a
 // graceful shutdown the stored rows equal the recorded events. A failed write is
 // retried with exponential backoff, keeping its events; after repeated failures the
@@ -336,16 +338,10 @@ func (r *Recorder) Run(ctx context.Context) error {
 	defer r.w.close() // after the last write, before giving up the writer
 	wctx := context.WithoutCancel(ctx)
 
-	var pruneWG sync.WaitGroup
-	pruneWG.Add(1)
-	go func() {
-		defer pruneWG.Done()
-		r.pruneLoop(ctx)
-	}()
-	defer pruneWG.Wait()
-
-	fold := time.NewTicker(r.foldEvery)
-	defer fold.Stop()
+	var loops sync.WaitGroup
+	loops.Go(func() { r.pruneLoop(ctx) })
+	loops.Go(func() { r.foldLoop(ctx) })
+	defer loops.Wait()
 
 	batch := make([]Event, 0, r.cfg.BatchSize)
 	timer := time.NewTimer(time.Hour)
@@ -401,11 +397,6 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case <-timer.C:
 			timerOn = false
 			write()
-		case <-fold.C:
-			r.foldTick(wctx)
-		case call := <-r.foldReq:
-			n, err := r.fold(wctx, call.now)
-			call.reply <- foldResult{n, err}
 		case reply := <-r.flushReq:
 			err := r.drain(ctx, wctx, batch, len(r.ch))
 			clear(batch)
