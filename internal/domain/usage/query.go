@@ -242,9 +242,7 @@ func rollups(ctx context.Context, client *ent.Client, apiKeyID *string, gran usa
 		o.Errors += b.Errors
 		o.RateLimited += b.RateLimited
 		o.QuotaExceeded += b.QuotaExceeded
-		for h := range o.Histogram {
-			o.Histogram[h] += b.Histogram[h]
-		}
+		o.Histogram.Merge(&b.Histogram)
 	}
 	slices.SortFunc(out, func(a, b Bucket) int {
 		return cmp.Or(a.Start.Compare(b.Start), strings.Compare(a.APIKeyID, b.APIKeyID))

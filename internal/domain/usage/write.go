@@ -141,9 +141,7 @@ func (a *rollupAgg) addCounts(c *[6 + HistogramBuckets]int64) {
 	a.quotaExc += c[3]
 	a.uncharged += c[4]
 	a.latencySum += c[5]
-	for i := range a.hist {
-		a.hist[i] += c[6+i]
-	}
+	a.hist.Merge((*Histogram)(c[6:]))
 }
 
 // counts returns a's additive values in the order of counterColumns.
