@@ -66,7 +66,7 @@ const (
 // the row nothing is folded and batches write all three levels (math.MaxInt64). It
 // returns the database's error.
 func foldedBefore(ctx context.Context, tx *sql.Tx, dialectName string, lock foldLock) (int64, error) {
-	q := "SELECT " + usagefold.FieldFoldedBefore + " FROM " + usagefold.Table + " WHERE " + usagefold.FieldID + " = 1"
+	q := selectFoldedBefore
 	if dialectName == "postgres" {
 		switch lock {
 		case lockShare:
@@ -85,14 +85,25 @@ func foldedBefore(ctx context.Context, tx *sql.Tx, dialectName string, lock fold
 	return t.Unix(), nil
 }
 
+// selectFoldedBefore reads the boundary; as a subquery, statements compare rollup
+// times with it in the snapshot they read the rollups in.
+var selectFoldedBefore = fmt.Sprintf("SELECT %s FROM %s WHERE %s = %d",
+	usagefold.FieldFoldedBefore, usagefold.Table, usagefold.FieldID, foldID)
+
 // unfolded is the predicate of the rollup rows at or after folded_before: the minute
 // rows whose events the hour and day rows do not hold yet. Without the usage_folds row
 // it holds for no row.
 func unfolded() predicate.UsageRollup {
 	return func(s *entsql.Selector) {
-		s.Where(entsql.ExprP(s.C(usagerollup.FieldBucketStart) + " >= (SELECT " + usagefold.FieldFoldedBefore +
-			" FROM " + usagefold.Table + " WHERE " + usagefold.FieldID + " = 1)"))
+		s.Where(entsql.ExprP(s.C(usagerollup.FieldBucketStart) + " >= (" + selectFoldedBefore + ")"))
 	}
+}
+
+// folded is the predicate of the rollup rows before folded_before (of a statement on
+// usage_rollups alone): the minute rows the hour and day rows hold already. Without
+// the usage_folds row it holds for no row.
+func folded() *entsql.Predicate {
+	return entsql.ExprP(usagerollup.FieldBucketStart + " < (" + selectFoldedBefore + ")")
 }
 
 // Fold adds the minute rollups of every minute that ended at least a minute before now

@@ -15,7 +15,6 @@ import (
 	"github.com/latchkey/latchkey/ent/apikey"
 	"github.com/latchkey/latchkey/ent/predicate"
 	"github.com/latchkey/latchkey/ent/schema/rule"
-	"github.com/latchkey/latchkey/ent/usagefold"
 	"github.com/latchkey/latchkey/ent/usagelog"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/internal/data/usagepart"
@@ -360,9 +359,7 @@ func (r *Recorder) Prune(ctx context.Context, now time.Time) (logs, rollups int6
 				Where(entsql.And(
 					entsql.EQ(usagerollup.FieldGranularity, usagerollup.GranularityMinute.String()),
 					entsql.LT(usagerollup.FieldBucketStart, cutoff),
-					// never a minute not folded yet
-					entsql.Not(entsql.ExprP(usagerollup.FieldBucketStart+" >= (SELECT "+usagefold.FieldFoldedBefore+
-						" FROM "+usagefold.Table+" WHERE "+usagefold.FieldID+" = 1)")),
+					folded(), // never a minute not folded yet
 				)).Limit(pruneChunk)
 			s.Where(entsql.In(s.C(usagerollup.FieldID), sub))
 		}).Exec(ctx)
