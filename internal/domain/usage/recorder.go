@@ -319,8 +319,8 @@ func (r *Recorder) FlushInterval() time.Duration { return r.cfg.FlushInterval }
 // events or when its oldest event was recorded FlushInterval ago (however long it
 // waited in the queue before the writer saw it), and it then takes every queued event
 // up to BatchSize. Beside the writer, it folds minute rollups into hour and day
-// rollups every 15 s (see Fold) and prunes expired usage about once an hour. When ctx is done
-// it drains the queue completely and writes it before returning, so that after a
+// rollups every 15 s (see Fold) and prunes expired usage about once an hour. When ctx
+// is done it drains the queue completely and writes it before returning, so that after a
 // graceful shutdown the stored rows equal the recorded events. A failed write is
 // retried with exponential backoff, keeping its events; after repeated failures the
 // batch is logged and counted in Stats().Dropped. Run always returns nil. It must not

@@ -75,7 +75,9 @@ var granularities = [...]struct {
 	{usagerollup.GranularityDay, 86400},
 }
 
-// writer holds buffers reused across batches; only the holder of Recorder.sem uses it.
+// writer holds buffers (and SQLite's prepared statements) reused across batches or
+// folds: Recorder.w is used only by the holder of Recorder.sem, Recorder.fw only by
+// the holder of Recorder.foldMu.
 type writer struct {
 	stmts [len(sqliteChunks)]*sql.Stmt // SQLite: the prepared INSERTs, see prepare
 	// rollupStmts are SQLite's prepared rollup upserts, one per rollupChunks size.
@@ -600,15 +602,21 @@ func upsertRollupsSQL(n int) string {
 		}
 		b.WriteString(row)
 	}
+	addOnConflict(&b, "")
+	return b.String()
+}
+
+// addOnConflict writes the upserts' conflict clause: a row already there gets the new
+// counts added, its columns read as qualifier+column ("t." when the table is aliased).
+func addOnConflict(b *strings.Builder, qualifier string) {
 	b.WriteString(" ON CONFLICT (" + usagerollup.FieldAPIKeyID + ", " + usagerollup.FieldGranularity + ", " +
 		usagerollup.FieldBucketStart + ") DO UPDATE SET ")
 	for i, c := range counterColumns {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(c + " = " + c + " + excluded." + c)
+		b.WriteString(c + " = " + qualifier + c + " + excluded." + c)
 	}
-	return b.String()
 }
 
 // upsertRollupsPG is the PostgreSQL statement of upsertRollups: the rows go as one
@@ -640,14 +648,8 @@ var upsertRollupsPG = func() string {
 		}
 		fmt.Fprintf(&b, "$%d::%s", i+1, typ)
 	}
-	b.WriteString(") AS u(" + strings.Join(rollupColumns, ", ") + ") ON CONFLICT (" +
-		usagerollup.FieldAPIKeyID + ", " + usagerollup.FieldGranularity + ", " + usagerollup.FieldBucketStart + ") DO UPDATE SET ")
-	for i, c := range counterColumns {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(c + " = t." + c + " + excluded." + c)
-	}
+	b.WriteString(") AS u(" + strings.Join(rollupColumns, ", ") + ")")
+	addOnConflict(&b, "t.")
 	return b.String()
 }()
 
