@@ -202,6 +202,14 @@ return out
 
 var checkLua = redis.NewScript(checkScript)
 
+// The layout of checkScript's arguments: a header, then a fixed number per counter, of
+// which one is the cost.
+const (
+	scriptHeaderArgs  = 5
+	scriptCounterArgs = 5
+	scriptCostArg     = 1 // within a counter's arguments
+)
+
 // Replies of checkScript that are not a decision.
 const (
 	scriptWrongPeriod = -2

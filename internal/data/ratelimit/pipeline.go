@@ -33,11 +33,13 @@ type coalescer struct {
 	pending []*scriptCall
 
 	// Buffers of merge, reused: only the caller whose turn it is (busy) sends. byKey
-	// indexes a batch's groups by their first key; of is each call's group, sizes each
-	// group's size; ordered holds the calls group after group, and groups slices it.
+	// indexes a batch's groups by their first key; firsts holds each group's first
+	// call, sizes its size; of is each call's group; ordered holds the calls group
+	// after group, and groups slices it.
 	byKey   map[string]int
-	of      []int
+	firsts  []*scriptCall
 	sizes   []int
+	of      []int
 	ordered []*scriptCall
 	groups  [][]*scriptCall
 }
@@ -149,6 +151,7 @@ func (c *coalescer) send(ctx context.Context, batch []*scriptCall) {
 		}
 	}
 	clear(c.ordered) // no reference kept to calls answered
+	clear(c.firsts)
 	for _, call := range batch[1:] {
 		close(call.done)
 	}
@@ -168,20 +171,19 @@ func (c *coalescer) merge(batch []*scriptCall) [][]*scriptCall {
 	}
 	clear(c.byKey)
 	// Number the groups, then lay their calls out one group after another.
-	c.of = c.of[:0]
-	c.sizes = c.sizes[:0]
-	c.ordered = append(c.ordered[:0], batch...)
+	c.firsts, c.sizes, c.of = c.firsts[:0], c.sizes[:0], c.of[:0]
 	for _, call := range batch {
 		g, ok := c.byKey[call.keys[0]]
-		if !ok || !mergeable(c.ordered[g], call) {
-			g = len(c.sizes)
+		if !ok || !mergeable(c.firsts[g], call) {
+			g = len(c.firsts)
 			c.byKey[call.keys[0]] = g
-			c.ordered[g] = call // the first call of group g, until the layout below
+			c.firsts = append(c.firsts, call)
 			c.sizes = append(c.sizes, 0)
 		}
 		c.of = append(c.of, g)
 		c.sizes[g]++
 	}
+	c.ordered = slices.Grow(c.ordered[:0], len(batch))[:len(batch)]
 	start := 0
 	for _, n := range c.sizes {
 		c.groups = append(c.groups, c.ordered[start:start:start+n])
@@ -193,14 +195,6 @@ func (c *coalescer) merge(batch []*scriptCall) [][]*scriptCall {
 	}
 	return c.groups
 }
-
-// The layout of checkScript's arguments: a header, then a fixed number per counter, of
-// which one is the cost.
-const (
-	scriptHeaderArgs  = 5
-	scriptCounterArgs = 5
-	scriptCostArg     = 1 // within a counter's arguments
-)
 
 // mergeable reports whether b checks the same counters as a, with the same arguments
 // but the costs, so that one call of checkScript can evaluate both.
