@@ -2,11 +2,13 @@ package usage_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/latchkey/latchkey/ent/privacy"
 	"github.com/latchkey/latchkey/ent/usagerollup"
 	"github.com/latchkey/latchkey/internal/data/store"
 	"github.com/latchkey/latchkey/internal/data/testdb"
@@ -372,5 +374,33 @@ func TestRunFolds(t *testing.T) {
 			slices.SortFunc(evs, func(a, b usage.Event) int { return a.At.Compare(b.At) })
 			checkLevels(t, st, evs, now.Add(-2*time.Hour), now.Add(time.Hour))
 		})
+	}
+}
+
+// TestUsageFoldSystemOnly: no viewer reads or moves the fold boundary, a platform admin
+// included (a moved boundary would count minutes twice or not at all); the system
+// context does.
+func TestUsageFoldSystemOnly(t *testing.T) {
+	st := openStore(t, "sqlite")
+	bg := context.Background()
+	at := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	setFoldedBefore(t, st, at)
+	for name, ctx := range map[string]context.Context{
+		"no viewer": bg,
+		"tenant":    viewer.NewContext(bg, &viewer.Viewer{TenantID: tenantA, Scopes: []string{viewer.ScopeUsageRead}}),
+		"admin":     viewer.NewContext(bg, &viewer.Viewer{Admin: true}),
+	} {
+		if _, err := st.Client.UsageFold.Query().All(ctx); !errors.Is(err, privacy.Deny) {
+			t.Errorf("%s reads usage_folds: err = %v, want privacy deny", name, err)
+		}
+		if err := st.Client.UsageFold.UpdateOneID(1).SetFoldedBefore(at.Add(time.Hour)).Exec(ctx); !errors.Is(err, privacy.Deny) {
+			t.Errorf("%s moves the boundary: err = %v, want privacy deny", name, err)
+		}
+		if err := st.Client.UsageFold.Create().SetID(2).SetFoldedBefore(at).Exec(ctx); !errors.Is(err, privacy.Deny) {
+			t.Errorf("%s adds a boundary: err = %v, want privacy deny", name, err)
+		}
+	}
+	if got := foldedBefore(t, st); !got.Equal(at) {
+		t.Fatalf("folded_before = %v after the denied changes, want %v", got, at)
 	}
 }
