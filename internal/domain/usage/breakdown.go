@@ -44,11 +44,11 @@ func QueryGrouped(ctx context.Context, client *ent.Client, dialect string, apiKe
 	}
 	switch groupBy {
 	case GroupKey:
-		return rollups(ctx, client, apiKeyID, gran, start, to, true)
+		return rollups(ctx, client, apiKeyID, gran, step, start, to, true)
 	case GroupOperation:
 		return byOperation(ctx, client, dialect, apiKeyID, step, start, to)
 	}
-	return rollups(ctx, client, apiKeyID, gran, start, to, false)
+	return rollups(ctx, client, apiKeyID, gran, step, start, to, false)
 }
 
 // latencyCase is the SQL expression of the histogram bucket of latency_ms, the

@@ -152,11 +152,11 @@ func (t *dbTime) parse(s string) error {
 // It returns a *QueryError for to <= from, a range of more than MaxBuckets steps or an
 // unknown interval; the privacy error when ctx has no viewer; database errors as is.
 func Query(ctx context.Context, client *ent.Client, apiKeyID *string, from, to time.Time, interval Interval) ([]Bucket, error) {
-	gran, _, start, to, err := window(from, to, interval)
+	gran, step, start, to, err := window(from, to, interval)
 	if err != nil {
 		return nil, err
 	}
-	return rollups(ctx, client, apiKeyID, gran, start, to, false)
+	return rollups(ctx, client, apiKeyID, gran, step, start, to, false)
 }
 
 // window checks the range and interval of a usage query and returns the rollup level,
@@ -179,10 +179,9 @@ func window(from, to time.Time, interval Interval) (gran usagerollup.Granularity
 	return gran, step, start, to, nil
 }
 
-// rollups sums the rollups of gran in [start, to) per bucket, and per key too when
-// perKey, ordered by bucket (then key).
-func rollups(ctx context.Context, client *ent.Client, apiKeyID *string, gran usagerollup.Granularity, start, to time.Time, perKey bool) ([]Bucket, error) {
-	step := time.Duration(granularities[granIndex(gran)].secs) * time.Second
+// rollups sums the rollups of gran (step wide) in [start, to) per bucket, and per key
+// too when perKey, ordered by bucket (then key).
+func rollups(ctx context.Context, client *ent.Client, apiKeyID *string, gran usagerollup.Granularity, step time.Duration, start, to time.Time, perKey bool) ([]Bucket, error) {
 	which := usagerollup.GranularityEQ(gran)
 	if gran != usagerollup.GranularityMinute {
 		// The minutes not folded yet are in no hour or day row: add them.
@@ -250,16 +249,6 @@ func rollups(ctx context.Context, client *ent.Client, apiKeyID *string, gran usa
 		out[i].percentiles()
 	}
 	return out, nil
-}
-
-// granIndex returns the index of g in granularities.
-func granIndex(g usagerollup.Granularity) int {
-	for i, gr := range granularities {
-		if gr.name == g {
-			return i
-		}
-	}
-	panic("usage: unknown granularity " + string(g))
 }
 
 // Used returns the number of requests of a key since `since` that count against a
