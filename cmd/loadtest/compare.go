@@ -54,6 +54,9 @@ type comparison struct {
 	Setup, Mode    string
 	Goal           goal
 	Stub, Latchkey []roundResult
+	// Reference are the rounds of bare gqlgen answering Latchkey's own GraphQL query
+	// from constants, run between each stub and Latchkey round (GraphQL only).
+	Reference []roundResult
 	// Rate is the fixed rate (requests/s) of the latency rounds StubFixed and
 	// LatchkeyFixed (0: none ran).
 	Rate                     float64
@@ -193,8 +196,10 @@ func newCompareFixture(ctx context.Context, c *client, adminToken string, consum
 
 // pairTargets returns the stub's and Latchkey's side of mode. Both get the same
 // headers; the GraphQL stub is asked { __typename } where Latchkey is asked the
-// viewer query, the verify stub the very same body.
-func pairTargets(mode, stubURL, serverURL string, fx *compareFixture, conns int) (stub, lk target) {
+// viewer query, the verify stub the very same body. For GraphQL, ref asks the stub
+// Latchkey's query, which it answers from constants (a reference, not a baseline:
+// see loadstub.GraphQL); for verification ref is the zero target (no url).
+func pairTargets(mode, stubURL, serverURL string, fx *compareFixture, conns int) (stub, ref, lk target) {
 	switch mode {
 	case modeGraphQL:
 		h := [][2]string{{"Content-Type", "application/json"}, {"X-API-Key", fx.Viewer}}
@@ -202,6 +207,8 @@ func pairTargets(mode, stubURL, serverURL string, fx *compareFixture, conns int)
 			body: requestBody(`{ __typename }`, nil), want: []byte(`"__typename":"Query"`)}
 		lk = target{name: "Latchkey", url: serverURL + "/query", header: h,
 			body: requestBody(viewerQuery, nil), want: []byte(`"apiKey":{"id":"`)}
+		ref = target{name: "bare gqlgen, same query", url: stubURL + "/query", header: h,
+			body: lk.body, want: lk.want, http: newHTTPClient(conns)}
 	default:
 		h := [][2]string{{"Content-Type", "application/json"}, {"Authorization", "Bearer " + fx.Verifier}}
 		bodies := make([][]byte, len(fx.Consumers))
@@ -217,7 +224,7 @@ func pairTargets(mode, stubURL, serverURL string, fx *compareFixture, conns int)
 		}
 	}
 	stub.http, lk.http = newHTTPClient(conns), newHTTPClient(conns)
-	return stub, lk
+	return stub, ref, lk
 }
 
 // runComparison runs the comparison phase on every selected setup, prints its table
@@ -358,12 +365,17 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 		return cmp
 	}
 	defer stubProc.stop(5 * time.Second)
-	stub, lk := pairTargets(mode, stubProc.baseURL, srv.baseURL, fx, o.CompareConns)
-	stub.pid, lk.pid = stubProc.cmd.Process.Pid, srv.cmd.Process.Pid
+	stub, ref, lk := pairTargets(mode, stubProc.baseURL, srv.baseURL, fx, o.CompareConns)
+	stub.pid, ref.pid, lk.pid = stubProc.cmd.Process.Pid, stubProc.cmd.Process.Pid, srv.cmd.Process.Pid
 	defer stub.http.CloseIdleConnections()
 	defer lk.http.CloseIdleConnections()
+	targets := []target{stub, lk}
+	if ref.url != "" {
+		defer ref.http.CloseIdleConnections()
+		targets = append(targets, ref)
+	}
 
-	gen, err := newGenerator(o.CompareGenerator, h.tmp, o.CompareConns, stub, lk)
+	gen, err := newGenerator(o.CompareGenerator, h.tmp, o.CompareConns, targets...)
 	if err != nil {
 		cmp.Err = err
 		return cmp
@@ -371,20 +383,28 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 
 	// Warm-up, not counted: connections opened, caches filled, code paths hot.
 	warm := min(time.Second, o.CompareDuration/2)
-	gen(ctx, stub, warm)
-	gen(ctx, lk, warm)
+	for _, t := range targets {
+		gen(ctx, t, warm)
+	}
 	settle(ctx, srv, adminToken)
 
 	// alternate runs the pair's rounds with round (stub, Latchkey, stub, …), each side
 	// after the other has settled, and logs each with describe; it returns an error
-	// when a side died or the run ended before all were done.
-	alternate := func(what string, round generator, describe func(s, l roundResult) string) (stubs, lks []roundResult, err error) {
+	// when a side died or the run ended before all were done. With refs, a round of
+	// ref runs between each stub and Latchkey round, and refs gets its results.
+	alternate := func(what string, round generator, refs *[]roundResult, describe func(s, l roundResult) string) (stubs, lks []roundResult, err error) {
 		for i := range o.CompareRounds {
 			if ctx.Err() != nil || !srv.alive() || !stubProc.alive() {
 				break
 			}
 			s := round(ctx, stub, o.CompareDuration)
 			settle(ctx, nil, "")
+			if refs != nil {
+				r := round(ctx, ref, o.CompareDuration)
+				settle(ctx, nil, "")
+				*refs = append(*refs, r)
+				logf("compare %s, %s, %d/%d: %s %.0f/s (CPU %s/request)", name, what, i+1, o.CompareRounds, ref.name, r.RPS(), us(r.CPUPerRequest()))
+			}
 			l := round(ctx, lk, o.CompareDuration)
 			settle(ctx, srv, adminToken)
 			stubs, lks = append(stubs, s), append(lks, l)
@@ -395,7 +415,11 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 		}
 		return stubs, lks, err
 	}
-	if cmp.Stub, cmp.Latchkey, cmp.Err = alternate("rounds", gen, func(s, l roundResult) string {
+	var refs *[]roundResult
+	if ref.url != "" {
+		refs = &cmp.Reference
+	}
+	if cmp.Stub, cmp.Latchkey, cmp.Err = alternate("rounds", gen, refs, func(s, l roundResult) string {
 		return fmt.Sprintf("%s %.0f/s (p50 %s, p99 %s, CPU %s/request) · Latchkey %.0f/s (p50 %s, p99 %s, CPU %s/request) · ratio %.2f",
 			stub.name, s.RPS(), ms(s.Latency.P50), ms(s.Latency.P99), us(s.CPUPerRequest()),
 			l.RPS(), ms(l.Latency.P50), ms(l.Latency.P99), us(l.CPUPerRequest()), l.RPS()/math.Max(1, s.RPS()))
@@ -410,7 +434,7 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 		fixed := func(ctx context.Context, t target, d time.Duration) roundResult {
 			return fixedRateRound(ctx, t, o.CompareConns, cmp.Rate, d)
 		}
-		if cmp.StubFixed, cmp.LatchkeyFixed, cmp.Err = alternate(fmt.Sprintf("rounds at %.0f/s", cmp.Rate), fixed, func(s, l roundResult) string {
+		if cmp.StubFixed, cmp.LatchkeyFixed, cmp.Err = alternate(fmt.Sprintf("rounds at %.0f/s", cmp.Rate), fixed, nil, func(s, l roundResult) string {
 			return fmt.Sprintf("%s p50 %s, p99 %s · Latchkey p50 %s, p99 %s", stub.name, ms(s.Latency.P50), ms(s.Latency.P99), ms(l.Latency.P50), ms(l.Latency.P99))
 		}); cmp.Err != nil {
 			return cmp
@@ -433,7 +457,7 @@ func comparePair(ctx context.Context, o options, h harness, setup, mode string, 
 // sampleAnswer verifies the consumer key once and returns the server's answer, which
 // the verify stub then writes to every request (the same bytes on the wire).
 func sampleAnswer(ctx context.Context, serverURL string, fx *compareFixture) (string, error) {
-	_, lk := pairTargets(modeVerify, "", serverURL, fx, 1)
+	_, _, lk := pairTargets(modeVerify, "", serverURL, fx, 1)
 	defer lk.http.CloseIdleConnections()
 	status, body, err := lk.send(ctx)
 	if err != nil {

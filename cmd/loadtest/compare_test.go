@@ -55,6 +55,28 @@ func TestMediansAndVerdict(t *testing.T) {
 	}
 }
 
+func TestReferenceTable(t *testing.T) {
+	cpu := func(r roundResult, d time.Duration) roundResult { r.CPU = d * time.Duration(r.Requests); return r }
+	cmps := []comparison{
+		{Setup: setupSQLite, Mode: modeGraphQL,
+			Stub:      []roundResult{cpu(round(40000, 0, 0), 20*time.Microsecond)},
+			Reference: []roundResult{cpu(round(30000, 0, 0), 27*time.Microsecond)},
+			Latchkey:  []roundResult{cpu(round(24000, 0, 0), 35*time.Microsecond)}},
+		{Setup: setupSQLite, Mode: modeVerify, Stub: []roundResult{round(1, 0, 0)}, Latchkey: []roundResult{round(1, 0, 0)}},
+	}
+	var b bytes.Buffer
+	writeReferenceTable(&b, cmps)
+	want := "| SQLite | 40,000 | 30,000 | 24,000 | 0.75× | 0.80× | 20 µs · 27 µs · 35 µs |\n"
+	if !strings.Contains(b.String(), want) || strings.Count(b.String(), "| SQLite |") != 1 {
+		t.Fatalf("table:\n%s\nwant the row %s", b.String(), want)
+	}
+	b.Reset()
+	writeReferenceTable(&b, cmps[1:])
+	if b.Len() != 0 {
+		t.Fatalf("a table without references: %s", b.String())
+	}
+}
+
 func TestComparisonProblems(t *testing.T) {
 	c := comparison{Stub: []roundResult{round(10, 0, 0)}, Latchkey: []roundResult{round(10, 0, 0)}}
 	if ps := c.problems(); len(ps) != 0 {
@@ -103,12 +125,17 @@ func TestStubs(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	fx := &compareFixture{Viewer: "v", Verifier: "w", Consumers: []string{"lk_live_x"}}
-	stub, _ := pairTargets(modeGraphQL, "", "", fx, 1)
-	if status, body := post(loadstub.GraphQL(), "/", string(stub.body)); status != 200 || !strings.Contains(body, string(stub.want)) {
-		t.Fatalf("bare gqlgen: %d %s", status, body)
+	stub, ref, _ := pairTargets(modeGraphQL, "", "", fx, 1)
+	for _, side := range []target{stub, ref} {
+		if status, body := post(loadstub.GraphQL(), "/", string(side.body)); status != 200 || !strings.Contains(body, string(side.want)) {
+			t.Fatalf("%s: %d %s", side.name, status, body)
+		}
 	}
 	answer := `{"valid":true,"code":"VALID","keyId":"k"}`
-	stub, _ = pairTargets(modeVerify, "", "", fx, 1)
+	stub, ref, _ = pairTargets(modeVerify, "", "", fx, 1)
+	if ref.url != "" || ref.body != nil {
+		t.Errorf("verification has a reference: %+v", ref)
+	}
 	if status, body := post(loadstub.Verify([]byte(answer)), "/", string(stub.body)); status != 200 || body != answer || !bytes.Contains([]byte(body), stub.want) {
 		t.Fatalf("verify stub: %d %s", status, body)
 	}

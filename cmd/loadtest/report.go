@@ -245,11 +245,37 @@ func writeCompareTable(w io.Writer, o options, machine string, took time.Duratio
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "CPU per request: the answering process's CPU time (/proc) over its answers, median of the rounds; the harness, PostgreSQL and Redis are not in it. PostgreSQL + Redis: the CPU of every postgres and redis-server process over the Latchkey rounds, per answer (an upper bound: other users of those servers count too).")
+	writeReferenceTable(w, cmps)
 	writeFixedRateTable(w, o, cmps)
 	for _, c := range cmps {
 		if c.Profile != "" {
 			fmt.Fprintf(w, "- CPU profile of Latchkey, %s %s (an extra round, not counted): %s (`go tool pprof -top -cum %s`)\n", setupNames[c.Setup], c.Mode, c.Profile, c.Profile)
 		}
+	}
+}
+
+// writeReferenceTable prints, for the GraphQL pairs, the reference rounds between
+// the stub's and Latchkey's: bare gqlgen answering Latchkey's own query from
+// constants, which splits the ratio into what gqlgen's executor costs for the real
+// query's fields and what Latchkey adds to it.
+func writeReferenceTable(w io.Writer, cmps []comparison) {
+	if !slices.ContainsFunc(cmps, func(c comparison) bool { return len(c.Reference) > 0 }) {
+		return
+	}
+	fmt.Fprintln(w, "\nWhere the GraphQL gap is: the same rounds, with bare gqlgen answering `{ viewer { apiKey { id } } }` from constants (no authentication, limits or recording) between each stub and Latchkey round, medians:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| setup | bare gqlgen `{ __typename }` req/s | bare gqlgen, same query, req/s | Latchkey req/s | same query / `{ __typename }` | Latchkey / same query | CPU per request (`{ __typename }` · same query · Latchkey) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	for _, c := range cmps {
+		if len(c.Reference) == 0 {
+			continue
+		}
+		sRPS, _, _ := medians(c.Stub)
+		rRPS, _, _ := medians(c.Reference)
+		lRPS, _, _ := medians(c.Latchkey)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %.2f× | %.2f× | %s · %s · %s |\n", setupNames[c.Setup], grouped(sRPS), grouped(rRPS), grouped(lRPS),
+			rRPS/math.Max(1, sRPS), lRPS/math.Max(1, rRPS), us(median(c.Stub, roundResult.CPUPerRequest)),
+			us(median(c.Reference, roundResult.CPUPerRequest)), us(median(c.Latchkey, roundResult.CPUPerRequest)))
 	}
 }
 

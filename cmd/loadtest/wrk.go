@@ -50,7 +50,7 @@ func newWrkRunner(t target, dir string) (*wrkRunner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-compare-generator wrk: %w (Debian: apt-get install wrk)", err)
 	}
-	base := filepath.Join(dir, "wrk-"+strings.NewReplacer(" ", "-", "/", "-").Replace(t.name))
+	base := filepath.Join(dir, "wrk-"+strings.NewReplacer(" ", "-", "/", "-", ",", "").Replace(t.name))
 	// Each body goes in a file of its own, read by the script: no quoting of it in Lua.
 	bodies := t.bodies
 	if len(bodies) == 0 {
@@ -197,12 +197,12 @@ func newGenerator(kind, dir string, conns int, targets ...target) (generator, er
 			if err != nil {
 				return nil, err
 			}
-			runners[t.url] = w
+			runners[t.name] = w
 		}
 		return func(ctx context.Context, t target, d time.Duration) roundResult {
-			w := runners[t.url]
+			w := runners[t.name]
 			if w == nil {
-				return roundResult{Errors: 1, FirstErr: "no wrk script for " + t.url}
+				return roundResult{Errors: 1, FirstErr: "no wrk script for " + t.name}
 			}
 			return w.hammer(ctx, t, conns, d)
 		}, nil

@@ -42,8 +42,9 @@ func BenchmarkVerifyHandler(b *testing.B) {
 
 // BenchmarkViewerHandler is BenchmarkVerifyHandler for GraphQL: the authenticated,
 // rate-limited and recorded { viewer { apiKey { id } } } through the server's handler
-// against bare gqlgen answering { __typename } (the stub of `make load`), without the
-// network, CPU per request with the recorder's writes included.
+// against bare gqlgen answering { __typename } (the stub of `make load`) and, as a
+// reference, bare gqlgen answering the same query from constants, without the network,
+// CPU per request with the recorder's writes included.
 func BenchmarkViewerHandler(b *testing.B) {
 	e := apptest.New(b, benchDialect(), app.Options{}, nil)
 	var out struct {
@@ -56,6 +57,7 @@ func BenchmarkViewerHandler(b *testing.B) {
 		h               http.Handler
 	}{
 		{"stub", `{"query":"{ __typename }"}`, "", loadstub.GraphQL()},
+		{"stub-viewer", `{"query":"{ viewer { apiKey { id } } }"}`, "", loadstub.GraphQL()},
 		{"latchkey", `{"query":"{ viewer { apiKey { id } } }"}`, out.CreateApiKey.Secret, e.App.Handler},
 	} {
 		b.Run(side.name, func(b *testing.B) {
