@@ -27,10 +27,19 @@ const (
 	setupSQLite   = "sqlite"   // the embedded default: SQLite file, no Redis
 	setupPostgres = "postgres" // production: PostgreSQL + Redis
 	setupCluster  = "cluster"  // past one Redis: PostgreSQL + a Redis Cluster
+	// The production path's two halves, each alone, to split its cost: usage in
+	// SQLite with the limits in Redis, and usage in PostgreSQL with the limits in
+	// the instance's memory. Neither is a deployment the targets are about.
+	setupSQLiteRedis = "sqlite-redis"
+	setupPostgresMem = "postgres-memory"
 )
 
+// allSetups are the setups -compare-setups takes, in the order they run.
+var allSetups = []string{setupSQLite, setupPostgres, setupCluster, setupSQLiteRedis, setupPostgresMem}
+
 // setupNames are the setups as the table names them.
-var setupNames = map[string]string{setupSQLite: "SQLite", setupPostgres: "PostgreSQL + Redis", setupCluster: "PostgreSQL + Redis Cluster"}
+var setupNames = map[string]string{setupSQLite: "SQLite", setupPostgres: "PostgreSQL + Redis", setupCluster: "PostgreSQL + Redis Cluster",
+	setupSQLiteRedis: "SQLite + Redis (limits only)", setupPostgresMem: "PostgreSQL, limits in memory (usage only)"}
 
 // goal is a target printed beside a measured ratio; it is reported, not asserted.
 type goal struct {
@@ -41,12 +50,16 @@ type goal struct {
 
 // goals are the targets of DESIGN "Measuring speed", by setup and mode.
 var goals = map[[2]string]goal{
-	{setupSQLite, modeGraphQL}:   {Ratio: 0.9},
-	{setupPostgres, modeGraphQL}: {Ratio: 0.8},
-	{setupSQLite, modeVerify}:    {Ratio: 0.9, P99: 2 * time.Millisecond},
-	{setupPostgres, modeVerify}:  {Note: "none: reported beside SQLite's"},
-	{setupCluster, modeGraphQL}:  {Ratio: 0.8},
-	{setupCluster, modeVerify}:   {Note: "none: reported beside SQLite's"},
+	{setupSQLite, modeGraphQL}:      {Ratio: 0.9},
+	{setupPostgres, modeGraphQL}:    {Ratio: 0.8},
+	{setupSQLite, modeVerify}:       {Ratio: 0.9, P99: 2 * time.Millisecond},
+	{setupPostgres, modeVerify}:     {Note: "none: reported beside SQLite's"},
+	{setupCluster, modeGraphQL}:     {Ratio: 0.8},
+	{setupCluster, modeVerify}:      {Note: "none: reported beside SQLite's"},
+	{setupSQLiteRedis, modeGraphQL}: {Note: "none: half of PostgreSQL + Redis"},
+	{setupSQLiteRedis, modeVerify}:  {Note: "none: half of PostgreSQL + Redis"},
+	{setupPostgresMem, modeGraphQL}: {Note: "none: half of PostgreSQL + Redis"},
+	{setupPostgresMem, modeVerify}:  {Note: "none: half of PostgreSQL + Redis"},
 }
 
 // comparison is one stub/Latchkey pair on one setup.
@@ -267,14 +280,7 @@ func runComparison(ctx context.Context, o options, h harness) int {
 func compareSetup(ctx context.Context, o options, h harness, setup string) ([]comparison, error) {
 	adminToken := "load-admin-" + randomHex(16)
 	var settings []string
-	switch setup {
-	case setupSQLite:
-		dir := filepath.Join(h.tmp, "compare-sqlite")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
-		settings = append(settings, "DATABASE_URL=sqlite:"+filepath.Join(dir, "load.db"))
-	case setupPostgres, setupCluster:
+	if setup != setupSQLite && setup != setupPostgresMem {
 		redisSetting, check, hint := "REDIS_URL="+o.RedisURL, o.RedisURL, "see README, Tests"
 		if setup == setupCluster {
 			redisSetting, check, hint = "REDIS_CLUSTER_URL="+o.RedisClusterURL, o.RedisClusterURL, "make redis-cluster"
@@ -282,6 +288,16 @@ func compareSetup(ctx context.Context, o options, h harness, setup string) ([]co
 		if err := checkRedis(check); err != nil {
 			return nil, fmt.Errorf("%v (start it: %s)", err, hint)
 		}
+		settings = append(settings, redisSetting)
+	}
+	switch setup {
+	case setupSQLite, setupSQLiteRedis:
+		dir := filepath.Join(h.tmp, "compare-"+setup)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		settings = append(settings, "DATABASE_URL=sqlite:"+filepath.Join(dir, "load.db"))
+	default:
 		db, err := createDatabase(ctx, o.PostgresURL)
 		if err != nil {
 			return nil, err
@@ -291,7 +307,7 @@ func compareSetup(ctx context.Context, o options, h harness, setup string) ([]co
 				logf("warning: could not drop database %s: %v", db.name, err)
 			}
 		}()
-		settings = append(settings, "DATABASE_URL="+db.url, redisSetting)
+		settings = append(settings, "DATABASE_URL="+db.url)
 	}
 	port, err := freePort()
 	if err != nil {
@@ -551,22 +567,22 @@ func pprofTop(ctx context.Context, root, path string) string {
 	return strings.Join(parts, "\n\n")
 }
 
-// parseSetups reads -compare-setups: a comma-separated list of sqlite and postgres.
+// parseSetups reads -compare-setups: a comma-separated list of allSetups.
 func parseSetups(s string) ([]string, error) {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
-		switch p = strings.TrimSpace(p); p {
-		case setupSQLite, setupPostgres, setupCluster:
+		switch p = strings.TrimSpace(p); {
+		case slices.Contains(allSetups, p):
 			if !slices.Contains(out, p) {
 				out = append(out, p)
 			}
-		case "":
+		case p == "":
 		default:
-			return nil, fmt.Errorf("-compare-setups: unknown setup %q (want sqlite, postgres, cluster)", p)
+			return nil, fmt.Errorf("-compare-setups: unknown setup %q (want %s)", p, strings.Join(allSetups, ", "))
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("-compare-setups: name at least one of sqlite, postgres, cluster")
+		return nil, errors.New("-compare-setups: name at least one of " + strings.Join(allSetups, ", "))
 	}
 	return out, nil
 }

@@ -89,7 +89,8 @@ func TestComparisonProblems(t *testing.T) {
 }
 
 func TestParseSetups(t *testing.T) {
-	for in, want := range map[string]string{"sqlite,postgres": "sqlite postgres", " postgres , sqlite,postgres": "postgres sqlite", "sqlite": "sqlite"} {
+	for in, want := range map[string]string{"sqlite,postgres": "sqlite postgres", " postgres , sqlite,postgres": "postgres sqlite", "sqlite": "sqlite",
+		"sqlite-redis,postgres-memory": "sqlite-redis postgres-memory"} {
 		got, err := parseSetups(in)
 		if err != nil || strings.Join(got, " ") != want {
 			t.Errorf("parseSetups(%q) = %v, %v; want %s", in, got, err, want)

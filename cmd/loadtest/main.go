@@ -77,7 +77,10 @@
 //	-compare-only          run only phase 7 [LOAD_COMPARE_ONLY]
 //	-compare-setups sqlite,postgres  the setups of phase 7; also cluster: PostgreSQL and
 //	                       the Redis Cluster of LOAD_REDIS_CLUSTER_URL (default the test
-//	                       cluster of make redis-cluster) [LOAD_COMPARE_SETUPS]
+//	                       cluster of make redis-cluster); and the two halves of
+//	                       postgres, each alone, to split its cost: sqlite-redis
+//	                       (usage in SQLite, limits in Redis) and postgres-memory
+//	                       (usage in PostgreSQL, limits in memory) [LOAD_COMPARE_SETUPS]
 //	-compare-rounds 3      alternating rounds per side [LOAD_COMPARE_ROUNDS]
 //	-compare-duration 3s   length of one round [LOAD_COMPARE_DURATION]
 //	-compare-conns 32      connections (closed-loop workers) per round [LOAD_COMPARE_CONNS]
@@ -167,7 +170,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.FlushInterval, "flush-interval", envDuration("LOAD_FLUSH_INTERVAL", 0), "the servers' USAGE_FLUSH_INTERVAL (0: their default)")
 	fs.BoolVar(&o.Compare, "compare", envBool("LOAD_COMPARE", true), "run phase 7, the side-by-side comparison with the stubs")
 	fs.BoolVar(&o.CompareOnly, "compare-only", envBool("LOAD_COMPARE_ONLY", false), "run only phase 7")
-	setups := fs.String("compare-setups", envString("LOAD_COMPARE_SETUPS", "sqlite,postgres"), "setups of phase 7, comma-separated: sqlite, postgres, cluster (PostgreSQL + the Redis Cluster of LOAD_REDIS_CLUSTER_URL)")
+	setups := fs.String("compare-setups", envString("LOAD_COMPARE_SETUPS", "sqlite,postgres"), "setups of phase 7, comma-separated: sqlite, postgres, cluster (PostgreSQL + the Redis Cluster of LOAD_REDIS_CLUSTER_URL), and the halves of postgres alone: sqlite-redis (usage in SQLite, limits in Redis), postgres-memory (usage in PostgreSQL, limits in memory)")
 	fs.IntVar(&o.CompareRounds, "compare-rounds", envInt("LOAD_COMPARE_ROUNDS", 3), "alternating rounds per side in phase 7")
 	fs.DurationVar(&o.CompareDuration, "compare-duration", envDuration("LOAD_COMPARE_DURATION", 3*time.Second), "length of one round in phase 7")
 	fs.IntVar(&o.CompareConns, "compare-conns", envInt("LOAD_COMPARE_CONNS", 32), "connections (closed-loop workers) per round in phase 7")
