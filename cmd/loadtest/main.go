@@ -36,7 +36,10 @@
 //     many alternating rounds at a fixed rate (-compare-rate, a fraction of the stub's
 //     median requests/s; open loop from Go's client, latency counted from when a
 //     request was due if it had to wait for a connection), and a second table prints
-//     their p50/p99. With -profile DIR the servers
+//     their p50/p99. Between each GraphQL stub and Latchkey round, a reference round
+//     asks the stub Latchkey's own query, which it answers from constants (the same
+//     fields through gqlgen's executor, nothing else), and a third table splits the
+//     GraphQL ratio at it. With -profile DIR the servers
 //     run with PPROF_ADDR, and one more Latchkey round per pair, not counted, is
 //     recorded as a CPU profile in DIR (its top functions go to the log).
 //
