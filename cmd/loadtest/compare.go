@@ -37,6 +37,27 @@ const (
 // allSetups are the setups -compare-setups takes, in the order they run.
 var allSetups = []string{setupSQLite, setupPostgres, setupCluster, setupSQLiteRedis, setupPostgresMem}
 
+// setupStores says where each setup's server keeps usage (a fresh SQLite file, or a
+// fresh PostgreSQL database) and limits (in memory, or in the Redis its setting
+// names: REDIS_URL, the harness's Redis server, or REDIS_CLUSTER_URL, its cluster).
+var setupStores = map[string]struct {
+	sqlite bool
+	redis  string // "" (limits in memory), "REDIS_URL" or "REDIS_CLUSTER_URL"
+}{
+	setupSQLite:      {sqlite: true},
+	setupPostgres:    {redis: "REDIS_URL"},
+	setupCluster:     {redis: "REDIS_CLUSTER_URL"},
+	setupSQLiteRedis: {sqlite: true, redis: "REDIS_URL"},
+	setupPostgresMem: {},
+}
+
+// hasBacking reports whether setup's server uses PostgreSQL or Redis, whose CPU the
+// rounds then measure.
+func hasBacking(setup string) bool {
+	st := setupStores[setup]
+	return !st.sqlite || st.redis != ""
+}
+
 // setupNames are the setups as the table names them.
 var setupNames = map[string]string{setupSQLite: "SQLite", setupPostgres: "PostgreSQL + Redis", setupCluster: "PostgreSQL + Redis Cluster",
 	setupSQLiteRedis: "SQLite + Redis (limits only)", setupPostgresMem: "PostgreSQL, limits in memory (usage only)"}
@@ -221,7 +242,7 @@ func pairTargets(mode, stubURL, serverURL string, fx *compareFixture, conns int)
 		lk = target{name: "Latchkey", url: serverURL + "/query", header: h,
 			body: requestBody(viewerQuery, nil), want: []byte(`"apiKey":{"id":"`)}
 		ref = target{name: "bare gqlgen, same query", url: stubURL + "/query", header: h,
-			body: lk.body, want: lk.want, http: newHTTPClient(conns)}
+			body: lk.body, want: lk.want}
 	default:
 		h := [][2]string{{"Content-Type", "application/json"}, {"Authorization", "Bearer " + fx.Verifier}}
 		bodies := make([][]byte, len(fx.Consumers))
@@ -237,6 +258,9 @@ func pairTargets(mode, stubURL, serverURL string, fx *compareFixture, conns int)
 		}
 	}
 	stub.http, lk.http = newHTTPClient(conns), newHTTPClient(conns)
+	if ref.url != "" {
+		ref.http = newHTTPClient(conns)
+	}
 	return stub, ref, lk
 }
 
@@ -280,24 +304,24 @@ func runComparison(ctx context.Context, o options, h harness) int {
 func compareSetup(ctx context.Context, o options, h harness, setup string) ([]comparison, error) {
 	adminToken := "load-admin-" + randomHex(16)
 	var settings []string
-	if setup != setupSQLite && setup != setupPostgresMem {
-		redisSetting, check, hint := "REDIS_URL="+o.RedisURL, o.RedisURL, "see README, Tests"
-		if setup == setupCluster {
-			redisSetting, check, hint = "REDIS_CLUSTER_URL="+o.RedisClusterURL, o.RedisClusterURL, "make redis-cluster"
+	st := setupStores[setup]
+	if st.redis != "" {
+		url, hint := o.RedisURL, "see README, Tests"
+		if st.redis == "REDIS_CLUSTER_URL" {
+			url, hint = o.RedisClusterURL, "make redis-cluster"
 		}
-		if err := checkRedis(check); err != nil {
+		if err := checkRedis(url); err != nil {
 			return nil, fmt.Errorf("%v (start it: %s)", err, hint)
 		}
-		settings = append(settings, redisSetting)
+		settings = append(settings, st.redis+"="+url)
 	}
-	switch setup {
-	case setupSQLite, setupSQLiteRedis:
+	if st.sqlite {
 		dir := filepath.Join(h.tmp, "compare-"+setup)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
 		settings = append(settings, "DATABASE_URL=sqlite:"+filepath.Join(dir, "load.db"))
-	default:
+	} else {
 		db, err := createDatabase(ctx, o.PostgresURL)
 		if err != nil {
 			return nil, err

@@ -77,6 +77,28 @@ func TestReferenceTable(t *testing.T) {
 	}
 }
 
+// TestSetupTables: every setup -compare-setups takes has a name, its stores and a
+// goal (or a note) for both modes; only the setup without PostgreSQL or Redis has no
+// backing CPU to report.
+func TestSetupTables(t *testing.T) {
+	for _, setup := range allSetups {
+		if setupNames[setup] == "" {
+			t.Errorf("%s: no name", setup)
+		}
+		if _, ok := setupStores[setup]; !ok {
+			t.Errorf("%s: no stores", setup)
+		}
+		for _, mode := range []string{modeGraphQL, modeVerify} {
+			if g := goals[[2]string{setup, mode}]; g.Ratio == 0 && g.Note == "" {
+				t.Errorf("%s %s: neither a target nor a note", setup, mode)
+			}
+		}
+		if hasBacking(setup) == (setup == setupSQLite) {
+			t.Errorf("%s: hasBacking %v", setup, hasBacking(setup))
+		}
+	}
+}
+
 func TestComparisonProblems(t *testing.T) {
 	c := comparison{Stub: []roundResult{round(10, 0, 0)}, Latchkey: []roundResult{round(10, 0, 0)}}
 	if ps := c.problems(); len(ps) != 0 {

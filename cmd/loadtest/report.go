@@ -235,7 +235,7 @@ func writeCompareTable(w io.Writer, o options, machine string, took time.Duratio
 		sRPS, sP50, sP99 := medians(c.Stub)
 		lRPS, lP50, lP99 := medians(c.Latchkey)
 		back := "–"
-		if c.Setup != setupSQLite {
+		if hasBacking(c.Setup) {
 			back = us(median(c.Latchkey, roundResult.BackingPerRequest))
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | **%.2f×** | %s | %s / %s | %s / %s | %s · %s | %s · %s | %s |\n",
