@@ -94,16 +94,17 @@ var selectFoldedBefore = fmt.Sprintf("SELECT %s FROM %s WHERE %s = %d",
 // rows whose events the hour and day rows do not hold yet. Without the usage_folds row
 // it holds for no row.
 func unfolded() predicate.UsageRollup {
-	return func(s *entsql.Selector) {
-		s.Where(entsql.ExprP(s.C(usagerollup.FieldBucketStart) + " >= (" + selectFoldedBefore + ")"))
-	}
+	return func(s *entsql.Selector) { s.Where(vsFoldedBefore(s.C(usagerollup.FieldBucketStart), ">=")) }
 }
 
 // folded is the predicate of the rollup rows before folded_before (of a statement on
 // usage_rollups alone): the minute rows the hour and day rows hold already. Without
 // the usage_folds row it holds for no row.
-func folded() *entsql.Predicate {
-	return entsql.ExprP(usagerollup.FieldBucketStart + " < (" + selectFoldedBefore + ")")
+func folded() *entsql.Predicate { return vsFoldedBefore(usagerollup.FieldBucketStart, "<") }
+
+// vsFoldedBefore compares column with folded_before, read in the statement's snapshot.
+func vsFoldedBefore(column, op string) *entsql.Predicate {
+	return entsql.ExprP(column + " " + op + " (" + selectFoldedBefore + ")")
 }
 
 // Fold adds the minute rollups of every minute that ended at least a minute before now
@@ -143,17 +144,23 @@ func (r *Recorder) fold(ctx context.Context, now time.Time) (int, error) {
 	target := now.UTC().Truncate(time.Minute).Add(-foldLag).Unix()
 	total := 0
 	for range foldSteps {
-		n, done, err := r.foldStep(ctx, target)
-		total += n
-		for retry := 1; err != nil && retryable(err) && retry <= foldRetries; retry++ {
+		var (
+			n    int
+			done bool
+			err  error
+		)
+		for retry := 0; ; retry++ {
+			n, done, err = r.foldStep(ctx, target)
+			total += n
+			if err == nil || !retryable(err) || retry == foldRetries {
+				break
+			}
 			// A lock wait cut short (see foldStep): the fold gives way and tries again.
 			select {
-			case <-time.After(time.Duration(retry) * 50 * time.Millisecond):
+			case <-time.After(time.Duration(retry+1) * 50 * time.Millisecond):
 			case <-ctx.Done():
 				return total, ctx.Err()
 			}
-			n, done, err = r.foldStep(ctx, target)
-			total += n
 		}
 		if err != nil && ctx.Err() == nil { // not a shutdown
 			r.foldErrors.Add(1)
@@ -226,7 +233,7 @@ func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done b
 		return 0, false, fmt.Errorf("fold: first minute: %w", err)
 	}
 	to := target
-	seen := map[minuteKey]*[6 + HistogramBuckets]int64{}
+	seen := map[minuteKey]rowCounts{}
 	if !first.IsZero() && first.Unix() < target {
 		to = min(target, first.Unix()+int64(foldSpan/time.Second))
 		if rows, err = r.foldRange(ctx, tx, fromT, time.Unix(to, 0).UTC(), seen); err != nil {
@@ -271,7 +278,7 @@ type minuteKey struct {
 // foldRange adds the minute rows of [from, to) to their hour and day rows in tx, less
 // what seen says an earlier read of the same range added already, and records in seen
 // what it read. It returns how many minute rows it read.
-func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time, seen map[minuteKey]*[6 + HistogramBuckets]int64) (int, error) {
+func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time, seen map[minuteKey]rowCounts) (int, error) {
 	cols := append([]string{usagerollup.FieldTenantID, usagerollup.FieldAPIKeyID, usagerollup.FieldBucketStart}, counterColumns[:]...)
 	q, args := entsql.Dialect(r.st.EntDialect).Select(cols...).From(entsql.Table(usagerollup.Table)).
 		Where(entsql.And(
@@ -289,7 +296,7 @@ func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time
 	var (
 		tenantID, apiKeyID string
 		start              dbTime
-		c                  [6 + HistogramBuckets]int64
+		c                  rowCounts
 		n                  int
 	)
 	dest := []any{&tenantID, &apiKeyID, &start}
@@ -304,18 +311,15 @@ func (r *Recorder) foldRange(ctx context.Context, tx *sql.Tx, from, to time.Time
 		sec := start.Unix()
 		k := minuteKey{apiKeyID, sec}
 		add := c
-		if old := seen[k]; old != nil {
+		if old, ok := seen[k]; ok {
 			if old[0] == c[0] { // rows only grow, and every event adds a request
 				continue
 			}
 			for i := range add {
 				add[i] -= old[i]
 			}
-			*old = c
-		} else {
-			cp := c
-			seen[k] = &cp
 		}
+		seen[k] = c
 		for g := 1; g < len(granularities); g++ {
 			w.agg(rollupKey{apiKeyID: apiKeyID, gran: uint8(g), start: floorTo(sec, granularities[g].secs)}, tenantID).addCounts(&add)
 		}

@@ -46,6 +46,9 @@ var counterColumns = append([]string{
 	usagerollup.FieldQuotaExceeded, usagerollup.FieldUncharged, usagerollup.FieldLatencySumMs,
 }, histColumns[:]...)
 
+// rowCounts are a rollup row's additive values, in the order of counterColumns.
+type rowCounts [6 + HistogramBuckets]int64
+
 // rollupColumns are the usage_rollups columns written, in order.
 var rollupColumns = append([]string{
 	usagerollup.FieldTenantID, usagerollup.FieldAPIKeyID, usagerollup.FieldGranularity,
@@ -135,8 +138,8 @@ type rollupAgg struct {
 	hist                                    Histogram
 }
 
-// addCounts adds c, additive values in the order of counterColumns, to a.
-func (a *rollupAgg) addCounts(c *[6 + HistogramBuckets]int64) {
+// addCounts adds c to a.
+func (a *rollupAgg) addCounts(c *rowCounts) {
 	a.requests += c[0]
 	a.errors += c[1]
 	a.rateLimited += c[2]
@@ -147,8 +150,8 @@ func (a *rollupAgg) addCounts(c *[6 + HistogramBuckets]int64) {
 }
 
 // counts returns a's additive values in the order of counterColumns.
-func (a *rollupAgg) counts() [6 + HistogramBuckets]int64 {
-	var c [6 + HistogramBuckets]int64
+func (a *rollupAgg) counts() rowCounts {
+	var c rowCounts
 	c[0], c[1], c[2], c[3], c[4], c[5] = a.requests, a.errors, a.rateLimited, a.quotaExc, a.uncharged, a.latencySum
 	copy(c[6:], a.hist[:])
 	return c
