@@ -71,12 +71,7 @@ func TestQueryGrouped(t *testing.T) {
 			st := openStore(t, d)
 			r := usage.NewRecorder(st, usage.Config{BatchSize: 400})
 			run(t, r)
-			for _, ev := range evs {
-				r.Record(ev)
-			}
-			if err := r.Flush(bg); err != nil {
-				t.Fatal(err)
-			}
+			recordAll(t, r, evs)
 			for _, g := range groups {
 				for _, iv := range []struct {
 					interval usage.Interval

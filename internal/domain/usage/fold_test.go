@@ -86,12 +86,7 @@ func TestFoldLateEvent(t *testing.T) {
 			for i := range 30 {
 				evs = append(evs, event(keyIDs[i%len(keyIDs)], base.Add(time.Duration(i)*97*time.Second), usage.OutcomeOK, i*40))
 			}
-			for _, ev := range evs {
-				r.Record(ev)
-			}
-			if err := r.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			recordAll(t, r, evs)
 			if got := sumRequests(t, st.Client, usagerollup.GranularityHour); got != 0 {
 				t.Fatalf("hour rollups hold %d requests before the fold, want 0", got)
 			}
@@ -143,12 +138,7 @@ func TestFoldCatchesUp(t *testing.T) {
 				}
 				evs = append(evs, event(keyIDs[i%len(keyIDs)], at, usage.OutcomeOK, i))
 			}
-			for _, ev := range evs {
-				r.Record(ev)
-			}
-			if err := r.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			recordAll(t, r, evs)
 			now := base.Add(12 * 24 * time.Hour)
 			rows, err := r.Fold(ctx, now)
 			if err != nil {
@@ -260,12 +250,7 @@ func TestFoldCountsWritesDuringFold(t *testing.T) {
 	for i := range 40 {
 		evs = append(evs, event(keyIDs[i%len(keyIDs)], base.Add(time.Duration(i)*13*time.Second), usage.OutcomeOK, i))
 	}
-	for _, ev := range evs {
-		r.Record(ev)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	recordAll(t, r, evs)
 	// Meanwhile, another instance adds to minutes the fold has read (and to one it
 	// has not: a key without a row yet), and to one after its range.
 	meanwhile := []usage.Event{

@@ -29,6 +29,17 @@ func openStore(t testing.TB, dialect string) *store.Store {
 }
 
 // run starts r.Run and returns a function that stops it and waits for it to return.
+// recordAll records evs with r (running) and waits until they are written.
+func recordAll(t testing.TB, r *usage.Recorder, evs []usage.Event) {
+	t.Helper()
+	for _, ev := range evs {
+		r.Record(ev)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func run(t testing.TB, r *usage.Recorder) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -250,12 +261,7 @@ func TestRecordAndQuery(t *testing.T) {
 					}
 					r := usage.NewRecorder(st, usage.Config{BatchSize: 400})
 					run(t, r)
-					for _, ev := range evs {
-						r.Record(ev)
-					}
-					if err := r.Flush(bg); err != nil {
-						t.Fatal(err)
-					}
+					recordAll(t, r, evs)
 					if got := countLogs(t, st.Client); got != n {
 						t.Fatalf("usage_logs has %d rows, want %d", got, n)
 					}
