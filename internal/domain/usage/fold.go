@@ -194,7 +194,7 @@ func retryable(err error) bool {
 // Fold tries the step again.
 func (r *Recorder) foldStep(ctx context.Context, target int64) (rows int, done bool, err error) {
 	if r.st.Dialect != "postgres" {
-		if err := r.fw.prepare(ctx, r.st.DB); err != nil {
+		if err := r.fw.prepareRollups(ctx, r.st.DB); err != nil {
 			return 0, false, err
 		}
 	}

@@ -322,6 +322,11 @@ func (w *writer) prepare(ctx context.Context, db *sql.DB) error {
 	if err := prepareChunks(ctx, db, w.stmts[:], sqliteChunks[:], insertLogsSQL); err != nil {
 		return fmt.Errorf("prepare the usage_logs insert: %w", err)
 	}
+	return w.prepareRollups(ctx, db)
+}
+
+// prepareRollups is prepare for the rollup upserts alone: all the fold writes.
+func (w *writer) prepareRollups(ctx context.Context, db *sql.DB) error {
 	if err := prepareChunks(ctx, db, w.rollupStmts[:], rollupChunks[:], upsertRollupsSQL); err != nil {
 		return fmt.Errorf("prepare the usage_rollups upsert: %w", err)
 	}
